@@ -1,0 +1,169 @@
+// The contract between the runtime (which plans and orders a step) and the two backends that
+// execute it: the CPU backend (the readable reference, runs each call to completion) and the
+// CUDA backend (queues kernels and cuBLAS calls on the step's stream and never blocks).
+//
+// Every pointer in the work structs below is backend memory (host memory for CPU, device memory
+// for CUDA), allocated by Backend::Alloc at finalize, except param/grad, which are the caller's.
+// The math of each call is DESIGN.md section 1; the commit rule is section 6: nothing writes
+// parameters or optimizer state before Commit*, and Commit* do nothing when the step's control
+// block says the step is skipped.
+#ifndef NORMUON_BACKEND_H_
+#define NORMUON_BACKEND_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace normuon {
+
+enum class DType : int32_t { kF32 = 0, kBF16 = 1 };
+
+inline size_t SizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
+
+enum class Variant : int32_t { kNorMuon = 0, kNorMuonPaper = 1, kMuon = 2 };
+
+// Sentinel for StepControl::nonfinite_param: no non-finite gradient seen.
+inline constexpr int32_t kNoParam = 0x7fffffff;
+
+// Per-step values of one hyper-parameter group, in backend memory, written at the start of every
+// step so that kernels (and a captured CUDA graph) read the current values.
+struct GroupScalars {
+  float lr;
+  float weight_decay;
+  float beta1;  // NorMuon: momentum; AdamW: beta1
+  float beta2;
+  float eps;
+  float pad[3];
+};
+
+// Device-side outcome of a step, in backend memory. Reset at BeginStep.
+struct StepControl {
+  int32_t nonfinite_param;  // smallest param index with a NaN/Inf gradient, or kNoParam
+  int32_t comm_error;       // non-zero: a collective failed, the commit is skipped
+  int64_t steps_taken;      // committed steps so far (kept across steps)
+  int64_t steps_skipped;    // skipped steps so far (kept across steps)
+};
+
+// A step is skipped when any check failed; Commit* test this on the device.
+inline bool StepSkipped(const StepControl& c) {
+  return c.nonfinite_param != kNoParam || c.comm_error != 0;
+}
+
+// One NorMuon matrix parameter as this rank sees it.
+struct MatrixWork {
+  int32_t index = 0;                 // param index (registration order)
+  int64_t rows = 0, cols = 0;        // global shape m x n, row-major
+  int64_t row_begin = 0, row_count = 0;
+  void* param = nullptr;             // row_count x cols, param_dtype (caller's)
+  DType param_dtype = DType::kF32;
+  const void* grad = nullptr;        // row_count x cols, grad_dtype (caller's); null = zero grad
+  DType grad_dtype = DType::kF32;
+  float* momentum = nullptr;         // row_count x cols
+  float* v = nullptr;                // row_count: second moment per row
+  float* v_new = nullptr;            // row_count: scratch, copied to v at commit
+  void* u_rows = nullptr;            // row_count x cols, ns_dtype: where Blend writes this rank's
+                                     // rows of U (single rank: inside the owner's full U)
+  const void* o_rows = nullptr;      // row_count x cols, ns_dtype: this rank's rows of O
+  float* row_slots = nullptr;        // 2 * rows: [r] = sum_j O_rj^2, [rows + r] = sum_j O'_rj^2
+                                     // for global row r; this rank writes only its own rows
+  float* scale = nullptr;            // 1 float: the multiplier of O'_ij in the update
+  const GroupScalars* scalars = nullptr;
+  Variant variant = Variant::kNorMuon;
+  bool nesterov = true;
+  DType ns_dtype = DType::kF32;
+};
+
+// A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
+// rows x cols (ns dtype) back to back. Newton-Schulz reads u, writes o; works on X^T when
+// rows > cols, so the short side is the one squared.
+struct NsBatch {
+  int64_t rows = 0, cols = 0;
+  int64_t count = 0;
+  const void* u = nullptr;
+  void* o = nullptr;
+  DType dtype = DType::kF32;
+  float ns_eps = 1e-7f;
+  std::vector<std::array<float, 3>> coefficients;  // (a, b, c) per iteration
+};
+
+// One AdamW parameter (elementwise, purely local).
+struct AdamWWork {
+  int32_t index = 0;
+  int64_t count = 0;                 // elements held here (row_count * cols)
+  void* param = nullptr;
+  DType param_dtype = DType::kF32;
+  const void* grad = nullptr;        // null = zero gradient, no weight decay
+  DType grad_dtype = DType::kF32;
+  float* exp_avg = nullptr;
+  float* exp_avg_sq = nullptr;
+  int64_t* step = nullptr;           // bias-correction count; this step uses *step + 1
+  const GroupScalars* scalars = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const char* name() const = 0;
+
+  // Memory of this backend, zero-filled. Free(nullptr) is a no-op.
+  virtual absl::StatusOr<void*> Alloc(size_t bytes) = 0;
+  virtual void Free(void* p) = 0;
+  // Synchronous copies between host memory and backend memory (checkpoint I/O, set-up; never
+  // inside a step). They wait for the last step to finish first.
+  virtual absl::Status CopyToHost(void* dst, const void* src, size_t bytes) = 0;
+  virtual absl::Status CopyFromHost(void* dst, const void* src, size_t bytes) = 0;
+  // OK when the backend can read and write bytes at p (CUDA: device memory of our device).
+  // `field` names the pointer in the error message.
+  virtual absl::Status CheckPointer(const void* p, absl::string_view field) = 0;
+
+  // Called once at finalize, after all state is allocated, with every batch a step will run:
+  // cuBLAS handles, workspaces, streams and events are created here.
+  virtual absl::Status Prepare(const std::vector<NsBatch>& batches) = 0;
+
+  // A step, in this order, all on `stream` (ignored by CPU):
+  // BeginStep copies `bytes` of host_scalars to dev_scalars and clears the control block's
+  // per-step fields.
+  virtual absl::Status BeginStep(void* stream, const void* host_scalars, void* dev_scalars,
+                                 size_t bytes, StepControl* control) = 0;
+  // Records `index` in control->nonfinite_param (minimum over calls) if grad holds NaN/Inf.
+  virtual absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
+                                   StepControl* control) = 0;
+  // u_rows = nesterov ? G + b1*(M' - G) : M', with M' = M + (1-b1)*(G - M); M is not written.
+  virtual absl::Status Blend(const MatrixWork& w) = 0;
+  // o = NS(u) for every matrix of the batch.
+  virtual absl::Status NewtonSchulz(const NsBatch& b) = 0;
+  // From o_rows: v_new_i = v_i + (1-b2)*(mean_j O_ij^2 - v_i) (not for Muon), and the row
+  // slots of this rank's rows: sum_j O_ij^2 and sum_j (O_ij / (sqrt(v_new_i) + eps))^2.
+  virtual absl::Status RowStats(const MatrixWork& w) = 0;
+  // From the complete row_slots (summed in global row order, the same function at every world
+  // size), writes *w.scale: kNorMuon ||O||/(||O'||+eps) * sqrt(max(1, m/n));
+  // kNorMuonPaper 0.2*sqrt(m*n)/(||O'||+eps); kMuon sqrt(max(1, m/n)).
+  virtual absl::Status FinishNorms(const MatrixWork& w) = 0;
+  // Unless the step is skipped: M = M + (1-b1)*(G - M); v = v_new;
+  // W = W*(1 - lr*wd) - lr * scale * O_ij * f_i, f_i = 1/(sqrt(v_new_i)+eps) (1 for Muon);
+  // no weight decay when grad is null.
+  virtual absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) = 0;
+  // Unless the step is skipped, AdamW as the reference (bias-corrected, decoupled wd).
+  virtual absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) = 0;
+  // Counts the step as taken or skipped; increments the n AdamW step counters if taken;
+  // records the step's completion.
+  virtual absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) = 0;
+  // Host waits for the last step's completion (CPU: returns at once).
+  virtual absl::Status WaitStep() = 0;
+};
+
+std::unique_ptr<Backend> MakeCpuBackend();
+// Fails with UNSUPPORTED in a build without CUDA, or if the device does not exist.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);
+
+}  // namespace normuon
+
+#endif  // NORMUON_BACKEND_H_

@@ -1,0 +1,263 @@
+/* normuon.h: the public C API of the normuon runtime, version 1.
+ *
+ * The runtime performs one optimizer step of the NorMuon family (momentum, Newton-Schulz
+ * orthogonalization, per-neuron second-moment normalization, update) on parameters that the
+ * caller owns, plus AdamW for the parameters that are not matrices. The caller hands raw
+ * pointers (host memory for the CPU backend, device memory for the CUDA backend), shard
+ * metadata and a stream; the runtime updates the parameters in place.
+ *
+ * Conventions, for every function below:
+ * - Every call returns a normuon_status_t. On failure nothing the call was meant to change has
+ *   changed, and normuon_last_error(rt) returns a message naming the field, the parameter and
+ *   the value seen (per handle; thread-safe for calls on different handles).
+ * - Handles are opaque 64-bit ids with a generation count: 0 is never valid, and a destroyed
+ *   handle is reported as NORMUON_ERROR_INVALID_HANDLE, not dereferenced.
+ * - Structs carry their own size (struct_size) so a newer library accepts an older caller's
+ *   struct; fill them with the *_init functions (or the *_INIT macros) before setting fields.
+ * - Matrices are row-major, rows = output neurons. A rank holds the contiguous rows
+ *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding).
+ * - Pure C99: usable from C, C++, Python ctypes, Rust.
+ */
+#ifndef NORMUON_NORMUON_H_
+#define NORMUON_NORMUON_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define NORMUON_API
+#else
+#define NORMUON_API __attribute__((visibility("default")))
+#endif
+
+#define NORMUON_VERSION_MAJOR 0
+#define NORMUON_VERSION_MINOR 1
+#define NORMUON_VERSION_PATCH 0
+/* The version of this header's structs and functions. */
+#define NORMUON_API_VERSION 1
+
+typedef enum normuon_status {
+  NORMUON_SUCCESS = 0,
+  NORMUON_ERROR_INVALID_ARGUMENT = 1, /* a field or argument is wrong; the message names it */
+  NORMUON_ERROR_INVALID_HANDLE = 2,   /* 0, unknown or already destroyed handle */
+  NORMUON_ERROR_INVALID_STATE = 3,    /* e.g. step before finalize, register after finalize */
+  NORMUON_ERROR_UNSUPPORTED = 4,      /* valid request this build or backend cannot run */
+  NORMUON_ERROR_OUT_OF_MEMORY = 5,
+  NORMUON_ERROR_CUDA = 6,             /* a CUDA or cuBLAS call failed */
+  NORMUON_ERROR_COMM = 7,             /* a communicator failed; see the message */
+  NORMUON_ERROR_NONFINITE = 8,        /* NaN/Inf gradient with check_finite on: step skipped */
+  NORMUON_ERROR_TIMEOUT = 9,
+  NORMUON_ERROR_INTERNAL = 10
+} normuon_status_t;
+
+/* A short constant name for a status ("NORMUON_ERROR_INVALID_ARGUMENT"). Never NULL. */
+NORMUON_API const char* normuon_status_string(normuon_status_t status);
+
+/* The library's version (major * 10000 + minor * 100 + patch); compare with the header's. */
+NORMUON_API int normuon_version(void);
+
+/* True (1) when this build has the CUDA backend, 0 for a CPU-only build. */
+NORMUON_API int normuon_has_cuda(void);
+
+typedef uint64_t normuon_runtime_t; /* 0 = none */
+typedef uint64_t normuon_comm_t;    /* 0 = single rank (world size 1) */
+typedef int32_t normuon_param_t;    /* index of a registered parameter, in registration order */
+typedef int32_t normuon_group_t;    /* index of a hyper-parameter group */
+
+typedef enum normuon_backend {
+  NORMUON_BACKEND_CPU = 0, /* host pointers; OpenBLAS GEMMs; the readable reference */
+  NORMUON_BACKEND_CUDA = 1 /* device pointers on config.device; cuBLAS GEMMs */
+} normuon_backend_t;
+
+typedef enum normuon_dtype {
+  NORMUON_DTYPE_FP32 = 0,
+  NORMUON_DTYPE_BF16 = 1
+} normuon_dtype_t;
+
+/* Precision of the gather, the Newton-Schulz GEMMs and the scatter. */
+typedef enum normuon_ns_dtype {
+  NORMUON_NS_DEFAULT = 0, /* fp32 on CPU, bf16 on CUDA */
+  NORMUON_NS_FP32 = 1,    /* fp32 everywhere (cuBLAS sgemm with TF32 off on CUDA) */
+  NORMUON_NS_BF16 = 2     /* bf16 wire and GEMM inputs, fp32 accumulation */
+} normuon_ns_dtype_t;
+
+/* Post-orthogonalization rule (DESIGN.md section 1 and 6, "Variants, pinned"). */
+typedef enum normuon_variant {
+  NORMUON_VARIANT_NORMUON = 0,       /* official: norm restore, then sqrt(max(1, m/n)) */
+  NORMUON_VARIANT_NORMUON_PAPER = 1, /* O' * 0.2 * sqrt(m*n) / (||O'||_F + eps) */
+  NORMUON_VARIANT_MUON = 2           /* no second moment: O * sqrt(max(1, m/n)) */
+} normuon_variant_t;
+
+typedef struct normuon_config {
+  uint32_t struct_size; /* sizeof(normuon_config_t) as the caller compiled it */
+  uint32_t api_version; /* NORMUON_API_VERSION */
+  normuon_backend_t backend;
+  int32_t device; /* CUDA device ordinal (CUDA backend only) */
+  normuon_variant_t variant;
+  normuon_ns_dtype_t ns_dtype;
+  int32_t ns_steps;       /* Newton-Schulz iterations, default 5 */
+  int32_t nesterov;       /* default 1 */
+  float ns_eps;           /* in X / (||X||_F + ns_eps), default 1e-7 */
+  int32_t check_finite;   /* 1: a NaN/Inf gradient skips the whole step; default 0 */
+  /* Default NorMuon group (group 0): */
+  float lr;               /* default 0.02 */
+  float momentum;         /* beta1, default 0.95 */
+  float beta2;            /* default 0.95 */
+  float weight_decay;     /* default 0 */
+  float eps;              /* in sqrt(v) + eps and the norm restore, default 1e-10 */
+  /* Default AdamW group (group 1): */
+  float adamw_lr;         /* default 3e-4 */
+  float adamw_beta1;      /* default 0.9 */
+  float adamw_beta2;      /* default 0.95 */
+  float adamw_eps;        /* default 1e-10 */
+  float adamw_weight_decay; /* default 0 */
+} normuon_config_t;
+
+/* Fills *config with the reference defaults listed above. */
+NORMUON_API void normuon_config_init(normuon_config_t* config);
+
+/* The two groups every runtime starts with. */
+#define NORMUON_GROUP_MATRIX_DEFAULT 0
+#define NORMUON_GROUP_ADAMW_DEFAULT 1
+
+typedef enum normuon_group_kind {
+  NORMUON_GROUP_NORMUON = 0, /* matrices: beta1 = momentum, eps as in config.eps */
+  NORMUON_GROUP_ADAMW = 1
+} normuon_group_kind_t;
+
+/* Hyper-parameters of one group. lr and weight_decay may change before any step. */
+typedef struct normuon_group_desc {
+  uint32_t struct_size;
+  normuon_group_kind_t kind;
+  float lr;
+  float weight_decay;
+  float beta1;
+  float beta2;
+  float eps;
+} normuon_group_desc_t;
+
+NORMUON_API void normuon_group_desc_init(normuon_group_desc_t* desc, normuon_group_kind_t kind);
+
+/* One parameter shard. For matrices, rows x cols is the global shape; AdamW parameters use the
+ * same descriptor (a 1-D parameter of N elements is rows = N, cols = 1). A rank with no rows of
+ * the parameter passes row_count = 0 and may pass NULL pointers. */
+typedef struct normuon_param_desc {
+  uint32_t struct_size;
+  const char* name;          /* unique, non-empty; copied */
+  int64_t rows;              /* global rows (> 0) */
+  int64_t cols;              /* global cols (> 0) */
+  int64_t row_begin;         /* first row held here */
+  int64_t row_count;         /* rows held here (>= 0) */
+  void* param;               /* row_count x cols, param_dtype, 4-byte (fp32) or 2-byte aligned */
+  normuon_dtype_t param_dtype;
+  const void* grad;          /* row_count x cols, grad_dtype; NULL = no gradient this step */
+  normuon_dtype_t grad_dtype;
+  normuon_group_t group;     /* NORMUON_GROUP_MATRIX_DEFAULT, NORMUON_GROUP_ADAMW_DEFAULT or added */
+} normuon_param_desc_t;
+
+NORMUON_API void normuon_param_desc_init(normuon_param_desc_t* desc);
+
+/* Creates a runtime. comm: 0 for a single rank. Reads *config; writes *out on success. */
+NORMUON_API normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
+                                            normuon_runtime_t* out);
+
+/* Destroys the runtime and frees everything it allocated (never the caller's buffers).
+ * A second destroy returns NORMUON_ERROR_INVALID_HANDLE. */
+NORMUON_API normuon_status_t normuon_destroy(normuon_runtime_t rt);
+
+/* The message of the last failed call on rt ("" if none). Valid until the next call on rt.
+ * normuon_last_error(0) gives the message of the last failed create or handle lookup on this
+ * thread. */
+NORMUON_API const char* normuon_last_error(normuon_runtime_t rt);
+
+/* Adds a hyper-parameter group; before finalize only. */
+NORMUON_API normuon_status_t normuon_add_group(normuon_runtime_t rt,
+                                               const normuon_group_desc_t* desc,
+                                               normuon_group_t* out);
+
+/* Changes a group's lr and weight decay for the following steps (any time; a learning-rate
+ * scheduler calls it before each step). */
+NORMUON_API normuon_status_t normuon_set_group_lr(normuon_runtime_t rt, normuon_group_t group,
+                                                  float lr, float weight_decay);
+
+/* Registers a matrix for the NorMuon update (group of kind NORMUON). Before finalize only. */
+NORMUON_API normuon_status_t normuon_register_matrix(normuon_runtime_t rt,
+                                                     const normuon_param_desc_t* desc,
+                                                     normuon_param_t* out);
+
+/* Registers a parameter for AdamW (group of kind ADAMW). Before finalize only. */
+NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
+                                                    const normuon_param_desc_t* desc,
+                                                    normuon_param_t* out);
+
+/* Allocates and zeroes all optimizer state and workspace. After this, step allocates nothing
+ * and nothing can be registered. */
+NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
+
+/* Bytes of optimizer state plus workspace the runtime holds after finalize (the memory query;
+ * valid before finalize too, for what is registered so far). */
+NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint64_t* bytes);
+
+/* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward). grad may
+ * be NULL: that parameter gets a zero gradient and no weight decay this step, as the official
+ * implementation does. Between steps only. */
+NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param,
+                                          void* param_ptr, const void* grad_ptr);
+
+/* One optimizer step over every registered parameter.
+ * lr, weight_decay: set group 0 (the default NorMuon group) for this and later steps; pass a
+ * negative value to keep the group's current value. Other groups use normuon_set_group_lr.
+ * stream: a cudaStream_t for the CUDA backend (NULL = the legacy default stream); ignored on CPU.
+ * Reads every gradient, writes every parameter and the optimizer state. On CUDA the work is
+ * queued on stream and the call returns without waiting; device-side outcomes (a step skipped
+ * for non-finite gradients) come from normuon_step_result. On CPU the step is done on return and
+ * a skipped step returns NORMUON_ERROR_NONFINITE with the parameter's name. */
+NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay,
+                                          void* stream);
+
+typedef struct normuon_step_info {
+  uint32_t struct_size;
+  int64_t steps_taken;     /* steps committed so far */
+  int64_t steps_skipped;   /* steps skipped (non-finite gradients) so far */
+  int32_t last_skipped;    /* 1 if the last step was skipped */
+  normuon_param_t nonfinite_param; /* the first parameter with a NaN/Inf gradient, or -1 */
+} normuon_step_info_t;
+
+NORMUON_API void normuon_step_info_init(normuon_step_info_t* info);
+
+/* Waits for the last step to complete (CUDA: its completion event) and reports its outcome. */
+NORMUON_API normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info);
+
+/* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
+typedef enum normuon_state_kind {
+  NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
+  NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row) */
+  NORMUON_STATE_EXP_AVG = 2,       /* adamw: row_count x cols */
+  NORMUON_STATE_EXP_AVG_SQ = 3,    /* adamw: row_count x cols */
+  NORMUON_STATE_STEP = 4           /* adamw: one int64, the bias-correction step count */
+} normuon_state_kind_t;
+
+/* Bytes of one state buffer of param (0 if the kind does not apply to it). */
+NORMUON_API normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
+                                                normuon_state_kind_t kind, uint64_t* bytes);
+
+/* Copies a state buffer to host memory dst of exactly bytes = normuon_state_size. After
+ * finalize; waits for the last step on CUDA. */
+NORMUON_API normuon_status_t normuon_get_state(normuon_runtime_t rt, normuon_param_t param,
+                                               normuon_state_kind_t kind, void* dst,
+                                               uint64_t bytes);
+
+/* Overwrites a state buffer from host memory src of exactly normuon_state_size bytes. */
+NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_param_t param,
+                                               normuon_state_kind_t kind, const void* src,
+                                               uint64_t bytes);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* NORMUON_NORMUON_H_ */
