@@ -113,6 +113,10 @@ class Backend {
 
   virtual const char* name() const = 0;
 
+  // True when every call has finished on return (CPU): the runtime may then read backend
+  // memory, such as the control block, right after a call without waiting.
+  virtual bool IsSynchronous() const { return false; }
+
   // Memory of this backend, zero-filled. Free(nullptr) is a no-op.
   virtual absl::StatusOr<void*> Alloc(size_t bytes) = 0;
   virtual void Free(void* p) = 0;

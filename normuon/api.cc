@@ -1,0 +1,359 @@
+// The C edge of the library: handle registry, status conversion, per-handle error messages.
+// Nothing thrown inside the library crosses this boundary.
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "normuon/include/normuon/normuon.h"
+#include "normuon/runtime.h"
+
+namespace normuon {
+namespace {
+
+// One live runtime: calls on it are serialized by `mu`; `error` is its last failure message.
+struct Entry {
+  std::mutex mu;
+  std::unique_ptr<Runtime> runtime;
+  std::string error;
+};
+
+// Handles are (generation << 32 | slot + 1); a destroyed handle's id is never reused, so a stale
+// handle is reported instead of reaching another runtime.
+class Registry {
+ public:
+  uint64_t Add(std::shared_ptr<Entry> e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t id = (++generation_ << 32) | (next_slot_++ & 0xffffffffu);
+    entries_[id] = std::move(e);
+    return id;
+  }
+  std::shared_ptr<Entry> Find(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    return it == entries_.end() ? nullptr : it->second;
+  }
+  std::shared_ptr<Entry> Remove(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return nullptr;
+    std::shared_ptr<Entry> e = std::move(it->second);
+    entries_.erase(it);
+    return e;
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t generation_ = 0;
+  uint64_t next_slot_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<Entry>> entries_;
+};
+
+Registry& Runtimes() {
+  static Registry* r = new Registry();
+  return *r;
+}
+
+// The message of failures that have no live handle to live on (create, bad handles).
+thread_local std::string g_thread_error;
+
+normuon_status_t ToStatus(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return NORMUON_SUCCESS;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kAlreadyExists:
+      return NORMUON_ERROR_INVALID_ARGUMENT;
+    case absl::StatusCode::kNotFound:
+      return NORMUON_ERROR_INVALID_HANDLE;
+    case absl::StatusCode::kFailedPrecondition:
+      return NORMUON_ERROR_INVALID_STATE;
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kUnavailable:
+      return NORMUON_ERROR_UNSUPPORTED;
+    case absl::StatusCode::kResourceExhausted:
+      return NORMUON_ERROR_OUT_OF_MEMORY;
+    case absl::StatusCode::kDataLoss:
+      return NORMUON_ERROR_NONFINITE;
+    case absl::StatusCode::kAborted:
+      return NORMUON_ERROR_COMM;
+    case absl::StatusCode::kDeadlineExceeded:
+      return NORMUON_ERROR_TIMEOUT;
+    case absl::StatusCode::kUnknown:
+      return NORMUON_ERROR_CUDA;
+    default:
+      return NORMUON_ERROR_INTERNAL;
+  }
+}
+
+normuon_status_t Fail(std::string* where, normuon_status_t code, std::string message) {
+  *where = std::move(message);
+  return code;
+}
+
+// Runs fn(runtime) with the handle's lock held; records the failure message on the handle.
+template <typename Fn>
+normuon_status_t WithRuntime(normuon_runtime_t rt, Fn fn) {
+  std::shared_ptr<Entry> e = Runtimes().Find(rt);
+  if (e == nullptr) {
+    return Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
+                absl::StrCat("runtime handle ", rt, " is not a live runtime (never created, or "
+                                                    "already destroyed)"));
+  }
+  std::lock_guard<std::mutex> lock(e->mu);
+  try {
+    absl::Status s = fn(*e->runtime);
+    if (s.ok()) return NORMUON_SUCCESS;
+    return Fail(&e->error, ToStatus(s), std::string(s.message()));
+  } catch (const std::bad_alloc&) {
+    return Fail(&e->error, NORMUON_ERROR_OUT_OF_MEMORY, "out of host memory");
+  } catch (const std::exception& ex) {
+    return Fail(&e->error, NORMUON_ERROR_INTERNAL, absl::StrCat("internal error: ", ex.what()));
+  }
+}
+
+}  // namespace
+}  // namespace normuon
+
+using normuon::Runtime;
+
+extern "C" {
+
+const char* normuon_status_string(normuon_status_t status) {
+  switch (status) {
+    case NORMUON_SUCCESS: return "NORMUON_SUCCESS";
+    case NORMUON_ERROR_INVALID_ARGUMENT: return "NORMUON_ERROR_INVALID_ARGUMENT";
+    case NORMUON_ERROR_INVALID_HANDLE: return "NORMUON_ERROR_INVALID_HANDLE";
+    case NORMUON_ERROR_INVALID_STATE: return "NORMUON_ERROR_INVALID_STATE";
+    case NORMUON_ERROR_UNSUPPORTED: return "NORMUON_ERROR_UNSUPPORTED";
+    case NORMUON_ERROR_OUT_OF_MEMORY: return "NORMUON_ERROR_OUT_OF_MEMORY";
+    case NORMUON_ERROR_CUDA: return "NORMUON_ERROR_CUDA";
+    case NORMUON_ERROR_COMM: return "NORMUON_ERROR_COMM";
+    case NORMUON_ERROR_NONFINITE: return "NORMUON_ERROR_NONFINITE";
+    case NORMUON_ERROR_TIMEOUT: return "NORMUON_ERROR_TIMEOUT";
+    case NORMUON_ERROR_INTERNAL: return "NORMUON_ERROR_INTERNAL";
+  }
+  return "NORMUON_ERROR_UNKNOWN_STATUS";
+}
+
+int normuon_version(void) {
+  return NORMUON_VERSION_MAJOR * 10000 + NORMUON_VERSION_MINOR * 100 + NORMUON_VERSION_PATCH;
+}
+
+void normuon_config_init(normuon_config_t* c) {
+  if (c == nullptr) return;
+  std::memset(c, 0, sizeof(*c));
+  c->struct_size = sizeof(*c);
+  c->api_version = NORMUON_API_VERSION;
+  c->backend = NORMUON_BACKEND_CPU;
+  c->device = 0;
+  c->variant = NORMUON_VARIANT_NORMUON;
+  c->ns_dtype = NORMUON_NS_DEFAULT;
+  c->ns_steps = 5;
+  c->nesterov = 1;
+  c->ns_eps = 1e-7f;
+  c->check_finite = 0;
+  c->lr = 0.02f;
+  c->momentum = 0.95f;
+  c->beta2 = 0.95f;
+  c->weight_decay = 0.0f;
+  c->eps = 1e-10f;
+  c->adamw_lr = 3e-4f;
+  c->adamw_beta1 = 0.9f;
+  c->adamw_beta2 = 0.95f;
+  c->adamw_eps = 1e-10f;
+  c->adamw_weight_decay = 0.0f;
+}
+
+void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {
+  if (d == nullptr) return;
+  std::memset(d, 0, sizeof(*d));
+  d->struct_size = sizeof(*d);
+  d->kind = kind;
+  if (kind == NORMUON_GROUP_ADAMW) {
+    d->lr = 3e-4f;
+    d->beta1 = 0.9f;
+    d->beta2 = 0.95f;
+    d->eps = 1e-10f;
+  } else {
+    d->lr = 0.02f;
+    d->beta1 = 0.95f;
+    d->beta2 = 0.95f;
+    d->eps = 1e-10f;
+  }
+}
+
+void normuon_param_desc_init(normuon_param_desc_t* d) {
+  if (d == nullptr) return;
+  std::memset(d, 0, sizeof(*d));
+  d->struct_size = sizeof(*d);
+  d->param_dtype = NORMUON_DTYPE_FP32;
+  d->grad_dtype = NORMUON_DTYPE_FP32;
+  d->group = -1;  // must be chosen: the register call checks it
+}
+
+void normuon_step_info_init(normuon_step_info_t* info) {
+  if (info == nullptr) return;
+  std::memset(info, 0, sizeof(*info));
+  info->struct_size = sizeof(*info);
+  info->nonfinite_param = -1;
+}
+
+normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
+                                normuon_runtime_t* out) {
+  using normuon::g_thread_error;
+  if (config == nullptr) {
+    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_ARGUMENT, "config is null");
+  }
+  if (out == nullptr) {
+    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_ARGUMENT, "out is null");
+  }
+  if (comm != 0) {
+    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
+                         absl::StrCat("comm = ", comm, " is not a communicator; this build "
+                                                       "runs single-rank only (pass 0)"));
+  }
+  try {
+    auto rt = Runtime::Create(*config);
+    if (!rt.ok()) {
+      return normuon::Fail(&g_thread_error, normuon::ToStatus(rt.status()),
+                           std::string(rt.status().message()));
+    }
+    auto e = std::make_shared<normuon::Entry>();
+    e->runtime = std::move(rt).value();
+    *out = normuon::Runtimes().Add(std::move(e));
+    return NORMUON_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return normuon::Fail(&g_thread_error, NORMUON_ERROR_OUT_OF_MEMORY, "out of host memory");
+  } catch (const std::exception& ex) {
+    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INTERNAL, ex.what());
+  }
+}
+
+normuon_status_t normuon_destroy(normuon_runtime_t rt) {
+  std::shared_ptr<normuon::Entry> e = normuon::Runtimes().Remove(rt);
+  if (e == nullptr) {
+    return normuon::Fail(&normuon::g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
+                         absl::StrCat("runtime handle ", rt, " is not a live runtime"));
+  }
+  std::lock_guard<std::mutex> lock(e->mu);  // waits for a call in flight on another thread
+  e->runtime.reset();
+  return NORMUON_SUCCESS;
+}
+
+const char* normuon_last_error(normuon_runtime_t rt) {
+  if (rt == 0) return normuon::g_thread_error.c_str();
+  std::shared_ptr<normuon::Entry> e = normuon::Runtimes().Find(rt);
+  if (e == nullptr) return normuon::g_thread_error.c_str();
+  return e->error.c_str();
+}
+
+normuon_status_t normuon_add_group(normuon_runtime_t rt, const normuon_group_desc_t* desc,
+                                   normuon_group_t* out) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (desc == nullptr) return absl::InvalidArgumentError("desc is null");
+    if (out == nullptr) return absl::InvalidArgumentError("out is null");
+    auto g = r.AddGroup(*desc);
+    if (!g.ok()) return g.status();
+    *out = *g;
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_set_group_lr(normuon_runtime_t rt, normuon_group_t group, float lr,
+                                      float weight_decay) {
+  return normuon::WithRuntime(
+      rt, [&](Runtime& r) { return r.SetGroupLr(group, lr, weight_decay); });
+}
+
+static normuon_status_t RegisterParam(normuon_runtime_t rt, const normuon_param_desc_t* desc,
+                                      normuon_param_t* out, bool matrix) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (desc == nullptr) return absl::InvalidArgumentError("desc is null");
+    if (out == nullptr) return absl::InvalidArgumentError("out is null");
+    auto id = matrix ? r.RegisterMatrix(*desc) : r.RegisterAdamW(*desc);
+    if (!id.ok()) return id.status();
+    *out = *id;
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_register_matrix(normuon_runtime_t rt, const normuon_param_desc_t* desc,
+                                         normuon_param_t* out) {
+  return RegisterParam(rt, desc, out, /*matrix=*/true);
+}
+
+normuon_status_t normuon_register_adamw(normuon_runtime_t rt, const normuon_param_desc_t* desc,
+                                        normuon_param_t* out) {
+  return RegisterParam(rt, desc, out, /*matrix=*/false);
+}
+
+normuon_status_t normuon_finalize(normuon_runtime_t rt) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Finalize(); });
+}
+
+normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint64_t* bytes) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (bytes == nullptr) return absl::InvalidArgumentError("bytes is null");
+    *bytes = r.MemoryRequired();
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param, void* param_ptr,
+                              const void* grad_ptr) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Bind(param, param_ptr, grad_ptr); });
+}
+
+normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay, void* stream) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Step(lr, weight_decay, stream); });
+}
+
+normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (info == nullptr) return absl::InvalidArgumentError("info is null");
+    if (info->struct_size < sizeof(normuon_step_info_t)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "info.struct_size = ", info->struct_size, ": fill it with normuon_step_info_init"));
+    }
+    return r.StepResult(info);
+  });
+}
+
+normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
+                                    normuon_state_kind_t kind, uint64_t* bytes) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (bytes == nullptr) return absl::InvalidArgumentError("bytes is null");
+    auto size = r.StateSize(param, kind);
+    if (!size.ok()) return size.status();
+    *bytes = *size;
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_get_state(normuon_runtime_t rt, normuon_param_t param,
+                                   normuon_state_kind_t kind, void* dst, uint64_t bytes) {
+  return normuon::WithRuntime(rt,
+                              [&](Runtime& r) { return r.GetState(param, kind, dst, bytes); });
+}
+
+normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_param_t param,
+                                   normuon_state_kind_t kind, const void* src, uint64_t bytes) {
+  return normuon::WithRuntime(rt,
+                              [&](Runtime& r) { return r.SetState(param, kind, src, bytes); });
+}
+
+}  // extern "C"
+
+extern "C" int normuon_has_cuda(void) {
+#ifdef NORMUON_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}

@@ -1,0 +1,257 @@
+// The CPU backend: the readable reference of every stage of a step (DESIGN.md section 1),
+// executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc);
+// the elementwise stages are plain loops. Reductions run in a fixed order in double, so results
+// are bitwise reproducible and do not depend on how rows are split across ranks.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "normuon/backend.h"
+#include "normuon/bf16.h"
+#include "normuon/newton_schulz_cpu.h"
+
+namespace normuon {
+namespace {
+
+float Load(const void* p, DType d, int64_t i) {
+  if (d == DType::kF32) return static_cast<const float*>(p)[i];
+  return Bf16ToFloat(static_cast<const Bf16*>(p)[i]);
+}
+
+void Store(void* p, DType d, int64_t i, float v) {
+  if (d == DType::kF32) {
+    static_cast<float*>(p)[i] = v;
+  } else {
+    static_cast<Bf16*>(p)[i] = FloatToBf16(v);
+  }
+}
+
+// The gradient element, or 0 when the parameter has no gradient this step.
+float Grad(const void* g, DType d, int64_t i) { return g == nullptr ? 0.0f : Load(g, d, i); }
+
+// 1 / (sqrt(v) + eps): the per-row factor of the NorMuon normalization.
+float RowFactor(Variant variant, float v_new, float eps) {
+  if (variant == Variant::kMuon) return 1.0f;
+  return 1.0f / (std::sqrt(v_new) + eps);
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  bool IsSynchronous() const override { return true; }
+
+  absl::StatusOr<void*> Alloc(size_t bytes) override {
+    if (bytes == 0) bytes = 1;
+    void* p = std::calloc(1, bytes);
+    if (p == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    }
+    return p;
+  }
+  void Free(void* p) override { std::free(p); }
+
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CopyFromHost(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CheckPointer(const void* p, absl::string_view field) override {
+    if (p == nullptr) return absl::InvalidArgumentError(absl::StrCat(field, " is null"));
+    return absl::OkStatus();
+  }
+
+  absl::Status Prepare(const std::vector<NsBatch>& batches) override {
+    int64_t s = 1, l = 1;
+    for (const NsBatch& b : batches) {
+      s = std::max(s, std::min(b.rows, b.cols));
+      l = std::max(l, std::max(b.rows, b.cols));
+      max_elems_ = std::max(max_elems_, b.rows * b.cols);
+    }
+    try {
+      ws_.Reserve(s, l);
+      u32_.resize(static_cast<size_t>(max_elems_));
+      o32_.resize(static_cast<size_t>(max_elems_));
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError("cannot allocate the Newton-Schulz workspace");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status BeginStep(void*, const void* host_scalars, void* dev_scalars, size_t bytes,
+                         StepControl* control) override {
+    std::memcpy(dev_scalars, host_scalars, bytes);
+    control->nonfinite_param = kNoParam;
+    control->comm_error = 0;
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
+                           StepControl* control) override {
+    if (grad == nullptr) return absl::OkStatus();
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(Load(grad, dtype, i))) {
+        control->nonfinite_param = std::min(control->nonfinite_param, index);
+        break;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Blend(const MatrixWork& w) override {
+    const float b1 = w.scalars->beta1;
+    const int64_t n = w.row_count * w.cols;
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = Grad(w.grad, w.grad_dtype, i);
+      const float m = w.momentum[i] + (1.0f - b1) * (g - w.momentum[i]);
+      const float u = w.nesterov ? g + b1 * (m - g) : m;
+      Store(w.u_rows, w.ns_dtype, i, u);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status NewtonSchulz(const NsBatch& b) override {
+    const int64_t n = b.rows * b.cols;
+    const bool bf16 = b.dtype == DType::kBF16;
+    for (int64_t k = 0; k < b.count; ++k) {
+      const float* u;
+      float* o;
+      if (bf16) {
+        const Bf16* src = static_cast<const Bf16*>(b.u) + k * n;
+        for (int64_t i = 0; i < n; ++i) u32_[i] = Bf16ToFloat(src[i]);
+        u = u32_.data();
+        o = o32_.data();
+      } else {
+        u = static_cast<const float*>(b.u) + k * n;
+        o = static_cast<float*>(b.o) + k * n;
+      }
+      NewtonSchulzCpu(u, o, b.rows, b.cols, b.coefficients, b.ns_eps, bf16, &ws_);
+      if (bf16) {
+        Bf16* dst = static_cast<Bf16*>(b.o) + k * n;
+        for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBf16(o[i]);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RowStats(const MatrixWork& w) override {
+    const float b2 = w.scalars->beta2;
+    const float eps = w.scalars->eps;
+    for (int64_t r = 0; r < w.row_count; ++r) {
+      double sq = 0.0;
+      for (int64_t j = 0; j < w.cols; ++j) {
+        const double o = Load(w.o_rows, w.ns_dtype, r * w.cols + j);
+        sq += o * o;
+      }
+      float v_new = 0.0f;
+      if (w.variant != Variant::kMuon) {
+        const float mean = static_cast<float>(sq / static_cast<double>(w.cols));
+        v_new = w.v[r] + (1.0f - b2) * (mean - w.v[r]);
+        w.v_new[r] = v_new;
+      }
+      const float f = RowFactor(w.variant, v_new, eps);
+      double sq_scaled = 0.0;
+      for (int64_t j = 0; j < w.cols; ++j) {
+        const double o = Load(w.o_rows, w.ns_dtype, r * w.cols + j) * f;
+        sq_scaled += o * o;
+      }
+      w.row_slots[w.row_begin + r] = static_cast<float>(sq);
+      w.row_slots[w.rows + w.row_begin + r] = static_cast<float>(sq_scaled);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishNorms(const MatrixWork& w) override {
+    double sq = 0.0, sq_scaled = 0.0;
+    for (int64_t r = 0; r < w.rows; ++r) {
+      sq += w.row_slots[r];
+      sq_scaled += w.row_slots[w.rows + r];
+    }
+    const double eps = w.scalars->eps;
+    const double m = static_cast<double>(w.rows), n = static_cast<double>(w.cols);
+    const double shape = std::sqrt(std::max(1.0, m / n));
+    double scale = 0.0;
+    switch (w.variant) {
+      case Variant::kNorMuon:
+        scale = std::sqrt(sq) / (std::sqrt(sq_scaled) + eps) * shape;
+        break;
+      case Variant::kNorMuonPaper:
+        scale = 0.2 * std::sqrt(m * n) / (std::sqrt(sq_scaled) + eps);
+        break;
+      case Variant::kMuon:
+        scale = shape;
+        break;
+    }
+    *w.scale = static_cast<float>(scale);
+    return absl::OkStatus();
+  }
+
+  absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
+    if (StepSkipped(*control)) return absl::OkStatus();
+    const GroupScalars& s = *w.scalars;
+    const float decay = w.grad == nullptr ? 1.0f : 1.0f - s.lr * s.weight_decay;
+    const float step = s.lr * *w.scale;
+    for (int64_t r = 0; r < w.row_count; ++r) {
+      const float f = RowFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r], s.eps);
+      for (int64_t j = 0; j < w.cols; ++j) {
+        const int64_t i = r * w.cols + j;
+        const float g = Grad(w.grad, w.grad_dtype, i);
+        w.momentum[i] += (1.0f - s.beta1) * (g - w.momentum[i]);
+        const float o = Load(w.o_rows, w.ns_dtype, i);
+        const float p = Load(w.param, w.param_dtype, i);
+        Store(w.param, w.param_dtype, i, p * decay - step * (o * f));
+      }
+      if (w.variant != Variant::kMuon) w.v[r] = w.v_new[r];
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) override {
+    if (StepSkipped(*control)) return absl::OkStatus();
+    const GroupScalars& s = *w.scalars;
+    const double t = static_cast<double>(*w.step + 1);
+    const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta1), t));
+    const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta2), t));
+    const float decay = w.grad == nullptr ? 1.0f : 1.0f - s.lr * s.weight_decay;
+    for (int64_t i = 0; i < w.count; ++i) {
+      const float g = Grad(w.grad, w.grad_dtype, i);
+      w.exp_avg[i] += (1.0f - s.beta1) * (g - w.exp_avg[i]);
+      w.exp_avg_sq[i] += (1.0f - s.beta2) * (g * g - w.exp_avg_sq[i]);
+      const float upd = (w.exp_avg[i] / bc1) / (std::sqrt(w.exp_avg_sq[i] / bc2) + s.eps);
+      const float p = Load(w.param, w.param_dtype, i);
+      Store(w.param, w.param_dtype, i, p * decay - s.lr * upd);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) override {
+    if (StepSkipped(*control)) {
+      ++control->steps_skipped;
+    } else {
+      ++control->steps_taken;
+      for (int64_t i = 0; i < n; ++i) ++adamw_steps[i];
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitStep() override { return absl::OkStatus(); }
+
+ private:
+  NsCpuWorkspace ws_;
+  int64_t max_elems_ = 0;
+  std::vector<float> u32_, o32_;  // fp32 staging for bf16 batches
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace normuon

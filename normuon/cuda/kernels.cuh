@@ -1,0 +1,96 @@
+// Launchers of the CUDA kernels of one optimizer step (DESIGN.md section 3), shared by the
+// CUDA backend (cuda_backend.cu) and the files that hold the kernels (elementwise.cu,
+// newton_schulz.cu).
+//
+// Every launcher only queues work on `stream`: it never allocates, never synchronizes with the
+// host and returns the launch's error (cudaGetLastError) so the backend can turn it into a
+// status. Pointers are device memory. No kernel uses floating-point atomics, and every
+// reduction runs in an order fixed by the shape alone, so results are bitwise reproducible run
+// to run (DESIGN.md section 6, Determinism).
+#ifndef NORMUON_CUDA_KERNELS_CUH_
+#define NORMUON_CUDA_KERNELS_CUH_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "normuon/backend.h"
+
+namespace normuon {
+namespace gpu {
+
+// Sets control->nonfinite_param = kNoParam and control->comm_error = 0; the step counters are
+// kept.
+cudaError_t LaunchResetControl(StepControl* control, cudaStream_t stream);
+
+// atomicMin(&control->nonfinite_param, index) if any of the `count` elements of grad is NaN or
+// Inf. grad must not be null.
+cudaError_t LaunchCheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
+                              StepControl* control, cudaStream_t stream);
+
+// u = nesterov ? g + b1*(m' - g) : m', m' = m + (1-b1)*(g - m), over `count` elements; g null
+// means zero. momentum is read, not written. b1 is scalars->beta1 (device memory).
+cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentum, void* u,
+                        DType u_dtype, int64_t count, const GroupScalars* scalars, bool nesterov,
+                        cudaStream_t stream);
+
+// One warp per row of o (row_count x cols, o_dtype): r = sum_j O_ij^2; unless muon,
+// v_new_i = v_i + (1-b2)*(r/cols - v_i) and f_i = 1/(sqrt(v_new_i) + eps), else f_i = 1;
+// row_slots[row_begin+i] = r, row_slots[rows+row_begin+i] = sum_j (O_ij*f_i)^2.
+cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
+                           int64_t row_begin, int64_t row_count, const float* v, float* v_new,
+                           float* row_slots, const GroupScalars* scalars, bool muon,
+                           cudaStream_t stream);
+
+// One block: sums the 2*rows slots in global row order (tree fixed by `rows`), in double, and
+// writes the update multiplier of the variant to *scale.
+cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols,
+                              Variant variant, const GroupScalars* scalars, float* scale,
+                              cudaStream_t stream);
+
+// Everything CommitMatrix needs, in device memory except the sizes and dtypes.
+struct CommitMatrixArgs {
+  void* param = nullptr;
+  DType param_dtype = DType::kF32;
+  const void* grad = nullptr;  // null: zero gradient, no weight decay
+  DType grad_dtype = DType::kF32;
+  float* momentum = nullptr;
+  float* v = nullptr;
+  const float* v_new = nullptr;
+  const void* o = nullptr;
+  DType o_dtype = DType::kF32;
+  int64_t row_count = 0, cols = 0;
+  const GroupScalars* scalars = nullptr;
+  const float* scale = nullptr;
+  const StepControl* control = nullptr;
+  bool muon = false;
+};
+
+// Unless the control block says the step is skipped: M += (1-b1)*(G - M); v = v_new (not for
+// Muon); W = W*(1 - lr*wd) - (lr*scale) * (O_ij * f_i).
+cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream);
+
+// Unless skipped: bias-corrected AdamW with decoupled weight decay (no decay when grad is null),
+// t = *step + 1.
+cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
+                              float* exp_avg, float* exp_avg_sq, int64_t count,
+                              const int64_t* step, const GroupScalars* scalars,
+                              const StepControl* control, cudaStream_t stream);
+
+// Counts the step in the control block (taken or skipped) and, if taken, adds 1 to each of the n
+// AdamW step counters.
+cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,
+                          cudaStream_t stream);
+
+// Newton-Schulz pre-scaling. The Frobenius norm of each of `count` matrices of `per_matrix`
+// elements is reduced in two fixed stages: NormPartialBlocks(per_matrix) partial sums per matrix
+// (double) into `partials`, then each block of the scaling pass sums those partials in a fixed
+// order. x = u * (float)(1 / (||u||_F + eps)), stored in `dtype`. x may alias u.
+int NormPartialBlocks(int64_t per_matrix);
+cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix,
+                            int64_t count, float eps, double* partials, cudaStream_t stream);
+
+}  // namespace gpu
+}  // namespace normuon
+
+#endif  // NORMUON_CUDA_KERNELS_CUH_

@@ -1,0 +1,552 @@
+#include "normuon/runtime.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "normuon/status_macros.h"
+
+namespace normuon {
+namespace {
+
+constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
+// Largest element count accepted for one parameter: keeps every byte count (elements * 4, and
+// the sums over parameters) far from int64 overflow.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
+
+bool FiniteNonNegative(float x) { return std::isfinite(x) && x >= 0.0f; }
+
+// Checks one hyper-parameter group; `where` names it in messages.
+absl::Status ValidateGroup(const normuon_group_desc_t& g, absl::string_view where) {
+  if (g.kind != NORMUON_GROUP_NORMUON && g.kind != NORMUON_GROUP_ADAMW) {
+    return Invalid(absl::StrCat(where, ".kind = ", static_cast<int>(g.kind),
+                                " is not NORMUON_GROUP_NORMUON or NORMUON_GROUP_ADAMW"));
+  }
+  if (!FiniteNonNegative(g.lr)) return Invalid(absl::StrCat(where, ".lr = ", g.lr, " must be finite and >= 0"));
+  if (!FiniteNonNegative(g.weight_decay)) {
+    return Invalid(absl::StrCat(where, ".weight_decay = ", g.weight_decay, " must be finite and >= 0"));
+  }
+  if (!(g.beta1 >= 0.0f && g.beta1 < 1.0f)) {
+    return Invalid(absl::StrCat(where, ".beta1 = ", g.beta1, " must be in [0, 1)"));
+  }
+  if (!(g.beta2 >= 0.0f && g.beta2 < 1.0f)) {
+    return Invalid(absl::StrCat(where, ".beta2 = ", g.beta2, " must be in [0, 1)"));
+  }
+  if (!(g.eps > 0.0f && std::isfinite(g.eps))) {
+    return Invalid(absl::StrCat(where, ".eps = ", g.eps, " must be finite and > 0"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t& in) {
+  if (in.struct_size < sizeof(uint32_t) * 2) {
+    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
+                                ": fill the config with normuon_config_init"));
+  }
+  // Accept an older, shorter struct: missing trailing fields keep their defaults.
+  normuon_config_t c;
+  normuon_config_init(&c);
+  std::memcpy(&c, &in, std::min<size_t>(in.struct_size, sizeof(c)));
+  c.struct_size = sizeof(c);
+  if (c.api_version == 0 || c.api_version > NORMUON_API_VERSION) {
+    return Invalid(absl::StrCat("config.api_version = ", c.api_version, ", this library has ",
+                                NORMUON_API_VERSION));
+  }
+  if (c.backend != NORMUON_BACKEND_CPU && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat("config.backend = ", static_cast<int>(c.backend),
+                                " is not NORMUON_BACKEND_CPU or NORMUON_BACKEND_CUDA"));
+  }
+  if (c.variant != NORMUON_VARIANT_NORMUON && c.variant != NORMUON_VARIANT_NORMUON_PAPER &&
+      c.variant != NORMUON_VARIANT_MUON) {
+    return Invalid(absl::StrCat("config.variant = ", static_cast<int>(c.variant), " is unknown"));
+  }
+  if (c.ns_dtype != NORMUON_NS_DEFAULT && c.ns_dtype != NORMUON_NS_FP32 &&
+      c.ns_dtype != NORMUON_NS_BF16) {
+    return Invalid(absl::StrCat("config.ns_dtype = ", static_cast<int>(c.ns_dtype), " is unknown"));
+  }
+  if (c.ns_steps < 1 || c.ns_steps > 100) {
+    return Invalid(absl::StrCat("config.ns_steps = ", c.ns_steps, " must be in [1, 100]"));
+  }
+  if (c.nesterov != 0 && c.nesterov != 1) {
+    return Invalid(absl::StrCat("config.nesterov = ", c.nesterov, " must be 0 or 1"));
+  }
+  if (c.check_finite != 0 && c.check_finite != 1) {
+    return Invalid(absl::StrCat("config.check_finite = ", c.check_finite, " must be 0 or 1"));
+  }
+  if (!(c.ns_eps > 0.0f && std::isfinite(c.ns_eps))) {
+    return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps, " must be finite and > 0"));
+  }
+  normuon_group_desc_t matrix_group, adamw_group;
+  normuon_group_desc_init(&matrix_group, NORMUON_GROUP_NORMUON);
+  matrix_group.lr = c.lr;
+  matrix_group.weight_decay = c.weight_decay;
+  matrix_group.beta1 = c.momentum;
+  matrix_group.beta2 = c.beta2;
+  matrix_group.eps = c.eps;
+  RETURN_IF_ERROR(ValidateGroup(matrix_group, "config (NorMuon group)"));
+  normuon_group_desc_init(&adamw_group, NORMUON_GROUP_ADAMW);
+  adamw_group.lr = c.adamw_lr;
+  adamw_group.weight_decay = c.adamw_weight_decay;
+  adamw_group.beta1 = c.adamw_beta1;
+  adamw_group.beta2 = c.adamw_beta2;
+  adamw_group.eps = c.adamw_eps;
+  RETURN_IF_ERROR(ValidateGroup(adamw_group, "config (AdamW group: adamw_*)"));
+
+  std::unique_ptr<Backend> backend;
+  if (c.backend == NORMUON_BACKEND_CPU) {
+    backend = MakeCpuBackend();
+  } else {
+    if (c.device < 0) return Invalid(absl::StrCat("config.device = ", c.device, " must be >= 0"));
+    ASSIGN_OR_RETURN(backend, MakeCudaBackend(c.device));
+  }
+  std::unique_ptr<Runtime> rt(new Runtime(c, std::move(backend)));
+  rt->groups_.push_back(Group{matrix_group});
+  rt->groups_.push_back(Group{adamw_group});
+  return rt;
+}
+
+Runtime::Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend)
+    : config_(config), backend_(std::move(backend)) {
+  if (config_.ns_dtype == NORMUON_NS_DEFAULT) {
+    ns_dtype_ = config_.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
+  } else {
+    ns_dtype_ = config_.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
+  }
+  coefficients_.assign(static_cast<size_t>(config_.ns_steps), kQuintic);
+}
+
+Runtime::~Runtime() {
+  if (backend_ == nullptr) return;
+  if (stepped_) backend_->WaitStep().IgnoreError();
+  for (void* p : allocations_) backend_->Free(p);
+}
+
+absl::StatusOr<int32_t> Runtime::AddGroup(const normuon_group_desc_t& desc) {
+  if (finalized_) return absl::FailedPreconditionError("add_group after finalize");
+  if (desc.struct_size < sizeof(normuon_group_desc_t)) {
+    return Invalid(absl::StrCat("group.struct_size = ", desc.struct_size,
+                                ": fill it with normuon_group_desc_init"));
+  }
+  RETURN_IF_ERROR(ValidateGroup(desc, "group"));
+  groups_.push_back(Group{desc});
+  return static_cast<int32_t>(groups_.size() - 1);
+}
+
+absl::Status Runtime::SetGroupLr(int32_t group, float lr, float weight_decay) {
+  if (group < 0 || group >= static_cast<int32_t>(groups_.size())) {
+    return Invalid(absl::StrCat("group = ", group, " is not a group (", groups_.size(), " exist)"));
+  }
+  if (!FiniteNonNegative(lr)) return Invalid(absl::StrCat("lr = ", lr, " must be finite and >= 0"));
+  if (!FiniteNonNegative(weight_decay)) {
+    return Invalid(absl::StrCat("weight_decay = ", weight_decay, " must be finite and >= 0"));
+  }
+  groups_[group].desc.lr = lr;
+  groups_[group].desc.weight_decay = weight_decay;
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr) {
+  const std::string who = absl::StrCat("parameter '", p.name, "'");
+  if (p.row_count == 0) return absl::OkStatus();  // no rows here: pointers are not used
+  if (param_ptr == nullptr) {
+    return Invalid(absl::StrCat(who, ": param is null but this rank holds ", p.row_count, " rows"));
+  }
+  const size_t pa = SizeOf(p.param_dtype), ga = SizeOf(p.grad_dtype);
+  if (reinterpret_cast<uintptr_t>(param_ptr) % pa != 0) {
+    return Invalid(absl::StrCat(who, ": param pointer ", reinterpret_cast<uintptr_t>(param_ptr),
+                                " is not aligned to ", pa, " bytes"));
+  }
+  if (grad_ptr != nullptr && reinterpret_cast<uintptr_t>(grad_ptr) % ga != 0) {
+    return Invalid(absl::StrCat(who, ": grad pointer ", reinterpret_cast<uintptr_t>(grad_ptr),
+                                " is not aligned to ", ga, " bytes"));
+  }
+  RETURN_IF_ERROR(backend_->CheckPointer(param_ptr, absl::StrCat(who, ": param")));
+  if (grad_ptr != nullptr) {
+    RETURN_IF_ERROR(backend_->CheckPointer(grad_ptr, absl::StrCat(who, ": grad")));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t& d) {
+  const char* what = kind == Kind::kMatrix ? "register_matrix" : "register_adamw";
+  if (finalized_) return absl::FailedPreconditionError(absl::StrCat(what, " after finalize"));
+  if (d.struct_size < sizeof(normuon_param_desc_t)) {
+    return Invalid(absl::StrCat("desc.struct_size = ", d.struct_size,
+                                ": fill it with normuon_param_desc_init"));
+  }
+  if (d.name == nullptr || d.name[0] == '\0') return Invalid("desc.name is null or empty");
+  const std::string name(d.name);
+  const std::string who = absl::StrCat("parameter '", name, "'");
+  for (const Param& p : params_) {
+    if (p.name == name) return Invalid(absl::StrCat("desc.name: ", who, " is already registered"));
+  }
+  if (d.rows <= 0) return Invalid(absl::StrCat(who, ": desc.rows = ", d.rows, " must be > 0"));
+  if (d.cols <= 0) return Invalid(absl::StrCat(who, ": desc.cols = ", d.cols, " must be > 0"));
+  if (d.rows > kMaxElements / d.cols) {
+    return Invalid(absl::StrCat(who, ": desc.rows x desc.cols = ", d.rows, " x ", d.cols,
+                                " is too large (limit 2^40 elements)"));
+  }
+  if (d.row_begin < 0 || d.row_begin > d.rows) {
+    return Invalid(absl::StrCat(who, ": desc.row_begin = ", d.row_begin, " is outside [0, ",
+                                d.rows, "]"));
+  }
+  if (d.row_count < 0 || d.row_count > d.rows - d.row_begin) {
+    return Invalid(absl::StrCat(who, ": desc.row_count = ", d.row_count, " with row_begin ",
+                                d.row_begin, " does not fit in ", d.rows, " rows"));
+  }
+  // A single-rank runtime holds every row; sharded runtimes take a communicator.
+  if (d.row_begin != 0 || d.row_count != d.rows) {
+    return Invalid(absl::StrCat(who, ": rows [", d.row_begin, ", ", d.row_begin + d.row_count,
+                                ") of ", d.rows, ": a single-rank runtime must hold all rows"));
+  }
+  if (!ValidDType(d.param_dtype)) {
+    return Invalid(absl::StrCat(who, ": desc.param_dtype = ", static_cast<int>(d.param_dtype),
+                                " is not FP32 or BF16"));
+  }
+  if (!ValidDType(d.grad_dtype)) {
+    return Invalid(absl::StrCat(who, ": desc.grad_dtype = ", static_cast<int>(d.grad_dtype),
+                                " is not FP32 or BF16"));
+  }
+  if (d.group < 0 || d.group >= static_cast<int32_t>(groups_.size())) {
+    return Invalid(absl::StrCat(who, ": desc.group = ", d.group, " is not a group"));
+  }
+  const normuon_group_kind_t want = kind == Kind::kMatrix ? NORMUON_GROUP_NORMUON : NORMUON_GROUP_ADAMW;
+  if (groups_[d.group].desc.kind != want) {
+    return Invalid(absl::StrCat(who, ": desc.group = ", d.group, " is a ",
+                                want == NORMUON_GROUP_NORMUON ? "AdamW" : "NorMuon",
+                                " group; ", what, " needs a ",
+                                want == NORMUON_GROUP_NORMUON ? "NorMuon" : "AdamW", " group"));
+  }
+  Param p;
+  p.kind = kind;
+  p.name = name;
+  p.rows = d.rows;
+  p.cols = d.cols;
+  p.row_begin = d.row_begin;
+  p.row_count = d.row_count;
+  p.param = d.param;
+  p.param_dtype = static_cast<DType>(d.param_dtype);
+  p.grad = d.grad;
+  p.grad_dtype = static_cast<DType>(d.grad_dtype);
+  p.group = d.group;
+  RETURN_IF_ERROR(ValidatePointers(p, d.param, d.grad));
+  params_.push_back(std::move(p));
+  return static_cast<int32_t>(params_.size() - 1);
+}
+
+absl::StatusOr<int32_t> Runtime::RegisterMatrix(const normuon_param_desc_t& desc) {
+  return Register(Kind::kMatrix, desc);
+}
+
+absl::StatusOr<int32_t> Runtime::RegisterAdamW(const normuon_param_desc_t& desc) {
+  return Register(Kind::kAdamW, desc);
+}
+
+absl::StatusOr<void*> Runtime::Allocate(size_t bytes) {
+  ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
+  allocations_.push_back(p);
+  allocated_bytes_ += bytes;
+  return p;
+}
+
+uint64_t Runtime::MemoryRequired() const {
+  if (finalized_) return allocated_bytes_;
+  const uint64_t ns = SizeOf(ns_dtype_);
+  uint64_t total = sizeof(StepControl) + sizeof(GroupScalars) * groups_.size();
+  for (const Param& p : params_) {
+    const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+    if (p.kind == Kind::kMatrix) {
+      total += local * 4 + static_cast<uint64_t>(p.row_count) * 8;  // momentum, v, v_new
+      total += static_cast<uint64_t>(p.rows * p.cols) * ns * 2;      // U and O on the owner
+      total += static_cast<uint64_t>(p.rows) * 8 + 4;                // row slots, scale
+    } else {
+      total += local * 8 + 8;  // exp_avg, exp_avg_sq, step count
+    }
+  }
+  return total;
+}
+
+absl::Status Runtime::Finalize() {
+  if (finalized_) return absl::FailedPreconditionError("finalize called twice");
+  const uint64_t ns = SizeOf(ns_dtype_);
+  ASSIGN_OR_RETURN(void* control, Allocate(sizeof(StepControl)));
+  control_ = static_cast<StepControl*>(control);
+  StepControl init{kNoParam, 0, 0, 0};
+  RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
+  ASSIGN_OR_RETURN(void* scalars, Allocate(sizeof(GroupScalars) * groups_.size()));
+  dev_scalars_ = static_cast<GroupScalars*>(scalars);
+  host_scalars_.resize(groups_.size());
+
+  // Same-shape matrices form one batch, in order of first registration.
+  std::map<std::pair<int64_t, int64_t>, int> batch_of_shape;
+  std::vector<std::vector<int32_t>> batch_members;
+  for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
+    const Param& p = params_[i];
+    if (p.kind != Kind::kMatrix) continue;
+    auto [it, inserted] = batch_of_shape.emplace(std::make_pair(p.rows, p.cols),
+                                                 static_cast<int>(batch_members.size()));
+    if (inserted) batch_members.emplace_back();
+    batch_members[it->second].push_back(i);
+  }
+  int64_t adamw_count = 0;
+  for (const Param& p : params_) adamw_count += p.kind == Kind::kAdamW;
+  ASSIGN_OR_RETURN(void* steps, Allocate(sizeof(int64_t) * std::max<int64_t>(adamw_count, 1)));
+  adamw_steps_ = static_cast<int64_t*>(steps);
+
+  for (const std::vector<int32_t>& members : batch_members) {
+    const Param& first = params_[members.front()];
+    const uint64_t elems = static_cast<uint64_t>(first.rows * first.cols);
+    NsBatch b;
+    b.rows = first.rows;
+    b.cols = first.cols;
+    b.count = static_cast<int64_t>(members.size());
+    ASSIGN_OR_RETURN(void* u, Allocate(elems * ns * members.size()));
+    ASSIGN_OR_RETURN(void* o, Allocate(elems * ns * members.size()));
+    b.u = u;
+    b.o = o;
+    b.dtype = ns_dtype_;
+    b.ns_eps = config_.ns_eps;
+    b.coefficients = coefficients_;
+    for (size_t k = 0; k < members.size(); ++k) {
+      Param& p = params_[members[k]];
+      const uint64_t offset = (k * elems + static_cast<uint64_t>(p.row_begin * p.cols)) * ns;
+      const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+      ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+      ASSIGN_OR_RETURN(void* v, Allocate(static_cast<uint64_t>(p.row_count) * 4));
+      ASSIGN_OR_RETURN(void* vn, Allocate(static_cast<uint64_t>(p.row_count) * 4));
+      ASSIGN_OR_RETURN(void* slots, Allocate(static_cast<uint64_t>(p.rows) * 8));
+      ASSIGN_OR_RETURN(void* scale, Allocate(4));
+      p.momentum = static_cast<float*>(m);
+      p.second = static_cast<float*>(v);
+      p.v_new = static_cast<float*>(vn);
+      MatrixWork w;
+      w.index = members[k];
+      w.rows = p.rows;
+      w.cols = p.cols;
+      w.row_begin = p.row_begin;
+      w.row_count = p.row_count;
+      w.param = p.param;
+      w.param_dtype = p.param_dtype;
+      w.grad = p.grad;
+      w.grad_dtype = p.grad_dtype;
+      w.momentum = p.momentum;
+      w.v = p.second;
+      w.v_new = p.v_new;
+      w.u_rows = static_cast<char*>(u) + offset;
+      w.o_rows = static_cast<char*>(o) + offset;
+      w.row_slots = static_cast<float*>(slots);
+      w.scale = static_cast<float*>(scale);
+      w.scalars = dev_scalars_ + p.group;
+      w.variant = static_cast<Variant>(config_.variant);
+      w.nesterov = config_.nesterov != 0;
+      w.ns_dtype = ns_dtype_;
+      p.work = static_cast<int32_t>(matrices_.size());
+      matrices_.push_back(w);
+    }
+    batches_.push_back(b);
+  }
+  // Matrices step in registration order (the batches only group the Newton-Schulz calls).
+  std::sort(matrices_.begin(), matrices_.end(),
+            [](const MatrixWork& a, const MatrixWork& b) { return a.index < b.index; });
+  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
+    params_[matrices_[k].index].work = k;
+  }
+
+  for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
+    Param& p = params_[i];
+    if (p.kind != Kind::kAdamW) continue;
+    const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+    ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+    ASSIGN_OR_RETURN(void* v, Allocate(local * 4));
+    p.momentum = static_cast<float*>(m);
+    p.second = static_cast<float*>(v);
+    AdamWWork w;
+    w.index = i;
+    w.count = static_cast<int64_t>(local);
+    w.param = p.param;
+    w.param_dtype = p.param_dtype;
+    w.grad = p.grad;
+    w.grad_dtype = p.grad_dtype;
+    w.exp_avg = p.momentum;
+    w.exp_avg_sq = p.second;
+    w.step = adamw_steps_ + adamw_.size();
+    w.scalars = dev_scalars_ + p.group;
+    p.work = static_cast<int32_t>(adamw_.size());
+    adamw_.push_back(w);
+  }
+  RETURN_IF_ERROR(backend_->Prepare(batches_));
+  finalized_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::CheckParam(int32_t param) const {
+  if (param < 0 || param >= static_cast<int32_t>(params_.size())) {
+    return Invalid(absl::StrCat("param = ", param, " is not a registered parameter (",
+                                params_.size(), " registered)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr) {
+  RETURN_IF_ERROR(CheckParam(param));
+  Param& p = params_[param];
+  RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
+  p.param = param_ptr;
+  p.grad = grad_ptr;
+  if (finalized_) {
+    if (p.kind == Kind::kMatrix) {
+      matrices_[p.work].param = param_ptr;
+      matrices_[p.work].grad = grad_ptr;
+    } else {
+      adamw_[p.work].param = param_ptr;
+      adamw_[p.work].grad = grad_ptr;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
+  if (!finalized_) return absl::FailedPreconditionError("step before finalize");
+  if (std::isnan(lr) || std::isinf(lr)) return Invalid(absl::StrCat("lr = ", lr, " is not finite"));
+  if (std::isnan(weight_decay) || std::isinf(weight_decay)) {
+    return Invalid(absl::StrCat("weight_decay = ", weight_decay, " is not finite"));
+  }
+  if (lr >= 0.0f) groups_[NORMUON_GROUP_MATRIX_DEFAULT].desc.lr = lr;
+  if (weight_decay >= 0.0f) groups_[NORMUON_GROUP_MATRIX_DEFAULT].desc.weight_decay = weight_decay;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const normuon_group_desc_t& d = groups_[g].desc;
+    host_scalars_[g] = GroupScalars{d.lr, d.weight_decay, d.beta1, d.beta2, d.eps, {0, 0, 0}};
+  }
+  stepped_ = true;
+  RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
+                                      sizeof(GroupScalars) * host_scalars_.size(), control_));
+  bool skip_work = false;
+  if (config_.check_finite) {
+    for (const MatrixWork& w : matrices_) {
+      RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
+                                            control_));
+    }
+    for (const AdamWWork& w : adamw_) {
+      RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
+    }
+    // A synchronous backend knows now; an asynchronous one skips the commit on the device.
+    skip_work = backend_->IsSynchronous() && StepSkipped(*control_);
+  }
+  if (!skip_work) {
+    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->Blend(w));
+    for (const NsBatch& b : batches_) RETURN_IF_ERROR(backend_->NewtonSchulz(b));
+    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->RowStats(w));
+    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
+    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+    for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
+  }
+  RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
+  if (skip_work) {
+    const Param& bad = params_[control_->nonfinite_param];
+    return absl::DataLossError(absl::StrCat("step skipped: the gradient of parameter '", bad.name,
+                                            "' (param ", control_->nonfinite_param,
+                                            ") holds NaN or Inf; nothing was updated"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::StepResult(normuon_step_info_t* info) {
+  if (!finalized_) return absl::FailedPreconditionError("step_result before finalize");
+  RETURN_IF_ERROR(backend_->WaitStep());
+  StepControl c;
+  RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
+  info->steps_taken = c.steps_taken;
+  info->steps_skipped = c.steps_skipped;
+  info->last_skipped = stepped_ && StepSkipped(c) ? 1 : 0;
+  info->nonfinite_param = c.nonfinite_param == kNoParam ? -1 : c.nonfinite_param;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t kind) const {
+  RETURN_IF_ERROR(CheckParam(param));
+  const Param& p = params_[param];
+  const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+  switch (kind) {
+    case NORMUON_STATE_MOMENTUM:
+      return p.kind == Kind::kMatrix ? local * 4 : 0;
+    case NORMUON_STATE_SECOND_MOMENT:
+      return p.kind == Kind::kMatrix && config_.variant != NORMUON_VARIANT_MUON
+                 ? static_cast<uint64_t>(p.row_count) * 4
+                 : 0;
+    case NORMUON_STATE_EXP_AVG:
+    case NORMUON_STATE_EXP_AVG_SQ:
+      return p.kind == Kind::kAdamW ? local * 4 : 0;
+    case NORMUON_STATE_STEP:
+      return p.kind == Kind::kAdamW ? 8 : 0;
+  }
+  return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " is not a state kind"));
+}
+
+namespace {
+
+// Where a state buffer of one parameter lives, in backend memory.
+void* StatePointer(normuon_state_kind_t kind, float* first, float* second, int64_t* step) {
+  switch (kind) {
+    case NORMUON_STATE_MOMENTUM:
+    case NORMUON_STATE_EXP_AVG:
+      return first;
+    case NORMUON_STATE_SECOND_MOMENT:
+    case NORMUON_STATE_EXP_AVG_SQ:
+      return second;
+    case NORMUON_STATE_STEP:
+      return step;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::Status Runtime::GetState(int32_t param, normuon_state_kind_t kind, void* dst,
+                               uint64_t bytes) {
+  if (!finalized_) return absl::FailedPreconditionError("get_state before finalize");
+  ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
+  const Param& p = params_[param];
+  if (size == 0) {
+    return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " does not apply to parameter '",
+                                p.name, "'"));
+  }
+  if (bytes != size) {
+    return Invalid(absl::StrCat("bytes = ", bytes, " but the state of '", p.name, "' is ", size));
+  }
+  if (dst == nullptr) return Invalid("dst is null");
+  int64_t* step = p.kind == Kind::kAdamW ? adamw_[p.work].step : nullptr;
+  return backend_->CopyToHost(dst, StatePointer(kind, p.momentum, p.second, step), size);
+}
+
+absl::Status Runtime::SetState(int32_t param, normuon_state_kind_t kind, const void* src,
+                               uint64_t bytes) {
+  if (!finalized_) return absl::FailedPreconditionError("set_state before finalize");
+  ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
+  const Param& p = params_[param];
+  if (size == 0) {
+    return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " does not apply to parameter '",
+                                p.name, "'"));
+  }
+  if (bytes != size) {
+    return Invalid(absl::StrCat("bytes = ", bytes, " but the state of '", p.name, "' is ", size));
+  }
+  if (src == nullptr) return Invalid("src is null");
+  if (kind == NORMUON_STATE_STEP) {
+    int64_t value;
+    std::memcpy(&value, src, sizeof(value));
+    if (value < 0) return Invalid(absl::StrCat("step count = ", value, " must be >= 0"));
+  }
+  int64_t* step = p.kind == Kind::kAdamW ? adamw_[p.work].step : nullptr;
+  return backend_->CopyFromHost(StatePointer(kind, p.momentum, p.second, step), src, size);
+}
+
+}  // namespace normuon
