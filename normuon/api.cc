@@ -325,6 +325,24 @@ normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* 
   });
 }
 
+void normuon_step_profile_init(normuon_step_profile_t* profile) {
+  if (profile == nullptr) return;
+  std::memset(profile, 0, sizeof(*profile));
+  profile->struct_size = sizeof(*profile);
+}
+
+normuon_status_t normuon_last_step_profile(normuon_runtime_t rt, normuon_step_profile_t* profile) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (profile == nullptr) return absl::InvalidArgumentError("profile is null");
+    if (profile->struct_size < sizeof(normuon_step_profile_t)) {
+      return absl::InvalidArgumentError(absl::StrCat("profile.struct_size = ",
+                                                     profile->struct_size,
+                                                     ": fill it with normuon_step_profile_init"));
+    }
+    return r.LastStepProfile(profile);
+  });
+}
+
 normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
                                     normuon_state_kind_t kind, uint64_t* bytes) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {

@@ -1,5 +1,6 @@
 #include "normuon/runtime.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -18,6 +19,25 @@ constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+// Adds the time since the last Lap (or construction) to a phase's total. On an asynchronous
+// backend these are only the host's issue times, so the runtime does not report them.
+class PhaseClock {
+ public:
+  PhaseClock() : last_(std::chrono::steady_clock::now()), start_(last_) {}
+  void Lap(double* phase_ms) {
+    const auto now = std::chrono::steady_clock::now();
+    *phase_ms += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+  double TotalMs() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+        .count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_, start_;
+};
 
 bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
 
@@ -427,6 +447,8 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
     host_scalars_[g] = GroupScalars{d.lr, d.weight_decay, d.beta1, d.beta2, d.eps, {0, 0, 0}};
   }
   stepped_ = true;
+  normuon_step_profile_init(&profile_);
+  PhaseClock clock;
   RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
                                       sizeof(GroupScalars) * host_scalars_.size(), control_));
   bool skip_work = false;
@@ -441,15 +463,22 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
     // A synchronous backend knows now; an asynchronous one skips the commit on the device.
     skip_work = backend_->IsSynchronous() && StepSkipped(*control_);
   }
+  clock.Lap(&profile_.finite_check_ms);
   if (!skip_work) {
     for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->Blend(w));
+    clock.Lap(&profile_.momentum_ms);
     for (const NsBatch& b : batches_) RETURN_IF_ERROR(backend_->NewtonSchulz(b));
+    clock.Lap(&profile_.newton_schulz_ms);
     for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->RowStats(w));
     for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
+    clock.Lap(&profile_.row_stats_ms);
     for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+    clock.Lap(&profile_.update_ms);
     for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
+    clock.Lap(&profile_.adamw_ms);
   }
   RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
+  profile_.total_ms = clock.TotalMs();
   if (skip_work) {
     const Param& bad = params_[control_->nonfinite_param];
     return absl::DataLossError(absl::StrCat("step skipped: the gradient of parameter '", bad.name,
@@ -468,6 +497,17 @@ absl::Status Runtime::StepResult(normuon_step_info_t* info) {
   info->steps_skipped = c.steps_skipped;
   info->last_skipped = stepped_ && StepSkipped(c) ? 1 : 0;
   info->nonfinite_param = c.nonfinite_param == kNoParam ? -1 : c.nonfinite_param;
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
+  if (!backend_->IsSynchronous()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "per-phase step timing is not available on the ", backend_->name(),
+        " backend yet (it needs device events)"));
+  }
+  if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
+  *profile = profile_;
   return absl::OkStatus();
 }
 

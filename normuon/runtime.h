@@ -31,6 +31,7 @@ class Runtime {
   absl::Status Bind(int32_t param, void* param_ptr, const void* grad_ptr);
   absl::Status Step(float lr, float weight_decay, void* stream);
   absl::Status StepResult(normuon_step_info_t* info);
+  absl::Status LastStepProfile(normuon_step_profile_t* profile) const;
   absl::StatusOr<uint64_t> StateSize(int32_t param, normuon_state_kind_t kind) const;
   absl::Status GetState(int32_t param, normuon_state_kind_t kind, void* dst, uint64_t bytes);
   absl::Status SetState(int32_t param, normuon_state_kind_t kind, const void* src,
@@ -86,6 +87,7 @@ class Runtime {
   StepControl* control_ = nullptr;
   int64_t* adamw_steps_ = nullptr;
   bool stepped_ = false;
+  normuon_step_profile_t profile_{};  // phase times of the last step (synchronous backends)
 };
 
 }  // namespace normuon

@@ -502,6 +502,24 @@ TEST(StateTest, StateRoundTripsAndSizesAreChecked) {
             NORMUON_ERROR_INVALID_ARGUMENT);
 }
 
+TEST(StepTest, ProfileReportsEveryPhaseOfTheLastStep) {
+  Runtime rt;
+  std::vector<float> p = RandomVector(64 * 48, 1, 0.1f), g = RandomVector(64 * 48, 2, 1.0f);
+  auto d = Desc("w", 64, 48, p.data(), g.data());
+  normuon_param_t id;
+  ASSERT_EQ(normuon_register_matrix(rt.get(), &d, &id), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_finalize(rt.get()), NORMUON_SUCCESS);
+  normuon_step_profile_t prof;
+  normuon_step_profile_init(&prof);
+  EXPECT_EQ(normuon_last_step_profile(rt.get(), &prof), NORMUON_ERROR_INVALID_STATE);
+  ASSERT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_last_step_profile(rt.get(), &prof), NORMUON_SUCCESS) << rt.error();
+  EXPECT_GT(prof.newton_schulz_ms, 0.0);
+  EXPECT_GE(prof.total_ms, prof.momentum_ms + prof.newton_schulz_ms + prof.row_stats_ms +
+                               prof.update_ms + prof.adamw_ms);
+  EXPECT_EQ(prof.gather_ms, 0.0);  // single rank: nothing moves
+}
+
 TEST(StateTest, MemoryQueryCountsStateBeforeFinalize) {
   Runtime rt;
   uint64_t empty = 0, one = 0;

@@ -232,6 +232,28 @@ NORMUON_API void normuon_step_info_init(normuon_step_info_t* info);
 /* Waits for the last step to complete (CUDA: its completion event) and reports its outcome. */
 NORMUON_API normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info);
 
+/* Wall time of each phase of the last step, in milliseconds. Phases that do not run in this
+ * configuration (gather and scatter on a single rank) are 0. */
+typedef struct normuon_step_profile {
+  uint32_t struct_size;
+  double total_ms;
+  double finite_check_ms;  /* NaN/Inf scan of the gradients (config.check_finite) */
+  double momentum_ms;      /* momentum + Nesterov blend + cast into the send buffer */
+  double gather_ms;
+  double newton_schulz_ms;
+  double scatter_ms;
+  double row_stats_ms;     /* row sums, v, and the norms of the renormalization */
+  double update_ms;        /* commit of the matrices: momentum, v and W */
+  double adamw_ms;
+} normuon_step_profile_t;
+
+NORMUON_API void normuon_step_profile_init(normuon_step_profile_t* profile);
+
+/* The phase times of the last step. CPU backend: measured with a steady clock as the step runs.
+ * CUDA backend: NORMUON_ERROR_UNSUPPORTED for now (device timing needs events; not built yet). */
+NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
+                                                       normuon_step_profile_t* profile);
+
 /* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
 typedef enum normuon_state_kind {
   NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */

@@ -1,0 +1,448 @@
+// The CUDA backend: normuon::Backend (normuon/backend.h) on one GPU. Every call of a step is
+// queued on the step's stream (the one given to BeginStep) and returns without waiting; nothing
+// between BeginStep and EndStep allocates or synchronizes with the host (DESIGN.md section 5), so
+// a step can be captured in a CUDA graph. The kernels live in elementwise.cu and
+// newton_schulz.cu; this file holds the memory entry points, the cuBLAS Newton-Schulz driver and
+// the error handling.
+//
+// Newton-Schulz without transposes: a row-major m x n matrix is, byte for byte, a column-major
+// n x m matrix. With s = min(m, n), l = max(m, n) and X the s x l (short, wide) matrix the
+// iteration works on:
+// - tall (m > n): X = U^T, and the buffer read column-major with leading dimension s IS X.
+//     A = X X^T            gemm(N, T)  s x s, k = l
+//     X' = B X + a X       gemm(N, N)  s x l, k = s
+// - wide (m <= n): X = U, and the buffer read column-major (ld l) is Y = X^T (l x s).
+//     A = X X^T = Y^T Y    gemm(T, N)  s x s, k = l
+//     Y' = X'^T = Y B^T + a Y   gemm(N, T)  l x s, k = s
+// In both cases the result read back row-major is O (m x n), so no transpose kernel is needed.
+// B = b A + c A A is column-major in both cases. cuBLAS's C is read and written, so the beta
+// terms use copies: B-buffer = A, then C = c A A + b C; X-next = X, then C = B X + a C. X
+// ping-pongs between the batch's output buffer and one workspace, arranged so the last iteration
+// writes the output buffer.
+//
+// Determinism: one cuBLAS handle with a fixed workspace (set again after every cublasSetStream,
+// which would otherwise reset it to the default pool), atomics not allowed, and kernels without
+// float atomics; the same inputs give the same bits run to run.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "normuon/backend.h"
+#include "normuon/cuda/kernels.cuh"
+#include "normuon/status_macros.h"
+
+namespace normuon {
+namespace {
+
+// cuBLAS workspace: the size NVIDIA recommends for Hopper (smaller GPUs use part of it).
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+absl::Status CudaStatus(cudaError_t e, absl::string_view call) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat(call, " failed: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e)));
+}
+
+absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusString(s)));
+}
+
+#define RETURN_IF_CUDA_ERROR(call) RETURN_IF_ERROR(CudaStatus((call), #call))
+#define RETURN_IF_CUBLAS_ERROR(call) RETURN_IF_ERROR(CublasStatus((call), #call))
+
+cudaDataType CudaType(DType d) { return d == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+// Workspace needs of one Newton-Schulz batch, in bytes.
+struct NsNeeds {
+  size_t x = 0;         // one copy of the batch's X
+  size_t square = 0;    // the batch's s x s matrices (A or B)
+  size_t partials = 0;  // norm partial sums
+};
+
+NsNeeds NeedsOf(const NsBatch& b) {
+  NsNeeds n;
+  if (b.rows <= 0 || b.cols <= 0 || b.count <= 0) return n;
+  const size_t elem = SizeOf(b.dtype);
+  const size_t count = static_cast<size_t>(b.count);
+  const size_t s = static_cast<size_t>(std::min(b.rows, b.cols));
+  n.x = count * static_cast<size_t>(b.rows) * static_cast<size_t>(b.cols) * elem;
+  n.square = count * s * s * elem;
+  n.partials = count * static_cast<size_t>(gpu::NormPartialBlocks(b.rows * b.cols)) *
+               sizeof(double);
+  return n;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {}
+
+  ~CudaBackend() override {
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    // Nothing may still run on our buffers: wait for the last step (errors are moot here).
+    if (done_event_ != nullptr) {
+      cudaEventSynchronize(done_event_);
+      cudaEventDestroy(done_event_);
+    }
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    FreeWorkspaces();
+    cudaFree(cublas_workspace_);
+  }
+
+  // Second half of construction (MakeCudaBackend): what can fail.
+  absl::Status Init() {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&done_event_, cudaEventDisableTiming));
+    return absl::OkStatus();
+  }
+
+  const char* name() const override { return "cuda"; }
+
+  absl::StatusOr<void*> Alloc(size_t bytes) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    // Never hand out null for a size of 0: null means "no buffer" to the runtime.
+    const size_t n = std::max<size_t>(bytes, 1);
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it, so the next launch check does not report it again
+      if (e == cudaErrorMemoryAllocation) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cudaMalloc of ", bytes, " bytes on device ", device_, ": out of memory"));
+      }
+      return CudaStatus(e, "cudaMalloc");
+    }
+    // cudaMemset may return before the device is done; the memory may next be used on any
+    // stream (also a non-blocking one), so wait for the zeros here (set-up time, not a step).
+    absl::Status s = CudaStatus(cudaMemsetAsync(p, 0, n, nullptr), "cudaMemsetAsync");
+    if (s.ok()) s = CudaStatus(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
+    if (!s.ok()) {
+      cudaFree(p);
+      return s;
+    }
+    return p;
+  }
+
+  void Free(void* p) override {
+    if (p == nullptr) return;
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    cudaFree(p);  // waits for work on the device; an error here has no one to report to
+  }
+
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_ERROR(WaitStep());
+    if (bytes == 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, nullptr));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(nullptr));
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyFromHost(void* dst, const void* src, size_t bytes) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_ERROR(WaitStep());
+    if (bytes == 0) return absl::OkStatus();
+    // A copy from pageable memory may return before it lands in device memory; wait for it, so
+    // the data is in place for work on any stream afterwards.
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, nullptr));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(nullptr));
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckPointer(const void* p, absl::string_view field) override {
+    if (p == nullptr) return absl::InvalidArgumentError(absl::StrCat(field, " is null"));
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    cudaPointerAttributes attr{};
+    const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // older drivers report unknown host pointers as an error: clear it
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " is not CUDA device memory (cudaPointerGetAttributes: ", cudaGetErrorString(e),
+          ")"));
+    }
+    if (attr.type == cudaMemoryTypeManaged) return absl::OkStatus();
+    if (attr.type != cudaMemoryTypeDevice) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " is host memory; the CUDA backend needs device memory of device ", device_));
+    }
+    if (attr.device != device_) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " is memory of CUDA device ",
+                                                     attr.device, ", not of device ", device_));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Prepare(const std::vector<NsBatch>& batches) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_ERROR(WaitStep());  // the old workspaces may be in use by the last step
+    NsNeeds need;
+    for (const NsBatch& b : batches) {
+      RETURN_IF_ERROR(CheckBatchShape(b));
+      const NsNeeds n = NeedsOf(b);
+      need.x = std::max(need.x, n.x);
+      need.square = std::max(need.square, n.square);
+      need.partials = std::max(need.partials, n.partials);
+    }
+    if (cublas_ == nullptr) {
+      RETURN_IF_CUBLAS_ERROR(cublasCreate(&cublas_));
+      // Host alpha/beta (the NS coefficients); plain fp32 math: no TF32 (CUBLAS_COMPUTE_32F
+      // below), and split reductions stay in fp32 even for bf16 outputs; no atomics, so the
+      // GEMMs are deterministic.
+      RETURN_IF_CUBLAS_ERROR(cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
+      RETURN_IF_CUBLAS_ERROR(cublasSetMathMode(
+          cublas_, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
+                                             CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+      RETURN_IF_CUBLAS_ERROR(cublasSetAtomicsMode(cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
+      ASSIGN_OR_RETURN(cublas_workspace_, Alloc(kCublasWorkspaceBytes));
+    }
+    FreeWorkspaces();
+    if (need.x > 0) {
+      ASSIGN_OR_RETURN(ns_x_, Alloc(need.x));
+      ASSIGN_OR_RETURN(ns_a_, Alloc(need.square));
+      ASSIGN_OR_RETURN(ns_b_, Alloc(need.square));
+      ASSIGN_OR_RETURN(void* partials, Alloc(need.partials));
+      ns_partials_ = static_cast<double*>(partials);
+    }
+    capacity_ = need;
+    return BindStream(stream_);
+  }
+
+  absl::Status BeginStep(void* stream, const void* host_scalars, void* dev_scalars, size_t bytes,
+                         StepControl* control) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_ERROR(BindStream(static_cast<cudaStream_t>(stream)));
+    if (bytes > 0) {
+      RETURN_IF_CUDA_ERROR(
+          cudaMemcpyAsync(dev_scalars, host_scalars, bytes, cudaMemcpyHostToDevice, stream_));
+    }
+    RETURN_IF_CUDA_ERROR(gpu::LaunchResetControl(control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
+                           StepControl* control) override {
+    if (grad == nullptr || count <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchCheckFinite(index, grad, dtype, count, control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Blend(const MatrixWork& w) override {
+    const int64_t count = w.row_count * w.cols;
+    if (count <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows, w.ns_dtype,
+                                          count, w.scalars, w.nesterov, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status NewtonSchulz(const NsBatch& b) override {
+    if (b.rows <= 0 || b.cols <= 0 || b.count <= 0) return absl::OkStatus();
+    RETURN_IF_ERROR(CheckBatchShape(b));
+    const NsNeeds need = NeedsOf(b);
+    if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
+        need.partials > capacity_.partials) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
+          " was not passed to Prepare (its workspace is not allocated)"));
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+
+    const bool tall = b.rows > b.cols;
+    const int s = static_cast<int>(std::min(b.rows, b.cols));
+    const int l = static_cast<int>(std::max(b.rows, b.cols));
+    const int count = static_cast<int>(b.count);
+    const long long x_stride = static_cast<long long>(b.rows) * b.cols;
+    const long long sq_stride = static_cast<long long>(s) * s;
+    const size_t elem = SizeOf(b.dtype);
+    const size_t x_bytes = static_cast<size_t>(count) * x_stride * elem;
+    const size_t sq_bytes = static_cast<size_t>(count) * sq_stride * elem;
+    const cudaDataType type = CudaType(b.dtype);
+
+    // X ping-pongs between b.o and the workspace; start where an even number of swaps ends in
+    // b.o. (Normalizing straight into b.o is fine even if b.o aliases b.u: elementwise.)
+    const size_t iterations = b.coefficients.size();
+    void* x = iterations % 2 == 0 ? b.o : ns_x_;
+    void* x_next = iterations % 2 == 0 ? ns_x_ : b.o;
+    RETURN_IF_CUDA_ERROR(gpu::LaunchNormalize(b.u, x, b.dtype, x_stride, b.count, b.ns_eps,
+                                              ns_partials_, stream_));
+
+    for (const std::array<float, 3>& abc : b.coefficients) {
+      const float coef_a = abc[0], coef_b = abc[1], coef_c = abc[2];
+      // A = X X^T
+      if (tall) {
+        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, s, s, l, 1.0f, x, s, x_stride, x, s,
+                             x_stride, 0.0f, ns_a_, s, sq_stride, count, type));
+      } else {
+        RETURN_IF_ERROR(Gemm(CUBLAS_OP_T, CUBLAS_OP_N, s, s, l, 1.0f, x, l, x_stride, x, l,
+                             x_stride, 0.0f, ns_a_, s, sq_stride, count, type));
+      }
+      // B = b A + c A A
+      RETURN_IF_CUDA_ERROR(
+          cudaMemcpyAsync(ns_b_, ns_a_, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
+      RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, coef_c, ns_a_, s, sq_stride, ns_a_,
+                           s, sq_stride, coef_b, ns_b_, s, sq_stride, count, type));
+      // X' = a X + B X
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(x_next, x, x_bytes, cudaMemcpyDeviceToDevice, stream_));
+      if (tall) {
+        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, l, s, 1.0f, ns_b_, s, sq_stride, x, s,
+                             x_stride, coef_a, x_next, s, x_stride, count, type));
+      } else {
+        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, l, s, s, 1.0f, x, l, x_stride, ns_b_, s,
+                             sq_stride, coef_a, x_next, l, x_stride, count, type));
+      }
+      std::swap(x, x_next);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RowStats(const MatrixWork& w) override {
+    if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchRowStats(w.o_rows, w.ns_dtype, w.rows, w.cols, w.row_begin,
+                                             w.row_count, w.v, w.v_new, w.row_slots, w.scalars,
+                                             w.variant == Variant::kMuon, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishNorms(const MatrixWork& w) override {
+    if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots, w.rows, w.cols, w.variant,
+                                                w.scalars, w.scale, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
+    if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    gpu::CommitMatrixArgs a;
+    a.param = w.param;
+    a.param_dtype = w.param_dtype;
+    a.grad = w.grad;
+    a.grad_dtype = w.grad_dtype;
+    a.momentum = w.momentum;
+    a.v = w.v;
+    a.v_new = w.v_new;
+    a.o = w.o_rows;
+    a.o_dtype = w.ns_dtype;
+    a.row_count = w.row_count;
+    a.cols = w.cols;
+    a.scalars = w.scalars;
+    a.scale = w.scale;
+    a.control = control;
+    a.muon = w.variant == Variant::kMuon;
+    RETURN_IF_CUDA_ERROR(gpu::LaunchCommitMatrix(a, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) override {
+    if (w.count <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchCommitAdamW(w.param, w.param_dtype, w.grad, w.grad_dtype,
+                                                w.exp_avg, w.exp_avg_sq, w.count, w.step,
+                                                w.scalars, control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchEndStep(adamw_steps, n, control, stream_));
+    RETURN_IF_CUDA_ERROR(cudaEventRecord(done_event_, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitStep() override {
+    // An event never recorded counts as complete.
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(cudaEventSynchronize(done_event_));
+    return absl::OkStatus();
+  }
+
+ private:
+  // cuBLAS takes int sizes and batch counts.
+  static absl::Status CheckBatchShape(const NsBatch& b) {
+    if (b.rows > INT_MAX || b.cols > INT_MAX || b.count > INT_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat("NewtonSchulz batch of ", b.count, " x ",
+                                                     b.rows, " x ", b.cols,
+                                                     " exceeds cuBLAS's int sizes"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Makes cuBLAS queue on `stream`. cublasSetStream resets the workspace to cuBLAS's own pool,
+  // so our fixed workspace is set again every time.
+  absl::Status BindStream(cudaStream_t stream) {
+    stream_ = stream;
+    if (cublas_ == nullptr) return absl::OkStatus();
+    RETURN_IF_CUBLAS_ERROR(cublasSetStream(cublas_, stream_));
+    RETURN_IF_CUBLAS_ERROR(
+        cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    return absl::OkStatus();
+  }
+
+  // C = alpha op(A) op(B) + beta C for `batch` column-major matrices, fp32 compute.
+  absl::Status Gemm(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
+                    float alpha, const void* a, int lda, long long stride_a, const void* b,
+                    int ldb, long long stride_b, float beta, void* c, int ldc,
+                    long long stride_c, int batch, cudaDataType type) {
+    RETURN_IF_CUBLAS_ERROR(cublasGemmStridedBatchedEx(
+        cublas_, op_a, op_b, m, n, k, &alpha, a, type, lda, stride_a, b, type, ldb, stride_b,
+        &beta, c, type, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return absl::OkStatus();
+  }
+
+  void FreeWorkspaces() {
+    cudaFree(ns_x_);
+    cudaFree(ns_a_);
+    cudaFree(ns_b_);
+    cudaFree(ns_partials_);
+    ns_x_ = ns_a_ = ns_b_ = nullptr;
+    ns_partials_ = nullptr;
+    capacity_ = NsNeeds();
+  }
+
+  const int device_;
+  cudaStream_t stream_ = nullptr;  // the current step's stream
+  cudaEvent_t done_event_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  // Newton-Schulz workspaces, sized in Prepare for the largest batch.
+  void* ns_x_ = nullptr;
+  void* ns_a_ = nullptr;
+  void* ns_b_ = nullptr;
+  double* ns_partials_ = nullptr;
+  NsNeeds capacity_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("no CUDA device: cudaGetDeviceCount failed: ",
+                                               cudaGetErrorName(e), ": ",
+                                               cudaGetErrorString(e)));
+  }
+  if (device < 0 || device >= count) {
+    return absl::UnavailableError(absl::StrCat("no CUDA device ", device, ": this machine has ",
+                                               count, " CUDA device(s)"));
+  }
+  auto backend = std::make_unique<CudaBackend>(device);
+  RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace normuon

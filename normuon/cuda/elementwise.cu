@@ -1,0 +1,389 @@
+// The elementwise and per-row kernels of a step on CUDA: control block upkeep, the finite check,
+// the momentum/Nesterov blend, row statistics, the norm completion and the two commit passes
+// (DESIGN.md sections 1 and 6). Each mirrors the CPU backend's loop of the same name
+// (normuon/cpu_backend.cc) and uses the same formulas in the same precision, so the two agree to
+// a few fp32 roundings.
+//
+// Determinism: every output element is computed by one thread from its own inputs, and the
+// only reductions (row sums, norm sums) run in an order that depends on the shape alone. The one
+// atomic is an integer atomicMin, which is order independent.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "normuon/backend.h"
+#include "normuon/cuda/kernels.cuh"
+
+namespace normuon {
+namespace gpu {
+namespace {
+
+constexpr int kThreads = 256;
+// Grid-stride loops cover any size with at most this many blocks (enough to fill an H200).
+constexpr int64_t kMaxBlocks = 4096;
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+int FlatBlocks(int64_t count) {
+  return static_cast<int>(std::max<int64_t>(1, std::min(kMaxBlocks, (count + kThreads - 1) / kThreads)));
+}
+
+__device__ __forceinline__ float ToFloat(float x) { return x; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+__device__ __forceinline__ void StoreFloat(float* p, float x) { *p = x; }
+__device__ __forceinline__ void StoreFloat(__nv_bfloat16* p, float x) {
+  *p = __float2bfloat16_rn(x);
+}
+
+// The gradient element, or 0 when the parameter has no gradient this step.
+template <typename G>
+__device__ __forceinline__ float GradAt(const G* g, int64_t i) {
+  return g == nullptr ? 0.0f : ToFloat(g[i]);
+}
+
+// Device twin of StepSkipped() (backend.h), which is host-only.
+__device__ __forceinline__ bool Skipped(const StepControl* c) {
+  return c->nonfinite_param != kNoParam || c->comm_error != 0;
+}
+
+// 1 / (sqrt(v) + eps): the per-row factor of the NorMuon normalization (1 for Muon). RowStats
+// and CommitMatrix both call this, so the factor is the same float in both passes.
+__device__ __forceinline__ float RowFactor(bool muon, float v_new, float eps) {
+  return muon ? 1.0f : 1.0f / (sqrtf(v_new) + eps);
+}
+
+__device__ __forceinline__ double WarpSum(double x) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    x += __shfl_down_sync(kFullMask, x, offset);
+  }
+  return x;  // complete in lane 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control block.
+
+__global__ void ResetControlKernel(StepControl* control) {
+  control->nonfinite_param = kNoParam;
+  control->comm_error = 0;
+}
+
+__global__ void EndStepKernel(int64_t* adamw_steps, int64_t n, StepControl* control) {
+  // Only steps_* are written below; the fields Skipped() reads stay constant in this kernel.
+  const bool skipped = Skipped(control);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (skipped) {
+      ++control->steps_skipped;
+    } else {
+      ++control->steps_taken;
+    }
+  }
+  if (skipped) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    adamw_steps[i] += 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finite check.
+
+template <typename T>
+__global__ void CheckFiniteKernel(int32_t index, const T* grad, int64_t count,
+                                  StepControl* control) {
+  bool bad = false;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    bad |= !isfinite(ToFloat(grad[i]));
+  }
+  // One atomic per block at most; the minimum does not depend on the order of the atomics.
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(&control->nonfinite_param, index);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blend: U = nesterov ? G + b1*(M' - G) : M', M' = M + (1-b1)*(G - M). M is not written.
+
+template <typename G, typename U>
+__global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t count,
+                            const GroupScalars* scalars, bool nesterov) {
+  const float b1 = scalars->beta1;
+  const float one_minus_b1 = 1.0f - b1;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = GradAt(grad, i);
+    const float m = momentum[i] + one_minus_b1 * (g - momentum[i]);
+    StoreFloat(u + i, nesterov ? g + b1 * (m - g) : m);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RowStats: one warp per row. Each lane sums the columns lane, lane+32, ... in double, then a
+// fixed shuffle tree completes the sum in lane 0, so the result depends on cols alone.
+
+template <typename O>
+__global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t row_begin,
+                               int64_t row_count, const float* v, float* v_new,
+                               float* row_slots, const GroupScalars* scalars, bool muon) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps_per_block = blockDim.x / kWarp;
+  const float b2 = scalars->beta2;
+  const float eps = scalars->eps;
+  // The loop bound is the same for all lanes of a warp, so the shuffles see a full warp.
+  for (int64_t r = blockIdx.x * warps_per_block + threadIdx.x / kWarp; r < row_count;
+       r += static_cast<int64_t>(gridDim.x) * warps_per_block) {
+    const O* row = o + r * cols;
+    double sq = 0.0;
+    for (int64_t j = lane; j < cols; j += kWarp) {
+      const double x = ToFloat(row[j]);
+      sq += x * x;
+    }
+    sq = __shfl_sync(kFullMask, WarpSum(sq), 0);
+
+    float v_next = 0.0f;
+    if (!muon) {
+      const float mean = static_cast<float>(sq / static_cast<double>(cols));
+      v_next = v[r] + (1.0f - b2) * (mean - v[r]);
+      if (lane == 0) v_new[r] = v_next;
+    }
+    double sq_scaled = sq;  // Muon: f = 1
+    if (!muon) {
+      const float f = RowFactor(muon, v_next, eps);
+      sq_scaled = 0.0;
+      for (int64_t j = lane; j < cols; j += kWarp) {
+        const double x = ToFloat(row[j]) * f;  // O' rounded to float, as the CPU backend does
+        sq_scaled += x * x;
+      }
+      sq_scaled = WarpSum(sq_scaled);
+    }
+    if (lane == 0 && row_slots != nullptr) {
+      row_slots[row_begin + r] = static_cast<float>(sq);
+      row_slots[rows + row_begin + r] = static_cast<float>(sq_scaled);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FinishNorms: one block of kThreads. Thread t sums rows t, t+kThreads, ... in order, then a
+// shared-memory tree; both depend on `rows` only, never on how the rows were split across ranks.
+
+__global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t cols,
+                                  Variant variant, const GroupScalars* scalars, float* scale) {
+  __shared__ double sq_part[kThreads];
+  __shared__ double scaled_part[kThreads];
+  double sq = 0.0, sq_scaled = 0.0;
+  if (variant != Variant::kMuon) {
+    for (int64_t r = threadIdx.x; r < rows; r += kThreads) {
+      sq += row_slots[r];
+      sq_scaled += row_slots[rows + r];
+    }
+  }
+  sq_part[threadIdx.x] = sq;
+  scaled_part[threadIdx.x] = sq_scaled;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      sq_part[threadIdx.x] += sq_part[threadIdx.x + half];
+      scaled_part[threadIdx.x] += scaled_part[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  const double eps = scalars->eps;
+  const double m = static_cast<double>(rows), n = static_cast<double>(cols);
+  const double shape = sqrt(fmax(1.0, m / n));
+  double s = shape;  // Muon
+  if (variant == Variant::kNorMuon) {
+    s = sqrt(sq_part[0]) / (sqrt(scaled_part[0]) + eps) * shape;
+  } else if (variant == Variant::kNorMuonPaper) {
+    s = 0.2 * sqrt(m * n) / (sqrt(scaled_part[0]) + eps);
+  }
+  *scale = static_cast<float>(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CommitMatrix: blocks of kThreads threads laid out as x (columns) by y (rows), x a power of two
+// that fits the row, so narrow matrices do not leave most threads idle. Grid-stride in both.
+
+template <typename W, typename G, typename O>
+__global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, float* v,
+                                   const float* v_new, const O* o, int64_t row_count,
+                                   int64_t cols, const GroupScalars* scalars, const float* scale,
+                                   const StepControl* control, bool muon) {
+  if (Skipped(control)) return;
+  const float b1 = scalars->beta1;
+  const float lr = scalars->lr;
+  const float eps = scalars->eps;
+  const float decay = grad == nullptr ? 1.0f : 1.0f - lr * scalars->weight_decay;
+  const float step = lr * *scale;
+  for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < row_count;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    const float vn = muon ? 0.0f : v_new[r];
+    const float f = RowFactor(muon, vn, eps);
+    // v_new is not written by this kernel, so copying it to v here races with nothing.
+    if (!muon && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const int64_t i = r * cols + j;
+      const float g = GradAt(grad, i);
+      momentum[i] += (1.0f - b1) * (g - momentum[i]);
+      const float p = ToFloat(param[i]);
+      StoreFloat(param + i, p * decay - step * (ToFloat(o[i]) * f));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CommitAdamW, as the reference adam_update plus decoupled weight decay.
+
+template <typename W, typename G>
+__global__ void CommitAdamWKernel(W* param, const G* grad, float* exp_avg, float* exp_avg_sq,
+                                  int64_t count, const int64_t* step,
+                                  const GroupScalars* scalars, const StepControl* control) {
+  if (Skipped(control)) return;
+  const float b1 = scalars->beta1, b2 = scalars->beta2;
+  const float lr = scalars->lr, eps = scalars->eps;
+  const double t = static_cast<double>(*step + 1);
+  const float bc1 = static_cast<float>(1.0 - pow(static_cast<double>(b1), t));
+  const float bc2 = static_cast<float>(1.0 - pow(static_cast<double>(b2), t));
+  const float decay = grad == nullptr ? 1.0f : 1.0f - lr * scalars->weight_decay;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = GradAt(grad, i);
+    const float m = exp_avg[i] + (1.0f - b1) * (g - exp_avg[i]);
+    const float v = exp_avg_sq[i] + (1.0f - b2) * (g * g - exp_avg_sq[i]);
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    const float upd = (m / bc1) / (sqrtf(v / bc2) + eps);
+    const float p = ToFloat(param[i]);
+    StoreFloat(param + i, p * decay - lr * upd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dtype dispatch: calls fn with a typed null pointer for each DType argument, so one generic
+// lambda instantiates the kernel for the dtypes at hand.
+
+template <typename Fn>
+cudaError_t WithType(DType d, Fn&& fn) {
+  if (d == DType::kF32) return fn(static_cast<float*>(nullptr));
+  return fn(static_cast<__nv_bfloat16*>(nullptr));
+}
+
+template <typename T>
+const T* As(const void* p) {
+  return static_cast<const T*>(p);
+}
+template <typename T>
+T* AsMutable(void* p) {
+  return static_cast<T*>(p);
+}
+
+}  // namespace
+
+cudaError_t LaunchResetControl(StepControl* control, cudaStream_t stream) {
+  ResetControlKernel<<<1, 1, 0, stream>>>(control);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
+                              StepControl* control, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  return WithType(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CheckFiniteKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(index, As<T>(grad), count,
+                                                                   control);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentum, void* u,
+                        DType u_dtype, int64_t count, const GroupScalars* scalars, bool nesterov,
+                        cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  return WithType(grad_dtype, [&](auto* gtag) {
+    using G = std::remove_pointer_t<decltype(gtag)>;
+    return WithType(u_dtype, [&](auto* utag) {
+      using U = std::remove_pointer_t<decltype(utag)>;
+      BlendKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(As<G>(grad), momentum,
+                                                              AsMutable<U>(u), count, scalars,
+                                                              nesterov);
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
+                           int64_t row_begin, int64_t row_count, const float* v, float* v_new,
+                           float* row_slots, const GroupScalars* scalars, bool muon,
+                           cudaStream_t stream) {
+  if (row_count <= 0 || cols <= 0) return cudaSuccess;
+  constexpr int64_t kWarpsPerBlock = kThreads / kWarp;
+  const int blocks = static_cast<int>(
+      std::min(kMaxBlocks, (row_count + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  return WithType(o_dtype, [&](auto* tag) {
+    using O = std::remove_pointer_t<decltype(tag)>;
+    RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count,
+                                                    v, v_new, row_slots, scalars, muon);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols,
+                              Variant variant, const GroupScalars* scalars, float* scale,
+                              cudaStream_t stream) {
+  FinishNormsKernel<<<1, kThreads, 0, stream>>>(row_slots, rows, cols, variant, scalars, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
+  if (a.row_count <= 0 || a.cols <= 0) return cudaSuccess;
+  // Block: x = the smallest power of two >= cols (32..kThreads), y = the rest of kThreads.
+  int bx = kWarp;
+  while (bx < kThreads && bx < a.cols) bx *= 2;
+  const int by = kThreads / bx;
+  const dim3 block(bx, by);
+  const int64_t gx = std::min<int64_t>(kMaxBlocks, (a.cols + bx - 1) / bx);
+  const int64_t gy = std::min<int64_t>(65535, (a.row_count + by - 1) / by);
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  return WithType(a.param_dtype, [&](auto* wtag) {
+    using W = std::remove_pointer_t<decltype(wtag)>;
+    return WithType(a.grad_dtype, [&](auto* gtag) {
+      using G = std::remove_pointer_t<decltype(gtag)>;
+      return WithType(a.o_dtype, [&](auto* otag) {
+        using O = std::remove_pointer_t<decltype(otag)>;
+        CommitMatrixKernel<<<grid, block, 0, stream>>>(
+            AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o),
+            a.row_count, a.cols, a.scalars, a.scale, a.control, a.muon);
+        return cudaGetLastError();
+      });
+    });
+  });
+}
+
+cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
+                              float* exp_avg, float* exp_avg_sq, int64_t count,
+                              const int64_t* step, const GroupScalars* scalars,
+                              const StepControl* control, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  return WithType(param_dtype, [&](auto* wtag) {
+    using W = std::remove_pointer_t<decltype(wtag)>;
+    return WithType(grad_dtype, [&](auto* gtag) {
+      using G = std::remove_pointer_t<decltype(gtag)>;
+      CommitAdamWKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(
+          AsMutable<W>(param), As<G>(grad), exp_avg, exp_avg_sq, count, step, scalars, control);
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,
+                          cudaStream_t stream) {
+  EndStepKernel<<<FlatBlocks(n), kThreads, 0, stream>>>(adamw_steps, n, control);
+  return cudaGetLastError();
+}
+
+}  // namespace gpu
+}  // namespace normuon

@@ -1,0 +1,130 @@
+// The kernels of the Newton-Schulz pre-scaling on CUDA: X0 = U / (||U||_F + ns_eps) for each
+// matrix of a batch (DESIGN.md section 1). The GEMMs of the iteration itself are cuBLAS calls
+// issued by the backend (cuda_backend.cu).
+//
+// The Frobenius norm is a two-stage reduction without atomics: stage one writes a fixed number
+// of partial sums per matrix (the number depends on the matrix size only), stage two sums them
+// in a fixed order inside every block of the scaling pass. Both stages accumulate in double, as
+// the CPU backend does, so the scale is reproducible bit for bit and matches the CPU's to the
+// last float bit in almost every case.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "normuon/backend.h"
+#include "normuon/cuda/kernels.cuh"
+
+namespace normuon {
+namespace gpu {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+// At most this many partial sums per matrix; each covers at least kElemsPerPartial elements.
+constexpr int64_t kMaxPartials = 256;
+constexpr int64_t kElemsPerPartial = kThreads * 16;
+// Scaling pass: blocks per matrix at most (grid-stride beyond), and matrices per grid row.
+constexpr int64_t kMaxScaleBlocks = 1024;
+constexpr int64_t kMaxGridY = 65535;
+
+__device__ __forceinline__ float ToFloat(float x) { return x; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void StoreFloat(float* p, float x) { *p = x; }
+__device__ __forceinline__ void StoreFloat(__nv_bfloat16* p, float x) {
+  *p = __float2bfloat16_rn(x);
+}
+
+// Stage one: block (p, k) sums the squares of elements p*kThreads + t + q*(partials*kThreads)
+// of matrix k, then a shared-memory tree; writes partials[k*num_partials + p].
+template <typename T>
+__global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count,
+                                   double* partials) {
+  __shared__ double part[kThreads];
+  const int64_t num_partials = gridDim.x;
+  for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
+    const T* m = u + k * per_matrix;
+    double sq = 0.0;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < per_matrix;
+         i += num_partials * kThreads) {
+      const double x = ToFloat(m[i]);
+      sq += x * x;
+    }
+    part[threadIdx.x] = sq;
+    __syncthreads();
+    for (int half = kThreads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[k * num_partials + blockIdx.x] = part[0];
+    __syncthreads();  // part[] is reused by the next matrix
+  }
+}
+
+// Stage two: every block first completes its matrix's norm from the partials (warp 0: lane l
+// sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
+// x = u * (float)(1 / (norm + eps)), the CPU backend's formula.
+template <typename T>
+__global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
+                            int num_partials, float eps, const double* partials) {
+  __shared__ float inv_norm;
+  for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
+    if (threadIdx.x < kWarp) {
+      double sq = 0.0;
+      for (int p = threadIdx.x; p < num_partials; p += kWarp) sq += partials[k * num_partials + p];
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+        sq += __shfl_down_sync(kFullMask, sq, offset);
+      }
+      if (threadIdx.x == 0) {
+        inv_norm = static_cast<float>(1.0 / (sqrt(sq) + static_cast<double>(eps)));
+      }
+    }
+    __syncthreads();
+    const float inv = inv_norm;
+    const T* src = u + k * per_matrix;
+    T* dst = x + k * per_matrix;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < per_matrix;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      StoreFloat(dst + i, ToFloat(src[i]) * inv);
+    }
+    __syncthreads();  // inv_norm is rewritten for the next matrix
+  }
+}
+
+template <typename T>
+cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count, float eps,
+                      double* partials, cudaStream_t stream) {
+  const int num_partials = NormPartialBlocks(per_matrix);
+  const unsigned gy = static_cast<unsigned>(std::min(count, kMaxGridY));
+  NormPartialsKernel<T><<<dim3(num_partials, gy), kThreads, 0, stream>>>(
+      static_cast<const T*>(u), per_matrix, count, partials);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const unsigned gx = static_cast<unsigned>(
+      std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
+  ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(static_cast<const T*>(u),
+                                                         static_cast<T*>(x), per_matrix, count,
+                                                         num_partials, eps, partials);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int NormPartialBlocks(int64_t per_matrix) {
+  const int64_t n = (per_matrix + kElemsPerPartial - 1) / kElemsPerPartial;
+  return static_cast<int>(std::max<int64_t>(1, std::min(kMaxPartials, n)));
+}
+
+cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix,
+                            int64_t count, float eps, double* partials, cudaStream_t stream) {
+  if (per_matrix <= 0 || count <= 0) return cudaSuccess;
+  if (dtype == DType::kF32) {
+    return Normalize<float>(u, x, per_matrix, count, eps, partials, stream);
+  }
+  return Normalize<__nv_bfloat16>(u, x, per_matrix, count, eps, partials, stream);
+}
+
+}  // namespace gpu
+}  // namespace normuon
