@@ -1,0 +1,80 @@
+// Newton-Schulz throughput on the CPU backend against the machine's own ceiling: a plain fp32
+// sgemm of the same short side, measured in the same run. Counters: TFLOP/s of the NS step
+// (5 iterations of 4*s^2*l + 2*s^3 flops) and its ratio to the GEMM rate.
+//
+//   bazel run -c opt //bench:newton_schulz_cpu_bench -- --benchmark_format=json
+#include <cblas.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "normuon/newton_schulz_cpu.h"
+
+namespace {
+
+const std::vector<std::array<float, 3>> kQuintic5(5, {3.4445f, -4.7750f, 2.0315f});
+
+std::vector<float> Random(size_t n) {
+  std::mt19937 gen(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+double NsFlops(int64_t rows, int64_t cols) {
+  const double s = static_cast<double>(std::min(rows, cols));
+  const double l = static_cast<double>(std::max(rows, cols));
+  return 5.0 * (4.0 * s * s * l + 2.0 * s * s * s);
+}
+
+// The ceiling: one s x s x l sgemm (the shape of A = X X^T), flops 2*s*s*l.
+double GemmRate(int64_t s, int64_t l) {
+  std::vector<float> x = Random(static_cast<size_t>(s * l)), a(static_cast<size_t>(s * s));
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s, s, l, 1.0f, x.data(), l, x.data(), l,
+                0.0f, a.data(), s);
+    const double sec =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * s * s * l / sec);
+  }
+  return best;
+}
+
+void BM_NewtonSchulzCpu(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const std::vector<float> u = Random(static_cast<size_t>(rows * cols));
+  std::vector<float> o(u.size());
+  normuon::NsCpuWorkspace ws;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    normuon::NewtonSchulzCpu(u.data(), o.data(), rows, cols, kQuintic5, 1e-7f, false, &ws);
+    benchmark::DoNotOptimize(o.data());
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rate = NsFlops(rows, cols) * static_cast<double>(state.iterations()) / sec;
+  const double gemm = GemmRate(std::min(rows, cols), std::max(rows, cols));
+  state.counters["TFLOP/s"] = rate * 1e-12;
+  state.counters["gemm_TFLOP/s"] = gemm * 1e-12;
+  state.counters["ratio_to_gemm"] = rate / gemm;
+}
+
+// GPT-2 124M's matrix shapes (c_attn, c_proj, c_fc, mlp c_proj), and a tiny one.
+BENCHMARK(BM_NewtonSchulzCpu)
+    ->Args({192, 64})
+    ->Args({768, 768})
+    ->Args({2304, 768})
+    ->Args({3072, 768})
+    ->Args({768, 3072})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
