@@ -1,0 +1,170 @@
+#include "sharding/plan.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "normuon/status_macros.h"
+
+namespace normuon::sharding {
+namespace {
+
+absl::Status Overflow(const char* what, int peer) {
+  return absl::InvalidArgumentError(absl::StrCat("plan: the ", what, " message for peer ", peer,
+                                                 " overflows a 64-bit byte count"));
+}
+
+// Appends rows [shard.row_begin, +row_count) of matrix k to a message whose size so far is
+// *bytes; returns false on overflow.
+bool Append(int k, const MatrixShape& shape, const RowShard& shard, int64_t wire_bytes,
+            std::vector<Segment>* segments, int64_t* bytes) {
+  int64_t seg_bytes, end;
+  // row_count * cols * wire_bytes <= rows * cols * kMaxElementBytes, bounded by ValidateShape.
+  if (!CheckedMul(shard.row_count * shape.cols, wire_bytes, &seg_bytes) ||
+      !CheckedAdd(*bytes, seg_bytes, &end)) {
+    return false;
+  }
+  segments->push_back(Segment{k, shard.row_begin, shard.row_count, *bytes, seg_bytes});
+  *bytes = end;
+  return true;
+}
+
+}  // namespace
+
+absl::Status ValidatePlanInputs(const PlanInputs& in) {
+  if (in.world < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("plan: world = ", in.world, " < 1"));
+  }
+  if (in.rank < 0 || in.rank >= in.world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan: rank = ", in.rank, ", outside [0, ", in.world, ")"));
+  }
+  if (in.wire_bytes_per_element < 1 || in.wire_bytes_per_element > kMaxElementBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan: wire_bytes_per_element = ", in.wire_bytes_per_element,
+                     ", must be in [1, ", kMaxElementBytes, "]"));
+  }
+  const size_t n = in.shapes.size();
+  if (in.shards.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan: shard lists for ", in.shards.size(), " matrices, but ", n, " shapes"));
+  }
+  if (in.owners.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan: ", in.owners.size(), " owners, but ", n, " shapes"));
+  }
+  for (size_t k = 0; k < n; ++k) {
+    const MatrixShape& shape = in.shapes[k];
+    if (in.shards[k].size() != static_cast<size_t>(in.world)) {
+      return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, " ('", shape.name,
+                                                     "') has ", in.shards[k].size(),
+                                                     " shards, but world = ", in.world));
+    }
+    if (in.owners[k] < 0 || in.owners[k] >= in.world) {
+      return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, " ('", shape.name,
+                                                     "') has owner ", in.owners[k],
+                                                     ", outside [0, ", in.world, ")"));
+    }
+    absl::Status s = ValidateCover(shape, in.shards[k]);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
+                                                 const std::vector<int>& matrices) {
+  RETURN_IF_ERROR(ValidatePlanInputs(in));
+  std::vector<bool> listed(in.shapes.size(), false);
+  for (int k : matrices) {
+    if (k < 0 || k >= static_cast<int>(in.shapes.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan: matrix index ", k, " is outside [0, ", in.shapes.size(), ")"));
+    }
+    if (listed[k]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan: matrix ", k, " ('", in.shapes[k].name, "') is listed twice"));
+    }
+    listed[k] = true;
+  }
+
+  const int me = in.rank;
+  const int64_t wire = in.wire_bytes_per_element;
+  RankPlan plan;
+  plan.rank = me;
+  plan.world = in.world;
+  plan.gather_send_bytes.assign(in.world, 0);
+  plan.gather_recv_bytes.assign(in.world, 0);
+  plan.gather_sends.resize(in.world);
+  plan.gather_recvs.resize(in.world);
+
+  for (int k : matrices) {
+    const MatrixShape& shape = in.shapes[k];
+    const int owner = in.owners[k];
+    if (owner == me) {
+      plan.owned.push_back(k);
+      // Receive every other rank's rows; this rank's own rows are the local copy.
+      for (int p = 0; p < in.world; ++p) {
+        const RowShard& shard = in.shards[k][p];
+        if (shard.row_count == 0) continue;
+        if (p == me) {
+          if (!Append(k, shape, shard, wire, &plan.self_segments, &plan.self_bytes)) {
+            return Overflow("local copy", p);
+          }
+        } else if (!Append(k, shape, shard, wire, &plan.gather_recvs[p],
+                           &plan.gather_recv_bytes[p])) {
+          return Overflow("gather receive", p);
+        }
+      }
+    } else {
+      const RowShard& mine = in.shards[k][me];
+      if (mine.row_count == 0) continue;
+      if (!Append(k, shape, mine, wire, &plan.gather_sends[owner],
+                  &plan.gather_send_bytes[owner])) {
+        return Overflow("gather send", owner);
+      }
+    }
+  }
+  plan.scatter_send_bytes = plan.gather_recv_bytes;
+  plan.scatter_recv_bytes = plan.gather_send_bytes;
+
+  for (int k : plan.owned) {
+    const MatrixShape& shape = in.shapes[k];
+    ShapeBatch* batch = nullptr;
+    for (ShapeBatch& b : plan.batches) {
+      if (b.rows == shape.rows && b.cols == shape.cols) {
+        batch = &b;
+        break;
+      }
+    }
+    if (batch == nullptr) {
+      plan.batches.push_back(ShapeBatch{shape.rows, shape.cols, {}});
+      batch = &plan.batches.back();
+    }
+    batch->matrices.push_back(k);
+  }
+  return plan;
+}
+
+absl::StatusOr<RankPlan> MakeRankPlan(const PlanInputs& in) {
+  std::vector<int> all(in.shapes.size());
+  for (size_t k = 0; k < all.size(); ++k) all[k] = static_cast<int>(k);
+  return MakeRankPlanForMatrices(in, all);
+}
+
+absl::StatusOr<RowSlots> MatrixSlotOffsets(const std::vector<MatrixShape>& shapes) {
+  RowSlots slots;
+  slots.offsets.reserve(shapes.size());
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    RETURN_IF_ERROR(ValidateShape(shapes[k]));
+    slots.offsets.push_back(slots.total_rows);
+    if (!CheckedAdd(slots.total_rows, shapes[k].rows, &slots.total_rows)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "row slots: the total row count overflows at matrix ", k, " ('", shapes[k].name, "')"));
+    }
+  }
+  return slots;
+}
+
+}  // namespace normuon::sharding

@@ -1,0 +1,87 @@
+// The cross-rank registration check of finalize (DESIGN.md section 2): every rank encodes what it
+// registered as bytes, the ranks all-gather those bytes, and every rank runs the same check on
+// the same gathered bytes, so all ranks fail with the same message naming the first mismatch
+// instead of hanging in, or corrupting, the first step's collectives.
+//
+// Encoding, version 1, all integers little-endian whatever the host:
+//   header, kRegistrationHeaderBytes = 24:
+//     "NMRG"  u32 version  u32 record size (kRegistrationRecordBytes)  u32 0  u64 record count
+//   then one record of kRegistrationRecordBytes = 96 per parameter, in registration order:
+//     u32 kind  u32 name length (saturated at 2^32 - 1)  u64 FNV-1a 64 of the whole name
+//     i64 rows  i64 cols  i64 row_begin  i64 row_count
+//     the name's first kRegistrationNamePrefix = 48 bytes, zero-padded
+// Records are fixed size so the message is a plain byte array. Names longer than the prefix are
+// kept as prefix + length + hash: two names are taken as equal when all three are; messages show
+// the prefix followed by "...".
+//
+// Usage in finalize: all-gather the first kRegistrationHeaderBytes of each rank's encoding (fixed
+// size) and run CheckRegistrationHeadersAgree; once the counts agree every encoding has the same
+// length, so all-gather the whole encodings and run CheckRegistrationsAgree.
+#ifndef NORMUON_SHARDING_REGISTRATION_H_
+#define NORMUON_SHARDING_REGISTRATION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace normuon::sharding {
+
+enum class ParamKind : uint32_t { kMatrix = 0, kAdamw = 1 };
+
+// "matrix" / "adamw".
+absl::string_view ParamKindName(ParamKind kind);
+
+// One registered parameter as a rank registered it: global shape and this rank's rows.
+struct RegistrationRecord {
+  std::string name;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_begin = 0;
+  int64_t row_count = 0;
+  ParamKind kind = ParamKind::kMatrix;
+};
+
+inline constexpr uint32_t kRegistrationVersion = 1;
+inline constexpr size_t kRegistrationHeaderBytes = 24;
+inline constexpr size_t kRegistrationRecordBytes = 96;
+inline constexpr size_t kRegistrationNamePrefix = 48;
+
+// The encoding above; its size is kRegistrationHeaderBytes + records.size() * 96. Never fails:
+// values are encoded as given and judged by the check.
+std::string EncodeRegistration(const std::vector<RegistrationRecord>& records);
+
+// A record read back. record.name holds the stored prefix (the whole name when name_length <=
+// kRegistrationNamePrefix).
+struct DecodedRecord {
+  RegistrationRecord record;
+  uint32_t name_length = 0;
+  uint64_t name_hash = 0;
+};
+
+// Reads an encoding; fails on a wrong magic, version or record size, a length that does not
+// match the count, or an unknown kind.
+absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view bytes);
+
+// The FNV-1a 64-bit hash stored for a name (fixed, so every build and host agrees).
+uint64_t NameHash(absl::string_view name);
+
+// Checks the headers (each at least kRegistrationHeaderBytes long; longer is accepted and only
+// the header is read): magic, version and record size valid, and every rank's record count
+// equal to rank 0's. The message names the first rank that differs.
+absl::Status CheckRegistrationHeadersAgree(const std::vector<std::string>& per_rank_headers);
+
+// Checks the whole encodings, indexed by rank (their number is the world size): the headers as
+// above; then, parameter by parameter in registration order and within one parameter rank by
+// rank, that kind, name and global shape equal rank 0's ("rank 2 registered parameter 3 as
+// matrix 'h.0.attn' 64x48 but rank 0 has matrix 'h.0.mlp' 64x64"); then, parameter by
+// parameter, that the ranks' row ranges form a cover (ValidateCover). Returns the first failure.
+absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_encodings);
+
+}  // namespace normuon::sharding
+
+#endif  // NORMUON_SHARDING_REGISTRATION_H_
