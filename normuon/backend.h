@@ -164,9 +164,15 @@ class Backend {
   virtual absl::Status WaitStep() = 0;
 };
 
-std::unique_ptr<Backend> MakeCpuBackend();
-// Fails with UNSUPPORTED in a build without CUDA, or if the device does not exist.
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);
+// The factories keep default visibility: the CUDA objects are compiled with hidden visibility
+// (build_defs/cuda.bzl) but are called from the runtime's objects, which may sit in another
+// shared object of the build. libnormuon.so still exports only the C API (normuon.lds).
+#define NORMUON_INTERNAL_VISIBLE __attribute__((visibility("default")))
+
+NORMUON_INTERNAL_VISIBLE std::unique_ptr<Backend> MakeCpuBackend();
+// Fails (Unimplemented in a CPU-only build, Unavailable without a device) when there is no
+// usable CUDA device.
+NORMUON_INTERNAL_VISIBLE absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);
 
 }  // namespace normuon
 

@@ -78,8 +78,8 @@ NsNeeds NeedsOf(const NsBatch& b) {
   const size_t s = static_cast<size_t>(std::min(b.rows, b.cols));
   n.x = count * static_cast<size_t>(b.rows) * static_cast<size_t>(b.cols) * elem;
   n.square = count * s * s * elem;
-  n.partials = count * static_cast<size_t>(gpu::NormPartialBlocks(b.rows * b.cols)) *
-               sizeof(double);
+  n.partials =
+      count * static_cast<size_t>(gpu::NormPartialBlocks(b.rows * b.cols)) * sizeof(double);
   return n;
 }
 
@@ -124,11 +124,15 @@ class CudaBackend final : public Backend {
     }
     // cudaMemset may return before the device is done; the memory may next be used on any
     // stream (also a non-blocking one), so wait for the zeros here (set-up time, not a step).
-    absl::Status s = CudaStatus(cudaMemsetAsync(p, 0, n, nullptr), "cudaMemsetAsync");
-    if (s.ok()) s = CudaStatus(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
-    if (!s.ok()) {
+    const char* call = "cudaMemsetAsync";
+    cudaError_t zero = cudaMemsetAsync(p, 0, n, nullptr);
+    if (zero == cudaSuccess) {
+      call = "cudaStreamSynchronize";
+      zero = cudaStreamSynchronize(nullptr);
+    }
+    if (zero != cudaSuccess) {
       cudaFree(p);
-      return s;
+      return CudaStatus(zero, call);
     }
     return p;
   }
@@ -203,6 +207,8 @@ class CudaBackend final : public Backend {
           cublas_, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
                                              CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
       RETURN_IF_CUBLAS_ERROR(cublasSetAtomicsMode(cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
+    }
+    if (cublas_workspace_ == nullptr) {
       ASSIGN_OR_RETURN(cublas_workspace_, Alloc(kCublasWorkspaceBytes));
     }
     FreeWorkspaces();
@@ -252,9 +258,9 @@ class CudaBackend final : public Backend {
     const NsNeeds need = NeedsOf(b);
     if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
         need.partials > capacity_.partials) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
-          " was not passed to Prepare (its workspace is not allocated)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
+                       " was not passed to Prepare (its workspace is not allocated)"));
     }
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
 
@@ -274,8 +280,8 @@ class CudaBackend final : public Backend {
     const size_t iterations = b.coefficients.size();
     void* x = iterations % 2 == 0 ? b.o : ns_x_;
     void* x_next = iterations % 2 == 0 ? ns_x_ : b.o;
-    RETURN_IF_CUDA_ERROR(gpu::LaunchNormalize(b.u, x, b.dtype, x_stride, b.count, b.ns_eps,
-                                              ns_partials_, stream_));
+    RETURN_IF_CUDA_ERROR(
+        gpu::LaunchNormalize(b.u, x, b.dtype, x_stride, b.count, b.ns_eps, ns_partials_, stream_));
 
     for (const std::array<float, 3>& abc : b.coefficients) {
       const float coef_a = abc[0], coef_b = abc[1], coef_c = abc[2];
@@ -290,8 +296,8 @@ class CudaBackend final : public Backend {
       // B = b A + c A A
       RETURN_IF_CUDA_ERROR(
           cudaMemcpyAsync(ns_b_, ns_a_, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
-      RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, coef_c, ns_a_, s, sq_stride, ns_a_,
-                           s, sq_stride, coef_b, ns_b_, s, sq_stride, count, type));
+      RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, coef_c, ns_a_, s, sq_stride, ns_a_, s,
+                           sq_stride, coef_b, ns_b_, s, sq_stride, count, type));
       // X' = a X + B X
       RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(x_next, x, x_bytes, cudaMemcpyDeviceToDevice, stream_));
       if (tall) {
@@ -318,8 +324,8 @@ class CudaBackend final : public Backend {
   absl::Status FinishNorms(const MatrixWork& w) override {
     if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots, w.rows, w.cols, w.variant,
-                                                w.scalars, w.scale, stream_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots, w.rows, w.cols, w.variant, w.scalars,
+                                                w.scale, stream_));
     return absl::OkStatus();
   }
 
@@ -350,8 +356,8 @@ class CudaBackend final : public Backend {
     if (w.count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchCommitAdamW(w.param, w.param_dtype, w.grad, w.grad_dtype,
-                                                w.exp_avg, w.exp_avg_sq, w.count, w.step,
-                                                w.scalars, control, stream_));
+                                                w.exp_avg, w.exp_avg_sq, w.count, w.step, w.scalars,
+                                                control, stream_));
     return absl::OkStatus();
   }
 
@@ -384,21 +390,20 @@ class CudaBackend final : public Backend {
   // so our fixed workspace is set again every time.
   absl::Status BindStream(cudaStream_t stream) {
     stream_ = stream;
-    if (cublas_ == nullptr) return absl::OkStatus();
+    if (cublas_ == nullptr || cublas_workspace_ == nullptr) return absl::OkStatus();
     RETURN_IF_CUBLAS_ERROR(cublasSetStream(cublas_, stream_));
-    RETURN_IF_CUBLAS_ERROR(
-        cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    RETURN_IF_CUBLAS_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     return absl::OkStatus();
   }
 
   // C = alpha op(A) op(B) + beta C for `batch` column-major matrices, fp32 compute.
   absl::Status Gemm(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
-                    float alpha, const void* a, int lda, long long stride_a, const void* b,
-                    int ldb, long long stride_b, float beta, void* c, int ldc,
-                    long long stride_c, int batch, cudaDataType type) {
+                    float alpha, const void* a, int lda, long long stride_a, const void* b, int ldb,
+                    long long stride_b, float beta, void* c, int ldc, long long stride_c, int batch,
+                    cudaDataType type) {
     RETURN_IF_CUBLAS_ERROR(cublasGemmStridedBatchedEx(
-        cublas_, op_a, op_b, m, n, k, &alpha, a, type, lda, stride_a, b, type, ldb, stride_b,
-        &beta, c, type, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        cublas_, op_a, op_b, m, n, k, &alpha, a, type, lda, stride_a, b, type, ldb, stride_b, &beta,
+        c, type, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return absl::OkStatus();
   }
 
@@ -433,12 +438,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   if (e != cudaSuccess) {
     cudaGetLastError();
     return absl::UnavailableError(absl::StrCat("no CUDA device: cudaGetDeviceCount failed: ",
-                                               cudaGetErrorName(e), ": ",
-                                               cudaGetErrorString(e)));
+                                               cudaGetErrorName(e), ": ", cudaGetErrorString(e)));
   }
   if (device < 0 || device >= count) {
-    return absl::UnavailableError(absl::StrCat("no CUDA device ", device, ": this machine has ",
-                                               count, " CUDA device(s)"));
+    return absl::UnavailableError(
+        absl::StrCat("no CUDA device ", device, ": this machine has ", count, " CUDA device(s)"));
   }
   auto backend = std::make_unique<CudaBackend>(device);
   RETURN_IF_ERROR(backend->Init());

@@ -28,7 +28,8 @@ constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 int FlatBlocks(int64_t count) {
-  return static_cast<int>(std::max<int64_t>(1, std::min(kMaxBlocks, (count + kThreads - 1) / kThreads)));
+  const int64_t blocks = std::min(kMaxBlocks, (count + kThreads - 1) / kThreads);
+  return static_cast<int>(std::max<int64_t>(1, blocks));
 }
 
 __device__ __forceinline__ float ToFloat(float x) { return x; }
@@ -125,8 +126,8 @@ __global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t 
 
 template <typename O>
 __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t row_begin,
-                               int64_t row_count, const float* v, float* v_new,
-                               float* row_slots, const GroupScalars* scalars, bool muon) {
+                               int64_t row_count, const float* v, float* v_new, float* row_slots,
+                               const GroupScalars* scalars, bool muon) {
   const int lane = threadIdx.x % kWarp;
   const int64_t warps_per_block = blockDim.x / kWarp;
   const float b2 = scalars->beta2;
@@ -209,8 +210,8 @@ __global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t 
 
 template <typename W, typename G, typename O>
 __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, float* v,
-                                   const float* v_new, const O* o, int64_t row_count,
-                                   int64_t cols, const GroupScalars* scalars, const float* scale,
+                                   const float* v_new, const O* o, int64_t row_count, int64_t cols,
+                                   const GroupScalars* scalars, const float* scale,
                                    const StepControl* control, bool muon) {
   if (Skipped(control)) return;
   const float b1 = scalars->beta1;
@@ -240,8 +241,8 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
 
 template <typename W, typename G>
 __global__ void CommitAdamWKernel(W* param, const G* grad, float* exp_avg, float* exp_avg_sq,
-                                  int64_t count, const int64_t* step,
-                                  const GroupScalars* scalars, const StepControl* control) {
+                                  int64_t count, const int64_t* step, const GroupScalars* scalars,
+                                  const StepControl* control) {
   if (Skipped(control)) return;
   const float b1 = scalars->beta1, b2 = scalars->beta2;
   const float lr = scalars->lr, eps = scalars->eps;
@@ -294,7 +295,7 @@ cudaError_t LaunchCheckFinite(int32_t index, const void* grad, DType dtype, int6
   return WithType(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     CheckFiniteKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(index, As<T>(grad), count,
-                                                                   control);
+                                                                  control);
     return cudaGetLastError();
   });
 }
@@ -307,9 +308,8 @@ cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentu
     using G = std::remove_pointer_t<decltype(gtag)>;
     return WithType(u_dtype, [&](auto* utag) {
       using U = std::remove_pointer_t<decltype(utag)>;
-      BlendKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(As<G>(grad), momentum,
-                                                              AsMutable<U>(u), count, scalars,
-                                                              nesterov);
+      BlendKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(
+          As<G>(grad), momentum, AsMutable<U>(u), count, scalars, nesterov);
       return cudaGetLastError();
     });
   });
@@ -321,19 +321,18 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
                            cudaStream_t stream) {
   if (row_count <= 0 || cols <= 0) return cudaSuccess;
   constexpr int64_t kWarpsPerBlock = kThreads / kWarp;
-  const int blocks = static_cast<int>(
-      std::min(kMaxBlocks, (row_count + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  const int blocks =
+      static_cast<int>(std::min(kMaxBlocks, (row_count + kWarpsPerBlock - 1) / kWarpsPerBlock));
   return WithType(o_dtype, [&](auto* tag) {
     using O = std::remove_pointer_t<decltype(tag)>;
-    RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count,
-                                                    v, v_new, row_slots, scalars, muon);
+    RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count, v,
+                                                    v_new, row_slots, scalars, muon);
     return cudaGetLastError();
   });
 }
 
-cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols,
-                              Variant variant, const GroupScalars* scalars, float* scale,
-                              cudaStream_t stream) {
+cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols, Variant variant,
+                              const GroupScalars* scalars, float* scale, cudaStream_t stream) {
   FinishNormsKernel<<<1, kThreads, 0, stream>>>(row_slots, rows, cols, variant, scalars, scale);
   return cudaGetLastError();
 }
@@ -355,8 +354,8 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
       return WithType(a.o_dtype, [&](auto* otag) {
         using O = std::remove_pointer_t<decltype(otag)>;
         CommitMatrixKernel<<<grid, block, 0, stream>>>(
-            AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o),
-            a.row_count, a.cols, a.scalars, a.scale, a.control, a.muon);
+            AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o), a.row_count,
+            a.cols, a.scalars, a.scale, a.control, a.muon);
         return cudaGetLastError();
       });
     });
@@ -364,9 +363,9 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
 }
 
 cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
-                              float* exp_avg, float* exp_avg_sq, int64_t count,
-                              const int64_t* step, const GroupScalars* scalars,
-                              const StepControl* control, cudaStream_t stream) {
+                              float* exp_avg, float* exp_avg_sq, int64_t count, const int64_t* step,
+                              const GroupScalars* scalars, const StepControl* control,
+                              cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
   return WithType(param_dtype, [&](auto* wtag) {
     using W = std::remove_pointer_t<decltype(wtag)>;

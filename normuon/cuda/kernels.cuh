@@ -44,9 +44,8 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
 
 // One block: sums the 2*rows slots in global row order (tree fixed by `rows`), in double, and
 // writes the update multiplier of the variant to *scale.
-cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols,
-                              Variant variant, const GroupScalars* scalars, float* scale,
-                              cudaStream_t stream);
+cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols, Variant variant,
+                              const GroupScalars* scalars, float* scale, cudaStream_t stream);
 
 // Everything CommitMatrix needs, in device memory except the sizes and dtypes.
 struct CommitMatrixArgs {
@@ -73,9 +72,9 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream);
 // Unless skipped: bias-corrected AdamW with decoupled weight decay (no decay when grad is null),
 // t = *step + 1.
 cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
-                              float* exp_avg, float* exp_avg_sq, int64_t count,
-                              const int64_t* step, const GroupScalars* scalars,
-                              const StepControl* control, cudaStream_t stream);
+                              float* exp_avg, float* exp_avg_sq, int64_t count, const int64_t* step,
+                              const GroupScalars* scalars, const StepControl* control,
+                              cudaStream_t stream);
 
 // Counts the step in the control block (taken or skipped) and, if taken, adds 1 to each of the n
 // AdamW step counters.
@@ -87,8 +86,8 @@ cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,
 // (double) into `partials`, then each block of the scaling pass sums those partials in a fixed
 // order. x = u * (float)(1 / (||u||_F + eps)), stored in `dtype`. x may alias u.
 int NormPartialBlocks(int64_t per_matrix);
-cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix,
-                            int64_t count, float eps, double* partials, cudaStream_t stream);
+cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
+                            float eps, double* partials, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace normuon

@@ -67,8 +67,8 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
 // sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
 // x = u * (float)(1 / (norm + eps)), the CPU backend's formula.
 template <typename T>
-__global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
-                            int num_partials, float eps, const double* partials) {
+__global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count, int num_partials,
+                            float eps, const double* partials) {
   __shared__ float inv_norm;
   for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
     if (threadIdx.x < kWarp) {
@@ -102,11 +102,10 @@ cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count,
       static_cast<const T*>(u), per_matrix, count, partials);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  const unsigned gx = static_cast<unsigned>(
-      std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
-  ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(static_cast<const T*>(u),
-                                                         static_cast<T*>(x), per_matrix, count,
-                                                         num_partials, eps, partials);
+  const unsigned gx =
+      static_cast<unsigned>(std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
+  ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(
+      static_cast<const T*>(u), static_cast<T*>(x), per_matrix, count, num_partials, eps, partials);
   return cudaGetLastError();
 }
 
@@ -117,8 +116,8 @@ int NormPartialBlocks(int64_t per_matrix) {
   return static_cast<int>(std::max<int64_t>(1, std::min(kMaxPartials, n)));
 }
 
-cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix,
-                            int64_t count, float eps, double* partials, cudaStream_t stream) {
+cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
+                            float eps, double* partials, cudaStream_t stream) {
   if (per_matrix <= 0 || count <= 0) return cudaSuccess;
   if (dtype == DType::kF32) {
     return Normalize<float>(u, x, per_matrix, count, eps, partials, stream);

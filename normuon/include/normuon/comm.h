@@ -1,0 +1,197 @@
+/* comm.h: communicators for the normuon runtime, version 1.
+ *
+ * A communicator connects the ranks of one sharded optimizer (one rank per process or thread,
+ * each holding a contiguous row block of every matrix). The runtime needs three collectives:
+ * a grouped exchange of point-to-point transfers (the gather of matrix rows to their owner and
+ * the scatter back, an all-to-all with uneven byte counts), an all-reduce sum of a small float
+ * vector, and an all-gather of small metadata.
+ *
+ * The communicator is a C interface, a struct of function pointers, so that a trainer built on
+ * MPI, Gloo or a torch process group can plug in its own transport (normuon_comm_create_custom).
+ * The library also provides an in-process group: N ranks as N threads of one process, on host
+ * buffers, used by tests, demos and CPU benchmarks, with fault injection.
+ *
+ * Handles follow normuon.h: opaque 64-bit ids with a generation count; 0 is never a live
+ * communicator (normuon_create(config, 0, ...) means "single rank, no communicator"); a
+ * destroyed handle is reported as NORMUON_ERROR_INVALID_HANDLE, not dereferenced. A handle may
+ * be destroyed while a runtime still uses it: the runtime keeps the communicator alive and it is
+ * torn down when the last user lets go.
+ *
+ * Failure is a state (DESIGN.md section 6, "Blocking"): every blocking wait has a timeout that
+ * becomes NORMUON_ERROR_TIMEOUT, never a hang; a failed collective leaves the communicator failed
+ * (later collectives fail at once) and normuon_comm_get_async_error reports it.
+ *
+ * Pure C99 (no bool, no C++): usable from C, C++, Python ctypes, Rust.
+ */
+#ifndef NORMUON_COMM_H_
+#define NORMUON_COMM_H_
+
+#include <stdint.h>
+
+/* Relative include: works whether this header is reached as "normuon/comm.h" (installed
+ * include directory) or through its path in the source tree. */
+#include "normuon.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One point-to-point transfer of an exchange, seen from the rank that lists it.
+ * In a send list: bytes from buf go to rank `peer`. In a receive list: bytes from rank `peer`
+ * land in buf. buf may be NULL when bytes is 0. */
+typedef struct normuon_p2p {
+  int32_t peer;   /* 0 <= peer < world_size; may be the calling rank itself (a local copy) */
+  void* buf;      /* host memory for host backends, device memory for device backends */
+  uint64_t bytes; /* must equal the byte count the peer lists for the matching transfer */
+} normuon_p2p_t;
+
+/* A communicator supplied by the caller, one per rank. Fill it with normuon_comm_ops_init, then
+ * set the fields. normuon_comm_create_custom copies the struct; the caller may free it after.
+ *
+ * Calling rules, for every function below:
+ * - The runtime calls exchange, all_reduce_sum_f32 and all_gather from one thread at a time per
+ *   communicator, and every rank issues the same collectives in the same order.
+ * - Buffers belong to the runtime. They stay valid until the collective is complete: on a host
+ *   backend (stream ignored), until the function returns, and the function returns only when the
+ *   collective is complete on this rank (all its receives written, all its sends read); on a
+ *   device backend, until the work queued on `stream` (a cudaStream_t) has executed, and the
+ *   function should only enqueue.
+ * - Blocking: no call may block forever. A host backend that waits on peers must give up after
+ *   its own timeout and return NORMUON_ERROR_TIMEOUT; a device backend must turn a hang into an
+ *   error by its watchdog and abort. The runtime cannot interrupt a call.
+ * - Statuses: NORMUON_SUCCESS, NORMUON_ERROR_TIMEOUT (a peer did not arrive in time),
+ *   NORMUON_ERROR_COMM (the transport failed), NORMUON_ERROR_INVALID_ARGUMENT (bad arguments on
+ *   this rank), or any other normuon_status_t. On failure the runtime skips the commit of the
+ *   step on this rank, reads last_error for the message, and reports both to its caller.
+ * - All counts are in bytes except all_reduce_sum_f32's (floats). */
+typedef struct normuon_comm_ops {
+  /* sizeof(normuon_comm_ops_t) as the caller compiled it (normuon_comm_ops_init sets it). */
+  uint32_t struct_size;
+
+  /* Passed as the first argument of every function below. Owned by the caller until the
+   * communicator is torn down; then destroy(ctx), if set, is called once. */
+  void* ctx;
+
+  /* This rank (0 <= rank < world_size) and the number of ranks (>= 1). */
+  int32_t rank;
+  int32_t world_size;
+
+  /* One grouped set of sends and receives: an all-to-all with uneven counts. Required.
+   * sends[0..n_sends) and recvs[0..n_recvs) are read during the call only (copy them if the
+   * transfer outlives it). Send i to rank d matches the receive on rank d that lists this rank
+   * as peer at the same position among its receives from this rank; their byte counts agree (a
+   * disagreement is the caller's bug: fail rather than truncate). A rank may list itself as peer:
+   * that is a local copy. Zero-byte transfers are legal and may be skipped. Receive buffers do
+   * not overlap any send buffer of the same exchange. Complete when every listed transfer on
+   * this rank is done (NCCL: ncclGroupStart, ncclSend/ncclRecv each, ncclGroupEnd). */
+  normuon_status_t (*exchange)(void* ctx, const normuon_p2p_t* sends, int32_t n_sends,
+                               const normuon_p2p_t* recvs, int32_t n_recvs, void* stream);
+
+  /* out[i] = sum over ranks of in[i], for i < count; the same `count` on every rank. in may
+   * equal out (in place). The runtime relies on every rank getting the bitwise-same result; the
+   * summation order is the backend's choice but must be the same on every rank. Required. */
+  normuon_status_t (*all_reduce_sum_f32)(void* ctx, const float* in, float* out, uint64_t count,
+                                         void* stream);
+
+  /* out holds world_size * bytes_per_rank bytes: rank r's `in` lands at out + r*bytes_per_rank.
+   * The same bytes_per_rank on every rank. In place when in == out + rank*bytes_per_rank.
+   * Required. */
+  normuon_status_t (*all_gather)(void* ctx, const void* in, void* out, uint64_t bytes_per_rank,
+                                 void* stream);
+
+  /* Tears the communicator down without waiting on peers (ncclCommAbort): a call in flight on
+   * another thread must return an error soon after. May be called from any thread, at any time,
+   * more than once. After it, the runtime issues no more collectives on this communicator.
+   * Optional (NULL: the runtime only stops using the communicator). */
+  normuon_status_t (*abort)(void* ctx);
+
+  /* Frees ctx. Called once, when the communicator handle has been destroyed and no runtime
+   * uses it any more; never called if normuon_comm_create_custom fails. Optional (NULL: the
+   * caller frees ctx itself, after that point). */
+  void (*destroy)(void* ctx);
+
+  /* A human message for the last failure of a call on ctx, or NULL. Called right after a failed
+   * call, on the thread that made it; the string is owned by ctx and read before the next call.
+   * Optional (NULL: messages carry only the status name). */
+  const char* (*last_error)(void* ctx);
+} normuon_comm_ops_t;
+
+/* Zeroes *ops and sets struct_size, rank 0 and world_size 1. */
+NORMUON_API void normuon_comm_ops_init(normuon_comm_ops_t* ops);
+
+/* Wraps caller-supplied operations as a communicator. Copies *ops; on success writes *out and
+ * takes over ops->ctx (see destroy). Fails with NORMUON_ERROR_INVALID_ARGUMENT naming the field
+ * when struct_size is too small, rank or world_size is out of range, or a required function
+ * pointer is NULL; nothing is taken over then. */
+NORMUON_API normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t* ops,
+                                                        normuon_comm_t* out);
+
+/* Creates world_size communicators that form one in-process group: rank r's handle is written
+ * to out[r] (out holds world_size handles). Each rank is driven by its own thread, on host
+ * buffers (stream is ignored). Every collective is a rendezvous: a call returns when all ranks
+ * have called the same collective, or after timeout_seconds (> 0, finite) with
+ * NORMUON_ERROR_TIMEOUT naming the ranks that did not arrive. Transfers are checked across ranks
+ * before anything is copied: a mismatch (byte counts, collective kind, counts) fails the
+ * collective on every rank and copies nothing. A failure of any kind (timeout, mismatch,
+ * injected fault, abort) fails the whole group: later collectives on every rank return
+ * NORMUON_ERROR_COMM at once. Results are deterministic: all_reduce_sum_f32 sums in rank order
+ * 0, 1, ..., world_size-1 and gives the bitwise-same result on every rank.
+ * 1 <= world_size <= 4096. */
+NORMUON_API normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size,
+                                                                double timeout_seconds,
+                                                                normuon_comm_t* out);
+
+/* Releases the handle. The communicator is torn down when no runtime uses it any more (custom:
+ * ops.destroy(ctx); in-process: the group fails for the other ranks, as a dead peer would).
+ * A second destroy returns NORMUON_ERROR_INVALID_HANDLE. */
+NORMUON_API normuon_status_t normuon_comm_destroy(normuon_comm_t comm);
+
+/* This rank and the group's size. */
+NORMUON_API normuon_status_t normuon_comm_rank(normuon_comm_t comm, int32_t* rank);
+NORMUON_API normuon_status_t normuon_comm_world_size(normuon_comm_t comm, int32_t* world_size);
+
+/* Tears the communicator down without waiting on peers; safe from any thread, also while a
+ * collective is in flight on another thread. In-process group: fails the group, so that every
+ * rank's pending and later collectives return NORMUON_ERROR_COMM at once. Custom: calls
+ * ops.abort. Aborting twice is not an error. */
+NORMUON_API normuon_status_t normuon_comm_abort(normuon_comm_t comm);
+
+/* The asynchronous error state (ncclCommGetAsyncError): *error = NORMUON_SUCCESS while the
+ * communicator is usable, otherwise the status of the failure that ended it (its message then
+ * is normuon_comm_last_error(comm)). Does not wait. */
+NORMUON_API normuon_status_t normuon_comm_get_async_error(normuon_comm_t comm,
+                                                          normuon_status_t* error);
+
+/* The message of the last failed call on comm through this header ("" if none). Valid until
+ * the next call on comm. normuon_comm_last_error(0) (or any handle that is not live) gives the
+ * message of the last failed create or handle lookup on this thread. Never NULL. */
+NORMUON_API const char* normuon_comm_last_error(normuon_comm_t comm);
+
+/* Faults for tests, in-process groups only. Collectives of a rank are numbered from 0 in the
+ * order the rank calls them (exchange, all-reduce and all-gather share one count), the same
+ * numbers the group's error messages use ("collective #7"). */
+typedef enum normuon_fault {
+  NORMUON_FAULT_NONE = 0,         /* disarms a pending fault */
+  NORMUON_FAULT_ERROR = 1,        /* this rank's collective #at_call returns NORMUON_ERROR_COMM
+                                     without taking part; the group fails, so every rank of that
+                                     collective returns an error naming this rank */
+  NORMUON_FAULT_NEVER_ARRIVE = 2, /* this rank does not take part in its collective #at_call
+                                     (a dead peer): its own call returns NORMUON_ERROR_COMM at
+                                     once, the other ranks time out naming it */
+  NORMUON_FAULT_WRONG_SIZE = 3    /* this rank's first exchange with a send, at or after
+                                     collective #at_call, posts its first send with one byte
+                                     more than listed: every rank of that exchange fails with a
+                                     message naming both ranks and both counts, nothing copied */
+} normuon_fault_t;
+
+/* Arms one fault on this rank of an in-process group (replacing a pending one; fires once).
+ * at_call >= the rank's next collective number. NORMUON_ERROR_UNSUPPORTED for other kinds of
+ * communicator. */
+NORMUON_API normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, normuon_fault_t fault,
+                                                       int64_t at_call);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* NORMUON_COMM_H_ */
