@@ -73,6 +73,9 @@ struct MatrixWork {
   const void* o_rows = nullptr;      // row_count x cols, ns_dtype: this rank's rows of O
   float* row_slots = nullptr;        // 2 * rows: [r] = sum_j O_rj^2, [rows + r] = sum_j O'_rj^2
                                      // for global row r; this rank writes only its own rows
+                                     // (the others stay 0, so a sum over ranks is exact)
+  const float* row_slots_total = nullptr;  // the complete slots, summed over ranks (single
+                                           // rank: == row_slots); FinishNorms reads these
   float* scale = nullptr;            // 1 float: the multiplier of O'_ij in the update
   const GroupScalars* scalars = nullptr;
   Variant variant = Variant::kNorMuon;
@@ -142,12 +145,15 @@ class Backend {
                                    StepControl* control) = 0;
   // u_rows = nesterov ? G + b1*(M' - G) : M', with M' = M + (1-b1)*(G - M); M is not written.
   virtual absl::Status Blend(const MatrixWork& w) = 0;
+  // dst = src, bytes of backend memory, on the step's stream: packs and unpacks the messages of
+  // the gather and the scatter.
+  virtual absl::Status CopyAsync(void* dst, const void* src, size_t bytes) = 0;
   // o = NS(u) for every matrix of the batch.
   virtual absl::Status NewtonSchulz(const NsBatch& b) = 0;
   // From o_rows: v_new_i = v_i + (1-b2)*(mean_j O_ij^2 - v_i) (not for Muon), and the row
   // slots of this rank's rows: sum_j O_ij^2 and sum_j (O_ij / (sqrt(v_new_i) + eps))^2.
   virtual absl::Status RowStats(const MatrixWork& w) = 0;
-  // From the complete row_slots (summed in global row order, the same function at every world
+  // From the complete row_slots_total (summed in global row order, the same function at every world
   // size), writes *w.scale: kNorMuon ||O||/(||O'||+eps) * sqrt(max(1, m/n));
   // kNorMuonPaper 0.2*sqrt(m*n)/(||O'||+eps); kMuon sqrt(max(1, m/n)).
   virtual absl::Status FinishNorms(const MatrixWork& w) = 0;

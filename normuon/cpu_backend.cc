@@ -118,6 +118,11 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyAsync(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+
   absl::Status NewtonSchulz(const NsBatch& b) override {
     const int64_t n = b.rows * b.cols;
     const bool bf16 = b.dtype == DType::kBF16;
@@ -172,8 +177,8 @@ class CpuBackend final : public Backend {
   absl::Status FinishNorms(const MatrixWork& w) override {
     double sq = 0.0, sq_scaled = 0.0;
     for (int64_t r = 0; r < w.rows; ++r) {
-      sq += w.row_slots[r];
-      sq_scaled += w.row_slots[w.rows + r];
+      sq += w.row_slots_total[r];
+      sq_scaled += w.row_slots_total[w.rows + r];
     }
     const double eps = w.scalars->eps;
     const double m = static_cast<double>(w.rows), n = static_cast<double>(w.cols);

@@ -364,6 +364,7 @@ absl::Status Runtime::Finalize() {
       w.u_rows = static_cast<char*>(u) + offset;
       w.o_rows = static_cast<char*>(o) + offset;
       w.row_slots = static_cast<float*>(slots);
+      w.row_slots_total = w.row_slots;
       w.scale = static_cast<float*>(scale);
       w.scalars = dev_scalars_ + p.group;
       w.variant = static_cast<Variant>(config_.variant);

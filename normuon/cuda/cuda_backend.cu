@@ -252,6 +252,12 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyAsync(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    return absl::OkStatus();
+  }
+
   absl::Status NewtonSchulz(const NsBatch& b) override {
     if (b.rows <= 0 || b.cols <= 0 || b.count <= 0) return absl::OkStatus();
     RETURN_IF_ERROR(CheckBatchShape(b));
@@ -324,7 +330,7 @@ class CudaBackend final : public Backend {
   absl::Status FinishNorms(const MatrixWork& w) override {
     if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots, w.rows, w.cols, w.variant, w.scalars,
+    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots_total, w.rows, w.cols, w.variant, w.scalars,
                                                 w.scale, stream_));
     return absl::OkStatus();
   }

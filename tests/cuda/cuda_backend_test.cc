@@ -263,6 +263,7 @@ absl::StatusOr<MatrixBuffers> UploadMatrix(Side& side, const MatrixData& d, DTyp
   w.o_rows = o;
   ASSIGN_OR_RETURN(void* slots, side.Alloc(2 * d.v.size() * sizeof(float)));
   w.row_slots = static_cast<float*>(slots);
+  w.row_slots_total = w.row_slots;  // one rank: its slots are the complete ones
   ASSIGN_OR_RETURN(void* scale, side.Alloc(sizeof(float)));
   w.scale = static_cast<float*>(scale);
   w.scalars = side.matrix_group();
