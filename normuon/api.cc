@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "comm/communicator.h"
 #include "normuon/include/normuon/normuon.h"
 #include "normuon/runtime.h"
 
@@ -61,35 +62,8 @@ Registry& Runtimes() {
 // The message of failures that have no live handle to live on (create, bad handles).
 thread_local std::string g_thread_error;
 
-normuon_status_t ToStatus(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return NORMUON_SUCCESS;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kAlreadyExists:
-      return NORMUON_ERROR_INVALID_ARGUMENT;
-    case absl::StatusCode::kNotFound:
-      return NORMUON_ERROR_INVALID_HANDLE;
-    case absl::StatusCode::kFailedPrecondition:
-      return NORMUON_ERROR_INVALID_STATE;
-    case absl::StatusCode::kUnimplemented:
-    case absl::StatusCode::kUnavailable:
-      return NORMUON_ERROR_UNSUPPORTED;
-    case absl::StatusCode::kResourceExhausted:
-      return NORMUON_ERROR_OUT_OF_MEMORY;
-    case absl::StatusCode::kDataLoss:
-      return NORMUON_ERROR_NONFINITE;
-    case absl::StatusCode::kAborted:
-      return NORMUON_ERROR_COMM;
-    case absl::StatusCode::kDeadlineExceeded:
-      return NORMUON_ERROR_TIMEOUT;
-    case absl::StatusCode::kUnknown:
-      return NORMUON_ERROR_CUDA;
-    default:
-      return NORMUON_ERROR_INTERNAL;
-  }
-}
+// The C status of an absl::Status: one mapping for the whole library (comm/communicator.h).
+normuon_status_t ToStatus(const absl::Status& s) { return StatusToC(s); }
 
 normuon_status_t Fail(std::string* where, normuon_status_t code, std::string message) {
   *where = std::move(message);
@@ -168,6 +142,7 @@ void normuon_config_init(normuon_config_t* c) {
   c->adamw_beta2 = 0.95f;
   c->adamw_eps = 1e-10f;
   c->adamw_weight_decay = 0.0f;
+  c->owner_policy = NORMUON_OWNER_ROUND_ROBIN;
 }
 
 void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {
@@ -213,13 +188,13 @@ normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t c
   if (out == nullptr) {
     return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_ARGUMENT, "out is null");
   }
-  if (comm != 0) {
-    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
-                         absl::StrCat("comm = ", comm, " is not a communicator; this build "
-                                                       "runs single-rank only (pass 0)"));
-  }
   try {
-    auto rt = Runtime::Create(*config);
+    auto communicator = normuon::LookupComm(comm);
+    if (!communicator.ok()) {
+      return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
+                           absl::StrCat("comm: ", communicator.status().message()));
+    }
+    auto rt = Runtime::Create(*config, *std::move(communicator));
     if (!rt.ok()) {
       return normuon::Fail(&g_thread_error, normuon::ToStatus(rt.status()),
                            std::string(rt.status().message()));

@@ -9,6 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "normuon/status_macros.h"
+#include "sharding/owner_assignment.h"
+#include "sharding/registration.h"
+#include "sharding/shard.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace normuon {
 namespace {
@@ -67,7 +72,8 @@ absl::Status ValidateGroup(const normuon_group_desc_t& g, absl::string_view wher
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t& in) {
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t& in,
+                                                         std::shared_ptr<Communicator> comm) {
   if (in.struct_size < sizeof(uint32_t) * 2) {
     return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
                                 ": fill the config with normuon_config_init"));
@@ -102,6 +108,16 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
   if (c.check_finite != 0 && c.check_finite != 1) {
     return Invalid(absl::StrCat("config.check_finite = ", c.check_finite, " must be 0 or 1"));
   }
+  if (c.owner_policy != NORMUON_OWNER_ROUND_ROBIN && c.owner_policy != NORMUON_OWNER_COST_BALANCED) {
+    return Invalid(absl::StrCat("config.owner_policy = ", static_cast<int>(c.owner_policy),
+                                " is unknown"));
+  }
+  if (comm == nullptr) return Invalid("comm is null");
+  if (comm->world_size() > 1 && c.backend == NORMUON_BACKEND_CUDA) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the sharded step (world size ", comm->world_size(),
+        ") runs on the CPU backend only in this version; the CUDA backend is single-rank"));
+  }
   if (!(c.ns_eps > 0.0f && std::isfinite(c.ns_eps))) {
     return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps, " must be finite and > 0"));
   }
@@ -128,14 +144,19 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
     if (c.device < 0) return Invalid(absl::StrCat("config.device = ", c.device, " must be >= 0"));
     ASSIGN_OR_RETURN(backend, MakeCudaBackend(c.device));
   }
-  std::unique_ptr<Runtime> rt(new Runtime(c, std::move(backend)));
+  std::unique_ptr<Runtime> rt(new Runtime(c, std::move(backend), std::move(comm)));
   rt->groups_.push_back(Group{matrix_group});
   rt->groups_.push_back(Group{adamw_group});
   return rt;
 }
 
-Runtime::Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend)
-    : config_(config), backend_(std::move(backend)) {
+Runtime::Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend,
+                 std::shared_ptr<Communicator> comm)
+    : config_(config),
+      backend_(std::move(backend)),
+      comm_(std::move(comm)),
+      rank_(comm_->rank()),
+      world_(comm_->world_size()) {
   if (config_.ns_dtype == NORMUON_NS_DEFAULT) {
     ns_dtype_ = config_.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
   } else {
@@ -223,11 +244,7 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
     return Invalid(absl::StrCat(who, ": desc.row_count = ", d.row_count, " with row_begin ",
                                 d.row_begin, " does not fit in ", d.rows, " rows"));
   }
-  // A single-rank runtime holds every row; sharded runtimes take a communicator.
-  if (d.row_begin != 0 || d.row_count != d.rows) {
-    return Invalid(absl::StrCat(who, ": rows [", d.row_begin, ", ", d.row_begin + d.row_count,
-                                ") of ", d.rows, ": a single-rank runtime must hold all rows"));
-  }
+  // Whether the ranks' rows cover the parameter exactly is checked across ranks at finalize.
   if (!ValidDType(d.param_dtype)) {
     return Invalid(absl::StrCat(who, ": desc.param_dtype = ", static_cast<int>(d.param_dtype),
                                 " is not FP32 or BF16"));
@@ -295,9 +312,76 @@ uint64_t Runtime::MemoryRequired() const {
   return total;
 }
 
+absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnRegistrations(
+    const std::vector<int32_t>& matrix_params) {
+  std::vector<sharding::RegistrationRecord> records;
+  for (const Param& p : params_) {
+    records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count,
+                       p.kind == Kind::kMatrix ? sharding::ParamKind::kMatrix
+                                               : sharding::ParamKind::kAdamw});
+  }
+  const std::string mine = sharding::EncodeRegistration(records);
+  // Headers first (fixed size): the record counts must agree before the records can be
+  // gathered as equal-sized blocks.
+  const size_t hb = sharding::kRegistrationHeaderBytes;
+  std::string headers(hb * world_, '\0');
+  RETURN_IF_ERROR(comm_->AllGather(mine.data(), headers.data(), hb, nullptr));
+  std::vector<std::string> per_rank(world_);
+  for (int r = 0; r < world_; ++r) per_rank[r] = headers.substr(r * hb, hb);
+  RETURN_IF_ERROR(sharding::CheckRegistrationHeadersAgree(per_rank));
+  std::string all(mine.size() * world_, '\0');
+  RETURN_IF_ERROR(comm_->AllGather(mine.data(), all.data(), mine.size(), nullptr));
+  for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
+  RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
+  std::vector<std::vector<sharding::RowShard>> shards(matrix_params.size(),
+                                                      std::vector<sharding::RowShard>(world_));
+  for (int r = 0; r < world_; ++r) {
+    ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
+                     sharding::DecodeRegistration(per_rank[r]));
+    for (size_t k = 0; k < matrix_params.size(); ++k) {
+      const sharding::RegistrationRecord& rec = decoded[matrix_params[k]].record;
+      shards[k][r] = sharding::RowShard{rec.row_begin, rec.row_count};
+    }
+  }
+  return shards;
+}
+
+char* Runtime::OwnerRows(void* base, int32_t k, int64_t row) const {
+  const MatrixWork& w = matrices_[k];
+  return static_cast<char*>(base) + row * w.cols * static_cast<int64_t>(SizeOf(ns_dtype_));
+}
+
 absl::Status Runtime::Finalize() {
   if (finalized_) return absl::FailedPreconditionError("finalize called twice");
-  const uint64_t ns = SizeOf(ns_dtype_);
+  const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
+  std::vector<int32_t> matrix_params;
+  std::vector<sharding::MatrixShape> shapes;
+  for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
+    if (params_[i].kind != Kind::kMatrix) continue;
+    matrix_params.push_back(i);
+    shapes.push_back({params_[i].name, params_[i].rows, params_[i].cols});
+  }
+  // Every rank must agree on what was registered, and the rows of every parameter (AdamW ones
+  // included) must be covered exactly; CheckRegistrationsAgree checks both.
+  ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(matrix_params));
+  sharding::PlanInputs in;
+  in.shapes = shapes;
+  in.shards = shards;
+  in.world = world_;
+  in.rank = rank_;
+  in.wire_bytes_per_element = ns;
+  ASSIGN_OR_RETURN(in.owners, sharding::AssignOwners(
+                                  shapes, world_,
+                                  config_.owner_policy == NORMUON_OWNER_COST_BALANCED
+                                      ? sharding::OwnerPolicy::kCostBalanced
+                                      : sharding::OwnerPolicy::kRoundRobin));
+  ASSIGN_OR_RETURN(plan_, sharding::MakeRankPlan(in));
+  ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
+  if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {
+    // N ranks share this machine's cores: one BLAS thread each (DESIGN.md section 6).
+    openblas_set_num_threads(1);
+  }
+
   ASSIGN_OR_RETURN(void* control, Allocate(sizeof(StepControl)));
   control_ = static_cast<StepControl*>(control);
   StepControl init{kNoParam, 0, 0, 0};
@@ -306,82 +390,111 @@ absl::Status Runtime::Finalize() {
   dev_scalars_ = static_cast<GroupScalars*>(scalars);
   host_scalars_.resize(groups_.size());
 
-  // Same-shape matrices form one batch, in order of first registration.
-  std::map<std::pair<int64_t, int64_t>, int> batch_of_shape;
-  std::vector<std::vector<int32_t>> batch_members;
-  for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
-    const Param& p = params_[i];
-    if (p.kind != Kind::kMatrix) continue;
-    auto [it, inserted] = batch_of_shape.emplace(std::make_pair(p.rows, p.cols),
-                                                 static_cast<int>(batch_members.size()));
-    if (inserted) batch_members.emplace_back();
-    batch_members[it->second].push_back(i);
+  // Row slots: two floats per global row of every matrix, then one non-finite flag per rank.
+  flag_base_ = 2 * slots.total_rows;
+  slot_count_ = flag_base_ + world_;
+  ASSIGN_OR_RETURN(void* sl, Allocate(static_cast<size_t>(slot_count_) * 4));
+  slots_local_ = static_cast<float*>(sl);
+  if (world_ > 1) {
+    ASSIGN_OR_RETURN(void* st, Allocate(static_cast<size_t>(slot_count_) * 4));
+    slots_total_ = static_cast<float*>(st);
+  } else {
+    slots_total_ = slots_local_;  // one rank: its slots are the complete ones
   }
-  int64_t adamw_count = 0;
-  for (const Param& p : params_) adamw_count += p.kind == Kind::kAdamW;
-  ASSIGN_OR_RETURN(void* steps, Allocate(sizeof(int64_t) * std::max<int64_t>(adamw_count, 1)));
-  adamw_steps_ = static_cast<int64_t*>(steps);
 
-  for (const std::vector<int32_t>& members : batch_members) {
-    const Param& first = params_[members.front()];
-    const uint64_t elems = static_cast<uint64_t>(first.rows * first.cols);
+  // Message buffers, one region per peer, laid out as the plan says.
+  send_offset_.assign(world_, 0);
+  recv_offset_.assign(world_, 0);
+  int64_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < world_; ++p) {
+    send_offset_[p] = send_total;
+    recv_offset_[p] = recv_total;
+    send_total += plan_.gather_send_bytes[p];
+    recv_total += plan_.gather_recv_bytes[p];
+  }
+  ASSIGN_OR_RETURN(void* sb, Allocate(static_cast<size_t>(send_total)));
+  ASSIGN_OR_RETURN(void* rb, Allocate(static_cast<size_t>(recv_total)));
+  send_buf_ = static_cast<char*>(sb);
+  recv_buf_ = static_cast<char*>(rb);
+
+  // The owner's full U and O, one pair of buffers per same-shape batch of owned matrices.
+  const int32_t nmat = static_cast<int32_t>(matrix_params.size());
+  owner_u_.assign(nmat, nullptr);
+  owner_o_.assign(nmat, nullptr);
+  for (const sharding::ShapeBatch& sb_ : plan_.batches) {
+    const int64_t elems = sb_.rows * sb_.cols;
+    const int64_t count = static_cast<int64_t>(sb_.matrices.size());
+    ASSIGN_OR_RETURN(void* u, Allocate(static_cast<size_t>(elems * ns * count)));
+    ASSIGN_OR_RETURN(void* o, Allocate(static_cast<size_t>(elems * ns * count)));
     NsBatch b;
-    b.rows = first.rows;
-    b.cols = first.cols;
-    b.count = static_cast<int64_t>(members.size());
-    ASSIGN_OR_RETURN(void* u, Allocate(elems * ns * members.size()));
-    ASSIGN_OR_RETURN(void* o, Allocate(elems * ns * members.size()));
+    b.rows = sb_.rows;
+    b.cols = sb_.cols;
+    b.count = count;
     b.u = u;
     b.o = o;
     b.dtype = ns_dtype_;
     b.ns_eps = config_.ns_eps;
     b.coefficients = coefficients_;
-    for (size_t k = 0; k < members.size(); ++k) {
-      Param& p = params_[members[k]];
-      const uint64_t offset = (k * elems + static_cast<uint64_t>(p.row_begin * p.cols)) * ns;
-      const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-      ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
-      ASSIGN_OR_RETURN(void* v, Allocate(static_cast<uint64_t>(p.row_count) * 4));
-      ASSIGN_OR_RETURN(void* vn, Allocate(static_cast<uint64_t>(p.row_count) * 4));
-      ASSIGN_OR_RETURN(void* slots, Allocate(static_cast<uint64_t>(p.rows) * 8));
-      ASSIGN_OR_RETURN(void* scale, Allocate(4));
-      p.momentum = static_cast<float*>(m);
-      p.second = static_cast<float*>(v);
-      p.v_new = static_cast<float*>(vn);
-      MatrixWork w;
-      w.index = members[k];
-      w.rows = p.rows;
-      w.cols = p.cols;
-      w.row_begin = p.row_begin;
-      w.row_count = p.row_count;
-      w.param = p.param;
-      w.param_dtype = p.param_dtype;
-      w.grad = p.grad;
-      w.grad_dtype = p.grad_dtype;
-      w.momentum = p.momentum;
-      w.v = p.second;
-      w.v_new = p.v_new;
-      w.u_rows = static_cast<char*>(u) + offset;
-      w.o_rows = static_cast<char*>(o) + offset;
-      w.row_slots = static_cast<float*>(slots);
-      w.row_slots_total = w.row_slots;
-      w.scale = static_cast<float*>(scale);
-      w.scalars = dev_scalars_ + p.group;
-      w.variant = static_cast<Variant>(config_.variant);
-      w.nesterov = config_.nesterov != 0;
-      w.ns_dtype = ns_dtype_;
-      p.work = static_cast<int32_t>(matrices_.size());
-      matrices_.push_back(w);
+    for (int64_t j = 0; j < count; ++j) {
+      owner_u_[sb_.matrices[j]] = static_cast<char*>(u) + j * elems * ns;
+      owner_o_[sb_.matrices[j]] = static_cast<char*>(o) + j * elems * ns;
     }
     batches_.push_back(b);
   }
-  // Matrices step in registration order (the batches only group the Newton-Schulz calls).
-  std::sort(matrices_.begin(), matrices_.end(),
-            [](const MatrixWork& a, const MatrixWork& b) { return a.index < b.index; });
-  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
-    params_[matrices_[k].index].work = k;
+
+  for (int32_t k = 0; k < nmat; ++k) {
+    Param& p = params_[matrix_params[k]];
+    const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+    ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+    ASSIGN_OR_RETURN(void* v, Allocate(static_cast<uint64_t>(p.row_count) * 4));
+    ASSIGN_OR_RETURN(void* vn, Allocate(static_cast<uint64_t>(p.row_count) * 4));
+    ASSIGN_OR_RETURN(void* scale, Allocate(4));
+    p.momentum = static_cast<float*>(m);
+    p.second = static_cast<float*>(v);
+    p.v_new = static_cast<float*>(vn);
+    MatrixWork w;
+    w.index = matrix_params[k];
+    w.rows = p.rows;
+    w.cols = p.cols;
+    w.row_begin = p.row_begin;
+    w.row_count = p.row_count;
+    w.param = p.param;
+    w.param_dtype = p.param_dtype;
+    w.grad = p.grad;
+    w.grad_dtype = p.grad_dtype;
+    w.momentum = p.momentum;
+    w.v = p.second;
+    w.v_new = p.v_new;
+    // This rank's rows of U are written where they travel from: inside the owner's full buffer
+    // when this rank owns the matrix, else into the message to the owner. O comes back to the
+    // same place.
+    const int owner = in.owners[k];
+    char* rows_at = nullptr;
+    if (owner == rank_) {
+      rows_at = static_cast<char*>(owner_u_[k]) + p.row_begin * p.cols * ns;
+      w.o_rows = static_cast<char*>(owner_o_[k]) + p.row_begin * p.cols * ns;
+    } else {
+      for (const sharding::Segment& seg : plan_.gather_sends[owner]) {
+        if (seg.matrix == k) rows_at = send_buf_ + send_offset_[owner] + seg.offset;
+      }
+      w.o_rows = rows_at;
+    }
+    w.u_rows = rows_at;
+    w.row_slots = slots_local_ + 2 * slots.offsets[k];
+    w.row_slots_total = slots_total_ + 2 * slots.offsets[k];
+    w.scale = static_cast<float*>(scale);
+    w.scalars = dev_scalars_ + p.group;
+    w.variant = static_cast<Variant>(config_.variant);
+    w.nesterov = config_.nesterov != 0;
+    w.ns_dtype = ns_dtype_;
+    p.work = k;
+    matrices_.push_back(w);
   }
 
+  int64_t adamw_count = 0;
+  for (const Param& p : params_) adamw_count += p.kind == Kind::kAdamW;
+  ASSIGN_OR_RETURN(void* steps, Allocate(sizeof(int64_t) * std::max<int64_t>(adamw_count, 1)));
+  adamw_steps_ = static_cast<int64_t*>(steps);
   for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
     Param& p = params_[i];
     if (p.kind != Kind::kAdamW) continue;
@@ -406,6 +519,55 @@ absl::Status Runtime::Finalize() {
   }
   RETURN_IF_ERROR(backend_->Prepare(batches_));
   finalized_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Gather(void* stream) {
+  std::vector<P2p> sends, recvs;
+  for (int p = 0; p < world_; ++p) {
+    if (plan_.gather_send_bytes[p] > 0) {
+      sends.push_back({p, send_buf_ + send_offset_[p],
+                       static_cast<uint64_t>(plan_.gather_send_bytes[p])});
+    }
+    if (plan_.gather_recv_bytes[p] > 0) {
+      recvs.push_back({p, recv_buf_ + recv_offset_[p],
+                       static_cast<uint64_t>(plan_.gather_recv_bytes[p])});
+    }
+  }
+  if (world_ > 1) RETURN_IF_ERROR(comm_->Exchange(sends, recvs, stream));
+  // Unpack each peer's rows into the owner's full U.
+  for (int p = 0; p < world_; ++p) {
+    for (const sharding::Segment& seg : plan_.gather_recvs[p]) {
+      RETURN_IF_ERROR(backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
+                                          recv_buf_ + recv_offset_[p] + seg.offset,
+                                          static_cast<size_t>(seg.bytes)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Scatter(void* stream) {
+  // Pack each peer's rows of O into the gather's receive layout, then send them back; they land
+  // where that peer's U rows left from, which is where its MatrixWork::o_rows points.
+  for (int p = 0; p < world_; ++p) {
+    for (const sharding::Segment& seg : plan_.gather_recvs[p]) {
+      RETURN_IF_ERROR(backend_->CopyAsync(recv_buf_ + recv_offset_[p] + seg.offset,
+                                          OwnerRows(owner_o_[seg.matrix], seg.matrix, seg.row_begin),
+                                          static_cast<size_t>(seg.bytes)));
+    }
+  }
+  std::vector<P2p> sends, recvs;
+  for (int p = 0; p < world_; ++p) {
+    if (plan_.scatter_send_bytes[p] > 0) {
+      sends.push_back({p, recv_buf_ + recv_offset_[p],
+                       static_cast<uint64_t>(plan_.scatter_send_bytes[p])});
+    }
+    if (plan_.scatter_recv_bytes[p] > 0) {
+      recvs.push_back({p, send_buf_ + send_offset_[p],
+                       static_cast<uint64_t>(plan_.scatter_recv_bytes[p])});
+    }
+  }
+  if (world_ > 1) RETURN_IF_ERROR(comm_->Exchange(sends, recvs, stream));
   return absl::OkStatus();
 }
 
@@ -452,7 +614,6 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   PhaseClock clock;
   RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
                                       sizeof(GroupScalars) * host_scalars_.size(), control_));
-  bool skip_work = false;
   if (config_.check_finite) {
     for (const MatrixWork& w : matrices_) {
       RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
@@ -461,26 +622,65 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
     for (const AdamWWork& w : adamw_) {
       RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
     }
-    // A synchronous backend knows now; an asynchronous one skips the commit on the device.
-    skip_work = backend_->IsSynchronous() && StepSkipped(*control_);
   }
+  // Alone, a synchronous backend knows at once that the step is lost; with peers every rank
+  // still takes part in every collective, and the flags travel with the row slots.
+  const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_);
   clock.Lap(&profile_.finite_check_ms);
+  absl::Status comm_status;
   if (!skip_work) {
     for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->Blend(w));
     clock.Lap(&profile_.momentum_ms);
-    for (const NsBatch& b : batches_) RETURN_IF_ERROR(backend_->NewtonSchulz(b));
-    clock.Lap(&profile_.newton_schulz_ms);
-    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->RowStats(w));
-    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
-    clock.Lap(&profile_.row_stats_ms);
-    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
-    clock.Lap(&profile_.update_ms);
-    for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
-    clock.Lap(&profile_.adamw_ms);
+    comm_status = Gather(stream);
+    // A single rank has nothing to move (its rows are written in place): no gather time.
+    clock.Lap(world_ > 1 ? &profile_.gather_ms : &profile_.momentum_ms);
+    if (comm_status.ok()) {
+      for (const NsBatch& b : batches_) RETURN_IF_ERROR(backend_->NewtonSchulz(b));
+      clock.Lap(&profile_.newton_schulz_ms);
+      comm_status = Scatter(stream);
+      clock.Lap(world_ > 1 ? &profile_.scatter_ms : &profile_.newton_schulz_ms);
+    }
+    if (comm_status.ok()) {
+      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->RowStats(w));
+      if (world_ > 1) {
+        // The non-finite flag of this rank rides in its own slot (host memory: the sharded step
+        // runs on the CPU backend).
+        const int32_t bad = control_->nonfinite_param;
+        slots_local_[flag_base_ + rank_] = bad == kNoParam ? 0.0f : static_cast<float>(bad + 1);
+        comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
+                                          static_cast<size_t>(slot_count_), stream);
+        if (comm_status.ok()) {
+          for (int r = 0; r < world_; ++r) {
+            const float f = slots_total_[flag_base_ + r];
+            if (f > 0.0f) {
+              control_->nonfinite_param =
+                  std::min(control_->nonfinite_param, static_cast<int32_t>(f) - 1);
+            }
+          }
+        }
+      }
+    }
+    if (comm_status.ok()) {
+      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
+      clock.Lap(&profile_.row_stats_ms);
+      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+      clock.Lap(&profile_.update_ms);
+      for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
+      clock.Lap(&profile_.adamw_ms);
+    } else {
+      // A failed collective: nothing was committed; count the step as skipped (host memory).
+      control_->comm_error = 1;
+    }
   }
   RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
   profile_.total_ms = clock.TotalMs();
-  if (skip_work) {
+  if (!comm_status.ok()) {
+    return absl::Status(comm_status.code(),
+                        absl::StrCat("step skipped on ", comm_->Describe(),
+                                     ": a collective failed, nothing was updated: ",
+                                     comm_status.message()));
+  }
+  if (backend_->IsSynchronous() && control_->nonfinite_param != kNoParam) {
     const Param& bad = params_[control_->nonfinite_param];
     return absl::DataLossError(absl::StrCat("step skipped: the gradient of parameter '", bad.name,
                                             "' (param ", control_->nonfinite_param,

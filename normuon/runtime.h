@@ -11,15 +11,19 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "comm/communicator.h"
 #include "normuon/backend.h"
 #include "normuon/include/normuon/normuon.h"
+#include "sharding/plan.h"
 
 namespace normuon {
 
 class Runtime {
  public:
-  // Validates config (each bad field is named) and creates the backend it asks for.
-  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const normuon_config_t& config);
+  // Validates config (each bad field is named) and creates the backend it asks for. comm is this
+  // rank's communicator (world size 1 for a single rank).
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const normuon_config_t& config,
+                                                         std::shared_ptr<Communicator> comm);
   ~Runtime();
 
   absl::StatusOr<int32_t> AddGroup(const normuon_group_desc_t& desc);
@@ -62,7 +66,17 @@ class Runtime {
     int32_t work = -1;          // index into matrices_ or adamw_
   };
 
-  Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend);
+  Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend,
+          std::shared_ptr<Communicator> comm);
+  // Finalize's collective part: checks every rank's registrations agree (same message on every
+  // rank otherwise) and returns each matrix's shards on every rank: shards[k][r].
+  absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> AgreeOnRegistrations(
+      const std::vector<int32_t>& matrix_params);
+  // The gather (U rows to owners) and the scatter (O rows back) of one step.
+  absl::Status Gather(void* stream);
+  absl::Status Scatter(void* stream);
+  // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
+  char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
   absl::Status CheckParam(int32_t param) const;
   absl::StatusOr<void*> Allocate(size_t bytes);
@@ -70,6 +84,8 @@ class Runtime {
 
   normuon_config_t config_;
   std::unique_ptr<Backend> backend_;
+  std::shared_ptr<Communicator> comm_;
+  int rank_ = 0, world_ = 1;
   DType ns_dtype_;
   std::vector<std::array<float, 3>> coefficients_;
   std::vector<Group> groups_;
@@ -77,6 +93,15 @@ class Runtime {
   bool finalized_ = false;
 
   // Built at finalize.
+  sharding::RankPlan plan_;
+  std::vector<int64_t> send_offset_, recv_offset_;  // per peer, into send_buf_ / recv_buf_
+  char* send_buf_ = nullptr;  // gather: this rank's rows for other owners; scatter: rows back
+  char* recv_buf_ = nullptr;  // gather: other ranks' rows of owned matrices; scatter: outgoing
+  std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
+  float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
+  float* slots_total_ = nullptr;  // the all-reduce of slots_local_
+  int64_t slot_count_ = 0;        // floats in each slot vector
+  int64_t flag_base_ = 0;         // index of rank 0's non-finite flag in the slot vectors
   std::vector<MatrixWork> matrices_;
   std::vector<AdamWWork> adamw_;
   std::vector<NsBatch> batches_;

@@ -163,7 +163,6 @@ TEST(ApiTest, RegistrationRejectsBadDescriptorsAndNamesTheField) {
   { auto d = base(); d.group = NORMUON_GROUP_ADAMW_DEFAULT; cases.push_back({d, "desc.group"}); }
   { auto d = base(); d.group = 17; cases.push_back({d, "desc.group"}); }
   { auto d = base(); d.rows = int64_t{1} << 40; d.row_count = d.rows; cases.push_back({d, "too large"}); }
-  { auto d = base(); d.row_count = 32; cases.push_back({d, "single-rank"}); }
   for (const Case& k : cases) {
     EXPECT_EQ(normuon_register_matrix(rt.get(), &k.desc, &id), NORMUON_ERROR_INVALID_ARGUMENT)
         << k.expect;
@@ -174,6 +173,18 @@ TEST(ApiTest, RegistrationRejectsBadDescriptorsAndNamesTheField) {
   EXPECT_EQ(id, 0);
   EXPECT_EQ(normuon_register_matrix(rt.get(), &ok, &id), NORMUON_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(rt.error().find("already registered"), std::string::npos) << rt.error();
+}
+
+TEST(ApiTest, FinalizeRejectsRowsThatDoNotCoverTheMatrixOnASingleRank) {
+  Runtime rt;
+  std::vector<float> p(64 * 8), g(64 * 8);
+  auto d = Desc("w", 64, 8, p.data(), g.data());
+  d.row_count = 32;  // half the rows, and no other rank holds the rest
+  normuon_param_t id;
+  ASSERT_EQ(normuon_register_matrix(rt.get(), &d, &id), NORMUON_SUCCESS) << rt.error();
+  EXPECT_NE(normuon_finalize(rt.get()), NORMUON_SUCCESS);
+  EXPECT_NE(rt.error().find("'w'"), std::string::npos) << rt.error();
+  EXPECT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_ERROR_INVALID_STATE);
 }
 
 TEST(ApiTest, LifecycleOrderIsEnforced) {

@@ -129,7 +129,7 @@ NORMUON_API normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t
 /* Creates world_size communicators that form one in-process group: rank r's handle is written
  * to out[r] (out holds world_size handles). Each rank is driven by its own thread, on host
  * buffers (stream is ignored). Every collective is a rendezvous: a call returns when all ranks
- * have called the same collective, or after timeout_seconds (> 0, finite) with
+ * have called the same collective, or after timeout_seconds (finite, > 0, <= 1e7) with
  * NORMUON_ERROR_TIMEOUT naming the ranks that did not arrive. Transfers are checked across ranks
  * before anything is copied: a mismatch (byte counts, collective kind, counts) fails the
  * collective on every rank and copies nothing. A failure of any kind (timeout, mismatch,

@@ -85,6 +85,12 @@ typedef enum normuon_ns_dtype {
   NORMUON_NS_BF16 = 2     /* bf16 wire and GEMM inputs, fp32 accumulation */
 } normuon_ns_dtype_t;
 
+/* Which rank orthogonalizes each matrix (DESIGN.md section 2). */
+typedef enum normuon_owner_policy {
+  NORMUON_OWNER_ROUND_ROBIN = 0,  /* size-sorted matrices dealt to ranks in turn (the paper's) */
+  NORMUON_OWNER_COST_BALANCED = 1 /* greedy longest-processing-time on the NS5 FLOP count */
+} normuon_owner_policy_t;
+
 /* Post-orthogonalization rule (DESIGN.md section 1 and 6, "Variants, pinned"). */
 typedef enum normuon_variant {
   NORMUON_VARIANT_NORMUON = 0,       /* official: norm restore, then sqrt(max(1, m/n)) */
@@ -115,6 +121,7 @@ typedef struct normuon_config {
   float adamw_beta2;      /* default 0.95 */
   float adamw_eps;        /* default 1e-10 */
   float adamw_weight_decay; /* default 0 */
+  normuon_owner_policy_t owner_policy; /* default NORMUON_OWNER_ROUND_ROBIN */
 } normuon_config_t;
 
 /* Fills *config with the reference defaults listed above. */
@@ -161,7 +168,12 @@ typedef struct normuon_param_desc {
 
 NORMUON_API void normuon_param_desc_init(normuon_param_desc_t* desc);
 
-/* Creates a runtime. comm: 0 for a single rank. Reads *config; writes *out on success. */
+/* Creates a runtime. comm: 0 for a single rank, or a communicator from normuon/comm.h (one per
+ * rank; the runtime keeps a reference, so the caller may destroy its handle afterwards). With a
+ * communicator of world size > 1 every rank creates its own runtime, registers the same
+ * parameters in the same order with its own rows, and calls finalize and step collectively.
+ * The sharded step runs on the CPU backend today; CUDA with world size > 1 is UNSUPPORTED.
+ * Reads *config; writes *out on success. */
 NORMUON_API normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
                                             normuon_runtime_t* out);
 
@@ -195,11 +207,15 @@ NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
                                                     normuon_param_t* out);
 
 /* Allocates and zeroes all optimizer state and workspace. After this, step allocates nothing
- * and nothing can be registered. */
+ * and nothing can be registered. Collective: checks (one all-gather of metadata) that every rank
+ * registered the same parameters, with the same shapes, in the same order, and that their row
+ * ranges cover each parameter exactly; otherwise fails on every rank with the same message
+ * naming the first mismatch. */
 NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
 
-/* Bytes of optimizer state plus workspace the runtime holds after finalize (the memory query;
- * valid before finalize too, for what is registered so far). */
+/* The memory query. After finalize: the bytes of optimizer state and step buffers the runtime
+ * allocated (backend scratch such as the cuBLAS workspace excluded). Before finalize: an upper
+ * bound for what is registered so far, as if this rank owned (orthogonalized) every matrix. */
 NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint64_t* bytes);
 
 /* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward). grad may

@@ -1,0 +1,359 @@
+// The sharded step on the CPU backend through the in-process group: N ranks as N threads, each
+// with its own runtime and its own rows, must end bitwise equal to the single-rank run's rows
+// (DESIGN.md sections 2 and 6), for every world size, split, shape and owner policy. Also the
+// cross-rank failure modes: mismatched registration, a missing rank, a failed collective, a
+// non-finite gradient on one rank.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "normuon/comm.h"
+#include "normuon/normuon.h"
+
+namespace {
+
+struct ParamSpec {
+  std::string name;
+  int64_t rows, cols;
+  bool matrix;
+};
+
+struct Range {
+  int64_t begin, count;
+};
+
+// split(rows, world) -> one contiguous range per rank covering [0, rows).
+using Split = std::function<std::vector<Range>(int64_t, int)>;
+
+std::vector<Range> Fsdp2(int64_t rows, int world) {
+  const int64_t chunk = (rows + world - 1) / world;
+  std::vector<Range> out;
+  for (int r = 0; r < world; ++r) {
+    const int64_t b = std::min(rows, r * chunk), e = std::min(rows, (r + 1) * chunk);
+    out.push_back({b, e - b});
+  }
+  return out;
+}
+
+// Random cut points (repeats allowed: ranks with zero rows), and ranks in reverse row order.
+std::vector<Range> RaggedReversed(int64_t rows, int world) {
+  std::mt19937 gen(static_cast<uint32_t>(rows * 131 + world));
+  std::uniform_int_distribution<int64_t> cut(0, rows);
+  std::vector<int64_t> cuts{0, rows};
+  for (int i = 1; i < world; ++i) cuts.push_back(cut(gen));
+  std::sort(cuts.begin(), cuts.end());
+  std::vector<Range> out(world);
+  for (int r = 0; r < world; ++r) {
+    const int slot = world - 1 - r;  // rank 0 holds the last rows
+    out[r] = {cuts[slot], cuts[slot + 1] - cuts[slot]};
+  }
+  return out;
+}
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+// Full-matrix values of every parameter and its state after a run.
+struct Result {
+  std::vector<std::vector<float>> param, first, second;  // first/second: momentum & v, or Adam
+  std::vector<std::string> errors;                        // per rank: "" or the failure
+};
+
+struct RunOptions {
+  int world = 1;
+  Split split = Fsdp2;
+  normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
+  int steps = 3;
+  normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  // Faults and misuse, for the failure tests:
+  int nan_rank = -1;         // this rank puts a NaN in its first gradient rows on the last step
+  int bad_register_rank = -1;  // this rank registers the first matrix with one column too many
+  int absent_rank = -1;      // this rank never calls step
+  int fault_rank = -1;       // this rank's collective #fault_call fails
+  int64_t fault_call = -1;
+  double timeout_s = 20.0;
+  int check_finite = 0;
+};
+
+std::vector<std::vector<float>> FullValues(const std::vector<ParamSpec>& specs, uint32_t seed,
+                                           float scale) {
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    out.push_back(Random(static_cast<size_t>(specs[i].rows * specs[i].cols),
+                         seed + 7919u * static_cast<uint32_t>(i), scale));
+  }
+  return out;
+}
+
+Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
+  const int world = o.world;
+  std::vector<normuon_comm_t> comms(world);
+  EXPECT_EQ(normuon_comm_create_inprocess_group(world, o.timeout_s, comms.data()),
+            NORMUON_SUCCESS);
+  const auto init = FullValues(specs, 1000, 0.05f);
+  std::vector<std::vector<std::vector<float>>> grads;  // [step][param]
+  for (int s = 0; s < o.steps; ++s) grads.push_back(FullValues(specs, 2000 + 100 * s, 1.0f));
+  std::vector<std::vector<Range>> ranges;
+  for (const ParamSpec& p : specs) ranges.push_back(o.split(p.rows, world));
+
+  Result res;
+  res.param.resize(specs.size());
+  res.first.resize(specs.size());
+  res.second.resize(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const size_t n = static_cast<size_t>(specs[i].rows * specs[i].cols);
+    res.param[i].assign(n, 0.0f);
+    res.first[i].assign(n, 0.0f);
+    res.second[i].assign(specs[i].matrix ? static_cast<size_t>(specs[i].rows) : n, 0.0f);
+  }
+  res.errors.assign(world, "");
+  std::mutex mu;
+
+  auto rank_main = [&](int rank) {
+    auto fail = [&](const std::string& what) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (res.errors[rank].empty()) res.errors[rank] = what;
+    };
+    normuon_config_t c;
+    normuon_config_init(&c);
+    c.ns_dtype = o.ns_dtype;
+    c.owner_policy = o.policy;
+    c.weight_decay = 0.01f;
+    c.check_finite = o.check_finite;
+    normuon_runtime_t rt = 0;
+    if (normuon_create(&c, comms[rank], &rt) != NORMUON_SUCCESS) {
+      return fail(normuon_last_error(0));
+    }
+    std::vector<std::vector<float>> p(specs.size()), g(specs.size());
+    std::vector<normuon_param_t> ids(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Range r = ranges[i][rank];
+      const int64_t cols = specs[i].cols;
+      p[i].assign(init[i].begin() + r.begin * cols, init[i].begin() + (r.begin + r.count) * cols);
+      g[i].assign(static_cast<size_t>(r.count * cols), 0.0f);
+      normuon_param_desc_t d;
+      normuon_param_desc_init(&d);
+      d.name = specs[i].name.c_str();
+      d.rows = specs[i].rows;
+      d.cols = cols + (rank == o.bad_register_rank && i == 0 ? 1 : 0);
+      d.row_begin = r.begin;
+      d.row_count = r.count;
+      d.param = r.count > 0 ? p[i].data() : nullptr;
+      d.grad = r.count > 0 ? g[i].data() : nullptr;
+      d.group = specs[i].matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+      const normuon_status_t st = specs[i].matrix ? normuon_register_matrix(rt, &d, &ids[i])
+                                                  : normuon_register_adamw(rt, &d, &ids[i]);
+      if (st != NORMUON_SUCCESS && rank != o.bad_register_rank) {
+        fail(normuon_last_error(rt));
+        normuon_destroy(rt);
+        return;
+      }
+    }
+    if (normuon_comm_inject_fault(comms[rank], rank == o.fault_rank ? NORMUON_FAULT_ERROR
+                                                                     : NORMUON_FAULT_NONE,
+                                  std::max<int64_t>(o.fault_call, 0)) != NORMUON_SUCCESS) {
+      fail("inject_fault failed");
+    }
+    if (normuon_finalize(rt) != NORMUON_SUCCESS) {
+      fail(normuon_last_error(rt));
+      normuon_destroy(rt);
+      return;
+    }
+    for (int s = 0; s < o.steps && rank != o.absent_rank; ++s) {
+      for (size_t i = 0; i < specs.size(); ++i) {
+        const Range r = ranges[i][rank];
+        std::copy(grads[s][i].begin() + r.begin * specs[i].cols,
+                  grads[s][i].begin() + (r.begin + r.count) * specs[i].cols, g[i].begin());
+        if (rank == o.nan_rank && s == o.steps - 1 && i == 0 && r.count > 0) {
+          g[i][0] = std::numeric_limits<float>::quiet_NaN();
+        }
+      }
+      if (normuon_step(rt, 0.02f, 0.01f, nullptr) != NORMUON_SUCCESS) {
+        fail(normuon_last_error(rt));
+        break;
+      }
+    }
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Range r = ranges[i][rank];
+      const int64_t cols = specs[i].cols;
+      std::lock_guard<std::mutex> lock(mu);
+      std::copy(p[i].begin(), p[i].end(), res.param[i].begin() + r.begin * cols);
+      if (r.count == 0) continue;
+      if (specs[i].matrix) {
+        normuon_get_state(rt, ids[i], NORMUON_STATE_MOMENTUM, res.first[i].data() + r.begin * cols,
+                          r.count * cols * 4);
+        normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
+                          res.second[i].data() + r.begin, r.count * 4);
+      } else {
+        normuon_get_state(rt, ids[i], NORMUON_STATE_EXP_AVG, res.first[i].data() + r.begin * cols,
+                          r.count * cols * 4);
+        normuon_get_state(rt, ids[i], NORMUON_STATE_EXP_AVG_SQ,
+                          res.second[i].data() + r.begin * cols, r.count * cols * 4);
+      }
+    }
+    normuon_destroy(rt);
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) threads.emplace_back(rank_main, r);
+  for (std::thread& t : threads) t.join();
+  for (normuon_comm_t c : comms) normuon_comm_destroy(c);
+  return res;
+}
+
+// Bitwise equality; on a mismatch, says how far apart the values are.
+::testing::AssertionResult BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) {
+    return ::testing::AssertionFailure() << "sizes " << a.size() << " vs " << b.size();
+  }
+  if (std::memcmp(a.data(), b.data(), a.size() * 4) == 0) return ::testing::AssertionSuccess();
+  double diff = 0, mag = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+    mag = std::max(mag, static_cast<double>(std::fabs(b[i])));
+  }
+  return ::testing::AssertionFailure() << "max |difference| " << diff << ", max |value| " << mag;
+}
+
+// Tall, wide, square (twice: a batch of two), a 1-row and a 1-column matrix, and AdamW vectors.
+const std::vector<ParamSpec>& Model() {
+  static const auto* specs = new std::vector<ParamSpec>{
+      {"tall", 40, 12, true},     {"wide", 12, 40, true},   {"sq.a", 16, 16, true},
+      {"bias", 30, 1, false},     {"sq.b", 16, 16, true},   {"row", 1, 9, true},
+      {"col", 9, 1, true},        {"emb", 21, 4, false},    {"odd", 7, 5, true},
+  };
+  return *specs;
+}
+
+void ExpectSameAsSingleRank(const Result& single, const Result& sharded, const std::string& what) {
+  for (size_t r = 0; r < sharded.errors.size(); ++r) {
+    ASSERT_EQ(sharded.errors[r], "") << what << " rank " << r;
+  }
+  for (size_t i = 0; i < Model().size(); ++i) {
+    EXPECT_TRUE(BitwiseEqual(sharded.param[i], single.param[i])) << what << " param " << Model()[i].name;
+    EXPECT_TRUE(BitwiseEqual(sharded.first[i], single.first[i])) << what << " state 1 " << Model()[i].name;
+    EXPECT_TRUE(BitwiseEqual(sharded.second[i], single.second[i])) << what << " state 2 " << Model()[i].name;
+  }
+}
+
+TEST(ShardedStepTest, EveryWorldSizeSplitAndOwnerPolicyMatchesTheSingleRankRunBitwise) {
+  const Result single = RunRanks(Model(), RunOptions{});
+  for (const auto& e : single.errors) ASSERT_EQ(e, "");
+  for (int world : {1, 2, 3, 4, 8}) {
+    for (int split = 0; split < 2; ++split) {
+      for (auto policy : {NORMUON_OWNER_ROUND_ROBIN, NORMUON_OWNER_COST_BALANCED}) {
+        RunOptions o;
+        o.world = world;
+        o.split = split == 0 ? Split(Fsdp2) : Split(RaggedReversed);
+        o.policy = policy;
+        const std::string what = "world " + std::to_string(world) +
+                                 (split == 0 ? " fsdp2" : " ragged") + " policy " +
+                                 std::to_string(policy);
+        ExpectSameAsSingleRank(single, RunRanks(Model(), o), what);
+      }
+    }
+  }
+}
+
+TEST(ShardedStepTest, Bf16WireMatchesTheSingleRankBf16RunBitwise) {
+  RunOptions o;
+  o.ns_dtype = NORMUON_NS_BF16;
+  const Result single = RunRanks(Model(), o);
+  o.world = 3;
+  o.split = RaggedReversed;
+  ExpectSameAsSingleRank(single, RunRanks(Model(), o), "bf16 world 3");
+}
+
+TEST(ShardedStepTest, MismatchedRegistrationFailsFinalizeOnEveryRankWithOneMessage) {
+  RunOptions o;
+  o.world = 3;
+  o.bad_register_rank = 1;
+  const Result r = RunRanks(Model(), o);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NE(r.errors[k].find("tall"), std::string::npos) << "rank " << k << ": " << r.errors[k];
+    EXPECT_EQ(r.errors[k], r.errors[0]);
+  }
+}
+
+TEST(ShardedStepTest, ARankThatNeverStepsTimesTheOthersOutAndNothingIsWritten) {
+  RunOptions o;
+  o.world = 3;
+  o.steps = 1;
+  o.absent_rank = 2;
+  o.timeout_s = 0.3;
+  const Result r = RunRanks(Model(), o);
+  const Result none = [] {
+    RunOptions z;
+    z.steps = 0;
+    return RunRanks(Model(), z);
+  }();
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_NE(r.errors[k].find("nothing was updated"), std::string::npos) << r.errors[k];
+  }
+  // Every parameter is as it started: the failed step committed nothing anywhere.
+  for (size_t i = 0; i < Model().size(); ++i) {
+    EXPECT_TRUE(BitwiseEqual(r.param[i], none.param[i])) << Model()[i].name;
+  }
+}
+
+TEST(ShardedStepTest, AFailedCollectiveMidStepLeavesEveryParameterUntouched) {
+  // Collectives: #0 and #1 are finalize's all-gathers; step 1 is #2 gather, #3 scatter, #4
+  // all-reduce. Fail each of step 2's (#5, #6, #7) on rank 1.
+  const Result one_step = [] {
+    RunOptions z;
+    z.steps = 1;
+    return RunRanks(Model(), z);
+  }();
+  for (int64_t call : {5, 6, 7}) {
+    RunOptions o;
+    o.world = 4;
+    o.steps = 2;
+    o.fault_rank = 1;
+    o.fault_call = call;
+    o.timeout_s = 5;
+    const Result r = RunRanks(Model(), o);
+    for (int k = 0; k < 4; ++k) {
+      EXPECT_NE(r.errors[k], "") << "rank " << k << " fault at #" << call;
+    }
+    for (size_t i = 0; i < Model().size(); ++i) {
+      EXPECT_TRUE(BitwiseEqual(r.param[i], one_step.param[i]))
+          << Model()[i].name << " fault at #" << call;
+      EXPECT_TRUE(BitwiseEqual(r.first[i], one_step.first[i])) << Model()[i].name;
+    }
+  }
+}
+
+TEST(ShardedStepTest, ANonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
+  const Result two_steps = [] {
+    RunOptions z;
+    z.steps = 2;
+    return RunRanks(Model(), z);
+  }();
+  RunOptions o;
+  o.world = 3;
+  o.steps = 3;  // the third step carries the NaN
+  o.nan_rank = 2;
+  o.check_finite = 1;
+  const Result r = RunRanks(Model(), o);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NE(r.errors[k].find("NaN or Inf"), std::string::npos) << r.errors[k];
+  }
+  for (size_t i = 0; i < Model().size(); ++i) {
+    EXPECT_TRUE(BitwiseEqual(r.param[i], two_steps.param[i])) << Model()[i].name;
+    EXPECT_TRUE(BitwiseEqual(r.second[i], two_steps.second[i])) << Model()[i].name;
+  }
+}
+
+}  // namespace
