@@ -1,0 +1,184 @@
+// The C edge of the communicator API (normuon/comm.h): handles, status conversion, per-handle
+// error messages. Nothing thrown inside the library crosses this boundary.
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "comm/communicator.h"
+#include "comm/inprocess_group.h"
+#include "normuon/include/normuon/comm.h"
+
+namespace normuon {
+namespace {
+
+// Messages of failures that have no live handle to live on (create, bad handles).
+thread_local std::string g_comm_thread_error;
+
+normuon_status_t FailOnThread(const absl::Status& s) {
+  g_comm_thread_error = std::string(s.message());
+  return StatusToC(s);
+}
+
+// Runs fn() (returning absl::Status) and turns exceptions into statuses.
+template <typename Fn>
+absl::Status Guarded(Fn fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of host memory");
+  } catch (const std::exception& ex) {
+    return absl::InternalError(absl::StrCat("internal error: ", ex.what()));
+  } catch (...) {
+    return absl::InternalError("internal error: unknown exception");
+  }
+}
+
+// Runs fn(entry) on a live handle; a failure's message goes to the handle (or to the thread when
+// the handle is not live).
+template <typename Fn>
+normuon_status_t WithHandle(normuon_comm_t comm, Fn fn) {
+  std::shared_ptr<CommHandle> entry;
+  absl::Status s = Guarded([&]() -> absl::Status {
+    absl::StatusOr<std::shared_ptr<CommHandle>> found = LookupCommHandle(comm);
+    if (!found.ok()) return found.status();
+    entry = *std::move(found);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return FailOnThread(s);
+  s = Guarded([&]() -> absl::Status { return fn(*entry); });
+  if (s.ok()) return NORMUON_SUCCESS;
+  std::lock_guard<std::mutex> lock(entry->mu);
+  entry->error = std::string(s.message());
+  return StatusToC(s);
+}
+
+}  // namespace
+}  // namespace normuon
+
+using normuon::CommHandle;
+
+extern "C" {
+
+void normuon_comm_ops_init(normuon_comm_ops_t* ops) {
+  if (ops == nullptr) return;
+  std::memset(ops, 0, sizeof(*ops));
+  ops->struct_size = sizeof(*ops);
+  ops->rank = 0;
+  ops->world_size = 1;
+}
+
+normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t* ops, normuon_comm_t* out) {
+  normuon_comm_t handle = 0;
+  absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    absl::StatusOr<std::shared_ptr<normuon::Communicator>> comm =
+        normuon::MakeCustomOpsCommunicator(ops);
+    if (!comm.ok()) return comm.status();
+    handle = normuon::RegisterComm(*std::move(comm));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return normuon::FailOnThread(s);
+  *out = handle;
+  return NORMUON_SUCCESS;
+}
+
+normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size, double timeout_seconds,
+                                                     normuon_comm_t* out) {
+  std::vector<normuon_comm_t> handles;
+  absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    absl::StatusOr<std::vector<std::shared_ptr<normuon::InProcessRank>>> ranks =
+        normuon::CreateInProcessGroup(world_size, timeout_seconds);
+    if (!ranks.ok()) return ranks.status();
+    handles.reserve(ranks->size());
+    for (auto& rank : *ranks) handles.push_back(normuon::RegisterComm(std::move(rank)));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) {
+    // A partly registered group (only possible when out of memory) is released again.
+    for (normuon_comm_t h : handles) (void)normuon::UnregisterComm(h);
+    return normuon::FailOnThread(s);
+  }
+  for (size_t r = 0; r < handles.size(); ++r) out[r] = handles[r];
+  return NORMUON_SUCCESS;
+}
+
+normuon_status_t normuon_comm_destroy(normuon_comm_t comm) {
+  std::shared_ptr<CommHandle> entry;
+  absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    absl::StatusOr<std::shared_ptr<CommHandle>> removed = normuon::UnregisterComm(comm);
+    if (!removed.ok()) return removed.status();
+    entry = *std::move(removed);
+    // Dropping the entry here tears the communicator down unless a runtime still holds it.
+    entry.reset();
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return normuon::FailOnThread(s);
+  return NORMUON_SUCCESS;
+}
+
+normuon_status_t normuon_comm_rank(normuon_comm_t comm, int32_t* rank) {
+  return normuon::WithHandle(comm, [&](CommHandle& h) -> absl::Status {
+    if (rank == nullptr) return absl::InvalidArgumentError("rank is NULL");
+    *rank = h.comm->rank();
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_comm_world_size(normuon_comm_t comm, int32_t* world_size) {
+  return normuon::WithHandle(comm, [&](CommHandle& h) -> absl::Status {
+    if (world_size == nullptr) return absl::InvalidArgumentError("world_size is NULL");
+    *world_size = h.comm->world_size();
+    return absl::OkStatus();
+  });
+}
+
+normuon_status_t normuon_comm_abort(normuon_comm_t comm) {
+  return normuon::WithHandle(comm, [&](CommHandle& h) { return h.comm->Abort(); });
+}
+
+normuon_status_t normuon_comm_get_async_error(normuon_comm_t comm, normuon_status_t* error) {
+  return normuon::WithHandle(comm, [&](CommHandle& h) -> absl::Status {
+    if (error == nullptr) return absl::InvalidArgumentError("error is NULL");
+    absl::Status failure = h.comm->AsyncError();
+    *error = normuon::StatusToC(failure);
+    if (!failure.ok()) {
+      std::lock_guard<std::mutex> lock(h.mu);
+      h.error = std::string(failure.message());
+    }
+    return absl::OkStatus();
+  });
+}
+
+const char* normuon_comm_last_error(normuon_comm_t comm) {
+  try {
+    absl::StatusOr<std::shared_ptr<CommHandle>> entry = normuon::LookupCommHandle(comm);
+    if (!entry.ok()) return normuon::g_comm_thread_error.c_str();
+    // The entry outlives this call only through the registry; the string lives on the handle
+    // until the next call on it, as documented.
+    std::lock_guard<std::mutex> lock((*entry)->mu);
+    return (*entry)->error.c_str();
+  } catch (...) {
+    return "internal error while reading the last error";
+  }
+}
+
+normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, normuon_fault_t fault,
+                                           int64_t at_call) {
+  return normuon::WithHandle(comm, [&](CommHandle& h) -> absl::Status {
+    auto* rank = dynamic_cast<normuon::InProcessRank*>(h.comm.get());
+    if (rank == nullptr) {
+      return absl::UnimplementedError(absl::StrCat(
+          "fault injection needs an in-process group communicator; this is ",
+          h.comm->Describe()));
+    }
+    return rank->InjectFault(fault, at_call);
+  });
+}
+
+}  // extern "C"
