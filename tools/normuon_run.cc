@@ -1,10 +1,12 @@
 // normuon_run: the demo. Runs optimizer steps over the parameter shapes of a real model.
 //
 //   normuon_run [--model=NAME | --shapes=FILE] [--backend=cpu|cuda] [--device=N] [--steps=N]
+//               [--ranks=N] [--owner_policy=round_robin|cost_balanced] [--check]
 //               [--ns_dtype=default|fp32|bf16] [--seed=S] [--lr=X] [--weight_decay=X] [--json]
 //
 // Every `matrix` entry of the shape list is registered with normuon_register_matrix (NorMuon),
-// every `adamw` entry with normuon_register_adamw, each with all of its rows (a single rank).
+// every `adamw` entry with normuon_register_adamw. With --ranks=N, N threads form an in-process
+// group and each registers its FSDP2 rows (ceil(rows/N) per rank) of every parameter.
 // Parameters start as N(0, 0.02) draws; every step gets fresh N(0, 1) gradients; both come
 // from a fast approximate normal generator (sum of four 16-bit uniforms) seeded by --seed, so a
 // run is reproducible. Gradient generation and copies are outside the timed region: the time
@@ -21,6 +23,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -29,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "normuon/comm.h"
 #include "normuon/normuon.h"
 #include "tools/model_shapes.h"
 
@@ -49,6 +53,12 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the parameters and gradients");
 ABSL_FLAG(double, lr, 0.02, "NorMuon learning rate");
 ABSL_FLAG(double, weight_decay, 0.01, "NorMuon weight decay");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
+ABSL_FLAG(int, ranks, 1, "in-process ranks (threads) of the sharded step, FSDP2 row split (CPU)");
+ABSL_FLAG(std::string, owner_policy, "round_robin",
+          "which rank orthogonalizes each matrix: round_robin or cost_balanced");
+ABSL_FLAG(bool, check, false,
+          "also run the single-rank step and report the largest difference (exit 1 if not 0 on "
+          "CPU)");
 
 namespace {
 
@@ -66,13 +76,17 @@ inline uint64_t SplitMix64(uint64_t* state) {
   return z ^ (z >> 31);
 }
 
-// Fills out[0..n) with approximately N(0, sigma^2) values: the sum of four 16-bit uniforms of one
-// 64-bit draw, centered and scaled to unit variance (Irwin-Hall, 4 terms). The stream is a pure
-// function of (seed, stream, sub) so every parameter and step has its own reproducible values.
-void FillNormal(float* out, int64_t n, float sigma, uint64_t seed, uint64_t stream, uint64_t sub) {
+// Fills out[0..n) with elements [first, first + n) of an approximately N(0, sigma^2) sequence:
+// the sum of four 16-bit uniforms of one 64-bit draw, centered and scaled to unit variance
+// (Irwin-Hall, 4 terms). The sequence is a pure function of (seed, stream, sub), so every
+// parameter and step has its own reproducible values, and since splitmix64's state is a counter,
+// any rank can generate just its rows (first = row_begin * cols).
+void FillNormal(float* out, int64_t n, float sigma, uint64_t seed, uint64_t stream, uint64_t sub,
+                int64_t first = 0) {
   uint64_t state = seed * 0x2545F4914F6CDD1Dull ^ (stream + 1) * 0x9E3779B97F4A7C15ull ^
                    (sub + 1) * 0xD1B54A32D192ED03ull;
   SplitMix64(&state);
+  state += static_cast<uint64_t>(first) * 0x9E3779B97F4A7C15ull;
   constexpr double kMean = 4 * 65535.0 / 2;
   const double inv_std = 1.0 / std::sqrt(4 * (65536.0 * 65536.0 - 1) / 12.0);
   const float scale = static_cast<float>(inv_std) * sigma;
@@ -190,11 +204,6 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-int ApiFail(normuon_runtime_t rt, const char* call, normuon_status_t status) {
-  return Fail(
-      absl::StrCat(call, " failed: ", normuon_status_string(status), ": ", normuon_last_error(rt)));
-}
-
 std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -210,14 +219,211 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
+// What one rank measured and ended with.
+struct RankOutcome {
+  std::string error;                       // "" on success
+  std::vector<double> step_ms;             // wall time of each step on this rank
+  normuon_step_profile_t phases{};         // summed over steps (CPU backend)
+  bool have_phases = false;
+  std::vector<std::vector<float>> params;  // with --check: this rank's rows of every parameter
+  double sum = 0.0, sum_sq = 0.0;          // over this rank's rows of every parameter
+  uint64_t state_bytes = 0;
+  double setup_ms = 0.0, grad_ms = 0.0;
+};
+
+struct RunConfig {
+  const std::vector<normuon_tools::ModelShape>* entries;
+  bool cuda;
+  int device;
+  normuon_ns_dtype_t ns_dtype;
+  normuon_owner_policy_t policy;
+  int steps;
+  uint64_t seed;
+  float lr, weight_decay;
+  bool keep_params;
+  bool verbose;  // print each step as it ends
+};
+
+// FSDP2's dim-0 layout: ceil(rows / world) rows per rank, the last ranks short or empty.
+void Fsdp2Rows(int64_t rows, int rank, int world, int64_t* begin, int64_t* count) {
+  const int64_t chunk = (rows + world - 1) / world;
+  const int64_t b = std::min<int64_t>(rows, chunk * rank);
+  const int64_t e = std::min<int64_t>(rows, chunk * (rank + 1));
+  *begin = b;
+  *count = e - b;
+}
+
+void AddPhases(normuon_step_profile_t* into, const normuon_step_profile_t& p) {
+  into->total_ms += p.total_ms;
+  into->finite_check_ms += p.finite_check_ms;
+  into->momentum_ms += p.momentum_ms;
+  into->gather_ms += p.gather_ms;
+  into->newton_schulz_ms += p.newton_schulz_ms;
+  into->scatter_ms += p.scatter_ms;
+  into->row_stats_ms += p.row_stats_ms;
+  into->update_ms += p.update_ms;
+  into->adamw_ms += p.adamw_ms;
+}
+
+// Runs the whole optimizer on rank `rank` of `world` (comm 0 for a single rank): its FSDP2 rows
+// of every parameter, cfg.steps steps.
+RankOutcome RunRank(const RunConfig& cfg, normuon_comm_t comm, int rank, int world) {
+  RankOutcome out;
+  auto api_fail = [&](normuon_runtime_t rt, const char* call, normuon_status_t st) {
+    out.error = absl::StrCat(call, " failed on rank ", rank, ": ", normuon_status_string(st),
+                             ": ", normuon_last_error(rt));
+    return out;
+  };
+  const std::vector<normuon_tools::ModelShape>& entries = *cfg.entries;
+  const Clock::time_point setup_start = Clock::now();
+  normuon_config_t config;
+  normuon_config_init(&config);
+  config.backend = cfg.cuda ? NORMUON_BACKEND_CUDA : NORMUON_BACKEND_CPU;
+  config.device = cfg.device;
+  config.ns_dtype = cfg.ns_dtype;
+  config.owner_policy = cfg.policy;
+  config.lr = cfg.lr;
+  config.weight_decay = cfg.weight_decay;
+  normuon_runtime_t rt = 0;
+  normuon_status_t st = normuon_create(&config, comm, &rt);
+  if (st != NORMUON_SUCCESS) return api_fail(0, "normuon_create", st);
+  struct Destroy {
+    normuon_runtime_t rt;
+    ~Destroy() { normuon_destroy(rt); }
+  } destroy{rt};
+
+  Storage storage(cfg.cuda, cfg.device);
+  std::vector<int64_t> begin(entries.size()), count(entries.size());
+  int64_t largest = 1;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Fsdp2Rows(entries[i].rows, rank, world, &begin[i], &count[i]);
+    largest = std::max(largest, count[i] * entries[i].cols);
+  }
+  std::vector<float> staging(static_cast<size_t>(largest));
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const normuon_tools::ModelShape& e = entries[i];
+    const int64_t n = count[i] * e.cols;
+    FillNormal(staging.data(), n, 0.02f, cfg.seed, i, 0, begin[i] * e.cols);
+    std::string error;
+    if (!storage.Add(std::max<int64_t>(n, 1), staging.data(), &error)) {
+      out.error = error;
+      return out;
+    }
+    normuon_param_desc_t desc;
+    normuon_param_desc_init(&desc);
+    desc.name = e.name.c_str();
+    desc.rows = e.rows;
+    desc.cols = e.cols;
+    desc.row_begin = begin[i];
+    desc.row_count = count[i];
+    desc.param = storage.at(i).param;
+    desc.grad = storage.at(i).grad;
+    normuon_param_t handle = -1;
+    if (e.kind == normuon_tools::ShapeKind::kMatrix) {
+      desc.group = NORMUON_GROUP_MATRIX_DEFAULT;
+      st = normuon_register_matrix(rt, &desc, &handle);
+      if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_register_matrix", st);
+    } else {
+      desc.group = NORMUON_GROUP_ADAMW_DEFAULT;
+      st = normuon_register_adamw(rt, &desc, &handle);
+      if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_register_adamw", st);
+    }
+  }
+  st = normuon_finalize(rt);
+  if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_finalize", st);
+  st = normuon_memory_required(rt, &out.state_bytes);
+  if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_memory_required", st);
+  out.setup_ms = MsSince(setup_start);
+  normuon_step_profile_init(&out.phases);
+
+  for (int s = 0; s < cfg.steps; ++s) {
+    const Clock::time_point gen_start = Clock::now();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const int64_t n = count[i] * entries[i].cols;
+      if (n == 0) continue;
+      float* dst = cfg.cuda ? staging.data() : storage.at(i).grad;
+      FillNormal(dst, n, 1.0f, cfg.seed, i, static_cast<uint64_t>(s) + 1,
+                 begin[i] * entries[i].cols);
+      std::string error;
+      if (!storage.SetGrad(i, dst, n, &error)) {
+        out.error = error;
+        return out;
+      }
+    }
+    out.grad_ms += MsSince(gen_start);
+
+    const Clock::time_point start = Clock::now();
+    st = normuon_step(rt, -1.0f, -1.0f, nullptr);
+    if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_step", st);
+    normuon_step_info_t info;
+    normuon_step_info_init(&info);
+    st = normuon_step_result(rt, &info);
+    if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_step_result", st);
+    const double ms = MsSince(start);
+    out.step_ms.push_back(ms);
+    if (info.last_skipped) {
+      out.error = absl::StrCat("step ", s, " was skipped on rank ", rank);
+      return out;
+    }
+    normuon_step_profile_t prof;
+    normuon_step_profile_init(&prof);
+    if (normuon_last_step_profile(rt, &prof) == NORMUON_SUCCESS) {
+      AddPhases(&out.phases, prof);
+      out.have_phases = true;
+    }
+    if (cfg.verbose) {
+      std::printf("step %d: %.1f ms\n", s, ms);
+      std::fflush(stdout);
+    }
+  }
+
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const int64_t n = count[i] * entries[i].cols;
+    std::vector<float> rows(static_cast<size_t>(n));
+    std::string error;
+    if (n > 0 && !storage.GetParam(i, rows.data(), n, &error)) {
+      out.error = error;
+      return out;
+    }
+    for (float v : rows) {
+      out.sum += v;
+      out.sum_sq += static_cast<double>(v) * v;
+    }
+    if (cfg.keep_params) out.params.push_back(std::move(rows));
+  }
+  return out;
+}
+
+std::string PhaseLine(const normuon_step_profile_t& p, int steps) {
+  const double n = steps;
+  return absl::StrFormat(
+      "momentum %.1f, gather %.1f, newton-schulz %.1f, scatter %.1f, row stats %.1f, "
+      "update %.1f, adamw %.1f, finite check %.1f (ms per step)",
+      p.momentum_ms / n, p.gather_ms / n, p.newton_schulz_ms / n, p.scatter_ms / n,
+      p.row_stats_ms / n, p.update_ms / n, p.adamw_ms / n, p.finite_check_ms / n);
+}
+
+std::string PhaseJson(const normuon_step_profile_t& p, int steps) {
+  const double n = steps;
+  return absl::StrFormat(
+      "{\"momentum_ms\": %.3f, \"gather_ms\": %.3f, \"newton_schulz_ms\": %.3f, "
+      "\"scatter_ms\": %.3f, \"row_stats_ms\": %.3f, \"update_ms\": %.3f, \"adamw_ms\": %.3f, "
+      "\"finite_check_ms\": %.3f}",
+      p.momentum_ms / n, p.gather_ms / n, p.newton_schulz_ms / n, p.scatter_ms / n,
+      p.row_stats_ms / n, p.update_ms / n, p.adamw_ms / n, p.finite_check_ms / n);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "normuon_run [--model=NAME | --shapes=FILE] [--backend=cpu|cuda] [--steps=N]\n"
+      "            [--ranks=N] [--owner_policy=round_robin|cost_balanced] [--check]\n"
       "            [--ns_dtype=default|fp32|bf16] [--seed=S] [--json]\n"
       "Runs NorMuon/AdamW steps over a model's parameter shapes with random gradients and\n"
-      "prints the time per step.");
+      "prints the time per step and per phase. --ranks=N runs the sharded step on N in-process\n"
+      "ranks (threads, FSDP2 row split); --check also runs the single-rank step and reports the\n"
+      "largest difference of any parameter element (0 expected: the CPU path is exact).");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() > 1) return Fail(absl::StrCat("unexpected argument '", args[1], "'"));
 
@@ -240,10 +446,23 @@ int main(int argc, char** argv) {
                                                          : "fp32";
   const int steps = absl::GetFlag(FLAGS_steps);
   if (steps < 1) return Fail("--steps must be at least 1");
-  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const int ranks = absl::GetFlag(FLAGS_ranks);
+  if (ranks < 1 || ranks > 4096) return Fail("--ranks must be in [1, 4096]");
+  if (cuda && ranks > 1) {
+    return Fail("--ranks > 1 runs on the CPU backend only (the CUDA sharded step is not built yet)");
+  }
+  const std::string policy_name = absl::GetFlag(FLAGS_owner_policy);
+  normuon_owner_policy_t policy;
+  if (policy_name == "round_robin") {
+    policy = NORMUON_OWNER_ROUND_ROBIN;
+  } else if (policy_name == "cost_balanced") {
+    policy = NORMUON_OWNER_COST_BALANCED;
+  } else {
+    return Fail("--owner_policy must be round_robin or cost_balanced");
+  }
+  const bool check = absl::GetFlag(FLAGS_check);
   const bool json = absl::GetFlag(FLAGS_json);
 
-  // The shape list.
   const std::string shapes_path = absl::GetFlag(FLAGS_shapes);
   std::string model = absl::GetFlag(FLAGS_model);
   absl::StatusOr<normuon_tools::ModelShapes> shapes =
@@ -251,136 +470,101 @@ int main(int argc, char** argv) {
                           : normuon_tools::ReadModelShapesFile(shapes_path);
   if (!shapes.ok()) return Fail(std::string(shapes.status().message()));
   if (!shapes_path.empty()) model = shapes_path;
-  const std::vector<normuon_tools::ModelShape>& entries = shapes->entries;
 
-  // The runtime.
-  const Clock::time_point setup_start = Clock::now();
-  normuon_config_t config;
-  normuon_config_init(&config);
-  config.backend = cuda ? NORMUON_BACKEND_CUDA : NORMUON_BACKEND_CPU;
-  config.device = absl::GetFlag(FLAGS_device);
-  config.ns_dtype = ns_dtype;
-  config.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  config.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
-  normuon_runtime_t rt = 0;
-  normuon_status_t st = normuon_create(&config, 0, &rt);
-  if (st != NORMUON_SUCCESS) return ApiFail(0, "normuon_create", st);
-  struct Destroy {
-    normuon_runtime_t rt;
-    ~Destroy() { normuon_destroy(rt); }
-  } destroy{rt};
-
-  // Buffers and registration, in list order.
-  Storage storage(cuda, config.device);
-  int64_t largest = 0;
-  for (const auto& e : entries) largest = std::max(largest, e.elements());
-  std::vector<float> staging(static_cast<size_t>(largest));
-  std::vector<normuon_param_t> handles;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const normuon_tools::ModelShape& e = entries[i];
-    FillNormal(staging.data(), e.elements(), 0.02f, seed, i, 0);
-    std::string error;
-    if (!storage.Add(e.elements(), staging.data(), &error)) return Fail(error);
-    normuon_param_desc_t desc;
-    normuon_param_desc_init(&desc);
-    desc.name = e.name.c_str();
-    desc.rows = e.rows;
-    desc.cols = e.cols;
-    desc.row_begin = 0;
-    desc.row_count = e.rows;
-    desc.param = storage.at(i).param;
-    desc.param_dtype = NORMUON_DTYPE_FP32;
-    desc.grad = storage.at(i).grad;
-    desc.grad_dtype = NORMUON_DTYPE_FP32;
-    normuon_param_t handle = -1;
-    if (e.kind == normuon_tools::ShapeKind::kMatrix) {
-      desc.group = NORMUON_GROUP_MATRIX_DEFAULT;
-      st = normuon_register_matrix(rt, &desc, &handle);
-      if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_register_matrix", st);
-    } else {
-      desc.group = NORMUON_GROUP_ADAMW_DEFAULT;
-      st = normuon_register_adamw(rt, &desc, &handle);
-      if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_register_adamw", st);
-    }
-    handles.push_back(handle);
-  }
-  st = normuon_finalize(rt);
-  if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_finalize", st);
-  uint64_t state_bytes = 0;
-  st = normuon_memory_required(rt, &state_bytes);
-  if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_memory_required", st);
-  const double setup_ms = MsSince(setup_start);
+  RunConfig cfg;
+  cfg.entries = &shapes->entries;
+  cfg.cuda = cuda;
+  cfg.device = absl::GetFlag(FLAGS_device);
+  cfg.ns_dtype = ns_dtype;
+  cfg.policy = policy;
+  cfg.steps = steps;
+  cfg.seed = absl::GetFlag(FLAGS_seed);
+  cfg.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  cfg.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  cfg.keep_params = check;
+  cfg.verbose = !json && ranks == 1;
 
   if (!json) {
-    std::printf(
-        "normuon_run: model %s (%s), backend %s, mode %s, %lld matrices (%lld elements), "
-        "%lld adamw parameters, %lld elements in all; state+workspace %.1f MiB; "
-        "setup %.0f ms\n",
-        model.c_str(), shapes->source.c_str(), backend.c_str(), mode.c_str(),
-        static_cast<long long>(shapes->num_matrices()),
-        static_cast<long long>(shapes->matrix_elements()),
-        static_cast<long long>(shapes->num_adamw()),
-        static_cast<long long>(shapes->total_elements()), state_bytes / 1048576.0, setup_ms);
+    std::printf("normuon_run: model %s (%s), backend %s, mode %s, %d rank%s (%s), %lld matrices "
+                "(%lld elements), %lld adamw parameters, %lld elements in all\n",
+                model.c_str(), shapes->source.c_str(), backend.c_str(), mode.c_str(), ranks,
+                ranks == 1 ? "" : "s", policy_name.c_str(),
+                static_cast<long long>(shapes->num_matrices()),
+                static_cast<long long>(shapes->matrix_elements()),
+                static_cast<long long>(shapes->num_adamw()),
+                static_cast<long long>(shapes->total_elements()));
     std::fflush(stdout);
   }
 
-  // The steps.
-  std::vector<double> step_ms;
-  double grad_ms = 0.0;
-  for (int s = 0; s < steps; ++s) {
-    const Clock::time_point gen_start = Clock::now();
-    for (size_t i = 0; i < entries.size(); ++i) {
-      const int64_t n = entries[i].elements();
-      float* dst = cuda ? staging.data() : storage.at(i).grad;
-      FillNormal(dst, n, 1.0f, seed, i, static_cast<uint64_t>(s) + 1);
-      std::string error;
-      if (!storage.SetGrad(i, dst, n, &error)) return Fail(error);
+  std::vector<RankOutcome> outcomes(ranks);
+  if (ranks == 1) {
+    outcomes[0] = RunRank(cfg, 0, 0, 1);
+  } else {
+    std::vector<normuon_comm_t> comms(ranks);
+    const normuon_status_t st = normuon_comm_create_inprocess_group(ranks, 3600.0, comms.data());
+    if (st != NORMUON_SUCCESS) {
+      return Fail(absl::StrCat("normuon_comm_create_inprocess_group: ", normuon_comm_last_error(0)));
     }
-    grad_ms += MsSince(gen_start);
-
-    const Clock::time_point start = Clock::now();
-    st = normuon_step(rt, -1.0f, -1.0f, nullptr);
-    if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_step", st);
-    normuon_step_info_t info;
-    normuon_step_info_init(&info);
-    st = normuon_step_result(rt, &info);
-    if (st != NORMUON_SUCCESS) return ApiFail(rt, "normuon_step_result", st);
-    const double ms = MsSince(start);
-    step_ms.push_back(ms);
-    if (info.last_skipped) return Fail(absl::StrCat("step ", s, " was skipped"));
-    if (!json) {
-      std::printf("step %d: %.1f ms\n", s, ms);
-      std::fflush(stdout);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r) {
+      threads.emplace_back([&, r] { outcomes[r] = RunRank(cfg, comms[r], r, ranks); });
     }
+    for (std::thread& t : threads) t.join();
+    for (normuon_comm_t c : comms) normuon_comm_destroy(c);
+  }
+  for (const RankOutcome& o : outcomes) {
+    if (!o.error.empty()) return Fail(o.error);
   }
 
-  // Checksum of all parameters after the run.
-  double sum = 0.0, sum_sq = 0.0;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const int64_t n = entries[i].elements();
-    std::string error;
-    if (!storage.GetParam(i, staging.data(), n, &error)) return Fail(error);
-    for (int64_t k = 0; k < n; ++k) {
-      sum += staging[k];
-      sum_sq += static_cast<double>(staging[k]) * staging[k];
+  // The step time of a sharded run is the slowest rank's; phases are rank 0's.
+  std::vector<double> step_ms(steps, 0.0);
+  double sum = 0.0, sum_sq = 0.0, setup_ms = 0.0, grad_ms = 0.0;
+  uint64_t state_bytes = 0;
+  for (const RankOutcome& o : outcomes) {
+    for (int s = 0; s < steps; ++s) step_ms[s] = std::max(step_ms[s], o.step_ms[s]);
+    sum += o.sum;
+    sum_sq += o.sum_sq;
+    setup_ms = std::max(setup_ms, o.setup_ms);
+    grad_ms = std::max(grad_ms, o.grad_ms);
+    state_bytes = std::max(state_bytes, o.state_bytes);
+  }
+  double max_diff = -1.0;
+  if (check) {
+    RunConfig single = cfg;
+    single.verbose = false;
+    const RankOutcome ref = RunRank(single, 0, 0, 1);
+    if (!ref.error.empty()) return Fail(ref.error);
+    max_diff = 0.0;
+    for (int r = 0; r < ranks; ++r) {
+      for (size_t i = 0; i < shapes->entries.size(); ++i) {
+        int64_t begin, count;
+        Fsdp2Rows(shapes->entries[i].rows, r, ranks, &begin, &count);
+        const std::vector<float>& mine = outcomes[r].params[i];
+        const float* want = ref.params[i].data() + begin * shapes->entries[i].cols;
+        for (size_t k = 0; k < mine.size(); ++k) {
+          max_diff = std::max(max_diff, static_cast<double>(std::fabs(mine[k] - want[k])));
+        }
+      }
     }
   }
   double total_ms = 0.0;
   for (double ms : step_ms) total_ms += ms;
   const double mean_ms = total_ms / steps;
-  double steady_ms = mean_ms;  // mean without the first step, which may warm caches
-  if (steps > 1) steady_ms = (total_ms - step_ms[0]) / (steps - 1);
+  const double steady_ms = steps > 1 ? (total_ms - step_ms[0]) / (steps - 1) : mean_ms;
   const double min_ms = *std::min_element(step_ms.begin(), step_ms.end());
+  const RankOutcome& first = outcomes[0];
 
   if (json) {
     std::string out = "{";
     absl::StrAppend(
         &out, "\"model\": ", JsonString(model), ", \"source\": ", JsonString(shapes->source),
         ", \"backend\": ", JsonString(backend), ", \"mode\": ", JsonString(mode),
+        ", \"ranks\": ", ranks, ", \"owner_policy\": ", JsonString(policy_name),
         ", \"matrices\": ", shapes->num_matrices(),
         ", \"matrix_elements\": ", shapes->matrix_elements(),
         ", \"adamw_params\": ", shapes->num_adamw(), ", \"elements\": ", shapes->total_elements(),
-        ", \"state_bytes\": ", state_bytes, ", \"steps\": ", steps, ", \"seed\": ", seed);
+        ", \"state_bytes_max_rank\": ", state_bytes, ", \"steps\": ", steps,
+        ", \"seed\": ", cfg.seed);
     absl::StrAppend(
         &out, absl::StrFormat(", \"setup_ms\": %.3f, \"grad_gen_ms\": %.3f", setup_ms, grad_ms));
     absl::StrAppend(&out, ", \"step_ms\": [",
@@ -391,19 +575,23 @@ int main(int argc, char** argv) {
                     "]");
     absl::StrAppend(&out, absl::StrFormat(", \"mean_step_ms\": %.3f, \"steady_step_ms\": %.3f, "
                                           "\"min_step_ms\": %.3f, \"param_sum\": %.17g, "
-                                          "\"param_norm\": %.17g}",
+                                          "\"param_norm\": %.17g",
                                           mean_ms, steady_ms, min_ms, sum, std::sqrt(sum_sq)));
-    std::printf("%s\n", out.c_str());
+    if (first.have_phases) absl::StrAppend(&out, ", \"phases_rank0\": ", PhaseJson(first.phases, steps));
+    if (check) absl::StrAppend(&out, absl::StrFormat(", \"check_max_abs_diff\": %.9g", max_diff));
+    std::printf("%s}\n", out.c_str());
   } else {
-    std::printf(
-        "summary: model %s, backend %s, mode %s, %lld matrices, %lld adamw params, "
-        "%lld elements, %d steps: %.1f ms/step (mean), %.1f ms/step (without step 0), "
-        "%.1f ms min; gradient generation %.0f ms (untimed)\n",
-        model.c_str(), backend.c_str(), mode.c_str(),
-        static_cast<long long>(shapes->num_matrices()), static_cast<long long>(shapes->num_adamw()),
-        static_cast<long long>(shapes->total_elements()), steps, mean_ms, steady_ms, min_ms,
-        grad_ms);
+    std::printf("summary: %d steps: %.1f ms/step (mean), %.1f ms/step (without step 0), %.1f ms "
+                "min; setup %.0f ms; state+buffers %.1f MiB (largest rank); gradient generation "
+                "%.0f ms (untimed)\n",
+                steps, mean_ms, steady_ms, min_ms, setup_ms, state_bytes / 1048576.0, grad_ms);
+    if (first.have_phases) std::printf("phases (rank 0): %s\n", PhaseLine(first.phases, steps).c_str());
     std::printf("checksum: param sum %.9e, param L2 norm %.9e\n", sum, std::sqrt(sum_sq));
+    if (check) {
+      std::printf("check: max |sharded - single-rank| over every parameter element = %.9g%s\n",
+                  max_diff, max_diff == 0.0 ? " (bitwise equal)" : "");
+    }
   }
+  if (check && max_diff != 0.0 && !cuda) return 1;  // the CPU path must be exact
   return 0;
 }

@@ -1,0 +1,16 @@
+#!/bin/bash
+# normuon_run end to end on the tiny model: single rank, and 3 in-process ranks checked against
+# the single-rank step (the CPU path must be bitwise equal); bad flags fail with a message.
+set -euo pipefail
+run="$1"
+out=$("$run" --model=tiny --steps=2 --json)
+echo "$out" | grep -q '"ranks": 1' || { echo "single-rank JSON missing ranks: $out"; exit 1; }
+echo "$out" | grep -q '"newton_schulz_ms"' || { echo "no phase times: $out"; exit 1; }
+for policy in round_robin cost_balanced; do
+  out=$("$run" --model=tiny --steps=2 --ranks=3 --owner_policy=$policy --check --json)
+  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "sharded run differs ($policy): $out"; exit 1; }
+done
+if "$run" --model=tiny --ranks=0 2>/dev/null; then echo "--ranks=0 accepted"; exit 1; fi
+if "$run" --model=tiny --owner_policy=fastest 2>/dev/null; then echo "bad policy accepted"; exit 1; fi
+if "$run" --model=no-such-model 2>/dev/null; then echo "unknown model accepted"; exit 1; fi
+echo "normuon_run CLI OK"
