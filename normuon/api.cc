@@ -341,6 +341,20 @@ normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_param_t param,
                               [&](Runtime& r) { return r.SetState(param, kind, src, bytes); });
 }
 
+normuon_status_t normuon_save_checkpoint(normuon_runtime_t rt, const char* dir) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (dir == nullptr || dir[0] == '\0') return absl::InvalidArgumentError("dir is null or empty");
+    return r.SaveCheckpoint(dir);
+  });
+}
+
+normuon_status_t normuon_load_checkpoint(normuon_runtime_t rt, const char* dir) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (dir == nullptr || dir[0] == '\0') return absl::InvalidArgumentError("dir is null or empty");
+    return r.LoadCheckpoint(dir);
+  });
+}
+
 }  // extern "C"
 
 extern "C" int normuon_has_cuda(void) {

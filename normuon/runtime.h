@@ -41,6 +41,10 @@ class Runtime {
   absl::Status SetState(int32_t param, normuon_state_kind_t kind, const void* src,
                         uint64_t bytes);
 
+  // Checkpoints (runtime_checkpoint.cc): collective over comm_, see normuon.h.
+  absl::Status SaveCheckpoint(const std::string& dir);
+  absl::Status LoadCheckpoint(const std::string& dir);
+
   bool finalized() const { return finalized_; }
 
  private:

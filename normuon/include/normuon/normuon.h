@@ -294,6 +294,20 @@ NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_par
                                                normuon_state_kind_t kind, const void* src,
                                                uint64_t bytes);
 
+/* Checkpoints of the complete optimizer state (momentum, v, Adam moments, step counts, the
+ * config that shapes the state), one file per rank for its shards plus an index, in a
+ * documented, versioned, endian-explicit format with checksums (see README, "Checkpoints").
+ * Both calls are collective over the runtime's communicator and need finalize first.
+ * save: every rank writes its shard file into the existing directory dir; rank 0 writes the
+ * index; returns once every rank's file is complete (or fails on every rank).
+ * load: every rank reads the rows it holds now, from whichever ranks' files hold them, so a
+ * checkpoint saved at one world size or row split loads at another. Everything is read and
+ * checked (index, checksums, shapes, names, variant, version) before any state is written; on
+ * any failure on any rank, no rank changes anything and all return an error naming the file
+ * and the problem. Parameters themselves are not part of the optimizer checkpoint. */
+NORMUON_API normuon_status_t normuon_save_checkpoint(normuon_runtime_t rt, const char* dir);
+NORMUON_API normuon_status_t normuon_load_checkpoint(normuon_runtime_t rt, const char* dir);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
