@@ -143,6 +143,8 @@ void normuon_config_init(normuon_config_t* c) {
   c->adamw_eps = 1e-10f;
   c->adamw_weight_decay = 0.0f;
   c->owner_policy = NORMUON_OWNER_ROUND_ROBIN;
+  c->schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  c->bucket_bytes = uint64_t{32} << 20;
 }
 
 void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {

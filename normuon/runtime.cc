@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "normuon/status_macros.h"
+#include "sharding/buckets.h"
 #include "sharding/owner_assignment.h"
 #include "sharding/registration.h"
 #include "sharding/shard.h"
@@ -27,6 +28,20 @@ absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError
 
 // Adds the time since the last Lap (or construction) to a phase's total. On an asynchronous
 // backend these are only the host's issue times, so the runtime does not report them.
+// Adds the lifetime of the object to *ms (a stage's time; each stage is timed on one thread).
+class StageTimer {
+ public:
+  explicit StageTimer(double* ms) : ms_(ms), start_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    *ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+                .count();
+  }
+
+ private:
+  double* ms_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 class PhaseClock {
  public:
   PhaseClock() : last_(std::chrono::steady_clock::now()), start_(last_) {}
@@ -370,12 +385,28 @@ absl::Status Runtime::Finalize() {
   in.world = world_;
   in.rank = rank_;
   in.wire_bytes_per_element = ns;
-  ASSIGN_OR_RETURN(in.owners, sharding::AssignOwners(
-                                  shapes, world_,
-                                  config_.owner_policy == NORMUON_OWNER_COST_BALANCED
-                                      ? sharding::OwnerPolicy::kCostBalanced
-                                      : sharding::OwnerPolicy::kRoundRobin));
-  ASSIGN_OR_RETURN(plan_, sharding::MakeRankPlan(in));
+  // Buckets in reverse registration order: one for the sequential schedule, one per matrix, or
+  // runs of about bucket_bytes; owners balanced within each bucket.
+  std::vector<std::vector<int>> bucket_members;
+  if (config_.schedule == NORMUON_SCHEDULE_SEQUENTIAL) {
+    bucket_members.emplace_back();
+    for (int k = static_cast<int>(shapes.size()) - 1; k >= 0; --k) bucket_members[0].push_back(k);
+    if (shapes.empty()) bucket_members.clear();
+  } else if (!shapes.empty()) {
+    const int64_t limit = config_.schedule == NORMUON_SCHEDULE_PER_MATRIX
+                              ? 1
+                              : static_cast<int64_t>(config_.bucket_bytes);
+    ASSIGN_OR_RETURN(bucket_members, sharding::MakeBuckets(shapes, ns, limit));
+  }
+  const sharding::OwnerPolicy policy = config_.owner_policy == NORMUON_OWNER_COST_BALANCED
+                                           ? sharding::OwnerPolicy::kCostBalanced
+                                           : sharding::OwnerPolicy::kRoundRobin;
+  if (bucket_members.empty()) {
+    in.owners.clear();
+  } else {
+    ASSIGN_OR_RETURN(in.owners,
+                     sharding::AssignOwnersPerBucket(shapes, bucket_members, world_, policy));
+  }
   ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
   if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {
     // N ranks share this machine's cores: one BLAS thread each (DESIGN.md section 6).
@@ -402,44 +433,70 @@ absl::Status Runtime::Finalize() {
     slots_total_ = slots_local_;  // one rank: its slots are the complete ones
   }
 
-  // Message buffers, one region per peer, laid out as the plan says.
-  send_offset_.assign(world_, 0);
-  recv_offset_.assign(world_, 0);
-  int64_t send_total = 0, recv_total = 0;
-  for (int p = 0; p < world_; ++p) {
-    send_offset_[p] = send_total;
-    recv_offset_[p] = recv_total;
-    send_total += plan_.gather_send_bytes[p];
-    recv_total += plan_.gather_recv_bytes[p];
+  // Per bucket: its plan, and its message buffers, one region per peer as the plan lays out.
+  for (const std::vector<int>& members : bucket_members) {
+    Bucket b;
+    b.matrices.assign(members.begin(), members.end());
+    ASSIGN_OR_RETURN(b.plan, sharding::MakeRankPlanForMatrices(in, members));
+    b.send_offset.assign(world_, 0);
+    b.recv_offset.assign(world_, 0);
+    int64_t send_total = 0, recv_total = 0;
+    for (int p = 0; p < world_; ++p) {
+      b.send_offset[p] = send_total;
+      b.recv_offset[p] = recv_total;
+      send_total += b.plan.gather_send_bytes[p];
+      recv_total += b.plan.gather_recv_bytes[p];
+    }
+    ASSIGN_OR_RETURN(void* sb, Allocate(static_cast<size_t>(send_total)));
+    ASSIGN_OR_RETURN(void* rb, Allocate(static_cast<size_t>(recv_total)));
+    b.send_buf = static_cast<char*>(sb);
+    b.recv_buf = static_cast<char*>(rb);
+    // The scatter sends from the gather's receive layout and receives into its send layout.
+    for (int p = 0; p < world_; ++p) {
+      const uint64_t out = static_cast<uint64_t>(b.plan.gather_send_bytes[p]);
+      const uint64_t back = static_cast<uint64_t>(b.plan.gather_recv_bytes[p]);
+      if (out > 0) {
+        b.gather_sends.push_back({p, b.send_buf + b.send_offset[p], out});
+        b.scatter_recvs.push_back({p, b.send_buf + b.send_offset[p], out});
+      }
+      if (back > 0) {
+        b.gather_recvs.push_back({p, b.recv_buf + b.recv_offset[p], back});
+        b.scatter_sends.push_back({p, b.recv_buf + b.recv_offset[p], back});
+      }
+    }
+    buckets_.push_back(std::move(b));
   }
-  ASSIGN_OR_RETURN(void* sb, Allocate(static_cast<size_t>(send_total)));
-  ASSIGN_OR_RETURN(void* rb, Allocate(static_cast<size_t>(recv_total)));
-  send_buf_ = static_cast<char*>(sb);
-  recv_buf_ = static_cast<char*>(rb);
 
   // The owner's full U and O, one pair of buffers per same-shape batch of owned matrices.
   const int32_t nmat = static_cast<int32_t>(matrix_params.size());
   owner_u_.assign(nmat, nullptr);
   owner_o_.assign(nmat, nullptr);
-  for (const sharding::ShapeBatch& sb_ : plan_.batches) {
-    const int64_t elems = sb_.rows * sb_.cols;
-    const int64_t count = static_cast<int64_t>(sb_.matrices.size());
-    ASSIGN_OR_RETURN(void* u, Allocate(static_cast<size_t>(elems * ns * count)));
-    ASSIGN_OR_RETURN(void* o, Allocate(static_cast<size_t>(elems * ns * count)));
-    NsBatch b;
-    b.rows = sb_.rows;
-    b.cols = sb_.cols;
-    b.count = count;
-    b.u = u;
-    b.o = o;
-    b.dtype = ns_dtype_;
-    b.ns_eps = config_.ns_eps;
-    b.coefficients = coefficients_;
-    for (int64_t j = 0; j < count; ++j) {
-      owner_u_[sb_.matrices[j]] = static_cast<char*>(u) + j * elems * ns;
-      owner_o_[sb_.matrices[j]] = static_cast<char*>(o) + j * elems * ns;
+  for (Bucket& bucket : buckets_) {
+    for (const sharding::ShapeBatch& sb_ : bucket.plan.batches) {
+      const int64_t elems = sb_.rows * sb_.cols;
+      const int64_t count = static_cast<int64_t>(sb_.matrices.size());
+      ASSIGN_OR_RETURN(void* u, Allocate(static_cast<size_t>(elems * ns * count)));
+      ASSIGN_OR_RETURN(void* o, Allocate(static_cast<size_t>(elems * ns * count)));
+      NsBatch b;
+      b.rows = sb_.rows;
+      b.cols = sb_.cols;
+      b.count = count;
+      b.u = u;
+      b.o = o;
+      b.dtype = ns_dtype_;
+      b.ns_eps = config_.ns_eps;
+      b.coefficients = coefficients_;
+      for (int64_t j = 0; j < count; ++j) {
+        owner_u_[sb_.matrices[j]] = static_cast<char*>(u) + j * elems * ns;
+        owner_o_[sb_.matrices[j]] = static_cast<char*>(o) + j * elems * ns;
+      }
+      bucket.batches.push_back(static_cast<int32_t>(batches_.size()));
+      batches_.push_back(b);
     }
-    batches_.push_back(b);
+  }
+  std::vector<int32_t> bucket_of(nmat, -1);
+  for (int32_t b = 0; b < static_cast<int32_t>(buckets_.size()); ++b) {
+    for (int32_t k : buckets_[b].matrices) bucket_of[k] = b;
   }
 
   for (int32_t k = 0; k < nmat; ++k) {
@@ -474,8 +531,9 @@ absl::Status Runtime::Finalize() {
       rows_at = static_cast<char*>(owner_u_[k]) + p.row_begin * p.cols * ns;
       w.o_rows = static_cast<char*>(owner_o_[k]) + p.row_begin * p.cols * ns;
     } else {
-      for (const sharding::Segment& seg : plan_.gather_sends[owner]) {
-        if (seg.matrix == k) rows_at = send_buf_ + send_offset_[owner] + seg.offset;
+      const Bucket& bucket = buckets_[bucket_of[k]];
+      for (const sharding::Segment& seg : bucket.plan.gather_sends[owner]) {
+        if (seg.matrix == k) rows_at = bucket.send_buf + bucket.send_offset[owner] + seg.offset;
       }
       w.o_rows = rows_at;
     }
@@ -518,56 +576,66 @@ absl::Status Runtime::Finalize() {
     adamw_.push_back(w);
   }
   RETURN_IF_ERROR(backend_->Prepare(batches_));
+  if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && backend_->IsSynchronous()) {
+    BucketPipeline::Stages stages;
+    stages.blend = [this](int b) { return BlendBucket(b); };
+    stages.gather = [this](int b) { return GatherBucket(b); };
+    stages.compute = [this](int b) { return ComputeBucket(b); };
+    stages.scatter = [this](int b) { return ScatterBucket(b); };
+    stages.stats = [this](int b) { return StatsBucket(b); };
+    pipeline_ = std::make_unique<BucketPipeline>(static_cast<int>(buckets_.size()), stages);
+  }
   finalized_ = true;
   return absl::OkStatus();
 }
 
-absl::Status Runtime::Gather(void* stream) {
-  std::vector<P2p> sends, recvs;
+absl::Status Runtime::BlendBucket(int b) {
+  StageTimer timer(&stage_ms_[0]);
+  for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::GatherBucket(int b) {
+  const Bucket& bucket = buckets_[b];
+  if (world_ == 1) return absl::OkStatus();  // a single rank's rows are written in place
+  StageTimer timer(&stage_ms_[1]);
+  return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, stream_);
+}
+
+absl::Status Runtime::ComputeBucket(int b) {
+  StageTimer timer(&stage_ms_[2]);
+  const Bucket& bucket = buckets_[b];
+  // Unpack every peer's rows into the owner's full U.
   for (int p = 0; p < world_; ++p) {
-    if (plan_.gather_send_bytes[p] > 0) {
-      sends.push_back({p, send_buf_ + send_offset_[p],
-                       static_cast<uint64_t>(plan_.gather_send_bytes[p])});
-    }
-    if (plan_.gather_recv_bytes[p] > 0) {
-      recvs.push_back({p, recv_buf_ + recv_offset_[p],
-                       static_cast<uint64_t>(plan_.gather_recv_bytes[p])});
+    for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
+      RETURN_IF_ERROR(backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
+                                          bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
+                                          static_cast<size_t>(seg.bytes)));
     }
   }
-  if (world_ > 1) RETURN_IF_ERROR(comm_->Exchange(sends, recvs, stream));
-  // Unpack each peer's rows into the owner's full U.
+  for (int32_t i : bucket.batches) RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
+  // Pack each peer's rows of O into the gather's receive layout; the scatter sends them back,
+  // landing where that peer's U rows left from (its MatrixWork::o_rows).
   for (int p = 0; p < world_; ++p) {
-    for (const sharding::Segment& seg : plan_.gather_recvs[p]) {
-      RETURN_IF_ERROR(backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
-                                          recv_buf_ + recv_offset_[p] + seg.offset,
+    for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
+      RETURN_IF_ERROR(backend_->CopyAsync(bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
+                                          OwnerRows(owner_o_[seg.matrix], seg.matrix, seg.row_begin),
                                           static_cast<size_t>(seg.bytes)));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status Runtime::Scatter(void* stream) {
-  // Pack each peer's rows of O into the gather's receive layout, then send them back; they land
-  // where that peer's U rows left from, which is where its MatrixWork::o_rows points.
-  for (int p = 0; p < world_; ++p) {
-    for (const sharding::Segment& seg : plan_.gather_recvs[p]) {
-      RETURN_IF_ERROR(backend_->CopyAsync(recv_buf_ + recv_offset_[p] + seg.offset,
-                                          OwnerRows(owner_o_[seg.matrix], seg.matrix, seg.row_begin),
-                                          static_cast<size_t>(seg.bytes)));
-    }
-  }
-  std::vector<P2p> sends, recvs;
-  for (int p = 0; p < world_; ++p) {
-    if (plan_.scatter_send_bytes[p] > 0) {
-      sends.push_back({p, recv_buf_ + recv_offset_[p],
-                       static_cast<uint64_t>(plan_.scatter_send_bytes[p])});
-    }
-    if (plan_.scatter_recv_bytes[p] > 0) {
-      recvs.push_back({p, send_buf_ + send_offset_[p],
-                       static_cast<uint64_t>(plan_.scatter_recv_bytes[p])});
-    }
-  }
-  if (world_ > 1) RETURN_IF_ERROR(comm_->Exchange(sends, recvs, stream));
+absl::Status Runtime::ScatterBucket(int b) {
+  const Bucket& bucket = buckets_[b];
+  if (world_ == 1) return absl::OkStatus();
+  StageTimer timer(&stage_ms_[3]);
+  return comm_->Exchange(bucket.scatter_sends, bucket.scatter_recvs, stream_);
+}
+
+absl::Status Runtime::StatsBucket(int b) {
+  StageTimer timer(&stage_ms_[4]);
+  for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
   return absl::OkStatus();
 }
 
@@ -597,6 +665,44 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
   return absl::OkStatus();
 }
 
+absl::Status Runtime::RunBuckets() {
+  profile_.buckets = static_cast<int32_t>(buckets_.size());
+  for (const Bucket& b : buckets_) {
+    for (int p = 0; p < world_; ++p) {
+      profile_.bytes_sent += static_cast<uint64_t>(b.plan.gather_send_bytes[p] +
+                                                   b.plan.scatter_send_bytes[p]);
+      profile_.bytes_received += static_cast<uint64_t>(b.plan.gather_recv_bytes[p] +
+                                                       b.plan.scatter_recv_bytes[p]);
+    }
+  }
+  if (pipeline_ != nullptr) {
+    BucketPipeline::Timing timing;
+    const absl::Status s = pipeline_->Wait(&timing);
+    profile_.exposed_comm_ms = timing.exposed_comm_ms;
+    profile_.momentum_ms = stage_ms_[0];
+    profile_.gather_ms = stage_ms_[1];
+    profile_.newton_schulz_ms = stage_ms_[2];
+    profile_.scatter_ms = stage_ms_[3];
+    profile_.row_stats_ms = stage_ms_[4];
+    return s;
+  }
+  // Sequential: every stage inline, bucket after bucket; all communication is exposed.
+  for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
+    RETURN_IF_ERROR(BlendBucket(b));
+    RETURN_IF_ERROR(GatherBucket(b));
+    RETURN_IF_ERROR(ComputeBucket(b));
+    RETURN_IF_ERROR(ScatterBucket(b));
+    RETURN_IF_ERROR(StatsBucket(b));
+  }
+  profile_.momentum_ms = stage_ms_[0];
+  profile_.gather_ms = stage_ms_[1];
+  profile_.newton_schulz_ms = stage_ms_[2];
+  profile_.scatter_ms = stage_ms_[3];
+  profile_.row_stats_ms = stage_ms_[4];
+  profile_.exposed_comm_ms = stage_ms_[1] + stage_ms_[3];
+  return absl::OkStatus();
+}
+
 absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   if (!finalized_) return absl::FailedPreconditionError("step before finalize");
   if (std::isnan(lr) || std::isinf(lr)) return Invalid(absl::StrCat("lr = ", lr, " is not finite"));
@@ -611,6 +717,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   }
   stepped_ = true;
   normuon_step_profile_init(&profile_);
+  std::fill(std::begin(stage_ms_), std::end(stage_ms_), 0.0);
   PhaseClock clock;
   RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
                                       sizeof(GroupScalars) * host_scalars_.size(), control_));
@@ -629,19 +736,11 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   clock.Lap(&profile_.finite_check_ms);
   absl::Status comm_status;
   if (!skip_work) {
-    for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->Blend(w));
-    clock.Lap(&profile_.momentum_ms);
-    comm_status = Gather(stream);
-    // A single rank has nothing to move (its rows are written in place): no gather time.
-    clock.Lap(world_ > 1 ? &profile_.gather_ms : &profile_.momentum_ms);
+    stream_ = stream;
+    comm_status = RunBuckets();  // fills the per-stage times of the profile itself
+    double buckets_wall_ms = 0.0;
+    clock.Lap(&buckets_wall_ms);
     if (comm_status.ok()) {
-      for (const NsBatch& b : batches_) RETURN_IF_ERROR(backend_->NewtonSchulz(b));
-      clock.Lap(&profile_.newton_schulz_ms);
-      comm_status = Scatter(stream);
-      clock.Lap(world_ > 1 ? &profile_.scatter_ms : &profile_.newton_schulz_ms);
-    }
-    if (comm_status.ok()) {
-      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->RowStats(w));
       if (world_ > 1) {
         // The non-finite flag of this rank rides in its own slot (host memory: the sharded step
         // runs on the CPU backend).
@@ -649,6 +748,8 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
         slots_local_[flag_base_ + rank_] = bad == kNoParam ? 0.0f : static_cast<float>(bad + 1);
         comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
                                           static_cast<size_t>(slot_count_), stream);
+        profile_.bytes_sent += static_cast<uint64_t>(slot_count_) * 4;
+        profile_.bytes_received += static_cast<uint64_t>(slot_count_) * 4;
         if (comm_status.ok()) {
           for (int r = 0; r < world_; ++r) {
             const float f = slots_total_[flag_base_ + r];
@@ -677,7 +778,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   if (!comm_status.ok()) {
     return absl::Status(comm_status.code(),
                         absl::StrCat("step skipped on ", comm_->Describe(),
-                                     ": a collective failed, nothing was updated: ",
+                                     ": a collective or a stage failed, nothing was updated: ",
                                      comm_status.message()));
   }
   if (backend_->IsSynchronous() && control_->nonfinite_param != kNoParam) {

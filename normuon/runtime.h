@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
 #include "normuon/backend.h"
+#include "normuon/bucket_pipeline.h"
 #include "normuon/include/normuon/normuon.h"
 #include "sharding/plan.h"
 
@@ -76,9 +77,15 @@ class Runtime {
   // rank otherwise) and returns each matrix's shards on every rank: shards[k][r].
   absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> AgreeOnRegistrations(
       const std::vector<int32_t>& matrix_params);
-  // The gather (U rows to owners) and the scatter (O rows back) of one step.
-  absl::Status Gather(void* stream);
-  absl::Status Scatter(void* stream);
+  // The stages of bucket b (see bucket_pipeline.h); run inline by the sequential schedule and
+  // on the pipeline's threads by the overlapping ones.
+  absl::Status BlendBucket(int b);
+  absl::Status GatherBucket(int b);   // the exchange of U rows to the owners
+  absl::Status ComputeBucket(int b);  // unpack, Newton-Schulz of owned matrices, pack
+  absl::Status ScatterBucket(int b);  // the exchange of O rows back
+  absl::Status StatsBucket(int b);
+  // All buckets' stages of one step, by the configured schedule.
+  absl::Status RunBuckets();
   // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
@@ -96,11 +103,24 @@ class Runtime {
   std::vector<Param> params_;
   bool finalized_ = false;
 
+  // One bucket of matrices (DESIGN.md section 6, "Order of work"): its message plan and buffers.
+  struct Bucket {
+    std::vector<int32_t> matrices;  // matrix indices k, in work order
+    sharding::RankPlan plan;
+    std::vector<int64_t> send_offset, recv_offset;  // per peer, into send_buf / recv_buf
+    char* send_buf = nullptr;  // gather: this rank's rows for other owners; scatter: rows back
+    char* recv_buf = nullptr;  // gather: other ranks' rows of owned matrices; scatter: outgoing
+    std::vector<P2p> gather_sends, gather_recvs, scatter_sends, scatter_recvs;  // built once
+    std::vector<int32_t> batches;  // indices into batches_ of this bucket's owned matrices
+  };
+
   // Built at finalize.
-  sharding::RankPlan plan_;
-  std::vector<int64_t> send_offset_, recv_offset_;  // per peer, into send_buf_ / recv_buf_
-  char* send_buf_ = nullptr;  // gather: this rank's rows for other owners; scatter: rows back
-  char* recv_buf_ = nullptr;  // gather: other ranks' rows of owned matrices; scatter: outgoing
+  std::vector<Bucket> buckets_;
+  std::unique_ptr<BucketPipeline> pipeline_;  // overlapping schedules on a synchronous backend
+  void* stream_ = nullptr;                    // the current step's stream
+  // Time per stage in the current step: blend, gather, compute, scatter, stats. Each entry is
+  // written by one thread only (see bucket_pipeline.h).
+  double stage_ms_[5] = {0, 0, 0, 0, 0};
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_

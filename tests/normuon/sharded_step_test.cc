@@ -78,6 +78,8 @@ struct RunOptions {
   normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
   int steps = 3;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  uint64_t bucket_bytes = 2048;  // a few small matrices per bucket
   // Faults and misuse, for the failure tests:
   int nan_rank = -1;         // this rank puts a NaN in its first gradient rows on the last step
   int bad_register_rank = -1;  // this rank registers the first matrix with one column too many
@@ -131,6 +133,8 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     normuon_config_init(&c);
     c.ns_dtype = o.ns_dtype;
     c.owner_policy = o.policy;
+    c.schedule = o.schedule;
+    c.bucket_bytes = o.bucket_bytes;
     c.weight_decay = 0.01f;
     c.check_finite = o.check_finite;
     normuon_runtime_t rt = 0;
@@ -248,21 +252,51 @@ void ExpectSameAsSingleRank(const Result& single, const Result& sharded, const s
   }
 }
 
-TEST(ShardedStepTest, EveryWorldSizeSplitAndOwnerPolicyMatchesTheSingleRankRunBitwise) {
+TEST(ShardedStepTest, EveryWorldSizeSplitOwnerPolicyAndScheduleMatchesTheSingleRankRunBitwise) {
   const Result single = RunRanks(Model(), RunOptions{});
   for (const auto& e : single.errors) ASSERT_EQ(e, "");
-  for (int world : {1, 2, 3, 4, 8}) {
-    for (int split = 0; split < 2; ++split) {
-      for (auto policy : {NORMUON_OWNER_ROUND_ROBIN, NORMUON_OWNER_COST_BALANCED}) {
-        RunOptions o;
-        o.world = world;
-        o.split = split == 0 ? Split(Fsdp2) : Split(RaggedReversed);
-        o.policy = policy;
-        const std::string what = "world " + std::to_string(world) +
-                                 (split == 0 ? " fsdp2" : " ragged") + " policy " +
-                                 std::to_string(policy);
-        ExpectSameAsSingleRank(single, RunRanks(Model(), o), what);
+  for (auto schedule :
+       {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    for (int world : {1, 2, 3, 4, 8}) {
+      for (int split = 0; split < 2; ++split) {
+        for (auto policy : {NORMUON_OWNER_ROUND_ROBIN, NORMUON_OWNER_COST_BALANCED}) {
+          RunOptions o;
+          o.world = world;
+          o.split = split == 0 ? Split(Fsdp2) : Split(RaggedReversed);
+          o.policy = policy;
+          o.schedule = schedule;
+          const std::string what = "schedule " + std::to_string(schedule) + " world " +
+                                   std::to_string(world) + (split == 0 ? " fsdp2" : " ragged") +
+                                   " policy " + std::to_string(policy);
+          ExpectSameAsSingleRank(single, RunRanks(Model(), o), what);
+        }
       }
+    }
+  }
+}
+
+TEST(ShardedStepTest, OverlappingSchedulesSurviveAFailedCollectiveWithoutWriting) {
+  const Result untouched = [] {
+    RunOptions z;
+    z.steps = 0;
+    return RunRanks(Model(), z);
+  }();
+  for (auto schedule : {NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    RunOptions o;
+    o.world = 3;
+    o.steps = 1;
+    o.schedule = schedule;
+    o.fault_rank = 2;
+    // #0 and #1 are finalize's all-gathers; #2 is bucket 0's gather, #3 the next collective of
+    // the pipeline (bucket 1's gather), while bucket 0's Newton-Schulz may be running.
+    o.fault_call = 3;
+    o.timeout_s = 5;
+    const Result r = RunRanks(Model(), o);
+    for (int k = 0; k < 3; ++k) EXPECT_NE(r.errors[k], "") << "rank " << k;
+    for (size_t i = 0; i < Model().size(); ++i) {
+      EXPECT_TRUE(BitwiseEqual(r.param[i], untouched.param[i]))
+          << Model()[i].name << " schedule " << schedule;
+      EXPECT_TRUE(BitwiseEqual(r.first[i], untouched.first[i])) << Model()[i].name;
     }
   }
 }

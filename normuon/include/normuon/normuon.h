@@ -91,6 +91,16 @@ typedef enum normuon_owner_policy {
   NORMUON_OWNER_COST_BALANCED = 1 /* greedy longest-processing-time on the NS5 FLOP count */
 } normuon_owner_policy_t;
 
+/* How the communication of a step is ordered against its compute (DESIGN.md section 3). Every
+ * schedule gives the same parameters (bitwise on CPU). Buckets are contiguous runs of matrices
+ * in reverse registration order (the order a backward pass finishes them). */
+typedef enum normuon_schedule {
+  NORMUON_SCHEDULE_SEQUENTIAL = 0, /* gather all, Newton-Schulz all, scatter all: no overlap */
+  NORMUON_SCHEDULE_PER_MATRIX = 1, /* each matrix its own bucket, pipelined */
+  NORMUON_SCHEDULE_BUCKETED = 2    /* buckets of about bucket_bytes, pipelined: bucket k+1's
+                                      gather and k-1's scatter overlap bucket k's Newton-Schulz */
+} normuon_schedule_t;
+
 /* Post-orthogonalization rule (DESIGN.md section 1 and 6, "Variants, pinned"). */
 typedef enum normuon_variant {
   NORMUON_VARIANT_NORMUON = 0,       /* official: norm restore, then sqrt(max(1, m/n)) */
@@ -122,6 +132,8 @@ typedef struct normuon_config {
   float adamw_eps;        /* default 1e-10 */
   float adamw_weight_decay; /* default 0 */
   normuon_owner_policy_t owner_policy; /* default NORMUON_OWNER_ROUND_ROBIN */
+  normuon_schedule_t schedule;         /* default NORMUON_SCHEDULE_SEQUENTIAL */
+  uint64_t bucket_bytes;               /* bucketed schedule: wire bytes per bucket, default 32 MiB */
 } normuon_config_t;
 
 /* Fills *config with the reference defaults listed above. */
@@ -261,6 +273,11 @@ typedef struct normuon_step_profile {
   double row_stats_ms;     /* row sums, v, and the norms of the renormalization */
   double update_ms;        /* commit of the matrices: momentum, v and W */
   double adamw_ms;
+  double exposed_comm_ms;  /* time the compute side waited on communication (all of gather and
+                              scatter in the sequential schedule) */
+  uint64_t bytes_sent;     /* this rank's bytes on the wire (gather + scatter + all-reduce) */
+  uint64_t bytes_received;
+  int32_t buckets;
 } normuon_step_profile_t;
 
 NORMUON_API void normuon_step_profile_init(normuon_step_profile_t* profile);

@@ -1,0 +1,181 @@
+#include "normuon/bucket_pipeline.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace normuon {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+BucketPipeline::BucketPipeline(int buckets, Stages stages)
+    : buckets_(buckets),
+      stages_(std::move(stages)),
+      ready_(buckets, 0),
+      blended_(buckets, 0),
+      gathered_(buckets, 0),
+      computed_(buckets, 0),
+      scattered_(buckets, 0) {
+  if (buckets_ > 0) comm_order_.push_back({true, 0});
+  for (int j = 0; j < buckets_; ++j) {
+    if (j + 1 < buckets_) comm_order_.push_back({true, j + 1});
+    comm_order_.push_back({false, j});
+  }
+  compute_ = std::thread([this] { ComputeLoop(); });
+  comm_ = std::thread([this] { CommLoop(); });
+}
+
+BucketPipeline::~BucketPipeline() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  compute_.join();
+  comm_.join();
+}
+
+void BucketPipeline::ActivateLocked() {
+  if (active_) return;
+  active_ = true;
+  compute_done_ = false;
+  comm_done_ = false;
+}
+
+void BucketPipeline::MarkReady(int k) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ActivateLocked();
+    ready_[k] = 1;
+  }
+  cv_.notify_all();
+}
+
+void BucketPipeline::MarkAllReady() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ActivateLocked();
+    std::fill(ready_.begin(), ready_.end(), 1);
+  }
+  cv_.notify_all();
+}
+
+bool BucketPipeline::IsReady(int k) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ready_[k] != 0;
+}
+
+void BucketPipeline::Fail(const absl::Status& s) {
+  if (error_.ok()) error_ = s;
+}
+
+void BucketPipeline::ComputeLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  int seen = -1;  // the generation this thread last worked on
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || (active_ && seen != generation_); });
+    if (stop_) return;
+    seen = generation_;
+    int next_blend = 0, next_compute = 0, next_stats = 0;
+    while (next_stats < buckets_ && error_.ok() && !stop_) {
+      // Blends first (they unblock the gathers), then Newton-Schulz, then row statistics.
+      int action = 0;
+      if (next_blend < buckets_ && ready_[next_blend]) {
+        action = 1;
+      } else if (next_compute < next_blend && gathered_[next_compute]) {
+        action = 2;
+      } else if (next_stats < next_compute && scattered_[next_stats]) {
+        action = 3;
+      }
+      if (action == 0) {
+        // Blocked: communication is in the way when no bucket still waits for its gradients.
+        const bool on_comm = next_blend == buckets_;
+        const Clock::time_point t0 = Clock::now();
+        cv_.wait(lock);
+        if (on_comm) timing_.exposed_comm_ms += MsBetween(t0, Clock::now());
+        continue;
+      }
+      const int k = action == 1 ? next_blend : action == 2 ? next_compute : next_stats;
+      lock.unlock();
+      const Clock::time_point t0 = Clock::now();
+      const absl::Status s = action == 1   ? stages_.blend(k)
+                             : action == 2 ? stages_.compute(k)
+                                           : stages_.stats(k);
+      const Clock::time_point t1 = Clock::now();
+      lock.lock();
+      timing_.compute_busy_ms += MsBetween(t0, t1);
+      if (!s.ok()) {
+        Fail(s);
+        break;
+      }
+      if (action == 1) {
+        blended_[next_blend++] = 1;
+      } else if (action == 2) {
+        computed_[next_compute++] = 1;
+      } else {
+        ++next_stats;
+      }
+      cv_.notify_all();
+    }
+    compute_done_ = true;
+    cv_.notify_all();
+  }
+}
+
+void BucketPipeline::CommLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  int seen = -1;
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || (active_ && seen != generation_); });
+    if (stop_) return;
+    seen = generation_;
+    for (const Collective& c : comm_order_) {
+      cv_.wait(lock, [&] {
+        return stop_ || !error_.ok() ||
+               (c.gather ? blended_[c.bucket] != 0 : computed_[c.bucket] != 0);
+      });
+      if (stop_ || !error_.ok()) break;
+      lock.unlock();
+      const Clock::time_point t0 = Clock::now();
+      const absl::Status s = c.gather ? stages_.gather(c.bucket) : stages_.scatter(c.bucket);
+      const Clock::time_point t1 = Clock::now();
+      lock.lock();
+      timing_.comm_busy_ms += MsBetween(t0, t1);
+      if (!s.ok()) {
+        Fail(s);
+        break;
+      }
+      (c.gather ? gathered_ : scattered_)[c.bucket] = 1;
+      cv_.notify_all();
+    }
+    comm_done_ = true;
+    cv_.notify_all();
+  }
+}
+
+absl::Status BucketPipeline::Wait(Timing* timing) {
+  std::unique_lock<std::mutex> lock(mu_);
+  ActivateLocked();
+  std::fill(ready_.begin(), ready_.end(), 1);
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return compute_done_ && comm_done_; });
+  const absl::Status result = error_;
+  if (timing != nullptr) *timing = timing_;
+  // Re-arm for the next step.
+  for (std::vector<char>* v : {&ready_, &blended_, &gathered_, &computed_, &scattered_}) {
+    std::fill(v->begin(), v->end(), 0);
+  }
+  error_ = absl::OkStatus();
+  timing_ = Timing();
+  active_ = false;
+  ++generation_;
+  return result;
+}
+
+}  // namespace normuon

@@ -1,0 +1,93 @@
+// BucketPipeline: runs the per-bucket stages of a step on two worker threads, so that one
+// bucket's communication overlaps another bucket's Newton-Schulz (DESIGN.md section 3, the
+// per-matrix and bucketed schedules) and so that a bucket can start as soon as its gradients
+// are final (issue "overlap with the backward pass").
+//
+// Stages of bucket k, and who runs them:
+//   blend(k)    compute thread   momentum + Nesterov + cast into the send buffer
+//   gather(k)   comm thread      the exchange of U rows to the owners
+//   compute(k)  compute thread   unpack, Newton-Schulz of the owned matrices, pack
+//   scatter(k)  comm thread      the exchange of O rows back
+//   stats(k)    compute thread   row statistics of this rank's rows
+// The comm thread issues collectives in one fixed order, the same on every rank:
+//   gather(0), then for k = 0..B-1: gather(k+1) (if any), scatter(k)
+// so gather(k+1) and scatter(k-1) run while compute(k) does. A bucket's blend waits until the
+// bucket is marked ready and every earlier bucket's blend has run (buckets start in order).
+//
+// The threads exist from construction to destruction; a step is MarkReady calls (any order, any
+// thread) followed by one Wait, which returns when stats ran for every bucket or at the first
+// failure, and re-arms the pipeline for the next step. No allocation per step.
+#ifndef NORMUON_BUCKET_PIPELINE_H_
+#define NORMUON_BUCKET_PIPELINE_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace normuon {
+
+class BucketPipeline {
+ public:
+  struct Stages {
+    std::function<absl::Status(int)> blend, gather, compute, scatter, stats;
+  };
+
+  // Per step: time the compute thread spent blocked on communication (it had no other work:
+  // every ready bucket was blended), and the time each thread was busy.
+  struct Timing {
+    double exposed_comm_ms = 0.0;
+    double compute_busy_ms = 0.0;
+    double comm_busy_ms = 0.0;
+  };
+
+  BucketPipeline(int buckets, Stages stages);
+  ~BucketPipeline();
+  BucketPipeline(const BucketPipeline&) = delete;
+  BucketPipeline& operator=(const BucketPipeline&) = delete;
+
+  int buckets() const { return buckets_; }
+
+  // Bucket k's gradients are final: its work may start. Idempotent within a step.
+  void MarkReady(int k);
+  void MarkAllReady();
+  // True once MarkReady was called for k in the current step.
+  bool IsReady(int k);
+
+  // Waits for the step's work; returns the first stage failure (the others then stop). Re-arms.
+  absl::Status Wait(Timing* timing);
+
+ private:
+  struct Collective {
+    bool gather;
+    int bucket;
+  };
+
+  void ComputeLoop();
+  void CommLoop();
+  void ActivateLocked();  // mu_ held: the first MarkReady of a step starts the workers
+  void Fail(const absl::Status& s);  // mu_ held
+
+  const int buckets_;
+  const Stages stages_;
+  std::vector<Collective> comm_order_;  // the fixed collective order, built once
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // Per-step state, guarded by mu_.
+  std::vector<char> ready_, blended_, gathered_, computed_, scattered_;
+  bool active_ = false;                      // a step is in progress
+  bool compute_done_ = false, comm_done_ = false;
+  int generation_ = 0;                       // steps completed by Wait
+  bool stop_ = false;
+  absl::Status error_;
+  Timing timing_;
+  std::thread compute_, comm_;
+};
+
+}  // namespace normuon
+
+#endif  // NORMUON_BUCKET_PIPELINE_H_

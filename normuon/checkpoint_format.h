@@ -1,0 +1,186 @@
+// The on-disk format of optimizer checkpoints (issue 5, "Checkpoints"): one index file per
+// checkpoint and one rank file per rank that saved it. Pure C++: encoding, decoding, validation
+// and file I/O, with no dependency on the runtime, so every corner of the format is unit-tested
+// on its own (tests/checkpoint/checkpoint_format_test.cc). runtime_checkpoint.cc fills these
+// structs from backend memory and applies them back.
+//
+// Format version 1. Every integer is little-endian whatever the host, written and read byte by
+// byte (never a memcpy of a struct); floats are their IEEE-754 binary32 bit patterns written as
+// u32, so NaN payloads, -0 and denormals survive bit for bit.
+//
+//   file    := header section{section_count}            (nothing may follow the last section)
+//   header  := magic[8] u32 version u32 section_count u32 header_crc          (20 bytes)
+//              magic "NMCKINDX" (index) or "NMCKRANK" (rank file); header_crc = CRC32 of the
+//              16 bytes before it. magic and version are at these offsets in every version.
+//   section := tag[4] u32 flags(=0) u64 length payload[length] u32 crc
+//              crc = CRC32 of tag, flags, length and payload (everything but itself)
+//   CRC32 is the IEEE 802.3 / zlib polynomial (reflected 0xEDB88320, init and final xor
+//   0xFFFFFFFF): Python's zlib.crc32 computes the same value.
+//
+// Index ("index.nmck"), exactly 3 sections in this order:
+//   "CONF": u64 save_id  u32 world_size  u32 variant  u32 ns_dtype  u32 ns_steps  u32 nesterov
+//           f32 ns_eps  u32 matrix_second_moment  i64 steps_taken  i64 steps_skipped
+//           u32 group_count, then per group: u32 kind (0 NorMuon, 1 AdamW) f32 beta1 f32 beta2
+//           f32 eps
+//   "PARM": u32 param_count, then per parameter in registration order: u32 name_length
+//           name[name_length] (UTF-8, no terminator)  u32 kind (0 matrix, 1 AdamW)  u32 group
+//           i64 rows  i64 cols  i64 adamw_step (rank 0's AdamW step count; 0 for matrices)
+//   "SHRD": for each saved rank r = 0..world_size-1, for each parameter: i64 row_begin
+//           i64 row_count (the rows rank r held; length = world_size * param_count * 16)
+// Rank file ("rank-<r>-of-<W>.nmck"), 1 + entry_count sections:
+//   "RANK": u64 save_id  u32 rank  u32 world_size  u32 param_count  u32 entry_count
+//           u32 matrix_second_moment
+//   then one section per parameter the rank held rows of (row_count > 0), in increasing
+//   parameter order, with tag "MATX" (matrix) or "ADMW" (AdamW):
+//           u32 param  u32 name_length  name  i64 row_begin  i64 row_count  i64 cols
+//           i64 step (AdamW bias-correction count; 0 for matrices)
+//           f32 first[row_count * cols]   matrix: momentum; AdamW: exp_avg
+//           f32 second[n]                 matrix: v, n = row_count when matrix_second_moment
+//                                         is 1, else 0; AdamW: exp_avg_sq, n = row_count * cols
+//
+// save_id is one random value per save, shared by the index and every rank file of that save, so
+// a rank file left over from an earlier save in the same directory is recognized. variant and
+// ns_dtype are the values of normuon_variant_t / normuon_ns_dtype_t; the format stores them but
+// does not interpret them. matrix_second_moment is 1 when the variant keeps v (not Muon).
+//
+// Decoders check the length of every field before reading it and reject, with a message naming
+// the file, the section (tag, number, byte offset), the parameter and the values: truncated
+// files, wrong magic, other versions, checksum mismatches, and inconsistent contents (ranges
+// that overlap, leave gaps or leave the matrix, duplicate names, sizes that disagree, a rank
+// file that does not belong to its index).
+#ifndef NORMUON_CHECKPOINT_FORMAT_H_
+#define NORMUON_CHECKPOINT_FORMAT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace normuon::checkpoint {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kHeaderBytes = 20;
+inline constexpr size_t kSectionOverheadBytes = 20;  // tag, flags, length, crc
+inline constexpr char kIndexMagic[] = "NMCKINDX";    // 8 bytes on disk, no terminator
+inline constexpr char kRankMagic[] = "NMCKRANK";
+inline constexpr char kIndexFileName[] = "index.nmck";
+// Limits that keep every size computation far from overflow; a file beyond them is rejected.
+inline constexpr uint32_t kMaxWorldSize = 1u << 20;
+inline constexpr uint32_t kMaxParams = 1u << 24;
+inline constexpr uint32_t kMaxGroups = 1u << 16;
+inline constexpr uint32_t kMaxNameBytes = 1u << 16;
+inline constexpr int64_t kMaxElements = int64_t{1} << 40;  // rows * cols of one parameter
+
+// "rank-<rank>-of-<world>.nmck".
+std::string RankFileName(int64_t rank, int64_t world);
+
+// dir + "/" + name (no "/" added when dir already ends with one).
+std::string JoinPath(absl::string_view dir, absl::string_view name);
+
+// CRC32 (zlib's) of bytes, continuing from crc (the CRC of the bytes before; 0 to start).
+uint32_t Crc32(absl::string_view bytes, uint32_t crc = 0);
+
+enum class ParamKind : uint32_t { kMatrix = 0, kAdamW = 1 };
+enum class GroupKind : uint32_t { kNorMuon = 0, kAdamW = 1 };
+
+// "matrix" / "adamw", or "kind <n>" for a value outside the enum.
+std::string ParamKindName(ParamKind kind);
+
+struct GroupInfo {
+  GroupKind kind = GroupKind::kNorMuon;
+  float beta1 = 0, beta2 = 0, eps = 0;
+};
+
+struct ParamInfo {
+  std::string name;
+  ParamKind kind = ParamKind::kMatrix;
+  uint32_t group = 0;
+  int64_t rows = 0, cols = 0;
+  int64_t adamw_step = 0;  // AdamW: rank 0's bias-correction step count; matrices: 0
+};
+
+struct RowRange {
+  int64_t begin = 0, count = 0;
+};
+
+// The contents of index.nmck.
+struct Index {
+  uint64_t save_id = 0;
+  uint32_t world_size = 1;
+  uint32_t variant = 0;
+  uint32_t ns_dtype = 0;
+  uint32_t ns_steps = 0;
+  uint32_t nesterov = 0;
+  float ns_eps = 0;
+  uint32_t matrix_second_moment = 1;
+  int64_t steps_taken = 0, steps_skipped = 0;
+  std::vector<GroupInfo> groups;
+  std::vector<ParamInfo> params;
+  std::vector<std::vector<RowRange>> ranges;  // [saved rank][param]
+};
+
+// One parameter's state as one rank held it.
+struct ShardState {
+  uint32_t param = 0;  // index into Index::params
+  ParamKind kind = ParamKind::kMatrix;
+  std::string name;
+  int64_t row_begin = 0, row_count = 0, cols = 0;
+  int64_t step = 0;           // AdamW step count; 0 for matrices
+  std::vector<float> first;   // row_count * cols: momentum / exp_avg
+  std::vector<float> second;  // matrix: v (row_count, or empty); AdamW: exp_avg_sq
+};
+
+// The contents of rank-<r>-of-<W>.nmck.
+struct RankFile {
+  uint64_t save_id = 0;
+  uint32_t rank = 0, world_size = 1, param_count = 0;
+  uint32_t matrix_second_moment = 1;
+  std::vector<ShardState> shards;  // increasing param order, one per parameter with rows
+};
+
+// Checks what the decoders check about an index's contents (everything but the framing):
+// world_size in [1, kMaxWorldSize]; nesterov and matrix_second_moment 0 or 1; step counts >= 0;
+// group kinds known; each parameter's name non-empty, unique and at most kMaxNameBytes, kind
+// known, group existing and of the matching kind, rows and cols > 0 with rows * cols <=
+// kMaxElements, adamw_step >= 0 (0 for matrices); ranges[r][p] for every saved rank and
+// parameter, inside [0, rows], and the non-empty ones of each parameter disjoint and covering
+// every row. `file` names the file in messages.
+absl::Status ValidateIndex(const Index& index, absl::string_view file);
+
+// Checks a rank file's own consistency: rank < world_size; matrix_second_moment 0 or 1; shards
+// in strictly increasing param order, each param < param_count, name non-empty, row_count > 0,
+// cols > 0, row_begin >= 0, row_count * cols <= kMaxElements, arrays of the sizes above, step
+// >= 0 (0 for matrices).
+absl::Status ValidateRankFile(const RankFile& file_contents, absl::string_view file);
+
+// Checks that a rank file belongs to an index and holds what the index says saved rank
+// `expected_rank` held: same save_id, world_size, param_count and matrix_second_moment, rank ==
+// expected_rank, and exactly one shard for each parameter with rows on that rank, with the
+// index's name, kind, cols and row range.
+absl::Status CheckRankFileMatchesIndex(const RankFile& file_contents, const Index& index,
+                                       uint32_t expected_rank, absl::string_view file);
+
+// Encode the layout above, values as given (the writer validates first; the tests also encode
+// inconsistent contents to check that the decoders reject them).
+std::string EncodeIndex(const Index& index);
+std::string EncodeRankFile(const RankFile& file_contents);
+
+// Decode and validate (ValidateIndex / ValidateRankFile). `file` names the file in messages.
+absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view file);
+absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_view file);
+
+// Writes bytes to path so that path holds either its old contents or all of the new ones: writes
+// path + ".tmp", fsyncs it, renames it over path and fsyncs the directory. Removes the temporary
+// file on failure. Messages name the path and the system error.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes);
+
+// The whole file. NotFound when it does not exist; other failures name the system error.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+
+}  // namespace normuon::checkpoint
+
+#endif  // NORMUON_CHECKPOINT_FORMAT_H_
