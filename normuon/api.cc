@@ -287,6 +287,12 @@ normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param, void*
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Bind(param, param_ptr, grad_ptr); });
 }
 
+normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t* params,
+                                    int32_t count, void* stream) {
+  return normuon::WithRuntime(rt,
+                              [&](Runtime& r) { return r.GradReady(params, count, stream); });
+}
+
 normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay, void* stream) {
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Step(lr, weight_decay, stream); });
 }

@@ -26,38 +26,6 @@ constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
 
-// Adds the time since the last Lap (or construction) to a phase's total. On an asynchronous
-// backend these are only the host's issue times, so the runtime does not report them.
-// Adds the lifetime of the object to *ms (a stage's time; each stage is timed on one thread).
-class StageTimer {
- public:
-  explicit StageTimer(double* ms) : ms_(ms), start_(std::chrono::steady_clock::now()) {}
-  ~StageTimer() {
-    *ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-                .count();
-  }
-
- private:
-  double* ms_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-class PhaseClock {
- public:
-  PhaseClock() : last_(std::chrono::steady_clock::now()), start_(last_) {}
-  void Lap(double* phase_ms) {
-    const auto now = std::chrono::steady_clock::now();
-    *phase_ms += std::chrono::duration<double, std::milli>(now - last_).count();
-    last_ = now;
-  }
-  double TotalMs() const {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-        .count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_, start_;
-};
 
 bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
 
@@ -421,9 +389,10 @@ absl::Status Runtime::Finalize() {
   dev_scalars_ = static_cast<GroupScalars*>(scalars);
   host_scalars_.resize(groups_.size());
 
-  // Row slots: two floats per global row of every matrix, then one non-finite flag per rank.
+  // Row slots: two floats per global row of every matrix, then one non-finite flag per rank,
+  // then two floats per rank for the hash of the set it marked with grad_ready.
   flag_base_ = 2 * slots.total_rows;
-  slot_count_ = flag_base_ + world_;
+  slot_count_ = flag_base_ + 3 * world_;
   ASSIGN_OR_RETURN(void* sl, Allocate(static_cast<size_t>(slot_count_) * 4));
   slots_local_ = static_cast<float*>(sl);
   if (world_ > 1) {
@@ -575,6 +544,12 @@ absl::Status Runtime::Finalize() {
     p.work = static_cast<int32_t>(adamw_.size());
     adamw_.push_back(w);
   }
+  grad_marked_.assign(params_.size(), 0);
+  bucket_of_matrix_ = bucket_of;
+  bucket_pending_.resize(buckets_.size());
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
+  }
   RETURN_IF_ERROR(backend_->Prepare(batches_));
   if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && backend_->IsSynchronous()) {
     BucketPipeline::Stages stages;
@@ -649,6 +624,10 @@ absl::Status Runtime::CheckParam(int32_t param) const {
 
 absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr) {
   RETURN_IF_ERROR(CheckParam(param));
+  if (step_begun_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "bind of '", params_[param].name, "' inside a step (after grad_ready, before step)"));
+  }
   Param& p = params_[param];
   RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
   p.param = param_ptr;
@@ -703,6 +682,81 @@ absl::Status Runtime::RunBuckets() {
   return absl::OkStatus();
 }
 
+void Runtime::FillHostScalars() {
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const normuon_group_desc_t& d = groups_[g].desc;
+    host_scalars_[g] = GroupScalars{d.lr, d.weight_decay, d.beta1, d.beta2, d.eps, {0, 0, 0}};
+  }
+}
+
+absl::Status Runtime::BeginStepWork(void* stream) {
+  FillHostScalars();
+  stepped_ = true;
+  step_begun_ = true;
+  normuon_step_profile_init(&profile_);
+  std::fill(std::begin(stage_ms_), std::end(stage_ms_), 0.0);
+  step_clock_ = PhaseClock();
+  stream_ = stream;
+  return backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
+                             sizeof(GroupScalars) * host_scalars_.size(), control_);
+}
+
+uint32_t Runtime::MarkedSetHash() const {
+  uint32_t h = 2166136261u;  // FNV-1a over the indices of the marked parameters
+  for (size_t i = 0; i < grad_marked_.size(); ++i) {
+    if (!grad_marked_[i]) continue;
+    for (int shift = 0; shift < 32; shift += 8) {
+      h = (h ^ ((static_cast<uint32_t>(i) >> shift) & 0xffu)) * 16777619u;
+    }
+  }
+  return h;
+}
+
+absl::Status Runtime::CheckMarkedSetsAgree() const {
+  const float* h = slots_total_ + flag_base_ + world_;
+  for (int r = 1; r < world_; ++r) {
+    if (h[2 * r] != h[0] || h[2 * r + 1] != h[1]) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ranks disagree on which parameters were marked with normuon_grad_ready this step "
+          "(rank ", r, " differs from rank 0); every rank must mark the same parameters"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::GradReady(const int32_t* params, int32_t count, void* stream) {
+  if (!finalized_) return absl::FailedPreconditionError("grad_ready before finalize");
+  if (count < 0) return Invalid(absl::StrCat("count = ", count, " must be >= 0"));
+  if (count > 0 && params == nullptr) return Invalid("params is null");
+  // Check the whole list before marking anything.
+  for (int32_t i = 0; i < count; ++i) {
+    const int32_t p = params[i];
+    RETURN_IF_ERROR(CheckParam(p));
+    if (params_[p].kind != Kind::kMatrix) {
+      return Invalid(absl::StrCat("params[", i, "] = ", p, " ('", params_[p].name,
+                                  "') is an AdamW parameter; grad_ready takes matrices only"));
+    }
+    if (grad_marked_[p]) {
+      return Invalid(absl::StrCat("params[", i, "] = ", p, " ('", params_[p].name,
+                                  "') was already marked ready in this step"));
+    }
+    for (int32_t j = 0; j < i; ++j) {
+      if (params[j] == p) {
+        return Invalid(absl::StrCat("params[", i, "] = ", p, " ('", params_[p].name,
+                                    "') is listed twice"));
+      }
+    }
+  }
+  if (!step_begun_) RETURN_IF_ERROR(BeginStepWork(stream));
+  for (int32_t i = 0; i < count; ++i) {
+    const int32_t p = params[i];
+    grad_marked_[p] = 1;
+    const int32_t b = bucket_of_matrix_[params_[p].work];
+    if (--bucket_pending_[b] == 0 && pipeline_ != nullptr) pipeline_->MarkReady(b);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   if (!finalized_) return absl::FailedPreconditionError("step before finalize");
   if (std::isnan(lr) || std::isinf(lr)) return Invalid(absl::StrCat("lr = ", lr, " is not finite"));
@@ -711,16 +765,20 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   }
   if (lr >= 0.0f) groups_[NORMUON_GROUP_MATRIX_DEFAULT].desc.lr = lr;
   if (weight_decay >= 0.0f) groups_[NORMUON_GROUP_MATRIX_DEFAULT].desc.weight_decay = weight_decay;
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    const normuon_group_desc_t& d = groups_[g].desc;
-    host_scalars_[g] = GroupScalars{d.lr, d.weight_decay, d.beta1, d.beta2, d.eps, {0, 0, 0}};
+  // The agreement check needs the set marked by grad_ready before step marks the rest.
+  const uint32_t marked_hash = MarkedSetHash();
+  const bool begun_by_grad_ready = step_begun_;
+  if (!step_begun_) RETURN_IF_ERROR(BeginStepWork(stream));
+  step_begun_ = false;
+  std::fill(grad_marked_.begin(), grad_marked_.end(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
   }
-  stepped_ = true;
-  normuon_step_profile_init(&profile_);
-  std::fill(std::begin(stage_ms_), std::end(stage_ms_), 0.0);
-  PhaseClock clock;
-  RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
-                                      sizeof(GroupScalars) * host_scalars_.size(), control_));
+  PhaseClock& clock = step_clock_;
+  if (begun_by_grad_ready) {
+    double before_step_ms = 0.0;  // the trainer's backward pass: in total_ms, in no phase
+    clock.Lap(&before_step_ms);
+  }
   if (config_.check_finite) {
     for (const MatrixWork& w : matrices_) {
       RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
@@ -732,20 +790,32 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   }
   // Alone, a synchronous backend knows at once that the step is lost; with peers every rank
   // still takes part in every collective, and the flags travel with the row slots.
-  const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_);
+  const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_) &&
+                         pipeline_ == nullptr;
   clock.Lap(&profile_.finite_check_ms);
   absl::Status comm_status;
   if (!skip_work) {
-    stream_ = stream;
-    comm_status = RunBuckets();  // fills the per-stage times of the profile itself
+    comm_status = RunBuckets();  // on stream_, set when the step began  // fills the per-stage times of the profile itself
     double buckets_wall_ms = 0.0;
     clock.Lap(&buckets_wall_ms);
+    if (begun_by_grad_ready && comm_status.ok()) {
+      // grad_ready began the step with the scalars of that moment; lr and weight decay may have
+      // changed since, and the commit reads them. The pipeline is idle now (it only runs on
+      // synchronous backends), so nothing reads the scalars while they change.
+      FillHostScalars();
+      RETURN_IF_ERROR(backend_->CopyFromHost(dev_scalars_, host_scalars_.data(),
+                                             sizeof(GroupScalars) * host_scalars_.size()));
+    }
     if (comm_status.ok()) {
       if (world_ > 1) {
         // The non-finite flag of this rank rides in its own slot (host memory: the sharded step
         // runs on the CPU backend).
         const int32_t bad = control_->nonfinite_param;
         slots_local_[flag_base_ + rank_] = bad == kNoParam ? 0.0f : static_cast<float>(bad + 1);
+        // The set of parameters this rank marked with grad_ready, as two exact 16-bit halves.
+        slots_local_[flag_base_ + world_ + 2 * rank_] = static_cast<float>(marked_hash >> 16);
+        slots_local_[flag_base_ + world_ + 2 * rank_ + 1] =
+            static_cast<float>(marked_hash & 0xffffu);
         comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
                                           static_cast<size_t>(slot_count_), stream);
         profile_.bytes_sent += static_cast<uint64_t>(slot_count_) * 4;
@@ -758,6 +828,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
                   std::min(control_->nonfinite_param, static_cast<int32_t>(f) - 1);
             }
           }
+          comm_status = CheckMarkedSetsAgree();
         }
       }
     }

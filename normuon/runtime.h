@@ -4,6 +4,7 @@
 #ifndef NORMUON_RUNTIME_H_
 #define NORMUON_RUNTIME_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +19,39 @@
 #include "sharding/plan.h"
 
 namespace normuon {
+
+// Adds the time since the last Lap (or construction) to a phase's total. On an asynchronous
+// backend these are only the host's issue times, so the runtime does not report them.
+// Adds the lifetime of the object to *ms (a stage's time; each stage is timed on one thread).
+class StageTimer {
+ public:
+  explicit StageTimer(double* ms) : ms_(ms), start_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    *ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+                .count();
+  }
+
+ private:
+  double* ms_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class PhaseClock {
+ public:
+  PhaseClock() : last_(std::chrono::steady_clock::now()), start_(last_) {}
+  void Lap(double* phase_ms) {
+    const auto now = std::chrono::steady_clock::now();
+    *phase_ms += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+  double TotalMs() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+        .count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_, start_;
+};
 
 class Runtime {
  public:
@@ -34,6 +68,7 @@ class Runtime {
   absl::Status Finalize();
   uint64_t MemoryRequired() const;
   absl::Status Bind(int32_t param, void* param_ptr, const void* grad_ptr);
+  absl::Status GradReady(const int32_t* params, int32_t count, void* stream);
   absl::Status Step(float lr, float weight_decay, void* stream);
   absl::Status StepResult(normuon_step_info_t* info);
   absl::Status LastStepProfile(normuon_step_profile_t* profile) const;
@@ -86,6 +121,11 @@ class Runtime {
   absl::Status StatsBucket(int b);
   // All buckets' stages of one step, by the configured schedule.
   absl::Status RunBuckets();
+  // Starts a step (first grad_ready, or step itself): scalars, control block, profile, clock.
+  absl::Status BeginStepWork(void* stream);
+  void FillHostScalars();
+  uint32_t MarkedSetHash() const;
+  absl::Status CheckMarkedSetsAgree() const;
   // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
@@ -121,6 +161,12 @@ class Runtime {
   // Time per stage in the current step: blend, gather, compute, scatter, stats. Each entry is
   // written by one thread only (see bucket_pipeline.h).
   double stage_ms_[5] = {0, 0, 0, 0, 0};
+  // grad_ready bookkeeping of the current step.
+  bool step_begun_ = false;
+  std::vector<char> grad_marked_;         // per param
+  std::vector<int32_t> bucket_of_matrix_;  // per matrix k
+  std::vector<int32_t> bucket_pending_;    // per bucket: matrices not marked yet
+  PhaseClock step_clock_;                 // from the start of the step
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_

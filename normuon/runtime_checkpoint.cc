@@ -1,14 +1,452 @@
-// Runtime::SaveCheckpoint / LoadCheckpoint: not implemented yet.
+// Runtime::SaveCheckpoint / LoadCheckpoint: the optimizer checkpoints of normuon.h, in the file
+// format of checkpoint_format.h (issue 5, "Checkpoints").
+//
+// Both are collective over comm_ and keep every rank on the same path: each local phase (file
+// I/O, checks) ends in Agree, an all-gather of every rank's outcome, and every rank then takes
+// the same branch, so a failure on one rank is an error on every rank, with the same message.
+//
+// Save: rank 0 first removes the old index; every rank writes its rank file atomically; once
+// all rank files are known to be complete, rank 0 writes the index. The index is the commit
+// record: a save that failed part-way leaves no index, and a rank file from another save is
+// recognized by its save id, so a load never mixes two saves.
+//
+// Load: every rank reads the index and the files of the saved ranks whose rows overlap the rows
+// it holds now (so any world size and row split can load any checkpoint), checks everything
+// against its own registration and config, and stages the state in host memory. Only after every
+// rank has agreed that its staging succeeded does any rank write state (backend CopyFromHost):
+// on any failure, no rank has changed anything.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "normuon/checkpoint_format.h"
 #include "normuon/runtime.h"
+#include "normuon/status_macros.h"
 
 namespace normuon {
+namespace {
 
-absl::Status Runtime::SaveCheckpoint(const std::string&) {
-  return absl::UnimplementedError("checkpoints are not implemented yet");
+namespace ck = checkpoint;
+
+// Bytes per rank in the outcome all-gather: u32 status code (0 = OK), then the message,
+// truncated and NUL-padded.
+constexpr size_t kOutcomeBytes = 1024;
+
+std::string EncodeOutcome(const absl::Status& s) {
+  std::string b(kOutcomeBytes, '\0');
+  const uint32_t code = static_cast<uint32_t>(s.code());
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((code >> (8 * i)) & 0xffu);
+  const size_t n = std::min(s.message().size(), kOutcomeBytes - 5);
+  std::memcpy(&b[4], s.message().data(), n);
+  return b;
 }
 
-absl::Status Runtime::LoadCheckpoint(const std::string&) {
-  return absl::UnimplementedError("checkpoints are not implemented yet");
+// All-gathers every rank's outcome of a local phase. OK when every rank succeeded; otherwise the
+// same error on every rank: the lowest failing rank's code and message, how many ranks failed,
+// and `consequence`. A failed all-gather is reported as such (with this rank's own error).
+absl::Status Agree(Communicator& comm, int world, const absl::Status& mine,
+                   absl::string_view what, absl::string_view consequence) {
+  const std::string out = EncodeOutcome(mine);
+  std::string all(kOutcomeBytes * static_cast<size_t>(world), '\0');
+  const absl::Status gathered = comm.AllGather(out.data(), all.data(), kOutcomeBytes, nullptr);
+  if (!gathered.ok()) {
+    return absl::Status(gathered.code(),
+                        absl::StrCat(what, " failed: the ranks could not agree on the outcome (",
+                                     gathered.message(), ")",
+                                     mine.ok() ? "" : absl::StrCat("; this rank's own error: ",
+                                                                   mine.message()),
+                                     consequence));
+  }
+  int first = -1, failed = 0;
+  uint32_t first_code = 0;
+  for (int r = 0; r < world; ++r) {
+    uint32_t code = 0;
+    for (int i = 3; i >= 0; --i) {
+      code = (code << 8) | static_cast<unsigned char>(all[r * kOutcomeBytes + i]);
+    }
+    if (code == 0) continue;
+    ++failed;
+    if (first < 0) {
+      first = r;
+      first_code = code;
+    }
+  }
+  if (failed == 0) return absl::OkStatus();
+  const char* msg = all.data() + first * kOutcomeBytes + 4;
+  const std::string message(msg, strnlen(msg, kOutcomeBytes - 4));
+  return absl::Status(static_cast<absl::StatusCode>(first_code),
+                      absl::StrCat(what, " failed on rank ", first,
+                                   failed > 1 ? absl::StrCat(" (and on ", failed - 1, " other rank",
+                                                             failed > 2 ? "s" : "", ")")
+                                              : "",
+                                   ": ", message, consequence));
+}
+
+absl::Status CheckDirectory(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint directory '", dir,
+                     "': ", std::error_code(errno, std::generic_category()).message()));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", dir, "' is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveIfPresent(const std::string& path) {
+  if (::unlink(path.c_str()) == 0 || errno == ENOENT) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("cannot remove the old index '", path,
+                   "': ", std::error_code(errno, std::generic_category()).message()));
+}
+
+// ReadWholeFile, with a missing file as InvalidArgument (NotFound means a bad handle at the C
+// edge).
+absl::StatusOr<std::string> ReadCheckpointFile(const std::string& path, absl::string_view what) {
+  absl::StatusOr<std::string> bytes = ck::ReadWholeFile(path);
+  if (bytes.ok()) return bytes;
+  if (absl::IsNotFound(bytes.status())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the checkpoint ", what, " '", path, "' does not exist"));
+  }
+  return bytes.status();
+}
+
+// One random id per save (ties the rank files of a save to its index); never 0.
+uint64_t NewSaveId() {
+  uint64_t id = static_cast<uint64_t>(
+                    std::chrono::steady_clock::now().time_since_epoch().count()) *
+                0x9E3779B97F4A7C15ull;
+  try {
+    std::random_device rd;
+    id ^= (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  } catch (...) {
+    // No entropy source: the clock alone still differs between saves.
+  }
+  return id == 0 ? 1 : id;
+}
+
+const char* VariantName(uint32_t v) {
+  switch (v) {
+    case NORMUON_VARIANT_NORMUON:
+      return "NORMUON";
+    case NORMUON_VARIANT_NORMUON_PAPER:
+      return "NORMUON_PAPER";
+    case NORMUON_VARIANT_MUON:
+      return "MUON";
+  }
+  return "unknown";
+}
+
+bool SameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
+
+// Rows [begin, begin + count) of a parameter.
+struct Rows {
+  int64_t begin, count;
+};
+
+}  // namespace
+
+absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
+  if (!finalized_) return absl::FailedPreconditionError("save_checkpoint before finalize");
+  const std::string what = absl::StrCat("checkpoint save to '", dir, "'");
+  const int32_t np = static_cast<int32_t>(params_.size());
+  const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
+
+  absl::Status local = CheckDirectory(dir);
+  if (local.ok() && rank_ == 0) local = RemoveIfPresent(ck::JoinPath(dir, ck::kIndexFileName));
+
+  // Rank 0's save id and every rank's rows of every parameter (the index lists them all).
+  const size_t per_rank = 1 + 2 * static_cast<size_t>(np);
+  std::vector<int64_t> mine(per_rank), all(per_rank * static_cast<size_t>(world_));
+  mine[0] = rank_ == 0 ? static_cast<int64_t>(NewSaveId()) : 0;
+  for (int32_t p = 0; p < np; ++p) {
+    mine[1 + 2 * p] = params_[p].row_begin;
+    mine[2 + 2 * p] = params_[p].row_count;
+  }
+  const absl::Status gathered =
+      comm_->AllGather(mine.data(), all.data(), per_rank * sizeof(int64_t), nullptr);
+  if (!gathered.ok()) {
+    return absl::Status(gathered.code(), absl::StrCat(what, " failed: ", gathered.message()));
+  }
+  const uint64_t save_id = static_cast<uint64_t>(all[0]);
+
+  std::vector<int64_t> adamw_steps(adamw_.size());
+  StepControl control{};
+  if (local.ok() && !adamw_steps.empty()) {
+    local = backend_->CopyToHost(adamw_steps.data(), adamw_steps_,
+                                 adamw_steps.size() * sizeof(int64_t));
+  }
+  if (local.ok()) local = backend_->CopyToHost(&control, control_, sizeof(control));
+
+  // This rank's file: the state of every parameter it holds rows of.
+  if (local.ok()) {
+    local = [&]() -> absl::Status {
+      ck::RankFile f;
+      f.save_id = save_id;
+      f.rank = static_cast<uint32_t>(rank_);
+      f.world_size = static_cast<uint32_t>(world_);
+      f.param_count = static_cast<uint32_t>(np);
+      f.matrix_second_moment = second_moment ? 1 : 0;
+      for (int32_t i = 0; i < np; ++i) {
+        const Param& p = params_[i];
+        if (p.row_count == 0) continue;
+        ck::ShardState s;
+        s.param = static_cast<uint32_t>(i);
+        s.kind = p.kind == Kind::kMatrix ? ck::ParamKind::kMatrix : ck::ParamKind::kAdamW;
+        s.name = p.name;
+        s.row_begin = p.row_begin;
+        s.row_count = p.row_count;
+        s.cols = p.cols;
+        s.first.resize(static_cast<size_t>(p.row_count * p.cols));
+        s.second.resize(p.kind == Kind::kAdamW ? s.first.size()
+                        : second_moment        ? static_cast<size_t>(p.row_count)
+                                               : 0);
+        s.step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
+        RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
+        if (!s.second.empty()) {
+          RETURN_IF_ERROR(backend_->CopyToHost(s.second.data(), p.second, s.second.size() * 4));
+        }
+        f.shards.push_back(std::move(s));
+      }
+      const std::string path = ck::JoinPath(dir, ck::RankFileName(rank_, world_));
+      RETURN_IF_ERROR(ck::ValidateRankFile(f, path));
+      std::string bytes = ck::EncodeRankFile(f);
+      f.shards.clear();
+      f.shards.shrink_to_fit();
+      return ck::WriteFileAtomically(path, bytes);
+    }();
+  }
+  RETURN_IF_ERROR(Agree(*comm_, world_, local, what, "; no index was written"));
+
+  // Every rank file is complete: rank 0 commits the save by writing the index.
+  if (rank_ == 0) {
+    local = [&]() -> absl::Status {
+      ck::Index x;
+      x.save_id = save_id;
+      x.world_size = static_cast<uint32_t>(world_);
+      x.variant = static_cast<uint32_t>(config_.variant);
+      x.ns_dtype = static_cast<uint32_t>(config_.ns_dtype);
+      x.ns_steps = static_cast<uint32_t>(config_.ns_steps);
+      x.nesterov = static_cast<uint32_t>(config_.nesterov);
+      x.ns_eps = config_.ns_eps;
+      x.matrix_second_moment = second_moment ? 1 : 0;
+      x.steps_taken = control.steps_taken;
+      x.steps_skipped = control.steps_skipped;
+      for (const Group& g : groups_) {
+        x.groups.push_back({g.desc.kind == NORMUON_GROUP_NORMUON ? ck::GroupKind::kNorMuon
+                                                                 : ck::GroupKind::kAdamW,
+                            g.desc.beta1, g.desc.beta2, g.desc.eps});
+      }
+      for (const Param& p : params_) {
+        ck::ParamInfo q;
+        q.name = p.name;
+        q.kind = p.kind == Kind::kMatrix ? ck::ParamKind::kMatrix : ck::ParamKind::kAdamW;
+        q.group = static_cast<uint32_t>(p.group);
+        q.rows = p.rows;
+        q.cols = p.cols;
+        q.adamw_step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
+        x.params.push_back(std::move(q));
+      }
+      x.ranges.assign(world_, std::vector<ck::RowRange>(np));
+      for (int r = 0; r < world_; ++r) {
+        for (int32_t p = 0; p < np; ++p) {
+          x.ranges[r][p] = {all[r * per_rank + 1 + 2 * p], all[r * per_rank + 2 + 2 * p]};
+        }
+      }
+      const std::string path = ck::JoinPath(dir, ck::kIndexFileName);
+      RETURN_IF_ERROR(ck::ValidateIndex(x, path));
+      return ck::WriteFileAtomically(path, ck::EncodeIndex(x));
+    }();
+  }
+  return Agree(*comm_, world_, local, what, "; the rank files are written but the index is not");
+}
+
+absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
+  if (!finalized_) return absl::FailedPreconditionError("load_checkpoint before finalize");
+  const std::string what = absl::StrCat("checkpoint load from '", dir, "'");
+  const int32_t np = static_cast<int32_t>(params_.size());
+  const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
+
+  // Host staging of everything this rank will write, filled and checked before any write.
+  std::vector<std::vector<float>> first(np), second(np);
+  std::vector<int64_t> step(np, 0);
+  StepControl control{};
+
+  const absl::Status staged = [&]() -> absl::Status {
+    const std::string index_path = ck::JoinPath(dir, ck::kIndexFileName);
+    ASSIGN_OR_RETURN(std::string bytes, ReadCheckpointFile(index_path, "index"));
+    ASSIGN_OR_RETURN(const ck::Index x, ck::DecodeIndex(bytes, index_path));
+    bytes.clear();
+    bytes.shrink_to_fit();
+
+    // The checkpoint must describe this optimizer: same variant and state-shaping config, same
+    // groups, same parameters. World size and row split may differ; so may ns_dtype (a compute
+    // precision: a CPU checkpoint loads on CUDA, whose default differs) and lr / weight decay
+    // (the caller's schedule sets them).
+    const std::string mismatch =
+        absl::StrCat("checkpoint file '", index_path, "' does not match this runtime: ");
+    if (x.variant != static_cast<uint32_t>(config_.variant)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          mismatch, "it was saved with variant ", x.variant, " (", VariantName(x.variant),
+          "), this runtime runs variant ", config_.variant, " (", VariantName(config_.variant),
+          ")"));
+    }
+    if (x.matrix_second_moment != (second_moment ? 1u : 0u)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          mismatch, "matrix_second_moment = ", x.matrix_second_moment, " but variant ",
+          VariantName(x.variant), (second_moment ? " keeps" : " has no"), " second moment"));
+    }
+    if (x.nesterov != static_cast<uint32_t>(config_.nesterov) ||
+        x.ns_steps != static_cast<uint32_t>(config_.ns_steps) ||
+        !SameBits(x.ns_eps, config_.ns_eps)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          mismatch, "it was saved with nesterov = ", x.nesterov, ", ns_steps = ", x.ns_steps,
+          ", ns_eps = ", x.ns_eps, "; this runtime has nesterov = ", config_.nesterov,
+          ", ns_steps = ", config_.ns_steps, ", ns_eps = ", config_.ns_eps));
+    }
+    if (x.groups.size() != groups_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(mismatch, "it has ", x.groups.size(),
+                                                     " groups, this runtime has ",
+                                                     groups_.size()));
+    }
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const normuon_group_desc_t& d = groups_[g].desc;
+      const ck::GroupInfo& s = x.groups[g];
+      const uint32_t kind = d.kind == NORMUON_GROUP_NORMUON ? 0u : 1u;
+      if (static_cast<uint32_t>(s.kind) != kind || !SameBits(s.beta1, d.beta1) ||
+          !SameBits(s.beta2, d.beta2) || !SameBits(s.eps, d.eps)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            mismatch, "group ", g, " was saved as kind ", static_cast<uint32_t>(s.kind),
+            ", beta1 ", s.beta1, ", beta2 ", s.beta2, ", eps ", s.eps,
+            "; this runtime has kind ", kind, ", beta1 ", d.beta1, ", beta2 ", d.beta2,
+            ", eps ", d.eps));
+      }
+    }
+    if (x.params.size() != params_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(mismatch, "it has ", x.params.size(),
+                                                     " parameters, this runtime registered ",
+                                                     params_.size()));
+    }
+    for (int32_t i = 0; i < np; ++i) {
+      const Param& p = params_[i];
+      const ck::ParamInfo& q = x.params[i];
+      const ck::ParamKind kind =
+          p.kind == Kind::kMatrix ? ck::ParamKind::kMatrix : ck::ParamKind::kAdamW;
+      if (q.name != p.name || q.kind != kind || q.rows != p.rows || q.cols != p.cols ||
+          q.group != static_cast<uint32_t>(p.group)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            mismatch, "parameter ", i, " was saved as '", q.name, "' (",
+            ck::ParamKindName(q.kind), ", ", q.rows, " x ", q.cols, ", group ", q.group,
+            "), this runtime registered '", p.name, "' (", ck::ParamKindName(kind), ", ",
+            p.rows, " x ", p.cols, ", group ", p.group, ")"));
+      }
+    }
+
+    // Staging sized for the rows held now; each saved rank whose rows overlap them is read.
+    std::vector<int64_t> filled(np, 0);
+    std::vector<int64_t> step_from(np, -1);  // the saved rank the AdamW step count came from
+    for (int32_t i = 0; i < np; ++i) {
+      const Param& p = params_[i];
+      first[i].resize(static_cast<size_t>(p.row_count * p.cols));
+      second[i].resize(p.kind == Kind::kAdamW ? first[i].size()
+                       : second_moment        ? static_cast<size_t>(p.row_count)
+                                              : 0);
+      step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
+    }
+    auto overlap = [&](const ck::RowRange& saved, const Param& p) {
+      const int64_t b = std::max(saved.begin, p.row_begin);
+      const int64_t e = std::min(saved.begin + saved.count, p.row_begin + p.row_count);
+      return Rows{b, std::max<int64_t>(e - b, 0)};
+    };
+    for (uint32_t s = 0; s < x.world_size; ++s) {
+      bool needed = false;
+      for (int32_t i = 0; i < np && !needed; ++i) {
+        needed = overlap(x.ranges[s][i], params_[i]).count > 0;
+      }
+      if (!needed) continue;
+      const std::string path = ck::JoinPath(dir, ck::RankFileName(s, x.world_size));
+      ASSIGN_OR_RETURN(std::string file_bytes, ReadCheckpointFile(path, "rank file"));
+      ASSIGN_OR_RETURN(const ck::RankFile f, ck::DecodeRankFile(file_bytes, path));
+      file_bytes.clear();
+      file_bytes.shrink_to_fit();
+      RETURN_IF_ERROR(ck::CheckRankFileMatchesIndex(f, x, s, path));
+      for (const ck::ShardState& sh : f.shards) {
+        const int32_t i = static_cast<int32_t>(sh.param);
+        const Param& p = params_[i];
+        const Rows o = overlap({sh.row_begin, sh.row_count}, p);
+        if (o.count == 0) continue;
+        const int64_t src = o.begin - sh.row_begin, dst = o.begin - p.row_begin;
+        std::copy_n(sh.first.begin() + src * p.cols, o.count * p.cols,
+                    first[i].begin() + dst * p.cols);
+        if (p.kind == Kind::kAdamW) {
+          std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
+                      second[i].begin() + dst * p.cols);
+          if (step_from[i] >= 0 && sh.step != step[i]) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "checkpoint files '", ck::RankFileName(step_from[i], x.world_size), "' and '",
+                ck::RankFileName(s, x.world_size), "' in '", dir,
+                "' hold different AdamW step counts for parameter ", i, " '", p.name, "' (",
+                step[i], " and ", sh.step, "): the checkpoint is inconsistent"));
+          }
+          step[i] = sh.step;
+          step_from[i] = s;
+        } else if (second_moment) {
+          std::copy_n(sh.second.begin() + src, o.count, second[i].begin() + dst);
+        }
+        filled[i] += o.count;
+      }
+    }
+    for (int32_t i = 0; i < np; ++i) {
+      if (filled[i] != params_[i].row_count) {
+        return absl::InternalError(absl::StrCat(
+            "checkpoint load: parameter '", params_[i].name, "': ", filled[i], " of ",
+            params_[i].row_count, " rows found in the rank files"));
+      }
+    }
+    RETURN_IF_ERROR(backend_->CopyToHost(&control, control_, sizeof(control)));
+    control.steps_taken = x.steps_taken;
+    control.steps_skipped = x.steps_skipped;
+    control.nonfinite_param = kNoParam;
+    control.comm_error = 0;
+    return absl::OkStatus();
+  }();
+  RETURN_IF_ERROR(Agree(*comm_, world_, staged, what, "; nothing was changed on any rank"));
+
+  // Every rank has all it needs: write the state.
+  const absl::Status written = [&]() -> absl::Status {
+    for (int32_t i = 0; i < np; ++i) {
+      const Param& p = params_[i];
+      if (!first[i].empty()) {
+        RETURN_IF_ERROR(backend_->CopyFromHost(p.momentum, first[i].data(), first[i].size() * 4));
+      }
+      if (!second[i].empty()) {
+        RETURN_IF_ERROR(backend_->CopyFromHost(p.second, second[i].data(), second[i].size() * 4));
+      }
+    }
+    if (!adamw_.empty()) {
+      std::vector<int64_t> steps(adamw_.size());
+      for (int32_t i = 0; i < np; ++i) {
+        if (params_[i].kind == Kind::kAdamW) steps[params_[i].work] = step[i];
+      }
+      RETURN_IF_ERROR(
+          backend_->CopyFromHost(adamw_steps_, steps.data(), steps.size() * sizeof(int64_t)));
+    }
+    return backend_->CopyFromHost(control_, &control, sizeof(control));
+  }();
+  return Agree(*comm_, world_, written, what,
+               " while writing the loaded state: that rank's state may be partly written");
 }
 
 }  // namespace normuon

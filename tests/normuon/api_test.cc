@@ -531,6 +531,37 @@ TEST(StepTest, ProfileReportsEveryPhaseOfTheLastStep) {
   EXPECT_EQ(prof.gather_ms, 0.0);  // single rank: nothing moves
 }
 
+TEST(GradReadyTest, MisuseIsRejectedAndMarksNothing) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  c.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  Runtime rt(c);
+  std::vector<float> a = RandomVector(48, 1, 0.1f), ga = RandomVector(48, 2, 1.0f);
+  std::vector<float> b = RandomVector(6, 3, 0.1f), gb = RandomVector(6, 4, 1.0f);
+  auto da = Desc("a", 6, 8, a.data(), ga.data());
+  auto db = Desc("b", 6, 1, b.data(), gb.data(), NORMUON_GROUP_ADAMW_DEFAULT);
+  normuon_param_t ia, ib;
+  ASSERT_EQ(normuon_register_matrix(rt.get(), &da, &ia), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_register_adamw(rt.get(), &db, &ib), NORMUON_SUCCESS);
+  EXPECT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_ERROR_INVALID_STATE);
+  ASSERT_EQ(normuon_finalize(rt.get()), NORMUON_SUCCESS);
+  EXPECT_EQ(normuon_grad_ready(rt.get(), &ib, 1, nullptr), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(rt.error().find("AdamW"), std::string::npos) << rt.error();
+  const normuon_param_t unknown = 7;
+  EXPECT_EQ(normuon_grad_ready(rt.get(), &unknown, 1, nullptr), NORMUON_ERROR_INVALID_ARGUMENT);
+  const normuon_param_t twice[2] = {ia, ia};
+  EXPECT_EQ(normuon_grad_ready(rt.get(), twice, 2, nullptr), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(rt.error().find("listed twice"), std::string::npos) << rt.error();
+  ASSERT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_SUCCESS) << rt.error();
+  EXPECT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(rt.error().find("already marked"), std::string::npos) << rt.error();
+  EXPECT_EQ(normuon_bind(rt.get(), ia, a.data(), ga.data()), NORMUON_ERROR_INVALID_STATE);
+  ASSERT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << rt.error();
+  // A new step: marking again is fine.
+  EXPECT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_SUCCESS) << rt.error();
+  EXPECT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << rt.error();
+}
+
 TEST(StateTest, MemoryQueryCountsStateBeforeFinalize) {
   Runtime rt;
   uint64_t empty = 0, one = 0;

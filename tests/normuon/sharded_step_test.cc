@@ -88,6 +88,10 @@ struct RunOptions {
   int64_t fault_call = -1;
   double timeout_s = 20.0;
   int check_finite = 0;
+  // normuon_grad_ready before each step: 0 none, 1 reverse order one by one, 2 a random order
+  // (different on every rank) in random groups, 3 all matrices in one call.
+  int arrival = 0;
+  int disagree_rank = -1;  // this rank leaves one matrix unmarked on the last step
 };
 
 std::vector<std::vector<float>> FullValues(const std::vector<ParamSpec>& specs, uint32_t seed,
@@ -185,6 +189,34 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
           g[i][0] = std::numeric_limits<float>::quiet_NaN();
         }
       }
+      std::vector<normuon_param_t> marks;
+      for (size_t i = 0; i < specs.size(); ++i) {
+        if (specs[i].matrix) marks.push_back(ids[i]);
+      }
+      if (rank == o.disagree_rank && s == o.steps - 1) marks.pop_back();
+      bool marked_ok = true;
+      if (o.arrival == 1) {
+        for (auto it = marks.rbegin(); it != marks.rend() && marked_ok; ++it) {
+          marked_ok = normuon_grad_ready(rt, &*it, 1, nullptr) == NORMUON_SUCCESS;
+        }
+      } else if (o.arrival == 2) {
+        std::mt19937 gen(static_cast<uint32_t>(97 * rank + s));
+        std::shuffle(marks.begin(), marks.end(), gen);
+        size_t pos = 0;
+        while (pos < marks.size() && marked_ok) {
+          const size_t n = std::min<size_t>(marks.size() - pos, 1 + gen() % 3);
+          marked_ok = normuon_grad_ready(rt, marks.data() + pos, static_cast<int32_t>(n),
+                                         nullptr) == NORMUON_SUCCESS;
+          pos += n;
+        }
+      } else if (o.arrival == 3) {
+        marked_ok = normuon_grad_ready(rt, marks.data(), static_cast<int32_t>(marks.size()),
+                                       nullptr) == NORMUON_SUCCESS;
+      }
+      if (!marked_ok) {
+        fail(normuon_last_error(rt));
+        break;
+      }
       if (normuon_step(rt, 0.02f, 0.01f, nullptr) != NORMUON_SUCCESS) {
         fail(normuon_last_error(rt));
         break;
@@ -272,6 +304,46 @@ TEST(ShardedStepTest, EveryWorldSizeSplitOwnerPolicyAndScheduleMatchesTheSingleR
         }
       }
     }
+  }
+}
+
+TEST(GradReadyTest, EveryArrivalOrderWorldSizeAndScheduleMatchesThePlainStepBitwise) {
+  const Result single = RunRanks(Model(), RunOptions{});
+  for (int arrival : {1, 2, 3}) {
+    for (auto schedule :
+         {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+      for (int world : {1, 3, 4}) {
+        RunOptions o;
+        o.world = world;
+        o.split = RaggedReversed;
+        o.schedule = schedule;
+        o.arrival = arrival;
+        const std::string what = "arrival " + std::to_string(arrival) + " schedule " +
+                                 std::to_string(schedule) + " world " + std::to_string(world);
+        ExpectSameAsSingleRank(single, RunRanks(Model(), o), what);
+      }
+    }
+  }
+}
+
+TEST(GradReadyTest, RanksThatMarkDifferentParametersFailTheStepEverywhereAndWriteNothing) {
+  const Result two_steps = [] {
+    RunOptions z;
+    z.steps = 2;
+    return RunRanks(Model(), z);
+  }();
+  RunOptions o;
+  o.world = 3;
+  o.steps = 3;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.arrival = 3;
+  o.disagree_rank = 1;
+  const Result r = RunRanks(Model(), o);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NE(r.errors[k].find("disagree"), std::string::npos) << "rank " << k << ": " << r.errors[k];
+  }
+  for (size_t i = 0; i < Model().size(); ++i) {
+    EXPECT_TRUE(BitwiseEqual(r.param[i], two_steps.param[i])) << Model()[i].name;
   }
 }
 

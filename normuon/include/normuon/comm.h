@@ -190,6 +190,72 @@ typedef enum normuon_fault {
 NORMUON_API normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, normuon_fault_t fault,
                                                        int64_t at_call);
 
+/* ---- NCCL ----
+ *
+ * A communicator over NCCL, one rank per GPU, for the CUDA backend: every buffer is device
+ * memory and `stream` is the step's cudaStream_t. normuon does not link NCCL: it uses the NCCL
+ * already loaded in the process (a trainer's, e.g. PyTorch's), else the library named by the
+ * environment variable NORMUON_NCCL_LIBRARY, else "libnccl.so.2" from the loader's search path,
+ * and requires NCCL 2.18 or newer. A communicator must be driven by the NCCL library that made
+ * it, which is why the one already in the process comes first.
+ *
+ * Collectives on an NCCL communicator enqueue work on the stream and return; they wait on the
+ * host only until NCCL has issued the work, never for it to run. Communicators made here are
+ * non-blocking (ncclConfig_t.blocking = 0): every call is bounded by the communicator's
+ * timeout_seconds, and a timeout aborts the communicator (ncclCommAbort) and returns
+ * NORMUON_ERROR_TIMEOUT. An error that NCCL reports (ncclCommGetAsyncError) returns
+ * NORMUON_ERROR_COMM with NCCL's message. Either failure is final for the communicator, and its
+ * message says that the step's parameters must be restored from a checkpoint: work already
+ * enqueued may have run in part. Not detected: a kernel that waits forever on the device after
+ * it was enqueued (a peer that skipped a collective); bound the wait for the step's completion
+ * and call normuon_comm_abort.
+ *
+ * In a CPU-only build of normuon (no CUDA) these functions return NORMUON_ERROR_UNSUPPORTED. */
+
+/* Bytes of an NCCL unique id (ncclUniqueId). */
+#define NORMUON_NCCL_UNIQUE_ID_BYTES 128
+
+/* Writes a new NCCL unique id (ncclGetUniqueId) to id_out, which holds
+ * NORMUON_NCCL_UNIQUE_ID_BYTES bytes. Call it on one rank and send the bytes to every rank over
+ * the trainer's own channel (torch.distributed broadcast, MPI, a file); they are opaque.
+ * NORMUON_ERROR_UNSUPPORTED when NCCL cannot be loaded or is too old (the message names what
+ * was tried, the version found and its path); NORMUON_ERROR_COMM when NCCL fails. */
+NORMUON_API normuon_status_t normuon_nccl_get_unique_id(void* id_out);
+
+/* Creates this process's rank of a new NCCL communicator of world_size ranks, owned by normuon:
+ * normuon_comm_destroy finalizes and destroys it (ncclCommFinalize, ncclCommDestroy; or
+ * ncclCommAbort if it failed or its finalize does not finish within timeout_seconds).
+ * Collective: every rank calls it with the same unique_id (NORMUON_NCCL_UNIQUE_ID_BYTES bytes
+ * from normuon_nccl_get_unique_id) and world_size, each from its own process or thread; the call
+ * returns when all have joined. device: the CUDA device of this rank, made current for the call
+ * and restored after (-1: the device current on the calling thread). timeout_seconds (finite,
+ * > 0, <= 1e7) bounds the creation and each later collective.
+ * Errors: NORMUON_ERROR_INVALID_ARGUMENT (NULL pointers, rank not in [0, world_size), device
+ * < -1, bad timeout), NORMUON_ERROR_UNSUPPORTED (no usable NCCL; CPU-only build),
+ * NORMUON_ERROR_CUDA (the device could not be made current), NORMUON_ERROR_TIMEOUT (not every
+ * rank joined in time; nothing is left behind), NORMUON_ERROR_COMM (NCCL failed). *out is
+ * written only on success. */
+NORMUON_API normuon_status_t normuon_comm_create_nccl(const void* unique_id, int32_t rank,
+                                                      int32_t world_size, int32_t device,
+                                                      double timeout_seconds,
+                                                      normuon_comm_t* out);
+
+/* Wraps the caller's ncclComm_t (passed as void*), which must come from the same NCCL library
+ * normuon uses (the one already loaded in the process: see above). Rank and world size are
+ * read from it. The communicator stays the caller's: normuon_comm_destroy releases only the
+ * handle, never the ncclComm_t, and normuon_comm_abort only stops normuon's use of it.
+ * One exception: when a collective of normuon's times out (NORMUON_ERROR_TIMEOUT), normuon
+ * aborts the ncclComm_t (ncclCommAbort), which frees it: the caller must then neither use nor
+ * destroy it again. NCCL's own errors on it are reported (NORMUON_ERROR_COMM) but not acted on:
+ * the caller aborts it. The timeout can fire only if the communicator was created non-blocking;
+ * a blocking one (PyTorch's default) blocks inside NCCL, and its owner's watchdog applies.
+ * Errors: NORMUON_ERROR_INVALID_ARGUMENT (NULL, bad timeout, not a communicator of this NCCL),
+ * NORMUON_ERROR_INVALID_STATE (it has already failed), NORMUON_ERROR_TIMEOUT (still
+ * initializing after timeout_seconds; not aborted), NORMUON_ERROR_UNSUPPORTED (no usable NCCL;
+ * CPU-only build). */
+NORMUON_API normuon_status_t normuon_comm_wrap_nccl(void* nccl_comm, double timeout_seconds,
+                                                    normuon_comm_t* out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

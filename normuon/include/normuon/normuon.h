@@ -247,6 +247,22 @@ NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t 
 NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay,
                                           void* stream);
 
+/* Overlap with the backward pass: the gradient shards of these matrix parameters are final (on
+ * `stream`, for the CUDA backend). Their bucket's momentum, gather, Newton-Schulz, scatter and
+ * row statistics may start now, before normuon_step; buckets start in bucket order (reverse
+ * registration order), so a ready bucket waits for its predecessors. step then does whatever was
+ * not started, and the lr- and wd-dependent commit. Calling step without any grad_ready does
+ * everything, as before; results are identical (bitwise on CPU) for every arrival order.
+ * Early start happens on the CPU backend with the per-matrix or bucketed schedule (worker
+ * threads); otherwise the calls are checked and recorded and the work waits for step.
+ * Collective in the sense that every rank must mark the same parameters within a step (any
+ * order and grouping): a disagreement is detected at step, which then fails on every rank and
+ * changes nothing. Errors (nothing marked): an unknown or AdamW parameter, a parameter marked
+ * twice in one step, before finalize. The caller keeps the gradient buffers unchanged until
+ * step returns. */
+NORMUON_API normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t* params,
+                                                int32_t count, void* stream);
+
 typedef struct normuon_step_info {
   uint32_t struct_size;
   int64_t steps_taken;     /* steps committed so far */

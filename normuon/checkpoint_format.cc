@@ -1,0 +1,955 @@
+// The checkpoint file format (layout and rules in checkpoint_format.h). Encoding appends fields
+// byte by byte, little-endian; decoding first frames the file (header, then every section's
+// length and CRC) and only then parses payloads, with a bounds check before every field, so no
+// read ever leaves the buffer and no vector is sized from an unchecked length. Every failure is
+// InvalidArgument (the checkpoint the caller pointed at is unusable) with a message that names
+// the file, the section and, where there is one, the parameter and the values seen.
+#include "normuon/checkpoint_format.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "normuon/status_macros.h"
+
+namespace normuon::checkpoint {
+namespace {
+
+constexpr uint32_t kHeaderCrcBytes = 16;  // magic, version, section_count
+constexpr size_t kSectionHeaderBytes = 16;  // tag, flags, length
+constexpr size_t kMagicBytes = 8;
+
+// Index sections, in file order.
+constexpr char kConfTag[] = "CONF";
+constexpr char kParmTag[] = "PARM";
+constexpr char kShrdTag[] = "SHRD";
+// Rank file sections.
+constexpr char kRankTag[] = "RANK";
+constexpr char kMatrixTag[] = "MATX";
+constexpr char kAdamWTag[] = "ADMW";
+
+// Fixed bytes of one PARM entry besides the name: name_length, kind, group, rows, cols, step.
+constexpr uint64_t kParamEntryFixedBytes = 4 + 4 + 4 + 8 + 8 + 8;
+constexpr uint64_t kGroupEntryBytes = 16;
+constexpr uint64_t kRangeBytes = 16;
+
+absl::Status Bad(absl::string_view message) { return absl::InvalidArgumentError(message); }
+
+// A system error as a status: what the caller can fix (a missing or read-only directory, a
+// permission) is InvalidArgument, anything else (EIO, ENOSPC) Internal.
+absl::Status IoError(int err, absl::string_view what) {
+  const std::string message =
+      absl::StrCat(what, ": ", std::error_code(err, std::generic_category()).message());
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+    case EISDIR:
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case ENAMETOOLONG:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+uint32_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));  // a scalar bit cast; the bytes are then written in order
+  return u;
+}
+
+float BitsFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+uint32_t LoadU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+uint64_t LoadU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+void StoreU32(uint32_t v, char* p) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xffu);
+}
+
+void StoreU64(uint64_t v, char* p) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xffu);
+}
+
+// A tag or magic for messages: printable ASCII as is, other bytes as \xNN.
+std::string Printable(absl::string_view bytes) {
+  std::string out;
+  for (char c : bytes) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\'' && c != '\\') {
+      out.push_back(c);
+    } else {
+      out += absl::StrFormat("\\x%02x", u);
+    }
+  }
+  return out;
+}
+
+// Appends fields to a file image, little-endian, byte by byte.
+class Writer {
+ public:
+  explicit Writer(std::string* out) : out_(out) {}
+
+  void U32(uint32_t v) {
+    char b[4];
+    StoreU32(v, b);
+    out_->append(b, 4);
+  }
+  void U64(uint64_t v) {
+    char b[8];
+    StoreU64(v, b);
+    out_->append(b, 8);
+  }
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void F32(float f) { U32(FloatBits(f)); }
+  void Bytes(absl::string_view s) { out_->append(s.data(), s.size()); }
+  void Floats(const std::vector<float>& v) {
+    const size_t at = out_->size();
+    out_->resize(at + 4 * v.size());
+    char* p = &(*out_)[at];
+    for (size_t i = 0; i < v.size(); ++i) StoreU32(FloatBits(v[i]), p + 4 * i);
+  }
+  // A name: u32 length, then the bytes.
+  void Name(const std::string& name) {
+    U32(static_cast<uint32_t>(name.size()));
+    Bytes(name);
+  }
+
+  // Sections: BeginSection writes tag, flags and a length placeholder; EndSection patches the
+  // length and appends the CRC of the whole section.
+  size_t BeginSection(const char* tag) {
+    const size_t at = out_->size();
+    Bytes(absl::string_view(tag, 4));
+    U32(0);  // flags
+    U64(0);  // length, patched by EndSection
+    return at;
+  }
+  void EndSection(size_t at) {
+    const uint64_t length = out_->size() - at - kSectionHeaderBytes;
+    StoreU64(length, &(*out_)[at + 8]);
+    U32(Crc32(absl::string_view(out_->data() + at, out_->size() - at)));
+  }
+
+  void Header(const char* magic, uint32_t section_count) {
+    Bytes(absl::string_view(magic, kMagicBytes));
+    U32(kFormatVersion);
+    U32(section_count);
+    U32(Crc32(absl::string_view(out_->data() + out_->size() - kHeaderCrcBytes, kHeaderCrcBytes)));
+  }
+
+ private:
+  std::string* out_;
+};
+
+// One framed section: its tag, payload, number and where it starts in the file.
+struct Section {
+  std::string tag;
+  absl::string_view payload;
+  uint32_t number = 0;
+  size_t offset = 0;
+};
+
+// "checkpoint file 'f', section #1 'CONF' (at byte 20)".
+std::string Where(absl::string_view file, const Section& s) {
+  return absl::StrCat("checkpoint file '", file, "', section #", s.number, " '", Printable(s.tag),
+                      "' (at byte ", s.offset, ")");
+}
+
+std::string WhereSection(absl::string_view file, absl::string_view tag) {
+  return absl::StrCat("checkpoint file '", file, "', section '", tag, "'");
+}
+
+// Reads one section's payload; every read checks that the field fits in what is left.
+class Reader {
+ public:
+  Reader(absl::string_view payload, std::string where) : p_(payload), where_(std::move(where)) {}
+
+  const std::string& where() const { return where_; }
+  uint64_t remaining() const { return p_.size() - at_; }
+
+  absl::Status U32(uint32_t* v, absl::string_view field) {
+    RETURN_IF_ERROR(Need(4, field));
+    *v = LoadU32(p_.data() + at_);
+    at_ += 4;
+    return absl::OkStatus();
+  }
+  absl::Status U64(uint64_t* v, absl::string_view field) {
+    RETURN_IF_ERROR(Need(8, field));
+    *v = LoadU64(p_.data() + at_);
+    at_ += 8;
+    return absl::OkStatus();
+  }
+  absl::Status I64(int64_t* v, absl::string_view field) {
+    uint64_t u;
+    RETURN_IF_ERROR(U64(&u, field));
+    *v = static_cast<int64_t>(u);
+    return absl::OkStatus();
+  }
+  absl::Status F32(float* v, absl::string_view field) {
+    uint32_t u;
+    RETURN_IF_ERROR(U32(&u, field));
+    *v = BitsFloat(u);
+    return absl::OkStatus();
+  }
+  // A u32 length (at most kMaxNameBytes) followed by that many bytes.
+  absl::Status Name(std::string* name, absl::string_view field) {
+    uint32_t length;
+    RETURN_IF_ERROR(U32(&length, absl::StrCat(field, " length")));
+    if (length > kMaxNameBytes) {
+      return Bad(absl::StrCat(where_, ": ", field, " length = ", length, " exceeds the limit of ",
+                              kMaxNameBytes, " bytes: the file is inconsistent"));
+    }
+    RETURN_IF_ERROR(Need(length, field));
+    name->assign(p_.data() + at_, length);
+    at_ += length;
+    return absl::OkStatus();
+  }
+  // count floats; the caller has checked count against remaining() already, this re-checks.
+  absl::Status Floats(uint64_t count, std::vector<float>* out, absl::string_view field) {
+    if (count > remaining() / 4) return Need(count * 4, field);
+    out->resize(count);
+    const char* p = p_.data() + at_;
+    for (uint64_t i = 0; i < count; ++i) (*out)[i] = BitsFloat(LoadU32(p + 4 * i));
+    at_ += count * 4;
+    return absl::OkStatus();
+  }
+  // Every byte of the payload must have been read.
+  absl::Status ExpectEnd() const {
+    if (remaining() == 0) return absl::OkStatus();
+    return Bad(absl::StrCat(where_, ": ", remaining(), " bytes left after the last field (payload ",
+                            p_.size(), " bytes): the file is inconsistent"));
+  }
+
+ private:
+  absl::Status Need(uint64_t bytes, absl::string_view field) const {
+    if (bytes <= remaining()) return absl::OkStatus();
+    return Bad(absl::StrCat(where_, ": field '", field, "' needs ", bytes,
+                            " bytes at payload offset ", at_, " but only ", remaining(),
+                            " remain: the file is inconsistent"));
+  }
+
+  absl::string_view p_;
+  uint64_t at_ = 0;
+  std::string where_;
+};
+
+// Checks the header and splits the file into sections, verifying each section's length and CRC.
+// kind / magic: what the caller expects; other_kind / other_magic: the other file kind, named in
+// the message when the caller got the wrong one.
+absl::StatusOr<std::vector<Section>> Frame(absl::string_view bytes, absl::string_view file,
+                                           absl::string_view kind, const char* magic,
+                                           absl::string_view other_kind, const char* other_magic) {
+  const std::string who = absl::StrCat("checkpoint file '", file, "'");
+  if (bytes.size() >= kMagicBytes) {
+    const absl::string_view found = bytes.substr(0, kMagicBytes);
+    if (found == absl::string_view(other_magic, kMagicBytes)) {
+      return Bad(absl::StrCat(who, " is a checkpoint ", other_kind, ", not a checkpoint ", kind));
+    }
+    if (found != absl::string_view(magic, kMagicBytes)) {
+      return Bad(absl::StrCat(who, " does not start with the magic '", magic, "' of a checkpoint ",
+                              kind, " (found '", Printable(found),
+                              "'): not a normuon checkpoint file"));
+    }
+  }
+  if (bytes.size() < kHeaderBytes) {
+    return Bad(absl::StrCat(who, " is truncated: ", bytes.size(), " bytes, the header alone is ",
+                            kHeaderBytes));
+  }
+  const uint32_t version = LoadU32(bytes.data() + 8);
+  if (version != kFormatVersion) {
+    return Bad(absl::StrCat(who, " has format version ", version, "; this build reads version ",
+                            kFormatVersion));
+  }
+  const uint32_t stored_header_crc = LoadU32(bytes.data() + kHeaderCrcBytes);
+  const uint32_t header_crc = Crc32(bytes.substr(0, kHeaderCrcBytes));
+  if (stored_header_crc != header_crc) {
+    return Bad(absl::StrFormat("%s: header checksum mismatch (stored 0x%08x, computed 0x%08x): "
+                               "the file is corrupt",
+                               who, stored_header_crc, header_crc));
+  }
+  const uint32_t count = LoadU32(bytes.data() + 12);
+  const uint64_t body = bytes.size() - kHeaderBytes;
+  if (count > body / kSectionOverheadBytes) {
+    return Bad(absl::StrCat(who, " is truncated: the header declares ", count,
+                            " sections but the remaining ", body, " bytes can hold at most ",
+                            body / kSectionOverheadBytes));
+  }
+  std::vector<Section> sections;
+  sections.reserve(count);
+  size_t at = kHeaderBytes;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t left = bytes.size() - at;
+    if (left < kSectionHeaderBytes) {
+      return Bad(absl::StrCat(who, " is truncated: section #", i, " of ", count, " at byte ", at,
+                              " needs a ", kSectionHeaderBytes, "-byte section header, ", left,
+                              " bytes remain"));
+    }
+    Section s;
+    s.tag.assign(bytes.data() + at, 4);
+    s.number = i;
+    s.offset = at;
+    const uint32_t flags = LoadU32(bytes.data() + at + 4);
+    const uint64_t length = LoadU64(bytes.data() + at + 8);
+    const uint64_t room = left - kSectionHeaderBytes;
+    if (room < 4 || length > room - 4) {
+      return Bad(absl::StrCat(Where(file, s), " declares ", length, " payload bytes but only ",
+                              room, " bytes remain for the payload and its 4-byte checksum: "
+                              "the file is truncated or corrupt"));
+    }
+    const size_t section_bytes = kSectionHeaderBytes + static_cast<size_t>(length);
+    const uint32_t stored = LoadU32(bytes.data() + at + section_bytes);
+    const uint32_t computed = Crc32(bytes.substr(at, section_bytes));
+    if (stored != computed) {
+      return Bad(absl::StrFormat("%s: checksum mismatch (stored 0x%08x, computed 0x%08x): the "
+                                 "file is corrupt",
+                                 Where(file, s), stored, computed));
+    }
+    if (flags != 0) {
+      return Bad(absl::StrCat(Where(file, s), ": flags = ", flags, ", format version ",
+                              kFormatVersion, " writes 0"));
+    }
+    s.payload = bytes.substr(at + kSectionHeaderBytes, static_cast<size_t>(length));
+    sections.push_back(s);
+    at += section_bytes + 4;
+  }
+  if (at != bytes.size()) {
+    return Bad(absl::StrCat(who, ": ", bytes.size() - at, " unexpected bytes after the last of its ",
+                            count, " sections (at byte ", at, ")"));
+  }
+  return sections;
+}
+
+absl::Status ExpectTag(absl::string_view file, const Section& s, const char* tag) {
+  if (s.tag == absl::string_view(tag, 4)) return absl::OkStatus();
+  return Bad(absl::StrCat(Where(file, s), ": expected a '", tag, "' section here"));
+}
+
+std::string ParamWho(uint32_t p, const std::string& name) {
+  return absl::StrCat("parameter ", p, " '", name, "'");
+}
+
+std::string RangeText(int64_t begin, int64_t count) {
+  return absl::StrCat("rows [", begin, ", ", begin + count, ")");
+}
+
+// rows and cols of a parameter or a shard: both > 0, product within kMaxElements.
+bool ShapeOk(int64_t rows, int64_t cols) {
+  return rows > 0 && cols > 0 && rows <= kMaxElements / cols;
+}
+
+// Element count of a shard's second array.
+uint64_t SecondCount(ParamKind kind, uint32_t matrix_second_moment, int64_t row_count,
+                     int64_t cols) {
+  if (kind == ParamKind::kAdamW) return static_cast<uint64_t>(row_count * cols);
+  return matrix_second_moment != 0 ? static_cast<uint64_t>(row_count) : 0;
+}
+
+}  // namespace
+
+std::string RankFileName(int64_t rank, int64_t world) {
+  return absl::StrCat("rank-", rank, "-of-", world, ".nmck");
+}
+
+std::string JoinPath(absl::string_view dir, absl::string_view name) {
+  if (dir.empty()) return std::string(name);
+  if (dir.back() == '/') return absl::StrCat(dir, name);
+  return absl::StrCat(dir, "/", name);
+}
+
+uint32_t Crc32(absl::string_view bytes, uint32_t crc) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t c = ~crc;
+  for (char ch : bytes) c = table[(c ^ static_cast<unsigned char>(ch)) & 0xffu] ^ (c >> 8);
+  return ~c;
+}
+
+std::string ParamKindName(ParamKind kind) {
+  switch (kind) {
+    case ParamKind::kMatrix:
+      return "matrix";
+    case ParamKind::kAdamW:
+      return "adamw";
+  }
+  return absl::StrCat("kind ", static_cast<uint32_t>(kind));
+}
+
+absl::Status ValidateIndex(const Index& x, absl::string_view file) {
+  const std::string conf = WhereSection(file, kConfTag);
+  const std::string parm = WhereSection(file, kParmTag);
+  const std::string shrd = WhereSection(file, kShrdTag);
+  if (x.world_size < 1 || x.world_size > kMaxWorldSize) {
+    return Bad(absl::StrCat(conf, ": world_size = ", x.world_size, " is outside [1, ",
+                            kMaxWorldSize, "]"));
+  }
+  if (x.nesterov > 1) return Bad(absl::StrCat(conf, ": nesterov = ", x.nesterov, " is not 0 or 1"));
+  if (x.matrix_second_moment > 1) {
+    return Bad(absl::StrCat(conf, ": matrix_second_moment = ", x.matrix_second_moment,
+                            " is not 0 or 1"));
+  }
+  if (x.steps_taken < 0 || x.steps_skipped < 0) {
+    return Bad(absl::StrCat(conf, ": steps_taken = ", x.steps_taken, ", steps_skipped = ",
+                            x.steps_skipped, ": step counts must be >= 0"));
+  }
+  if (x.groups.size() > kMaxGroups) {
+    return Bad(absl::StrCat(conf, ": ", x.groups.size(), " groups exceed the limit of ",
+                            kMaxGroups));
+  }
+  for (size_t g = 0; g < x.groups.size(); ++g) {
+    const uint32_t kind = static_cast<uint32_t>(x.groups[g].kind);
+    if (kind > 1) {
+      return Bad(absl::StrCat(conf, ": group ", g, " has kind ", kind,
+                              ", not 0 (NorMuon) or 1 (AdamW)"));
+    }
+  }
+  if (x.params.size() > kMaxParams) {
+    return Bad(absl::StrCat(parm, ": ", x.params.size(), " parameters exceed the limit of ",
+                            kMaxParams));
+  }
+  std::unordered_map<std::string, uint32_t> seen;
+  for (uint32_t p = 0; p < x.params.size(); ++p) {
+    const ParamInfo& q = x.params[p];
+    const std::string who = absl::StrCat(parm, ": ", ParamWho(p, q.name));
+    if (q.name.empty() || q.name.size() > kMaxNameBytes) {
+      return Bad(absl::StrCat(who, ": the name is ", q.name.size(), " bytes long, must be 1 to ",
+                              kMaxNameBytes));
+    }
+    const auto [it, inserted] = seen.emplace(q.name, p);
+    if (!inserted) {
+      return Bad(absl::StrCat(who, ": the name is already used by parameter ", it->second));
+    }
+    if (q.kind != ParamKind::kMatrix && q.kind != ParamKind::kAdamW) {
+      return Bad(absl::StrCat(who, ": kind = ", static_cast<uint32_t>(q.kind),
+                              " is not 0 (matrix) or 1 (adamw)"));
+    }
+    if (q.group >= x.groups.size()) {
+      return Bad(absl::StrCat(who, ": group = ", q.group, " but the index has ", x.groups.size(),
+                              " groups"));
+    }
+    const GroupKind want = q.kind == ParamKind::kMatrix ? GroupKind::kNorMuon : GroupKind::kAdamW;
+    if (x.groups[q.group].kind != want) {
+      return Bad(absl::StrCat(who, ": a ", ParamKindName(q.kind), " parameter in group ", q.group,
+                              " of kind ", static_cast<uint32_t>(x.groups[q.group].kind)));
+    }
+    if (!ShapeOk(q.rows, q.cols)) {
+      return Bad(absl::StrCat(who, ": rows x cols = ", q.rows, " x ", q.cols,
+                              ": both must be > 0 and the product at most 2^40"));
+    }
+    if (q.adamw_step < 0 || (q.kind == ParamKind::kMatrix && q.adamw_step != 0)) {
+      return Bad(absl::StrCat(who, ": adamw_step = ", q.adamw_step,
+                              " (must be >= 0, and 0 for a matrix)"));
+    }
+  }
+  if (x.ranges.size() != x.world_size) {
+    return Bad(absl::StrCat(shrd, ": row ranges for ", x.ranges.size(), " ranks, world_size is ",
+                            x.world_size));
+  }
+  for (uint32_t r = 0; r < x.world_size; ++r) {
+    if (x.ranges[r].size() != x.params.size()) {
+      return Bad(absl::StrCat(shrd, ": saved rank ", r, " has row ranges for ",
+                              x.ranges[r].size(), " parameters, the index has ",
+                              x.params.size()));
+    }
+  }
+  struct Held {
+    int64_t begin, count;
+    uint32_t rank;
+  };
+  std::vector<Held> held;
+  for (uint32_t p = 0; p < x.params.size(); ++p) {
+    const ParamInfo& q = x.params[p];
+    const std::string who = absl::StrCat(shrd, ": ", ParamWho(p, q.name));
+    held.clear();
+    for (uint32_t r = 0; r < x.world_size; ++r) {
+      const RowRange& g = x.ranges[r][p];
+      if (g.begin < 0 || g.begin > q.rows || g.count < 0 || g.count > q.rows - g.begin) {
+        return Bad(absl::StrCat(who, ": saved rank ", r, " has row_begin = ", g.begin,
+                                ", row_count = ", g.count, ", outside the parameter's ", q.rows,
+                                " rows"));
+      }
+      if (g.count > 0) held.push_back({g.begin, g.count, r});
+    }
+    std::sort(held.begin(), held.end(),
+              [](const Held& a, const Held& b) { return a.begin < b.begin; });
+    int64_t next = 0;
+    for (size_t i = 0; i < held.size(); ++i) {
+      if (held[i].begin < next) {
+        return Bad(absl::StrCat(who, ": saved rank ", held[i - 1].rank, " holds ",
+                                RangeText(held[i - 1].begin, held[i - 1].count), " and rank ",
+                                held[i].rank, " holds ", RangeText(held[i].begin, held[i].count),
+                                ": they overlap"));
+      }
+      if (held[i].begin > next) {
+        return Bad(absl::StrCat(who, ": ", RangeText(next, held[i].begin - next),
+                                " are held by no saved rank"));
+      }
+      next = held[i].begin + held[i].count;
+    }
+    if (next != q.rows) {
+      return Bad(absl::StrCat(who, ": ", RangeText(next, q.rows - next),
+                              " are held by no saved rank"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRankFile(const RankFile& f, absl::string_view file) {
+  const std::string head = WhereSection(file, kRankTag);
+  if (f.world_size < 1 || f.world_size > kMaxWorldSize || f.rank >= f.world_size) {
+    return Bad(absl::StrCat(head, ": rank = ", f.rank, ", world_size = ", f.world_size,
+                            ": needs 0 <= rank < world_size <= ", kMaxWorldSize));
+  }
+  if (f.param_count > kMaxParams) {
+    return Bad(absl::StrCat(head, ": param_count = ", f.param_count, " exceeds the limit of ",
+                            kMaxParams));
+  }
+  if (f.matrix_second_moment > 1) {
+    return Bad(absl::StrCat(head, ": matrix_second_moment = ", f.matrix_second_moment,
+                            " is not 0 or 1"));
+  }
+  if (f.shards.size() > f.param_count) {
+    return Bad(absl::StrCat(head, ": ", f.shards.size(), " entries for ", f.param_count,
+                            " parameters"));
+  }
+  for (size_t i = 0; i < f.shards.size(); ++i) {
+    const ShardState& s = f.shards[i];
+    const std::string who =
+        absl::StrCat("checkpoint file '", file, "', entry ", i, ": ", ParamWho(s.param, s.name));
+    if (s.param >= f.param_count) {
+      return Bad(absl::StrCat(who, ": param = ", s.param, " but param_count = ", f.param_count));
+    }
+    if (i > 0 && s.param <= f.shards[i - 1].param) {
+      return Bad(absl::StrCat(who, ": entries must be in increasing parameter order (previous "
+                                   "entry is parameter ",
+                              f.shards[i - 1].param, ")"));
+    }
+    if (s.kind != ParamKind::kMatrix && s.kind != ParamKind::kAdamW) {
+      return Bad(absl::StrCat(who, ": kind = ", static_cast<uint32_t>(s.kind), " is unknown"));
+    }
+    if (s.name.empty() || s.name.size() > kMaxNameBytes) {
+      return Bad(absl::StrCat(who, ": the name is ", s.name.size(), " bytes long, must be 1 to ",
+                              kMaxNameBytes));
+    }
+    if (s.row_begin < 0 || !ShapeOk(s.row_count, s.cols)) {
+      return Bad(absl::StrCat(who, ": row_begin = ", s.row_begin, ", row_count x cols = ",
+                              s.row_count, " x ", s.cols,
+                              ": needs row_begin >= 0, both counts > 0, product at most 2^40"));
+    }
+    if (s.step < 0 || (s.kind == ParamKind::kMatrix && s.step != 0)) {
+      return Bad(absl::StrCat(who, ": step = ", s.step, " (must be >= 0, and 0 for a matrix)"));
+    }
+    const uint64_t first = static_cast<uint64_t>(s.row_count * s.cols);
+    const uint64_t second = SecondCount(s.kind, f.matrix_second_moment, s.row_count, s.cols);
+    if (s.first.size() != first || s.second.size() != second) {
+      return Bad(absl::StrCat(who, ": holds ", s.first.size(), " + ", s.second.size(),
+                              " state values, ", s.row_count, " rows x ", s.cols,
+                              " cols need ", first, " + ", second));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRankFileMatchesIndex(const RankFile& f, const Index& x, uint32_t expected_rank,
+                                       absl::string_view file) {
+  const std::string who = absl::StrCat("checkpoint file '", file, "'");
+  if (f.save_id != x.save_id) {
+    return Bad(absl::StrFormat("%s belongs to another save (save id 0x%016x; the index has "
+                               "0x%016x): a file left from an earlier checkpoint, or an "
+                               "incomplete save",
+                               who, f.save_id, x.save_id));
+  }
+  if (f.rank != expected_rank || f.world_size != x.world_size) {
+    return Bad(absl::StrCat(who, " holds rank ", f.rank, " of ", f.world_size,
+                            ", expected rank ", expected_rank, " of ", x.world_size));
+  }
+  if (f.param_count != x.params.size()) {
+    return Bad(absl::StrCat(who, ": param_count = ", f.param_count, ", the index has ",
+                            x.params.size(), " parameters"));
+  }
+  if (f.matrix_second_moment != x.matrix_second_moment) {
+    return Bad(absl::StrCat(who, ": matrix_second_moment = ", f.matrix_second_moment,
+                            ", the index has ", x.matrix_second_moment));
+  }
+  size_t next = 0;  // next entry of f.shards to match
+  for (uint32_t p = 0; p < x.params.size(); ++p) {
+    const RowRange& g = x.ranges[expected_rank][p];
+    const ParamInfo& q = x.params[p];
+    const bool in_file = next < f.shards.size() && f.shards[next].param == p;
+    if (g.count == 0) {
+      if (in_file) {
+        return Bad(absl::StrCat(who, " has an entry for ", ParamWho(p, q.name),
+                                " but the index says rank ", expected_rank, " held no rows of it"));
+      }
+      continue;
+    }
+    if (!in_file) {
+      return Bad(absl::StrCat(who, " has no entry for ", ParamWho(p, q.name),
+                              "; the index says rank ", expected_rank, " held ",
+                              RangeText(g.begin, g.count)));
+    }
+    const ShardState& s = f.shards[next++];
+    if (s.name != q.name || s.kind != q.kind || s.cols != q.cols || s.row_begin != g.begin ||
+        s.row_count != g.count) {
+      return Bad(absl::StrCat(who, ": the entry of ", ParamWho(p, q.name), " is '", s.name, "' (",
+                              ParamKindName(s.kind), ", ", RangeText(s.row_begin, s.row_count),
+                              " x ", s.cols, " cols); the index says '", q.name, "' (",
+                              ParamKindName(q.kind), ", ", RangeText(g.begin, g.count), " x ",
+                              q.cols, " cols)"));
+    }
+  }
+  if (next != f.shards.size()) {
+    return Bad(absl::StrCat(who, ": entry for parameter ", f.shards[next].param, " '",
+                            f.shards[next].name, "' is not in the index's list for rank ",
+                            expected_rank));
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeIndex(const Index& x) {
+  std::string out;
+  Writer w(&out);
+  w.Header(kIndexMagic, 3);
+  size_t at = w.BeginSection(kConfTag);
+  w.U64(x.save_id);
+  w.U32(x.world_size);
+  w.U32(x.variant);
+  w.U32(x.ns_dtype);
+  w.U32(x.ns_steps);
+  w.U32(x.nesterov);
+  w.F32(x.ns_eps);
+  w.U32(x.matrix_second_moment);
+  w.I64(x.steps_taken);
+  w.I64(x.steps_skipped);
+  w.U32(static_cast<uint32_t>(x.groups.size()));
+  for (const GroupInfo& g : x.groups) {
+    w.U32(static_cast<uint32_t>(g.kind));
+    w.F32(g.beta1);
+    w.F32(g.beta2);
+    w.F32(g.eps);
+  }
+  w.EndSection(at);
+  at = w.BeginSection(kParmTag);
+  w.U32(static_cast<uint32_t>(x.params.size()));
+  for (const ParamInfo& q : x.params) {
+    w.Name(q.name);
+    w.U32(static_cast<uint32_t>(q.kind));
+    w.U32(q.group);
+    w.I64(q.rows);
+    w.I64(q.cols);
+    w.I64(q.adamw_step);
+  }
+  w.EndSection(at);
+  at = w.BeginSection(kShrdTag);
+  for (const std::vector<RowRange>& rank : x.ranges) {
+    for (const RowRange& g : rank) {
+      w.I64(g.begin);
+      w.I64(g.count);
+    }
+  }
+  w.EndSection(at);
+  return out;
+}
+
+std::string EncodeRankFile(const RankFile& f) {
+  std::string out;
+  uint64_t state_bytes = 0;
+  for (const ShardState& s : f.shards) state_bytes += 4 * (s.first.size() + s.second.size());
+  out.reserve(kHeaderBytes + state_bytes + 128 * (f.shards.size() + 1));
+  Writer w(&out);
+  w.Header(kRankMagic, static_cast<uint32_t>(1 + f.shards.size()));
+  size_t at = w.BeginSection(kRankTag);
+  w.U64(f.save_id);
+  w.U32(f.rank);
+  w.U32(f.world_size);
+  w.U32(f.param_count);
+  w.U32(static_cast<uint32_t>(f.shards.size()));
+  w.U32(f.matrix_second_moment);
+  w.EndSection(at);
+  for (const ShardState& s : f.shards) {
+    at = w.BeginSection(s.kind == ParamKind::kMatrix ? kMatrixTag : kAdamWTag);
+    w.U32(s.param);
+    w.Name(s.name);
+    w.I64(s.row_begin);
+    w.I64(s.row_count);
+    w.I64(s.cols);
+    w.I64(s.step);
+    w.Floats(s.first);
+    w.Floats(s.second);
+    w.EndSection(at);
+  }
+  return out;
+}
+
+absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view file) {
+  ASSIGN_OR_RETURN(std::vector<Section> sections,
+                   Frame(bytes, file, "index", kIndexMagic, "rank file", kRankMagic));
+  if (sections.size() != 3) {
+    return Bad(absl::StrCat("checkpoint file '", file, "' has ", sections.size(),
+                            " sections; an index has 3 (CONF, PARM, SHRD)"));
+  }
+  Index x;
+  {
+    RETURN_IF_ERROR(ExpectTag(file, sections[0], kConfTag));
+    Reader r(sections[0].payload, Where(file, sections[0]));
+    uint32_t group_count;
+    RETURN_IF_ERROR(r.U64(&x.save_id, "save_id"));
+    RETURN_IF_ERROR(r.U32(&x.world_size, "world_size"));
+    RETURN_IF_ERROR(r.U32(&x.variant, "variant"));
+    RETURN_IF_ERROR(r.U32(&x.ns_dtype, "ns_dtype"));
+    RETURN_IF_ERROR(r.U32(&x.ns_steps, "ns_steps"));
+    RETURN_IF_ERROR(r.U32(&x.nesterov, "nesterov"));
+    RETURN_IF_ERROR(r.F32(&x.ns_eps, "ns_eps"));
+    RETURN_IF_ERROR(r.U32(&x.matrix_second_moment, "matrix_second_moment"));
+    RETURN_IF_ERROR(r.I64(&x.steps_taken, "steps_taken"));
+    RETURN_IF_ERROR(r.I64(&x.steps_skipped, "steps_skipped"));
+    RETURN_IF_ERROR(r.U32(&group_count, "group_count"));
+    if (group_count > kMaxGroups || group_count * kGroupEntryBytes != r.remaining()) {
+      return Bad(absl::StrCat(r.where(), ": group_count = ", group_count, " needs ",
+                              group_count * kGroupEntryBytes, " bytes, the section has ",
+                              r.remaining(), " left: the file is inconsistent"));
+    }
+    x.groups.resize(group_count);
+    for (uint32_t g = 0; g < group_count; ++g) {
+      uint32_t kind;
+      RETURN_IF_ERROR(r.U32(&kind, absl::StrCat("group ", g, " kind")));
+      x.groups[g].kind = static_cast<GroupKind>(kind);
+      RETURN_IF_ERROR(r.F32(&x.groups[g].beta1, absl::StrCat("group ", g, " beta1")));
+      RETURN_IF_ERROR(r.F32(&x.groups[g].beta2, absl::StrCat("group ", g, " beta2")));
+      RETURN_IF_ERROR(r.F32(&x.groups[g].eps, absl::StrCat("group ", g, " eps")));
+    }
+    RETURN_IF_ERROR(r.ExpectEnd());
+  }
+  {
+    RETURN_IF_ERROR(ExpectTag(file, sections[1], kParmTag));
+    Reader r(sections[1].payload, Where(file, sections[1]));
+    uint32_t count;
+    RETURN_IF_ERROR(r.U32(&count, "param_count"));
+    if (count > kMaxParams || count > r.remaining() / (kParamEntryFixedBytes + 1)) {
+      return Bad(absl::StrCat(r.where(), ": param_count = ", count, " cannot fit in the ",
+                              r.remaining(), " bytes left (limit ", kMaxParams,
+                              "): the file is inconsistent"));
+    }
+    x.params.resize(count);
+    for (uint32_t p = 0; p < count; ++p) {
+      ParamInfo& q = x.params[p];
+      const std::string who = absl::StrCat("parameter ", p);
+      RETURN_IF_ERROR(r.Name(&q.name, absl::StrCat(who, " name")));
+      const std::string named = ParamWho(p, q.name);
+      uint32_t kind;
+      RETURN_IF_ERROR(r.U32(&kind, absl::StrCat(named, " kind")));
+      q.kind = static_cast<ParamKind>(kind);
+      RETURN_IF_ERROR(r.U32(&q.group, absl::StrCat(named, " group")));
+      RETURN_IF_ERROR(r.I64(&q.rows, absl::StrCat(named, " rows")));
+      RETURN_IF_ERROR(r.I64(&q.cols, absl::StrCat(named, " cols")));
+      RETURN_IF_ERROR(r.I64(&q.adamw_step, absl::StrCat(named, " adamw_step")));
+    }
+    RETURN_IF_ERROR(r.ExpectEnd());
+  }
+  {
+    RETURN_IF_ERROR(ExpectTag(file, sections[2], kShrdTag));
+    Reader r(sections[2].payload, Where(file, sections[2]));
+    if (x.world_size < 1 || x.world_size > kMaxWorldSize) {
+      return Bad(absl::StrCat(WhereSection(file, kConfTag), ": world_size = ", x.world_size,
+                              " is outside [1, ", kMaxWorldSize, "]"));
+    }
+    const uint64_t need = uint64_t{x.world_size} * x.params.size() * kRangeBytes;
+    if (need != r.remaining()) {
+      return Bad(absl::StrCat(r.where(), ": holds ", r.remaining(), " bytes; world_size ",
+                              x.world_size, " x ", x.params.size(), " parameters x ", kRangeBytes,
+                              " bytes = ", need, ": the file is inconsistent"));
+    }
+    x.ranges.assign(x.world_size, std::vector<RowRange>(x.params.size()));
+    for (uint32_t rank = 0; rank < x.world_size; ++rank) {
+      for (size_t p = 0; p < x.params.size(); ++p) {
+        RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].begin, "row_begin"));
+        RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].count, "row_count"));
+      }
+    }
+    RETURN_IF_ERROR(r.ExpectEnd());
+  }
+  RETURN_IF_ERROR(ValidateIndex(x, file));
+  return x;
+}
+
+absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_view file) {
+  ASSIGN_OR_RETURN(std::vector<Section> sections,
+                   Frame(bytes, file, "rank file", kRankMagic, "index", kIndexMagic));
+  if (sections.empty()) {
+    return Bad(absl::StrCat("checkpoint file '", file, "' has no sections; a rank file starts "
+                            "with a 'RANK' section"));
+  }
+  RankFile f;
+  uint32_t entry_count;
+  {
+    RETURN_IF_ERROR(ExpectTag(file, sections[0], kRankTag));
+    Reader r(sections[0].payload, Where(file, sections[0]));
+    RETURN_IF_ERROR(r.U64(&f.save_id, "save_id"));
+    RETURN_IF_ERROR(r.U32(&f.rank, "rank"));
+    RETURN_IF_ERROR(r.U32(&f.world_size, "world_size"));
+    RETURN_IF_ERROR(r.U32(&f.param_count, "param_count"));
+    RETURN_IF_ERROR(r.U32(&entry_count, "entry_count"));
+    RETURN_IF_ERROR(r.U32(&f.matrix_second_moment, "matrix_second_moment"));
+    RETURN_IF_ERROR(r.ExpectEnd());
+    if (f.matrix_second_moment > 1) {
+      return Bad(absl::StrCat(r.where(), ": matrix_second_moment = ", f.matrix_second_moment,
+                              " is not 0 or 1"));
+    }
+  }
+  if (sections.size() != uint64_t{entry_count} + 1) {
+    return Bad(absl::StrCat(Where(file, sections[0]), ": entry_count = ", entry_count,
+                            " but the file has ", sections.size() - 1,
+                            " entry sections: the file is inconsistent"));
+  }
+  f.shards.resize(entry_count);
+  for (uint32_t i = 0; i < entry_count; ++i) {
+    const Section& sec = sections[i + 1];
+    ShardState& s = f.shards[i];
+    if (sec.tag == absl::string_view(kMatrixTag, 4)) {
+      s.kind = ParamKind::kMatrix;
+    } else if (sec.tag == absl::string_view(kAdamWTag, 4)) {
+      s.kind = ParamKind::kAdamW;
+    } else {
+      return Bad(absl::StrCat(Where(file, sec), ": expected a '", kMatrixTag, "' or '", kAdamWTag,
+                              "' entry"));
+    }
+    Reader r(sec.payload, Where(file, sec));
+    RETURN_IF_ERROR(r.U32(&s.param, "param"));
+    RETURN_IF_ERROR(r.Name(&s.name, "name"));
+    const std::string who = absl::StrCat(r.where(), ": ", ParamWho(s.param, s.name));
+    RETURN_IF_ERROR(r.I64(&s.row_begin, "row_begin"));
+    RETURN_IF_ERROR(r.I64(&s.row_count, "row_count"));
+    RETURN_IF_ERROR(r.I64(&s.cols, "cols"));
+    RETURN_IF_ERROR(r.I64(&s.step, "step"));
+    if (s.row_begin < 0 || !ShapeOk(s.row_count, s.cols)) {
+      return Bad(absl::StrCat(who, ": row_begin = ", s.row_begin, ", row_count x cols = ",
+                              s.row_count, " x ", s.cols,
+                              ": needs row_begin >= 0, both counts > 0, product at most 2^40"));
+    }
+    // Sizes are checked against the payload before anything is allocated.
+    const uint64_t first = static_cast<uint64_t>(s.row_count * s.cols);
+    const uint64_t second = SecondCount(s.kind, f.matrix_second_moment, s.row_count, s.cols);
+    if ((first + second) * 4 != r.remaining()) {
+      return Bad(absl::StrCat(who, ": ", s.row_count, " rows x ", s.cols, " cols need ",
+                              (first + second) * 4, " bytes of state, the section holds ",
+                              r.remaining(), ": the file is inconsistent"));
+    }
+    RETURN_IF_ERROR(r.Floats(first, &s.first, s.kind == ParamKind::kMatrix ? "momentum" : "exp_avg"));
+    RETURN_IF_ERROR(r.Floats(second, &s.second, s.kind == ParamKind::kMatrix ? "v" : "exp_avg_sq"));
+    RETURN_IF_ERROR(r.ExpectEnd());
+  }
+  RETURN_IF_ERROR(ValidateRankFile(f, file));
+  return f;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError(errno, absl::StrCat("cannot create '", tmp, "'"));
+  auto fail = [&](int err, absl::string_view what) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return IoError(err, absl::StrCat(what, " '", tmp, "'"));
+  };
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const size_t chunk = std::min<size_t>(bytes.size() - done, size_t{1} << 30);
+    const ssize_t n = ::write(fd, bytes.data() + done, chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(errno, "cannot write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) return fail(errno, "cannot fsync");
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return IoError(err, absl::StrCat("cannot close '", tmp, "'"));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return IoError(err, absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
+  }
+  // The rename is durable once the directory entry is.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return IoError(errno, absl::StrCat("cannot open directory '", dir, "'"));
+  if (::fsync(dfd) != 0) {
+    const int err = errno;
+    ::close(dfd);
+    return IoError(err, absl::StrCat("cannot fsync directory '", dir, "'"));
+  }
+  ::close(dfd);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat("'", path, "' does not exist"));
+    return IoError(err, absl::StrCat("cannot open '", path, "'"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return IoError(err, absl::StrCat("cannot stat '", path, "'"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return IoError(err, absl::StrCat("cannot read '", path, "'"));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace normuon::checkpoint
