@@ -1,5 +1,6 @@
 // The C edge of the library: handle registry, status conversion, per-handle error messages.
 // Nothing thrown inside the library crosses this boundary.
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -323,6 +324,23 @@ normuon_status_t normuon_last_step_profile(normuon_runtime_t rt, normuon_step_pr
                                                      ": fill it with normuon_step_profile_init"));
     }
     return r.LastStepProfile(profile);
+  });
+}
+
+normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char* buf, uint64_t capacity,
+                                         uint64_t* needed) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
+    if (needed == nullptr) return absl::InvalidArgumentError("needed is null");
+    if (capacity > 0 && buf == nullptr) return absl::InvalidArgumentError("buf is null");
+    auto trace = r.LastStepTrace();
+    if (!trace.ok()) return trace.status();
+    *needed = trace->size() + 1;
+    if (capacity > 0) {
+      const size_t n = std::min<uint64_t>(capacity - 1, trace->size());
+      std::memcpy(buf, trace->data(), n);
+      buf[n] = '\0';
+    }
+    return absl::OkStatus();
   });
 }
 

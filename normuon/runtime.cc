@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "normuon/status_macros.h"
 #include "sharding/buckets.h"
 #include "sharding/owner_assignment.h"
@@ -25,6 +26,26 @@ constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+// Adds the lifetime of the object to *ms and logs it as a span (a stage's time; each stage is
+// timed on one thread, into that thread's log).
+class StageTimer {
+ public:
+  StageTimer(double* ms, SpanLog* log, int32_t phase, int32_t bucket)
+      : ms_(ms), log_(log), phase_(phase), bucket_(bucket),
+        start_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    const auto end = std::chrono::steady_clock::now();
+    *ms_ += std::chrono::duration<double, std::milli>(end - start_).count();
+    log_->Add(phase_, bucket_, start_, end);
+  }
+
+ private:
+  double* ms_;
+  SpanLog* log_;
+  int32_t phase_, bucket_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 
 bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
@@ -546,6 +567,9 @@ absl::Status Runtime::Finalize() {
   }
   grad_marked_.assign(params_.size(), 0);
   bucket_of_matrix_ = bucket_of;
+  trace_main_.Reserve(16);
+  trace_compute_.Reserve(3 * buckets_.size() + 4);
+  trace_comm_.Reserve(2 * buckets_.size() + 4);
   bucket_pending_.resize(buckets_.size());
   for (size_t b = 0; b < buckets_.size(); ++b) {
     bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
@@ -565,7 +589,7 @@ absl::Status Runtime::Finalize() {
 }
 
 absl::Status Runtime::BlendBucket(int b) {
-  StageTimer timer(&stage_ms_[0]);
+  StageTimer timer(&stage_ms_[0], &trace_compute_, kTraceBlend, b);
   for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
   return absl::OkStatus();
 }
@@ -573,12 +597,12 @@ absl::Status Runtime::BlendBucket(int b) {
 absl::Status Runtime::GatherBucket(int b) {
   const Bucket& bucket = buckets_[b];
   if (world_ == 1) return absl::OkStatus();  // a single rank's rows are written in place
-  StageTimer timer(&stage_ms_[1]);
+  StageTimer timer(&stage_ms_[1], &trace_comm_, kTraceGather, b);
   return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, stream_);
 }
 
 absl::Status Runtime::ComputeBucket(int b) {
-  StageTimer timer(&stage_ms_[2]);
+  StageTimer timer(&stage_ms_[2], &trace_compute_, kTraceCompute, b);
   const Bucket& bucket = buckets_[b];
   // Unpack every peer's rows into the owner's full U.
   for (int p = 0; p < world_; ++p) {
@@ -604,12 +628,12 @@ absl::Status Runtime::ComputeBucket(int b) {
 absl::Status Runtime::ScatterBucket(int b) {
   const Bucket& bucket = buckets_[b];
   if (world_ == 1) return absl::OkStatus();
-  StageTimer timer(&stage_ms_[3]);
+  StageTimer timer(&stage_ms_[3], &trace_comm_, kTraceScatter, b);
   return comm_->Exchange(bucket.scatter_sends, bucket.scatter_recvs, stream_);
 }
 
 absl::Status Runtime::StatsBucket(int b) {
-  StageTimer timer(&stage_ms_[4]);
+  StageTimer timer(&stage_ms_[4], &trace_compute_, kTraceStats, b);
   for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
   return absl::OkStatus();
 }
@@ -696,6 +720,9 @@ absl::Status Runtime::BeginStepWork(void* stream) {
   normuon_step_profile_init(&profile_);
   std::fill(std::begin(stage_ms_), std::end(stage_ms_), 0.0);
   step_clock_ = PhaseClock();
+  trace_main_.Reset();
+  trace_compute_.Reset();
+  trace_comm_.Reset();
   stream_ = stream;
   return backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
                              sizeof(GroupScalars) * host_scalars_.size(), control_);
@@ -792,7 +819,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   // still takes part in every collective, and the flags travel with the row slots.
   const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_) &&
                          pipeline_ == nullptr;
-  clock.Lap(&profile_.finite_check_ms);
+  clock.Lap(&profile_.finite_check_ms, &trace_main_, kTraceFiniteCheck);
   absl::Status comm_status;
   if (!skip_work) {
     comm_status = RunBuckets();  // on stream_, set when the step began  // fills the per-stage times of the profile itself
@@ -834,11 +861,11 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
     }
     if (comm_status.ok()) {
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
-      clock.Lap(&profile_.row_stats_ms);
+      clock.Lap(&profile_.row_stats_ms, &trace_main_, kTraceReduce);
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
-      clock.Lap(&profile_.update_ms);
+      clock.Lap(&profile_.update_ms, &trace_main_, kTraceCommit);
       for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
-      clock.Lap(&profile_.adamw_ms);
+      clock.Lap(&profile_.adamw_ms, &trace_main_, kTraceAdamW);
     } else {
       // A failed collective: nothing was committed; count the step as skipped (host memory).
       control_->comm_error = 1;
@@ -882,6 +909,40 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
   *profile = profile_;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Runtime::LastStepTrace() const {
+  if (!backend_->IsSynchronous()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "step traces are not available on the ", backend_->name(),
+        " backend yet (they need device events)"));
+  }
+  if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
+  static const char* const kNames[kTracePhaseCount] = {
+      "momentum", "gather", "newton_schulz", "scatter", "row_stats",
+      "finite_check", "all_reduce+norms", "update", "adamw"};
+  static const char* const kTracks[3] = {"step", "compute", "communication"};
+  std::string out;
+  const SpanLog* logs[3] = {&trace_main_, &trace_compute_, &trace_comm_};
+  for (int tid = 0; tid < 3; ++tid) {
+    const SpanLog& log = *logs[tid];
+    for (size_t i = 0; i < log.size(); ++i) {
+      const TraceSpan& e = log[i];
+      absl::StrAppend(&out, out.empty() ? "" : ",\n", "{\"name\":\"", kNames[e.phase],
+                      "\",\"cat\":\"normuon\",\"ph\":\"X\",\"pid\":", rank_, ",\"tid\":", tid,
+                      absl::StrFormat(",\"ts\":%.3f,\"dur\":%.3f", e.begin_ns / 1e3,
+                                      (e.end_ns - e.begin_ns) / 1e3));
+      if (e.bucket >= 0) absl::StrAppend(&out, ",\"args\":{\"bucket\":", e.bucket, "}");
+      out += "}";
+    }
+    // Track names, so Perfetto shows "rank 2 / compute" rather than bare numbers.
+    absl::StrAppend(&out, out.empty() ? "" : ",\n",
+                    "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":", rank_, ",\"tid\":", tid,
+                    ",\"args\":{\"name\":\"", kTracks[tid], "\"}}");
+  }
+  absl::StrAppend(&out, ",\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":", rank_,
+                  ",\"args\":{\"name\":\"rank ", rank_, "\"}}");
+  return out;
 }
 
 absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t kind) const {

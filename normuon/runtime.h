@@ -20,28 +20,63 @@
 
 namespace normuon {
 
-// Adds the time since the last Lap (or construction) to a phase's total. On an asynchronous
-// backend these are only the host's issue times, so the runtime does not report them.
-// Adds the lifetime of the object to *ms (a stage's time; each stage is timed on one thread).
-class StageTimer {
+// The phases of a step as the Chrome trace names them.
+enum TracePhase : int32_t {
+  kTraceBlend = 0,
+  kTraceGather,
+  kTraceCompute,
+  kTraceScatter,
+  kTraceStats,
+  kTraceFiniteCheck,
+  kTraceReduce,
+  kTraceCommit,
+  kTraceAdamW,
+  kTracePhaseCount
+};
+
+// One timed span of a step (steady-clock nanoseconds), for the Chrome trace.
+struct TraceSpan {
+  int32_t phase;
+  int32_t bucket;  // -1 for whole-step phases
+  int64_t begin_ns, end_ns;
+};
+
+// A fixed-capacity log of spans, written by one thread during a step; sized at finalize, so
+// recording never allocates (spans beyond the capacity are counted, not kept).
+class SpanLog {
  public:
-  explicit StageTimer(double* ms) : ms_(ms), start_(std::chrono::steady_clock::now()) {}
-  ~StageTimer() {
-    *ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-                .count();
+  void Reserve(size_t capacity) { spans_.resize(capacity); }
+  void Reset() { size_ = 0; dropped_ = 0; }
+  void Add(int32_t phase, int32_t bucket, std::chrono::steady_clock::time_point begin,
+           std::chrono::steady_clock::time_point end) {
+    if (size_ == spans_.size()) {
+      ++dropped_;
+      return;
+    }
+    spans_[size_++] = TraceSpan{phase, bucket, Ns(begin), Ns(end)};
+  }
+  size_t size() const { return size_; }
+  size_t dropped() const { return dropped_; }
+  const TraceSpan& operator[](size_t i) const { return spans_[i]; }
+  static int64_t Ns(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
 
  private:
-  double* ms_;
-  std::chrono::steady_clock::time_point start_;
+  std::vector<TraceSpan> spans_;
+  size_t size_ = 0, dropped_ = 0;
 };
 
+// Adds the time since the last Lap (or construction) to a phase's total, and logs the span.
+// On an asynchronous backend these are only the host's issue times, so the runtime does not
+// report them.
 class PhaseClock {
  public:
   PhaseClock() : last_(std::chrono::steady_clock::now()), start_(last_) {}
-  void Lap(double* phase_ms) {
+  void Lap(double* phase_ms, SpanLog* log = nullptr, int32_t phase = -1) {
     const auto now = std::chrono::steady_clock::now();
     *phase_ms += std::chrono::duration<double, std::milli>(now - last_).count();
+    if (log != nullptr) log->Add(phase, -1, last_, now);
     last_ = now;
   }
   double TotalMs() const {
@@ -72,6 +107,10 @@ class Runtime {
   absl::Status Step(float lr, float weight_decay, void* stream);
   absl::Status StepResult(normuon_step_info_t* info);
   absl::Status LastStepProfile(normuon_step_profile_t* profile) const;
+  // The last step's spans as Chrome trace events (JSON objects joined by commas, no brackets):
+  // pid = rank, tid = 0 step / 1 compute / 2 communication, ts/dur in microseconds of the
+  // steady clock.
+  absl::StatusOr<std::string> LastStepTrace() const;
   absl::StatusOr<uint64_t> StateSize(int32_t param, normuon_state_kind_t kind) const;
   absl::Status GetState(int32_t param, normuon_state_kind_t kind, void* dst, uint64_t bytes);
   absl::Status SetState(int32_t param, normuon_state_kind_t kind, const void* src,
@@ -167,6 +206,8 @@ class Runtime {
   std::vector<int32_t> bucket_of_matrix_;  // per matrix k
   std::vector<int32_t> bucket_pending_;    // per bucket: matrices not marked yet
   PhaseClock step_clock_;                 // from the start of the step
+  // Spans of the current step: caller's thread, compute stages, communication stages.
+  SpanLog trace_main_, trace_compute_, trace_comm_;
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_

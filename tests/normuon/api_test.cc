@@ -562,6 +562,36 @@ TEST(GradReadyTest, MisuseIsRejectedAndMarksNothing) {
   EXPECT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << rt.error();
 }
 
+TEST(StepTest, TraceListsEveryPhaseAsChromeTraceEvents) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  c.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  Runtime rt(c);
+  std::vector<float> a = RandomVector(48, 1, 0.1f), ga = RandomVector(48, 2, 1.0f);
+  std::vector<float> b = RandomVector(6, 3, 0.1f), gb = RandomVector(6, 4, 1.0f);
+  auto da = Desc("a", 6, 8, a.data(), ga.data());
+  auto db = Desc("b", 6, 1, b.data(), gb.data(), NORMUON_GROUP_ADAMW_DEFAULT);
+  normuon_param_t id;
+  ASSERT_EQ(normuon_register_matrix(rt.get(), &da, &id), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_register_adamw(rt.get(), &db, &id), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_finalize(rt.get()), NORMUON_SUCCESS);
+  uint64_t needed = 0;
+  EXPECT_EQ(normuon_last_step_trace(rt.get(), nullptr, 0, &needed), NORMUON_ERROR_INVALID_STATE);
+  ASSERT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_last_step_trace(rt.get(), nullptr, 0, &needed), NORMUON_SUCCESS);
+  std::string trace(needed, '\0');
+  ASSERT_EQ(normuon_last_step_trace(rt.get(), trace.data(), needed, &needed), NORMUON_SUCCESS);
+  for (const char* phase : {"\"momentum\"", "\"newton_schulz\"", "\"row_stats\"", "\"update\"",
+                            "\"adamw\"", "\"communication\"", "\"ph\":\"X\""}) {
+    EXPECT_NE(trace.find(phase), std::string::npos) << phase << " missing in " << trace;
+  }
+  // A short buffer gets a truncated, terminated prefix and the full size.
+  char small[8];
+  ASSERT_EQ(normuon_last_step_trace(rt.get(), small, sizeof(small), &needed), NORMUON_SUCCESS);
+  EXPECT_EQ(small[7], '\0');
+  EXPECT_EQ(needed, trace.size());
+}
+
 TEST(StateTest, MemoryQueryCountsStateBeforeFinalize) {
   Runtime rt;
   uint64_t empty = 0, one = 0;

@@ -303,6 +303,18 @@ NORMUON_API void normuon_step_profile_init(normuon_step_profile_t* profile);
 NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
                                                        normuon_step_profile_t* profile);
 
+/* The last step as Chrome trace events (Perfetto / chrome://tracing): JSON objects separated by
+ * commas, without the enclosing brackets, so the traces of several ranks (and a trainer's own
+ * events) can be joined into one {"traceEvents": [...]} document. pid = rank; tid 0 = the step's
+ * thread (finite check, all-reduce and norms, update, AdamW), 1 = compute stages (momentum,
+ * Newton-Schulz, row statistics, per bucket), 2 = communication (gather, scatter, per bucket);
+ * ts and dur in microseconds of the process's steady clock (CLOCK_MONOTONIC on Linux).
+ * Writes at most capacity bytes (NUL-terminated) into buf and the full size including the NUL
+ * into *needed; call with capacity 0 to size a buffer. CPU backend only for now (UNSUPPORTED on
+ * CUDA: device timing needs events). */
+NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char* buf,
+                                                     uint64_t capacity, uint64_t* needed);
+
 /* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
 typedef enum normuon_state_kind {
   NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
