@@ -54,7 +54,7 @@ void BM_NewtonSchulzCpu(benchmark::State& state) {
   normuon::NsCpuWorkspace ws;
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    normuon::NewtonSchulzCpu(u.data(), o.data(), rows, cols, kQuintic5, 1e-7f, false, &ws);
+    normuon::NewtonSchulzCpu(u.data(), o.data(), rows, cols, kQuintic5, 1e-7f, 1.0f, false, &ws);
     benchmark::DoNotOptimize(o.data());
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -131,7 +131,7 @@ void normuon_config_init(normuon_config_t* c) {
   c->ns_dtype = NORMUON_NS_DEFAULT;
   c->ns_steps = 5;
   c->nesterov = 1;
-  c->ns_eps = 1e-7f;
+  c->ns_eps = 0.0f;  // the orthogonalizer's own
   c->check_finite = 0;
   c->lr = 0.02f;
   c->momentum = 0.95f;
@@ -146,6 +146,11 @@ void normuon_config_init(normuon_config_t* c) {
   c->owner_policy = NORMUON_OWNER_ROUND_ROBIN;
   c->schedule = NORMUON_SCHEDULE_SEQUENTIAL;
   c->bucket_bytes = uint64_t{32} << 20;
+  c->lr_adjust = NORMUON_LR_ADJUST_DEFAULT;
+  c->orthogonalizer = NORMUON_ORTHO_QUINTIC;
+  c->ns_coefficients = nullptr;
+  c->ns_norm_scale = 0.0f;
+  c->cautious_weight_decay = 0;
 }
 
 void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {

@@ -27,7 +27,10 @@ enum class DType : int32_t { kF32 = 0, kBF16 = 1 };
 
 inline size_t SizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 
-enum class Variant : int32_t { kNorMuon = 0, kNorMuonPaper = 1, kMuon = 2 };
+enum class Variant : int32_t { kNorMuon = 0, kNorMuonPaper = 1, kMuon = 2, kAdaMuon = 3 };
+
+// v holds one value per element (AdaMuon) or per row (NorMuon variants); Muon has none.
+inline bool PerElementV(Variant v) { return v == Variant::kAdaMuon; }
 
 // Sentinel for StepControl::nonfinite_param: no non-finite gradient seen.
 inline constexpr int32_t kNoParam = 0x7fffffff;
@@ -66,8 +69,9 @@ struct MatrixWork {
   const void* grad = nullptr;        // row_count x cols, grad_dtype (caller's); null = zero grad
   DType grad_dtype = DType::kF32;
   float* momentum = nullptr;         // row_count x cols
-  float* v = nullptr;                // row_count: second moment per row
-  float* v_new = nullptr;            // row_count: scratch, copied to v at commit
+  float* v = nullptr;                // second moment: row_count values, or row_count x cols for
+                                     // AdaMuon (PerElementV)
+  float* v_new = nullptr;            // same size: scratch, copied to v at commit
   void* u_rows = nullptr;            // row_count x cols, ns_dtype: where Blend writes this rank's
                                      // rows of U (single rank: inside the owner's full U)
   const void* o_rows = nullptr;      // row_count x cols, ns_dtype: this rank's rows of O
@@ -81,6 +85,9 @@ struct MatrixWork {
   Variant variant = Variant::kNorMuon;
   bool nesterov = true;
   DType ns_dtype = DType::kF32;
+  float shape_factor = 1.0f;         // the variant's shape factor, or the lr-adjust switch's
+  bool cautious_wd = false;          // decay only where sign(update) == sign(W)
+  const StepControl* control = nullptr;  // AdaMuon's bias correction: t = steps_taken + 1
 };
 
 // A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
@@ -93,6 +100,7 @@ struct NsBatch {
   void* o = nullptr;
   DType dtype = DType::kF32;
   float ns_eps = 1e-7f;
+  float ns_norm_scale = 1.0f;  // X0 = U / (||U||_F * ns_norm_scale + ns_eps); Polar Express: 1.02
   std::vector<std::array<float, 3>> coefficients;  // (a, b, c) per iteration
 };
 
@@ -108,6 +116,7 @@ struct AdamWWork {
   float* exp_avg_sq = nullptr;
   int64_t* step = nullptr;           // bias-correction count; this step uses *step + 1
   const GroupScalars* scalars = nullptr;
+  bool cautious_wd = false;          // decay only where sign(update) == sign(W)
 };
 
 class Backend {
@@ -150,16 +159,20 @@ class Backend {
   virtual absl::Status CopyAsync(void* dst, const void* src, size_t bytes) = 0;
   // o = NS(u) for every matrix of the batch.
   virtual absl::Status NewtonSchulz(const NsBatch& b) = 0;
-  // From o_rows: v_new_i = v_i + (1-b2)*(mean_j O_ij^2 - v_i) (not for Muon), and the row
-  // slots of this rank's rows: sum_j O_ij^2 and sum_j (O_ij / (sqrt(v_new_i) + eps))^2.
+  // From o_rows: v_new_i = v_i + (1-b2)*(mean_j O_ij^2 - v_i) (NorMuon variants; AdaMuon per
+  // element: v_new_ij = v_ij + (1-b2)*(O_ij^2 - v_ij); Muon: none), and the row slots of this
+  // rank's rows: sum_j O_ij^2 and sum_j (O_ij * f_ij)^2 with f the normalization factor:
+  // 1/(sqrt(v_new_i) + eps); AdaMuon 1/(sqrt(v_new_ij / (1 - b2^t)) + eps); Muon 1.
   virtual absl::Status RowStats(const MatrixWork& w) = 0;
   // From the complete row_slots_total (summed in global row order, the same function at every world
-  // size), writes *w.scale: kNorMuon ||O||/(||O'||+eps) * sqrt(max(1, m/n));
-  // kNorMuonPaper 0.2*sqrt(m*n)/(||O'||+eps); kMuon sqrt(max(1, m/n)).
+  // size), writes *w.scale = norm part * w.shape_factor, the norm part being kNorMuon
+  // ||O||/(||O'||+eps); kNorMuonPaper 1/(||O'||+eps); kMuon 1; kAdaMuon
+  // sqrt(min(m,n))/(||O'||+eps).
   virtual absl::Status FinishNorms(const MatrixWork& w) = 0;
   // Unless the step is skipped: M = M + (1-b1)*(G - M); v = v_new;
-  // W = W*(1 - lr*wd) - lr * scale * O_ij * f_i, f_i = 1/(sqrt(v_new_i)+eps) (1 for Muon);
-  // no weight decay when grad is null.
+  // W = W*(1 - lr*wd) - lr * scale * O_ij * f_ij (f as in RowStats); no weight decay when
+  // grad is null; with cautious_wd, decay only the elements where the update and W agree in
+  // sign (D_ij * W_ij > 0).
   virtual absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) = 0;
   // Unless the step is skipped, AdamW as the reference (bias-corrected, decoupled wd).
   virtual absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) = 0;

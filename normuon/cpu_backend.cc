@@ -35,10 +35,25 @@ void Store(void* p, DType d, int64_t i, float v) {
 // The gradient element, or 0 when the parameter has no gradient this step.
 float Grad(const void* g, DType d, int64_t i) { return g == nullptr ? 0.0f : Load(g, d, i); }
 
-// 1 / (sqrt(v) + eps): the per-row factor of the NorMuon normalization.
-float RowFactor(Variant variant, float v_new, float eps) {
+// The normalization factor f of one row (or, for AdaMuon, one element): 1/(sqrt(v) + eps) with
+// AdaMuon's v bias-corrected by bc2 = 1 - b2^t; 1 for Muon.
+float NormFactor(Variant variant, float v_new, float eps, float bc2) {
   if (variant == Variant::kMuon) return 1.0f;
+  if (variant == Variant::kAdaMuon) return 1.0f / (std::sqrt(v_new / bc2) + eps);
   return 1.0f / (std::sqrt(v_new) + eps);
+}
+
+// AdaMuon's bias correction 1 - b2^t for this step (t = committed steps + 1).
+float BiasCorrection2(const MatrixWork& w) {
+  if (w.variant != Variant::kAdaMuon) return 1.0f;
+  const double t = static_cast<double>(w.control->steps_taken + 1);
+  return static_cast<float>(1.0 - std::pow(static_cast<double>(w.scalars->beta2), t));
+}
+
+// Decoupled weight decay of one element: cautious decay only where the update d and the weight
+// p agree in sign.
+float Decay(float decay, bool cautious, float d, float p) {
+  return cautious && !(d * p > 0.0f) ? 1.0f : decay;
 }
 
 class CpuBackend final : public Backend {
@@ -138,7 +153,7 @@ class CpuBackend final : public Backend {
         u = static_cast<const float*>(b.u) + k * n;
         o = static_cast<float*>(b.o) + k * n;
       }
-      NewtonSchulzCpu(u, o, b.rows, b.cols, b.coefficients, b.ns_eps, bf16, &ws_);
+      NewtonSchulzCpu(u, o, b.rows, b.cols, b.coefficients, b.ns_eps, b.ns_norm_scale, bf16, &ws_);
       if (bf16) {
         Bf16* dst = static_cast<Bf16*>(b.o) + k * n;
         for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBf16(o[i]);
@@ -150,23 +165,35 @@ class CpuBackend final : public Backend {
   absl::Status RowStats(const MatrixWork& w) override {
     const float b2 = w.scalars->beta2;
     const float eps = w.scalars->eps;
+    const float bc2 = BiasCorrection2(w);
     for (int64_t r = 0; r < w.row_count; ++r) {
       double sq = 0.0;
       for (int64_t j = 0; j < w.cols; ++j) {
         const double o = Load(w.o_rows, w.ns_dtype, r * w.cols + j);
         sq += o * o;
       }
-      float v_new = 0.0f;
-      if (w.variant != Variant::kMuon) {
-        const float mean = static_cast<float>(sq / static_cast<double>(w.cols));
-        v_new = w.v[r] + (1.0f - b2) * (mean - w.v[r]);
-        w.v_new[r] = v_new;
-      }
-      const float f = RowFactor(w.variant, v_new, eps);
       double sq_scaled = 0.0;
-      for (int64_t j = 0; j < w.cols; ++j) {
-        const double o = Load(w.o_rows, w.ns_dtype, r * w.cols + j) * f;
-        sq_scaled += o * o;
+      if (PerElementV(w.variant)) {
+        for (int64_t j = 0; j < w.cols; ++j) {
+          const int64_t i = r * w.cols + j;
+          const float o = Load(w.o_rows, w.ns_dtype, i);
+          const float v_new = w.v[i] + (1.0f - b2) * (o * o - w.v[i]);
+          w.v_new[i] = v_new;
+          const double x = o * NormFactor(w.variant, v_new, eps, bc2);
+          sq_scaled += x * x;
+        }
+      } else {
+        float v_new = 0.0f;
+        if (w.variant != Variant::kMuon) {
+          const float mean = static_cast<float>(sq / static_cast<double>(w.cols));
+          v_new = w.v[r] + (1.0f - b2) * (mean - w.v[r]);
+          w.v_new[r] = v_new;
+        }
+        const float f = NormFactor(w.variant, v_new, eps, bc2);
+        for (int64_t j = 0; j < w.cols; ++j) {
+          const double o = Load(w.o_rows, w.ns_dtype, r * w.cols + j) * f;
+          sq_scaled += o * o;
+        }
       }
       w.row_slots[w.row_begin + r] = static_cast<float>(sq);
       w.row_slots[w.rows + w.row_begin + r] = static_cast<float>(sq_scaled);
@@ -182,19 +209,21 @@ class CpuBackend final : public Backend {
     }
     const double eps = w.scalars->eps;
     const double m = static_cast<double>(w.rows), n = static_cast<double>(w.cols);
-    const double shape = std::sqrt(std::max(1.0, m / n));
-    double scale = 0.0;
+    double norm_part = 1.0;  // Muon
     switch (w.variant) {
       case Variant::kNorMuon:
-        scale = std::sqrt(sq) / (std::sqrt(sq_scaled) + eps) * shape;
+        norm_part = std::sqrt(sq) / (std::sqrt(sq_scaled) + eps);
         break;
       case Variant::kNorMuonPaper:
-        scale = 0.2 * std::sqrt(m * n) / (std::sqrt(sq_scaled) + eps);
+        norm_part = 1.0 / (std::sqrt(sq_scaled) + eps);
+        break;
+      case Variant::kAdaMuon:
+        norm_part = std::sqrt(std::min(m, n)) / (std::sqrt(sq_scaled) + eps);
         break;
       case Variant::kMuon:
-        scale = shape;
         break;
     }
+    const double scale = norm_part * static_cast<double>(w.shape_factor);
     *w.scale = static_cast<float>(scale);
     return absl::OkStatus();
   }
@@ -204,17 +233,24 @@ class CpuBackend final : public Backend {
     const GroupScalars& s = *w.scalars;
     const float decay = w.grad == nullptr ? 1.0f : 1.0f - s.lr * s.weight_decay;
     const float step = s.lr * *w.scale;
+    const float bc2 = BiasCorrection2(w);
+    const bool per_element = PerElementV(w.variant);
     for (int64_t r = 0; r < w.row_count; ++r) {
-      const float f = RowFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r], s.eps);
+      const float row_f =
+          per_element ? 0.0f
+                      : NormFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r],
+                                   s.eps, bc2);
       for (int64_t j = 0; j < w.cols; ++j) {
         const int64_t i = r * w.cols + j;
         const float g = Grad(w.grad, w.grad_dtype, i);
         w.momentum[i] += (1.0f - s.beta1) * (g - w.momentum[i]);
-        const float o = Load(w.o_rows, w.ns_dtype, i);
+        const float f = per_element ? NormFactor(w.variant, w.v_new[i], s.eps, bc2) : row_f;
+        const float d = step * (Load(w.o_rows, w.ns_dtype, i) * f);
         const float p = Load(w.param, w.param_dtype, i);
-        Store(w.param, w.param_dtype, i, p * decay - step * (o * f));
+        Store(w.param, w.param_dtype, i, p * Decay(decay, w.cautious_wd, d, p) - d);
+        if (per_element) w.v[i] = w.v_new[i];
       }
-      if (w.variant != Variant::kMuon) w.v[r] = w.v_new[r];
+      if (w.variant != Variant::kMuon && !per_element) w.v[r] = w.v_new[r];
     }
     return absl::OkStatus();
   }
@@ -232,7 +268,8 @@ class CpuBackend final : public Backend {
       w.exp_avg_sq[i] += (1.0f - s.beta2) * (g * g - w.exp_avg_sq[i]);
       const float upd = (w.exp_avg[i] / bc1) / (std::sqrt(w.exp_avg_sq[i] / bc2) + s.eps);
       const float p = Load(w.param, w.param_dtype, i);
-      Store(w.param, w.param_dtype, i, p * decay - s.lr * upd);
+      const float d = s.lr * upd;
+      Store(w.param, w.param_dtype, i, p * Decay(decay, w.cautious_wd, d, p) - d);
     }
     return absl::OkStatus();
   }

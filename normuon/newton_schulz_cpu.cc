@@ -28,7 +28,7 @@ void RoundAll(float* p, size_t n) {
 
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
-                     bool round_bf16, NsCpuWorkspace* ws) {
+                     float norm_scale, bool round_bf16, NsCpuWorkspace* ws) {
   const bool transposed = rows > cols;
   const int64_t s = std::min(rows, cols);  // X is s x l, s <= l
   const int64_t l = std::max(rows, cols);
@@ -49,7 +49,8 @@ void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
   if (round_bf16) RoundAll(x, xn);
   double sq = 0.0;
   for (size_t i = 0; i < xn; ++i) sq += static_cast<double>(x[i]) * x[i];
-  const float inv = static_cast<float>(1.0 / (std::sqrt(sq) + static_cast<double>(ns_eps)));
+  const float inv = static_cast<float>(
+      1.0 / (std::sqrt(sq) * static_cast<double>(norm_scale) + static_cast<double>(ns_eps)));
   for (size_t i = 0; i < xn; ++i) x[i] *= inv;
   if (round_bf16) RoundAll(x, xn);
 

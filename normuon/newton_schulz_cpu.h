@@ -18,11 +18,12 @@ struct NsCpuWorkspace {
 };
 
 // o = NS(u): u and o are rows x cols row-major fp32 (o may not alias u). Works on u^T when
-// rows > cols. X0 = u / (||u||_F + ns_eps); per (a, b, c): A = X X^T, B = b A + c A A,
-// X = a X + B X. round_bf16: emulate bf16 storage of X, A, B (see the file comment).
+// rows > cols. X0 = u / (||u||_F * norm_scale + ns_eps); per (a, b, c): A = X X^T,
+// B = b A + c A A, X = a X + B X. round_bf16: emulate bf16 storage of X, A, B (see the file
+// comment).
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
-                     bool round_bf16, NsCpuWorkspace* ws);
+                     float norm_scale, bool round_bf16, NsCpuWorkspace* ws);
 
 }  // namespace normuon
 

@@ -21,6 +21,40 @@ namespace normuon {
 namespace {
 
 constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
+// Polar Express, as Dion's polar_express.py: one triple per iteration.
+constexpr std::array<std::array<float, 3>, 5> kPolarExpress = {{
+    {8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
+    {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
+    {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
+    {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
+    {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f},
+}};
+
+// The update's shape factor (normuon.h, normuon_lr_adjust_t).
+double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_t rows,
+                   int64_t cols) {
+  const double m = static_cast<double>(rows), n = static_cast<double>(cols);
+  const double spectral = std::sqrt(std::max(1.0, m / n));
+  const double rms = 0.2 * std::sqrt(std::max(m, n));
+  switch (adjust) {
+    case NORMUON_LR_ADJUST_NONE:
+      return 1.0;
+    case NORMUON_LR_ADJUST_SPECTRAL:
+      return spectral;
+    case NORMUON_LR_ADJUST_RMS:
+      return rms;
+    case NORMUON_LR_ADJUST_DEFAULT:
+      break;
+  }
+  switch (variant) {
+    case NORMUON_VARIANT_NORMUON_PAPER:
+      return 0.2 * std::sqrt(m * n);
+    case NORMUON_VARIANT_ADAMUON:
+      return rms;
+    default:
+      return spectral;
+  }
+}
 // Largest element count accepted for one parameter: keeps every byte count (elements * 4, and
 // the sums over parameters) far from int64 overflow.
 constexpr int64_t kMaxElements = int64_t{1} << 40;
@@ -96,7 +130,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
                                 " is not NORMUON_BACKEND_CPU or NORMUON_BACKEND_CUDA"));
   }
   if (c.variant != NORMUON_VARIANT_NORMUON && c.variant != NORMUON_VARIANT_NORMUON_PAPER &&
-      c.variant != NORMUON_VARIANT_MUON) {
+      c.variant != NORMUON_VARIANT_MUON && c.variant != NORMUON_VARIANT_ADAMUON) {
     return Invalid(absl::StrCat("config.variant = ", static_cast<int>(c.variant), " is unknown"));
   }
   if (c.ns_dtype != NORMUON_NS_DEFAULT && c.ns_dtype != NORMUON_NS_FP32 &&
@@ -122,8 +156,36 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
         "the sharded step (world size ", comm->world_size(),
         ") runs on the CPU backend only in this version; the CUDA backend is single-rank"));
   }
-  if (!(c.ns_eps > 0.0f && std::isfinite(c.ns_eps))) {
-    return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps, " must be finite and > 0"));
+  if (!(c.ns_eps >= 0.0f && std::isfinite(c.ns_eps))) {
+    return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps,
+                                " must be finite and >= 0 (0: the orthogonalizer's own)"));
+  }
+  if (!(c.ns_norm_scale >= 0.0f && std::isfinite(c.ns_norm_scale))) {
+    return Invalid(absl::StrCat("config.ns_norm_scale = ", c.ns_norm_scale,
+                                " must be finite and >= 0 (0: the orthogonalizer's own)"));
+  }
+  if (c.lr_adjust < NORMUON_LR_ADJUST_DEFAULT || c.lr_adjust > NORMUON_LR_ADJUST_RMS) {
+    return Invalid(absl::StrCat("config.lr_adjust = ", static_cast<int>(c.lr_adjust),
+                                " is unknown"));
+  }
+  if (c.orthogonalizer < NORMUON_ORTHO_QUINTIC || c.orthogonalizer > NORMUON_ORTHO_CUSTOM) {
+    return Invalid(absl::StrCat("config.orthogonalizer = ", static_cast<int>(c.orthogonalizer),
+                                " is unknown"));
+  }
+  if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+    if (c.ns_coefficients == nullptr) {
+      return Invalid("config.ns_coefficients is null but config.orthogonalizer is CUSTOM");
+    }
+    for (int i = 0; i < 3 * c.ns_steps; ++i) {
+      if (!std::isfinite(c.ns_coefficients[i])) {
+        return Invalid(absl::StrCat("config.ns_coefficients[", i, "] = ", c.ns_coefficients[i],
+                                    " is not finite"));
+      }
+    }
+  }
+  if (c.cautious_weight_decay != 0 && c.cautious_weight_decay != 1) {
+    return Invalid(absl::StrCat("config.cautious_weight_decay = ", c.cautious_weight_decay,
+                                " must be 0 or 1"));
   }
   normuon_group_desc_t matrix_group, adamw_group;
   normuon_group_desc_init(&matrix_group, NORMUON_GROUP_NORMUON);
@@ -166,7 +228,20 @@ Runtime::Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backen
   } else {
     ns_dtype_ = config_.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
   }
-  coefficients_.assign(static_cast<size_t>(config_.ns_steps), kQuintic);
+  const bool polar = config_.orthogonalizer == NORMUON_ORTHO_POLAR_EXPRESS;
+  for (int i = 0; i < config_.ns_steps; ++i) {
+    if (config_.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+      const float* abc = config_.ns_coefficients + 3 * i;
+      coefficients_.push_back({abc[0], abc[1], abc[2]});
+    } else if (polar) {
+      coefficients_.push_back(kPolarExpress[std::min<size_t>(i, kPolarExpress.size() - 1)]);
+    } else {
+      coefficients_.push_back(kQuintic);
+    }
+  }
+  config_.ns_coefficients = nullptr;  // copied above; the caller's array may go away
+  if (config_.ns_eps == 0.0f) config_.ns_eps = polar ? 1e-6f : 1e-7f;
+  if (config_.ns_norm_scale == 0.0f) config_.ns_norm_scale = polar ? 1.02f : 1.0f;
 }
 
 Runtime::~Runtime() {
@@ -306,7 +381,10 @@ uint64_t Runtime::MemoryRequired() const {
   for (const Param& p : params_) {
     const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
     if (p.kind == Kind::kMatrix) {
-      total += local * 4 + static_cast<uint64_t>(p.row_count) * 8;  // momentum, v, v_new
+      const uint64_t v_count = PerElementV(static_cast<Variant>(config_.variant))
+                                   ? local
+                                   : static_cast<uint64_t>(p.row_count);
+      total += local * 4 + v_count * 8;  // momentum, v, v_new
       total += static_cast<uint64_t>(p.rows * p.cols) * ns * 2;      // U and O on the owner
       total += static_cast<uint64_t>(p.rows) * 8 + 4;                // row slots, scale
     } else {
@@ -475,6 +553,7 @@ absl::Status Runtime::Finalize() {
       b.o = o;
       b.dtype = ns_dtype_;
       b.ns_eps = config_.ns_eps;
+      b.ns_norm_scale = config_.ns_norm_scale;
       b.coefficients = coefficients_;
       for (int64_t j = 0; j < count; ++j) {
         owner_u_[sb_.matrices[j]] = static_cast<char*>(u) + j * elems * ns;
@@ -493,8 +572,11 @@ absl::Status Runtime::Finalize() {
     Param& p = params_[matrix_params[k]];
     const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
     ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
-    ASSIGN_OR_RETURN(void* v, Allocate(static_cast<uint64_t>(p.row_count) * 4));
-    ASSIGN_OR_RETURN(void* vn, Allocate(static_cast<uint64_t>(p.row_count) * 4));
+    const uint64_t v_count = PerElementV(static_cast<Variant>(config_.variant))
+                                 ? local
+                                 : static_cast<uint64_t>(p.row_count);
+    ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
+    ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
     ASSIGN_OR_RETURN(void* scale, Allocate(4));
     p.momentum = static_cast<float*>(m);
     p.second = static_cast<float*>(v);
@@ -535,6 +617,10 @@ absl::Status Runtime::Finalize() {
     w.variant = static_cast<Variant>(config_.variant);
     w.nesterov = config_.nesterov != 0;
     w.ns_dtype = ns_dtype_;
+    w.shape_factor =
+        static_cast<float>(ShapeFactor(config_.variant, config_.lr_adjust, p.rows, p.cols));
+    w.cautious_wd = config_.cautious_weight_decay != 0;
+    w.control = control_;
     p.work = k;
     matrices_.push_back(w);
   }
@@ -562,6 +648,7 @@ absl::Status Runtime::Finalize() {
     w.exp_avg_sq = p.second;
     w.step = adamw_steps_ + adamw_.size();
     w.scalars = dev_scalars_ + p.group;
+    w.cautious_wd = config_.cautious_weight_decay != 0;
     p.work = static_cast<int32_t>(adamw_.size());
     adamw_.push_back(w);
   }
@@ -953,9 +1040,10 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
     case NORMUON_STATE_MOMENTUM:
       return p.kind == Kind::kMatrix ? local * 4 : 0;
     case NORMUON_STATE_SECOND_MOMENT:
-      return p.kind == Kind::kMatrix && config_.variant != NORMUON_VARIANT_MUON
-                 ? static_cast<uint64_t>(p.row_count) * 4
-                 : 0;
+      if (p.kind != Kind::kMatrix || config_.variant == NORMUON_VARIANT_MUON) return 0;
+      return PerElementV(static_cast<Variant>(config_.variant))
+                 ? local * 4
+                 : static_cast<uint64_t>(p.row_count) * 4;
     case NORMUON_STATE_EXP_AVG:
     case NORMUON_STATE_EXP_AVG_SQ:
       return p.kind == Kind::kAdamW ? local * 4 : 0;

@@ -287,7 +287,8 @@ class CudaBackend final : public Backend {
     void* x = iterations % 2 == 0 ? b.o : ns_x_;
     void* x_next = iterations % 2 == 0 ? ns_x_ : b.o;
     RETURN_IF_CUDA_ERROR(
-        gpu::LaunchNormalize(b.u, x, b.dtype, x_stride, b.count, b.ns_eps, ns_partials_, stream_));
+        gpu::LaunchNormalize(b.u, x, b.dtype, x_stride, b.count, b.ns_eps, b.ns_norm_scale,
+                             ns_partials_, stream_));
 
     for (const std::array<float, 3>& abc : b.coefficients) {
       const float coef_a = abc[0], coef_b = abc[1], coef_c = abc[2];
@@ -323,15 +324,15 @@ class CudaBackend final : public Backend {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchRowStats(w.o_rows, w.ns_dtype, w.rows, w.cols, w.row_begin,
                                              w.row_count, w.v, w.v_new, w.row_slots, w.scalars,
-                                             w.variant == Variant::kMuon, stream_));
+                                             w.variant, w.control, stream_));
     return absl::OkStatus();
   }
 
   absl::Status FinishNorms(const MatrixWork& w) override {
     if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots_total, w.rows, w.cols, w.variant, w.scalars,
-                                                w.scale, stream_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots_total, w.rows, w.cols, w.variant,
+                                                w.shape_factor, w.scalars, w.scale, stream_));
     return absl::OkStatus();
   }
 
@@ -353,7 +354,8 @@ class CudaBackend final : public Backend {
     a.scalars = w.scalars;
     a.scale = w.scale;
     a.control = control;
-    a.muon = w.variant == Variant::kMuon;
+    a.variant = w.variant;
+    a.cautious_wd = w.cautious_wd;
     RETURN_IF_CUDA_ERROR(gpu::LaunchCommitMatrix(a, stream_));
     return absl::OkStatus();
   }
@@ -363,7 +365,7 @@ class CudaBackend final : public Backend {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchCommitAdamW(w.param, w.param_dtype, w.grad, w.grad_dtype,
                                                 w.exp_avg, w.exp_avg_sq, w.count, w.step, w.scalars,
-                                                control, stream_));
+                                                control, w.cautious_wd, stream_));
     return absl::OkStatus();
   }
 

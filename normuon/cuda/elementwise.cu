@@ -53,8 +53,25 @@ __device__ __forceinline__ bool Skipped(const StepControl* c) {
 
 // 1 / (sqrt(v) + eps): the per-row factor of the NorMuon normalization (1 for Muon). RowStats
 // and CommitMatrix both call this, so the factor is the same float in both passes.
-__device__ __forceinline__ float RowFactor(bool muon, float v_new, float eps) {
-  return muon ? 1.0f : 1.0f / (sqrtf(v_new) + eps);
+// The normalization factor f of a row (or an AdaMuon element): 1/(sqrt(v) + eps), AdaMuon's v
+// bias-corrected by bc2 = 1 - b2^t; 1 for Muon. The CPU backend's formula.
+__device__ __forceinline__ float NormFactor(Variant variant, float v_new, float eps, float bc2) {
+  if (variant == Variant::kMuon) return 1.0f;
+  if (variant == Variant::kAdaMuon) return 1.0f / (sqrtf(v_new / bc2) + eps);
+  return 1.0f / (sqrtf(v_new) + eps);
+}
+
+// AdaMuon's 1 - b2^t for this step, t = committed steps + 1 (1 for the other variants).
+__device__ __forceinline__ float BiasCorrection2(Variant variant, const StepControl* control,
+                                                 float b2) {
+  if (variant != Variant::kAdaMuon) return 1.0f;
+  const double t = static_cast<double>(control->steps_taken + 1);
+  return static_cast<float>(1.0 - pow(static_cast<double>(b2), t));
+}
+
+// Cautious weight decay: no decay where the update d and the weight p disagree in sign.
+__device__ __forceinline__ float DecayOf(float decay, bool cautious, float d, float p) {
+  return cautious && !(d * p > 0.0f) ? 1.0f : decay;
 }
 
 __device__ __forceinline__ double WarpSum(double x) {
@@ -127,11 +144,14 @@ __global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t 
 template <typename O>
 __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t row_begin,
                                int64_t row_count, const float* v, float* v_new, float* row_slots,
-                               const GroupScalars* scalars, bool muon) {
+                               const GroupScalars* scalars, Variant variant,
+                               const StepControl* control) {
   const int lane = threadIdx.x % kWarp;
   const int64_t warps_per_block = blockDim.x / kWarp;
   const float b2 = scalars->beta2;
   const float eps = scalars->eps;
+  const float bc2 = BiasCorrection2(variant, control, b2);
+  const bool per_element = variant == Variant::kAdaMuon;  // PerElementV, in device code
   // The loop bound is the same for all lanes of a warp, so the shuffles see a full warp.
   for (int64_t r = blockIdx.x * warps_per_block + threadIdx.x / kWarp; r < row_count;
        r += static_cast<int64_t>(gridDim.x) * warps_per_block) {
@@ -143,16 +163,25 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
     }
     sq = __shfl_sync(kFullMask, WarpSum(sq), 0);
 
-    float v_next = 0.0f;
-    if (!muon) {
-      const float mean = static_cast<float>(sq / static_cast<double>(cols));
-      v_next = v[r] + (1.0f - b2) * (mean - v[r]);
-      if (lane == 0) v_new[r] = v_next;
-    }
-    double sq_scaled = sq;  // Muon: f = 1
-    if (!muon) {
-      const float f = RowFactor(muon, v_next, eps);
-      sq_scaled = 0.0;
+    double sq_scaled = 0.0;
+    if (per_element) {
+      for (int64_t j = lane; j < cols; j += kWarp) {
+        const int64_t i = r * cols + j;
+        const float x = ToFloat(row[j]);
+        const float vn = v[i] + (1.0f - b2) * (x * x - v[i]);
+        v_new[i] = vn;
+        const double y = x * NormFactor(variant, vn, eps, bc2);
+        sq_scaled += y * y;
+      }
+      sq_scaled = WarpSum(sq_scaled);
+    } else {
+      float v_next = 0.0f;
+      if (variant != Variant::kMuon) {
+        const float mean = static_cast<float>(sq / static_cast<double>(cols));
+        v_next = v[r] + (1.0f - b2) * (mean - v[r]);
+        if (lane == 0) v_new[r] = v_next;
+      }
+      const float f = NormFactor(variant, v_next, eps, bc2);
       for (int64_t j = lane; j < cols; j += kWarp) {
         const double x = ToFloat(row[j]) * f;  // O' rounded to float, as the CPU backend does
         sq_scaled += x * x;
@@ -171,7 +200,8 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
 // shared-memory tree; both depend on `rows` only, never on how the rows were split across ranks.
 
 __global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t cols,
-                                  Variant variant, const GroupScalars* scalars, float* scale) {
+                                  Variant variant, float shape_factor,
+                                  const GroupScalars* scalars, float* scale) {
   __shared__ double sq_part[kThreads];
   __shared__ double scaled_part[kThreads];
   double sq = 0.0, sq_scaled = 0.0;
@@ -194,14 +224,15 @@ __global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t 
   if (threadIdx.x != 0) return;
   const double eps = scalars->eps;
   const double m = static_cast<double>(rows), n = static_cast<double>(cols);
-  const double shape = sqrt(fmax(1.0, m / n));
-  double s = shape;  // Muon
+  double norm_part = 1.0;  // Muon
   if (variant == Variant::kNorMuon) {
-    s = sqrt(sq_part[0]) / (sqrt(scaled_part[0]) + eps) * shape;
+    norm_part = sqrt(sq_part[0]) / (sqrt(scaled_part[0]) + eps);
   } else if (variant == Variant::kNorMuonPaper) {
-    s = 0.2 * sqrt(m * n) / (sqrt(scaled_part[0]) + eps);
+    norm_part = 1.0 / (sqrt(scaled_part[0]) + eps);
+  } else if (variant == Variant::kAdaMuon) {
+    norm_part = sqrt(fmin(m, n)) / (sqrt(scaled_part[0]) + eps);
   }
-  *scale = static_cast<float>(s);
+  *scale = static_cast<float>(norm_part * static_cast<double>(shape_factor));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,26 +243,32 @@ template <typename W, typename G, typename O>
 __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, float* v,
                                    const float* v_new, const O* o, int64_t row_count, int64_t cols,
                                    const GroupScalars* scalars, const float* scale,
-                                   const StepControl* control, bool muon) {
+                                   const StepControl* control, Variant variant, bool cautious) {
   if (Skipped(control)) return;
   const float b1 = scalars->beta1;
   const float lr = scalars->lr;
   const float eps = scalars->eps;
   const float decay = grad == nullptr ? 1.0f : 1.0f - lr * scalars->weight_decay;
   const float step = lr * *scale;
+  const float bc2 = BiasCorrection2(variant, control, scalars->beta2);
+  const bool per_element = variant == Variant::kAdaMuon;  // PerElementV, in device code
+  const bool muon = variant == Variant::kMuon;
   for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < row_count;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
-    const float vn = muon ? 0.0f : v_new[r];
-    const float f = RowFactor(muon, vn, eps);
+    const float vn = muon || per_element ? 0.0f : v_new[r];
+    const float row_f = NormFactor(variant, vn, eps, bc2);
     // v_new is not written by this kernel, so copying it to v here races with nothing.
-    if (!muon && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
+    if (!muon && !per_element && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       const int64_t i = r * cols + j;
       const float g = GradAt(grad, i);
       momentum[i] += (1.0f - b1) * (g - momentum[i]);
+      const float f = per_element ? NormFactor(variant, v_new[i], eps, bc2) : row_f;
+      if (per_element) v[i] = v_new[i];
+      const float d = step * (ToFloat(o[i]) * f);
       const float p = ToFloat(param[i]);
-      StoreFloat(param + i, p * decay - step * (ToFloat(o[i]) * f));
+      StoreFloat(param + i, p * DecayOf(decay, cautious, d, p) - d);
     }
   }
 }
@@ -242,7 +279,7 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
 template <typename W, typename G>
 __global__ void CommitAdamWKernel(W* param, const G* grad, float* exp_avg, float* exp_avg_sq,
                                   int64_t count, const int64_t* step, const GroupScalars* scalars,
-                                  const StepControl* control) {
+                                  const StepControl* control, bool cautious) {
   if (Skipped(control)) return;
   const float b1 = scalars->beta1, b2 = scalars->beta2;
   const float lr = scalars->lr, eps = scalars->eps;
@@ -259,7 +296,8 @@ __global__ void CommitAdamWKernel(W* param, const G* grad, float* exp_avg, float
     exp_avg_sq[i] = v;
     const float upd = (m / bc1) / (sqrtf(v / bc2) + eps);
     const float p = ToFloat(param[i]);
-    StoreFloat(param + i, p * decay - lr * upd);
+    const float d = lr * upd;
+    StoreFloat(param + i, p * DecayOf(decay, cautious, d, p) - d);
   }
 }
 
@@ -317,8 +355,8 @@ cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentu
 
 cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
                            int64_t row_begin, int64_t row_count, const float* v, float* v_new,
-                           float* row_slots, const GroupScalars* scalars, bool muon,
-                           cudaStream_t stream) {
+                           float* row_slots, const GroupScalars* scalars, Variant variant,
+                           const StepControl* control, cudaStream_t stream) {
   if (row_count <= 0 || cols <= 0) return cudaSuccess;
   constexpr int64_t kWarpsPerBlock = kThreads / kWarp;
   const int blocks =
@@ -326,14 +364,16 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
   return WithType(o_dtype, [&](auto* tag) {
     using O = std::remove_pointer_t<decltype(tag)>;
     RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count, v,
-                                                    v_new, row_slots, scalars, muon);
+                                                    v_new, row_slots, scalars, variant, control);
     return cudaGetLastError();
   });
 }
 
 cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols, Variant variant,
-                              const GroupScalars* scalars, float* scale, cudaStream_t stream) {
-  FinishNormsKernel<<<1, kThreads, 0, stream>>>(row_slots, rows, cols, variant, scalars, scale);
+                              float shape_factor, const GroupScalars* scalars, float* scale,
+                              cudaStream_t stream) {
+  FinishNormsKernel<<<1, kThreads, 0, stream>>>(row_slots, rows, cols, variant, shape_factor,
+                                                scalars, scale);
   return cudaGetLastError();
 }
 
@@ -355,7 +395,7 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
         using O = std::remove_pointer_t<decltype(otag)>;
         CommitMatrixKernel<<<grid, block, 0, stream>>>(
             AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o), a.row_count,
-            a.cols, a.scalars, a.scale, a.control, a.muon);
+            a.cols, a.scalars, a.scale, a.control, a.variant, a.cautious_wd);
         return cudaGetLastError();
       });
     });
@@ -365,14 +405,15 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
 cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
                               float* exp_avg, float* exp_avg_sq, int64_t count, const int64_t* step,
                               const GroupScalars* scalars, const StepControl* control,
-                              cudaStream_t stream) {
+                              bool cautious_wd, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
   return WithType(param_dtype, [&](auto* wtag) {
     using W = std::remove_pointer_t<decltype(wtag)>;
     return WithType(grad_dtype, [&](auto* gtag) {
       using G = std::remove_pointer_t<decltype(gtag)>;
       CommitAdamWKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(
-          AsMutable<W>(param), As<G>(grad), exp_avg, exp_avg_sq, count, step, scalars, control);
+          AsMutable<W>(param), As<G>(grad), exp_avg, exp_avg_sq, count, step, scalars, control,
+          cautious_wd);
       return cudaGetLastError();
     });
   });

@@ -39,13 +39,14 @@ cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentu
 // row_slots[row_begin+i] = r, row_slots[rows+row_begin+i] = sum_j (O_ij*f_i)^2.
 cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
                            int64_t row_begin, int64_t row_count, const float* v, float* v_new,
-                           float* row_slots, const GroupScalars* scalars, bool muon,
-                           cudaStream_t stream);
+                           float* row_slots, const GroupScalars* scalars, Variant variant,
+                           const StepControl* control, cudaStream_t stream);
 
 // One block: sums the 2*rows slots in global row order (tree fixed by `rows`), in double, and
 // writes the update multiplier of the variant to *scale.
 cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols, Variant variant,
-                              const GroupScalars* scalars, float* scale, cudaStream_t stream);
+                              float shape_factor, const GroupScalars* scalars, float* scale,
+                              cudaStream_t stream);
 
 // Everything CommitMatrix needs, in device memory except the sizes and dtypes.
 struct CommitMatrixArgs {
@@ -61,12 +62,14 @@ struct CommitMatrixArgs {
   int64_t row_count = 0, cols = 0;
   const GroupScalars* scalars = nullptr;
   const float* scale = nullptr;
-  const StepControl* control = nullptr;
-  bool muon = false;
+  const StepControl* control = nullptr;  // the skip test, and AdaMuon's step count
+  Variant variant = Variant::kNorMuon;
+  bool cautious_wd = false;
 };
 
 // Unless the control block says the step is skipped: M += (1-b1)*(G - M); v = v_new (not for
-// Muon); W = W*(1 - lr*wd) - (lr*scale) * (O_ij * f_i).
+// Muon); W = W*(1 - lr*wd) - (lr*scale) * (O_ij * f_ij), the decay only where update and W
+// agree in sign when cautious_wd.
 cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream);
 
 // Unless skipped: bias-corrected AdamW with decoupled weight decay (no decay when grad is null),
@@ -74,7 +77,7 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream);
 cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, DType grad_dtype,
                               float* exp_avg, float* exp_avg_sq, int64_t count, const int64_t* step,
                               const GroupScalars* scalars, const StepControl* control,
-                              cudaStream_t stream);
+                              bool cautious_wd, cudaStream_t stream);
 
 // Counts the step in the control block (taken or skipped) and, if taken, adds 1 to each of the n
 // AdamW step counters.
@@ -84,10 +87,10 @@ cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,
 // Newton-Schulz pre-scaling. The Frobenius norm of each of `count` matrices of `per_matrix`
 // elements is reduced in two fixed stages: NormPartialBlocks(per_matrix) partial sums per matrix
 // (double) into `partials`, then each block of the scaling pass sums those partials in a fixed
-// order. x = u * (float)(1 / (||u||_F + eps)), stored in `dtype`. x may alias u.
+// order. x = u * (float)(1 / (||u||_F * norm_scale + eps)), stored in `dtype`. x may alias u.
 int NormPartialBlocks(int64_t per_matrix);
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
-                            float eps, double* partials, cudaStream_t stream);
+                            float eps, float norm_scale, double* partials, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace normuon

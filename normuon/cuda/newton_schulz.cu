@@ -65,10 +65,10 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
 
 // Stage two: every block first completes its matrix's norm from the partials (warp 0: lane l
 // sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
-// x = u * (float)(1 / (norm + eps)), the CPU backend's formula.
+// x = u * (float)(1 / (norm * norm_scale + eps)), the CPU backend's formula.
 template <typename T>
 __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count, int num_partials,
-                            float eps, const double* partials) {
+                            float eps, float norm_scale, const double* partials) {
   __shared__ float inv_norm;
   for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
     if (threadIdx.x < kWarp) {
@@ -78,7 +78,8 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
         sq += __shfl_down_sync(kFullMask, sq, offset);
       }
       if (threadIdx.x == 0) {
-        inv_norm = static_cast<float>(1.0 / (sqrt(sq) + static_cast<double>(eps)));
+        inv_norm = static_cast<float>(
+            1.0 / (sqrt(sq) * static_cast<double>(norm_scale) + static_cast<double>(eps)));
       }
     }
     __syncthreads();
@@ -95,7 +96,7 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
 
 template <typename T>
 cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count, float eps,
-                      double* partials, cudaStream_t stream) {
+                      float norm_scale, double* partials, cudaStream_t stream) {
   const int num_partials = NormPartialBlocks(per_matrix);
   const unsigned gy = static_cast<unsigned>(std::min(count, kMaxGridY));
   NormPartialsKernel<T><<<dim3(num_partials, gy), kThreads, 0, stream>>>(
@@ -105,7 +106,8 @@ cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count,
   const unsigned gx =
       static_cast<unsigned>(std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
   ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(
-      static_cast<const T*>(u), static_cast<T*>(x), per_matrix, count, num_partials, eps, partials);
+      static_cast<const T*>(u), static_cast<T*>(x), per_matrix, count, num_partials, eps,
+      norm_scale, partials);
   return cudaGetLastError();
 }
 
@@ -117,12 +119,12 @@ int NormPartialBlocks(int64_t per_matrix) {
 }
 
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
-                            float eps, double* partials, cudaStream_t stream) {
+                            float eps, float norm_scale, double* partials, cudaStream_t stream) {
   if (per_matrix <= 0 || count <= 0) return cudaSuccess;
   if (dtype == DType::kF32) {
-    return Normalize<float>(u, x, per_matrix, count, eps, partials, stream);
+    return Normalize<float>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
   }
-  return Normalize<__nv_bfloat16>(u, x, per_matrix, count, eps, partials, stream);
+  return Normalize<__nv_bfloat16>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
 }
 
 }  // namespace gpu

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -18,6 +19,7 @@ namespace {
 using normuon::testing::Mat;
 using normuon::testing::RefHyper;
 using normuon::testing::RefMatrixState;
+using normuon::testing::RefShape;
 using normuon::testing::RefVariant;
 
 std::vector<float> RandomVector(size_t n, uint32_t seed, float scale) {
@@ -204,7 +206,8 @@ TEST(ApiTest, LifecycleOrderIsEnforced) {
 
 // Runs `steps` steps of one matrix through the API and the float64 model; checks every update.
 void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_variant_t variant,
-                            int steps, bool drop_grad_on_step1 = false) {
+                            int steps, bool drop_grad_on_step1 = false,
+                            const std::function<void(normuon_config_t*)>& tweak = nullptr) {
   SCOPED_TRACE(testing::Message() << rows << "x" << cols << " variant " << variant);
   normuon_config_t c;
   normuon_config_init(&c);
@@ -212,6 +215,9 @@ void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_varia
   c.nesterov = h.nesterov ? 1 : 0;
   c.momentum = static_cast<float>(h.beta1);
   c.beta2 = static_cast<float>(h.beta2);
+  c.eps = static_cast<float>(h.eps);
+  c.cautious_weight_decay = h.cautious ? 1 : 0;
+  if (tweak) tweak(&c);
   Runtime rt(c);
   ASSERT_EQ(rt.create_status(), NORMUON_SUCCESS) << normuon_last_error(0);
   const size_t n = static_cast<size_t>(rows) * cols;
@@ -225,7 +231,8 @@ void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_varia
   ref.cols = cols;
   ref.param.assign(p.begin(), p.end());
   ref.momentum.assign(n, 0.0);
-  ref.v.assign(rows, 0.0);
+  const bool per_element = variant == NORMUON_VARIANT_ADAMUON;
+  ref.v.assign(per_element ? n : static_cast<size_t>(rows), 0.0);
   for (int s = 0; s < steps; ++s) {
     g = RandomVector(n, 100 + s, 1.0f);
     const bool no_grad = drop_grad_on_step1 && s == 1;
@@ -260,8 +267,8 @@ void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_varia
             NORMUON_SUCCESS);
   EXPECT_LE(normuon::testing::RelErr(std::vector<double>(m.begin(), m.end()), ref.momentum), 1e-6);
   if (variant != NORMUON_VARIANT_MUON) {
-    std::vector<float> v(rows);
-    ASSERT_EQ(normuon_get_state(rt.get(), id, NORMUON_STATE_SECOND_MOMENT, v.data(), rows * 4),
+    std::vector<float> v(ref.v.size());
+    ASSERT_EQ(normuon_get_state(rt.get(), id, NORMUON_STATE_SECOND_MOMENT, v.data(), v.size() * 4),
               NORMUON_SUCCESS);
     EXPECT_LE(normuon::testing::RelErr(std::vector<double>(v.begin(), v.end()), ref.v), 1e-5);
   }
@@ -281,6 +288,101 @@ TEST(StepTest, MatchesFloat64ModelForPaperScalingAndMuon) {
   ExpectMatchesReference(24, 40, h, NORMUON_VARIANT_NORMUON_PAPER, 3);
   h.variant = RefVariant::kMuon;
   ExpectMatchesReference(40, 24, h, NORMUON_VARIANT_MUON, 3);
+}
+
+TEST(VariantTest, AdaMuonMatchesItsFloat64Model) {
+  RefHyper h;
+  h.variant = RefVariant::kAdaMuon;
+  h.beta2 = 0.99;  // the authors use 0.999; 0.99 keeps float(1 - beta2) within the 1e-5 budget
+  h.eps = 1e-8;
+  h.wd = 0.01;
+  ExpectMatchesReference(24, 40, h, NORMUON_VARIANT_ADAMUON, 3);
+  ExpectMatchesReference(40, 24, h, NORMUON_VARIANT_ADAMUON, 3);
+}
+
+TEST(VariantTest, LrAdjustReplacesTheShapeFactorOfEveryVariant) {
+  const struct {
+    RefVariant ref;
+    normuon_variant_t api;
+  } variants[] = {{RefVariant::kNorMuon, NORMUON_VARIANT_NORMUON},
+                  {RefVariant::kNorMuonPaper, NORMUON_VARIANT_NORMUON_PAPER},
+                  {RefVariant::kMuon, NORMUON_VARIANT_MUON},
+                  {RefVariant::kAdaMuon, NORMUON_VARIANT_ADAMUON}};
+  const struct {
+    RefShape ref;
+    normuon_lr_adjust_t api;
+  } shapes[] = {{RefShape::kNone, NORMUON_LR_ADJUST_NONE},
+                {RefShape::kSpectral, NORMUON_LR_ADJUST_SPECTRAL},
+                {RefShape::kRms, NORMUON_LR_ADJUST_RMS}};
+  for (const auto& v : variants) {
+    for (const auto& sh : shapes) {
+      RefHyper h;
+      h.variant = v.ref;
+      h.shape = sh.ref;
+      if (v.ref == RefVariant::kAdaMuon) {
+        h.beta2 = 0.99;
+        h.eps = 1e-8;
+      }
+      ExpectMatchesReference(36, 20, h, v.api, 2, false,
+                             [&](normuon_config_t* c) { c->lr_adjust = sh.api; });
+    }
+  }
+}
+
+TEST(VariantTest, PolarExpressAndCustomCoefficientsMatchTheirFloat64Model) {
+  RefHyper polar;
+  polar.coefficients = {{8.156554524902461, -22.48329292557795, 15.878769915207462},
+                        {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+                        {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+                        {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+                        {2.3465413258596377, -1.7097828382687081, 0.42323551169305323}};
+  polar.ns_norm_scale = 1.02;
+  polar.ns_eps = 1e-6;
+  ExpectMatchesReference(32, 48, polar, NORMUON_VARIANT_NORMUON, 3, false, [](normuon_config_t* c) {
+    c->orthogonalizer = NORMUON_ORTHO_POLAR_EXPRESS;
+  });
+  // Three iterations of a caller's own triples.
+  static const float kCustom[9] = {3.0f, -3.2f, 1.2f, 2.5f, -2.0f, 0.6f, 2.0f, -1.5f, 0.5f};
+  RefHyper custom;
+  custom.ns_steps = 3;
+  custom.coefficients = {{3.0, -3.2, 1.2}, {2.5, -2.0, 0.6}, {2.0, -1.5, 0.5}};
+  for (auto& t : custom.coefficients) {
+    for (double& x : t) x = static_cast<float>(x);  // the API takes floats
+  }
+  ExpectMatchesReference(48, 32, custom, NORMUON_VARIANT_NORMUON, 3, false,
+                         [](normuon_config_t* c) {
+                           c->orthogonalizer = NORMUON_ORTHO_CUSTOM;
+                           c->ns_steps = 3;
+                           c->ns_coefficients = kCustom;
+                         });
+}
+
+TEST(VariantTest, CautiousWeightDecayDecaysOnlyWhereUpdateAndWeightAgree) {
+  RefHyper h;
+  h.wd = 2.0;  // large, so a wrong mask shows far above the tolerance
+  h.cautious = true;
+  ExpectMatchesReference(20, 28, h, NORMUON_VARIANT_NORMUON, 3);
+  h.variant = RefVariant::kMuon;
+  ExpectMatchesReference(28, 20, h, NORMUON_VARIANT_MUON, 2);
+}
+
+TEST(VariantTest, BadSwitchesAreRejectedNamingTheField) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  c.orthogonalizer = NORMUON_ORTHO_CUSTOM;
+  normuon_runtime_t rt = 0;
+  EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("ns_coefficients"), std::string::npos);
+  normuon_config_init(&c);
+  c.lr_adjust = static_cast<normuon_lr_adjust_t>(9);
+  EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("lr_adjust"), std::string::npos);
+  normuon_config_init(&c);
+  const float bad[15] = {1, 2, std::numeric_limits<float>::quiet_NaN()};
+  c.orthogonalizer = NORMUON_ORTHO_CUSTOM;
+  c.ns_coefficients = bad;
+  EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("ns_coefficients[2]"), std::string::npos);
 }
 
 TEST(StepTest, MatchesFloat64ModelWithoutNesterovAndOtherBetas) {

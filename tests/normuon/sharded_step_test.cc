@@ -91,6 +91,9 @@ struct RunOptions {
   // normuon_grad_ready before each step: 0 none, 1 reverse order one by one, 2 a random order
   // (different on every rank) in random groups, 3 all matrices in one call.
   int arrival = 0;
+  normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
+  normuon_orthogonalizer_t orthogonalizer = NORMUON_ORTHO_QUINTIC;
+  int cautious = 0;
   int disagree_rank = -1;  // this rank leaves one matrix unmarked on the last step
 };
 
@@ -123,7 +126,8 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     const size_t n = static_cast<size_t>(specs[i].rows * specs[i].cols);
     res.param[i].assign(n, 0.0f);
     res.first[i].assign(n, 0.0f);
-    res.second[i].assign(specs[i].matrix ? static_cast<size_t>(specs[i].rows) : n, 0.0f);
+    const bool row_v = specs[i].matrix && o.variant != NORMUON_VARIANT_ADAMUON;
+    res.second[i].assign(row_v ? static_cast<size_t>(specs[i].rows) : n, 0.0f);
   }
   res.errors.assign(world, "");
   std::mutex mu;
@@ -139,6 +143,9 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     c.owner_policy = o.policy;
     c.schedule = o.schedule;
     c.bucket_bytes = o.bucket_bytes;
+    c.variant = o.variant;
+    c.orthogonalizer = o.orthogonalizer;
+    c.cautious_weight_decay = o.cautious;
     c.weight_decay = 0.01f;
     c.check_finite = o.check_finite;
     normuon_runtime_t rt = 0;
@@ -231,8 +238,13 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
       if (specs[i].matrix) {
         normuon_get_state(rt, ids[i], NORMUON_STATE_MOMENTUM, res.first[i].data() + r.begin * cols,
                           r.count * cols * 4);
-        normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
-                          res.second[i].data() + r.begin, r.count * 4);
+        if (o.variant == NORMUON_VARIANT_ADAMUON) {
+          normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
+                            res.second[i].data() + r.begin * cols, r.count * cols * 4);
+        } else if (o.variant != NORMUON_VARIANT_MUON) {
+          normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
+                            res.second[i].data() + r.begin, r.count * 4);
+        }
       } else {
         normuon_get_state(rt, ids[i], NORMUON_STATE_EXP_AVG, res.first[i].data() + r.begin * cols,
                           r.count * cols * 4);
@@ -369,6 +381,33 @@ TEST(ShardedStepTest, OverlappingSchedulesSurviveAFailedCollectiveWithoutWriting
       EXPECT_TRUE(BitwiseEqual(r.param[i], untouched.param[i]))
           << Model()[i].name << " schedule " << schedule;
       EXPECT_TRUE(BitwiseEqual(r.first[i], untouched.first[i])) << Model()[i].name;
+    }
+  }
+}
+
+TEST(ShardedStepTest, EveryVariantAndSwitchIsExactAcrossRanks) {
+  struct Case {
+    normuon_variant_t variant;
+    normuon_orthogonalizer_t ortho;
+    int cautious;
+  } cases[] = {{NORMUON_VARIANT_ADAMUON, NORMUON_ORTHO_QUINTIC, 0},
+               {NORMUON_VARIANT_NORMUON_PAPER, NORMUON_ORTHO_QUINTIC, 1},
+               {NORMUON_VARIANT_MUON, NORMUON_ORTHO_POLAR_EXPRESS, 1},
+               {NORMUON_VARIANT_NORMUON, NORMUON_ORTHO_POLAR_EXPRESS, 0}};
+  for (const Case& k : cases) {
+    RunOptions o;
+    o.variant = k.variant;
+    o.orthogonalizer = k.ortho;
+    o.cautious = k.cautious;
+    const Result single = RunRanks(Model(), o);
+    for (int world : {3, 4}) {
+      o.world = world;
+      o.split = RaggedReversed;
+      o.schedule = NORMUON_SCHEDULE_BUCKETED;
+      ExpectSameAsSingleRank(single, RunRanks(Model(), o),
+                             "variant " + std::to_string(k.variant) + " ortho " +
+                                 std::to_string(k.ortho) + " cautious " +
+                                 std::to_string(k.cautious) + " world " + std::to_string(world));
     }
   }
 }

@@ -105,8 +105,34 @@ typedef enum normuon_schedule {
 typedef enum normuon_variant {
   NORMUON_VARIANT_NORMUON = 0,       /* official: norm restore, then sqrt(max(1, m/n)) */
   NORMUON_VARIANT_NORMUON_PAPER = 1, /* O' * 0.2 * sqrt(m*n) / (||O'||_F + eps) */
-  NORMUON_VARIANT_MUON = 2           /* no second moment: O * sqrt(max(1, m/n)) */
+  NORMUON_VARIANT_MUON = 2,          /* no second moment: O * sqrt(max(1, m/n)) */
+  NORMUON_VARIANT_ADAMUON = 3        /* AdaMuon (its authors' code): per-element v with bias
+                                        correction, O' = O / (sqrt(v_hat) + eps) scaled to
+                                        Frobenius norm sqrt(min(m,n)), times 0.2*sqrt(max(m,n)).
+                                        Its authors use beta2 = 0.999 and eps = 1e-8: set them. */
 } normuon_variant_t;
+
+/* The shape factor of the update. DEFAULT keeps the variant's own (NorMuon and Muon:
+ * sqrt(max(1, m/n)); NorMuon paper: 0.2*sqrt(m*n); AdaMuon: 0.2*sqrt(max(m,n))); the others
+ * replace it (never multiply): NONE 1, SPECTRAL sqrt(max(1, rows/cols)), RMS
+ * 0.2*sqrt(max(rows, cols)). */
+typedef enum normuon_lr_adjust {
+  NORMUON_LR_ADJUST_DEFAULT = 0,
+  NORMUON_LR_ADJUST_NONE = 1,
+  NORMUON_LR_ADJUST_SPECTRAL = 2,
+  NORMUON_LR_ADJUST_RMS = 3
+} normuon_lr_adjust_t;
+
+/* The orthogonalization iteration. Each iteration i: A = X X^T, B = b_i A + c_i A A,
+ * X = a_i X + B X, after X0 = U / (||U||_F * norm_scale + ns_eps). */
+typedef enum normuon_orthogonalizer {
+  NORMUON_ORTHO_QUINTIC = 0,       /* (3.4445, -4.7750, 2.0315) every iteration; norm_scale 1,
+                                      ns_eps 1e-7 */
+  NORMUON_ORTHO_POLAR_EXPRESS = 1, /* Polar Express's five published triples, one per
+                                      iteration (iterations past the fifth repeat the fifth);
+                                      norm_scale 1.02, ns_eps 1e-6, as Dion's polar_express.py */
+  NORMUON_ORTHO_CUSTOM = 2         /* config.ns_coefficients: ns_steps (a, b, c) triples */
+} normuon_orthogonalizer_t;
 
 typedef struct normuon_config {
   uint32_t struct_size; /* sizeof(normuon_config_t) as the caller compiled it */
@@ -117,7 +143,8 @@ typedef struct normuon_config {
   normuon_ns_dtype_t ns_dtype;
   int32_t ns_steps;       /* Newton-Schulz iterations, default 5 */
   int32_t nesterov;       /* default 1 */
-  float ns_eps;           /* in X / (||X||_F + ns_eps), default 1e-7 */
+  float ns_eps;           /* in X / (||X||_F * norm_scale + ns_eps); 0 (default) = the
+                             orthogonalizer's own */
   int32_t check_finite;   /* 1: a NaN/Inf gradient skips the whole step; default 0 */
   /* Default NorMuon group (group 0): */
   float lr;               /* default 0.02 */
@@ -134,6 +161,13 @@ typedef struct normuon_config {
   normuon_owner_policy_t owner_policy; /* default NORMUON_OWNER_ROUND_ROBIN */
   normuon_schedule_t schedule;         /* default NORMUON_SCHEDULE_SEQUENTIAL */
   uint64_t bucket_bytes;               /* bucketed schedule: wire bytes per bucket, default 32 MiB */
+  normuon_lr_adjust_t lr_adjust;       /* default NORMUON_LR_ADJUST_DEFAULT */
+  normuon_orthogonalizer_t orthogonalizer; /* default NORMUON_ORTHO_QUINTIC */
+  const float* ns_coefficients;        /* NORMUON_ORTHO_CUSTOM: 3 * ns_steps floats, (a, b, c)
+                                          per iteration; copied by normuon_create */
+  float ns_norm_scale;                 /* 0 (default) = the orthogonalizer's own */
+  int32_t cautious_weight_decay;       /* 1: decay only the elements where the update and the
+                                          weight agree in sign (matrices and AdamW); default 0 */
 } normuon_config_t;
 
 /* Fills *config with the reference defaults listed above. */
@@ -318,7 +352,8 @@ NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char*
 /* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
 typedef enum normuon_state_kind {
   NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
-  NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row) */
+  NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row); AdaMuon:
+                                      row_count x cols; none for Muon */
   NORMUON_STATE_EXP_AVG = 2,       /* adamw: row_count x cols */
   NORMUON_STATE_EXP_AVG_SQ = 3,    /* adamw: row_count x cols */
   NORMUON_STATE_STEP = 4           /* adamw: one int64, the bias-correction step count */
