@@ -152,7 +152,9 @@ class Backend {
   // Records `index` in control->nonfinite_param (minimum over calls) if grad holds NaN/Inf.
   virtual absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                                    StepControl* control) = 0;
-  // u_rows = nesterov ? G + b1*(M' - G) : M', with M' = M + (1-b1)*(G - M); M is not written.
+  // u_rows = nesterov ? lerp(G, M', b1) : M', with M' = M + (1-b1)*(G - M); M is not written.
+  // lerp is evaluated from the nearer end, as torch's lerp_ (for b1 >= 0.5:
+  // M' - (M' - G)*(1 - b1)).
   virtual absl::Status Blend(const MatrixWork& w) = 0;
   // dst = src, bytes of backend memory, on the step's stream: packs and unpacks the messages of
   // the gather and the scatter.

@@ -276,14 +276,18 @@ absl::StatusOr<std::vector<Section>> Frame(absl::string_view bytes, absl::string
                               "'): not a normuon checkpoint file"));
     }
   }
+  // magic and version sit at the same offsets in every version: the version is judged before
+  // the rest of the header, whose layout a later version may change.
+  if (bytes.size() >= kMagicBytes + 4) {
+    const uint32_t version = LoadU32(bytes.data() + kMagicBytes);
+    if (version != kFormatVersion) {
+      return Bad(absl::StrCat(who, " has format version ", version,
+                              "; this build reads version ", kFormatVersion));
+    }
+  }
   if (bytes.size() < kHeaderBytes) {
     return Bad(absl::StrCat(who, " is truncated: ", bytes.size(), " bytes, the header alone is ",
                             kHeaderBytes));
-  }
-  const uint32_t version = LoadU32(bytes.data() + 8);
-  if (version != kFormatVersion) {
-    return Bad(absl::StrCat(who, " has format version ", version, "; this build reads version ",
-                            kFormatVersion));
   }
   const uint32_t stored_header_crc = LoadU32(bytes.data() + kHeaderCrcBytes);
   const uint32_t header_crc = Crc32(bytes.substr(0, kHeaderCrcBytes));
@@ -338,7 +342,8 @@ absl::StatusOr<std::vector<Section>> Frame(absl::string_view bytes, absl::string
     at += section_bytes + 4;
   }
   if (at != bytes.size()) {
-    return Bad(absl::StrCat(who, ": ", bytes.size() - at, " unexpected bytes after the last of its ",
+    return Bad(absl::StrCat(who, ": ", bytes.size() - at,
+                            " unexpected bytes after the last of its ",
                             count, " sections (at byte ", at, ")"));
   }
   return sections;
@@ -366,6 +371,7 @@ bool ShapeOk(int64_t rows, int64_t cols) {
 uint64_t SecondCount(ParamKind kind, uint32_t matrix_second_moment, int64_t row_count,
                      int64_t cols) {
   if (kind == ParamKind::kAdamW) return static_cast<uint64_t>(row_count * cols);
+  if (matrix_second_moment == 2) return static_cast<uint64_t>(row_count * cols);  // AdaMuon
   return matrix_second_moment != 0 ? static_cast<uint64_t>(row_count) : 0;
 }
 
@@ -415,9 +421,9 @@ absl::Status ValidateIndex(const Index& x, absl::string_view file) {
                             kMaxWorldSize, "]"));
   }
   if (x.nesterov > 1) return Bad(absl::StrCat(conf, ": nesterov = ", x.nesterov, " is not 0 or 1"));
-  if (x.matrix_second_moment > 1) {
+  if (x.matrix_second_moment > 2) {
     return Bad(absl::StrCat(conf, ": matrix_second_moment = ", x.matrix_second_moment,
-                            " is not 0 or 1"));
+                            " is not 0, 1 or 2"));
   }
   if (x.steps_taken < 0 || x.steps_skipped < 0) {
     return Bad(absl::StrCat(conf, ": steps_taken = ", x.steps_taken, ", steps_skipped = ",
@@ -460,8 +466,9 @@ absl::Status ValidateIndex(const Index& x, absl::string_view file) {
     }
     const GroupKind want = q.kind == ParamKind::kMatrix ? GroupKind::kNorMuon : GroupKind::kAdamW;
     if (x.groups[q.group].kind != want) {
-      return Bad(absl::StrCat(who, ": a ", ParamKindName(q.kind), " parameter in group ", q.group,
-                              " of kind ", static_cast<uint32_t>(x.groups[q.group].kind)));
+      const uint32_t gk = static_cast<uint32_t>(x.groups[q.group].kind);
+      return Bad(absl::StrCat(who, ": kind ", ParamKindName(q.kind), " but its group ", q.group,
+                              " is of kind ", gk, gk == 0 ? " (NorMuon)" : " (AdamW)"));
     }
     if (!ShapeOk(q.rows, q.cols)) {
       return Bad(absl::StrCat(who, ": rows x cols = ", q.rows, " x ", q.cols,
@@ -535,9 +542,9 @@ absl::Status ValidateRankFile(const RankFile& f, absl::string_view file) {
     return Bad(absl::StrCat(head, ": param_count = ", f.param_count, " exceeds the limit of ",
                             kMaxParams));
   }
-  if (f.matrix_second_moment > 1) {
+  if (f.matrix_second_moment > 2) {
     return Bad(absl::StrCat(head, ": matrix_second_moment = ", f.matrix_second_moment,
-                            " is not 0 or 1"));
+                            " is not 0, 1 or 2"));
   }
   if (f.shards.size() > f.param_count) {
     return Bad(absl::StrCat(head, ": ", f.shards.size(), " entries for ", f.param_count,
@@ -822,9 +829,9 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
     RETURN_IF_ERROR(r.U32(&entry_count, "entry_count"));
     RETURN_IF_ERROR(r.U32(&f.matrix_second_moment, "matrix_second_moment"));
     RETURN_IF_ERROR(r.ExpectEnd());
-    if (f.matrix_second_moment > 1) {
+    if (f.matrix_second_moment > 2) {
       return Bad(absl::StrCat(r.where(), ": matrix_second_moment = ", f.matrix_second_moment,
-                              " is not 0 or 1"));
+                              " is not 0, 1 or 2"));
     }
   }
   if (sections.size() != uint64_t{entry_count} + 1) {
@@ -865,8 +872,9 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
                               (first + second) * 4, " bytes of state, the section holds ",
                               r.remaining(), ": the file is inconsistent"));
     }
-    RETURN_IF_ERROR(r.Floats(first, &s.first, s.kind == ParamKind::kMatrix ? "momentum" : "exp_avg"));
-    RETURN_IF_ERROR(r.Floats(second, &s.second, s.kind == ParamKind::kMatrix ? "v" : "exp_avg_sq"));
+    const bool matrix = s.kind == ParamKind::kMatrix;
+    RETURN_IF_ERROR(r.Floats(first, &s.first, matrix ? "momentum" : "exp_avg"));
+    RETURN_IF_ERROR(r.Floats(second, &s.second, matrix ? "v" : "exp_avg_sq"));
     RETURN_IF_ERROR(r.ExpectEnd());
   }
   RETURN_IF_ERROR(ValidateRankFile(f, file));
@@ -905,7 +913,9 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view byte
   }
   // The rename is durable once the directory entry is.
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0                ? "/"
+                                                      : path.substr(0, slash);
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return IoError(errno, absl::StrCat("cannot open directory '", dir, "'"));
   if (::fsync(dfd) != 0) {

@@ -36,12 +36,14 @@
 //           i64 step (AdamW bias-correction count; 0 for matrices)
 //           f32 first[row_count * cols]   matrix: momentum; AdamW: exp_avg
 //           f32 second[n]                 matrix: v, n = row_count when matrix_second_moment
-//                                         is 1, else 0; AdamW: exp_avg_sq, n = row_count * cols
+//                                         is 1, row_count * cols when it is 2, else 0; AdamW:
+//                                         exp_avg_sq, n = row_count * cols
 //
 // save_id is one random value per save, shared by the index and every rank file of that save, so
 // a rank file left over from an earlier save in the same directory is recognized. variant and
 // ns_dtype are the values of normuon_variant_t / normuon_ns_dtype_t; the format stores them but
-// does not interpret them. matrix_second_moment is 1 when the variant keeps v (not Muon).
+// does not interpret them. matrix_second_moment is 1 when the variant keeps one v per row
+// (NorMuon variants), 2 when it keeps one per element (AdaMuon), 0 for none (Muon).
 //
 // Decoders check the length of every field before reading it and reject, with a message naming
 // the file, the section (tag, number, byte offset), the parameter and the values: truncated
@@ -143,7 +145,8 @@ struct RankFile {
 };
 
 // Checks what the decoders check about an index's contents (everything but the framing):
-// world_size in [1, kMaxWorldSize]; nesterov and matrix_second_moment 0 or 1; step counts >= 0;
+// world_size in [1, kMaxWorldSize]; nesterov 0 or 1; matrix_second_moment 0, 1 or 2; step
+// counts >= 0;
 // group kinds known; each parameter's name non-empty, unique and at most kMaxNameBytes, kind
 // known, group existing and of the matching kind, rows and cols > 0 with rows * cols <=
 // kMaxElements, adamw_step >= 0 (0 for matrices); ranges[r][p] for every saved rank and
@@ -151,7 +154,7 @@ struct RankFile {
 // every row. `file` names the file in messages.
 absl::Status ValidateIndex(const Index& index, absl::string_view file);
 
-// Checks a rank file's own consistency: rank < world_size; matrix_second_moment 0 or 1; shards
+// Checks a rank file's own consistency: rank < world_size; matrix_second_moment 0, 1 or 2; shards
 // in strictly increasing param order, each param < param_count, name non-empty, row_count > 0,
 // cols > 0, row_begin >= 0, row_count * cols <= kMaxElements, arrays of the sizes above, step
 // >= 0 (0 for matrices).

@@ -32,6 +32,12 @@ void Store(void* p, DType d, int64_t i, float v) {
   }
 }
 
+// start + weight * (end - start), evaluated as torch's lerp does: from the nearer end, so the
+// Nesterov blend (weight b1 = 0.95) keeps its precision (g + b1*(m - g) loses ~3 bits).
+float Lerp(float start, float end, float weight) {
+  return weight < 0.5f ? start + weight * (end - start) : end - (end - start) * (1.0f - weight);
+}
+
 // The gradient element, or 0 when the parameter has no gradient this step.
 float Grad(const void* g, DType d, int64_t i) { return g == nullptr ? 0.0f : Load(g, d, i); }
 
@@ -127,7 +133,7 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) {
       const float g = Grad(w.grad, w.grad_dtype, i);
       const float m = w.momentum[i] + (1.0f - b1) * (g - w.momentum[i]);
-      const float u = w.nesterov ? g + b1 * (m - g) : m;
+      const float u = w.nesterov ? Lerp(g, m, b1) : m;
       Store(w.u_rows, w.ns_dtype, i, u);
     }
     return absl::OkStatus();

@@ -1,14 +1,17 @@
 // Runtime::SaveCheckpoint / LoadCheckpoint: the optimizer checkpoints of normuon.h, in the file
 // format of checkpoint_format.h (issue 5, "Checkpoints").
 //
-// Both are collective over comm_ and keep every rank on the same path: each local phase (file
-// I/O, checks) ends in Agree, an all-gather of every rank's outcome, and every rank then takes
-// the same branch, so a failure on one rank is an error on every rank, with the same message.
+// Both are collective over comm_ and run between steps only (not after grad_ready has begun a
+// step: the pipeline may then be using comm_ and reading the state). They keep every rank on the
+// same path: each local phase (file I/O, checks) ends in Agree, an all-gather of every rank's
+// outcome, and every rank then takes the same branch, so a failure on one rank is an error on
+// every rank, with the same message.
 //
-// Save: rank 0 first removes the old index; every rank writes its rank file atomically; once
-// all rank files are known to be complete, rank 0 writes the index. The index is the commit
-// record: a save that failed part-way leaves no index, and a rank file from another save is
-// recognized by its save id, so a load never mixes two saves.
+// Save: the ranks exchange their row ranges and rank 0's save id; rank 0 removes the old index;
+// every rank writes its rank file atomically; once all rank files are known to be complete, rank
+// 0 writes the index. The index is the commit record: a save that failed part-way leaves no
+// index, and a rank file from another save is recognized by its save id, so a load never mixes
+// two saves. dir must be one directory all ranks see (a shared file system across nodes).
 //
 // Load: every rank reads the index and the files of the saved ranks whose rows overlap the rows
 // it holds now (so any world size and row split can load any checkpoint), checks everything
@@ -22,6 +25,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <system_error>
@@ -46,7 +50,7 @@ std::string EncodeOutcome(const absl::Status& s) {
   const uint32_t code = static_cast<uint32_t>(s.code());
   for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((code >> (8 * i)) & 0xffu);
   const size_t n = std::min(s.message().size(), kOutcomeBytes - 5);
-  std::memcpy(&b[4], s.message().data(), n);
+  if (n > 0) std::memcpy(&b[4], s.message().data(), n);  // an OK status's data() may be null
   return b;
 }
 
@@ -123,6 +127,17 @@ absl::StatusOr<std::string> ReadCheckpointFile(const std::string& path, absl::st
   return bytes.status();
 }
 
+// Runs a local phase; an allocation failure becomes a status, so the rank still joins the
+// agreement that follows instead of leaving its peers waiting.
+template <typename Fn>
+absl::Status Guarded(Fn fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of host memory while staging the checkpoint");
+  }
+}
+
 // One random id per save (ties the rank files of a save to its index); never 0.
 uint64_t NewSaveId() {
   uint64_t id = static_cast<uint64_t>(
@@ -145,6 +160,8 @@ const char* VariantName(uint32_t v) {
       return "NORMUON_PAPER";
     case NORMUON_VARIANT_MUON:
       return "MUON";
+    case NORMUON_VARIANT_ADAMUON:
+      return "ADAMUON";
   }
   return "unknown";
 }
@@ -160,12 +177,20 @@ struct Rows {
 
 absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   if (!finalized_) return absl::FailedPreconditionError("save_checkpoint before finalize");
+  // Inside a step begun by grad_ready the pipeline may be using comm_ and reading the state.
+  if (step_begun_) {
+    return absl::FailedPreconditionError(
+        "save_checkpoint inside a step (after grad_ready, before step): checkpoints are taken "
+        "between steps");
+  }
   const std::string what = absl::StrCat("checkpoint save to '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
   const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
+  // v per row (1), per element (2, AdaMuon) or none (0): the format's matrix_second_moment.
+  const uint32_t second_kind =
+      !second_moment ? 0u : PerElementV(static_cast<Variant>(config_.variant)) ? 2u : 1u;
 
   absl::Status local = CheckDirectory(dir);
-  if (local.ok() && rank_ == 0) local = RemoveIfPresent(ck::JoinPath(dir, ck::kIndexFileName));
 
   // Rank 0's save id and every rank's rows of every parameter (the index lists them all).
   const size_t per_rank = 1 + 2 * static_cast<size_t>(np);
@@ -181,6 +206,9 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
     return absl::Status(gathered.code(), absl::StrCat(what, " failed: ", gathered.message()));
   }
   const uint64_t save_id = static_cast<uint64_t>(all[0]);
+  // The index is the commit record, written last; the old one goes first, so that a save that
+  // stops part-way leaves no index rather than one that names other rank files.
+  if (local.ok() && rank_ == 0) local = RemoveIfPresent(ck::JoinPath(dir, ck::kIndexFileName));
 
   std::vector<int64_t> adamw_steps(adamw_.size());
   StepControl control{};
@@ -192,13 +220,13 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
 
   // This rank's file: the state of every parameter it holds rows of.
   if (local.ok()) {
-    local = [&]() -> absl::Status {
+    local = Guarded([&]() -> absl::Status {
       ck::RankFile f;
       f.save_id = save_id;
       f.rank = static_cast<uint32_t>(rank_);
       f.world_size = static_cast<uint32_t>(world_);
       f.param_count = static_cast<uint32_t>(np);
-      f.matrix_second_moment = second_moment ? 1 : 0;
+      f.matrix_second_moment = second_kind;
       for (int32_t i = 0; i < np; ++i) {
         const Param& p = params_[i];
         if (p.row_count == 0) continue;
@@ -210,9 +238,9 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
         s.row_count = p.row_count;
         s.cols = p.cols;
         s.first.resize(static_cast<size_t>(p.row_count * p.cols));
-        s.second.resize(p.kind == Kind::kAdamW ? s.first.size()
-                        : second_moment        ? static_cast<size_t>(p.row_count)
-                                               : 0);
+        s.second.resize(p.kind == Kind::kAdamW || second_kind == 2 ? s.first.size()
+                        : second_moment ? static_cast<size_t>(p.row_count)
+                                        : 0);
         s.step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
         RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
         if (!s.second.empty()) {
@@ -226,13 +254,13 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       f.shards.clear();
       f.shards.shrink_to_fit();
       return ck::WriteFileAtomically(path, bytes);
-    }();
+    });
   }
   RETURN_IF_ERROR(Agree(*comm_, world_, local, what, "; no index was written"));
 
   // Every rank file is complete: rank 0 commits the save by writing the index.
   if (rank_ == 0) {
-    local = [&]() -> absl::Status {
+    local = Guarded([&]() -> absl::Status {
       ck::Index x;
       x.save_id = save_id;
       x.world_size = static_cast<uint32_t>(world_);
@@ -241,7 +269,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       x.ns_steps = static_cast<uint32_t>(config_.ns_steps);
       x.nesterov = static_cast<uint32_t>(config_.nesterov);
       x.ns_eps = config_.ns_eps;
-      x.matrix_second_moment = second_moment ? 1 : 0;
+      x.matrix_second_moment = second_kind;
       x.steps_taken = control.steps_taken;
       x.steps_skipped = control.steps_skipped;
       for (const Group& g : groups_) {
@@ -268,23 +296,31 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       const std::string path = ck::JoinPath(dir, ck::kIndexFileName);
       RETURN_IF_ERROR(ck::ValidateIndex(x, path));
       return ck::WriteFileAtomically(path, ck::EncodeIndex(x));
-    }();
+    });
   }
   return Agree(*comm_, world_, local, what, "; the rank files are written but the index is not");
 }
 
 absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   if (!finalized_) return absl::FailedPreconditionError("load_checkpoint before finalize");
+  if (step_begun_) {
+    return absl::FailedPreconditionError(
+        "load_checkpoint inside a step (after grad_ready, before step): checkpoints are loaded "
+        "between steps");
+  }
   const std::string what = absl::StrCat("checkpoint load from '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
   const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
+  // v per row (1), per element (2, AdaMuon) or none (0): the format's matrix_second_moment.
+  const uint32_t second_kind =
+      !second_moment ? 0u : PerElementV(static_cast<Variant>(config_.variant)) ? 2u : 1u;
 
   // Host staging of everything this rank will write, filled and checked before any write.
   std::vector<std::vector<float>> first(np), second(np);
   std::vector<int64_t> step(np, 0);
   StepControl control{};
 
-  const absl::Status staged = [&]() -> absl::Status {
+  const absl::Status staged = Guarded([&]() -> absl::Status {
     const std::string index_path = ck::JoinPath(dir, ck::kIndexFileName);
     ASSIGN_OR_RETURN(std::string bytes, ReadCheckpointFile(index_path, "index"));
     ASSIGN_OR_RETURN(const ck::Index x, ck::DecodeIndex(bytes, index_path));
@@ -303,7 +339,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
           "), this runtime runs variant ", config_.variant, " (", VariantName(config_.variant),
           ")"));
     }
-    if (x.matrix_second_moment != (second_moment ? 1u : 0u)) {
+    if (x.matrix_second_moment != second_kind) {
       return absl::InvalidArgumentError(absl::StrCat(
           mismatch, "matrix_second_moment = ", x.matrix_second_moment, " but variant ",
           VariantName(x.variant), (second_moment ? " keeps" : " has no"), " second moment"));
@@ -360,9 +396,9 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
       first[i].resize(static_cast<size_t>(p.row_count * p.cols));
-      second[i].resize(p.kind == Kind::kAdamW ? first[i].size()
-                       : second_moment        ? static_cast<size_t>(p.row_count)
-                                              : 0);
+      second[i].resize(p.kind == Kind::kAdamW || second_kind == 2 ? first[i].size()
+                       : second_moment ? static_cast<size_t>(p.row_count)
+                                       : 0);
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
     }
     auto overlap = [&](const ck::RowRange& saved, const Param& p) {
@@ -402,6 +438,9 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
           }
           step[i] = sh.step;
           step_from[i] = s;
+        } else if (second_kind == 2) {
+          std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
+                      second[i].begin() + dst * p.cols);
         } else if (second_moment) {
           std::copy_n(sh.second.begin() + src, o.count, second[i].begin() + dst);
         }
@@ -421,7 +460,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     control.nonfinite_param = kNoParam;
     control.comm_error = 0;
     return absl::OkStatus();
-  }();
+  });
   RETURN_IF_ERROR(Agree(*comm_, world_, staged, what, "; nothing was changed on any rank"));
 
   // Every rank has all it needs: write the state.

@@ -133,7 +133,9 @@ __global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t 
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float g = GradAt(grad, i);
     const float m = momentum[i] + one_minus_b1 * (g - momentum[i]);
-    StoreFloat(u + i, nesterov ? g + b1 * (m - g) : m);
+    // lerp(g, m, b1) from the nearer end, as torch and the CPU backend evaluate it.
+    const float blend = b1 < 0.5f ? g + b1 * (m - g) : m - (m - g) * (1.0f - b1);
+    StoreFloat(u + i, nesterov ? blend : m);
   }
 }
 

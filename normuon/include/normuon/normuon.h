@@ -377,7 +377,9 @@ NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_par
 /* Checkpoints of the complete optimizer state (momentum, v, Adam moments, step counts, the
  * config that shapes the state), one file per rank for its shards plus an index, in a
  * documented, versioned, endian-explicit format with checksums (see README, "Checkpoints").
- * Both calls are collective over the runtime's communicator and need finalize first.
+ * Both calls are collective over the runtime's communicator, need finalize first, and run
+ * between steps only (not after normuon_grad_ready began a step). dir must be one directory that
+ * every rank sees (a shared file system across nodes).
  * save: every rank writes its shard file into the existing directory dir; rank 0 writes the
  * index; returns once every rank's file is complete (or fails on every rank).
  * load: every rank reads the rows it holds now, from whichever ranks' files hold them, so a

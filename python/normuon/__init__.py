@@ -1,0 +1,45 @@
+"""normuon: Python front end of the normuon runtime (the NorMuon optimizer family in C++/CUDA).
+
+The runtime is libnormuon.so, reached through its C API with ctypes (`normuon._capi`); nothing
+is compiled for Python. `normuon.torch.NorMuon` is a torch.optim.Optimizer over it.
+
+Five lines that swap it into a PyTorch training loop:
+
+    from normuon.torch import NorMuon
+    opt = NorMuon(model.named_parameters(), lr=0.02, weight_decay=0.01)  # 2-D+: NorMuon; rest AdamW
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+(`model.parameters()` works too; named parameters give the runtime's error messages their
+names. Group dicts with `use_muon=True/False` work as in the official
+SingleDeviceNorMuonWithAuxAdam.)
+
+The library is found via $NORMUON_LIBRARY, then next to this package, then the repository's
+bazel-bin/ (`bazel build //:libnormuon.so`). Importing `normuon` does not import torch or load
+the library; `normuon.torch` imports torch, and the library loads on first use.
+"""
+
+from ._capi import (  # noqa: F401
+    NorMuonError,
+    InvalidArgumentError,
+    InvalidHandleError,
+    InvalidStateError,
+    UnsupportedError,
+    OutOfMemoryError,
+    CudaError,
+    CommError,
+    NonFiniteError,
+    NorMuonTimeoutError,
+    InternalError,
+    Status,
+    library_path,
+    version,
+    has_cuda,
+)
+
+__all__ = [
+    "NorMuonError", "InvalidArgumentError", "InvalidHandleError", "InvalidStateError",
+    "UnsupportedError", "OutOfMemoryError", "CudaError", "CommError", "NonFiniteError",
+    "NorMuonTimeoutError", "InternalError", "Status", "library_path", "version", "has_cuda",
+]

@@ -1,0 +1,881 @@
+"""normuon.torch: a torch.optim.Optimizer that runs the NorMuon step in the normuon runtime.
+
+`NorMuon(params_or_groups, lr=0.02, momentum=0.95, beta2=0.95, weight_decay=0, ...)` is a
+drop-in replacement for the official `SingleDeviceNorMuonWithAuxAdam` (same group keys, names
+and defaults). The arithmetic happens in libnormuon.so, reached through its C API with ctypes
+(`normuon._capi`): no compiled extension, so any PyTorch that has `Tensor.data_ptr()` (and, for
+CUDA, `torch.cuda.current_stream().cuda_stream`) works.
+
+Groups
+  * matrix groups (`use_muon=True`): NorMuon. Keys and defaults: lr 0.02, momentum 0.95,
+    beta2 0.95, weight_decay 0. Every parameter must have 2 or more dimensions; a tensor with
+    more than 2 (a convolution kernel) is treated as the matrix (shape[0], prod(shape[1:])).
+  * AdamW groups (`use_muon=False`): the runtime's AdamW (bias-corrected, decoupled weight
+    decay). Keys and defaults: lr 3e-4, betas (0.9, 0.95), eps 1e-10, weight_decay 0.
+  * Plain parameters (an iterable of tensors, or of (name, tensor) pairs as given by
+    `module.named_parameters()`) are split: tensors with ndim >= 2 go to one matrix group with
+    the constructor's lr/momentum/beta2/weight_decay, the others (biases, norm gains, scalars)
+    to one AdamW group with adamw_lr/adamw_betas/adamw_eps/adamw_weight_decay. Embeddings and
+    output heads are 2-D: put them in an AdamW group yourself if you want AdamW for them (as the
+    official recipe does).
+  * A group dict without `use_muon` is a matrix group if all its tensors have ndim >= 2 and an
+    AdamW group if none has; mixed groups must say which.
+
+  lr and weight_decay of every group are pushed to the runtime before every step, so LR
+  schedulers (and hand edits of group["lr"]) work. momentum, beta2, betas and eps are fixed at
+  the first step: changing them afterwards raises (OneCycleLR: pass cycle_momentum=False).
+
+Runtime switches (constructor keywords, one value for the whole optimizer): variant ("normuon"
+official, "normuon_paper", "muon"), ns_dtype ("default": fp32 on CPU, bf16 on CUDA; "fp32";
+"bf16"), ns_steps (5), nesterov (True), owner_policy ("round_robin", "cost_balanced"; matters
+only when sharded), schedule ("sequential", "per_matrix", "bucketed") and bucket_bytes (how a
+sharded step overlaps communication with compute; same results), check_finite (False; True: a
+NaN/Inf gradient skips the whole step and leaves parameters and state untouched;
+`step_result()` reports it), comm_timeout (seconds bounding each NCCL collective).
+
+Parameters and devices
+  * All parameters live on one device: CPU tensors run on the runtime's CPU backend, CUDA
+    tensors on its CUDA backend on `torch.cuda.current_stream()` (the step is queued, not
+    waited for). Supported dtypes: float32 and bfloat16 (bf16 parameters are updated in fp32 and
+    rounded once; fp32 master weights are recommended). float16, float64, complex and integer
+    tensors are refused.
+  * Parameters and gradients must be contiguous. Their buffers may move between steps (FSDP2,
+    zero_grad(set_to_none=True)): every step re-binds param.data_ptr() and grad.data_ptr(); a
+    parameter whose .grad is None gets a zero gradient and no weight decay, as in the official
+    code.
+  * Parameters are registered with the runtime at the first step (or at load_state_dict), in
+    group order; their shapes, dtypes and device are then fixed. Names: the names given with
+    (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
+  * FSDP2: parameters that are DTensors sharded on dim 0 (Shard(0) on a 1-D mesh) are
+    registered with their local rows and the global shape (FSDP2's torch.chunk layout: ceil(m/P)
+    rows per rank). World size 1 needs no communicator; larger worlds use an NCCL communicator
+    whose id is broadcast over the default torch.distributed group (needs the library's NCCL
+    C API; until it exists this raises NotImplementedError).
+
+Misuse (a tensor with fewer than 2 dims in a matrix group, a non-contiguous tensor, tensors on
+different devices, a shape/dtype/device change after the first step, an unsupported dtype, a
+changed momentum) raises ValueError/TypeError/RuntimeError before anything is written: no
+parameter, no optimizer state and no step count changes. Failures of the C API raise
+`normuon.NorMuonError` (a subclass per status) carrying the runtime's own message.
+
+state_dict() has the standard torch layout: {"state": {index: {...}}, "param_groups": [...]}
+with indices counted over the groups in order. Matrix state: "momentum_buffer" (the
+parameter's local shape) and "second_momentum_buffer" (rows x 1; absent for variant "muon");
+AdamW state: "exp_avg", "exp_avg_sq" (the parameter's shape) and "step" (int64 scalar tensor).
+State tensors are fp32 copies on the parameter's device (DTensors for DTensor parameters);
+`optimizer.state` itself stays empty, the runtime owns the live state.
+"""
+
+import ctypes
+import math
+import weakref
+from collections import namedtuple
+
+import torch
+
+from . import _capi
+from ._capi import NorMuonError  # noqa: F401  (re-exported)
+
+__all__ = ["NorMuon", "StepResult", "NorMuonError"]
+
+_MATRIX_KEYS = ("lr", "momentum", "beta2", "weight_decay")
+_ADAMW_KEYS = ("lr", "betas", "eps", "weight_decay")
+# Keys other code is known to add to groups; accepted, ignored by the runtime.
+_TOLERATED_KEYS = {"initial_lr", "name"}
+
+_VARIANTS = {
+    "normuon": _capi.Variant.NORMUON,
+    "normuon_paper": _capi.Variant.NORMUON_PAPER,
+    "muon": _capi.Variant.MUON,
+}
+_NS_DTYPES = {"default": _capi.NsDType.DEFAULT, "fp32": _capi.NsDType.FP32,
+              "bf16": _capi.NsDType.BF16}
+_OWNER_POLICIES = {"round_robin": _capi.OwnerPolicy.ROUND_ROBIN,
+                   "cost_balanced": _capi.OwnerPolicy.COST_BALANCED}
+_SCHEDULES = {"sequential": _capi.Schedule.SEQUENTIAL, "per_matrix": _capi.Schedule.PER_MATRIX,
+              "bucketed": _capi.Schedule.BUCKETED}
+_DTYPES = {torch.float32: _capi.DType.FP32, torch.bfloat16: _capi.DType.BF16}
+_MATRIX_EPS = 1e-10  # sqrt(v) + eps and the norm restore (normuon_config_t.eps default)
+
+StepResult = namedtuple("StepResult",
+                        "steps_taken steps_skipped last_skipped nonfinite_param")
+StepResult.__doc__ = """Outcome of the steps so far (normuon_step_result): counts of committed
+and skipped steps, whether the last one was skipped, and the name of the first parameter with a
+non-finite gradient in it (None if none)."""
+
+
+# --- tensors: plain or DTensor ------------------------------------------------------------
+
+
+def _is_dtensor(t):
+    """Duck-typed DTensor check (torch.distributed.tensor in 2.4+, ._tensor before; absent in
+    old versions): the class is named DTensor and has to_local/placements/device_mesh."""
+    return (any(c.__name__ == "DTensor" for c in type(t).__mro__)
+            and hasattr(t, "to_local") and hasattr(t, "placements")
+            and hasattr(t, "device_mesh"))
+
+
+def _local(t):
+    """The tensor whose memory this rank holds: DTensor -> its local shard, else t itself."""
+    if t is None:
+        return None
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _fsdp_rows(global_rows, world, rank):
+    """(row_begin, row_count) of `rank` in FSDP2's dim-0 layout: torch.chunk into ceil(m/P)-row
+    chunks, so the last ranks may be short or empty."""
+    chunk = -(-global_rows // world)
+    begin = min(rank * chunk, global_rows)
+    return begin, max(0, min(chunk, global_rows - begin))
+
+
+def _mesh_rank(mesh):
+    if hasattr(mesh, "get_local_rank"):
+        return int(mesh.get_local_rank())
+    coord = mesh.get_coordinate()
+    return int(coord[0])
+
+
+class _Layout(namedtuple("_Layout", "matrix rows cols row_begin row_count local_shape dtype "
+                                     "device world")):
+    """How one parameter is registered: global rows x cols, this rank's rows, its local shape,
+    dtype and device, and the world size of its sharding (1 for plain tensors)."""
+
+
+def _layout(p, matrix, who):
+    """The layout of parameter p (checked: dtype, dims, sharding, contiguity). Raises
+    ValueError/TypeError/NotImplementedError naming `who`; changes nothing."""
+    if p.is_complex() or p.dtype not in _DTYPES:
+        raise TypeError(f"NorMuon: {who} has dtype {p.dtype}; only torch.float32 and "
+                        f"torch.bfloat16 parameters are supported")
+    if getattr(p, "is_sparse", False) or p.layout != torch.strided:
+        raise TypeError(f"NorMuon: {who} has layout {p.layout}; only dense (strided) tensors "
+                        f"are supported")
+    shape = tuple(p.shape)
+    if matrix and len(shape) < 2:
+        raise ValueError(f"NorMuon: {who} has shape {list(shape)} ({len(shape)}-D) but is in a "
+                         f"matrix group (use_muon=True); matrix groups take tensors with 2 or "
+                         f"more dims: put it in a group with use_muon=False (AdamW)")
+    if any(s == 0 for s in shape):
+        raise ValueError(f"NorMuon: {who} has shape {list(shape)} with no elements")
+    rows = shape[0] if shape else 1
+    cols = math.prod(shape[1:]) if len(shape) > 1 else 1
+    world, begin, count = 1, 0, rows
+    if _is_dtensor(p):
+        mesh, placements = p.device_mesh, tuple(p.placements)
+        if mesh.ndim != 1 or len(placements) != 1:
+            raise NotImplementedError(
+                f"NorMuon: {who} is a DTensor on a {mesh.ndim}-D mesh with placements "
+                f"{placements}; only 1-D meshes (FSDP2, Shard(0)) are supported")
+        pl = placements[0]
+        is_shard0 = (pl.is_shard(0) if hasattr(pl, "is_shard") else
+                     getattr(pl, "dim", None) == 0)
+        if not is_shard0:
+            raise NotImplementedError(f"NorMuon: {who} is a DTensor placed as {pl}; only "
+                                      f"Shard(0) (FSDP2's dim-0 sharding) is supported")
+        world = int(mesh.size())
+        begin, count = _fsdp_rows(rows, world, _mesh_rank(mesh))
+    local = _local(p)
+    if tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
+        raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
+                         f"FSDP2's dim-0 chunk ({count} of {rows} rows from row {begin})")
+    if not local.is_contiguous():
+        raise ValueError(f"NorMuon: {who} is not contiguous (strides {list(local.stride())} "
+                         f"for shape {list(local.shape)}); the runtime reads row-major memory: "
+                         f"make the parameter contiguous before creating the optimizer")
+    return _Layout(matrix, rows, cols, begin, count, tuple(local.shape), p.dtype,
+                   local.device, world)
+
+
+def _state_numel(layout, kind, variant):
+    """Floats in one state buffer (as normuon_state_size / 4), 0 if it does not apply."""
+    local = layout.row_count * layout.cols
+    if kind == _capi.StateKind.MOMENTUM:
+        return local if layout.matrix else 0
+    if kind == _capi.StateKind.SECOND_MOMENT:
+        return layout.row_count if layout.matrix and variant != "muon" else 0
+    if kind in (_capi.StateKind.EXP_AVG, _capi.StateKind.EXP_AVG_SQ):
+        return 0 if layout.matrix else local
+    return 0
+
+
+# state_dict key -> the runtime's state kind
+_MATRIX_STATE = {
+    "momentum_buffer": _capi.StateKind.MOMENTUM,
+    "second_momentum_buffer": _capi.StateKind.SECOND_MOMENT,
+}
+_ADAMW_STATE = {
+    "exp_avg": _capi.StateKind.EXP_AVG,
+    "exp_avg_sq": _capi.StateKind.EXP_AVG_SQ,
+}
+
+
+def _state_shape(layout, kind):
+    if kind == _capi.StateKind.SECOND_MOMENT:
+        return (layout.row_count, 1)
+    return layout.local_shape
+
+
+def _destroy_runtime(rt):
+    try:
+        _capi.lib().normuon_destroy(ctypes.c_uint64(rt))
+    except Exception:  # interpreter shutdown: nothing left to report to
+        pass
+
+
+class _Registered:
+    """One registered parameter: the tensor, its runtime index, group and layout."""
+
+    __slots__ = ("param", "index", "group", "layout", "name")
+
+    def __init__(self, param, index, group, layout, name):
+        self.param, self.index, self.group, self.layout, self.name = (
+            param, index, group, layout, name)
+
+
+class NorMuon(torch.optim.Optimizer):
+    """NorMuon for matrices and AdamW for the rest, run by the normuon runtime.
+
+    Args:
+      params: an iterable of tensors or of (name, tensor) pairs (split by ndim, see the module
+        docstring), or of group dicts with "params" and optionally "use_muon" and hyper-
+        parameters (the keys of the official SingleDeviceNorMuonWithAuxAdam).
+      lr, momentum, beta2, weight_decay: defaults of matrix groups (0.02, 0.95, 0.95, 0).
+      adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: defaults of AdamW groups
+        (3e-4, (0.9, 0.95), 1e-10, 0).
+      variant: "normuon" (official), "normuon_paper" or "muon".
+      ns_dtype: "default" (fp32 on CPU, bf16 on CUDA), "fp32" or "bf16".
+      ns_steps: Newton-Schulz iterations (5). nesterov: True.
+      owner_policy: "round_robin" or "cost_balanced" (which rank orthogonalizes each matrix).
+      schedule: "sequential", "per_matrix" or "bucketed" (how a sharded step overlaps its
+        communication; same result); bucket_bytes: bucket size of "bucketed" (None: default).
+      check_finite: skip a step whose gradients hold NaN/Inf (see step_result()).
+      comm_timeout: seconds that bound each NCCL collective of a sharded step (FSDP2).
+      overlap_backward: reserved for starting the matrix pipeline from gradient hooks during
+        backward (normuon_grad_ready after each parameter's gradient is accumulated: post-
+        accumulate-grad hooks on PyTorch >= 2.1, the AccumulateGrad node's hook before); True
+        raises NotImplementedError today.
+    """
+
+    def __init__(self, params, lr=0.02, momentum=0.95, beta2=0.95, weight_decay=0.0, *,
+                 adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_eps=1e-10,
+                 adamw_weight_decay=0.0, variant="normuon", ns_dtype="default", ns_steps=5,
+                 nesterov=True, owner_policy="round_robin", schedule="sequential",
+                 bucket_bytes=None, check_finite=False, comm_timeout=600.0,
+                 overlap_backward=False):
+        if variant not in _VARIANTS:
+            raise ValueError(f"NorMuon: variant={variant!r}; expected one of {list(_VARIANTS)}")
+        if ns_dtype not in _NS_DTYPES:
+            raise ValueError(f"NorMuon: ns_dtype={ns_dtype!r}; expected one of "
+                             f"{list(_NS_DTYPES)}")
+        if owner_policy not in _OWNER_POLICIES:
+            raise ValueError(f"NorMuon: owner_policy={owner_policy!r}; expected one of "
+                             f"{list(_OWNER_POLICIES)}")
+        if schedule not in _SCHEDULES:
+            raise ValueError(f"NorMuon: schedule={schedule!r}; expected one of "
+                             f"{list(_SCHEDULES)}")
+        if bucket_bytes is not None and not (isinstance(bucket_bytes, int) and bucket_bytes > 0):
+            raise ValueError(f"NorMuon: bucket_bytes={bucket_bytes!r}; expected a positive int "
+                             f"or None (the library's default)")
+        if not (isinstance(ns_steps, int) and 1 <= ns_steps <= 100):
+            raise ValueError(f"NorMuon: ns_steps={ns_steps!r}; expected an int in [1, 100]")
+        if overlap_backward:
+            raise NotImplementedError(
+                "NorMuon: overlap_backward=True (calling the runtime's normuon_grad_ready from "
+                "gradient hooks during backward, issue 9) is not built in the PyTorch front end "
+                "yet")
+        self._switches = dict(variant=variant, ns_dtype=ns_dtype, ns_steps=int(ns_steps),
+                              nesterov=bool(nesterov), owner_policy=owner_policy,
+                              schedule=schedule, bucket_bytes=bucket_bytes,
+                              check_finite=bool(check_finite),
+                              comm_timeout=float(comm_timeout))
+        self._matrix_defaults = dict(lr=lr, momentum=momentum, beta2=beta2,
+                                     weight_decay=weight_decay)
+        self._adamw_defaults = dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps,
+                                    weight_decay=adamw_weight_decay)
+        self._names = {}          # param -> name given with (name, tensor) pairs
+        self._runtime = 0         # normuon_runtime_t, 0 until the first step
+        self._runtime_groups = []  # runtime group id per torch group
+        self._frozen = []         # per torch group: hyper-parameters fixed at registration
+        self._registered = []     # _Registered per parameter, in state_dict index order
+        self._comm = 0
+        self._pending_state = None  # loaded before the first step: {index: {kind: tensor}}
+        self._finalizer = None
+        self._backend = None
+        self._device = None
+        super().__init__(self._split(params), {})
+
+    # --- construction ------------------------------------------------------------------
+
+    def _split(self, params):
+        """Normalizes the constructor's params into a list of group dicts."""
+        if isinstance(params, torch.Tensor):
+            raise TypeError("NorMuon: params must be an iterable of tensors, (name, tensor) "
+                            "pairs or group dicts, not a single tensor")
+        items = list(params)
+        if not items:
+            raise ValueError("NorMuon: got an empty parameter list")
+        if isinstance(items[0], dict):
+            return items
+        matrices, others = [], []
+        for item in items:
+            t = item[1] if isinstance(item, tuple) else item
+            (matrices if t.dim() >= 2 else others).append(item)
+        groups = []
+        if matrices:
+            groups.append({"params": matrices, "use_muon": True})
+        if others:
+            groups.append({"params": others, "use_muon": False})
+        return groups
+
+    def add_param_group(self, param_group):
+        """Adds a group (validated, defaults filled in). Only before the first step: the
+        runtime's parameter set is fixed once it is registered."""
+        if self._runtime:
+            raise RuntimeError("NorMuon: add_param_group after the first step is not supported "
+                               "(the runtime's parameters are fixed at registration)")
+        if not isinstance(param_group, dict):
+            raise TypeError(f"NorMuon: a param group must be a dict, got {type(param_group)}")
+        group = dict(param_group)
+        raw = group.get("params")
+        if raw is None:
+            raise ValueError("NorMuon: a param group needs 'params'")
+        raw = [raw] if isinstance(raw, torch.Tensor) else list(raw)
+        tensors, names = [], {}
+        for item in raw:
+            if isinstance(item, tuple):
+                if len(item) != 2 or not isinstance(item[0], str):
+                    raise TypeError("NorMuon: named parameters must be (str, tensor) pairs")
+                names[item[1]] = item[0]
+                item = item[1]
+            if not isinstance(item, torch.Tensor):
+                raise TypeError(f"NorMuon: params must be tensors, got {type(item)}")
+            tensors.append(item)
+        group["params"] = tensors
+        gi = len(self.param_groups)
+        use_muon = group.get("use_muon")
+        if use_muon is None:
+            dims = {t.dim() >= 2 for t in tensors}
+            if len(dims) != 1:
+                raise ValueError(f"NorMuon: group {gi} mixes matrices and tensors with fewer "
+                                 f"than 2 dims; set use_muon=True or False")
+            use_muon = dims.pop()
+        group["use_muon"] = bool(use_muon)
+        own = _MATRIX_KEYS if use_muon else _ADAMW_KEYS
+        allowed = set(own) | {"params", "use_muon"} | _TOLERATED_KEYS
+        unknown = sorted(k for k in group if k not in allowed)
+        if unknown:
+            kind = "matrix (use_muon=True)" if use_muon else "AdamW (use_muon=False)"
+            raise ValueError(f"NorMuon: group {gi} is a {kind} group and takes the keys "
+                             f"{list(own)}; got unknown keys {unknown}")
+        defaults = self._matrix_defaults if use_muon else self._adamw_defaults
+        for k in own:
+            group.setdefault(k, defaults[k])
+        if not use_muon:
+            group["betas"] = tuple(group["betas"])
+        self._check_hyper(group, gi)
+        start = sum(len(g["params"]) for g in self.param_groups)
+        for j, t in enumerate(tensors):
+            who = f"parameter '{names.get(t, f'param.{start + j}')}' (group {gi})"
+            if not t.is_leaf:
+                raise ValueError(f"NorMuon: {who} is not a leaf tensor")
+            _layout(t, use_muon, who)
+        super().add_param_group(group)
+        self._names.update(names)
+
+    @staticmethod
+    def _check_hyper(group, gi):
+        def real(k, v):
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise TypeError(f"NorMuon: group {gi}: {k}={v!r} is not a number")
+            return float(v)
+        for k in ("lr", "weight_decay"):
+            if not (real(k, group[k]) >= 0.0):
+                raise ValueError(f"NorMuon: group {gi}: {k}={group[k]} must be >= 0")
+        betas = ([("momentum", group["momentum"]), ("beta2", group["beta2"])]
+                 if group["use_muon"] else
+                 [("betas[0]", group["betas"][0]), ("betas[1]", group["betas"][1])])
+        if not group["use_muon"]:
+            if len(group["betas"]) != 2:
+                raise ValueError(f"NorMuon: group {gi}: betas={group['betas']} needs 2 values")
+            if not (real("eps", group["eps"]) > 0.0):
+                raise ValueError(f"NorMuon: group {gi}: eps={group['eps']} must be > 0")
+        for k, v in betas:
+            if not (0.0 <= real(k, v) < 1.0):
+                raise ValueError(f"NorMuon: group {gi}: {k}={v} must be in [0, 1)")
+
+    # --- per-step checks -----------------------------------------------------------------
+
+    def _params(self):
+        """[(group index, param)] in state_dict index order."""
+        return [(gi, p) for gi, g in enumerate(self.param_groups) for p in g["params"]]
+
+    def _name(self, i, p):
+        return self._names.get(p, f"param.{i}")
+
+    def _frozen_of(self, group):
+        if group["use_muon"]:
+            return ("muon", float(group["momentum"]), float(group["beta2"]))
+        return ("adamw", float(group["betas"][0]), float(group["betas"][1]), float(group["eps"]))
+
+    def _collect(self):
+        """Checks every parameter (and gradient) and returns [(param, layout, local param,
+        local grad or None)]. Raises before anything changes."""
+        params = self._params()
+        if self._runtime:
+            if len(params) != len(self._registered) or any(
+                    p is not r.param for (_, p), r in zip(params, self._registered)):
+                raise RuntimeError("NorMuon: the parameters of the param groups changed after "
+                                   "the first step; the runtime's parameter set is fixed")
+            for gi, g in enumerate(self.param_groups):
+                if self._frozen_of(g) != self._frozen[gi]:
+                    raise ValueError(
+                        f"NorMuon: group {gi}: momentum/beta2/betas/eps changed after the "
+                        f"first step ({self._frozen[gi][1:]} -> {self._frozen_of(g)[1:]}); "
+                        f"only lr and weight_decay may change (OneCycleLR: "
+                        f"cycle_momentum=False)")
+        out = []
+        device = self._device
+        for i, (gi, p) in enumerate(params):
+            who = f"parameter '{self._name(i, p)}' (group {gi})"
+            g = self.param_groups[gi]
+            lay = _layout(p, g["use_muon"], who)
+            if self._runtime and lay != self._registered[i].layout:
+                old = self._registered[i].layout
+                raise ValueError(
+                    f"NorMuon: {who} changed after the first step: now shape "
+                    f"{list(p.shape)} {lay.dtype} on {lay.device}, registered as "
+                    f"{old.rows}x{old.cols} (local {list(old.local_shape)}) {old.dtype} on "
+                    f"{old.device}; shapes, dtypes and devices are fixed at registration")
+            if device is None:
+                device = lay.device
+            elif lay.device != device:
+                raise ValueError(f"NorMuon: {who} is on {lay.device} but the other parameters "
+                                 f"are on {device}; all parameters must be on one device")
+            if device.type not in ("cpu", "cuda"):
+                raise ValueError(f"NorMuon: {who} is on {device}; only cpu and cuda tensors "
+                                 f"are supported")
+            grad = None
+            if p.grad is not None:
+                gt = p.grad
+                if gt.is_sparse or gt.layout != torch.strided:
+                    raise TypeError(f"NorMuon: {who} has a sparse gradient; not supported")
+                grad = _local(gt)
+                if grad.dtype != p.dtype:
+                    raise TypeError(f"NorMuon: {who}: gradient dtype {grad.dtype} differs "
+                                    f"from the parameter's {p.dtype}")
+                if tuple(grad.shape) != lay.local_shape:
+                    raise ValueError(f"NorMuon: {who}: gradient shape {list(grad.shape)} "
+                                     f"differs from the parameter's {list(lay.local_shape)}")
+                if grad.device != lay.device:
+                    raise ValueError(f"NorMuon: {who}: gradient on {grad.device}, parameter "
+                                     f"on {lay.device}")
+                if not grad.is_contiguous():
+                    raise ValueError(f"NorMuon: {who}: gradient is not contiguous (strides "
+                                     f"{list(grad.stride())}); the runtime reads row-major "
+                                     f"memory")
+            out.append((p, lay, _local(p), grad))
+        worlds = {lay.world for _, lay, _, _ in out}
+        if len(worlds) > 1 or (worlds != {1} and any(not _is_dtensor(p) for p, *_ in out)):
+            raise ValueError("NorMuon: parameters mix sharded DTensors and plain tensors (or "
+                             "DTensors of different meshes); use one kind for all")
+        return out
+
+    # --- the runtime ---------------------------------------------------------------------
+
+    def _create_comm(self, world, device):
+        """A communicator for `world` ranks: 0 for one rank, else an NCCL communicator whose
+        unique id rank 0 makes and broadcasts over the default torch.distributed group."""
+        if world == 1:
+            return 0
+        import torch.distributed as dist
+        if device.type != "cuda":
+            raise NotImplementedError(
+                "NorMuon: sharded CPU parameters need a torch.distributed (gloo) communicator "
+                "adapter, which is not built; sharded training runs on CUDA with NCCL")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("NorMuon: sharded DTensor parameters need an initialized "
+                               "torch.distributed default group")
+        if dist.get_world_size() != world:
+            raise NotImplementedError(f"NorMuon: the parameters' mesh has {world} ranks but the "
+                                      f"default group {dist.get_world_size()}; only 1-D meshes "
+                                      f"over the whole world are supported")
+        # comm.h: normuon_nccl_get_unique_id(void* id) on rank 0; the id's bytes go to every
+        # rank over the default group; normuon_comm_create_nccl(id, rank, world, device,
+        # timeout_seconds, &comm) on each. A library built before these exist lacks them.
+        needed = ("normuon_nccl_get_unique_id", "normuon_comm_create_nccl")
+        missing = [n for n in needed if not _capi.has_symbol(n)]
+        if missing:
+            raise NotImplementedError(
+                f"NorMuon: sharded (FSDP2, world size {world}) training needs the library's "
+                f"NCCL communicator; {_capi.library_path()} does not export {missing}")
+        lib = _capi.lib()
+        nbytes = _capi.NCCL_UNIQUE_ID_BYTES
+        uid = ctypes.create_string_buffer(nbytes)
+        rank = dist.get_rank()
+        if rank == 0:
+            _capi.check_comm(lib.normuon_nccl_get_unique_id(uid), 0,
+                             "normuon_nccl_get_unique_id")
+        box = [uid.raw if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        uid = ctypes.create_string_buffer(box[0], nbytes)
+        comm = ctypes.c_uint64()
+        _capi.check_comm(lib.normuon_comm_create_nccl(
+            uid, rank, world, device.index if device.index is not None else -1,
+            float(self._switches["comm_timeout"]), ctypes.byref(comm)),
+            0, "normuon_comm_create_nccl")
+        return comm.value
+
+    def _build(self, entries):
+        """Creates the runtime, adds one runtime group per torch group, registers every
+        parameter (current pointers), finalizes, and applies state loaded before. On failure
+        destroys what it made and raises; the optimizer stays unregistered."""
+        lib = _capi.lib()
+        device = entries[0][1].device
+        world = entries[0][1].world
+        cfg = _capi.Config.defaults()
+        if device.type == "cuda":
+            cfg.backend = _capi.Backend.CUDA
+            cfg.device = device.index if device.index is not None else torch.cuda.current_device()
+        else:
+            cfg.backend = _capi.Backend.CPU
+        sw = self._switches
+        cfg.variant = _VARIANTS[sw["variant"]]
+        cfg.ns_dtype = _NS_DTYPES[sw["ns_dtype"]]
+        cfg.ns_steps = sw["ns_steps"]
+        cfg.nesterov = int(sw["nesterov"])
+        cfg.check_finite = int(sw["check_finite"])
+        cfg.owner_policy = _OWNER_POLICIES[sw["owner_policy"]]
+        cfg.schedule = _SCHEDULES[sw["schedule"]]
+        if sw["bucket_bytes"] is not None:
+            cfg.bucket_bytes = sw["bucket_bytes"]
+        comm = self._create_comm(world, device)
+        rt = ctypes.c_uint64()
+        try:
+            _capi.check(lib.normuon_create(ctypes.byref(cfg), ctypes.c_uint64(comm),
+                                           ctypes.byref(rt)), 0, "normuon_create")
+        finally:
+            if comm:  # the runtime keeps its own reference
+                lib.normuon_comm_destroy(ctypes.c_uint64(comm))
+        rt = rt.value
+        try:
+            groups, frozen = [], []
+            for gi, g in enumerate(self.param_groups):
+                if g["use_muon"]:
+                    d = _capi.GroupDesc.defaults(_capi.GroupKind.NORMUON)
+                    d.beta1, d.beta2 = float(g["momentum"]), float(g["beta2"])
+                    d.eps = _MATRIX_EPS
+                else:
+                    d = _capi.GroupDesc.defaults(_capi.GroupKind.ADAMW)
+                    d.beta1, d.beta2, d.eps = (float(g["betas"][0]), float(g["betas"][1]),
+                                               float(g["eps"]))
+                d.lr, d.weight_decay = float(g["lr"]), float(g["weight_decay"])
+                gid = ctypes.c_int32()
+                _capi.check(lib.normuon_add_group(rt, ctypes.byref(d), ctypes.byref(gid)), rt,
+                            f"normuon_add_group (group {gi})")
+                groups.append(gid.value)
+                frozen.append(self._frozen_of(g))
+            registered = []
+            for i, ((gi, p), (_, lay, lp, lg)) in enumerate(zip(self._params(), entries)):
+                name = self._name(i, p)
+                d = _capi.ParamDesc.defaults()
+                name_bytes = name.encode("utf-8")
+                d.name = name_bytes
+                d.rows, d.cols, d.row_begin, d.row_count = (
+                    lay.rows, lay.cols, lay.row_begin, lay.row_count)
+                d.param = lp.data_ptr() if lay.row_count else None
+                d.grad = lg.data_ptr() if (lg is not None and lay.row_count) else None
+                d.param_dtype = d.grad_dtype = _DTYPES[lay.dtype]
+                d.group = groups[gi]
+                idx = ctypes.c_int32()
+                fn = "normuon_register_matrix" if lay.matrix else "normuon_register_adamw"
+                _capi.check(getattr(lib, fn)(rt, ctypes.byref(d), ctypes.byref(idx)), rt, fn)
+                if idx.value != i:
+                    raise RuntimeError(f"NorMuon: runtime gave index {idx.value} to parameter "
+                                       f"{i}; expected registration order")
+                registered.append(_Registered(p, i, gi, lay, name))
+            _capi.check(lib.normuon_finalize(rt), rt, "normuon_finalize")
+            if self._pending_state is not None:
+                self._write_state(rt, registered, self._pending_state)
+        except BaseException:
+            _destroy_runtime(rt)
+            raise
+        self._runtime, self._runtime_groups, self._frozen = rt, groups, frozen
+        self._registered = registered
+        self._device, self._backend = device, cfg.backend
+        self._pending_state = None
+        self._finalizer = weakref.finalize(self, _destroy_runtime, rt)
+
+    def _stream(self):
+        if self._backend == _capi.Backend.CUDA:
+            return ctypes.c_void_p(torch.cuda.current_stream(self._device).cuda_stream)
+        return None
+
+    # --- torch.optim.Optimizer -----------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimizer step over every parameter. With a closure, calls it first (with grad
+        enabled) and returns its loss. On CUDA the step is queued on the current stream.
+
+        Every check (shapes, dtypes, devices, contiguity, fixed hyper-parameters) runs before
+        anything is written. A step skipped for non-finite gradients (check_finite=True) does
+        not raise: step_result() reports it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        entries = self._collect()
+        if not self._runtime:
+            self._build(entries)
+        lib, rt = _capi.lib(), self._runtime
+        for gi, g in enumerate(self.param_groups):
+            _capi.check(lib.normuon_set_group_lr(rt, self._runtime_groups[gi], float(g["lr"]),
+                                                 float(g["weight_decay"])),
+                        rt, f"normuon_set_group_lr (group {gi})")
+        for i, (_, lay, lp, lg) in enumerate(entries):
+            self._bind(i, lay, lp, lg)
+        status = lib.normuon_step(rt, -1.0, -1.0, self._stream())
+        if status != _capi.Status.ERROR_NONFINITE:  # a skipped step is reported by step_result
+            _capi.check(status, rt, "normuon_step")
+        return loss
+
+    def _bind(self, i, lay, local_param, local_grad):
+        """Points runtime parameter i at the tensors' current memory (a gradient hook of
+        overlap_backward would call this, then grad_ready, per parameter)."""
+        p_ptr = local_param.data_ptr() if lay.row_count else None
+        g_ptr = local_grad.data_ptr() if (local_grad is not None and lay.row_count) else None
+        _capi.check(_capi.lib().normuon_bind(self._runtime, i, p_ptr, g_ptr), self._runtime,
+                    f"normuon_bind ({self._registered[i].name})")
+
+    def step_result(self):
+        """StepResult of the steps so far (waits for the last step on CUDA). Before the first
+        step: zeros."""
+        if not self._runtime:
+            return StepResult(0, 0, False, None)
+        info = _capi.StepInfo.defaults()
+        _capi.check(_capi.lib().normuon_step_result(self._runtime, ctypes.byref(info)),
+                    self._runtime, "normuon_step_result")
+        bad = info.nonfinite_param
+        return StepResult(info.steps_taken, info.steps_skipped, bool(info.last_skipped),
+                          self._registered[bad].name if bad >= 0 else None)
+
+    def last_step_profile(self):
+        """Per-phase wall times (ms) of the last step as a dict (CPU backend only)."""
+        if not self._runtime:
+            raise RuntimeError("NorMuon: no step has run yet")
+        prof = _capi.StepProfile.defaults()
+        _capi.check(_capi.lib().normuon_last_step_profile(self._runtime, ctypes.byref(prof)),
+                    self._runtime, "normuon_last_step_profile")
+        return {name: getattr(prof, name) for name, _ in _capi.StepProfile._fields_[1:]}
+
+    def last_step_trace(self):
+        """The last step as Chrome trace events (a JSON fragment without the enclosing
+        brackets; normuon_last_step_trace). CPU backend only."""
+        if not self._runtime:
+            raise RuntimeError("NorMuon: no step has run yet")
+        lib, needed = _capi.lib(), ctypes.c_uint64()
+        _capi.check(lib.normuon_last_step_trace(self._runtime, None, 0, ctypes.byref(needed)),
+                    self._runtime, "normuon_last_step_trace")
+        buf = ctypes.create_string_buffer(needed.value)
+        _capi.check(lib.normuon_last_step_trace(self._runtime, buf, needed.value,
+                                                ctypes.byref(needed)),
+                    self._runtime, "normuon_last_step_trace")
+        return buf.value.decode("utf-8")
+
+    def memory_required(self):
+        """Bytes of optimizer state and step buffers the runtime allocated (after the first
+        step), as normuon_memory_required."""
+        if not self._runtime:
+            raise RuntimeError("NorMuon: the runtime is created at the first step")
+        n = ctypes.c_uint64()
+        _capi.check(_capi.lib().normuon_memory_required(self._runtime, ctypes.byref(n)),
+                    self._runtime, "normuon_memory_required")
+        return n.value
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def _state_kinds(self, layout):
+        """[(state_dict key, kind)] held for a parameter of this layout (also when this rank
+        holds none of its rows: the tensors are then empty)."""
+        if not layout.matrix:
+            return list(_ADAMW_STATE.items()) + [("step", _capi.StateKind.STEP)]
+        if self._switches["variant"] == "muon":
+            return [("momentum_buffer", _capi.StateKind.MOMENTUM)]
+        return list(_MATRIX_STATE.items())
+
+    def _read_state(self, reg):
+        """The state of one registered parameter as state_dict tensors (fp32 copies on the
+        parameter's device; DTensors for DTensor parameters; "step" an int64 CPU scalar)."""
+        lib, rt = _capi.lib(), self._runtime
+        out = {}
+        for key, kind in self._state_kinds(reg.layout):
+            if kind == _capi.StateKind.STEP:
+                v = ctypes.c_int64()
+                _capi.check(lib.normuon_get_state(rt, reg.index, kind, ctypes.byref(v), 8), rt,
+                            f"normuon_get_state ({reg.name}, {key})")
+                out[key] = torch.tensor(v.value, dtype=torch.int64)
+                continue
+            shape = _state_shape(reg.layout, kind)
+            host = torch.empty(shape, dtype=torch.float32)
+            nbytes = host.numel() * 4
+            if nbytes:
+                _capi.check(lib.normuon_get_state(rt, reg.index, kind, host.data_ptr(), nbytes),
+                            rt, f"normuon_get_state ({reg.name}, {key})")
+            out[key] = self._to_param_like(host, reg, kind)
+        return out
+
+    def _to_param_like(self, host, reg, kind):
+        t = host.to(reg.layout.device)
+        p = reg.param
+        if not _is_dtensor(p):
+            return t
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # torch < 2.4
+            from torch.distributed._tensor import DTensor
+        gshape = ((reg.layout.rows, 1) if kind == _capi.StateKind.SECOND_MOMENT
+                  else tuple(p.shape))
+        stride = torch.empty(gshape, device="meta").stride()
+        return DTensor.from_local(t, p.device_mesh, p.placements, run_check=False,
+                                  shape=torch.Size(gshape), stride=stride)
+
+    def _write_state(self, rt, registered, state):
+        """Writes checked state ({index: {kind: flat fp32 CPU tensor or int}}) into the
+        runtime; parameters missing from `state` get zero state."""
+        lib = _capi.lib()
+        for reg in registered:
+            entry = state.get(reg.index, {})
+            for key, kind in self._state_kinds(reg.layout):
+                if kind == _capi.StateKind.STEP:
+                    v = ctypes.c_int64(int(entry.get(kind, 0)))
+                    _capi.check(lib.normuon_set_state(rt, reg.index, kind, ctypes.byref(v), 8),
+                                rt, f"normuon_set_state ({reg.name}, {key})")
+                    continue
+                n = _state_numel(reg.layout, kind, self._switches["variant"])
+                src = entry.get(kind)
+                if src is None:
+                    src = torch.zeros(n, dtype=torch.float32)
+                if n:
+                    _capi.check(lib.normuon_set_state(rt, reg.index, kind, src.data_ptr(), n * 4),
+                                rt, f"normuon_set_state ({reg.name}, {key})")
+
+    def state_dict(self):
+        """The standard torch optimizer state dict (see the module docstring for the keys).
+        Reads the live state from the runtime (on CUDA: waits for the last step)."""
+        param_groups, start = [], 0
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            packed["params"] = list(range(start, start + len(g["params"])))
+            start += len(g["params"])
+            param_groups.append(packed)
+        state = {}
+        if self._runtime:
+            for reg in self._registered:
+                state[reg.index] = self._read_state(reg)
+        elif self._pending_state is not None:
+            params = self._params()
+            for i, entry in self._pending_state.items():
+                gi, p = params[i]
+                lay = _layout(p, self.param_groups[gi]["use_muon"], self._name(i, p))
+                reg = _Registered(p, i, gi, lay, self._name(i, p))
+                out = {}
+                for key, kind in self._state_kinds(lay):
+                    if kind == _capi.StateKind.STEP:
+                        out[key] = torch.tensor(int(entry.get(kind, 0)), dtype=torch.int64)
+                    else:
+                        n = _state_numel(lay, kind, self._switches["variant"])
+                        flat = entry.get(kind, torch.zeros(n, dtype=torch.float32))
+                        out[key] = self._to_param_like(
+                            flat.clone().reshape(_state_shape(lay, kind)), reg, kind)
+                state[i] = out
+        return {"state": state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict):
+        """Loads a state dict of the layout state_dict() writes (also before the first step:
+        the state is kept and written into the runtime when it is created). Everything is
+        checked first (group count and sizes, use_muon, state keys and sizes); on any mismatch
+        this raises and changes nothing. Group hyper-parameters are taken from the saved
+        groups, as torch does."""
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"NorMuon: the state dict has {len(saved_groups)} param groups, "
+                             f"this optimizer {len(self.param_groups)}")
+        index = {}
+        for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(sg["params"]) != len(g["params"]):
+                raise ValueError(f"NorMuon: group {gi} has {len(g['params'])} parameters, the "
+                                 f"state dict's {len(sg['params'])}")
+            if bool(sg.get("use_muon", g["use_muon"])) != g["use_muon"]:
+                raise ValueError(f"NorMuon: group {gi}: use_muon is {g['use_muon']} here and "
+                                 f"{sg.get('use_muon')} in the state dict")
+            for saved_id, p in zip(sg["params"], g["params"]):
+                index[saved_id] = p
+        position = {p: i for i, (_, p) in enumerate(self._params())}
+        params = self._params()
+        variant = self._switches["variant"]
+        pending = {}
+        for saved_id, entry in saved_state.items():
+            if saved_id not in index:
+                raise ValueError(f"NorMuon: the state dict has state for parameter {saved_id}, "
+                                 f"which no group lists")
+            i = position[index[saved_id]]
+            gi, p = params[i]
+            name = self._name(i, p)
+            lay = (self._registered[i].layout if self._runtime else
+                   _layout(p, self.param_groups[gi]["use_muon"], f"parameter '{name}'"))
+            expected = {key: kind for key, kind in self._state_kinds(lay)}
+            if set(entry) != set(expected):
+                raise ValueError(f"NorMuon: state of parameter '{name}' has keys "
+                                 f"{sorted(entry)}; expected {sorted(expected)} (variant "
+                                 f"{variant!r}, {'matrix' if lay.matrix else 'AdamW'})")
+            out = {}
+            for key, kind in expected.items():
+                value = entry[key]
+                if kind == _capi.StateKind.STEP:
+                    step = int(value.item() if isinstance(value, torch.Tensor) else value)
+                    if step < 0:
+                        raise ValueError(f"NorMuon: state of '{name}': step {step} < 0")
+                    out[kind] = step
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"NorMuon: state of '{name}': {key} is not a tensor")
+                t = _local(value).detach().to("cpu", torch.float32).contiguous().reshape(-1)
+                n = _state_numel(lay, kind, variant)
+                if t.numel() != n:
+                    raise ValueError(f"NorMuon: state of '{name}': {key} has {t.numel()} "
+                                     f"elements, this parameter's needs {n} (shape "
+                                     f"{list(_state_shape(lay, kind))})")
+                out[kind] = t.clone()
+            pending[i] = out
+        new_groups = []
+        for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+            ng = {k: v for k, v in sg.items() if k != "params"}
+            ng["params"] = g["params"]
+            ng["use_muon"] = g["use_muon"]
+            if not ng["use_muon"] and "betas" in ng:
+                ng["betas"] = tuple(ng["betas"])
+            self._check_hyper({**g, **ng}, gi)
+            new_groups.append({**g, **ng})
+        if self._runtime:
+            self._write_state(self._runtime, self._registered, pending)
+            self._pending_state = None
+        else:
+            self._pending_state = pending
+        self.param_groups[:] = new_groups
+
+    def __getstate__(self):
+        raise TypeError("NorMuon holds a runtime handle and cannot be pickled or deep-copied; "
+                        "save and load its state_dict() instead")
+
+    def __repr__(self):
+        sw = ", ".join(f"{k}={v!r}" for k, v in self._switches.items())
+        lines = [f"NorMuon({sw})"]
+        for gi, g in enumerate(self.param_groups):
+            keys = ", ".join(f"{k}={g[k]!r}" for k in g if k != "params")
+            lines.append(f"  group {gi}: {len(g['params'])} params, {keys}")
+        return "\n".join(lines)
