@@ -13,6 +13,11 @@
 #include "comm/inprocess_group.h"
 #include "normuon/include/normuon/comm.h"
 
+#if defined(NORMUON_WITH_NCCL)
+#include "comm/nccl_communicator.h"
+#include "comm/nccl_library.h"
+#endif
+
 namespace normuon {
 namespace {
 
@@ -56,6 +61,33 @@ normuon_status_t WithHandle(normuon_comm_t comm, Fn fn) {
   entry->error = std::string(s.message());
   return StatusToC(s);
 }
+
+#if defined(NORMUON_WITH_NCCL)
+// Registers a new NCCL communicator and writes its handle; `make` gives the communicator.
+template <typename Make>
+normuon_status_t CreateNcclHandle(normuon_comm_t* out, Make make) {
+  normuon_comm_t handle = 0;
+  absl::Status s = Guarded([&]() -> absl::Status {
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    absl::StatusOr<std::shared_ptr<const NcclLibrary>> lib = SharedNcclLibrary();
+    if (!lib.ok()) return lib.status();
+    absl::StatusOr<std::shared_ptr<NcclCommunicator>> comm = make(*std::move(lib));
+    if (!comm.ok()) return comm.status();
+    handle = RegisterComm(*std::move(comm));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return FailOnThread(s);
+  *out = handle;
+  return NORMUON_SUCCESS;
+}
+#else
+// The CPU-only build has no device buffers for NCCL to move.
+normuon_status_t NcclUnsupported(const char* function) {
+  return FailOnThread(absl::UnimplementedError(absl::StrCat(
+      function, ": this build of normuon has no CUDA (--define=cuda=off), so it has no NCCL "
+                "communicator; use the in-process group or a custom communicator")));
+}
+#endif
 
 }  // namespace
 }  // namespace normuon
@@ -179,6 +211,59 @@ normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, normuon_fault_t 
     }
     return rank->InjectFault(fault, at_call);
   });
+}
+
+normuon_status_t normuon_nccl_get_unique_id(void* id_out) {
+#if defined(NORMUON_WITH_NCCL)
+  absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    if (id_out == nullptr) return absl::InvalidArgumentError("id_out is NULL");
+    absl::StatusOr<std::shared_ptr<const normuon::NcclLibrary>> lib =
+        normuon::SharedNcclLibrary();
+    if (!lib.ok()) return lib.status();
+    absl::StatusOr<normuon::nccl::UniqueId> id = normuon::NcclGetUniqueId(**lib);
+    if (!id.ok()) return id.status();
+    static_assert(sizeof(*id) == NORMUON_NCCL_UNIQUE_ID_BYTES, "unique id size");
+    std::memcpy(id_out, &*id, sizeof(*id));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return normuon::FailOnThread(s);
+  return NORMUON_SUCCESS;
+#else
+  (void)id_out;
+  return normuon::NcclUnsupported("normuon_nccl_get_unique_id");
+#endif
+}
+
+normuon_status_t normuon_comm_create_nccl(const void* unique_id, int32_t rank,
+                                          int32_t world_size, int32_t device,
+                                          double timeout_seconds, normuon_comm_t* out) {
+#if defined(NORMUON_WITH_NCCL)
+  if (unique_id == nullptr) {
+    return normuon::FailOnThread(absl::InvalidArgumentError("unique_id is NULL"));
+  }
+  return normuon::CreateNcclHandle(
+      out, [&](std::shared_ptr<const normuon::NcclLibrary> lib) {
+        normuon::nccl::UniqueId id;
+        std::memcpy(&id, unique_id, sizeof(id));
+        return normuon::NcclCommunicator::Create(std::move(lib), id, rank, world_size, device,
+                                                 timeout_seconds);
+      });
+#else
+  (void)unique_id, (void)rank, (void)world_size, (void)device, (void)timeout_seconds, (void)out;
+  return normuon::NcclUnsupported("normuon_comm_create_nccl");
+#endif
+}
+
+normuon_status_t normuon_comm_wrap_nccl(void* nccl_comm, double timeout_seconds,
+                                        normuon_comm_t* out) {
+#if defined(NORMUON_WITH_NCCL)
+  return normuon::CreateNcclHandle(out, [&](std::shared_ptr<const normuon::NcclLibrary> lib) {
+    return normuon::NcclCommunicator::Wrap(std::move(lib), nccl_comm, timeout_seconds);
+  });
+#else
+  (void)nccl_comm, (void)timeout_seconds, (void)out;
+  return normuon::NcclUnsupported("normuon_comm_wrap_nccl");
+#endif
 }
 
 }  // extern "C"

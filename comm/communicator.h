@@ -66,6 +66,10 @@ class Communicator {
 
   // "in-process rank 2 of 4", for messages.
   virtual std::string Describe() const = 0;
+
+  // True when the buffers of the collectives must be device memory (NCCL); false for host
+  // memory (in-process group, single rank, and custom ops as documented in normuon/comm.h).
+  virtual bool UsesDeviceMemory() const { return false; }
 };
 
 // ---- Handle registry (behind normuon_comm_t) ----

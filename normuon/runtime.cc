@@ -151,6 +151,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
                                 " is unknown"));
   }
   if (comm == nullptr) return Invalid("comm is null");
+  if (comm->UsesDeviceMemory()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "comm: ", comm->Describe(), " moves device memory; the runtime's collectives use host "
+        "buffers in this version (the CUDA sharded step is not built yet)"));
+  }
   if (comm->world_size() > 1 && c.backend == NORMUON_BACKEND_CUDA) {
     return absl::UnimplementedError(absl::StrCat(
         "the sharded step (world size ", comm->world_size(),
