@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +61,14 @@ double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+// p advanced by `rows` rows of `cols` elements of dtype d; null stays null.
+template <typename T>
+T* OffsetRows(T* p, int64_t rows, int64_t cols, DType d) {
+  if (p == nullptr) return nullptr;
+  using Byte = std::conditional_t<std::is_const_v<T>, const char, char>;
+  return reinterpret_cast<Byte*>(p) + rows * cols * static_cast<int64_t>(SizeOf(d));
+}
 
 // Adds the lifetime of the object to *ms and logs it as a span (a stage's time; each stage is
 // timed on one thread, into that thread's log).
@@ -347,9 +356,37 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
                                 " group; ", what, " needs a ",
                                 want == NORMUON_GROUP_NORMUON ? "NorMuon" : "AdamW", " group"));
   }
+  std::vector<int64_t> splits;
+  if (d.num_row_splits < 0 || (d.num_row_splits > 0 && d.row_splits == nullptr)) {
+    return Invalid(absl::StrCat(who, ": desc.num_row_splits = ", d.num_row_splits,
+                                " with row_splits ", d.row_splits == nullptr ? "NULL" : "set"));
+  }
+  if (d.num_row_splits > 0) {
+    if (kind != Kind::kMatrix) {
+      return Invalid(absl::StrCat(who, ": desc.row_splits is for matrices; AdamW is elementwise"));
+    }
+    if (d.num_row_splits > d.rows) {
+      return Invalid(absl::StrCat(who, ": desc.num_row_splits = ", d.num_row_splits,
+                                  " exceeds rows = ", d.rows));
+    }
+    int64_t sum = 0;
+    for (int32_t i = 0; i < d.num_row_splits; ++i) {
+      if (d.row_splits[i] <= 0 || d.row_splits[i] > d.rows) {
+        return Invalid(absl::StrCat(who, ": desc.row_splits[", i, "] = ", d.row_splits[i],
+                                    " must be in [1, rows]"));
+      }
+      sum += d.row_splits[i];
+      splits.push_back(d.row_splits[i]);
+    }
+    if (sum != d.rows) {
+      return Invalid(absl::StrCat(who, ": desc.row_splits sum to ", sum, ", not rows = ", d.rows));
+    }
+  }
+  if (splits.empty()) splits.push_back(d.rows);
   Param p;
   p.kind = kind;
   p.name = name;
+  p.splits = std::move(splits);
   p.rows = d.rows;
   p.cols = d.cols;
   p.row_begin = d.row_begin;
@@ -400,13 +437,8 @@ uint64_t Runtime::MemoryRequired() const {
 }
 
 absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnRegistrations(
-    const std::vector<int32_t>& matrix_params) {
-  std::vector<sharding::RegistrationRecord> records;
-  for (const Param& p : params_) {
-    records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count,
-                       p.kind == Kind::kMatrix ? sharding::ParamKind::kMatrix
-                                               : sharding::ParamKind::kAdamw});
-  }
+    const std::vector<sharding::RegistrationRecord>& records,
+    const std::vector<int32_t>& matrix_units) {
   const std::string mine = sharding::EncodeRegistration(records);
   // Headers first (fixed size): the record counts must agree before the records can be
   // gathered as equal-sized blocks.
@@ -420,13 +452,13 @@ absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnReg
   RETURN_IF_ERROR(comm_->AllGather(mine.data(), all.data(), mine.size(), nullptr));
   for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
   RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
-  std::vector<std::vector<sharding::RowShard>> shards(matrix_params.size(),
+  std::vector<std::vector<sharding::RowShard>> shards(matrix_units.size(),
                                                       std::vector<sharding::RowShard>(world_));
   for (int r = 0; r < world_; ++r) {
     ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
                      sharding::DecodeRegistration(per_rank[r]));
-    for (size_t k = 0; k < matrix_params.size(); ++k) {
-      const sharding::RegistrationRecord& rec = decoded[matrix_params[k]].record;
+    for (size_t k = 0; k < matrix_units.size(); ++k) {
+      const sharding::RegistrationRecord& rec = decoded[matrix_units[k]].record;
       shards[k][r] = sharding::RowShard{rec.row_begin, rec.row_count};
     }
   }
@@ -441,16 +473,42 @@ char* Runtime::OwnerRows(void* base, int32_t k, int64_t row) const {
 absl::Status Runtime::Finalize() {
   if (finalized_) return absl::FailedPreconditionError("finalize called twice");
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
-  std::vector<int32_t> matrix_params;
+  // The units of the plan: every row block of every matrix ("matrix k", with this rank's part of
+  // it), and the AdamW parameters, in registration order.
+  std::vector<int32_t> matrix_params;     // per k: the parameter
+  std::vector<int64_t> block_first_row;   // per k: the block's first global row
   std::vector<sharding::MatrixShape> shapes;
+  std::vector<sharding::RegistrationRecord> records;
+  std::vector<int32_t> matrix_units;      // per k: its index in records
   for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
-    if (params_[i].kind != Kind::kMatrix) continue;
-    matrix_params.push_back(i);
-    shapes.push_back({params_[i].name, params_[i].rows, params_[i].cols});
+    const Param& p = params_[i];
+    if (p.kind != Kind::kMatrix) {
+      records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count,
+                         sharding::ParamKind::kAdamw});
+      continue;
+    }
+    int64_t first = 0;
+    for (size_t b = 0; b < p.splits.size(); ++b) {
+      const int64_t rows = p.splits[b];
+      // This rank's rows of the block, relative to the block (an empty part starts at the
+      // nearest block edge, so every rank's parts form a cover of the block).
+      const int64_t lo = std::max(p.row_begin, first);
+      const int64_t hi = std::min(p.row_begin + p.row_count, first + rows);
+      const int64_t begin = std::min(std::max(p.row_begin - first, int64_t{0}), rows);
+      const std::string name =
+          p.splits.size() == 1 ? p.name : absl::StrCat(p.name, "[rows ", first, "+", rows, "]");
+      matrix_params.push_back(i);
+      block_first_row.push_back(first);
+      matrix_units.push_back(static_cast<int32_t>(records.size()));
+      shapes.push_back({name, rows, p.cols});
+      records.push_back({name, rows, p.cols, hi > lo ? lo - first : begin,
+                         std::max<int64_t>(hi - lo, 0), sharding::ParamKind::kMatrix});
+      first += rows;
+    }
   }
-  // Every rank must agree on what was registered, and the rows of every parameter (AdamW ones
-  // included) must be covered exactly; CheckRegistrationsAgree checks both.
-  ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(matrix_params));
+  // Every rank must agree on what was registered (blocks included), and the rows of every unit
+  // must be covered exactly; CheckRegistrationsAgree checks both.
+  ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(records, matrix_units));
   sharding::PlanInputs in;
   in.shapes = shapes;
   in.shards = shards;
@@ -573,40 +631,49 @@ absl::Status Runtime::Finalize() {
     for (int32_t k : buckets_[b].matrices) bucket_of[k] = b;
   }
 
+  const bool per_element_v = PerElementV(static_cast<Variant>(config_.variant));
   for (int32_t k = 0; k < nmat; ++k) {
     Param& p = params_[matrix_params[k]];
-    const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-    ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
-    const uint64_t v_count = PerElementV(static_cast<Variant>(config_.variant))
-                                 ? local
-                                 : static_cast<uint64_t>(p.row_count);
-    ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
-    ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
+    if (p.blocks.empty()) {
+      // The parameter's state, allocated once; its blocks point inside it.
+      const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
+      const uint64_t v_count = per_element_v ? local : static_cast<uint64_t>(p.row_count);
+      ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+      ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
+      ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
+      p.momentum = static_cast<float*>(m);
+      p.second = static_cast<float*>(v);
+      p.v_new = static_cast<float*>(vn);
+      p.work = k;
+    }
+    p.blocks.push_back(k);
+    const sharding::RowShard mine = shards[k][rank_];
+    // The block's first local row within this rank's rows of the parameter.
+    const int64_t local_row = mine.row_count > 0 ? block_first_row[k] + mine.row_begin - p.row_begin
+                                                 : 0;
+    block_local_row_.push_back(local_row);
     ASSIGN_OR_RETURN(void* scale, Allocate(4));
-    p.momentum = static_cast<float*>(m);
-    p.second = static_cast<float*>(v);
-    p.v_new = static_cast<float*>(vn);
     MatrixWork w;
     w.index = matrix_params[k];
-    w.rows = p.rows;
+    w.rows = shapes[k].rows;
     w.cols = p.cols;
-    w.row_begin = p.row_begin;
-    w.row_count = p.row_count;
-    w.param = p.param;
+    w.row_begin = mine.row_begin;
+    w.row_count = mine.row_count;
+    w.param = OffsetRows(p.param, local_row, p.cols, p.param_dtype);
     w.param_dtype = p.param_dtype;
-    w.grad = p.grad;
+    w.grad = OffsetRows(p.grad, local_row, p.cols, p.grad_dtype);
     w.grad_dtype = p.grad_dtype;
-    w.momentum = p.momentum;
-    w.v = p.second;
-    w.v_new = p.v_new;
+    w.momentum = p.momentum + local_row * p.cols;
+    w.v = p.second + (per_element_v ? local_row * p.cols : local_row);
+    w.v_new = p.v_new + (per_element_v ? local_row * p.cols : local_row);
     // This rank's rows of U are written where they travel from: inside the owner's full buffer
     // when this rank owns the matrix, else into the message to the owner. O comes back to the
     // same place.
     const int owner = in.owners[k];
     char* rows_at = nullptr;
     if (owner == rank_) {
-      rows_at = static_cast<char*>(owner_u_[k]) + p.row_begin * p.cols * ns;
-      w.o_rows = static_cast<char*>(owner_o_[k]) + p.row_begin * p.cols * ns;
+      rows_at = static_cast<char*>(owner_u_[k]) + w.row_begin * p.cols * ns;
+      w.o_rows = static_cast<char*>(owner_o_[k]) + w.row_begin * p.cols * ns;
     } else {
       const Bucket& bucket = buckets_[bucket_of[k]];
       for (const sharding::Segment& seg : bucket.plan.gather_sends[owner]) {
@@ -623,10 +690,9 @@ absl::Status Runtime::Finalize() {
     w.nesterov = config_.nesterov != 0;
     w.ns_dtype = ns_dtype_;
     w.shape_factor =
-        static_cast<float>(ShapeFactor(config_.variant, config_.lr_adjust, p.rows, p.cols));
+        static_cast<float>(ShapeFactor(config_.variant, config_.lr_adjust, w.rows, w.cols));
     w.cautious_wd = config_.cautious_weight_decay != 0;
     w.control = control_;
-    p.work = k;
     matrices_.push_back(w);
   }
 
@@ -750,8 +816,10 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
   p.grad = grad_ptr;
   if (finalized_) {
     if (p.kind == Kind::kMatrix) {
-      matrices_[p.work].param = param_ptr;
-      matrices_[p.work].grad = grad_ptr;
+      for (int32_t k : p.blocks) {
+        matrices_[k].param = OffsetRows(param_ptr, block_local_row_[k], p.cols, p.param_dtype);
+        matrices_[k].grad = OffsetRows(grad_ptr, block_local_row_[k], p.cols, p.grad_dtype);
+      }
     } else {
       adamw_[p.work].param = param_ptr;
       adamw_[p.work].grad = grad_ptr;
@@ -870,8 +938,10 @@ absl::Status Runtime::GradReady(const int32_t* params, int32_t count, void* stre
   for (int32_t i = 0; i < count; ++i) {
     const int32_t p = params[i];
     grad_marked_[p] = 1;
-    const int32_t b = bucket_of_matrix_[params_[p].work];
-    if (--bucket_pending_[b] == 0 && pipeline_ != nullptr) pipeline_->MarkReady(b);
+    for (int32_t k : params_[p].blocks) {
+      const int32_t b = bucket_of_matrix_[k];
+      if (--bucket_pending_[b] == 0 && pipeline_ != nullptr) pipeline_->MarkReady(b);
+    }
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #include "comm/communicator.h"
 #include "normuon/backend.h"
 #include "normuon/bucket_pipeline.h"
+#include "sharding/registration.h"
 #include "normuon/include/normuon/normuon.h"
 #include "sharding/plan.h"
 
@@ -138,19 +139,24 @@ class Runtime {
     const void* grad;
     DType grad_dtype;
     int32_t group;
+    std::vector<int64_t> splits;  // row blocks (matrices); one block of `rows` when not split
     // State (backend memory), set at finalize.
     float* momentum = nullptr;  // matrix: momentum; adamw: exp_avg
     float* second = nullptr;    // matrix: v (row_count); adamw: exp_avg_sq
     float* v_new = nullptr;     // matrix only
-    int32_t work = -1;          // index into matrices_ or adamw_
+    int32_t work = -1;          // index into adamw_ (AdamW); the first block's matrices_ index
+    std::vector<int32_t> blocks;  // matrices: indices into matrices_, one per row block
   };
 
   Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backend,
           std::shared_ptr<Communicator> comm);
   // Finalize's collective part: checks every rank's registrations agree (same message on every
   // rank otherwise) and returns each matrix's shards on every rank: shards[k][r].
+  // `records` are this rank's units (every matrix row block, then... in registration order) and
+  // `matrix_units` the indices of the matrix blocks among them.
   absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> AgreeOnRegistrations(
-      const std::vector<int32_t>& matrix_params);
+      const std::vector<sharding::RegistrationRecord>& records,
+      const std::vector<int32_t>& matrix_units);
   // The stages of bucket b (see bucket_pipeline.h); run inline by the sequential schedule and
   // on the pipeline's threads by the overlapping ones.
   absl::Status BlendBucket(int b);
@@ -213,7 +219,8 @@ class Runtime {
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_
   int64_t slot_count_ = 0;        // floats in each slot vector
   int64_t flag_base_ = 0;         // index of rank 0's non-finite flag in the slot vectors
-  std::vector<MatrixWork> matrices_;
+  std::vector<MatrixWork> matrices_;       // one per matrix row block ("matrix k")
+  std::vector<int64_t> block_local_row_;  // per k: the block's first local row in its parameter
   std::vector<AdamWWork> adamw_;
   std::vector<NsBatch> batches_;
   std::vector<void*> allocations_;

@@ -203,6 +203,8 @@ class ParamDesc(ctypes.Structure):
         ("grad", ctypes.c_void_p),
         ("grad_dtype", _enum),
         ("group", ctypes.c_int32),
+        ("row_splits", ctypes.POINTER(ctypes.c_int64)),
+        ("num_row_splits", ctypes.c_int32),
     ]
 
     @classmethod

@@ -24,6 +24,7 @@ struct ParamSpec {
   std::string name;
   int64_t rows, cols;
   bool matrix;
+  std::vector<int64_t> splits = {};  // row blocks (normuon_param_desc_t::row_splits)
 };
 
 struct Range {
@@ -169,6 +170,8 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
       d.param = r.count > 0 ? p[i].data() : nullptr;
       d.grad = r.count > 0 ? g[i].data() : nullptr;
       d.group = specs[i].matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+      d.row_splits = specs[i].splits.empty() ? nullptr : specs[i].splits.data();
+      d.num_row_splits = static_cast<int32_t>(specs[i].splits.size());
       const normuon_status_t st = specs[i].matrix ? normuon_register_matrix(rt, &d, &ids[i])
                                                   : normuon_register_adamw(rt, &d, &ids[i]);
       if (st != NORMUON_SUCCESS && rank != o.bad_register_rank) {
@@ -410,6 +413,127 @@ TEST(ShardedStepTest, EveryVariantAndSwitchIsExactAcrossRanks) {
                                  std::to_string(k.cautious) + " world " + std::to_string(world));
     }
   }
+}
+
+// A fused QKV projection (GQA: 32 query rows, 8 + 8 key/value rows) and an expert tensor of
+// E = 3 experts of 10 x 12, registered with row splits.
+const std::vector<ParamSpec>& BlockModel() {
+  static const auto* specs = new std::vector<ParamSpec>{
+      {"attn.qkv", 48, 16, true, {32, 8, 8}},
+      {"moe.experts", 30, 12, true, {10, 10, 10}},
+      {"bias", 30, 1, false},
+      {"proj", 16, 24, true},
+  };
+  return *specs;
+}
+
+TEST(RowSplitTest, BlocksAreExactAcrossRanksWhoseRowsCrossBlockEdges) {
+  for (auto schedule : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX}) {
+    RunOptions o;
+    o.schedule = schedule;
+    const Result single = RunRanks(BlockModel(), o);
+    for (const auto& e : single.errors) ASSERT_EQ(e, "");
+    for (int world : {2, 4, 7}) {  // 3 experts over 4 or 7 ranks: ranks hold parts of experts
+      for (int split = 0; split < 2; ++split) {
+        o.world = world;
+        o.split = split == 0 ? Split(Fsdp2) : Split(RaggedReversed);
+        const Result r = RunRanks(BlockModel(), o);
+        for (size_t k = 0; k < r.errors.size(); ++k) ASSERT_EQ(r.errors[k], "") << "rank " << k;
+        for (size_t i = 0; i < BlockModel().size(); ++i) {
+          EXPECT_TRUE(BitwiseEqual(r.param[i], single.param[i]))
+              << BlockModel()[i].name << " world " << world << " split " << split;
+          EXPECT_TRUE(BitwiseEqual(r.second[i], single.second[i])) << BlockModel()[i].name;
+        }
+      }
+    }
+  }
+}
+
+TEST(RowSplitTest, ABlockIsOrthogonalizedAsItsOwnMatrix) {
+  // The fused parameter with splits equals its blocks registered as separate matrices.
+  const int64_t cols = 16;
+  const std::vector<int64_t> splits = {32, 8, 8};
+  const std::vector<float> init = Random(48 * cols, 5, 0.05f);
+  std::vector<std::vector<float>> grads;
+  for (int s = 0; s < 3; ++s) grads.push_back(Random(48 * cols, 50 + s, 1.0f));
+  // mode 0: one parameter with the splits; 1: three parameters; 2: one parameter, no splits.
+  auto run = [&](int mode) {
+    const bool fused = mode != 1;
+    normuon_config_t c;
+    normuon_config_init(&c);
+    c.weight_decay = 0.01f;
+    normuon_runtime_t rt = 0;
+    EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_SUCCESS);
+    std::vector<float> p = init, g(init.size());
+    normuon_param_t id;
+    int64_t row = 0;
+    for (size_t b = 0; b < (fused ? 1 : splits.size()); ++b) {
+      normuon_param_desc_t d;
+      normuon_param_desc_init(&d);
+      const std::string name = "w" + std::to_string(b);
+      d.name = name.c_str();
+      d.rows = fused ? 48 : splits[b];
+      d.cols = cols;
+      d.row_count = d.rows;
+      d.param = p.data() + row * cols;
+      d.grad = g.data() + row * cols;
+      d.group = NORMUON_GROUP_MATRIX_DEFAULT;
+      if (mode == 0) {
+        d.row_splits = splits.data();
+        d.num_row_splits = 3;
+      }
+      EXPECT_EQ(normuon_register_matrix(rt, &d, &id), NORMUON_SUCCESS) << normuon_last_error(rt);
+      row += d.rows;
+    }
+    EXPECT_EQ(normuon_finalize(rt), NORMUON_SUCCESS) << normuon_last_error(rt);
+    for (const auto& gs : grads) {
+      std::copy(gs.begin(), gs.end(), g.begin());
+      EXPECT_EQ(normuon_step(rt, 0.02f, 0.01f, nullptr), NORMUON_SUCCESS);
+    }
+    normuon_destroy(rt);
+    return p;
+  };
+  const std::vector<float> fused = run(0), separate = run(1), whole = run(2);
+  EXPECT_TRUE(BitwiseEqual(fused, separate));
+  // Treating the fused matrix as one matrix is a different update: the splits matter.
+  EXPECT_FALSE(BitwiseEqual(fused, whole));
+}
+
+TEST(RowSplitTest, BadSplitsAreRejectedNamingTheField) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  normuon_runtime_t rt = 0;
+  ASSERT_EQ(normuon_create(&c, 0, &rt), NORMUON_SUCCESS);
+  std::vector<float> p(48 * 4), g(48 * 4);
+  struct Case {
+    std::vector<int64_t> splits;
+    int32_t n;
+    bool adamw;
+    const char* expect;
+  } cases[] = {{{32, 8}, 2, false, "sum to 40"},
+               {{40, 0, 8}, 3, false, "row_splits[1]"},
+               {{48}, -1, false, "num_row_splits"},
+               {{24, 24}, 2, true, "AdamW"}};
+  for (const Case& k : cases) {
+    normuon_param_desc_t d;
+    normuon_param_desc_init(&d);
+    d.name = "w";
+    d.rows = 48;
+    d.cols = 4;
+    d.row_count = 48;
+    d.param = p.data();
+    d.grad = g.data();
+    d.row_splits = k.splits.data();
+    d.num_row_splits = k.n;
+    d.group = k.adamw ? NORMUON_GROUP_ADAMW_DEFAULT : NORMUON_GROUP_MATRIX_DEFAULT;
+    normuon_param_t id;
+    const normuon_status_t st =
+        k.adamw ? normuon_register_adamw(rt, &d, &id) : normuon_register_matrix(rt, &d, &id);
+    EXPECT_EQ(st, NORMUON_ERROR_INVALID_ARGUMENT) << k.expect;
+    EXPECT_NE(std::string(normuon_last_error(rt)).find(k.expect), std::string::npos)
+        << normuon_last_error(rt);
+  }
+  normuon_destroy(rt);
 }
 
 TEST(ShardedStepTest, Bf16WireMatchesTheSingleRankBf16RunBitwise) {

@@ -67,6 +67,8 @@ int main(void) {
   FIELD(normuon_param_desc_t, grad);
   FIELD(normuon_param_desc_t, grad_dtype);
   FIELD(normuon_param_desc_t, group);
+  FIELD(normuon_param_desc_t, row_splits);
+  FIELD(normuon_param_desc_t, num_row_splits);
 
   STRUCT(normuon_step_info_t);
   FIELD(normuon_step_info_t, struct_size);

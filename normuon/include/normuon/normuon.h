@@ -210,6 +210,13 @@ typedef struct normuon_param_desc {
   const void* grad;          /* row_count x cols, grad_dtype; NULL = no gradient this step */
   normuon_dtype_t grad_dtype;
   normuon_group_t group;     /* NORMUON_GROUP_MATRIX_DEFAULT, NORMUON_GROUP_ADAMW_DEFAULT or added */
+  /* Matrices only, optional: the parameter is num_row_splits blocks of consecutive rows, of
+   * row_splits[i] rows each (summing to rows), each orthogonalized and normalized as if it were
+   * its own matrix: a fused QKV projection under grouped-query attention (q, k, v rows), or an
+   * E x m x n expert tensor registered as rows = E*m with E blocks of m rows. Ranks may hold
+   * parts of blocks. NULL / 0 = one block. The sizes are copied. */
+  const int64_t* row_splits;
+  int32_t num_row_splits;
 } normuon_param_desc_t;
 
 NORMUON_API void normuon_param_desc_init(normuon_param_desc_t* desc);
