@@ -88,6 +88,10 @@ struct MatrixWork {
   float shape_factor = 1.0f;         // the variant's shape factor, or the lr-adjust switch's
   bool cautious_wd = false;          // decay only where sign(update) == sign(W)
   const StepControl* control = nullptr;  // AdaMuon's bias correction: t = steps_taken + 1
+  // Neuron axis = columns (NorMuon variants): v and v_new hold one value per column (cols),
+  // replicated on every rank; row_slots/row_slots_total then have 2*rows + cols floats, the
+  // last cols being the column means of O^2 (written by the owner only).
+  bool column_axis = false;
 };
 
 // A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
@@ -166,6 +170,14 @@ class Backend {
   // rank's rows: sum_j O_ij^2 and sum_j (O_ij * f_ij)^2 with f the normalization factor:
   // 1/(sqrt(v_new_i) + eps); AdaMuon 1/(sqrt(v_new_ij / (1 - b2^t)) + eps); Muon 1.
   virtual absl::Status RowStats(const MatrixWork& w) = 0;
+  // Neuron axis = columns, on the matrix's owner, from the full O (rows x cols, ns dtype):
+  // column means c_j = mean_i O_ij^2, v_new_j = v_j + (1-b2)*(c_j - v_j), and for every row r
+  // the slots sum_j O_rj^2 and sum_j (O_rj / (sqrt(v_new_j) + eps))^2; the column means go to
+  // row_slots[2*rows + j]. Deterministic; the same arithmetic as ColumnUpdate.
+  virtual absl::Status ColumnStats(const MatrixWork& w, const void* o_full) = 0;
+  // Neuron axis = columns, on every rank after the all-reduce: v_new_j from the column means in
+  // row_slots_total, bitwise as ColumnStats computed it on the owner.
+  virtual absl::Status ColumnUpdate(const MatrixWork& w) = 0;
   // From the complete row_slots_total (summed in global row order, the same function at every world
   // size), writes *w.scale = norm part * w.shape_factor, the norm part being kNorMuon
   // ||O||/(||O'||+eps); kNorMuonPaper 1/(||O'||+eps); kMuon 1; kAdaMuon

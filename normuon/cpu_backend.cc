@@ -207,6 +207,42 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
+    const float b2 = w.scalars->beta2;
+    const float eps = w.scalars->eps;
+    float* means = w.row_slots + 2 * w.rows;
+    col_f_.assign(static_cast<size_t>(w.cols), 0.0f);
+    for (int64_t j = 0; j < w.cols; ++j) {
+      double sq = 0.0;
+      for (int64_t i = 0; i < w.rows; ++i) {
+        const double o = Load(o_full, w.ns_dtype, i * w.cols + j);
+        sq += o * o;
+      }
+      means[j] = static_cast<float>(sq / static_cast<double>(w.rows));
+      const float v_new = w.v[j] + (1.0f - b2) * (means[j] - w.v[j]);
+      col_f_[j] = 1.0f / (std::sqrt(v_new) + eps);
+    }
+    for (int64_t r = 0; r < w.rows; ++r) {
+      double sq = 0.0, sq_scaled = 0.0;
+      for (int64_t j = 0; j < w.cols; ++j) {
+        const double o = Load(o_full, w.ns_dtype, r * w.cols + j);
+        sq += o * o;
+        const double x = static_cast<float>(o) * col_f_[j];
+        sq_scaled += x * x;
+      }
+      w.row_slots[r] = static_cast<float>(sq);
+      w.row_slots[w.rows + r] = static_cast<float>(sq_scaled);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ColumnUpdate(const MatrixWork& w) override {
+    const float b2 = w.scalars->beta2;
+    const float* means = w.row_slots_total + 2 * w.rows;
+    for (int64_t j = 0; j < w.cols; ++j) w.v_new[j] = w.v[j] + (1.0f - b2) * (means[j] - w.v[j]);
+    return absl::OkStatus();
+  }
+
   absl::Status FinishNorms(const MatrixWork& w) override {
     double sq = 0.0, sq_scaled = 0.0;
     for (int64_t r = 0; r < w.rows; ++r) {
@@ -241,23 +277,32 @@ class CpuBackend final : public Backend {
     const float step = s.lr * *w.scale;
     const float bc2 = BiasCorrection2(w);
     const bool per_element = PerElementV(w.variant);
+    if (w.column_axis) {
+      col_f_.resize(static_cast<size_t>(w.cols));
+      for (int64_t j = 0; j < w.cols; ++j) col_f_[j] = 1.0f / (std::sqrt(w.v_new[j]) + s.eps);
+    }
     for (int64_t r = 0; r < w.row_count; ++r) {
       const float row_f =
-          per_element ? 0.0f
-                      : NormFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r],
-                                   s.eps, bc2);
+          per_element || w.column_axis
+              ? 0.0f
+              : NormFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r], s.eps,
+                           bc2);
       for (int64_t j = 0; j < w.cols; ++j) {
         const int64_t i = r * w.cols + j;
         const float g = Grad(w.grad, w.grad_dtype, i);
         w.momentum[i] += (1.0f - s.beta1) * (g - w.momentum[i]);
-        const float f = per_element ? NormFactor(w.variant, w.v_new[i], s.eps, bc2) : row_f;
+        const float f = per_element     ? NormFactor(w.variant, w.v_new[i], s.eps, bc2)
+                        : w.column_axis ? col_f_[j]
+                                        : row_f;
         const float d = step * (Load(w.o_rows, w.ns_dtype, i) * f);
         const float p = Load(w.param, w.param_dtype, i);
         Store(w.param, w.param_dtype, i, p * Decay(decay, w.cautious_wd, d, p) - d);
         if (per_element) w.v[i] = w.v_new[i];
       }
-      if (w.variant != Variant::kMuon && !per_element) w.v[r] = w.v_new[r];
+      if (w.variant != Variant::kMuon && !per_element && !w.column_axis) w.v[r] = w.v_new[r];
     }
+    // The column v is replicated: every rank holding rows of the matrix or not keeps it.
+    if (w.column_axis) std::copy(w.v_new, w.v_new + w.cols, w.v);
     return absl::OkStatus();
   }
 
@@ -296,6 +341,7 @@ class CpuBackend final : public Backend {
   NsCpuWorkspace ws_;
   int64_t max_elems_ = 0;
   std::vector<float> u32_, o32_;  // fp32 staging for bf16 batches
+  std::vector<float> col_f_;      // per-column normalization factors (neuron axis = columns)
 };
 
 }  // namespace

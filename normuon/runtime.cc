@@ -197,6 +197,16 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
       }
     }
   }
+  if (c.neuron_axis != NORMUON_NEURON_ROWS && c.neuron_axis != NORMUON_NEURON_COLUMNS) {
+    return Invalid(absl::StrCat("config.neuron_axis = ", static_cast<int>(c.neuron_axis),
+                                " is unknown"));
+  }
+  if (c.neuron_axis == NORMUON_NEURON_COLUMNS && c.variant != NORMUON_VARIANT_NORMUON &&
+      c.variant != NORMUON_VARIANT_NORMUON_PAPER) {
+    return Invalid(absl::StrCat("config.neuron_axis = COLUMNS needs a NorMuon variant (variant ",
+                                static_cast<int>(c.variant),
+                                " keeps no per-neuron second moment)"));
+  }
   if (c.cautious_weight_decay != 0 && c.cautious_weight_decay != 1) {
     return Invalid(absl::StrCat("config.cautious_weight_decay = ", c.cautious_weight_decay,
                                 " must be 0 or 1"));
@@ -423,9 +433,11 @@ uint64_t Runtime::MemoryRequired() const {
   for (const Param& p : params_) {
     const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
     if (p.kind == Kind::kMatrix) {
-      const uint64_t v_count = PerElementV(static_cast<Variant>(config_.variant))
-                                   ? local
-                                   : static_cast<uint64_t>(p.row_count);
+      const uint64_t v_count =
+          PerElementV(static_cast<Variant>(config_.variant)) ? local
+          : config_.neuron_axis == NORMUON_NEURON_COLUMNS
+              ? static_cast<uint64_t>(p.splits.size() * p.cols)
+              : static_cast<uint64_t>(p.row_count);
       total += local * 4 + v_count * 8;  // momentum, v, v_new
       total += static_cast<uint64_t>(p.rows * p.cols) * ns * 2;      // U and O on the owner
       total += static_cast<uint64_t>(p.rows) * 8 + 4;                // row slots, scale
@@ -537,7 +549,14 @@ absl::Status Runtime::Finalize() {
     ASSIGN_OR_RETURN(in.owners,
                      sharding::AssignOwnersPerBucket(shapes, bucket_members, world_, policy));
   }
-  ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
+  // Slots per matrix: two floats per global row, and with the column axis one per column.
+  const bool column_axis = config_.neuron_axis == NORMUON_NEURON_COLUMNS;
+  std::vector<int64_t> slot_offset(shapes.size());
+  int64_t slot_total = 0;
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    slot_offset[k] = slot_total;
+    slot_total += 2 * shapes[k].rows + (column_axis ? shapes[k].cols : 0);
+  }
   if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {
     // N ranks share this machine's cores: one BLAS thread each (DESIGN.md section 6).
     openblas_set_num_threads(1);
@@ -553,7 +572,7 @@ absl::Status Runtime::Finalize() {
 
   // Row slots: two floats per global row of every matrix, then one non-finite flag per rank,
   // then two floats per rank for the hash of the set it marked with grad_ready.
-  flag_base_ = 2 * slots.total_rows;
+  flag_base_ = slot_total;
   slot_count_ = flag_base_ + 3 * world_;
   ASSIGN_OR_RETURN(void* sl, Allocate(static_cast<size_t>(slot_count_) * 4));
   slots_local_ = static_cast<float*>(sl);
@@ -637,7 +656,10 @@ absl::Status Runtime::Finalize() {
     if (p.blocks.empty()) {
       // The parameter's state, allocated once; its blocks point inside it.
       const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-      const uint64_t v_count = per_element_v ? local : static_cast<uint64_t>(p.row_count);
+      const uint64_t v_count =
+          per_element_v ? local
+          : column_axis ? static_cast<uint64_t>(p.splits.size() * p.cols)  // per block, replicated
+                        : static_cast<uint64_t>(p.row_count);
       ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
       ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
       ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
@@ -664,8 +686,11 @@ absl::Status Runtime::Finalize() {
     w.grad = OffsetRows(p.grad, local_row, p.cols, p.grad_dtype);
     w.grad_dtype = p.grad_dtype;
     w.momentum = p.momentum + local_row * p.cols;
-    w.v = p.second + (per_element_v ? local_row * p.cols : local_row);
-    w.v_new = p.v_new + (per_element_v ? local_row * p.cols : local_row);
+    const int64_t v_at = per_element_v ? local_row * p.cols
+                         : column_axis ? static_cast<int64_t>(p.blocks.size() - 1) * p.cols
+                                       : local_row;
+    w.v = p.second + v_at;
+    w.v_new = p.v_new + v_at;
     // This rank's rows of U are written where they travel from: inside the owner's full buffer
     // when this rank owns the matrix, else into the message to the owner. O comes back to the
     // same place.
@@ -682,8 +707,9 @@ absl::Status Runtime::Finalize() {
       w.o_rows = rows_at;
     }
     w.u_rows = rows_at;
-    w.row_slots = slots_local_ + 2 * slots.offsets[k];
-    w.row_slots_total = slots_total_ + 2 * slots.offsets[k];
+    w.row_slots = slots_local_ + slot_offset[k];
+    w.row_slots_total = slots_total_ + slot_offset[k];
+    w.column_axis = column_axis;
     w.scale = static_cast<float*>(scale);
     w.scalars = dev_scalars_ + p.group;
     w.variant = static_cast<Variant>(config_.variant);
@@ -771,6 +797,12 @@ absl::Status Runtime::ComputeBucket(int b) {
     }
   }
   for (int32_t i : bucket.batches) RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
+  // Neuron axis = columns: the owner, which holds O whole, makes the column statistics.
+  for (int32_t k : bucket.matrices) {
+    if (matrices_[k].column_axis && owner_o_[k] != nullptr) {
+      RETURN_IF_ERROR(backend_->ColumnStats(matrices_[k], owner_o_[k]));
+    }
+  }
   // Pack each peer's rows of O into the gather's receive layout; the scatter sends them back,
   // landing where that peer's U rows left from (its MatrixWork::o_rows).
   for (int p = 0; p < world_; ++p) {
@@ -792,7 +824,10 @@ absl::Status Runtime::ScatterBucket(int b) {
 
 absl::Status Runtime::StatsBucket(int b) {
   StageTimer timer(&stage_ms_[4], &trace_compute_, kTraceStats, b);
-  for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+  for (int32_t k : buckets_[b].matrices) {
+    // Column-axis statistics were made by the owner (ComputeBucket).
+    if (!matrices_[k].column_axis) RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+  }
   return absl::OkStatus();
 }
 
@@ -1022,6 +1057,9 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
       }
     }
     if (comm_status.ok()) {
+      for (const MatrixWork& w : matrices_) {
+        if (w.column_axis) RETURN_IF_ERROR(backend_->ColumnUpdate(w));
+      }
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
       clock.Lap(&profile_.row_stats_ms, &trace_main_, kTraceReduce);
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
@@ -1116,6 +1154,9 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
       return p.kind == Kind::kMatrix ? local * 4 : 0;
     case NORMUON_STATE_SECOND_MOMENT:
       if (p.kind != Kind::kMatrix || config_.variant == NORMUON_VARIANT_MUON) return 0;
+      if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
+        return static_cast<uint64_t>(p.splits.size() * p.cols) * 4;
+      }
       return PerElementV(static_cast<Variant>(config_.variant))
                  ? local * 4
                  : static_cast<uint64_t>(p.row_count) * 4;

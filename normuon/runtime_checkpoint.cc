@@ -176,6 +176,11 @@ struct Rows {
 }  // namespace
 
 absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
+  if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
+    return absl::UnimplementedError(
+        "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
+        "yet: its v is replicated per column, which the version 1 format does not describe");
+  }
   if (!finalized_) return absl::FailedPreconditionError("save_checkpoint before finalize");
   // Inside a step begun by grad_ready the pipeline may be using comm_ and reading the state.
   if (step_begun_) {
@@ -302,6 +307,11 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
 }
 
 absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
+  if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
+    return absl::UnimplementedError(
+        "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
+        "yet: its v is replicated per column, which the version 1 format does not describe");
+  }
   if (!finalized_) return absl::FailedPreconditionError("load_checkpoint before finalize");
   if (step_begun_) {
     return absl::FailedPreconditionError(

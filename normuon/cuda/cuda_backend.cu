@@ -328,6 +328,20 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchColumnStats(o_full, w.ns_dtype, w.rows, w.cols, w.v,
+                                                w.row_slots, w.scalars, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status ColumnUpdate(const MatrixWork& w) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchColumnUpdate(w.v, w.v_new, w.row_slots_total + 2 * w.rows,
+                                                 w.cols, w.scalars, stream_));
+    return absl::OkStatus();
+  }
+
   absl::Status FinishNorms(const MatrixWork& w) override {
     if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
@@ -337,8 +351,12 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
-    if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (w.column_axis) {
+      // The replicated column v changes on every rank, rows or not.
+      RETURN_IF_CUDA_ERROR(gpu::LaunchCopyUnlessSkipped(w.v, w.v_new, w.cols, control, stream_));
+    }
+    if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
     gpu::CommitMatrixArgs a;
     a.param = w.param;
     a.param_dtype = w.param_dtype;
@@ -356,6 +374,7 @@ class CudaBackend final : public Backend {
     a.control = control;
     a.variant = w.variant;
     a.cautious_wd = w.cautious_wd;
+    a.column_axis = w.column_axis;
     RETURN_IF_CUDA_ERROR(gpu::LaunchCommitMatrix(a, stream_));
     return absl::OkStatus();
   }

@@ -198,6 +198,74 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
 }
 
 // ---------------------------------------------------------------------------------------------
+// Neuron axis = columns. ColumnMeans: one thread per column sums its rows in order (adjacent
+// threads read adjacent columns). ColumnRowSums: one warp per row, as RowStats, with the column
+// factors recomputed from the means and v (the CPU backend's arithmetic).
+
+template <typename O>
+__global__ void ColumnMeansKernel(const O* o, int64_t rows, int64_t cols, float* means) {
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double sq = 0.0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const double x = ToFloat(o[i * cols + j]);
+      sq += x * x;
+    }
+    means[j] = static_cast<float>(sq / static_cast<double>(rows));
+  }
+}
+
+__device__ __forceinline__ float ColumnFactor(const float* v, const float* means, int64_t j,
+                                              float b2, float eps) {
+  const float v_new = v[j] + (1.0f - b2) * (means[j] - v[j]);
+  return 1.0f / (sqrtf(v_new) + eps);
+}
+
+template <typename O>
+__global__ void ColumnRowSumsKernel(const O* o, int64_t rows, int64_t cols, const float* v,
+                                    float* row_slots, const GroupScalars* scalars) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps_per_block = blockDim.x / kWarp;
+  const float b2 = scalars->beta2, eps = scalars->eps;
+  const float* means = row_slots + 2 * rows;
+  for (int64_t r = blockIdx.x * warps_per_block + threadIdx.x / kWarp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * warps_per_block) {
+    double sq = 0.0, sq_scaled = 0.0;
+    for (int64_t j = lane; j < cols; j += kWarp) {
+      const float x = ToFloat(o[r * cols + j]);
+      sq += static_cast<double>(x) * x;
+      const double y = x * ColumnFactor(v, means, j, b2, eps);
+      sq_scaled += y * y;
+    }
+    sq = WarpSum(sq);
+    sq_scaled = WarpSum(sq_scaled);
+    if (lane == 0) {
+      row_slots[r] = static_cast<float>(sq);
+      row_slots[rows + r] = static_cast<float>(sq_scaled);
+    }
+  }
+}
+
+__global__ void ColumnUpdateKernel(const float* v, float* v_new, const float* means, int64_t cols,
+                                   const GroupScalars* scalars) {
+  const float b2 = scalars->beta2;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    v_new[j] = v[j] + (1.0f - b2) * (means[j] - v[j]);
+  }
+}
+
+// v = v_new unless the step is skipped (the replicated column v of every rank).
+__global__ void CopyUnlessSkippedKernel(float* v, const float* v_new, int64_t n,
+                                        const StepControl* control) {
+  if (Skipped(control)) return;
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    v[j] = v_new[j];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // FinishNorms: one block of kThreads. Thread t sums rows t, t+kThreads, ... in order, then a
 // shared-memory tree; both depend on `rows` only, never on how the rows were split across ranks.
 
@@ -245,7 +313,8 @@ template <typename W, typename G, typename O>
 __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, float* v,
                                    const float* v_new, const O* o, int64_t row_count, int64_t cols,
                                    const GroupScalars* scalars, const float* scale,
-                                   const StepControl* control, Variant variant, bool cautious) {
+                                   const StepControl* control, Variant variant, bool cautious,
+                                   bool column_axis) {
   if (Skipped(control)) return;
   const float b1 = scalars->beta1;
   const float lr = scalars->lr;
@@ -257,16 +326,19 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
   const bool muon = variant == Variant::kMuon;
   for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < row_count;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
-    const float vn = muon || per_element ? 0.0f : v_new[r];
+    const float vn = muon || per_element || column_axis ? 0.0f : v_new[r];
     const float row_f = NormFactor(variant, vn, eps, bc2);
-    // v_new is not written by this kernel, so copying it to v here races with nothing.
-    if (!muon && !per_element && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
+    // v_new is not written by this kernel, so copying it to v here races with nothing. The
+    // column v is copied by its own kernel (every rank, rows or not).
+    if (!muon && !per_element && !column_axis && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       const int64_t i = r * cols + j;
       const float g = GradAt(grad, i);
       momentum[i] += (1.0f - b1) * (g - momentum[i]);
-      const float f = per_element ? NormFactor(variant, v_new[i], eps, bc2) : row_f;
+      const float f = per_element   ? NormFactor(variant, v_new[i], eps, bc2)
+                      : column_axis ? 1.0f / (sqrtf(v_new[j]) + eps)
+                                    : row_f;
       if (per_element) v[i] = v_new[i];
       const float d = step * (ToFloat(o[i]) * f);
       const float p = ToFloat(param[i]);
@@ -397,7 +469,7 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
         using O = std::remove_pointer_t<decltype(otag)>;
         CommitMatrixKernel<<<grid, block, 0, stream>>>(
             AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o), a.row_count,
-            a.cols, a.scalars, a.scale, a.control, a.variant, a.cautious_wd);
+            a.cols, a.scalars, a.scale, a.control, a.variant, a.cautious_wd, a.column_axis);
         return cudaGetLastError();
       });
     });
@@ -419,6 +491,39 @@ cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, 
       return cudaGetLastError();
     });
   });
+}
+
+cudaError_t LaunchColumnStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
+                              const float* v, float* row_slots, const GroupScalars* scalars,
+                              cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  return WithType(o_dtype, [&](auto* tag) {
+    using O = std::remove_pointer_t<decltype(tag)>;
+    ColumnMeansKernel<<<FlatBlocks(cols), kThreads, 0, stream>>>(As<O>(o), rows, cols,
+                                                                 row_slots + 2 * rows);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    constexpr int64_t kWarpsPerBlock = kThreads / kWarp;
+    const int blocks =
+        static_cast<int>(std::min(kMaxBlocks, (rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
+    ColumnRowSumsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, v, row_slots,
+                                                         scalars);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchColumnUpdate(const float* v, float* v_new, const float* means, int64_t cols,
+                               const GroupScalars* scalars, cudaStream_t stream) {
+  if (cols <= 0) return cudaSuccess;
+  ColumnUpdateKernel<<<FlatBlocks(cols), kThreads, 0, stream>>>(v, v_new, means, cols, scalars);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCopyUnlessSkipped(float* v, const float* v_new, int64_t n,
+                                    const StepControl* control, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  CopyUnlessSkippedKernel<<<FlatBlocks(n), kThreads, 0, stream>>>(v, v_new, n, control);
+  return cudaGetLastError();
 }
 
 cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,

@@ -65,7 +65,20 @@ struct CommitMatrixArgs {
   const StepControl* control = nullptr;  // the skip test, and AdaMuon's step count
   Variant variant = Variant::kNorMuon;
   bool cautious_wd = false;
+  bool column_axis = false;  // f_j from v_new per column; v copied by LaunchCopyUnlessSkipped
 };
+
+// Neuron axis = columns on the owner (backend.h ColumnStats): column means into
+// row_slots[2*rows ...], then every row's two sums.
+cudaError_t LaunchColumnStats(const void* o, DType o_dtype, int64_t rows, int64_t cols,
+                              const float* v, float* row_slots, const GroupScalars* scalars,
+                              cudaStream_t stream);
+// v_new_j = v_j + (1-b2)*(means_j - v_j).
+cudaError_t LaunchColumnUpdate(const float* v, float* v_new, const float* means, int64_t cols,
+                               const GroupScalars* scalars, cudaStream_t stream);
+// v = v_new (n floats) unless the control block says the step is skipped.
+cudaError_t LaunchCopyUnlessSkipped(float* v, const float* v_new, int64_t n,
+                                    const StepControl* control, cudaStream_t stream);
 
 // Unless the control block says the step is skipped: M += (1-b1)*(G - M); v = v_new (not for
 // Muon); W = W*(1 - lr*wd) - (lr*scale) * (O_ij * f_ij), the decay only where update and W

@@ -217,6 +217,7 @@ void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_varia
   c.beta2 = static_cast<float>(h.beta2);
   c.eps = static_cast<float>(h.eps);
   c.cautious_weight_decay = h.cautious ? 1 : 0;
+  c.neuron_axis = h.columns ? NORMUON_NEURON_COLUMNS : NORMUON_NEURON_ROWS;
   if (tweak) tweak(&c);
   Runtime rt(c);
   ASSERT_EQ(rt.create_status(), NORMUON_SUCCESS) << normuon_last_error(0);
@@ -232,7 +233,8 @@ void ExpectMatchesReference(int rows, int cols, const RefHyper& h, normuon_varia
   ref.param.assign(p.begin(), p.end());
   ref.momentum.assign(n, 0.0);
   const bool per_element = variant == NORMUON_VARIANT_ADAMUON;
-  ref.v.assign(per_element ? n : static_cast<size_t>(rows), 0.0);
+  ref.v.assign(per_element ? n : h.columns ? static_cast<size_t>(cols) : static_cast<size_t>(rows),
+               0.0);
   for (int s = 0; s < steps; ++s) {
     g = RandomVector(n, 100 + s, 1.0f);
     const bool no_grad = drop_grad_on_step1 && s == 1;
@@ -366,6 +368,16 @@ TEST(VariantTest, CautiousWeightDecayDecaysOnlyWhereUpdateAndWeightAgree) {
   ExpectMatchesReference(28, 20, h, NORMUON_VARIANT_MUON, 2);
 }
 
+TEST(VariantTest, ColumnNeuronAxisMatchesItsFloat64Model) {
+  RefHyper h;
+  h.columns = true;
+  h.wd = 0.01;
+  ExpectMatchesReference(24, 40, h, NORMUON_VARIANT_NORMUON, 3);
+  ExpectMatchesReference(40, 24, h, NORMUON_VARIANT_NORMUON, 3);
+  h.variant = RefVariant::kNorMuonPaper;
+  ExpectMatchesReference(17, 9, h, NORMUON_VARIANT_NORMUON_PAPER, 2);
+}
+
 TEST(VariantTest, BadSwitchesAreRejectedNamingTheField) {
   normuon_config_t c;
   normuon_config_init(&c);
@@ -377,6 +389,11 @@ TEST(VariantTest, BadSwitchesAreRejectedNamingTheField) {
   c.lr_adjust = static_cast<normuon_lr_adjust_t>(9);
   EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(normuon_last_error(0)).find("lr_adjust"), std::string::npos);
+  normuon_config_init(&c);
+  c.variant = NORMUON_VARIANT_MUON;
+  c.neuron_axis = NORMUON_NEURON_COLUMNS;
+  EXPECT_EQ(normuon_create(&c, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("neuron_axis"), std::string::npos);
   normuon_config_init(&c);
   const float bad[15] = {1, 2, std::numeric_limits<float>::quiet_NaN()};
   c.orthogonalizer = NORMUON_ORTHO_CUSTOM;

@@ -29,6 +29,7 @@ struct RefHyper {
   RefVariant variant = RefVariant::kNorMuon;
   RefShape shape = RefShape::kDefault;
   bool cautious = false;
+  bool columns = false;  // neuron axis = columns: one v per column
   // (a, b, c) per iteration; empty = the quintic (3.4445, -4.7750, 2.0315) every iteration.
   std::vector<std::vector<double>> coefficients;
 };
@@ -108,6 +109,14 @@ inline void RefStep(RefMatrixState& st, const Mat* grad, const RefHyper& h) {
       for (size_t i = 0; i < count; ++i) {
         st.v[i] += (1 - h.beta2) * (o[i] * o[i] - st.v[i]);
         on[i] = o[i] / (std::sqrt(st.v[i] / bc2) + h.eps);
+      }
+    } else if (h.columns) {
+      for (int j = 0; j < n; ++j) {
+        double mean = 0;
+        for (int r = 0; r < m; ++r) mean += o[r * n + j] * o[r * n + j];
+        mean /= m;
+        st.v[j] += (1 - h.beta2) * (mean - st.v[j]);
+        for (int r = 0; r < m; ++r) on[r * n + j] = o[r * n + j] / (std::sqrt(st.v[j]) + h.eps);
       }
     } else {
       for (int r = 0; r < m; ++r) {

@@ -95,6 +95,7 @@ struct RunOptions {
   normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
   normuon_orthogonalizer_t orthogonalizer = NORMUON_ORTHO_QUINTIC;
   int cautious = 0;
+  normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
   int disagree_rank = -1;  // this rank leaves one matrix unmarked on the last step
 };
 
@@ -128,7 +129,13 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     res.param[i].assign(n, 0.0f);
     res.first[i].assign(n, 0.0f);
     const bool row_v = specs[i].matrix && o.variant != NORMUON_VARIANT_ADAMUON;
-    res.second[i].assign(row_v ? static_cast<size_t>(specs[i].rows) : n, 0.0f);
+    const size_t col_v = static_cast<size_t>(
+        std::max<size_t>(1, specs[i].splits.size()) * specs[i].cols);  // per block
+    res.second[i].assign(!specs[i].matrix ? n
+                         : o.neuron_axis == NORMUON_NEURON_COLUMNS ? col_v
+                         : row_v ? static_cast<size_t>(specs[i].rows)
+                                 : n,
+                         0.0f);
   }
   res.errors.assign(world, "");
   std::mutex mu;
@@ -147,6 +154,7 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     c.variant = o.variant;
     c.orthogonalizer = o.orthogonalizer;
     c.cautious_weight_decay = o.cautious;
+    c.neuron_axis = o.neuron_axis;
     c.weight_decay = 0.01f;
     c.check_finite = o.check_finite;
     normuon_runtime_t rt = 0;
@@ -241,7 +249,12 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
       if (specs[i].matrix) {
         normuon_get_state(rt, ids[i], NORMUON_STATE_MOMENTUM, res.first[i].data() + r.begin * cols,
                           r.count * cols * 4);
-        if (o.variant == NORMUON_VARIANT_ADAMUON) {
+        if (o.neuron_axis == NORMUON_NEURON_COLUMNS) {
+          // Replicated: every rank holds the same column v; the last writer's copy is kept, and
+          // the test compares it with the single-rank run's.
+          normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT, res.second[i].data(),
+                            res.second[i].size() * 4);
+        } else if (o.variant == NORMUON_VARIANT_ADAMUON) {
           normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
                             res.second[i].data() + r.begin * cols, r.count * cols * 4);
         } else if (o.variant != NORMUON_VARIANT_MUON) {
@@ -534,6 +547,29 @@ TEST(RowSplitTest, BadSplitsAreRejectedNamingTheField) {
         << normuon_last_error(rt);
   }
   normuon_destroy(rt);
+}
+
+TEST(ShardedStepTest, ColumnNeuronAxisIsExactAcrossRanksAndSchedules) {
+  for (const auto* model : {&Model(), &BlockModel()}) {
+    RunOptions o;
+    o.neuron_axis = NORMUON_NEURON_COLUMNS;
+    const Result single = RunRanks(*model, o);
+    for (const auto& e : single.errors) ASSERT_EQ(e, "");
+    for (auto schedule : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_BUCKETED}) {
+      for (int world : {2, 5}) {
+        o.world = world;
+        o.split = RaggedReversed;
+        o.schedule = schedule;
+        const Result r = RunRanks(*model, o);
+        for (size_t k = 0; k < r.errors.size(); ++k) ASSERT_EQ(r.errors[k], "") << "rank " << k;
+        for (size_t i = 0; i < model->size(); ++i) {
+          EXPECT_TRUE(BitwiseEqual(r.param[i], single.param[i]))
+              << (*model)[i].name << " world " << world << " schedule " << schedule;
+          EXPECT_TRUE(BitwiseEqual(r.second[i], single.second[i])) << (*model)[i].name;
+        }
+      }
+    }
+  }
 }
 
 TEST(ShardedStepTest, Bf16WireMatchesTheSingleRankBf16RunBitwise) {

@@ -112,6 +112,14 @@ typedef enum normuon_variant {
                                         Its authors use beta2 = 0.999 and eps = 1e-8: set them. */
 } normuon_variant_t;
 
+/* Which axis holds the neurons whose second moment v normalizes the update (NorMuon variants). */
+typedef enum normuon_neuron_axis {
+  NORMUON_NEURON_ROWS = 0,   /* one v per row (output neuron): shard-local under row sharding */
+  NORMUON_NEURON_COLUMNS = 1 /* one v per column, kept by every rank; the column statistics are
+                                computed on each matrix's owner (which holds it whole) and travel
+                                in the step's all-reduce. Checkpoints do not support it yet. */
+} normuon_neuron_axis_t;
+
 /* The shape factor of the update. DEFAULT keeps the variant's own (NorMuon and Muon:
  * sqrt(max(1, m/n)); NorMuon paper: 0.2*sqrt(m*n); AdaMuon: 0.2*sqrt(max(m,n))); the others
  * replace it (never multiply): NONE 1, SPECTRAL sqrt(max(1, rows/cols)), RMS
@@ -168,6 +176,7 @@ typedef struct normuon_config {
   float ns_norm_scale;                 /* 0 (default) = the orthogonalizer's own */
   int32_t cautious_weight_decay;       /* 1: decay only the elements where the update and the
                                           weight agree in sign (matrices and AdamW); default 0 */
+  normuon_neuron_axis_t neuron_axis;   /* default NORMUON_NEURON_ROWS */
 } normuon_config_t;
 
 /* Fills *config with the reference defaults listed above. */
@@ -360,7 +369,8 @@ NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char*
 typedef enum normuon_state_kind {
   NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
   NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row); AdaMuon:
-                                      row_count x cols; none for Muon */
+                                      row_count x cols; neuron axis = columns: cols per row
+                                      block (the same on every rank); none for Muon */
   NORMUON_STATE_EXP_AVG = 2,       /* adamw: row_count x cols */
   NORMUON_STATE_EXP_AVG_SQ = 3,    /* adamw: row_count x cols */
   NORMUON_STATE_STEP = 4           /* adamw: one int64, the bias-correction step count */
