@@ -95,6 +95,11 @@ class LrAdjust(enum.IntEnum):
     RMS = 3
 
 
+class NeuronAxis(enum.IntEnum):
+    ROWS = 0
+    COLUMNS = 1
+
+
 class Orthogonalizer(enum.IntEnum):
     QUINTIC = 0
     POLAR_EXPRESS = 1
@@ -158,6 +163,7 @@ class Config(ctypes.Structure):
         ("ns_coefficients", ctypes.POINTER(ctypes.c_float)),
         ("ns_norm_scale", ctypes.c_float),
         ("cautious_weight_decay", ctypes.c_int32),
+        ("neuron_axis", _enum),
     ]
 
     @classmethod

@@ -86,6 +86,7 @@ class StructLayoutTest(unittest.TestCase):
                     (_capi.DType, "NORMUON_DTYPE_"), (_capi.NsDType, "NORMUON_NS_"),
                     (_capi.OwnerPolicy, "NORMUON_OWNER_"),
                     (_capi.Schedule, "NORMUON_SCHEDULE_"), (_capi.LrAdjust, "NORMUON_LR_ADJUST_"),
+                    (_capi.NeuronAxis, "NORMUON_NEURON_"),
                     (_capi.Orthogonalizer, "NORMUON_ORTHO_"), (_capi.Variant, "NORMUON_VARIANT_"),
                     (_capi.GroupKind, "NORMUON_GROUP_"), (_capi.StateKind, "NORMUON_STATE_"),
                     (_capi.Fault, "NORMUON_FAULT_")]

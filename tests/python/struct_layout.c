@@ -45,6 +45,7 @@ int main(void) {
   FIELD(normuon_config_t, ns_coefficients);
   FIELD(normuon_config_t, ns_norm_scale);
   FIELD(normuon_config_t, cautious_weight_decay);
+  FIELD(normuon_config_t, neuron_axis);
 
   STRUCT(normuon_group_desc_t);
   FIELD(normuon_group_desc_t, struct_size);
@@ -152,6 +153,8 @@ int main(void) {
   ENUM(NORMUON_LR_ADJUST_NONE);
   ENUM(NORMUON_LR_ADJUST_SPECTRAL);
   ENUM(NORMUON_LR_ADJUST_RMS);
+  ENUM(NORMUON_NEURON_ROWS);
+  ENUM(NORMUON_NEURON_COLUMNS);
   ENUM(NORMUON_ORTHO_QUINTIC);
   ENUM(NORMUON_ORTHO_POLAR_EXPRESS);
   ENUM(NORMUON_ORTHO_CUSTOM);
