@@ -269,6 +269,9 @@ Runtime::Runtime(const normuon_config_t& config, std::unique_ptr<Backend> backen
 }
 
 Runtime::~Runtime() {
+  // The pipeline's workers may be inside a stage (a step begun by grad_ready and never taken):
+  // stop and join them before anything they touch is freed.
+  pipeline_.reset();
   if (backend_ == nullptr) return;
   if (stepped_) backend_->WaitStep().IgnoreError();
   for (void* p : allocations_) backend_->Free(p);
@@ -841,9 +844,12 @@ absl::Status Runtime::CheckParam(int32_t param) const {
 
 absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr) {
   RETURN_IF_ERROR(CheckParam(param));
-  if (step_begun_) {
+  // Inside a step begun by grad_ready, a matrix already marked may be in flight on the
+  // pipeline's threads; the others (and AdamW parameters) are read only at step.
+  if (step_begun_ && params_[param].kind == Kind::kMatrix && grad_marked_[param]) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "bind of '", params_[param].name, "' inside a step (after grad_ready, before step)"));
+        "bind of '", params_[param].name,
+        "' after its normuon_grad_ready in this step: its buffers are in use until step"));
   }
   Param& p = params_[param];
   RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));

@@ -15,6 +15,11 @@ Five lines that swap it into a PyTorch training loop:
 names. Group dicts with `use_muon=True/False` work as in the official
 SingleDeviceNorMuonWithAuxAdam.)
 
+`NorMuon(..., overlap_backward=True)` starts each matrix's optimizer work from a gradient hook
+during backward (normuon_grad_ready), bitwise the same result; with gradient accumulation, run
+all but the last backward inside `with opt.no_overlap():`, and leave gradients unchanged between
+backward and step (see normuon.torch, "Overlap with the backward pass").
+
 The library is found via $NORMUON_LIBRARY, then next to this package, then the repository's
 bazel-bin/ (`bazel build //:libnormuon.so`). Importing `normuon` does not import torch or load
 the library; `normuon.torch` imports torch, and the library loads on first use.

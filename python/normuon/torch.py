@@ -28,10 +28,52 @@ Groups
 Runtime switches (constructor keywords, one value for the whole optimizer): variant ("normuon"
 official, "normuon_paper", "muon"), ns_dtype ("default": fp32 on CPU, bf16 on CUDA; "fp32";
 "bf16"), ns_steps (5), nesterov (True), owner_policy ("round_robin", "cost_balanced"; matters
-only when sharded), schedule ("sequential", "per_matrix", "bucketed") and bucket_bytes (how a
-sharded step overlaps communication with compute; same results), check_finite (False; True: a
-NaN/Inf gradient skips the whole step and leaves parameters and state untouched;
-`step_result()` reports it), comm_timeout (seconds bounding each NCCL collective).
+only when sharded), schedule ("sequential", "per_matrix", "bucketed"; default "sequential", or
+"bucketed" with overlap_backward) and bucket_bytes (how a step pipelines its buckets and
+overlaps communication with compute; same results), check_finite (False; True: a NaN/Inf
+gradient skips the whole step and leaves parameters and state untouched; `step_result()`
+reports it), comm_timeout (seconds bounding each NCCL collective), overlap_backward (False;
+see below).
+
+Overlap with the backward pass (overlap_backward=True)
+  A matrix's momentum, Newton-Schulz and row statistics (and, sharded, its exchanges) depend
+  only on its gradient, so they can run while backward still computes earlier layers
+  (normuon_grad_ready). With overlap_backward=True every matrix parameter gets a hook that
+  fires once its gradient is accumulated into .grad (Tensor.register_post_accumulate_grad_hook
+  on PyTorch >= 2.1, a post-hook on the parameter's AccumulateGrad node before, e.g. Debian's
+  1.13); it copies the gradient into a buffer of the optimizer's and marks it ready. On CPU the
+  runtime's worker threads start a bucket as soon as all its matrices are marked (buckets in
+  reverse registration order: the order backward finishes them); step() does the rest and the
+  lr/wd-dependent commit. Results are bitwise identical to overlap_backward=False on CPU.
+  * Only the pipelined schedules start work early: schedule defaults to "bucketed" with
+    overlap ("per_matrix" works too; "sequential" waits for step). A bucket starts when its
+    last matrix is marked, so smaller bucket_bytes start earlier.
+  * The hooks are installed at construction (a parameter that does not require grad then gets
+    none); the runtime is built by the first step, so the first step has no overlap.
+  * Gradient accumulation: a parameter can be marked once per step, so only the last backward
+    pass before step() may mark. Run the others inside `with opt.no_overlap():` (as DDP's
+    no_sync()), or set `opt.overlap_backward_enabled = False` for them. A hook firing twice in
+    one step makes step() raise.
+  * Gradients must not change between backward and step: the runtime has read them. Gradient
+    clipping, unscaling, any other write to a marked .grad or its replacement makes step()
+    raise (caught by the tensor's version counter); so does a parameter whose memory moved.
+    Edit gradients with overlap_backward=False.
+  * Each such error, and an error inside a hook (a non-contiguous gradient, a failed C call:
+    kept and raised by step()), discards the begun step: parameters and optimizer state are
+    unchanged, .grad is kept, and a step() after fixing things runs without overlap.
+    zero_grad() discards a begun step that step() never took (backward, then no step). The
+    runtime ends a begun step only by running it, so a discard runs one step and writes the
+    saved state and parameters back; step_result() does not count it, last_step_profile() and
+    last_step_trace() then describe it.
+  * Cost: the runtime refuses normuon_bind once a step began, and with
+    zero_grad(set_to_none=True) later gradients do not exist yet when the first hook fires, so
+    the runtime reads gradient buffers owned by the optimizer: each gradient is copied once
+    more per step (matrices in their hooks, the others at step), and the buffers hold as much
+    memory as the gradients, also between steps.
+  * A missing gradient (.grad None at step) means "zero gradient and no weight decay"; a
+    bound buffer cannot say "no weight decay", so a parameter without gradient in a group with
+    weight decay makes that step discard its overlapped work and rerun without overlap (same
+    result, twice the work; warned once). With weight_decay 0 a zeroed buffer is exact.
 
 Parameters and devices
   * All parameters live on one device: CPU tensors run on the runtime's CPU backend, CUDA
@@ -40,9 +82,9 @@ Parameters and devices
     rounded once; fp32 master weights are recommended). float16, float64, complex and integer
     tensors are refused.
   * Parameters and gradients must be contiguous. Their buffers may move between steps (FSDP2,
-    zero_grad(set_to_none=True)): every step re-binds param.data_ptr() and grad.data_ptr(); a
-    parameter whose .grad is None gets a zero gradient and no weight decay, as in the official
-    code.
+    zero_grad(set_to_none=True)): every step re-binds param.data_ptr() and grad.data_ptr()
+    (with overlap_backward, the step's first gradient hook binds); a parameter whose .grad is
+    None gets a zero gradient and no weight decay, as in the official code.
   * Parameters are registered with the runtime at the first step (or at load_state_dict), in
     group order; their shapes, dtypes and device are then fixed. Names: the names given with
     (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
@@ -66,8 +108,11 @@ State tensors are fp32 copies on the parameter's device (DTensors for DTensor pa
 `optimizer.state` itself stays empty, the runtime owns the live state.
 """
 
+import contextlib
 import ctypes
 import math
+import threading
+import warnings
 import weakref
 from collections import namedtuple
 
@@ -96,6 +141,9 @@ _SCHEDULES = {"sequential": _capi.Schedule.SEQUENTIAL, "per_matrix": _capi.Sched
               "bucketed": _capi.Schedule.BUCKETED}
 _DTYPES = {torch.float32: _capi.DType.FP32, torch.bfloat16: _capi.DType.BF16}
 _MATRIX_EPS = 1e-10  # sqrt(v) + eps and the norm restore (normuon_config_t.eps default)
+# PyTorch >= 2.1 has Tensor.register_post_accumulate_grad_hook; older versions (Debian's 1.13)
+# get the same moment from a post-hook on the parameter's AccumulateGrad node.
+_POST_ACCUMULATE_HOOKS = hasattr(torch.Tensor, "register_post_accumulate_grad_hook")
 
 StepResult = namedtuple("StepResult",
                         "steps_taken steps_skipped last_skipped nonfinite_param")
@@ -188,6 +236,31 @@ def _layout(p, matrix, who):
                    local.device, world)
 
 
+def _checked_grad(p, lay, who):
+    """The local gradient of p (None if p.grad is None), checked against p's layout: dense,
+    same dtype, shape and device, contiguous. Raises TypeError/ValueError naming `who`."""
+    gt = p.grad
+    if gt is None:
+        return None
+    if gt.is_sparse or gt.layout != torch.strided:
+        raise TypeError(f"NorMuon: {who} has a sparse gradient; not supported")
+    grad = _local(gt)
+    if grad.dtype != p.dtype:
+        raise TypeError(f"NorMuon: {who}: gradient dtype {grad.dtype} differs "
+                        f"from the parameter's {p.dtype}")
+    if tuple(grad.shape) != lay.local_shape:
+        raise ValueError(f"NorMuon: {who}: gradient shape {list(grad.shape)} "
+                         f"differs from the parameter's {list(lay.local_shape)}")
+    if grad.device != lay.device:
+        raise ValueError(f"NorMuon: {who}: gradient on {grad.device}, parameter "
+                         f"on {lay.device}")
+    if not grad.is_contiguous():
+        raise ValueError(f"NorMuon: {who}: gradient is not contiguous (strides "
+                         f"{list(grad.stride())}); the runtime reads row-major "
+                         f"memory")
+    return grad
+
+
 def _state_numel(layout, kind, variant):
     """Floats in one state buffer (as normuon_state_size / 4), 0 if it does not apply."""
     local = layout.row_count * layout.cols
@@ -224,6 +297,27 @@ def _destroy_runtime(rt):
         pass
 
 
+def _remove_handles(hooks):
+    for h in hooks:
+        (h[1] if isinstance(h, tuple) else h).remove()
+
+
+class _PendingStep:
+    """What the gradient hooks of overlap_backward did since the last step."""
+
+    __slots__ = ("bound", "begun", "marked", "errors", "params")
+
+    def __init__(self):
+        self.bound = False  # every parameter bound to the optimizer's gradient buffers
+        self.begun = False  # a normuon_grad_ready succeeded: the runtime's step has begun
+        self.marked = {}    # runtime index -> (the .grad tensor it copied, its _version then)
+        self.errors = []    # exceptions from the hooks, raised by the next step()
+        self.params = {}    # runtime index -> alias of the parameter memory bound (alive)
+
+    def active(self):
+        return self.bound or self.begun or bool(self.errors)
+
+
 class _Registered:
     """One registered parameter: the tensor, its runtime index, group and layout."""
 
@@ -248,20 +342,27 @@ class NorMuon(torch.optim.Optimizer):
       ns_dtype: "default" (fp32 on CPU, bf16 on CUDA), "fp32" or "bf16".
       ns_steps: Newton-Schulz iterations (5). nesterov: True.
       owner_policy: "round_robin" or "cost_balanced" (which rank orthogonalizes each matrix).
-      schedule: "sequential", "per_matrix" or "bucketed" (how a sharded step overlaps its
-        communication; same result); bucket_bytes: bucket size of "bucketed" (None: default).
+      schedule: "sequential", "per_matrix" or "bucketed" (how a step pipelines its buckets;
+        same result); None (default): "bucketed" with overlap_backward, else "sequential".
+        bucket_bytes: bucket size of "bucketed" (None: the library's default, 32 MiB).
       check_finite: skip a step whose gradients hold NaN/Inf (see step_result()).
       comm_timeout: seconds that bound each NCCL collective of a sharded step (FSDP2).
-      overlap_backward: reserved for starting the matrix pipeline from gradient hooks during
-        backward (normuon_grad_ready after each parameter's gradient is accumulated: post-
-        accumulate-grad hooks on PyTorch >= 2.1, the AccumulateGrad node's hook before); True
-        raises NotImplementedError today.
+      overlap_backward: start each matrix's work from a hook once its gradient is
+        accumulated, during backward (normuon_grad_ready; module docstring, "Overlap with the
+        backward pass"). Bitwise the same result. With gradient accumulation, run all but the
+        last backward inside `with opt.no_overlap():`; gradients must not change between
+        backward and step (no clipping).
+
+    Attributes:
+      overlap_backward_enabled: whether the hooks mark gradients ready (initially
+        overlap_backward; no_overlap() clears it for a block). Without overlap_backward there
+        are no hooks and setting it does nothing.
     """
 
     def __init__(self, params, lr=0.02, momentum=0.95, beta2=0.95, weight_decay=0.0, *,
                  adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_eps=1e-10,
                  adamw_weight_decay=0.0, variant="normuon", ns_dtype="default", ns_steps=5,
-                 nesterov=True, owner_policy="round_robin", schedule="sequential",
+                 nesterov=True, owner_policy="round_robin", schedule=None,
                  bucket_bytes=None, check_finite=False, comm_timeout=600.0,
                  overlap_backward=False):
         if variant not in _VARIANTS:
@@ -272,6 +373,8 @@ class NorMuon(torch.optim.Optimizer):
         if owner_policy not in _OWNER_POLICIES:
             raise ValueError(f"NorMuon: owner_policy={owner_policy!r}; expected one of "
                              f"{list(_OWNER_POLICIES)}")
+        if schedule is None:
+            schedule = "bucketed" if overlap_backward else "sequential"
         if schedule not in _SCHEDULES:
             raise ValueError(f"NorMuon: schedule={schedule!r}; expected one of "
                              f"{list(_SCHEDULES)}")
@@ -280,16 +383,15 @@ class NorMuon(torch.optim.Optimizer):
                              f"or None (the library's default)")
         if not (isinstance(ns_steps, int) and 1 <= ns_steps <= 100):
             raise ValueError(f"NorMuon: ns_steps={ns_steps!r}; expected an int in [1, 100]")
-        if overlap_backward:
-            raise NotImplementedError(
-                "NorMuon: overlap_backward=True (calling the runtime's normuon_grad_ready from "
-                "gradient hooks during backward, issue 9) is not built in the PyTorch front end "
-                "yet")
+        if not isinstance(overlap_backward, bool):
+            raise TypeError(f"NorMuon: overlap_backward={overlap_backward!r}; expected True or "
+                            f"False")
         self._switches = dict(variant=variant, ns_dtype=ns_dtype, ns_steps=int(ns_steps),
                               nesterov=bool(nesterov), owner_policy=owner_policy,
                               schedule=schedule, bucket_bytes=bucket_bytes,
                               check_finite=bool(check_finite),
-                              comm_timeout=float(comm_timeout))
+                              comm_timeout=float(comm_timeout),
+                              overlap_backward=overlap_backward)
         self._matrix_defaults = dict(lr=lr, momentum=momentum, beta2=beta2,
                                      weight_decay=weight_decay)
         self._adamw_defaults = dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps,
@@ -304,6 +406,18 @@ class NorMuon(torch.optim.Optimizer):
         self._finalizer = None
         self._backend = None
         self._device = None
+        # overlap_backward (see "Overlap with the backward pass" in the module docstring)
+        self.overlap_backward_enabled = overlap_backward
+        self._pending = _PendingStep()  # what the hooks did since the last step
+        self._hook_lock = threading.Lock()
+        self._hooks = []          # removable handles (and the AccumulateGrad nodes they hang on)
+        self._hook_index = {}     # matrix parameter -> runtime index; filled at registration
+        self._grad_buffers = {}   # runtime index -> the gradient buffer the runtime reads
+        self._result_adjust = [0, 0]  # steps taken/skipped by discarded steps (step_result)
+        self._result_last = None  # (last_skipped, nonfinite_param) of the last kept step
+        self._warned_fallback = False
+        if overlap_backward:
+            weakref.finalize(self, _remove_handles, self._hooks)
         super().__init__(self._split(params), {})
 
     # --- construction ------------------------------------------------------------------
@@ -383,6 +497,9 @@ class NorMuon(torch.optim.Optimizer):
             _layout(t, use_muon, who)
         super().add_param_group(group)
         self._names.update(names)
+        if use_muon and self._switches["overlap_backward"]:
+            for t in tensors:
+                self._install_hook(t)
 
     @staticmethod
     def _check_hyper(group, gi):
@@ -458,26 +575,7 @@ class NorMuon(torch.optim.Optimizer):
             if device.type not in ("cpu", "cuda"):
                 raise ValueError(f"NorMuon: {who} is on {device}; only cpu and cuda tensors "
                                  f"are supported")
-            grad = None
-            if p.grad is not None:
-                gt = p.grad
-                if gt.is_sparse or gt.layout != torch.strided:
-                    raise TypeError(f"NorMuon: {who} has a sparse gradient; not supported")
-                grad = _local(gt)
-                if grad.dtype != p.dtype:
-                    raise TypeError(f"NorMuon: {who}: gradient dtype {grad.dtype} differs "
-                                    f"from the parameter's {p.dtype}")
-                if tuple(grad.shape) != lay.local_shape:
-                    raise ValueError(f"NorMuon: {who}: gradient shape {list(grad.shape)} "
-                                     f"differs from the parameter's {list(lay.local_shape)}")
-                if grad.device != lay.device:
-                    raise ValueError(f"NorMuon: {who}: gradient on {grad.device}, parameter "
-                                     f"on {lay.device}")
-                if not grad.is_contiguous():
-                    raise ValueError(f"NorMuon: {who}: gradient is not contiguous (strides "
-                                     f"{list(grad.stride())}); the runtime reads row-major "
-                                     f"memory")
-            out.append((p, lay, _local(p), grad))
+            out.append((p, lay, _local(p), _checked_grad(p, lay, who)))
         worlds = {lay.world for _, lay, _, _ in out}
         if len(worlds) > 1 or (worlds != {1} and any(not _is_dtensor(p) for p, *_ in out)):
             raise ValueError("NorMuon: parameters mix sharded DTensors and plain tensors (or "
@@ -605,6 +703,7 @@ class NorMuon(torch.optim.Optimizer):
             raise
         self._runtime, self._runtime_groups, self._frozen = rt, groups, frozen
         self._registered = registered
+        self._hook_index = {r.param: r.index for r in registered if r.layout.matrix}
         self._device, self._backend = device, cfg.backend
         self._pending_state = None
         self._finalizer = weakref.finalize(self, _destroy_runtime, rt)
@@ -623,44 +722,299 @@ class NorMuon(torch.optim.Optimizer):
 
         Every check (shapes, dtypes, devices, contiguity, fixed hyper-parameters) runs before
         anything is written. A step skipped for non-finite gradients (check_finite=True) does
-        not raise: step_result() reports it."""
+        not raise: step_result() reports it.
+
+        With overlap_backward=True, a step whose gradient hooks began the runtime's work
+        finishes that work here; misuse found now (a hook that fired twice, a gradient changed
+        after its hook, a hook's error) discards the begun step and raises: parameters and
+        optimizer state are unchanged and the gradients are kept."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        pending = self._pending
+        if pending.begun:
+            if self._finish_overlapped_step(pending):
+                return loss
+            # Discarded (a parameter without gradient in a weight-decayed group): the plain
+            # step below gives the result a step without overlap gives.
+        else:
+            self._pending = _PendingStep()
+            if pending.errors:
+                raise pending.errors[0]
         entries = self._collect()
         if not self._runtime:
             self._build(entries)
+        lib, rt = _capi.lib(), self._runtime
+        self._push_group_lrs()
+        for i, (_, lay, lp, lg) in enumerate(entries):
+            self._bind(i, lay, lp, lg)
+        self._run_step(lib, rt)
+        return loss
+
+    def _push_group_lrs(self):
         lib, rt = _capi.lib(), self._runtime
         for gi, g in enumerate(self.param_groups):
             _capi.check(lib.normuon_set_group_lr(rt, self._runtime_groups[gi], float(g["lr"]),
                                                  float(g["weight_decay"])),
                         rt, f"normuon_set_group_lr (group {gi})")
-        for i, (_, lay, lp, lg) in enumerate(entries):
-            self._bind(i, lay, lp, lg)
+
+    def _run_step(self, lib, rt):
         status = lib.normuon_step(rt, -1.0, -1.0, self._stream())
+        self._result_last = None
         if status != _capi.Status.ERROR_NONFINITE:  # a skipped step is reported by step_result
             _capi.check(status, rt, "normuon_step")
-        return loss
 
     def _bind(self, i, lay, local_param, local_grad):
-        """Points runtime parameter i at the tensors' current memory (a gradient hook of
-        overlap_backward would call this, then grad_ready, per parameter)."""
+        """Points runtime parameter i at the tensors' current memory."""
         p_ptr = local_param.data_ptr() if lay.row_count else None
         g_ptr = local_grad.data_ptr() if (local_grad is not None and lay.row_count) else None
         _capi.check(_capi.lib().normuon_bind(self._runtime, i, p_ptr, g_ptr), self._runtime,
                     f"normuon_bind ({self._registered[i].name})")
 
-    def step_result(self):
-        """StepResult of the steps so far (waits for the last step on CUDA). Before the first
-        step: zeros."""
-        if not self._runtime:
-            return StepResult(0, 0, False, None)
+    # --- overlap with the backward pass ------------------------------------------------
+
+    @contextlib.contextmanager
+    def no_overlap(self):
+        """Backward passes inside this context do not mark gradients ready: use it for every
+        micro-batch but the last when accumulating gradients (as DDP's no_sync()). Sets
+        overlap_backward_enabled to False inside and restores it on exit."""
+        saved = self.overlap_backward_enabled
+        self.overlap_backward_enabled = False
+        try:
+            yield self
+        finally:
+            self.overlap_backward_enabled = saved
+
+    def _install_hook(self, p):
+        """Hooks `p` (a matrix parameter) so that its accumulated gradient is marked ready.
+        Parameters that do not require grad get no hook (and no gradient)."""
+        if not p.requires_grad:
+            return
+        ref = weakref.ref(self)  # the hooks must not keep the optimizer (and runtime) alive
+        if _POST_ACCUMULATE_HOOKS:
+            def post_accumulate(param):
+                opt = ref()
+                if opt is not None:
+                    opt._grad_accumulated(param)
+            self._hooks.append(p.register_post_accumulate_grad_hook(post_accumulate))
+            return
+        # PyTorch < 2.1: a post-hook of the parameter's AccumulateGrad node. The parameter
+        # holds its node weakly: keep a reference, or the node (and the hook) is dropped.
+        with torch.enable_grad():
+            node = p.expand_as(p).grad_fn.next_functions[0][0]
+
+        def node_hook(grad_inputs, grad_outputs, param=p):
+            opt = ref()
+            if opt is not None:
+                opt._grad_accumulated(param)
+        self._hooks.append((node, node.register_hook(node_hook)))
+
+    def _grad_accumulated(self, p):
+        """The hook: p's gradient of this backward pass is accumulated into p.grad. Marks it
+        ready (binding the runtime first in the step's first hook). Never raises: an error
+        is kept for step(), and the rest of the step marks nothing."""
+        if not (self.overlap_backward_enabled and self._runtime):
+            return  # disabled, or the first step (the runtime is built by it)
+        with self._hook_lock:
+            pending = self._pending
+            i = self._hook_index.get(p)
+            if i is None or pending.errors:
+                return
+            try:
+                self._mark_ready(pending, i, p)
+            except Exception as e:  # noqa: BLE001  (raised by step, after the discard)
+                pending.errors.append(e)
+
+    def _mark_ready(self, pending, i, p):
+        reg = self._registered[i]
+        who = f"parameter '{reg.name}' (group {reg.group})"
+        if i in pending.marked:
+            raise RuntimeError(
+                f"NorMuon(overlap_backward=True): the gradient of {who} was accumulated again "
+                f"after its hook had marked it ready in this step: two backward passes without "
+                f"a step between (gradient accumulation?). Run every backward pass but the "
+                f"last inside `with opt.no_overlap():` (or set opt.overlap_backward_enabled = "
+                f"False for them), and call opt.zero_grad() to drop a step you do not take. "
+                f"This step was discarded: parameters and optimizer state are unchanged, the "
+                f"gradients are kept")
+        grad = _checked_grad(p, reg.layout, who)
+        if grad is None:
+            raise RuntimeError(f"NorMuon: the gradient hook of {who} fired but .grad is None")
+        if not pending.bound:
+            self._bind_to_buffers(pending)
+        buf = self._grad_buffers.get(i)
+        with torch.no_grad():
+            if buf is not None:
+                buf.copy_(grad)
+        lib, rt = _capi.lib(), self._runtime
+        index = ctypes.c_int32(i)
+        _capi.check(lib.normuon_grad_ready(rt, ctypes.byref(index), 1, self._stream()), rt,
+                    f"normuon_grad_ready ({reg.name})")
+        pending.marked[i] = (p.grad, grad._version)
+        pending.begun = True
+
+    def _bind_to_buffers(self, pending):
+        """Binds every parameter to its current memory and to the optimizer's own gradient
+        buffer: the runtime refuses normuon_bind once grad_ready began a step, and the
+        gradients of later parameters do not exist yet (zero_grad(set_to_none=True))."""
+        for reg in self._registered:
+            p, i = reg.param, reg.index
+            who = f"parameter '{reg.name}' (group {reg.group})"
+            lay = _layout(p, reg.layout.matrix, who)
+            if lay != reg.layout:
+                raise ValueError(f"NorMuon: {who} changed after the first step (shape, dtype "
+                                 f"or device); they are fixed at registration")
+            local = _local(p)
+            buf = self._grad_buffers.get(i)
+            if buf is None and lay.row_count:
+                buf = torch.empty(lay.local_shape, dtype=lay.dtype, device=lay.device)
+                self._grad_buffers[i] = buf
+            self._bind(i, lay, local, buf)
+            pending.params[i] = local.detach()  # this memory, even if .data is replaced
+        pending.bound = True
+
+    def _finish_overlapped_step(self, pending):
+        """Completes a step that grad_ready began. Returns False when it was discarded so
+        that the caller runs the plain step instead; raises (after discarding) on misuse."""
+        try:
+            if pending.errors:
+                raise pending.errors[0]
+            entries = self._collect()
+            no_grad_decayed = self._check_pending(pending, entries)
+            self._push_group_lrs()
+        except BaseException:
+            self._discard_pending_step()
+            raise
+        if no_grad_decayed:
+            if not self._warned_fallback:
+                self._warned_fallback = True
+                warnings.warn(
+                    f"NorMuon(overlap_backward=True): {no_grad_decayed} had no gradient at "
+                    f"step in a group with weight decay; a missing gradient means 'no weight "
+                    f"decay' and the runtime cannot be re-bound once a step began, so the "
+                    f"begun step was discarded and rerun without overlap (same result, twice "
+                    f"the work). Give such parameters weight_decay=0 or leave them out of the "
+                    f"optimizer. Warned once.", RuntimeWarning, stacklevel=3)
+            self._discard_pending_step()
+            return False
+        self._pending = _PendingStep()
+        with torch.no_grad():
+            for i, (_, lay, _, lg) in enumerate(entries):
+                if i in pending.marked or not lay.row_count:
+                    continue
+                buf = self._grad_buffers[i]  # bucket not started: the runtime does not read it
+                if lg is None:
+                    buf.zero_()  # same as no gradient: weight decay is 0 here (checked)
+                else:
+                    buf.copy_(lg)
+        self._run_step(_capi.lib(), self._runtime)
+        return True
+
+    def _check_pending(self, pending, entries):
+        """Raises if what the runtime was bound to or read changed since the hooks ran;
+        returns the names of parameters without gradient in a group whose weight decay
+        applies (a missing gradient means no weight decay, a zero buffer would not)."""
+        no_grad_decayed = []
+        for i, (p, lay, lp, lg) in enumerate(entries):
+            reg = self._registered[i]
+            who = f"parameter '{reg.name}' (group {reg.group})"
+            bound = pending.params[i]
+            if lay.row_count and lp.data_ptr() != bound.data_ptr():
+                raise RuntimeError(
+                    f"NorMuon(overlap_backward=True): the memory of {who} moved after the "
+                    f"backward pass began this step; the runtime stays bound to a parameter "
+                    f"from the first gradient hook to step: replace parameters before "
+                    f"backward. This step was discarded: nothing changed")
+            if i in pending.marked:
+                g, version = pending.marked[i]
+                if p.grad is not g or lg._version != version:
+                    raise RuntimeError(
+                        f"NorMuon(overlap_backward=True): the gradient of {who} was changed "
+                        f"or replaced after its hook marked it ready (gradient clipping, "
+                        f"unscaling, or any write to .grad between backward and step), and "
+                        f"the runtime had already read it. With overlap_backward, gradients "
+                        f"must stay unchanged from backward to step; use "
+                        f"overlap_backward=False to edit them. This step was discarded: "
+                        f"parameters and optimizer state are unchanged")
+            elif lg is None and lay.row_count:
+                g = self.param_groups[reg.group]
+                if float(g["weight_decay"]) != 0.0 and float(g["lr"]) != 0.0:
+                    no_grad_decayed.append(reg.name)
+        return no_grad_decayed
+
+    def _discard_pending_step(self):
+        """Drops what the hooks did since the last step. If grad_ready began the runtime's
+        step, the runtime can only end it with normuon_step (there is no abort), so: keep the
+        optimizer state and the bound parameters, run the step, and write both back. The
+        step counts of step_result() leave the discarded step out."""
+        pending, self._pending = self._pending, _PendingStep()
+        if not pending.begun:
+            return
+        lib, rt = _capi.lib(), self._runtime
+        before = self._raw_step_info()
+        state = {reg.index: self._read_raw_state(reg) for reg in self._registered}
+        with torch.no_grad():
+            saved = {i: t.clone() for i, t in pending.params.items() if t.numel()}
+            for i, buf in self._grad_buffers.items():
+                if i not in pending.marked:
+                    buf.zero_()  # no stale memory through the discarded arithmetic
+            status = lib.normuon_step(rt, -1.0, -1.0, self._stream())
+            after = self._raw_step_info()  # waits for the step (CUDA) before anything is written
+            for i, t in saved.items():
+                pending.params[i].copy_(t)
+        self._write_state(rt, self._registered, state)
+        self._result_adjust[0] += after.steps_taken - before.steps_taken
+        self._result_adjust[1] += after.steps_skipped - before.steps_skipped
+        if self._result_last is None:
+            self._result_last = (bool(before.last_skipped), before.nonfinite_param)
+        if status not in (_capi.Status.SUCCESS, _capi.Status.ERROR_NONFINITE):
+            _capi.check(status, rt, "normuon_step (ending a discarded overlapped step)")
+
+    def _raw_step_info(self):
         info = _capi.StepInfo.defaults()
         _capi.check(_capi.lib().normuon_step_result(self._runtime, ctypes.byref(info)),
                     self._runtime, "normuon_step_result")
-        bad = info.nonfinite_param
-        return StepResult(info.steps_taken, info.steps_skipped, bool(info.last_skipped),
+        return info
+
+    def _read_raw_state(self, reg):
+        """The state of one parameter as _write_state takes it: {kind: flat fp32 CPU tensor,
+        or int for the step count}."""
+        lib, rt = _capi.lib(), self._runtime
+        out = {}
+        for key, kind in self._state_kinds(reg.layout):
+            if kind == _capi.StateKind.STEP:
+                v = ctypes.c_int64()
+                _capi.check(lib.normuon_get_state(rt, reg.index, kind, ctypes.byref(v), 8), rt,
+                            f"normuon_get_state ({reg.name}, {key})")
+                out[kind] = v.value
+                continue
+            n = _state_numel(reg.layout, kind, self._switches["variant"])
+            host = torch.empty(n, dtype=torch.float32)
+            if n:
+                _capi.check(lib.normuon_get_state(rt, reg.index, kind, host.data_ptr(), n * 4),
+                            rt, f"normuon_get_state ({reg.name}, {key})")
+            out[kind] = host
+        return out
+
+    def zero_grad(self, *args, **kwargs):
+        """As torch's. With overlap_backward, a step that the gradient hooks began but
+        step() did not take (backward, then no step) is discarded first: nothing changes."""
+        if self._pending.active():
+            self._discard_pending_step()
+        super().zero_grad(*args, **kwargs)
+
+    def step_result(self):
+        """StepResult of the steps so far (waits for the last step on CUDA). Before the first
+        step: zeros. Steps discarded by overlap_backward's misuse handling are not counted."""
+        if not self._runtime:
+            return StepResult(0, 0, False, None)
+        info = self._raw_step_info()
+        last_skipped, bad = bool(info.last_skipped), info.nonfinite_param
+        if self._result_last is not None:
+            last_skipped, bad = self._result_last
+        return StepResult(info.steps_taken - self._result_adjust[0],
+                          info.steps_skipped - self._result_adjust[1], last_skipped,
                           self._registered[bad].name if bad >= 0 else None)
 
     def last_step_profile(self):
@@ -862,6 +1216,8 @@ class NorMuon(torch.optim.Optimizer):
             self._check_hyper({**g, **ng}, gi)
             new_groups.append({**g, **ng})
         if self._runtime:
+            if self._pending.active():  # the loaded state replaces what a begun step read
+                self._discard_pending_step()
             self._write_state(self._runtime, self._registered, pending)
             self._pending_state = None
         else:

@@ -675,6 +675,9 @@ TEST(GradReadyTest, MisuseIsRejectedAndMarksNothing) {
   EXPECT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(rt.error().find("already marked"), std::string::npos) << rt.error();
   EXPECT_EQ(normuon_bind(rt.get(), ia, a.data(), ga.data()), NORMUON_ERROR_INVALID_STATE);
+  EXPECT_NE(rt.error().find("after its normuon_grad_ready"), std::string::npos) << rt.error();
+  // Parameters not marked yet (here the AdamW one) may still be bound inside the step.
+  EXPECT_EQ(normuon_bind(rt.get(), ib, b.data(), gb.data()), NORMUON_SUCCESS) << rt.error();
   ASSERT_EQ(normuon_step(rt.get(), 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << rt.error();
   // A new step: marking again is fine.
   EXPECT_EQ(normuon_grad_ready(rt.get(), &ia, 1, nullptr), NORMUON_SUCCESS) << rt.error();

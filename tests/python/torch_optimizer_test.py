@@ -598,10 +598,6 @@ class MisuseTest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "after the first step"):
             self.opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3, 3))]})
 
-    def test_overlap_backward_is_refused_until_the_runtime_has_grad_ready(self):
-        with self.assertRaisesRegex(NotImplementedError, "grad_ready"):
-            NorMuon(self.model.parameters(), overlap_backward=True)
-
     def test_c_api_error_text_reaches_the_python_exception(self):
         def misuse():
             self.opt.param_groups[0]["lr"] = float("nan")

@@ -282,7 +282,8 @@ NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint6
 
 /* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward). grad may
  * be NULL: that parameter gets a zero gradient and no weight decay this step, as the official
- * implementation does. Between steps only. */
+ * implementation does. Between steps, or inside a step begun by normuon_grad_ready for every
+ * parameter not marked ready yet (a matrix marked ready is in use until step returns). */
 NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param,
                                           void* param_ptr, const void* grad_ptr);
 
