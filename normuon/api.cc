@@ -99,22 +99,7 @@ using normuon::Runtime;
 
 extern "C" {
 
-const char* normuon_status_string(normuon_status_t status) {
-  switch (status) {
-    case NORMUON_SUCCESS: return "NORMUON_SUCCESS";
-    case NORMUON_ERROR_INVALID_ARGUMENT: return "NORMUON_ERROR_INVALID_ARGUMENT";
-    case NORMUON_ERROR_INVALID_HANDLE: return "NORMUON_ERROR_INVALID_HANDLE";
-    case NORMUON_ERROR_INVALID_STATE: return "NORMUON_ERROR_INVALID_STATE";
-    case NORMUON_ERROR_UNSUPPORTED: return "NORMUON_ERROR_UNSUPPORTED";
-    case NORMUON_ERROR_OUT_OF_MEMORY: return "NORMUON_ERROR_OUT_OF_MEMORY";
-    case NORMUON_ERROR_CUDA: return "NORMUON_ERROR_CUDA";
-    case NORMUON_ERROR_COMM: return "NORMUON_ERROR_COMM";
-    case NORMUON_ERROR_NONFINITE: return "NORMUON_ERROR_NONFINITE";
-    case NORMUON_ERROR_TIMEOUT: return "NORMUON_ERROR_TIMEOUT";
-    case NORMUON_ERROR_INTERNAL: return "NORMUON_ERROR_INTERNAL";
-  }
-  return "NORMUON_ERROR_UNKNOWN_STATUS";
-}
+const char* normuon_status_string(normuon_status_t status) { return normuon::StatusName(status); }
 
 int normuon_version(void) {
   return NORMUON_VERSION_MAJOR * 10000 + NORMUON_VERSION_MINOR * 100 + NORMUON_VERSION_PATCH;

@@ -1175,28 +1175,10 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
   return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " is not a state kind"));
 }
 
-namespace {
-
-// Where a state buffer of one parameter lives, in backend memory.
-void* StatePointer(normuon_state_kind_t kind, float* first, float* second, int64_t* step) {
-  switch (kind) {
-    case NORMUON_STATE_MOMENTUM:
-    case NORMUON_STATE_EXP_AVG:
-      return first;
-    case NORMUON_STATE_SECOND_MOMENT:
-    case NORMUON_STATE_EXP_AVG_SQ:
-      return second;
-    case NORMUON_STATE_STEP:
-      return step;
-  }
-  return nullptr;
-}
-
-}  // namespace
-
-absl::Status Runtime::GetState(int32_t param, normuon_state_kind_t kind, void* dst,
-                               uint64_t bytes) {
-  if (!finalized_) return absl::FailedPreconditionError("get_state before finalize");
+absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t kind,
+                                           uint64_t bytes, const void* host,
+                                           absl::string_view host_name) {
+  if (!finalized_) return absl::FailedPreconditionError("state access before finalize");
   ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
   const Param& p = params_[param];
   if (size == 0) {
@@ -1206,31 +1188,35 @@ absl::Status Runtime::GetState(int32_t param, normuon_state_kind_t kind, void* d
   if (bytes != size) {
     return Invalid(absl::StrCat("bytes = ", bytes, " but the state of '", p.name, "' is ", size));
   }
-  if (dst == nullptr) return Invalid("dst is null");
-  int64_t* step = p.kind == Kind::kAdamW ? adamw_[p.work].step : nullptr;
-  return backend_->CopyToHost(dst, StatePointer(kind, p.momentum, p.second, step), size);
+  if (host == nullptr) return Invalid(absl::StrCat(host_name, " is null"));
+  switch (kind) {
+    case NORMUON_STATE_MOMENTUM:
+    case NORMUON_STATE_EXP_AVG:
+      return p.momentum;
+    case NORMUON_STATE_SECOND_MOMENT:
+    case NORMUON_STATE_EXP_AVG_SQ:
+      return p.second;
+    case NORMUON_STATE_STEP:
+      return adamw_[p.work].step;
+  }
+  return absl::InternalError("unreachable state kind");
+}
+
+absl::Status Runtime::GetState(int32_t param, normuon_state_kind_t kind, void* dst,
+                               uint64_t bytes) {
+  ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, dst, "dst"));
+  return backend_->CopyToHost(dst, buffer, bytes);
 }
 
 absl::Status Runtime::SetState(int32_t param, normuon_state_kind_t kind, const void* src,
                                uint64_t bytes) {
-  if (!finalized_) return absl::FailedPreconditionError("set_state before finalize");
-  ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
-  const Param& p = params_[param];
-  if (size == 0) {
-    return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " does not apply to parameter '",
-                                p.name, "'"));
-  }
-  if (bytes != size) {
-    return Invalid(absl::StrCat("bytes = ", bytes, " but the state of '", p.name, "' is ", size));
-  }
-  if (src == nullptr) return Invalid("src is null");
+  ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, src, "src"));
   if (kind == NORMUON_STATE_STEP) {
     int64_t value;
     std::memcpy(&value, src, sizeof(value));
     if (value < 0) return Invalid(absl::StrCat("step count = ", value, " must be >= 0"));
   }
-  int64_t* step = p.kind == Kind::kAdamW ? adamw_[p.work].step : nullptr;
-  return backend_->CopyFromHost(StatePointer(kind, p.momentum, p.second, step), src, size);
+  return backend_->CopyFromHost(buffer, src, bytes);
 }
 
 }  // namespace normuon

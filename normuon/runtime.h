@@ -175,6 +175,10 @@ class Runtime {
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
   absl::Status CheckParam(int32_t param) const;
+  // The backend buffer of a state kind of param, after checking finalize, the kind, the byte
+  // count and the caller's host pointer (named host_name in messages).
+  absl::StatusOr<void*> StateBuffer(int32_t param, normuon_state_kind_t kind, uint64_t bytes,
+                                    const void* host, absl::string_view host_name);
   absl::StatusOr<void*> Allocate(size_t bytes);
   absl::Status ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr);
 
