@@ -45,6 +45,7 @@ double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_
     case NORMUON_LR_ADJUST_RMS:
       return rms;
     case NORMUON_LR_ADJUST_DEFAULT:
+    case NORMUON_LR_ADJUST_MAX_ENUM:  // rejected at create
       break;
   }
   switch (variant) {
@@ -1171,6 +1172,8 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
       return p.kind == Kind::kAdamW ? local * 4 : 0;
     case NORMUON_STATE_STEP:
       return p.kind == Kind::kAdamW ? 8 : 0;
+    case NORMUON_STATE_KIND_MAX_ENUM:
+      break;
   }
   return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " is not a state kind"));
 }
@@ -1198,6 +1201,8 @@ absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t k
       return p.second;
     case NORMUON_STATE_STEP:
       return adamw_[p.work].step;
+    case NORMUON_STATE_KIND_MAX_ENUM:
+      break;
   }
   return absl::InternalError("unreachable state kind");
 }

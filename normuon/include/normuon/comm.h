@@ -178,10 +178,11 @@ typedef enum normuon_fault {
   NORMUON_FAULT_NEVER_ARRIVE = 2, /* this rank does not take part in its collective #at_call
                                      (a dead peer): its own call returns NORMUON_ERROR_COMM at
                                      once, the other ranks time out naming it */
-  NORMUON_FAULT_WRONG_SIZE = 3    /* this rank's first exchange with a send, at or after
+  NORMUON_FAULT_WRONG_SIZE = 3,    /* this rank's first exchange with a send, at or after
                                      collective #at_call, posts its first send with one byte
                                      more than listed: every rank of that exchange fails with a
                                      message naming both ranks and both counts, nothing copied */
+  NORMUON_FAULT_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
 } normuon_fault_t;
 
 /* Arms one fault on this rank of an in-process group (replacing a pending one; fires once).
