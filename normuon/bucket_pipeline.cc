@@ -14,19 +14,16 @@ double MsBetween(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-BucketPipeline::BucketPipeline(int buckets, Stages stages)
+BucketPipeline::BucketPipeline(int buckets, Stages stages,
+                               std::vector<sharding::PipelineCollective> order)
     : buckets_(buckets),
       stages_(std::move(stages)),
+      comm_order_(std::move(order)),
       ready_(buckets, 0),
       blended_(buckets, 0),
       gathered_(buckets, 0),
       computed_(buckets, 0),
       scattered_(buckets, 0) {
-  if (buckets_ > 0) comm_order_.push_back({true, 0});
-  for (int j = 0; j < buckets_; ++j) {
-    if (j + 1 < buckets_) comm_order_.push_back({true, j + 1});
-    comm_order_.push_back({false, j});
-  }
   compute_ = std::thread([this] { ComputeLoop(); });
   comm_ = std::thread([this] { CommLoop(); });
 }
@@ -135,7 +132,7 @@ void BucketPipeline::CommLoop() {
     cv_.wait(lock, [&] { return stop_ || (active_ && seen != generation_); });
     if (stop_) return;
     seen = generation_;
-    for (const Collective& c : comm_order_) {
+    for (const sharding::PipelineCollective& c : comm_order_) {
       cv_.wait(lock, [&] {
         return stop_ || !error_.ok() ||
                (c.gather ? blended_[c.bucket] != 0 : computed_[c.bucket] != 0);

@@ -9,9 +9,10 @@
 //   compute(k)  compute thread   unpack, Newton-Schulz of the owned matrices, pack
 //   scatter(k)  comm thread      the exchange of O rows back
 //   stats(k)    compute thread   row statistics of this rank's rows
-// The comm thread issues collectives in one fixed order, the same on every rank:
-//   gather(0), then for k = 0..B-1: gather(k+1) (if any), scatter(k)
-// so gather(k+1) and scatter(k-1) run while compute(k) does. A bucket's blend waits until the
+// The comm thread issues collectives in one fixed order, the same on every rank, given at
+// construction (sharding/pipeline_order.h: gathers run ahead of scatters, at least one bucket
+// and as many as it takes for every rank to own a matrix in flight), so later buckets' gathers
+// and earlier buckets' scatters run while compute(k) does. A bucket's blend waits until the
 // bucket is marked ready and every earlier bucket's blend has run (buckets start in order).
 //
 // The threads exist from construction to destruction; a step is MarkReady calls (any order, any
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "sharding/pipeline_order.h"
 
 namespace normuon {
 
@@ -45,7 +47,8 @@ class BucketPipeline {
     double comm_busy_ms = 0.0;
   };
 
-  BucketPipeline(int buckets, Stages stages);
+  // order: every bucket's gather and scatter once (sharding::PipelineOrder).
+  BucketPipeline(int buckets, Stages stages, std::vector<sharding::PipelineCollective> order);
   ~BucketPipeline();
   BucketPipeline(const BucketPipeline&) = delete;
   BucketPipeline& operator=(const BucketPipeline&) = delete;
@@ -62,11 +65,6 @@ class BucketPipeline {
   absl::Status Wait(Timing* timing);
 
  private:
-  struct Collective {
-    bool gather;
-    int bucket;
-  };
-
   void ComputeLoop();
   void CommLoop();
   void ActivateLocked();  // mu_ held: the first MarkReady of a step starts the workers
@@ -74,7 +72,7 @@ class BucketPipeline {
 
   const int buckets_;
   const Stages stages_;
-  std::vector<Collective> comm_order_;  // the fixed collective order, built once
+  const std::vector<sharding::PipelineCollective> comm_order_;  // the fixed collective order
   std::mutex mu_;
   std::condition_variable cv_;
   // Per-step state, guarded by mu_.

@@ -13,6 +13,7 @@
 #include "normuon/status_macros.h"
 #include "sharding/buckets.h"
 #include "sharding/owner_assignment.h"
+#include "sharding/pipeline_order.h"
 #include "sharding/registration.h"
 #include "sharding/shard.h"
 
@@ -533,17 +534,15 @@ absl::Status Runtime::Finalize() {
   in.wire_bytes_per_element = ns;
   // Buckets in reverse registration order: one for the sequential schedule, one per matrix, or
   // runs of about bucket_bytes; owners balanced within each bucket.
-  std::vector<std::vector<int>> bucket_members;
-  if (config_.schedule == NORMUON_SCHEDULE_SEQUENTIAL) {
-    bucket_members.emplace_back();
-    for (int k = static_cast<int>(shapes.size()) - 1; k >= 0; --k) bucket_members[0].push_back(k);
-    if (shapes.empty()) bucket_members.clear();
-  } else if (!shapes.empty()) {
-    const int64_t limit = config_.schedule == NORMUON_SCHEDULE_PER_MATRIX
-                              ? 1
-                              : static_cast<int64_t>(config_.bucket_bytes);
-    ASSIGN_OR_RETURN(bucket_members, sharding::MakeBuckets(shapes, ns, limit));
-  }
+  ASSIGN_OR_RETURN(
+      std::vector<std::vector<int>> bucket_members,
+      sharding::ScheduleBuckets(shapes, ns,
+                                config_.schedule == NORMUON_SCHEDULE_SEQUENTIAL
+                                    ? sharding::BucketRule::kAll
+                                : config_.schedule == NORMUON_SCHEDULE_PER_MATRIX
+                                    ? sharding::BucketRule::kPerMatrix
+                                    : sharding::BucketRule::kBytes,
+                                static_cast<int64_t>(config_.bucket_bytes), world_));
   const sharding::OwnerPolicy policy = config_.owner_policy == NORMUON_OWNER_COST_BALANCED
                                            ? sharding::OwnerPolicy::kCostBalanced
                                            : sharding::OwnerPolicy::kRoundRobin;
@@ -770,7 +769,10 @@ absl::Status Runtime::Finalize() {
     stages.compute = [this](int b) { return ComputeBucket(b); };
     stages.scatter = [this](int b) { return ScatterBucket(b); };
     stages.stats = [this](int b) { return StatsBucket(b); };
-    pipeline_ = std::make_unique<BucketPipeline>(static_cast<int>(buckets_.size()), stages);
+    std::vector<int64_t> counts;
+    for (const Bucket& b : buckets_) counts.push_back(static_cast<int64_t>(b.matrices.size()));
+    pipeline_ = std::make_unique<BucketPipeline>(static_cast<int>(buckets_.size()), stages,
+                                                 sharding::PipelineOrder(counts, world_));
   }
   finalized_ = true;
   return absl::OkStatus();

@@ -87,4 +87,40 @@ absl::StatusOr<std::vector<int>> AssignOwnersPerBucket(const std::vector<MatrixS
   return owners;
 }
 
+absl::StatusOr<std::vector<std::vector<int>>> ScheduleBuckets(const std::vector<MatrixShape>& shapes,
+                                                              int64_t bytes_per_element,
+                                                              BucketRule rule, int64_t bucket_bytes,
+                                                              int world) {
+  std::vector<std::vector<int>> buckets;
+  if (shapes.empty()) return buckets;
+  if (world < 1) return absl::InvalidArgumentError(absl::StrCat("world = ", world, " must be >= 1"));
+  if (rule == BucketRule::kAll) {
+    buckets.emplace_back();
+    for (int k = static_cast<int>(shapes.size()) - 1; k >= 0; --k) buckets[0].push_back(k);
+    return buckets;
+  }
+  const int64_t limit = rule == BucketRule::kPerMatrix ? 1 : bucket_bytes;
+  std::vector<std::vector<int>> by_bytes;
+  {
+    auto made = MakeBuckets(shapes, bytes_per_element, limit);
+    if (!made.ok()) return made.status();
+    by_bytes = *std::move(made);
+  }
+  if (rule == BucketRule::kPerMatrix) return by_bytes;
+  for (std::vector<int>& b : by_bytes) {
+    if (buckets.empty() || static_cast<int64_t>(buckets.back().size()) >= world) {
+      buckets.push_back(std::move(b));
+    } else {
+      buckets.back().insert(buckets.back().end(), b.begin(), b.end());
+    }
+  }
+  // A short tail joins the bucket before it.
+  if (buckets.size() >= 2 && static_cast<int64_t>(buckets.back().size()) < world) {
+    std::vector<int> tail = std::move(buckets.back());
+    buckets.pop_back();
+    buckets.back().insert(buckets.back().end(), tail.begin(), tail.end());
+  }
+  return buckets;
+}
+
 }  // namespace normuon::sharding

@@ -28,6 +28,21 @@ absl::StatusOr<std::vector<std::vector<int>>> MakeBuckets(const std::vector<Matr
                                                           int64_t bytes_per_element,
                                                           int64_t bucket_bytes);
 
+// How a schedule groups matrices (the runtime's and the planner's one rule).
+enum class BucketRule {
+  kAll,        // one bucket of every matrix (the sequential schedule)
+  kPerMatrix,  // one bucket per matrix
+  kBytes,      // MakeBuckets(bucket_bytes), then consecutive buckets merged until each holds at
+               // least `world` matrices (a short tail joins the bucket before it), so every rank
+               // owns a matrix of every bucket: one collective per bucket uses every rank's link
+};
+
+// The buckets of a schedule, in reverse registration order (kAll too).
+absl::StatusOr<std::vector<std::vector<int>>> ScheduleBuckets(const std::vector<MatrixShape>& shapes,
+                                                              int64_t bytes_per_element,
+                                                              BucketRule rule, int64_t bucket_bytes,
+                                                              int world);
+
 // Checks that buckets partition the matrices: every index in [0, shapes.size()) appears exactly
 // once, and no bucket is empty. Any partition is accepted, not only MakeBuckets's.
 absl::Status ValidateBuckets(const std::vector<MatrixShape>& shapes,

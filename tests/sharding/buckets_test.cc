@@ -181,3 +181,49 @@ TEST(AssignOwnersPerBucketTest, RejectsBucketsThatDoNotPartitionTheMatrices) {
 
 }  // namespace
 }  // namespace normuon::sharding
+
+namespace normuon::sharding {
+namespace {
+
+std::vector<MatrixShape> EqualShapes(int n) {
+  std::vector<MatrixShape> shapes;
+  for (int i = 0; i < n; ++i) shapes.push_back({"m" + std::to_string(i), 16, 16});
+  return shapes;
+}
+
+TEST(ScheduleBucketsTest, AllIsOneBucketInReverseOrder) {
+  auto b = ScheduleBuckets(EqualShapes(3), 4, BucketRule::kAll, 1, 8);
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ((*b)[0], (std::vector<int>{2, 1, 0}));
+}
+
+TEST(ScheduleBucketsTest, PerMatrixIsOneBucketEachWhateverTheWorld) {
+  auto b = ScheduleBuckets(EqualShapes(3), 4, BucketRule::kPerMatrix, 1 << 20, 8);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->size(), 3u);
+}
+
+TEST(ScheduleBucketsTest, ByteBucketsAreMergedUntilEachHoldsWorldMatrices) {
+  // 16x16 fp32 = 1 KiB: 1 KiB buckets are one matrix each; on 3 ranks they merge by threes and
+  // the short tail (10 = 3 + 3 + 4) joins the last full bucket.
+  auto b = ScheduleBuckets(EqualShapes(10), 4, BucketRule::kBytes, 1024, 3);
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(b->size(), 3u);
+  EXPECT_EQ((*b)[0], (std::vector<int>{9, 8, 7}));
+  EXPECT_EQ((*b)[1], (std::vector<int>{6, 5, 4}));
+  EXPECT_EQ((*b)[2], (std::vector<int>{3, 2, 1, 0}));
+  // More ranks than matrices: one bucket.
+  b = ScheduleBuckets(EqualShapes(10), 4, BucketRule::kBytes, 1024, 64);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->size(), 1u);
+  // Large buckets are left alone.
+  b = ScheduleBuckets(EqualShapes(10), 4, BucketRule::kBytes, 4096, 2);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->size(), 3u);  // 4 + 4 + 2 matrices: every bucket has >= 2
+  EXPECT_EQ(ScheduleBuckets(EqualShapes(2), 4, BucketRule::kBytes, 1024, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace normuon::sharding

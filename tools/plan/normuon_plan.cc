@@ -1,0 +1,237 @@
+// normuon_plan: predicts what a sharded NorMuon step does and how long it takes on a machine we
+// may not have (issue 4, "Planner for scale"; issue 9, the exposed time with backward overlap).
+//
+//   normuon_plan [--model=NAME | --shapes=FILE] [--world=N] [--machine=cluster|cpu_inprocess]
+//                [--gpus_per_node=8] [--intra_gbps=300] [--intra_latency_us=3]
+//                [--inter_gbps=50] [--inter_latency_us=10] [--link_model=port|peer]
+//                [--kernel_us=X] [--cores=2] [--blas_threads=N]
+//                [--schedule=all|sequential|per_matrix|bucketed] [--bucket_mb=32]
+//                [--owner_policy=round_robin|cost_balanced] [--ns_dtype=default|bf16|fp32]
+//                [--rates=FILE[,FILE...]] [--ns_tflops=X] [--mem_gbps=Y]
+//                [--backward_ms_per_layer=X] [--json] [--verbose] [--max_rank_lines=N]
+//
+// Prints, per rank, the owned matrices, their Newton-Schulz FLOPs, the optimizer state, the
+// bytes sent and received, and the predicted step time of each schedule; with
+// --backward_ms_per_layer, also the time still exposed after the last gradient. The model of
+// the step and of the machines is described in step_model.h; the sharding decisions are the
+// runtime's own (sharding/). Rates: --rates reads Google Benchmark JSON files (the Newton-Schulz
+// benchmark's "TFLOP/s" per shape, the kernel benchmark's "GB/s"); --ns_tflops and --mem_gbps
+// set what no file measured.
+//
+// JSON (--json): one object with "model", "world", "machine", "rates", "state" (per rank:
+// momentum, v and Adam bytes), and "schedules": per schedule "step_ms" (max over ranks),
+// "exposed_comm_ms", "phases_rank0" (the keys of normuon_run's), "overlap_backward" (with a
+// backward pass: "exposed_after_last_grad_ms", "hidden_fraction") and "ranks" (owned, ns5_flops,
+// bytes_sent, bytes_received, step_ms; "owned_names" with --verbose).
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sharding/owner_assignment.h"
+#include "tools/model_shapes.h"
+#include "tools/plan/report.h"
+#include "tools/plan/step_model.h"
+
+ABSL_FLAG(std::string, model, "gpt2-124m",
+          "model shape list by name (tools/models: tiny, gpt2-124m, gpt2-350m, llama-1b, "
+          "llama-8b, llama-70b, ...); ignored when --shapes is given");
+ABSL_FLAG(std::string, shapes, "", "path of a shape-list file (instead of --model)");
+ABSL_FLAG(int, world, 8, "ranks (GPUs, or in-process ranks with --machine=cpu_inprocess)");
+ABSL_FLAG(std::string, machine, "cluster",
+          "cluster (one GPU per rank, NVLink inside a node, InfiniBand across) or cpu_inprocess "
+          "(the in-process group on this machine's cores, to check against normuon_run)");
+ABSL_FLAG(int, gpus_per_node, 8, "cluster: GPUs per node");
+ABSL_FLAG(double, intra_gbps, 300.0, "cluster: intra-node bandwidth per GPU per direction, GB/s");
+ABSL_FLAG(double, intra_latency_us, 3.0, "cluster: intra-node latency per exchange, us");
+ABSL_FLAG(double, inter_gbps, 50.0, "cluster: inter-node bandwidth per GPU per direction, GB/s");
+ABSL_FLAG(double, inter_latency_us, 10.0, "cluster: inter-node latency per exchange, us");
+ABSL_FLAG(std::string, link_model, "port",
+          "cluster: port (a GPU's bytes to all peers of a link class share its port) or peer "
+          "(one full-duplex link per peer)");
+ABSL_FLAG(double, kernel_us, -1.0,
+          "overhead per kernel launched, us; -1 = 4 on a cluster, 0 on cpu_inprocess");
+ABSL_FLAG(bool, backward_shares_gpu, true,
+          "cluster: the simulated backward's kernels share the GPU with the optimizer's");
+ABSL_FLAG(int, cores, 2, "cpu_inprocess: cores shared by all ranks");
+ABSL_FLAG(int, blas_threads, 0,
+          "cpu_inprocess: cores one Newton-Schulz call uses; 0 = 1 when --world > 1 (the runtime "
+          "sets one OpenBLAS thread per rank), else --cores");
+ABSL_FLAG(std::string, schedule, "all", "all, sequential, per_matrix or bucketed");
+ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket");
+ABSL_FLAG(std::string, owner_policy, "round_robin", "round_robin or cost_balanced");
+ABSL_FLAG(std::string, ns_dtype, "default",
+          "Newton-Schulz wire and GEMM dtype: default (bf16 on a cluster, fp32 on "
+          "cpu_inprocess, as the backends), bf16 or fp32");
+ABSL_FLAG(std::string, rates, "",
+          "comma-separated Google Benchmark JSON files: Newton-Schulz TFLOP/s per shape "
+          "(BM_NewtonSchulz*/ROWS/COLS) and kernel GB/s (tools/plan:cpu_kernel_rates_bench); "
+          "the best entry per shape wins. cpu_inprocess: measure with one BLAS thread, and "
+          "where cores share FMA units or memory, as --cores concurrent copies of the benchmark "
+          "(tools/plan/README.md)");
+ABSL_FLAG(double, ns_tflops, 0.0,
+          "Newton-Schulz TFLOP/s for shapes when no --rates file measured any; 0 = 600 (bf16) "
+          "or 50 (fp32) on a cluster (an H100 at about 0.6 of its dense peak), 0.05 per core "
+          "on cpu_inprocess");
+ABSL_FLAG(double, mem_gbps, 0.0,
+          "GB/s (bytes read + written) of memory-bound kernels no --rates file measured; 0 = "
+          "3000 on a cluster (H100 HBM3), 5 per core on cpu_inprocess");
+ABSL_FLAG(double, backward_ms_per_layer, 0.0,
+          "> 0: also simulate a backward pass of this many ms per layer releasing gradients "
+          "last layer first, and report the time exposed after the last gradient");
+ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
+ABSL_FLAG(bool, verbose, false, "list the names of the matrices each rank owns");
+ABSL_FLAG(int, max_rank_lines, 32, "text: ranks listed (then the slowest); 0 = all");
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "normuon_plan: %s\n", message.c_str());
+  return 1;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return static_cast<bool>(f) || f.eof();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "normuon_plan [--model=NAME | --shapes=FILE] [--world=N] [--machine=cluster|cpu_inprocess]\n"
+      "  [link, rate and schedule flags; see --help]\n"
+      "Predicts, per rank, the owned matrices, NS5 FLOPs, optimizer-state bytes, bytes sent and\n"
+      "received, and the step time of each schedule of a sharded NorMuon step.");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() > 1) return Fail(absl::StrCat("unexpected argument '", args[1], "'"));
+  using normuon::plan::MachineKind;
+
+  normuon::plan::ReportInputs in;
+  normuon::plan::Machine& m = in.sim.machine;
+  const std::string machine = absl::GetFlag(FLAGS_machine);
+  if (machine == "cluster") {
+    m.kind = MachineKind::kCluster;
+  } else if (machine == "cpu_inprocess") {
+    m.kind = MachineKind::kCpuInprocess;
+  } else {
+    return Fail("--machine must be cluster or cpu_inprocess");
+  }
+  const bool cluster = m.kind == MachineKind::kCluster;
+
+  const int world = absl::GetFlag(FLAGS_world);
+  if (world < 1 || world > (1 << 20)) return Fail("--world must be in [1, 1048576]");
+  in.options.world = world;
+  m.gpus_per_node = absl::GetFlag(FLAGS_gpus_per_node);
+  if (m.gpus_per_node < 1) return Fail("--gpus_per_node must be >= 1");
+  m.intra = {absl::GetFlag(FLAGS_intra_gbps), absl::GetFlag(FLAGS_intra_latency_us)};
+  m.inter = {absl::GetFlag(FLAGS_inter_gbps), absl::GetFlag(FLAGS_inter_latency_us)};
+  if (!(m.intra.gbps > 0.0)) return Fail("--intra_gbps must be > 0");
+  if (!(m.inter.gbps > 0.0)) return Fail("--inter_gbps must be > 0");
+  if (!(m.intra.latency_us >= 0.0)) return Fail("--intra_latency_us must be >= 0");
+  if (!(m.inter.latency_us >= 0.0)) return Fail("--inter_latency_us must be >= 0");
+  const std::string link_model = absl::GetFlag(FLAGS_link_model);
+  if (link_model == "port") {
+    m.link_model = normuon::plan::LinkModel::kPort;
+  } else if (link_model == "peer") {
+    m.link_model = normuon::plan::LinkModel::kPeer;
+  } else {
+    return Fail("--link_model must be port or peer");
+  }
+  const double kernel_us = absl::GetFlag(FLAGS_kernel_us);
+  if (kernel_us != -1.0 && !(kernel_us >= 0.0)) {
+    return Fail("--kernel_us must be >= 0 (or -1 for the default)");
+  }
+  m.kernel_us = kernel_us == -1.0 ? (cluster ? 4.0 : 0.0) : kernel_us;
+  m.backward_shares_compute = absl::GetFlag(FLAGS_backward_shares_gpu);
+  m.cores = absl::GetFlag(FLAGS_cores);
+  if (m.cores < 1) return Fail("--cores must be >= 1");
+  const int blas = absl::GetFlag(FLAGS_blas_threads);
+  if (blas < 0) return Fail("--blas_threads must be >= 0");
+  m.blas_threads = blas > 0 ? blas : (world > 1 ? 1 : m.cores);
+
+  const std::string schedule = absl::GetFlag(FLAGS_schedule);
+  if (schedule == "all") {
+    in.schedules = {normuon::plan::Schedule::kSequential, normuon::plan::Schedule::kPerMatrix,
+                    normuon::plan::Schedule::kBucketed};
+  } else {
+    absl::StatusOr<normuon::plan::Schedule> s = normuon::plan::ParseSchedule(schedule);
+    if (!s.ok()) return Fail("--schedule must be all, sequential, per_matrix or bucketed");
+    in.schedules = {*s};
+  }
+  const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
+  if (!(bucket_mb > 0.0 && bucket_mb < 1e7)) return Fail("--bucket_mb must be > 0 (and < 1e7)");
+  in.options.bucket_bytes = static_cast<int64_t>(bucket_mb * 1048576.0);
+  if (in.options.bucket_bytes < 1) in.options.bucket_bytes = 1;
+  absl::StatusOr<normuon::sharding::OwnerPolicy> policy =
+      normuon::sharding::ParseOwnerPolicy(absl::GetFlag(FLAGS_owner_policy));
+  if (!policy.ok()) return Fail("--owner_policy must be round_robin or cost_balanced");
+  in.options.policy = *policy;
+  const std::string ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
+  if (ns_dtype == "bf16") {
+    in.options.wire_bytes = 2;
+  } else if (ns_dtype == "fp32") {
+    in.options.wire_bytes = 4;
+  } else if (ns_dtype == "default") {
+    in.options.wire_bytes = cluster ? 2 : 4;
+  } else {
+    return Fail("--ns_dtype must be default, bf16 or fp32");
+  }
+
+  normuon::plan::KernelRates& rates = in.sim.rates;
+  const double ns_tflops = absl::GetFlag(FLAGS_ns_tflops);
+  if (!(ns_tflops >= 0.0)) return Fail("--ns_tflops must be > 0 (or 0 for the default)");
+  rates.ns.set_default_tflops(ns_tflops > 0.0 ? ns_tflops
+                              : cluster       ? (in.options.wire_bytes == 2 ? 600.0 : 50.0)
+                                              : 0.05);
+  const double mem_gbps = absl::GetFlag(FLAGS_mem_gbps);
+  if (!(mem_gbps >= 0.0)) return Fail("--mem_gbps must be > 0 (or 0 for the default)");
+  rates.mem_gbps = mem_gbps > 0.0 ? mem_gbps : cluster ? 3000.0 : 5.0;
+  const std::string rate_files = absl::GetFlag(FLAGS_rates);
+  if (!rate_files.empty()) {
+    rates.source = rate_files;
+    for (absl::string_view file : absl::StrSplit(rate_files, ',', absl::SkipEmpty())) {
+      std::string text;
+      const std::string path(file);
+      if (!ReadFile(path, &text)) return Fail(absl::StrCat("--rates: cannot read '", path, "'"));
+      const absl::Status s =
+          normuon::plan::AddBenchmarkRates(text, path, in.options.wire_bytes, &rates);
+      if (!s.ok()) return Fail(absl::StrCat("--rates: ", s.message()));
+    }
+  }
+  const double backward = absl::GetFlag(FLAGS_backward_ms_per_layer);
+  if (!(backward >= 0.0)) return Fail("--backward_ms_per_layer must be >= 0");
+  in.sim.backward_ms_per_layer = backward;
+  const int max_rank_lines = absl::GetFlag(FLAGS_max_rank_lines);
+  if (max_rank_lines < 0) return Fail("--max_rank_lines must be >= 0");
+
+  const std::string shapes_path = absl::GetFlag(FLAGS_shapes);
+  in.model = shapes_path.empty() ? absl::GetFlag(FLAGS_model) : shapes_path;
+  absl::StatusOr<normuon_tools::ModelShapes> shapes =
+      shapes_path.empty() ? normuon_tools::LoadModel(in.model, argv[0])
+                          : normuon_tools::ReadModelShapesFile(shapes_path);
+  if (!shapes.ok()) {
+    return Fail(absl::StrCat(shapes_path.empty() ? "--model: " : "--shapes: ",
+                             shapes.status().message()));
+  }
+  in.shapes = *std::move(shapes);
+
+  absl::StatusOr<normuon::plan::Report> report = normuon::plan::MakeReport(std::move(in));
+  if (!report.ok()) return Fail(std::string(report.status().message()));
+  const bool verbose = absl::GetFlag(FLAGS_verbose);
+  const std::string out = absl::GetFlag(FLAGS_json)
+                              ? normuon::plan::ReportJson(*report, verbose) + "\n"
+                              : normuon::plan::ReportText(*report, verbose, max_rank_lines);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
