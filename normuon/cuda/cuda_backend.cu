@@ -24,6 +24,7 @@
 // which would otherwise reset it to the default pool), atomics not allowed, and kernels without
 // float atomics; the same inputs give the same bits run to run.
 #include <cublas_v2.h>
+#include <nvtx3/nvToolsExt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -42,6 +43,19 @@
 #include "normuon/status_macros.h"
 
 namespace normuon {
+namespace {
+
+// An NVTX range for the lifetime of the object, so Nsight Systems shows each stage the backend
+// issues (host side; Nsight maps it to the kernels it launched). Header-only NVTX 3.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+}  // namespace
 namespace {
 
 // cuBLAS workspace: the size NVIDIA recommends for Hopper (smaller GPUs use part of it).
@@ -237,6 +251,7 @@ class CudaBackend final : public Backend {
 
   absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                            StepControl* control) override {
+    NvtxRange nvtx("normuon/finite_check");
     if (grad == nullptr || count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchCheckFinite(index, grad, dtype, count, control, stream_));
@@ -244,6 +259,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Blend(const MatrixWork& w) override {
+    NvtxRange nvtx("normuon/momentum");
     const int64_t count = w.row_count * w.cols;
     if (count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
@@ -259,6 +275,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status NewtonSchulz(const NsBatch& b) override {
+    NvtxRange nvtx("normuon/newton_schulz");
     if (b.rows <= 0 || b.cols <= 0 || b.count <= 0) return absl::OkStatus();
     RETURN_IF_ERROR(CheckBatchShape(b));
     const NsNeeds need = NeedsOf(b);
@@ -320,6 +337,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status RowStats(const MatrixWork& w) override {
+    NvtxRange nvtx("normuon/row_stats");
     if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchRowStats(w.o_rows, w.ns_dtype, w.rows, w.cols, w.row_begin,
@@ -329,6 +347,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
+    NvtxRange nvtx("normuon/column_stats");
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchColumnStats(o_full, w.ns_dtype, w.rows, w.cols, w.v,
                                                 w.row_slots, w.scalars, stream_));
@@ -343,6 +362,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status FinishNorms(const MatrixWork& w) override {
+    NvtxRange nvtx("normuon/norms");
     if (w.rows <= 0 || w.cols <= 0 || w.scale == nullptr) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchFinishNorms(w.row_slots_total, w.rows, w.cols, w.variant,
@@ -351,6 +371,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
+    NvtxRange nvtx("normuon/update");
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     if (w.column_axis) {
       // The replicated column v changes on every rank, rows or not.
@@ -380,6 +401,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) override {
+    NvtxRange nvtx("normuon/adamw");
     if (w.count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchCommitAdamW(w.param, w.param_dtype, w.grad, w.grad_dtype,
