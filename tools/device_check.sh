@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# tools/device_check.sh: the one prepared GPU check of normuon (DESIGN.md section 6, "Machine
+# limits"; ../.library/device/METHOD.md): a smoke tier first, then equivalence, then benchmarks,
+# each tier with its own time budget, every log under $OUT.
+#
+# Two commands:
+#   1. Here, on the CPU machine (builds -c opt with CUDA, packs .device/ and .anchors/):
+#          bash tools/pack_device.sh
+#   2. One device call (the `run` tool), from the repository root:
+#          command:   bash tools/device_check.sh
+#          carry:     [".device", ".anchors"]
+#          timeout_s: 480   (the tier budgets below add up to 450 s; the machine's start is extra)
+#      To rerun part of it (a session has 15 minutes of device time, starts included), name the
+#      tiers: `TIERS="1 2" bash tools/device_check.sh`, `TIERS=3 bash tools/device_check.sh`.
+#
+# Tiers and budgets (seconds; override with SMOKE_S, EQUIV_S, BENCH_S):
+#   1 smoke (120): GPU inventory (nvidia-smi); tests/cuda/cuda_backend_test (CUDA backend vs the
+#     CPU backend, op by op); golden_check --backend=cuda on tests/data/normuon_reference.txt in
+#     bf16 (tolerance 7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
+#   2 equivalence (90): run-to-run determinism of the CUDA step (normuon_run gpt2-124m twice,
+#     identical parameter checksums); compute-sanitizer memcheck, then racecheck, on
+#     cuda_backend_test, if compute-sanitizer is installed.
+#   3 benchmarks (240), most important first: newton_schulz_gpu_bench and elementwise_gpu_bench
+#     (Google Benchmark JSON), normuon_run --backend=cuda gpt2-124m (--json), the anchors
+#     (python3 .anchors/anchors/anchor_bench.py --model gpt2-124m, if .anchors exists), step_bench's
+#     CUDA step cases, normuon_run --backend=cuda llama-1b.
+# A check that runs past what is left of its tier's budget is stopped (TIMEOUT); checks after it
+# in that tier are SKIPPED. Later tiers still run.
+#
+# Files under $OUT (the device tool returns at most 8): summary.txt (one line per check, then
+# compact tables of the benchmark results: read this first), checks.log (tiers 1 and 2),
+# bench.log (tier 3's output), ns_gpu.json, elementwise_gpu.json, step_gpu.json,
+# normuon_run.jsonl (one JSON object per normuon_run benchmark run), anchors-gpt2.json.
+#
+# Without a GPU (or run here with OUT=/tmp/out) every tier reports "no GPU: skipped"; the packed
+# binaries are still started once each (they skip their GPU work) so a broken pack shows here.
+# Exit status: 0 every check that ran passed; 1 a check failed or timed out; 2 no GPU or nothing
+# packed (nothing was verified). A tier left out of TIERS is reported as skipped.
+set -u -o pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+OUT=${OUT:-/tmp/device_check_out}
+mkdir -p "$OUT"
+SMOKE_S=${SMOKE_S:-120}
+EQUIV_S=${EQUIV_S:-90}
+BENCH_S=${BENCH_S:-240}
+TIERS=${TIERS:-1 2 3}
+DEV=.device
+SUMMARY=$OUT/summary.txt
+CHECKS_LOG=$OUT/checks.log
+BENCH_LOG=$OUT/bench.log
+: >"$SUMMARY"
+: >"$CHECKS_LOG"
+: >"$BENCH_LOG"
+
+passed=0
+failed=0
+skipped=0
+tier_deadline=0
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+
+# tier NAME BUDGET: starts a tier whose checks share BUDGET seconds.
+tier() {
+  tier_deadline=$(( $(date +%s) + $2 ))
+  say ""
+  say "== $1 (budget $2 s)"
+}
+
+# skip NAME REASON: records a check that was not run.
+skip() {
+  say "  SKIP     $1: $2"
+  skipped=$((skipped + 1))
+}
+
+# check NAME LOG COMMAND...: runs COMMAND with what is left of the tier's budget, appending its
+# output to LOG; records PASS, FAIL (exit status) or TIMEOUT with the seconds it took.
+check() {
+  local name=$1 log=$2
+  shift 2
+  local left=$(( tier_deadline - $(date +%s) ))
+  if (( left < 5 )); then
+    skip "$name" "tier budget spent"
+    return 1
+  fi
+  {
+    echo ""
+    echo "=== $name ($(date -u +%H:%M:%S), ${left} s left in the tier)"
+    echo "\$ $*"
+  } >>"$log"
+  local t0 rc dt
+  t0=$(date +%s)
+  timeout -k 5 "$left" "$@" >>"$log" 2>&1
+  rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  if (( rc == 0 )); then
+    say "  PASS     $name (${dt} s)"
+    passed=$((passed + 1))
+  elif (( rc == 124 || rc == 137 )); then
+    say "  TIMEOUT  $name (${dt} s; see $(basename "$log"))"
+    failed=$((failed + 1))
+  else
+    say "  FAIL     $name (exit $rc, ${dt} s; see $(basename "$log"))"
+    failed=$((failed + 1))
+  fi
+  return $rc
+}
+
+# Compares two normuon_run --json outputs: the same param_sum and param_norm (bitwise: the
+# printed values carry 17 significant digits).
+SAME_CHECKSUMS_PY='
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+keys = ("param_sum", "param_norm")
+print("run 1:", {k: a[k] for k in keys})
+print("run 2:", {k: b[k] for k in keys})
+sys.exit(0 if all(a[k] == b[k] for k in keys) else 1)
+'
+
+say "device_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), tiers: $TIERS, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+
+# ---- What is there: the pack, the GPU.
+packed=1
+if [ ! -f "$DEV/env.sh" ] || [ ! -d "$DEV/bin" ]; then
+  packed=0
+  say "not packed: $DEV/env.sh or $DEV/bin missing; run 'bash tools/pack_device.sh' here first" \
+      "and carry [\"$DEV\", \".anchors\"]"
+else
+  # env.sh unpacks the libraries, sets LD_LIBRARY_PATH and names any library still missing.
+  # The unpacked copy is removed at exit if this run made it: run here, it would otherwise
+  # travel with the next device call and crowd its 64 MiB.
+  if [ ! -d "$DEV/lib" ]; then trap 'rm -rf "${DEV:?}/lib"' EXIT; fi
+  envmsg=$(mktemp)
+  # shellcheck disable=SC1091
+  source "$DEV/env.sh" >"$envmsg" 2>&1
+  cat "$envmsg" >>"$CHECKS_LOG"
+  if [ -s "$envmsg" ]; then say "env.sh: $(tr '\n' ' ' <"$envmsg")"; fi
+  rm -f "$envmsg"
+  export NORMUON_MODELS_DIR=$PWD/$DEV/models
+fi
+gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  gpu=1
+  say "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader 2>/dev/null | head -1)"
+else
+  say "GPU: none (nvidia-smi missing or lists no GPU)"
+fi
+
+B=$DEV/bin
+GOLDEN=$DEV/data/normuon_reference.txt
+
+# ---- Tier 1: smoke.
+tier "tier 1: smoke" "$SMOKE_S"
+if [[ " $TIERS " != *" 1 "* ]]; then
+  skip "smoke tier" "not in TIERS"
+elif (( ! packed )); then
+  skip "smoke tier" "nothing packed"
+elif (( ! gpu )); then
+  skip "GPU smoke checks" "no GPU: skipped"
+  # The pack itself still has to load and start here.
+  check "packed cuda_backend_test starts (its GPU comparisons skip)" "$CHECKS_LOG" \
+    "$B/cuda_backend_test" --gtest_brief=1
+  check "packed newton_schulz_gpu_bench starts (no device: skips)" "$CHECKS_LOG" \
+    "$B/newton_schulz_gpu_bench"
+  check "packed elementwise_gpu_bench starts (no device: skips)" "$CHECKS_LOG" \
+    "$B/elementwise_gpu_bench"
+  check "packed golden_check --backend=cpu (CPU path)" "$CHECKS_LOG" \
+    "$B/golden_check" "$GOLDEN"
+  check "packed normuon_run --backend=cpu --model=tiny (models found)" "$CHECKS_LOG" \
+    "$B/normuon_run" --backend=cpu --model=tiny --steps=1
+else
+  nvidia-smi >>"$CHECKS_LOG" 2>&1
+  check "cuda_backend_test" "$CHECKS_LOG" "$B/cuda_backend_test"
+  check "golden_check --backend=cuda (bf16, tolerance 7e-2)" "$CHECKS_LOG" \
+    "$B/golden_check" --backend=cuda "$GOLDEN"
+  check "golden_check --backend=cuda --ns_dtype=fp32 --tol=1e-5" "$CHECKS_LOG" \
+    "$B/golden_check" --backend=cuda --ns_dtype=fp32 --tol=1e-5 "$GOLDEN"
+  check "normuon_run --backend=cuda --model=tiny (one step)" "$CHECKS_LOG" \
+    "$B/normuon_run" --backend=cuda --model=tiny --steps=1
+fi
+
+# ---- Tier 2: equivalence.
+tier "tier 2: equivalence" "$EQUIV_S"
+if [[ " $TIERS " != *" 2 "* ]]; then
+  skip "equivalence tier" "not in TIERS"
+elif (( ! packed )); then
+  skip "equivalence tier" "nothing packed"
+elif (( ! gpu )); then
+  skip "determinism and compute-sanitizer" "no GPU: skipped"
+else
+  det=$(mktemp -d)
+  check "normuon_run --backend=cuda gpt2-124m, run 1 of 2" "$CHECKS_LOG" \
+    bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=2 --json >'$det/1.json'"
+  check "normuon_run --backend=cuda gpt2-124m, run 2 of 2" "$CHECKS_LOG" \
+    bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=2 --json >'$det/2.json'"
+  if [ -s "$det/1.json" ] && [ -s "$det/2.json" ]; then
+    check "CUDA step bitwise identical run to run (param checksums)" "$CHECKS_LOG" \
+      python3 -c "$SAME_CHECKSUMS_PY" "$det/1.json" "$det/2.json"
+  else
+    skip "CUDA step determinism" "a run produced no JSON"
+  fi
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+  if [ -z "$sanitizer" ]; then
+    skip "compute-sanitizer" "not installed"
+  else
+    check "compute-sanitizer memcheck cuda_backend_test" "$CHECKS_LOG" \
+      "$sanitizer" --tool memcheck --error-exitcode 1 "$B/cuda_backend_test" --gtest_brief=1
+    check "compute-sanitizer racecheck cuda_backend_test" "$CHECKS_LOG" \
+      "$sanitizer" --tool racecheck --error-exitcode 1 "$B/cuda_backend_test" --gtest_brief=1
+  fi
+fi
+
+# ---- Tier 3: benchmarks.
+tier "tier 3: benchmarks" "$BENCH_S"
+if [[ " $TIERS " != *" 3 "* ]]; then
+  skip "benchmark tier" "not in TIERS"
+elif (( ! packed )); then
+  skip "benchmark tier" "nothing packed"
+elif (( ! gpu )); then
+  skip "GPU benchmarks" "no GPU: skipped"
+else
+  gb=(--benchmark_min_time=0.2 --benchmark_format=console --benchmark_out_format=json)
+  check "newton_schulz_gpu_bench -> ns_gpu.json" "$BENCH_LOG" \
+    "$B/newton_schulz_gpu_bench" "${gb[@]}" --benchmark_out="$OUT/ns_gpu.json"
+  check "elementwise_gpu_bench -> elementwise_gpu.json" "$BENCH_LOG" \
+    "$B/elementwise_gpu_bench" "${gb[@]}" --benchmark_out="$OUT/elementwise_gpu.json"
+  check "normuon_run --backend=cuda --model=gpt2-124m -> normuon_run.jsonl" "$BENCH_LOG" \
+    bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=10 --json >>'$OUT/normuon_run.jsonl'"
+  if [ -f .anchors/anchors/anchor_bench.py ]; then
+    check "anchors: anchor_bench.py --model gpt2-124m -> anchors-gpt2.json" "$BENCH_LOG" \
+      env PYTHONUNBUFFERED=1 python3 .anchors/anchors/anchor_bench.py --model gpt2-124m \
+      --json "$OUT/anchors-gpt2.json"
+  else
+    skip "anchors" ".anchors/anchors/anchor_bench.py not carried"
+  fi
+  check "step_bench StepCuda -> step_gpu.json" "$BENCH_LOG" \
+    "$B/step_bench" --benchmark_filter=StepCuda "${gb[@]}" --benchmark_out="$OUT/step_gpu.json"
+  check "normuon_run --backend=cuda --model=llama-1b -> normuon_run.jsonl" "$BENCH_LOG" \
+    bash -c "'$B/normuon_run' --backend=cuda --model=llama-1b --steps=3 --json >>'$OUT/normuon_run.jsonl'"
+fi
+
+# ---- Summary: the counts, then compact tables of what the benchmarks wrote.
+say ""
+say "result: $passed passed, $failed failed or timed out, $skipped skipped"
+for f in ns_gpu elementwise_gpu step_gpu; do
+  if [ -s "$OUT/$f.json" ]; then
+    say ""
+    python3 bench/summarize_json.py "$OUT/$f.json" 2>&1 | tee -a "$SUMMARY" >/dev/null
+  fi
+done
+if [ -s "$OUT/normuon_run.jsonl" ]; then
+  say ""
+  say "normuon_run (CUDA):"
+  python3 - "$OUT/normuon_run.jsonl" <<'PY' 2>&1 | tee -a "$SUMMARY" >/dev/null
+import json, sys
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    print("  %s %s %s: steady %.2f ms/step, min %.2f ms" % (
+        r.get("model"), r.get("backend"), r.get("mode"), r.get("steady_step_ms", -1),
+        r.get("min_step_ms", -1)))
+PY
+fi
+if [ -s "$OUT/anchors-gpt2.json" ]; then
+  say ""
+  say "anchors (gpt2-124m): $OUT/anchors-gpt2.json ($(wc -c <"$OUT/anchors-gpt2.json") bytes)"
+fi
+echo ""
+echo "---- $SUMMARY"
+cat "$SUMMARY"
+
+if (( ! packed || ! gpu )); then
+  exit 2
+fi
+(( failed == 0 )) && exit 0 || exit 1
