@@ -346,6 +346,7 @@ const char* StatusName(normuon_status_t status) {
     case NORMUON_ERROR_NONFINITE: return "NORMUON_ERROR_NONFINITE";
     case NORMUON_ERROR_TIMEOUT: return "NORMUON_ERROR_TIMEOUT";
     case NORMUON_ERROR_INTERNAL: return "NORMUON_ERROR_INTERNAL";
+    case NORMUON_STATUS_MIN_ENUM:
     case NORMUON_STATUS_MAX_ENUM: break;
   }
   return "NORMUON_ERROR_UNKNOWN_STATUS";
@@ -364,6 +365,7 @@ absl::Status StatusFromC(normuon_status_t status, absl::string_view message) {
     case NORMUON_ERROR_NONFINITE: return absl::DataLossError(message);
     case NORMUON_ERROR_TIMEOUT: return absl::DeadlineExceededError(message);
     case NORMUON_ERROR_INTERNAL: return absl::InternalError(message);
+    case NORMUON_STATUS_MIN_ENUM:
     case NORMUON_STATUS_MAX_ENUM: break;
   }
   return absl::InternalError(

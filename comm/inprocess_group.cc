@@ -36,6 +36,7 @@ const char* FaultName(normuon_fault_t f) {
     case NORMUON_FAULT_ERROR: return "NORMUON_FAULT_ERROR";
     case NORMUON_FAULT_NEVER_ARRIVE: return "NORMUON_FAULT_NEVER_ARRIVE";
     case NORMUON_FAULT_WRONG_SIZE: return "NORMUON_FAULT_WRONG_SIZE";
+    case NORMUON_FAULT_MIN_ENUM:
     case NORMUON_FAULT_MAX_ENUM: break;
   }
   return "unknown fault";
@@ -261,6 +262,7 @@ absl::Status InProcessGroupState::Run(int rank, Post post) {
   ArmedFault& armed = faults_[rank];
   switch (armed.fault) {
     case NORMUON_FAULT_NONE:
+    case NORMUON_FAULT_MIN_ENUM:
     case NORMUON_FAULT_MAX_ENUM:  // never armed: inject_fault rejects it
       break;
     case NORMUON_FAULT_ERROR:

@@ -81,6 +81,10 @@ normuon_status_t WithRuntime(normuon_runtime_t rt, Fn fn) {
                                                     "already destroyed)"));
   }
   std::lock_guard<std::mutex> lock(e->mu);
+  if (e->runtime == nullptr) {  // destroyed while this call waited for the lock
+    return Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
+                absl::StrCat("runtime handle ", rt, " was destroyed"));
+  }
   try {
     absl::Status s = fn(*e->runtime);
     if (s.ok()) return NORMUON_SUCCESS;

@@ -46,6 +46,7 @@ double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_
     case NORMUON_LR_ADJUST_RMS:
       return rms;
     case NORMUON_LR_ADJUST_DEFAULT:
+    case NORMUON_LR_ADJUST_MIN_ENUM:
     case NORMUON_LR_ADJUST_MAX_ENUM:  // rejected at create
       break;
   }
@@ -156,6 +157,13 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
   }
   if (c.check_finite != 0 && c.check_finite != 1) {
     return Invalid(absl::StrCat("config.check_finite = ", c.check_finite, " must be 0 or 1"));
+  }
+  if (c.schedule != NORMUON_SCHEDULE_SEQUENTIAL && c.schedule != NORMUON_SCHEDULE_PER_MATRIX &&
+      c.schedule != NORMUON_SCHEDULE_BUCKETED) {
+    return Invalid(absl::StrCat("config.schedule = ", static_cast<int>(c.schedule), " is unknown"));
+  }
+  if (c.schedule == NORMUON_SCHEDULE_BUCKETED && c.bucket_bytes == 0) {
+    return Invalid("config.bucket_bytes = 0: the bucketed schedule needs buckets of >= 1 byte");
   }
   if (c.owner_policy != NORMUON_OWNER_ROUND_ROBIN && c.owner_policy != NORMUON_OWNER_COST_BALANCED) {
     return Invalid(absl::StrCat("config.owner_policy = ", static_cast<int>(c.owner_policy),
@@ -1174,6 +1182,7 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
       return p.kind == Kind::kAdamW ? local * 4 : 0;
     case NORMUON_STATE_STEP:
       return p.kind == Kind::kAdamW ? 8 : 0;
+    case NORMUON_STATE_KIND_MIN_ENUM:
     case NORMUON_STATE_KIND_MAX_ENUM:
       break;
   }
@@ -1203,6 +1212,7 @@ absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t k
       return p.second;
     case NORMUON_STATE_STEP:
       return adamw_[p.work].step;
+    case NORMUON_STATE_KIND_MIN_ENUM:
     case NORMUON_STATE_KIND_MAX_ENUM:
       break;
   }

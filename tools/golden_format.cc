@@ -94,7 +94,7 @@ class Parser {
 
   absl::Status HandleLine(absl::string_view line, int line_no) {
     std::vector<absl::string_view> tokens =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r\v\f"), absl::SkipEmpty());
     if (tokens.empty() || tokens[0][0] == '#') return absl::OkStatus();
     const absl::string_view key = tokens[0];
 

@@ -4,11 +4,11 @@ set -euo pipefail
 lib="$1"
 defined=$(nm -D --defined-only "$lib" | awk '{print $3}')
 [ -n "$defined" ] || { echo "no exported symbols in $lib"; exit 1; }
-others=$(echo "$defined" | grep -v '^normuon_' || true)
+others=$(grep -v '^normuon_' <<< "$defined" || true)
 if [ -n "$others" ]; then
   echo "symbols other than normuon_* are exported:"; echo "$others" | head -20; exit 1
 fi
 for f in normuon_create normuon_step normuon_finalize normuon_last_error; do
-  echo "$defined" | grep -qx "$f" || { echo "missing export $f"; exit 1; }
+  grep -qx "$f" <<< "$defined" || { echo "missing export $f"; exit 1; }
 done
 echo "exports OK: $(echo "$defined" | wc -l) normuon_* symbols"

@@ -100,7 +100,7 @@ class StructLayoutTest(unittest.TestCase):
                 if enum_cls is _capi.Status:
                     if cname.startswith(("NORMUON_ERROR_", "NORMUON_SUCCESS")):
                         self.assertIn(cname[len(prefix):], _capi.Status.__members__)
-                elif cname.startswith(prefix) and not cname.endswith("_MAX_ENUM") and cname not in (
+                elif cname.startswith(prefix) and not cname.endswith(("_MAX_ENUM", "_MIN_ENUM")) and cname not in (
                         "NORMUON_GROUP_MATRIX_DEFAULT", "NORMUON_GROUP_ADAMW_DEFAULT"):
                     self.assertIn(cname[len(prefix):], enum_cls.__members__, cname)
 

@@ -182,7 +182,8 @@ typedef enum normuon_fault {
                                      collective #at_call, posts its first send with one byte
                                      more than listed: every rank of that exchange fails with a
                                      message naming both ranks and both counts, nothing copied */
-  NORMUON_FAULT_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_FAULT_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_FAULT_MAX_ENUM = 0x7fffffff
 } normuon_fault_t;
 
 /* Arms one fault on this rank of an in-process group (replacing a pending one; fires once).

@@ -52,7 +52,8 @@ typedef enum normuon_status {
   NORMUON_ERROR_NONFINITE = 8,        /* NaN/Inf gradient with check_finite on: step skipped */
   NORMUON_ERROR_TIMEOUT = 9,
   NORMUON_ERROR_INTERNAL = 10,
-  NORMUON_STATUS_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_STATUS_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_STATUS_MAX_ENUM = 0x7fffffff
 } normuon_status_t;
 
 /* A short constant name for a status ("NORMUON_ERROR_INVALID_ARGUMENT"). Never NULL. */
@@ -72,13 +73,15 @@ typedef int32_t normuon_group_t;    /* index of a hyper-parameter group */
 typedef enum normuon_backend {
   NORMUON_BACKEND_CPU = 0, /* host pointers; OpenBLAS GEMMs; the readable reference */
   NORMUON_BACKEND_CUDA = 1, /* device pointers on config.device; cuBLAS GEMMs */
-  NORMUON_BACKEND_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_BACKEND_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_BACKEND_MAX_ENUM = 0x7fffffff
 } normuon_backend_t;
 
 typedef enum normuon_dtype {
   NORMUON_DTYPE_FP32 = 0,
   NORMUON_DTYPE_BF16 = 1,
-  NORMUON_DTYPE_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_DTYPE_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_DTYPE_MAX_ENUM = 0x7fffffff
 } normuon_dtype_t;
 
 /* Precision of the gather, the Newton-Schulz GEMMs and the scatter. */
@@ -86,14 +89,16 @@ typedef enum normuon_ns_dtype {
   NORMUON_NS_DEFAULT = 0, /* fp32 on CPU, bf16 on CUDA */
   NORMUON_NS_FP32 = 1,    /* fp32 everywhere (cuBLAS sgemm with TF32 off on CUDA) */
   NORMUON_NS_BF16 = 2,     /* bf16 wire and GEMM inputs, fp32 accumulation */
-  NORMUON_NS_DTYPE_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_NS_DTYPE_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_NS_DTYPE_MAX_ENUM = 0x7fffffff
 } normuon_ns_dtype_t;
 
 /* Which rank orthogonalizes each matrix (DESIGN.md section 2). */
 typedef enum normuon_owner_policy {
   NORMUON_OWNER_ROUND_ROBIN = 0,  /* size-sorted matrices dealt to ranks in turn (the paper's) */
   NORMUON_OWNER_COST_BALANCED = 1, /* greedy longest-processing-time on the NS5 FLOP count */
-  NORMUON_OWNER_POLICY_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_OWNER_POLICY_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_OWNER_POLICY_MAX_ENUM = 0x7fffffff
 } normuon_owner_policy_t;
 
 /* How the communication of a step is ordered against its compute (DESIGN.md section 3). Every
@@ -104,7 +109,8 @@ typedef enum normuon_schedule {
   NORMUON_SCHEDULE_PER_MATRIX = 1, /* each matrix its own bucket, pipelined */
   NORMUON_SCHEDULE_BUCKETED = 2,    /* buckets of about bucket_bytes, pipelined: bucket k+1's
                                       gather and k-1's scatter overlap bucket k's Newton-Schulz */
-  NORMUON_SCHEDULE_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_SCHEDULE_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_SCHEDULE_MAX_ENUM = 0x7fffffff
 } normuon_schedule_t;
 
 /* Post-orthogonalization rule (DESIGN.md section 1 and 6, "Variants, pinned"). */
@@ -116,7 +122,8 @@ typedef enum normuon_variant {
                                         correction, O' = O / (sqrt(v_hat) + eps) scaled to
                                         Frobenius norm sqrt(min(m,n)), times 0.2*sqrt(max(m,n)).
                                         Its authors use beta2 = 0.999 and eps = 1e-8: set them. */
-  NORMUON_VARIANT_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_VARIANT_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_VARIANT_MAX_ENUM = 0x7fffffff
 } normuon_variant_t;
 
 /* Which axis holds the neurons whose second moment v normalizes the update (NorMuon variants). */
@@ -125,7 +132,8 @@ typedef enum normuon_neuron_axis {
   NORMUON_NEURON_COLUMNS = 1, /* one v per column, kept by every rank; the column statistics are
                                 computed on each matrix's owner (which holds it whole) and travel
                                 in the step's all-reduce. Checkpoints do not support it yet. */
-  NORMUON_NEURON_AXIS_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_NEURON_AXIS_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_NEURON_AXIS_MAX_ENUM = 0x7fffffff
 } normuon_neuron_axis_t;
 
 /* The shape factor of the update. DEFAULT keeps the variant's own (NorMuon and Muon:
@@ -137,7 +145,8 @@ typedef enum normuon_lr_adjust {
   NORMUON_LR_ADJUST_NONE = 1,
   NORMUON_LR_ADJUST_SPECTRAL = 2,
   NORMUON_LR_ADJUST_RMS = 3,
-  NORMUON_LR_ADJUST_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_LR_ADJUST_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_LR_ADJUST_MAX_ENUM = 0x7fffffff
 } normuon_lr_adjust_t;
 
 /* The orthogonalization iteration. Each iteration i: A = X X^T, B = b_i A + c_i A A,
@@ -149,7 +158,8 @@ typedef enum normuon_orthogonalizer {
                                       iteration (iterations past the fifth repeat the fifth);
                                       norm_scale 1.02, ns_eps 1e-6, as Dion's polar_express.py */
   NORMUON_ORTHO_CUSTOM = 2,         /* config.ns_coefficients: ns_steps (a, b, c) triples */
-  NORMUON_ORTHOGONALIZER_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_ORTHOGONALIZER_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_ORTHOGONALIZER_MAX_ENUM = 0x7fffffff
 } normuon_orthogonalizer_t;
 
 typedef struct normuon_config {
@@ -199,7 +209,8 @@ NORMUON_API void normuon_config_init(normuon_config_t* config);
 typedef enum normuon_group_kind {
   NORMUON_GROUP_NORMUON = 0, /* matrices: beta1 = momentum, eps as in config.eps */
   NORMUON_GROUP_ADAMW = 1,
-  NORMUON_GROUP_KIND_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_GROUP_KIND_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_GROUP_KIND_MAX_ENUM = 0x7fffffff
 } normuon_group_kind_t;
 
 /* Hyper-parameters of one group. lr and weight_decay may change before any step. */
@@ -386,7 +397,8 @@ typedef enum normuon_state_kind {
   NORMUON_STATE_EXP_AVG = 2,       /* adamw: row_count x cols */
   NORMUON_STATE_EXP_AVG_SQ = 3,    /* adamw: row_count x cols */
   NORMUON_STATE_STEP = 4,           /* adamw: one int64, the bias-correction step count */
-  NORMUON_STATE_KIND_MAX_ENUM = 0x7fffffff /* any int32 value may be passed (and is rejected) */
+  NORMUON_STATE_KIND_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_STATE_KIND_MAX_ENUM = 0x7fffffff
 } normuon_state_kind_t;
 
 /* Bytes of one state buffer of param (0 if the kind does not apply to it). */
