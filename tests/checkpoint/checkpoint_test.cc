@@ -29,6 +29,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/row_layouts.h"
 #include "normuon/comm.h"
 #include "normuon/normuon.h"
 
@@ -50,47 +51,11 @@ std::vector<ParamSpec> Model() {
           {"col", 9, 1, true},    {"emb", 21, 4, false},  {"odd", 7, 5, true}};
 }
 
-struct Range {
-  int64_t begin, count;
-};
-
-using Split = std::function<std::vector<Range>(int64_t rows, int world)>;
-
-std::vector<Range> Fsdp2(int64_t rows, int world) {
-  const int64_t chunk = (rows + world - 1) / world;
-  std::vector<Range> out;
-  for (int r = 0; r < world; ++r) {
-    const int64_t b = std::min(rows, r * chunk), e = std::min(rows, (r + 1) * chunk);
-    out.push_back({b, e - b});
-  }
-  return out;
-}
-
-// Random cuts (repeats allowed: ranks with no rows), ranks in reverse row order; `seed` picks
-// another split of the same shape.
-Split Ragged(uint32_t seed) {
-  return [seed](int64_t rows, int world) {
-    std::mt19937 gen(static_cast<uint32_t>(rows * 131 + world) + seed);
-    std::uniform_int_distribution<int64_t> cut(0, rows);
-    std::vector<int64_t> cuts{0, rows};
-    for (int i = 1; i < world; ++i) cuts.push_back(cut(gen));
-    std::sort(cuts.begin(), cuts.end());
-    std::vector<Range> out(world);
-    for (int r = 0; r < world; ++r) {
-      const int slot = world - 1 - r;
-      out[r] = {cuts[slot], cuts[slot + 1] - cuts[slot]};
-    }
-    return out;
-  };
-}
-
-std::vector<float> Random(size_t n, uint32_t seed, float scale) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
+using normuon::testing::Fsdp2;
+using normuon::testing::Random;
+using normuon::testing::Range;
+using normuon::testing::Ragged;
+using normuon::testing::Split;
 
 std::vector<std::vector<float>> FullValues(const std::vector<ParamSpec>& specs, uint32_t seed,
                                            float scale) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/row_layouts.h"
 #include "normuon/comm.h"
 #include "normuon/normuon.h"
 
@@ -27,44 +28,14 @@ struct ParamSpec {
   std::vector<int64_t> splits = {};  // row blocks (normuon_param_desc_t::row_splits)
 };
 
-struct Range {
-  int64_t begin, count;
-};
+using normuon::testing::Fsdp2;
+using normuon::testing::Random;
+using normuon::testing::Range;
+using normuon::testing::Split;
 
-// split(rows, world) -> one contiguous range per rank covering [0, rows).
-using Split = std::function<std::vector<Range>(int64_t, int)>;
-
-std::vector<Range> Fsdp2(int64_t rows, int world) {
-  const int64_t chunk = (rows + world - 1) / world;
-  std::vector<Range> out;
-  for (int r = 0; r < world; ++r) {
-    const int64_t b = std::min(rows, r * chunk), e = std::min(rows, (r + 1) * chunk);
-    out.push_back({b, e - b});
-  }
-  return out;
-}
-
-// Random cut points (repeats allowed: ranks with zero rows), and ranks in reverse row order.
+// Random cuts (ranks with no rows), ranks in reverse row order.
 std::vector<Range> RaggedReversed(int64_t rows, int world) {
-  std::mt19937 gen(static_cast<uint32_t>(rows * 131 + world));
-  std::uniform_int_distribution<int64_t> cut(0, rows);
-  std::vector<int64_t> cuts{0, rows};
-  for (int i = 1; i < world; ++i) cuts.push_back(cut(gen));
-  std::sort(cuts.begin(), cuts.end());
-  std::vector<Range> out(world);
-  for (int r = 0; r < world; ++r) {
-    const int slot = world - 1 - r;  // rank 0 holds the last rows
-    out[r] = {cuts[slot], cuts[slot + 1] - cuts[slot]};
-  }
-  return out;
-}
-
-std::vector<float> Random(size_t n, uint32_t seed, float scale) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
+  return normuon::testing::Ragged(0)(rows, world);
 }
 
 // Full-matrix values of every parameter and its state after a run.
