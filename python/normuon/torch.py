@@ -65,11 +65,12 @@ Overlap with the backward pass (overlap_backward=True)
     runtime ends a begun step only by running it, so a discard runs one step and writes the
     saved state and parameters back; step_result() does not count it, last_step_profile() and
     last_step_trace() then describe it.
-  * Cost: the runtime refuses normuon_bind once a step began, and with
-    zero_grad(set_to_none=True) later gradients do not exist yet when the first hook fires, so
-    the runtime reads gradient buffers owned by the optimizer: each gradient is copied once
-    more per step (matrices in their hooks, the others at step), and the buffers hold as much
-    memory as the gradients, also between steps.
+  * Cost: this front end binds every parameter to gradient buffers of its own when the first
+    hook fires (with zero_grad(set_to_none=True) later gradients do not exist yet then): each
+    gradient is copied once more per step (matrices in their hooks, the others at step), and the
+    buffers hold as much memory as the gradients, also between steps. (The runtime now accepts
+    normuon_bind inside a step for every parameter not marked ready yet, so binding each
+    gradient in its own hook, without the copy, is possible: a follow-up.)
   * A missing gradient (.grad None at step) means "zero gradient and no weight decay"; a
     bound buffer cannot say "no weight decay", so a parameter without gradient in a group with
     weight decay makes that step discard its overlapped work and rerun without overlap (same
@@ -856,8 +857,8 @@ class NorMuon(torch.optim.Optimizer):
 
     def _bind_to_buffers(self, pending):
         """Binds every parameter to its current memory and to the optimizer's own gradient
-        buffer: the runtime refuses normuon_bind once grad_ready began a step, and the
-        gradients of later parameters do not exist yet (zero_grad(set_to_none=True))."""
+        buffer, when the step's first hook fires: the gradients of later parameters do not
+        exist yet then (zero_grad(set_to_none=True))."""
         for reg in self._registered:
             p, i = reg.param, reg.index
             who = f"parameter '{reg.name}' (group {reg.group})"
