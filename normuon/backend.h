@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace normuon {
@@ -195,6 +196,16 @@ class Backend {
   virtual absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) = 0;
   // Host waits for the last step's completion (CPU: returns at once).
   virtual absl::Status WaitStep() = 0;
+
+  // Device-side timing for asynchronous backends (CUDA: events); synchronous backends are timed
+  // on the host and keep these defaults. PrepareMarks at finalize sizes `count` slots; Mark(i)
+  // records slot i on the step's stream; after WaitStep, MarkElapsedMs(i, j) is the time from
+  // slot i to slot j of the last step.
+  virtual absl::Status PrepareMarks(int count) { return absl::OkStatus(); }
+  virtual absl::Status Mark(int slot) { return absl::OkStatus(); }
+  virtual absl::StatusOr<double> MarkElapsedMs(int from, int to) {
+    return absl::UnimplementedError(absl::StrCat(name(), " backend keeps no device marks"));
+  }
 };
 
 // The factories keep default visibility: the CUDA objects are compiled with hidden visibility

@@ -770,6 +770,13 @@ absl::Status Runtime::Finalize() {
     bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
   }
   RETURN_IF_ERROR(backend_->Prepare(batches_));
+  if (!backend_->IsSynchronous()) {
+    // Step start, finite check, five stages per bucket, norms, update, AdamW.
+    const int32_t marks = 2 + 5 * static_cast<int32_t>(buckets_.size()) + 3;
+    mark_phase_.assign(marks, -1);
+    mark_bucket_.assign(marks, -1);
+    RETURN_IF_ERROR(backend_->PrepareMarks(marks));
+  }
   if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && backend_->IsSynchronous()) {
     BucketPipeline::Stages stages;
     stages.blend = [this](int b) { return BlendBucket(b); };
@@ -880,6 +887,15 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
   return absl::OkStatus();
 }
 
+absl::Status Runtime::DeviceMark(int32_t phase, int32_t bucket) {
+  if (backend_->IsSynchronous() || marks_used_ >= static_cast<int32_t>(mark_phase_.size())) {
+    return absl::OkStatus();
+  }
+  mark_phase_[marks_used_] = phase;
+  mark_bucket_[marks_used_] = bucket;
+  return backend_->Mark(marks_used_++);
+}
+
 absl::Status Runtime::RunBuckets() {
   profile_.buckets = static_cast<int32_t>(buckets_.size());
   for (const Bucket& b : buckets_) {
@@ -904,10 +920,15 @@ absl::Status Runtime::RunBuckets() {
   // Sequential: every stage inline, bucket after bucket; all communication is exposed.
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
     RETURN_IF_ERROR(BlendBucket(b));
+    RETURN_IF_ERROR(DeviceMark(kTraceBlend, b));
     RETURN_IF_ERROR(GatherBucket(b));
+    RETURN_IF_ERROR(DeviceMark(kTraceGather, b));
     RETURN_IF_ERROR(ComputeBucket(b));
+    RETURN_IF_ERROR(DeviceMark(kTraceCompute, b));
     RETURN_IF_ERROR(ScatterBucket(b));
+    RETURN_IF_ERROR(DeviceMark(kTraceScatter, b));
     RETURN_IF_ERROR(StatsBucket(b));
+    RETURN_IF_ERROR(DeviceMark(kTraceStats, b));
   }
   profile_.momentum_ms = stage_ms_[0];
   profile_.gather_ms = stage_ms_[1];
@@ -936,8 +957,11 @@ absl::Status Runtime::BeginStepWork(void* stream) {
   trace_compute_.Reset();
   trace_comm_.Reset();
   stream_ = stream;
-  return backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
-                             sizeof(GroupScalars) * host_scalars_.size(), control_);
+  RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
+                                      sizeof(GroupScalars) * host_scalars_.size(), control_));
+  marks_used_ = 0;
+  mark_base_ = std::chrono::steady_clock::now();
+  return DeviceMark(-1, -1);
 }
 
 uint32_t Runtime::MarkedSetHash() const {
@@ -1034,6 +1058,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_) &&
                          pipeline_ == nullptr;
   clock.Lap(&profile_.finite_check_ms, &trace_main_, kTraceFiniteCheck);
+  RETURN_IF_ERROR(DeviceMark(kTraceFiniteCheck, -1));
   absl::Status comm_status;
   if (!skip_work) {
     comm_status = RunBuckets();  // on stream_, set when the step began  // fills the per-stage times of the profile itself
@@ -1079,10 +1104,13 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
       }
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
       clock.Lap(&profile_.row_stats_ms, &trace_main_, kTraceReduce);
+      RETURN_IF_ERROR(DeviceMark(kTraceReduce, -1));
       for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
       clock.Lap(&profile_.update_ms, &trace_main_, kTraceCommit);
+      RETURN_IF_ERROR(DeviceMark(kTraceCommit, -1));
       for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
       clock.Lap(&profile_.adamw_ms, &trace_main_, kTraceAdamW);
+      RETURN_IF_ERROR(DeviceMark(kTraceAdamW, -1));
     } else {
       // A failed collective: nothing was committed; count the step as skipped (host memory).
       control_->comm_error = 1;
@@ -1117,30 +1145,77 @@ absl::Status Runtime::StepResult(normuon_step_info_t* info) {
   return absl::OkStatus();
 }
 
-absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
-  if (!backend_->IsSynchronous()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "per-phase step timing is not available on the ", backend_->name(),
-        " backend yet (it needs device events)"));
+absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
+  RETURN_IF_ERROR(backend_->WaitStep());
+  const int64_t base = SpanLog::Ns(mark_base_);
+  for (int32_t i = 1; i < marks_used_; ++i) {
+    ASSIGN_OR_RETURN(const double from, backend_->MarkElapsedMs(0, i - 1));
+    ASSIGN_OR_RETURN(const double to, backend_->MarkElapsedMs(0, i));
+    spans->push_back(TraceSpan{mark_phase_[i], mark_bucket_[i],
+                               base + static_cast<int64_t>(from * 1e6),
+                               base + static_cast<int64_t>(to * 1e6)});
   }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
-  *profile = profile_;
+  if (backend_->IsSynchronous()) {
+    *profile = profile_;
+    return absl::OkStatus();
+  }
+  // Device time between the marks of the last step (CUDA events), phase by phase.
+  std::vector<TraceSpan> spans;
+  RETURN_IF_ERROR(DeviceSpans(&spans));
+  normuon_step_profile_t p = profile_;  // bytes and bucket count; times are replaced
+  p.total_ms = p.finite_check_ms = p.momentum_ms = p.gather_ms = p.newton_schulz_ms = 0.0;
+  p.scatter_ms = p.row_stats_ms = p.update_ms = p.adamw_ms = p.exposed_comm_ms = 0.0;
+  for (const TraceSpan& e : spans) {
+    const double ms = (e.end_ns - e.begin_ns) / 1e6;
+    p.total_ms += ms;
+    switch (e.phase) {
+      case kTraceFiniteCheck: p.finite_check_ms += ms; break;
+      case kTraceBlend: p.momentum_ms += ms; break;
+      case kTraceGather: p.gather_ms += ms; p.exposed_comm_ms += ms; break;
+      case kTraceCompute: p.newton_schulz_ms += ms; break;
+      case kTraceScatter: p.scatter_ms += ms; p.exposed_comm_ms += ms; break;
+      case kTraceStats:
+      case kTraceReduce: p.row_stats_ms += ms; break;
+      case kTraceCommit: p.update_ms += ms; break;
+      case kTraceAdamW: p.adamw_ms += ms; break;
+      default: break;
+    }
+  }
+  *profile = p;
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Runtime::LastStepTrace() const {
-  if (!backend_->IsSynchronous()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "step traces are not available on the ", backend_->name(),
-        " backend yet (they need device events)"));
-  }
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
+  // Asynchronous backends: the device spans between marks, on the track of their stage.
+  SpanLog device_main, device_compute, device_comm;
+  if (!backend_->IsSynchronous()) {
+    std::vector<TraceSpan> spans;
+    RETURN_IF_ERROR(DeviceSpans(&spans));
+    device_main.Reserve(spans.size());
+    device_compute.Reserve(spans.size());
+    device_comm.Reserve(spans.size());
+    for (const TraceSpan& e : spans) {
+      SpanLog& log = e.phase == kTraceGather || e.phase == kTraceScatter ? device_comm
+                     : e.bucket >= 0                                     ? device_compute
+                                                                         : device_main;
+      log.AddNs(e);
+    }
+  }
+  const bool device = !backend_->IsSynchronous();
   static const char* const kNames[kTracePhaseCount] = {
       "momentum", "gather", "newton_schulz", "scatter", "row_stats",
       "finite_check", "all_reduce+norms", "update", "adamw"};
   static const char* const kTracks[3] = {"step", "compute", "communication"};
   std::string out;
-  const SpanLog* logs[3] = {&trace_main_, &trace_compute_, &trace_comm_};
+  const SpanLog* logs[3] = {device ? &device_main : &trace_main_,
+                            device ? &device_compute : &trace_compute_,
+                            device ? &device_comm : &trace_comm_};
   for (int tid = 0; tid < 3; ++tid) {
     const SpanLog& log = *logs[tid];
     for (size_t i = 0; i < log.size(); ++i) {

@@ -56,6 +56,13 @@ class SpanLog {
     }
     spans_[size_++] = TraceSpan{phase, bucket, Ns(begin), Ns(end)};
   }
+  void AddNs(const TraceSpan& span) {
+    if (size_ == spans_.size()) {
+      ++dropped_;
+      return;
+    }
+    spans_[size_++] = span;
+  }
   size_t size() const { return size_; }
   size_t dropped() const { return dropped_; }
   const TraceSpan& operator[](size_t i) const { return spans_[i]; }
@@ -218,6 +225,14 @@ class Runtime {
   PhaseClock step_clock_;                 // from the start of the step
   // Spans of the current step: caller's thread, compute stages, communication stages.
   SpanLog trace_main_, trace_compute_, trace_comm_;
+  // Asynchronous backends: device marks of the current step. mark_phase_[i] is the phase (and
+  // mark_bucket_[i] the bucket) of the span that ends at mark i; mark 0 starts the step.
+  int32_t marks_used_ = 0;
+  std::vector<int32_t> mark_phase_, mark_bucket_;
+  std::chrono::steady_clock::time_point mark_base_;  // host time of mark 0 (trace origin)
+  absl::Status DeviceMark(int32_t phase, int32_t bucket);
+  // The last step's spans from the device marks (waits for the step).
+  absl::Status DeviceSpans(std::vector<TraceSpan>* spans) const;
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_

@@ -108,6 +108,7 @@ class CudaBackend final : public Backend {
       cudaEventSynchronize(done_event_);
       cudaEventDestroy(done_event_);
     }
+    for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     FreeWorkspaces();
     cudaFree(cublas_workspace_);
@@ -417,6 +418,34 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status PrepareMarks(int count) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    while (static_cast<int>(marks_.size()) < count) {
+      cudaEvent_t e = nullptr;
+      RETURN_IF_CUDA_ERROR(cudaEventCreate(&e));  // timing enabled
+      marks_.push_back(e);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Mark(int slot) override {
+    if (slot < 0 || slot >= static_cast<int>(marks_.size())) {
+      return absl::InternalError(absl::StrCat("mark slot ", slot, " of ", marks_.size()));
+    }
+    RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], stream_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> MarkElapsedMs(int from, int to) override {
+    const int n = static_cast<int>(marks_.size());
+    if (from < 0 || to < 0 || from >= n || to >= n) {
+      return absl::InternalError(absl::StrCat("mark slots ", from, ", ", to, " of ", n));
+    }
+    float ms = 0.0f;
+    RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, marks_[from], marks_[to]));
+    return static_cast<double>(ms);
+  }
+
   absl::Status WaitStep() override {
     // An event never recorded counts as complete.
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
@@ -468,6 +497,7 @@ class CudaBackend final : public Backend {
 
   const int device_;
   cudaStream_t stream_ = nullptr;  // the current step's stream
+  std::vector<cudaEvent_t> marks_;  // device-side timing marks (Mark / MarkElapsedMs)
   cudaEvent_t done_event_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

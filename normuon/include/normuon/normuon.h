@@ -372,7 +372,9 @@ typedef struct normuon_step_profile {
 NORMUON_API void normuon_step_profile_init(normuon_step_profile_t* profile);
 
 /* The phase times of the last step. CPU backend: measured with a steady clock as the step runs.
- * CUDA backend: NORMUON_ERROR_UNSUPPORTED for now (device timing needs events; not built yet). */
+ * CUDA backend: device time between CUDA events recorded at every stage boundary on the step's
+ * stream (waits for the step); exposed_comm_ms is the gather and scatter time (the CUDA step is
+ * sequential). */
 NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
                                                        normuon_step_profile_t* profile);
 
@@ -383,8 +385,8 @@ NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
  * Newton-Schulz, row statistics, per bucket), 2 = communication (gather, scatter, per bucket);
  * ts and dur in microseconds of the process's steady clock (CLOCK_MONOTONIC on Linux).
  * Writes at most capacity bytes (NUL-terminated) into buf and the full size including the NUL
- * into *needed; call with capacity 0 to size a buffer. CPU backend only for now (UNSUPPORTED on
- * CUDA: device timing needs events). */
+ * into *needed; call with capacity 0 to size a buffer. On CUDA the spans are device time between
+ * CUDA events, placed on the host clock at the step's start (waits for the step). */
 NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char* buf,
                                                      uint64_t capacity, uint64_t* needed);
 
