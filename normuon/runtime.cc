@@ -439,6 +439,16 @@ absl::StatusOr<void*> Runtime::Allocate(size_t bytes) {
   return p;
 }
 
+uint64_t Runtime::SecondMomentCount(const Param& p) const {
+  if (PerElementV(static_cast<Variant>(config_.variant))) {
+    return static_cast<uint64_t>(p.row_count * p.cols);
+  }
+  if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
+    return static_cast<uint64_t>(p.splits.size() * p.cols);  // per row block, replicated
+  }
+  return static_cast<uint64_t>(p.row_count);
+}
+
 uint64_t Runtime::MemoryRequired() const {
   if (finalized_) return allocated_bytes_;
   const uint64_t ns = SizeOf(ns_dtype_);
@@ -446,12 +456,7 @@ uint64_t Runtime::MemoryRequired() const {
   for (const Param& p : params_) {
     const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
     if (p.kind == Kind::kMatrix) {
-      const uint64_t v_count =
-          PerElementV(static_cast<Variant>(config_.variant)) ? local
-          : config_.neuron_axis == NORMUON_NEURON_COLUMNS
-              ? static_cast<uint64_t>(p.splits.size() * p.cols)
-              : static_cast<uint64_t>(p.row_count);
-      total += local * 4 + v_count * 8;  // momentum, v, v_new
+      total += local * 4 + SecondMomentCount(p) * 8;  // momentum, v, v_new
       total += static_cast<uint64_t>(p.rows * p.cols) * ns * 2;      // U and O on the owner
       total += static_cast<uint64_t>(p.rows) * 8 + 4;                // row slots, scale
     } else {
@@ -667,10 +672,7 @@ absl::Status Runtime::Finalize() {
     if (p.blocks.empty()) {
       // The parameter's state, allocated once; its blocks point inside it.
       const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-      const uint64_t v_count =
-          per_element_v ? local
-          : column_axis ? static_cast<uint64_t>(p.splits.size() * p.cols)  // per block, replicated
-                        : static_cast<uint64_t>(p.row_count);
+      const uint64_t v_count = SecondMomentCount(p);
       ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
       ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
       ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
@@ -1246,12 +1248,7 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
       return p.kind == Kind::kMatrix ? local * 4 : 0;
     case NORMUON_STATE_SECOND_MOMENT:
       if (p.kind != Kind::kMatrix || config_.variant == NORMUON_VARIANT_MUON) return 0;
-      if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
-        return static_cast<uint64_t>(p.splits.size() * p.cols) * 4;
-      }
-      return PerElementV(static_cast<Variant>(config_.variant))
-                 ? local * 4
-                 : static_cast<uint64_t>(p.row_count) * 4;
+      return SecondMomentCount(p) * 4;
     case NORMUON_STATE_EXP_AVG:
     case NORMUON_STATE_EXP_AVG_SQ:
       return p.kind == Kind::kAdamW ? local * 4 : 0;

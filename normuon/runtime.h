@@ -182,6 +182,9 @@ class Runtime {
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
   absl::Status CheckParam(int32_t param) const;
+  // Floats of a matrix parameter's v held here: one per local element (AdaMuon), one per
+  // column of each row block (neuron axis = columns), else one per local row.
+  uint64_t SecondMomentCount(const Param& p) const;
   // The backend buffer of a state kind of param, after checking finalize, the kind, the byte
   // count and the caller's host pointer (named host_name in messages).
   absl::StatusOr<void*> StateBuffer(int32_t param, normuon_state_kind_t kind, uint64_t bytes,
