@@ -23,11 +23,13 @@
 //
 // GPU (CUDA build with a device): the single-rank step on the CUDA backend, device buffers,
 // timed with CUDA events around normuon_step on the bench's stream. Args: model index (0 tiny,
-// 1 gpt2-124m, 3 llama-1b, 4 llama-8b-layer), mode (0 bf16, 1 fp32). floor_ms = NS5 FLOPs over
+// 1 gpt2-124m, 3 llama-1b, 4 llama-8b-layer), mode (0 bf16, 1 fp32), graph (1: config.cuda_graph,
+// the step captured once, in the untimed first step, and replayed; bf16 only). floor_ms = NS5 FLOPs over
 // the same-run cuBLAS GEMM rate of each shape (the better of one GEMM and the batched GEMM over
 // the model's matrices of that shape) + the fewest bytes a step moves (matrices: read G, read and
 // write M and W, 20 B/element; AdamW: read G, read and write W, m, v, 28 B/element) over the
-// same-run device-to-device copy bandwidth. enqueue_ms: host time of the normuon_step call.
+// same-run device-to-device copy bandwidth. enqueue_ms: host time of the normuon_step call (what
+// graph mode shortens).
 //
 //   bazel run -c opt //bench:step_bench -- --benchmark_format=json         # tiny, CPU (+ GPU)
 //   bazel run -c opt //bench:step_bench -- --benchmark_filter='StepCpu/model:1/ranks:(1|8)/'
@@ -454,7 +456,7 @@ class CudaStepRig {
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
-  std::string SetUp(const ModelShapes& m, normuon_ns_dtype_t ns) {
+  std::string SetUp(const ModelShapes& m, normuon_ns_dtype_t ns, bool graph) {
     absl::Status st = normuon_bench::CudaCheck(
         cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!st.ok()) return std::string(st.message());
@@ -464,6 +466,7 @@ class CudaStepRig {
     config.device = 0;
     config.ns_dtype = ns;
     config.weight_decay = 0.01f;
+    config.cuda_graph = graph ? 1 : 0;
     if (normuon_create(&config, 0, &rt_) != NORMUON_SUCCESS) {
       return absl::StrCat("normuon_create: ", normuon_last_error(0));
     }
@@ -505,7 +508,7 @@ class CudaStepRig {
     st = timer_.Init();
     if (!st.ok()) return std::string(st.message());
     double ms = 0, enqueue = 0;
-    return Step(&ms, &enqueue);  // untimed: first-call set-up of cuBLAS
+    return Step(&ms, &enqueue);  // untimed: first-call set-up of cuBLAS; graph mode: the capture
   }
 
   std::string Step(double* ms, double* enqueue_ms) {
@@ -574,6 +577,7 @@ absl::StatusOr<double> CudaFloorMs(const ModelShapes& m, normuon::DType dtype, c
 void BM_StepCuda(benchmark::State& state) {
   const int model_index = static_cast<int>(state.range(0));
   const bool fp32 = state.range(1) == 1;
+  const bool graph = state.range(2) == 1;
   std::string error;
   const ModelShapes* m = Model(model_index, &error);
   if (m == nullptr) {
@@ -583,11 +587,11 @@ void BM_StepCuda(benchmark::State& state) {
   std::string& rig_key = g_cuda_rig_key;
   std::unique_ptr<CudaStepRig>& rig = g_cuda_rig;
   static double floor_ms = 0.0, gemm_rate = 0.0;
-  const std::string key = absl::StrCat(model_index, "/", fp32);
+  const std::string key = absl::StrCat(model_index, "/", fp32, "/", graph);
   if (rig == nullptr || rig_key != key) {
     rig.reset();
     rig = std::make_unique<CudaStepRig>();
-    error = rig->SetUp(*m, fp32 ? NORMUON_NS_FP32 : NORMUON_NS_BF16);
+    error = rig->SetUp(*m, fp32 ? NORMUON_NS_FP32 : NORMUON_NS_BF16, graph);
     absl::StatusOr<double> floor =
         error.empty() ? CudaFloorMs(*m, fp32 ? normuon::DType::kF32 : normuon::DType::kBF16,
                                     rig->stream(), &gemm_rate)
@@ -619,8 +623,8 @@ void BM_StepCuda(benchmark::State& state) {
   state.counters["floor_ms"] = floor_ms;
   state.counters["ratio_to_floor"] = (total_ms / n) / floor_ms;
   state.counters["gemm_TFLOP/s"] = gemm_rate * 1e-12;
-  state.SetLabel(absl::StrFormat("%s, 1 rank, CUDA, %s", kModels[model_index],
-                                 fp32 ? "fp32" : "bf16"));
+  state.SetLabel(absl::StrFormat("%s, 1 rank, CUDA, %s%s", kModels[model_index],
+                                 fp32 ? "fp32" : "bf16", graph ? ", graph" : ""));
 }
 
 #endif  // NORMUON_WITH_CUDA
@@ -682,10 +686,11 @@ int main(int argc, char** argv) {
   } else {
     benchmark::AddCustomContext("device", normuon_bench::DeviceDescription(0));
     for (int model : {0, 1, 3, 4}) {
-      for (int mode : {0, 1}) {
+      // Eager bf16 and fp32, then graph mode (bf16), next to its eager case.
+      for (const auto& [mode, graph] : {std::pair{0, 0}, std::pair{0, 1}, std::pair{1, 0}}) {
         benchmark::RegisterBenchmark("StepCuda", BM_StepCuda)
-            ->Args({model, mode})
-            ->ArgNames({"model", "fp32"})
+            ->Args({model, mode, graph})
+            ->ArgNames({"model", "fp32", "graph"})
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }

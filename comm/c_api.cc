@@ -119,13 +119,23 @@ normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t* ops, normu
   return NORMUON_SUCCESS;
 }
 
-normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size, double timeout_seconds,
-                                                     normuon_comm_t* out) {
+normuon_status_t normuon_comm_create_inprocess_group_ex(int32_t world_size,
+                                                        double timeout_seconds,
+                                                        normuon_comm_memory_t memory,
+                                                        normuon_comm_t* out) {
   std::vector<normuon_comm_t> handles;
   absl::Status s = normuon::Guarded([&]() -> absl::Status {
     if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    if (memory != NORMUON_COMM_MEMORY_HOST && memory != NORMUON_COMM_MEMORY_DEVICE) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "memory is ", static_cast<int>(memory),
+          ", not NORMUON_COMM_MEMORY_HOST (0) or NORMUON_COMM_MEMORY_DEVICE (1)"));
+    }
     absl::StatusOr<std::vector<std::shared_ptr<normuon::InProcessRank>>> ranks =
-        normuon::CreateInProcessGroup(world_size, timeout_seconds);
+        normuon::CreateInProcessGroup(world_size, timeout_seconds,
+                                      memory == NORMUON_COMM_MEMORY_DEVICE
+                                          ? normuon::InProcessMemory::kDevice
+                                          : normuon::InProcessMemory::kHost);
     if (!ranks.ok()) return ranks.status();
     handles.reserve(ranks->size());
     for (auto& rank : *ranks) handles.push_back(normuon::RegisterComm(std::move(rank)));
@@ -138,6 +148,12 @@ normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size, double 
   }
   for (size_t r = 0; r < handles.size(); ++r) out[r] = handles[r];
   return NORMUON_SUCCESS;
+}
+
+normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size, double timeout_seconds,
+                                                     normuon_comm_t* out) {
+  return normuon_comm_create_inprocess_group_ex(world_size, timeout_seconds,
+                                                NORMUON_COMM_MEMORY_HOST, out);
 }
 
 normuon_status_t normuon_comm_destroy(normuon_comm_t comm) {

@@ -134,8 +134,10 @@ class CustomOpsCommunicator final : public Communicator {
   int rank() const override { return ops_.rank; }
   int world_size() const override { return ops_.world_size; }
   std::string Describe() const override {
-    return absl::StrCat("custom communicator rank ", ops_.rank, " of ", ops_.world_size);
+    return absl::StrCat("custom communicator rank ", ops_.rank, " of ", ops_.world_size,
+                        ops_.device_memory ? " (device memory)" : "");
   }
+  bool UsesDeviceMemory() const override { return ops_.device_memory != 0; }
 
   absl::Status Exchange(absl::Span<const P2p> sends, absl::Span<const P2p> recvs,
                         void* stream) override {
@@ -236,6 +238,10 @@ absl::Status CheckOps(const normuon_comm_ops_t* ops) {
   }
   if (ops->all_gather == nullptr) {
     return absl::InvalidArgumentError("normuon_comm_ops_t.all_gather is NULL (required)");
+  }
+  if (ops->device_memory != 0 && ops->device_memory != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("normuon_comm_ops_t.device_memory is ",
+                                                   ops->device_memory, ", must be 0 or 1"));
   }
   return absl::OkStatus();
 }

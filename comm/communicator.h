@@ -67,8 +67,9 @@ class Communicator {
   // "in-process rank 2 of 4", for messages.
   virtual std::string Describe() const = 0;
 
-  // True when the buffers of the collectives must be device memory (NCCL); false for host
-  // memory (in-process group, single rank, and custom ops as documented in normuon/comm.h).
+  // True when the buffers of the collectives must be device memory (NCCL, the in-process group in
+  // device mode, custom ops with device_memory = 1); false for host
+  // memory (the in-process group in host mode, single rank, custom ops by default).
   virtual bool UsesDeviceMemory() const { return false; }
 };
 

@@ -35,4 +35,23 @@ absl::Status RunWithCurrentDevice(int device, absl::FunctionRef<absl::Status()> 
   return s;
 }
 
+absl::Status DeviceStreamSync(void* stream) {
+  const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  if (e != cudaSuccess) {
+    return absl::UnknownError(absl::StrCat("cudaStreamSynchronize failed: ", cudaGetErrorString(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceCopySync(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return absl::OkStatus();
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault,
+                                        static_cast<cudaStream_t>(stream));
+  if (e != cudaSuccess) {
+    return absl::UnknownError(absl::StrCat("cudaMemcpyAsync of ", bytes,
+                                           " bytes failed: ", cudaGetErrorString(e)));
+  }
+  return DeviceStreamSync(stream);
+}
+
 }  // namespace normuon

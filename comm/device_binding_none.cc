@@ -15,4 +15,14 @@ absl::Status RunWithCurrentDevice(int device, absl::FunctionRef<absl::Status()> 
       "device ", device, " cannot be made current: this build has no CUDA (--define=cuda=off)"));
 }
 
+absl::Status DeviceStreamSync(void*) {
+  return absl::UnimplementedError("no device stream to wait on: this build has no CUDA "
+                                  "(--define=cuda=off)");
+}
+
+absl::Status DeviceCopySync(void*, const void*, size_t bytes, void*) {
+  return absl::UnimplementedError(absl::StrCat(
+      "cannot copy ", bytes, " bytes of device memory: this build has no CUDA (--define=cuda=off)"));
+}
+
 }  // namespace normuon

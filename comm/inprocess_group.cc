@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "comm/device_binding.h"
 #include "comm/exchange_match.h"
 
 namespace normuon {
@@ -49,6 +50,7 @@ struct Post {
   const void* in = nullptr;   // kAllReduceSum (floats), kAllGather
   void* out = nullptr;
   uint64_t count = 0;         // floats for kAllReduceSum, bytes per rank for kAllGather
+  void* stream = nullptr;     // device mode: the rank's stream (copies run on it)
 
   std::string Describe() const {
     switch (kind) {
@@ -71,9 +73,10 @@ struct ArmedFault {
 
 class InProcessGroupState {
  public:
-  InProcessGroupState(int world_size, double timeout_seconds)
+  InProcessGroupState(int world_size, double timeout_seconds, bool device_memory)
       : world_(world_size),
         timeout_seconds_(timeout_seconds),
+        device_memory_(device_memory),
         next_(world_size, 0),
         posted_(world_size, -1),
         done_(world_size, -1),
@@ -83,6 +86,7 @@ class InProcessGroupState {
         faults_(world_size) {}
 
   int world_size() const { return world_; }
+  bool device_memory() const { return device_memory_; }
 
   absl::Status Run(int rank, Post post);
   void FailFromOutside(std::string message);
@@ -126,15 +130,25 @@ class InProcessGroupState {
                                            failure_.message()));
   }
   absl::Status CheckLocal(int rank, int64_t collective, const Post& post) const;
-  // Run by the last rank to post `collective`: the cross-rank checks, and the sum.
-  absl::Status Complete(int64_t collective);
-  // Outside mu_: the copies of `rank`'s part, after Complete succeeded.
-  void Execute(int rank, const Post& post);
+  // Run by the last rank to post `collective`: the cross-rank checks, and the sum (device
+  // mode: the inputs are read on `stream`, the completing rank's).
+  absl::Status Complete(int64_t collective, void* stream);
+  // Outside mu_: the copies of `rank`'s part, after Complete succeeded. Host mode never fails;
+  // device mode returns a failed CUDA copy.
+  absl::Status Execute(int rank, const Post& post);
+  // dst = src: memcpy (host mode), or a copy on `stream` that is complete on return (device).
+  absl::Status Copy(void* dst, const void* src, size_t bytes, void* stream) const {
+    if (bytes == 0) return absl::OkStatus();
+    if (device_memory_) return DeviceCopySync(dst, src, bytes, stream);
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
 
   std::mutex mu_;
   std::condition_variable cv_;
   const int world_;
   const double timeout_seconds_;
+  const bool device_memory_;
   std::vector<int64_t> next_;    // per rank: number of its next collective
   std::vector<int64_t> posted_;  // per rank: number of the collective it has posted, or -1
   std::vector<int64_t> done_;    // per rank: last collective whose copies it finished, or -1
@@ -142,6 +156,7 @@ class InProcessGroupState {
   std::vector<ExchangePost> exchange_posts_;  // scratch for the matcher
   ExchangeMatcher matcher_;
   std::vector<float> sum_;  // the all-reduce result every rank copies
+  std::vector<float> staged_;  // device mode: one rank's all-reduce input, read to the host
   absl::Status result_;     // outcome of Complete for the collective all ranks posted last
   std::vector<ArmedFault> faults_;
   bool failed_ = false;
@@ -186,7 +201,7 @@ absl::Status InProcessGroupState::CheckLocal(int rank, int64_t collective,
   return absl::InternalError("unknown collective kind");
 }
 
-absl::Status InProcessGroupState::Complete(int64_t collective) {
+absl::Status InProcessGroupState::Complete(int64_t collective, void* stream) {
   const Kind kind = posts_[0].kind;
   for (int r = 1; r < world_; ++r) {
     if (posts_[r].kind == kind) continue;
@@ -219,9 +234,16 @@ absl::Status InProcessGroupState::Complete(int64_t collective) {
       const size_t n = static_cast<size_t>(posts_[0].count);
       sum_.resize(n);
       if (n == 0) return absl::OkStatus();
-      std::memcpy(sum_.data(), posts_[0].in, n * sizeof(float));
+      absl::Status copied = Copy(sum_.data(), posts_[0].in, n * sizeof(float), stream);
+      if (!copied.ok()) return copied;
       for (int r = 1; r < world_; ++r) {
         const float* in = static_cast<const float*>(posts_[r].in);
+        if (device_memory_) {
+          staged_.resize(n);
+          copied = Copy(staged_.data(), in, n * sizeof(float), stream);
+          if (!copied.ok()) return copied;
+          in = staged_.data();
+        }
         for (size_t i = 0; i < n; ++i) sum_[i] += in[i];
       }
       return absl::OkStatus();
@@ -230,34 +252,46 @@ absl::Status InProcessGroupState::Complete(int64_t collective) {
   return absl::InternalError("unknown collective kind");
 }
 
-void InProcessGroupState::Execute(int rank, const Post& post) {
+absl::Status InProcessGroupState::Execute(int rank, const Post& post) {
   switch (post.kind) {
     case Kind::kExchange:
       for (const TransferCopy& c : matcher_.plan(rank)) {
-        if (c.bytes > 0 && c.dst != c.src) std::memcpy(c.dst, c.src, c.bytes);
+        if (c.dst == c.src) continue;
+        absl::Status s = Copy(c.dst, c.src, c.bytes, post.stream);
+        if (!s.ok()) return s;
       }
-      return;
+      return absl::OkStatus();
     case Kind::kAllReduceSum:
-      if (post.count > 0) std::memcpy(post.out, sum_.data(), post.count * sizeof(float));
-      return;
+      return Copy(post.out, sum_.data(), post.count * sizeof(float), post.stream);
     case Kind::kAllGather: {
-      if (post.count == 0) return;
       char* out = static_cast<char*>(post.out);
       for (int q = 0; q < world_; ++q) {
         char* dst = out + static_cast<size_t>(q) * post.count;
         // In place (in == out + rank * bytes) leaves this rank's own slot as it is.
-        if (dst != posts_[q].in) std::memcpy(dst, posts_[q].in, post.count);
+        if (dst == posts_[q].in) continue;
+        absl::Status s = Copy(dst, posts_[q].in, post.count, post.stream);
+        if (!s.ok()) return s;
       }
-      return;
+      return absl::OkStatus();
     }
   }
+  return absl::InternalError("unknown collective kind");
 }
 
 absl::Status InProcessGroupState::Run(int rank, Post post) {
   const auto start = std::chrono::steady_clock::now();
+  // Device mode: the send buffers are written by work queued on the rank's stream.
+  absl::Status synced = device_memory_ ? DeviceStreamSync(post.stream) : absl::OkStatus();
   std::unique_lock<std::mutex> lock(mu_);
   const int64_t collective = next_[rank]++;
   if (failed_) return Refusal(rank, collective, post.kind);
+  if (!synced.ok()) {
+    absl::Status s = absl::AbortedError(absl::StrCat(
+        "rank ", rank, " could not wait for its stream before collective #", collective, " (",
+        KindName(post.kind), "): ", synced.message()));
+    Fail(collective, s);
+    return s;
+  }
 
   ArmedFault& armed = faults_[rank];
   switch (armed.fault) {
@@ -304,7 +338,7 @@ absl::Status InProcessGroupState::Run(int rank, Post post) {
   posts_[rank] = post;
   posted_[rank] = collective;
   if (AllPosted(collective)) {
-    result_ = Complete(collective);
+    result_ = Complete(collective, post.stream);
     if (!result_.ok()) Fail(collective, result_);
     cv_.notify_all();
   } else {
@@ -333,8 +367,12 @@ absl::Status InProcessGroupState::Run(int rank, Post post) {
   }
 
   lock.unlock();
-  Execute(rank, post);
+  const absl::Status copied = Execute(rank, post);
   lock.lock();
+  if (!copied.ok()) {
+    Fail(collective, absl::AbortedError(absl::StrCat("rank ", rank, "'s copies of collective #",
+                                                     collective, " failed: ", copied.message())));
+  }
   // No rank leaves before every rank has copied: a sender's buffer is read until then, and the
   // group's plan and sum are reused by the next collective.
   done_[rank] = collective;
@@ -343,6 +381,7 @@ absl::Status InProcessGroupState::Run(int rank, Post post) {
   } else {
     cv_.wait(lock, [&] { return AllDone(collective); });
   }
+  if (!copied.ok()) return Refusal(rank, collective, post.kind);
   return absl::OkStatus();
 }
 
@@ -390,16 +429,19 @@ std::string InProcessRank::Describe() const {
 }
 
 absl::Status InProcessRank::Exchange(absl::Span<const P2p> sends, absl::Span<const P2p> recvs,
-                                     void*) {
+                                     void* stream) {
   Post post;
+  post.stream = stream;
   post.kind = Kind::kExchange;
   post.exchange.sends = sends;
   post.exchange.recvs = recvs;
   return group_->Run(rank_, post);
 }
 
-absl::Status InProcessRank::AllReduceSum(const float* in, float* out, size_t count, void*) {
+absl::Status InProcessRank::AllReduceSum(const float* in, float* out, size_t count,
+                                         void* stream) {
   Post post;
+  post.stream = stream;
   post.kind = Kind::kAllReduceSum;
   post.in = in;
   post.out = out;
@@ -407,8 +449,10 @@ absl::Status InProcessRank::AllReduceSum(const float* in, float* out, size_t cou
   return group_->Run(rank_, post);
 }
 
-absl::Status InProcessRank::AllGather(const void* in, void* out, size_t bytes_per_rank, void*) {
+absl::Status InProcessRank::AllGather(const void* in, void* out, size_t bytes_per_rank,
+                                      void* stream) {
   Post post;
+  post.stream = stream;
   post.kind = Kind::kAllGather;
   post.in = in;
   post.out = out;
@@ -423,6 +467,8 @@ absl::Status InProcessRank::Abort() {
 
 absl::Status InProcessRank::AsyncError() const { return group_->AsyncError(); }
 
+bool InProcessRank::UsesDeviceMemory() const { return group_->device_memory(); }
+
 absl::Status InProcessRank::InjectFault(normuon_fault_t fault, int64_t at_call) {
   return group_->InjectFault(rank_, fault, at_call);
 }
@@ -430,7 +476,7 @@ absl::Status InProcessRank::InjectFault(normuon_fault_t fault, int64_t at_call) 
 int64_t InProcessRank::next_collective() const { return group_->NextCollective(rank_); }
 
 absl::StatusOr<std::vector<std::shared_ptr<InProcessRank>>> CreateInProcessGroup(
-    int world_size, double timeout_seconds) {
+    int world_size, double timeout_seconds, InProcessMemory memory) {
   if (world_size < 1 || world_size > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("world_size is ", world_size, ", must be in [1, 4096]"));
@@ -439,7 +485,17 @@ absl::StatusOr<std::vector<std::shared_ptr<InProcessRank>>> CreateInProcessGroup
     return absl::InvalidArgumentError(absl::StrCat(
         "timeout_seconds is ", timeout_seconds, ", must be finite, > 0 and <= 1e7"));
   }
-  auto group = std::make_shared<InProcessGroupState>(world_size, timeout_seconds);
+  if (memory == InProcessMemory::kDevice) {
+    // A build without CUDA cannot move device memory: say so now, not at the first collective.
+    absl::Status probe = DeviceStreamSync(nullptr);
+    if (absl::IsUnimplemented(probe)) return probe;
+    if (!probe.ok()) {
+      return absl::UnknownError(absl::StrCat(
+          "an in-process group on device memory needs a usable CUDA device: ", probe.message()));
+    }
+  }
+  auto group = std::make_shared<InProcessGroupState>(world_size, timeout_seconds,
+                                                     memory == InProcessMemory::kDevice);
   std::vector<std::shared_ptr<InProcessRank>> ranks;
   ranks.reserve(world_size);
   for (int r = 0; r < world_size; ++r) ranks.push_back(std::make_shared<InProcessRank>(group, r));

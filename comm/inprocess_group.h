@@ -1,8 +1,17 @@
 // The in-process group: N ranks as N threads of one process, exchanging host buffers. It is
 // what the tests, the demo and the CPU benchmarks use to run a whole multi-rank step on one
 // machine, and it can inject the faults of a real cluster (an erroring rank, a dead peer, a
-// message of the wrong size). A GPU variant (ranks as threads sharing one device, copies on
-// streams) is planned; this one is host-only and ignores `stream`.
+// message of the wrong size).
+//
+// Two kinds of memory (fixed when the group is created):
+// - host (InProcessMemory::kHost): every buffer is host memory; `stream` is ignored.
+// - device (InProcessMemory::kDevice): every buffer is CUDA device memory (UsesDeviceMemory()),
+//   for the CUDA backend's sharded step with ranks as threads sharing one machine's GPU(s). On
+//   entry a rank waits for the work queued on its `stream` (so its send buffers are written),
+//   copies run on the receiving rank's stream with unified addressing, and a collective returns
+//   when its copies are complete. It is the NCCL contract, made synchronous: the runtime's code
+//   path for device communicators runs on one GPU without NCCL. Unimplemented in the CPU-only
+//   build.
 //
 // Every collective is a rendezvous. A rank's call blocks until all ranks have posted their part
 // of the same collective (collectives are numbered per rank from 0; every rank must call the
@@ -60,6 +69,7 @@ class InProcessRank final : public Communicator {
   // Fails the group: pending and later collectives of every rank return at once.
   absl::Status Abort() override;
   absl::Status AsyncError() const override;
+  bool UsesDeviceMemory() const override;
 
   // Arms `fault` (normuon/comm.h) for this rank's collective #at_call, replacing a pending one;
   // NORMUON_FAULT_NONE disarms. at_call must not be before next_collective().
@@ -73,11 +83,14 @@ class InProcessRank final : public Communicator {
   const int rank_;
 };
 
+enum class InProcessMemory { kHost, kDevice };
+
 // Creates the world_size ranks of a new group; element r is rank r. 1 <= world_size <= 4096;
 // timeout_seconds finite, > 0 and <= 1e7. Every rank's wait is bounded by timeout_seconds from
-// the moment it enters a collective.
+// the moment it enters a collective. kDevice: Unimplemented in a build without CUDA, Unknown
+// without a usable CUDA device.
 absl::StatusOr<std::vector<std::shared_ptr<InProcessRank>>> CreateInProcessGroup(
-    int world_size, double timeout_seconds);
+    int world_size, double timeout_seconds, InProcessMemory memory = InProcessMemory::kHost);
 
 }  // namespace normuon
 

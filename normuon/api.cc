@@ -141,6 +141,7 @@ void normuon_config_init(normuon_config_t* c) {
   c->ns_norm_scale = 0.0f;
   c->cautious_weight_decay = 0;
   c->neuron_axis = NORMUON_NEURON_ROWS;
+  c->cuda_graph = 0;
 }
 
 void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {

@@ -60,6 +60,47 @@ inline bool StepSkipped(const StepControl& c) {
   return c.nonfinite_param != kNoParam || c.comm_error != 0;
 }
 
+// StepControl::comm_error values: a collective or a stage failed on this rank; or (from
+// kMarkedSetsDiffer + r) rank r marked another set of parameters with grad_ready than rank 0.
+inline constexpr int32_t kCommFailed = 1;
+inline constexpr int32_t kMarkedSetsDiffer = 2;
+
+#ifdef __CUDACC__
+#define NORMUON_HOST_DEVICE __host__ __device__
+#else
+#define NORMUON_HOST_DEVICE
+#endif
+
+// The step's flags in a sharded step (3 * world floats after the row slots, summed over ranks by
+// the slot all-reduce): [r] = 1 + the first non-finite parameter of rank r (0: none);
+// [world + 2r], [world + 2r + 1] = the two 16-bit halves of the hash of the set of parameters
+// rank r marked with grad_ready (exact in float). Each rank writes only its own three values, the
+// others stay 0, so the sum carries every rank's values exactly. One function for both backends.
+NORMUON_HOST_DEVICE inline void WriteStepFlagsOf(float* flags, int rank, int world,
+                                                 uint32_t marked_hash, const StepControl& c) {
+  flags[rank] = c.nonfinite_param == kNoParam ? 0.0f : static_cast<float>(c.nonfinite_param + 1);
+  flags[world + 2 * rank] = static_cast<float>(marked_hash >> 16);
+  flags[world + 2 * rank + 1] = static_cast<float>(marked_hash & 0xffffu);
+}
+
+// After the all-reduce: the first non-finite parameter over all ranks goes to
+// c->nonfinite_param (so every rank skips the same step), and the first rank whose marked set
+// differs from rank 0's to c->comm_error (kMarkedSetsDiffer + r).
+NORMUON_HOST_DEVICE inline void FoldStepFlagsOf(const float* flags, int world, StepControl* c) {
+  for (int r = 0; r < world; ++r) {
+    const float f = flags[r];
+    if (f > 0.0f && static_cast<int32_t>(f) - 1 < c->nonfinite_param) {
+      c->nonfinite_param = static_cast<int32_t>(f) - 1;
+    }
+  }
+  for (int r = 1; r < world; ++r) {
+    if (flags[world + 2 * r] != flags[world] || flags[world + 2 * r + 1] != flags[world + 1]) {
+      if (c->comm_error == 0) c->comm_error = kMarkedSetsDiffer + r;
+      break;
+    }
+  }
+}
+
 // One NorMuon matrix parameter as this rank sees it.
 struct MatrixWork {
   int32_t index = 0;                 // param index (registration order)
@@ -154,6 +195,11 @@ class Backend {
   // per-step fields.
   virtual absl::Status BeginStep(void* stream, const void* host_scalars, void* dev_scalars,
                                  size_t bytes, StepControl* control) = 0;
+  // Inside a step begun by grad_ready, at step: copies `bytes` of host_scalars to dev_scalars in
+  // the step's stream order (after BeginStep's copy, before the commits), so the values given to
+  // step are the ones the commits read. host_scalars may change once this returns.
+  virtual absl::Status RefreshScalars(const void* host_scalars, void* dev_scalars,
+                                      size_t bytes) = 0;
   // Records `index` in control->nonfinite_param (minimum over calls) if grad holds NaN/Inf.
   virtual absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                                    StepControl* control) = 0;
@@ -191,6 +237,15 @@ class Backend {
   virtual absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) = 0;
   // Unless the step is skipped, AdamW as the reference (bias-corrected, decoupled wd).
   virtual absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) = 0;
+  // Sharded steps (world > 1) only, around the all-reduce of the row slots: WriteStepFlags
+  // writes this rank's flags (WriteStepFlagsOf) from the control block; FoldStepFlags folds the
+  // summed flags of every rank into the control block (FoldStepFlagsOf); on the device, so the
+  // step never waits for the host. SetCommError marks the step skipped after a failed collective
+  // (comm_error = kCommFailed).
+  virtual absl::Status WriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
+                                      const StepControl* control) = 0;
+  virtual absl::Status FoldStepFlags(const float* flags, int world, StepControl* control) = 0;
+  virtual absl::Status SetCommError(StepControl* control) = 0;
   // Counts the step as taken or skipped; increments the n AdamW step counters if taken;
   // records the step's completion.
   virtual absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) = 0;
@@ -205,6 +260,38 @@ class Backend {
   virtual absl::Status Mark(int slot) { return absl::OkStatus(); }
   virtual absl::StatusOr<double> MarkElapsedMs(int from, int to) {
     return absl::UnimplementedError(absl::StrCat(name(), " backend keeps no device marks"));
+  }
+
+  // Graph mode (config.cuda_graph; CUDA only, the other backends keep these defaults). The step's
+  // device work, from BeginStep (with bytes = 0: the per-step scalars are not part of the graph)
+  // to EndStep, is captured once and then replayed:
+  //   PrepareGraph   at finalize: staging for scalar_bytes of per-step scalars (pinned host
+  //                  memory), so that LaunchGraph allocates nothing.
+  //   BeginCapture   starts capturing `stream`: the calls that follow, up to EndCapture, are
+  //                  recorded, not run. Marks recorded meanwhile are part of the graph (they are
+  //                  recorded again at every launch); EndStep's completion record is not (the
+  //                  launch records it).
+  //   EndCapture     ends the capture, always (also after a failed call inside it); with
+  //                  instantiate, makes the graph the one LaunchGraph launches (replacing any
+  //                  earlier one), else discards it. An error (the capture was invalidated, or
+  //                  instantiation failed) leaves no graph.
+  //   LaunchGraph    on `stream` (any stream): copies `bytes` of host_scalars to dev_scalars
+  //                  through the staging, launches the graph, records the step's completion.
+  //   DropGraph      forgets the graph (a pointer baked into it changed); a launch still in
+  //                  flight completes. HasGraph: whether one is ready to launch.
+  virtual absl::Status PrepareGraph(size_t scalar_bytes) { return NoGraphs(); }
+  virtual absl::Status BeginCapture(void* stream) { return NoGraphs(); }
+  virtual absl::Status EndCapture(bool instantiate) { return NoGraphs(); }
+  virtual absl::Status LaunchGraph(void* stream, const void* host_scalars, void* dev_scalars,
+                                   size_t bytes) {
+    return NoGraphs();
+  }
+  virtual void DropGraph() {}
+  virtual bool HasGraph() const { return false; }
+
+ private:
+  absl::Status NoGraphs() const {
+    return absl::UnimplementedError(absl::StrCat(name(), " backend cannot capture CUDA graphs"));
   }
 };
 

@@ -115,6 +115,28 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status WriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
+                              const StepControl* control) override {
+    WriteStepFlagsOf(flags, rank, world, marked_hash, *control);
+    return absl::OkStatus();
+  }
+
+  absl::Status FoldStepFlags(const float* flags, int world, StepControl* control) override {
+    FoldStepFlagsOf(flags, world, control);
+    return absl::OkStatus();
+  }
+
+  absl::Status SetCommError(StepControl* control) override {
+    control->comm_error = kCommFailed;
+    return absl::OkStatus();
+  }
+
+  absl::Status RefreshScalars(const void* host_scalars, void* dev_scalars,
+                              size_t bytes) override {
+    std::memcpy(dev_scalars, host_scalars, bytes);
+    return absl::OkStatus();
+  }
+
   absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                            StepControl* control) override {
     if (grad == nullptr) return absl::OkStatus();

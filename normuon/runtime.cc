@@ -65,6 +65,15 @@ constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
 
+// A failure in graph mode (config.cuda_graph), saying what was being done. The CUDA backend
+// reports a failed CUDA call as Internal; here it becomes NORMUON_ERROR_CUDA (Unknown).
+absl::Status CudaGraphError(const absl::Status& s, absl::string_view doing) {
+  if (s.ok()) return s;
+  const absl::StatusCode code =
+      s.code() == absl::StatusCode::kInternal ? absl::StatusCode::kUnknown : s.code();
+  return absl::Status(code, absl::StrCat("config.cuda_graph = 1: ", doing, ": ", s.message()));
+}
+
 // p advanced by `rows` rows of `cols` elements of dtype d; null stays null.
 template <typename T>
 T* OffsetRows(T* p, int64_t rows, int64_t cols, DType d) {
@@ -169,16 +178,33 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
     return Invalid(absl::StrCat("config.owner_policy = ", static_cast<int>(c.owner_policy),
                                 " is unknown"));
   }
-  if (comm == nullptr) return Invalid("comm is null");
-  if (comm->UsesDeviceMemory()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "comm: ", comm->Describe(), " moves device memory; the runtime's collectives use host "
-        "buffers in this version (the CUDA sharded step is not built yet)"));
+  if (c.cuda_graph != 0 && c.cuda_graph != 1) {
+    return Invalid(absl::StrCat("config.cuda_graph = ", c.cuda_graph, " must be 0 or 1"));
   }
-  if (comm->world_size() > 1 && c.backend == NORMUON_BACKEND_CUDA) {
+  if (c.cuda_graph == 1 && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid("config.cuda_graph = 1 needs config.backend = NORMUON_BACKEND_CUDA (a CUDA "
+                   "graph replays device work; the CPU backend runs each call to completion)");
+  }
+  if (comm == nullptr) return Invalid("comm is null");
+  if (c.cuda_graph == 1 && comm->world_size() > 1) {
     return absl::UnimplementedError(absl::StrCat(
-        "the sharded step (world size ", comm->world_size(),
-        ") runs on the CPU backend only in this version; the CUDA backend is single-rank"));
+        "config.cuda_graph = 1 at world size ", comm->world_size(), " (", comm->Describe(),
+        "): graph mode runs single-rank steps only in this version (the in-process device group "
+        "synchronizes the host in each collective, which a stream capture cannot hold; capturing "
+        "NCCL collectives is left for later)"));
+  }
+  // The step's buffers are backend memory, and the communicator moves them as they are.
+  if (comm->UsesDeviceMemory() && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat(
+        "comm: ", comm->Describe(), " moves device memory, but config.backend is CPU; use "
+        "NORMUON_BACKEND_CUDA, or a host communicator (normuon_comm_create_inprocess_group)"));
+  }
+  if (!comm->UsesDeviceMemory() && comm->world_size() > 1 && c.backend == NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat(
+        "comm: ", comm->Describe(), " moves host memory, but config.backend is CUDA at world "
+        "size ", comm->world_size(), "; the CUDA sharded step needs a device communicator "
+        "(normuon_comm_create_nccl, or normuon_comm_create_inprocess_group_ex with "
+        "NORMUON_COMM_MEMORY_DEVICE)"));
   }
   if (!(c.ns_eps >= 0.0f && std::isfinite(c.ns_eps))) {
     return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps,
@@ -466,6 +492,22 @@ uint64_t Runtime::MemoryRequired() const {
   return total;
 }
 
+absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes) {
+  if (!comm_->UsesDeviceMemory()) return comm_->AllGather(in, out, bytes, nullptr);
+  // A device communicator moves device memory: stage through a scratch buffer, freed here (set-up
+  // only; the step never allocates). The collective runs on the default stream, which the
+  // backend's synchronous copies also use.
+  const size_t total = bytes * static_cast<size_t>(world_ + 1);
+  ASSIGN_OR_RETURN(void* scratch, backend_->Alloc(total));
+  char* dev_out = static_cast<char*>(scratch);
+  char* dev_in = dev_out + bytes * static_cast<size_t>(world_);
+  absl::Status s = backend_->CopyFromHost(dev_in, in, bytes);
+  if (s.ok()) s = comm_->AllGather(dev_in, dev_out, bytes, nullptr);
+  if (s.ok()) s = backend_->CopyToHost(out, dev_out, bytes * static_cast<size_t>(world_));
+  backend_->Free(scratch);
+  return s;
+}
+
 absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnRegistrations(
     const std::vector<sharding::RegistrationRecord>& records,
     const std::vector<int32_t>& matrix_units) {
@@ -474,12 +516,12 @@ absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnReg
   // gathered as equal-sized blocks.
   const size_t hb = sharding::kRegistrationHeaderBytes;
   std::string headers(hb * world_, '\0');
-  RETURN_IF_ERROR(comm_->AllGather(mine.data(), headers.data(), hb, nullptr));
+  RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), headers.data(), hb));
   std::vector<std::string> per_rank(world_);
   for (int r = 0; r < world_; ++r) per_rank[r] = headers.substr(r * hb, hb);
   RETURN_IF_ERROR(sharding::CheckRegistrationHeadersAgree(per_rank));
   std::string all(mine.size() * world_, '\0');
-  RETURN_IF_ERROR(comm_->AllGather(mine.data(), all.data(), mine.size(), nullptr));
+  RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size()));
   for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
   RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
   std::vector<std::vector<sharding::RowShard>> shards(matrix_units.size(),
@@ -772,6 +814,9 @@ absl::Status Runtime::Finalize() {
     bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
   }
   RETURN_IF_ERROR(backend_->Prepare(batches_));
+  if (config_.cuda_graph) {
+    RETURN_IF_ERROR(backend_->PrepareGraph(sizeof(GroupScalars) * groups_.size()));
+  }
   if (!backend_->IsSynchronous()) {
     // Step start, finite check, five stages per bucket, norms, update, AdamW.
     const int32_t marks = 2 + 5 * static_cast<int32_t>(buckets_.size()) + 3;
@@ -873,6 +918,8 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
   }
   Param& p = params_[param];
   RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
+  // Graph mode: the captured graph holds the old pointers; the next step captures again.
+  if (finalized_ && (p.param != param_ptr || p.grad != grad_ptr)) backend_->DropGraph();
   p.param = param_ptr;
   p.grad = grad_ptr;
   if (finalized_) {
@@ -949,18 +996,29 @@ void Runtime::FillHostScalars() {
 }
 
 absl::Status Runtime::BeginStepWork(void* stream) {
+  if (config_.cuda_graph && stream == nullptr) {
+    return Invalid("stream is NULL, but config.cuda_graph = 1: the legacy default stream cannot be "
+                   "captured into a CUDA graph; pass a stream (cudaStreamNonBlocking)");
+  }
+  step_begun_ = true;
+  stream_ = stream;
+  // Graph mode: nothing runs before step, which captures or launches the whole step (GraphStep).
+  if (config_.cuda_graph) return absl::OkStatus();
+  return StartStep(/*copy_scalars=*/true);
+}
+
+absl::Status Runtime::StartStep(bool copy_scalars) {
   FillHostScalars();
   stepped_ = true;
-  step_begun_ = true;
   normuon_step_profile_init(&profile_);
   std::fill(std::begin(stage_ms_), std::end(stage_ms_), 0.0);
   step_clock_ = PhaseClock();
   trace_main_.Reset();
   trace_compute_.Reset();
   trace_comm_.Reset();
-  stream_ = stream;
-  RETURN_IF_ERROR(backend_->BeginStep(stream, host_scalars_.data(), dev_scalars_,
-                                      sizeof(GroupScalars) * host_scalars_.size(), control_));
+  RETURN_IF_ERROR(backend_->BeginStep(
+      stream_, host_scalars_.data(), dev_scalars_,
+      copy_scalars ? sizeof(GroupScalars) * host_scalars_.size() : 0, control_));
   marks_used_ = 0;
   mark_base_ = std::chrono::steady_clock::now();
   return DeviceMark(-1, -1);
@@ -977,16 +1035,13 @@ uint32_t Runtime::MarkedSetHash() const {
   return h;
 }
 
-absl::Status Runtime::CheckMarkedSetsAgree() const {
-  const float* h = slots_total_ + flag_base_ + world_;
-  for (int r = 1; r < world_; ++r) {
-    if (h[2 * r] != h[0] || h[2 * r + 1] != h[1]) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ranks disagree on which parameters were marked with normuon_grad_ready this step "
-          "(rank ", r, " differs from rank 0); every rank must mark the same parameters"));
-    }
-  }
-  return absl::OkStatus();
+absl::Status Runtime::MarkedSetsStatus() const {
+  const int32_t e = control_->comm_error;
+  if (e < kMarkedSetsDiffer) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "ranks disagree on which parameters were marked with normuon_grad_ready this step "
+      "(rank ", e - kMarkedSetsDiffer, " differs from rank 0); every rank must mark the same "
+      "parameters"));
 }
 
 absl::Status Runtime::GradReady(const int32_t* params, int32_t count, void* stream) {
@@ -1041,6 +1096,43 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   for (size_t b = 0; b < buckets_.size(); ++b) {
     bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
   }
+  if (config_.cuda_graph) return GraphStep(marked_hash);
+  return StepWork(begun_by_grad_ready, marked_hash);
+}
+
+absl::Status Runtime::GraphStep(uint32_t marked_hash) {
+  if (!backend_->HasGraph()) {
+    // Capture: the step's calls as an eager step makes them (BeginStep without the scalar copy,
+    // which each launch makes), recorded into a graph on the step's stream instead of run.
+    RETURN_IF_ERROR(CudaGraphError(backend_->BeginCapture(stream_),
+                                 "beginning the capture of the step (nothing ran)"));
+    absl::Status s = StartStep(/*copy_scalars=*/false);
+    if (s.ok()) s = StepWork(/*begun_by_grad_ready=*/false, marked_hash);
+    const absl::Status end = backend_->EndCapture(/*instantiate=*/s.ok());
+    if (!s.ok() || !end.ok()) {
+      // Nothing of this step ran, and no graph is kept: the next step captures again.
+      marks_used_ = 0;
+      return CudaGraphError(s.ok() ? end : s,
+                            "capturing the step into a CUDA graph failed; nothing of this step "
+                            "ran, and the next step captures again");
+    }
+  } else {
+    // Replay: the graph holds the step's work; profile_ and the marks keep what the capture
+    // recorded (the same every step).
+    stepped_ = true;
+    step_clock_ = PhaseClock();
+  }
+  mark_base_ = std::chrono::steady_clock::now();  // mark 0 runs at the launch, in the graph
+  FillHostScalars();
+  RETURN_IF_ERROR(CudaGraphError(
+      backend_->LaunchGraph(stream_, host_scalars_.data(), dev_scalars_,
+                            sizeof(GroupScalars) * host_scalars_.size()),
+      "launching the step's graph"));
+  profile_.total_ms = step_clock_.TotalMs();
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
   PhaseClock& clock = step_clock_;
   if (begun_by_grad_ready) {
     double before_step_ms = 0.0;  // the trainer's backward pass: in total_ms, in no phase
@@ -1068,35 +1160,28 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
     clock.Lap(&buckets_wall_ms);
     if (begun_by_grad_ready && comm_status.ok()) {
       // grad_ready began the step with the scalars of that moment; lr and weight decay may have
-      // changed since, and the commit reads them. The pipeline is idle now (it only runs on
-      // synchronous backends), so nothing reads the scalars while they change.
+      // changed since, and the commit reads them: copied in the step's stream order, after
+      // every stage that reads the old ones (the buckets' work is all issued by now).
       FillHostScalars();
-      RETURN_IF_ERROR(backend_->CopyFromHost(dev_scalars_, host_scalars_.data(),
-                                             sizeof(GroupScalars) * host_scalars_.size()));
+      RETURN_IF_ERROR(backend_->RefreshScalars(host_scalars_.data(), dev_scalars_,
+                                               sizeof(GroupScalars) * host_scalars_.size()));
     }
     if (comm_status.ok()) {
       if (world_ > 1) {
-        // The non-finite flag of this rank rides in its own slot (host memory: the sharded step
-        // runs on the CPU backend).
-        const int32_t bad = control_->nonfinite_param;
-        slots_local_[flag_base_ + rank_] = bad == kNoParam ? 0.0f : static_cast<float>(bad + 1);
-        // The set of parameters this rank marked with grad_ready, as two exact 16-bit halves.
-        slots_local_[flag_base_ + world_ + 2 * rank_] = static_cast<float>(marked_hash >> 16);
-        slots_local_[flag_base_ + world_ + 2 * rank_ + 1] =
-            static_cast<float>(marked_hash & 0xffffu);
+        // This rank's non-finite flag and the hash of the set it marked with grad_ready ride
+        // after the row slots; written and folded on the backend (the device, for CUDA), so
+        // every rank skips the same steps without the host waiting.
+        RETURN_IF_ERROR(backend_->WriteStepFlags(slots_local_ + flag_base_, rank_, world_,
+                                                 marked_hash, control_));
         comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
-                                          static_cast<size_t>(slot_count_), stream);
+                                          static_cast<size_t>(slot_count_), stream_);
         profile_.bytes_sent += static_cast<uint64_t>(slot_count_) * 4;
         profile_.bytes_received += static_cast<uint64_t>(slot_count_) * 4;
         if (comm_status.ok()) {
-          for (int r = 0; r < world_; ++r) {
-            const float f = slots_total_[flag_base_ + r];
-            if (f > 0.0f) {
-              control_->nonfinite_param =
-                  std::min(control_->nonfinite_param, static_cast<int32_t>(f) - 1);
-            }
-          }
-          comm_status = CheckMarkedSetsAgree();
+          RETURN_IF_ERROR(backend_->FoldStepFlags(slots_total_ + flag_base_, world_, control_));
+          // A synchronous backend can say so now; on CUDA the step shows as skipped in
+          // normuon_step_result.
+          if (backend_->IsSynchronous()) comm_status = MarkedSetsStatus();
         }
       }
     }
@@ -1114,8 +1199,8 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
       clock.Lap(&profile_.adamw_ms, &trace_main_, kTraceAdamW);
       RETURN_IF_ERROR(DeviceMark(kTraceAdamW, -1));
     } else {
-      // A failed collective: nothing was committed; count the step as skipped (host memory).
-      control_->comm_error = 1;
+      // A failed collective: nothing was committed; count the step as skipped.
+      RETURN_IF_ERROR(backend_->SetCommError(control_));
     }
   }
   RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));

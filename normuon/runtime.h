@@ -161,6 +161,9 @@ class Runtime {
   // rank otherwise) and returns each matrix's shards on every rank: shards[k][r].
   // `records` are this rank's units (every matrix row block, then... in registration order) and
   // `matrix_units` the indices of the matrix blocks among them.
+  // comm_->AllGather of host bytes at set-up; a device communicator's goes through scratch
+  // device memory.
+  absl::Status AllGatherHostBytes(const void* in, void* out, size_t bytes);
   absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> AgreeOnRegistrations(
       const std::vector<sharding::RegistrationRecord>& records,
       const std::vector<int32_t>& matrix_units);
@@ -173,11 +176,24 @@ class Runtime {
   absl::Status StatsBucket(int b);
   // All buckets' stages of one step, by the configured schedule.
   absl::Status RunBuckets();
-  // Starts a step (first grad_ready, or step itself): scalars, control block, profile, clock.
+  // Starts a step (first grad_ready, or step itself) on `stream`: in graph mode only records the
+  // stream (GraphStep does the rest), else StartStep.
   absl::Status BeginStepWork(void* stream);
+  // Scalars (copied to the device unless copy_scalars is false), control block, profile, clock,
+  // the first device mark.
+  absl::Status StartStep(bool copy_scalars);
+  // Everything of a step after it started, on stream_: finite check, buckets, norms, commits,
+  // EndStep. The eager step runs it; graph mode captures it.
+  absl::Status StepWork(bool begun_by_grad_ready, uint32_t marked_hash);
+  // Graph mode (config.cuda_graph): captures the step into a CUDA graph when the backend holds
+  // none (first step, or after a bind moved a buffer), then launches the graph with the current
+  // scalars. A failed capture runs nothing and keeps no graph.
+  absl::Status GraphStep(uint32_t marked_hash);
   void FillHostScalars();
   uint32_t MarkedSetHash() const;
-  absl::Status CheckMarkedSetsAgree() const;
+  // After FoldStepFlags on a synchronous backend: FailedPrecondition naming the first rank whose
+  // grad_ready set differs from rank 0's, else OK.
+  absl::Status MarkedSetsStatus() const;
   // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);

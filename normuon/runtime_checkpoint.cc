@@ -31,6 +31,7 @@
 #include <system_error>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "normuon/checkpoint_format.h"
 #include "normuon/runtime.h"
@@ -57,11 +58,14 @@ std::string EncodeOutcome(const absl::Status& s) {
 // All-gathers every rank's outcome of a local phase. OK when every rank succeeded; otherwise the
 // same error on every rank: the lowest failing rank's code and message, how many ranks failed,
 // and `consequence`. A failed all-gather is reported as such (with this rank's own error).
-absl::Status Agree(Communicator& comm, int world, const absl::Status& mine,
+// `all_gather` is Runtime::AllGatherHostBytes (host bytes on any communicator).
+using HostAllGather = absl::FunctionRef<absl::Status(const void*, void*, size_t)>;
+
+absl::Status Agree(HostAllGather all_gather, int world, const absl::Status& mine,
                    absl::string_view what, absl::string_view consequence) {
   const std::string out = EncodeOutcome(mine);
   std::string all(kOutcomeBytes * static_cast<size_t>(world), '\0');
-  const absl::Status gathered = comm.AllGather(out.data(), all.data(), kOutcomeBytes, nullptr);
+  const absl::Status gathered = all_gather(out.data(), all.data(), kOutcomeBytes);
   if (!gathered.ok()) {
     return absl::Status(gathered.code(),
                         absl::StrCat(what, " failed: the ranks could not agree on the outcome (",
@@ -176,6 +180,9 @@ struct Rows {
 }  // namespace
 
 absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
+  const auto host_all_gather = [this](const void* in, void* out, size_t bytes) {
+    return AllGatherHostBytes(in, out, bytes);
+  };
   if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
     return absl::UnimplementedError(
         "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
@@ -206,7 +213,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
     mine[2 + 2 * p] = params_[p].row_count;
   }
   const absl::Status gathered =
-      comm_->AllGather(mine.data(), all.data(), per_rank * sizeof(int64_t), nullptr);
+      AllGatherHostBytes(mine.data(), all.data(), per_rank * sizeof(int64_t));
   if (!gathered.ok()) {
     return absl::Status(gathered.code(), absl::StrCat(what, " failed: ", gathered.message()));
   }
@@ -261,7 +268,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       return ck::WriteFileAtomically(path, bytes);
     });
   }
-  RETURN_IF_ERROR(Agree(*comm_, world_, local, what, "; no index was written"));
+  RETURN_IF_ERROR(Agree(host_all_gather, world_, local, what, "; no index was written"));
 
   // Every rank file is complete: rank 0 commits the save by writing the index.
   if (rank_ == 0) {
@@ -303,10 +310,13 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       return ck::WriteFileAtomically(path, ck::EncodeIndex(x));
     });
   }
-  return Agree(*comm_, world_, local, what, "; the rank files are written but the index is not");
+  return Agree(host_all_gather, world_, local, what, "; the rank files are written but the index is not");
 }
 
 absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
+  const auto host_all_gather = [this](const void* in, void* out, size_t bytes) {
+    return AllGatherHostBytes(in, out, bytes);
+  };
   if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
     return absl::UnimplementedError(
         "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
@@ -471,7 +481,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     control.comm_error = 0;
     return absl::OkStatus();
   });
-  RETURN_IF_ERROR(Agree(*comm_, world_, staged, what, "; nothing was changed on any rank"));
+  RETURN_IF_ERROR(Agree(host_all_gather, world_, staged, what, "; nothing was changed on any rank"));
 
   // Every rank has all it needs: write the state.
   const absl::Status written = [&]() -> absl::Status {
@@ -494,7 +504,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     }
     return backend_->CopyFromHost(control_, &control, sizeof(control));
   }();
-  return Agree(*comm_, world_, written, what,
+  return Agree(host_all_gather, world_, written, what,
                " while writing the loaded state: that rank's state may be partly written");
 }
 

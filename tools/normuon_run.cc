@@ -53,7 +53,9 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the parameters and gradients");
 ABSL_FLAG(double, lr, 0.02, "NorMuon learning rate");
 ABSL_FLAG(double, weight_decay, 0.01, "NorMuon weight decay");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
-ABSL_FLAG(int, ranks, 1, "in-process ranks (threads) of the sharded step, FSDP2 row split (CPU)");
+ABSL_FLAG(int, ranks, 1,
+          "in-process ranks (threads) of the sharded step, FSDP2 row split (CUDA: the ranks share "
+          "one GPU through a device-memory in-process group)");
 ABSL_FLAG(std::string, owner_policy, "round_robin",
           "which rank orthogonalizes each matrix: round_robin or cost_balanced");
 ABSL_FLAG(std::string, schedule, "sequential",
@@ -71,6 +73,12 @@ ABSL_FLAG(double, backward_ms_per_layer, 0.0,
 ABSL_FLAG(bool, check, false,
           "also run the single-rank step and report the largest difference (exit 1 if not 0 on "
           "CPU)");
+ABSL_FLAG(double, check_tol, -1.0,
+          "with --check and --backend=cuda: exit 1 when the largest difference is over this "
+          "(< 0: report only). The CPU backend must always be exact");
+ABSL_FLAG(std::string, check_against, "same",
+          "with --check: the single-rank run to compare with, on the same backend ('same') or on "
+          "the CPU backend with the same Newton-Schulz precision ('cpu')");
 
 namespace {
 
@@ -537,7 +545,8 @@ int main(int argc, char** argv) {
       "Runs NorMuon/AdamW steps over a model's parameter shapes with random gradients and\n"
       "prints the time per step and per phase. --ranks=N runs the sharded step on N in-process\n"
       "ranks (threads, FSDP2 row split); --check also runs the single-rank step and reports the\n"
-      "largest difference of any parameter element (0 expected: the CPU path is exact).");
+      "largest difference of any parameter element (0 expected: the CPU path is exact);\n"
+      "--check_against=cpu compares with the CPU backend instead (for --backend=cuda).");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() > 1) return Fail(absl::StrCat("unexpected argument '", args[1], "'"));
 
@@ -562,9 +571,6 @@ int main(int argc, char** argv) {
   if (steps < 1) return Fail("--steps must be at least 1");
   const int ranks = absl::GetFlag(FLAGS_ranks);
   if (ranks < 1 || ranks > 4096) return Fail("--ranks must be in [1, 4096]");
-  if (cuda && ranks > 1) {
-    return Fail("--ranks > 1 runs on the CPU backend only (the CUDA sharded step is not built yet)");
-  }
   const std::string policy_name = absl::GetFlag(FLAGS_owner_policy);
   normuon_owner_policy_t policy;
   if (policy_name == "round_robin") {
@@ -575,6 +581,11 @@ int main(int argc, char** argv) {
     return Fail("--owner_policy must be round_robin or cost_balanced");
   }
   const bool check = absl::GetFlag(FLAGS_check);
+  const std::string check_against = absl::GetFlag(FLAGS_check_against);
+  const double check_tol = absl::GetFlag(FLAGS_check_tol);
+  if (check_against != "same" && check_against != "cpu") {
+    return Fail("--check_against must be same or cpu");
+  }
   const std::string schedule_name = absl::GetFlag(FLAGS_schedule);
   normuon_schedule_t schedule;
   if (schedule_name == "sequential") {
@@ -638,9 +649,12 @@ int main(int argc, char** argv) {
     outcomes[0] = RunRank(cfg, 0, 0, 1);
   } else {
     std::vector<normuon_comm_t> comms(ranks);
-    const normuon_status_t st = normuon_comm_create_inprocess_group(ranks, 3600.0, comms.data());
+    // CUDA: the ranks share this machine's GPU and the group moves device memory.
+    const normuon_status_t st = normuon_comm_create_inprocess_group_ex(
+        ranks, 3600.0, cuda ? NORMUON_COMM_MEMORY_DEVICE : NORMUON_COMM_MEMORY_HOST, comms.data());
     if (st != NORMUON_SUCCESS) {
-      return Fail(absl::StrCat("normuon_comm_create_inprocess_group: ", normuon_comm_last_error(0)));
+      return Fail(absl::StrCat("normuon_comm_create_inprocess_group_ex: ",
+                               normuon_comm_last_error(0)));
     }
     std::vector<std::thread> threads;
     for (int r = 0; r < ranks; ++r) {
@@ -672,6 +686,11 @@ int main(int argc, char** argv) {
     single.steps = cfg.steps + cfg.overlap_steps;  // the same updates, without grad_ready
     single.overlap_steps = 0;
     single.trace = false;
+    if (check_against == "cpu") {
+      single.cuda = false;
+      // The CPU reference in the same Newton-Schulz precision as the run it checks.
+      single.ns_dtype = mode == "bf16" ? NORMUON_NS_BF16 : NORMUON_NS_FP32;
+    }
     const RankOutcome ref = RunRank(single, 0, 0, 1);
     if (!ref.error.empty()) return Fail(ref.error);
     max_diff = 0.0;
@@ -749,7 +768,10 @@ int main(int argc, char** argv) {
                                           "\"param_norm\": %.17g",
                                           mean_ms, steady_ms, min_ms, sum, std::sqrt(sum_sq)));
     if (first.have_phases) absl::StrAppend(&out, ", \"phases_rank0\": ", PhaseJson(first.phases, steps));
-    if (check) absl::StrAppend(&out, absl::StrFormat(", \"check_max_abs_diff\": %.9g", max_diff));
+    if (check) {
+      absl::StrAppend(&out, absl::StrFormat(", \"check_max_abs_diff\": %.9g", max_diff),
+                      ", \"check_against\": ", JsonString(check_against));
+    }
     absl::StrAppend(&out, ", \"schedule\": ", JsonString(schedule_name));
     if (overlap) {
       absl::StrAppend(&out, absl::StrFormat(
@@ -772,10 +794,16 @@ int main(int argc, char** argv) {
                   cfg.layers.size(), backward_mean, exposed_mean, steady_ms, 100.0 * hidden);
     }
     if (check) {
-      std::printf("check: max |sharded - single-rank| over every parameter element = %.9g%s\n",
-                  max_diff, max_diff == 0.0 ? " (bitwise equal)" : "");
+      std::printf("check: max |sharded - single-rank (%s)| over every parameter element = %.9g%s\n",
+                  check_against == "cpu" ? "CPU" : backend.c_str(), max_diff,
+                  max_diff == 0.0 ? " (bitwise equal)" : "");
     }
   }
   if (check && max_diff != 0.0 && !cuda) return 1;  // the CPU path must be exact
+  if (check && cuda && check_tol >= 0.0 && !(max_diff <= check_tol)) {
+    std::fprintf(stderr, "normuon_run: --check: max difference %.9g is over --check_tol=%g\n",
+                 max_diff, check_tol);
+    return 1;
+  }
   return 0;
 }

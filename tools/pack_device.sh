@@ -26,11 +26,16 @@ root=$(pwd)
 dest=.device
 targets=(
   //tests/cuda:cuda_backend_test
+  //tests/cuda:sharded_cuda_test
+  //tests/cuda:graph_test
+  //tests/comm:inprocess_device_test
+  //tests/comm:nccl_real_test
   //tools:golden_check
   //tools:normuon_run
   //bench:newton_schulz_gpu_bench
   //bench:elementwise_gpu_bench
   //bench:step_bench
+  //:libnormuon.so
 )
 echo "pack_device: bazel build -c opt ${targets[*]}"
 bazel build -c opt "${targets[@]}"

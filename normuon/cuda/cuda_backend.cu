@@ -23,13 +23,23 @@
 // Determinism: one cuBLAS handle with a fixed workspace (set again after every cublasSetStream,
 // which would otherwise reset it to the default pool), atomics not allowed, and kernels without
 // float atomics; the same inputs give the same bits run to run.
+//
+// Graph mode (config.cuda_graph): BeginCapture .. EndCapture records the calls of one step into a
+// CUDA graph (thread-local stream capture; the fixed cuBLAS workspace keeps cuBLAS from
+// allocating inside it, and alpha/beta in host pointer mode are baked in, as the NS coefficients
+// are constants); LaunchGraph replays it. The per-step scalars stay outside the graph: each launch
+// first copies them from a ring of pinned staging buffers into their device buffer on the launch's
+// stream, so the graph's kernels read the current values. A slot is rewritten only after its last
+// copy has completed (an event per slot), so a copy still pending never reads a changed buffer.
 #include <cublas_v2.h>
 #include <nvtx3/nvToolsExt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -75,6 +85,13 @@ absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
 #define RETURN_IF_CUDA_ERROR(call) RETURN_IF_ERROR(CudaStatus((call), #call))
 #define RETURN_IF_CUBLAS_ERROR(call) RETURN_IF_ERROR(CublasStatus((call), #call))
 
+// As CudaStatus, for a call whose failure must not linger as the runtime's "last error" (the next
+// launch check, cudaGetLastError, would report it again).
+absl::Status CudaStatusCleared(cudaError_t e, absl::string_view call) {
+  if (e != cudaSuccess) cudaGetLastError();
+  return CudaStatus(e, call);
+}
+
 cudaDataType CudaType(DType d) { return d == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF; }
 
 // Workspace needs of one Newton-Schulz batch, in bytes.
@@ -103,11 +120,21 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     if (cudaSetDevice(device_) != cudaSuccess) return;
+    if (capturing_) {  // a capture left open by a failure: end it, keep nothing
+      cudaGraph_t graph = nullptr;
+      if (cudaStreamEndCapture(capture_stream_, &graph) == cudaSuccess && graph != nullptr) {
+        cudaGraphDestroy(graph);
+      }
+      cudaGetLastError();
+      capturing_ = false;
+    }
     // Nothing may still run on our buffers: wait for the last step (errors are moot here).
     if (done_event_ != nullptr) {
       cudaEventSynchronize(done_event_);
       cudaEventDestroy(done_event_);
     }
+    DropGraph();
+    FreeStaging();
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     FreeWorkspaces();
@@ -241,12 +268,29 @@ class CudaBackend final : public Backend {
   absl::Status BeginStep(void* stream, const void* host_scalars, void* dev_scalars, size_t bytes,
                          StepControl* control) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (capturing_ && (bytes > 0 || static_cast<cudaStream_t>(stream) != capture_stream_)) {
+      // A copy from pageable host memory must not be baked into a graph; LaunchGraph copies the
+      // scalars. And the step's calls must go to the stream being captured.
+      return absl::InternalError(
+          "BeginStep during a capture: needs bytes = 0 and the captured stream");
+    }
     RETURN_IF_ERROR(BindStream(static_cast<cudaStream_t>(stream)));
     if (bytes > 0) {
       RETURN_IF_CUDA_ERROR(
           cudaMemcpyAsync(dev_scalars, host_scalars, bytes, cudaMemcpyHostToDevice, stream_));
     }
     RETURN_IF_CUDA_ERROR(gpu::LaunchResetControl(control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status RefreshScalars(const void* host_scalars, void* dev_scalars,
+                              size_t bytes) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (bytes == 0) return absl::OkStatus();
+    // From pageable memory the call returns once the bytes are staged, so the caller may change
+    // host_scalars at once; the copy lands in stream order, after BeginStep's.
+    RETURN_IF_CUDA_ERROR(
+        cudaMemcpyAsync(dev_scalars, host_scalars, bytes, cudaMemcpyHostToDevice, stream_));
     return absl::OkStatus();
   }
 
@@ -411,10 +455,32 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status WriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
+                              const StepControl* control) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(
+        gpu::LaunchWriteStepFlags(flags, rank, world, marked_hash, control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status FoldStepFlags(const float* flags, int world, StepControl* control) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchFoldStepFlags(flags, world, control, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status SetCommError(StepControl* control) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchSetCommError(control, stream_));
+    return absl::OkStatus();
+  }
+
   absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchEndStep(adamw_steps, n, control, stream_));
-    RETURN_IF_CUDA_ERROR(cudaEventRecord(done_event_, stream_));
+    // While capturing, the completion is recorded by each LaunchGraph, after the graph: an event
+    // recorded inside a capture is no event the host could wait on.
+    if (!capturing_) RETURN_IF_CUDA_ERROR(cudaEventRecord(done_event_, stream_));
     return absl::OkStatus();
   }
 
@@ -432,7 +498,12 @@ class CudaBackend final : public Backend {
     if (slot < 0 || slot >= static_cast<int>(marks_.size())) {
       return absl::InternalError(absl::StrCat("mark slot ", slot, " of ", marks_.size()));
     }
-    RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], stream_));
+    if (capturing_) {
+      // An event record node of the graph: the mark is recorded again at every launch.
+      RETURN_IF_CUDA_ERROR(cudaEventRecordWithFlags(marks_[slot], stream_, cudaEventRecordExternal));
+    } else {
+      RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], stream_));
+    }
     return absl::OkStatus();
   }
 
@@ -452,6 +523,120 @@ class CudaBackend final : public Backend {
     RETURN_IF_CUDA_ERROR(cudaEventSynchronize(done_event_));
     return absl::OkStatus();
   }
+
+  absl::Status PrepareGraph(size_t scalar_bytes) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (staging_[0].host != nullptr && staging_bytes_ >= scalar_bytes) return absl::OkStatus();
+    FreeStaging();
+    for (StagingSlot& slot : staging_) {
+      // Pinned, so that the copy is asynchronous and reads the buffer when it runs (which is why a
+      // slot is not rewritten before its event says the copy is done).
+      const cudaError_t e = cudaMallocHost(&slot.host, std::max<size_t>(scalar_bytes, 1));
+      if (e != cudaSuccess) {
+        slot.host = nullptr;
+        cudaGetLastError();
+        FreeStaging();
+        if (e == cudaErrorMemoryAllocation) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "cudaMallocHost of ", scalar_bytes, " bytes (graph-mode scalar staging) failed"));
+        }
+        return CudaStatus(e, "cudaMallocHost");
+      }
+      const cudaError_t ev = cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming);
+      if (ev != cudaSuccess) {
+        slot.copied = nullptr;
+        FreeStaging();
+        return CudaStatusCleared(ev, "cudaEventCreateWithFlags");
+      }
+    }
+    staging_bytes_ = scalar_bytes;
+    next_slot_ = 0;
+    return absl::OkStatus();
+  }
+
+  absl::Status BeginCapture(void* stream) override {
+    if (capturing_) return absl::FailedPreconditionError("BeginCapture: a capture is open");
+    if (staging_[0].host == nullptr) {
+      return absl::FailedPreconditionError("BeginCapture before PrepareGraph");
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    RETURN_IF_ERROR(BindStream(s));
+    // Thread-local: only this thread's unsafe calls (none are made) could invalidate it; other
+    // threads of the process (a trainer's data loader, say) stay free to use CUDA.
+    RETURN_IF_ERROR(CudaStatusCleared(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+                                      "cudaStreamBeginCapture"));
+    capturing_ = true;
+    capture_stream_ = s;
+    return absl::OkStatus();
+  }
+
+  absl::Status EndCapture(bool instantiate) override {
+    if (!capturing_) return absl::FailedPreconditionError("EndCapture without BeginCapture");
+    // The capture ends whatever happens below, so that the stream is usable again.
+    const cudaError_t device = cudaSetDevice(device_);
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(capture_stream_, &graph);
+    capture_stream_ = nullptr;
+    if (end != cudaSuccess) {  // e.g. cudaErrorStreamCaptureInvalidated
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return CudaStatusCleared(end, "cudaStreamEndCapture");
+    }
+    if (graph == nullptr) return absl::InternalError("cudaStreamEndCapture returned no graph");
+    if (device != cudaSuccess) {
+      cudaGraphDestroy(graph);
+      return CudaStatusCleared(device, "cudaSetDevice");
+    }
+    if (!instantiate) {
+      return CudaStatusCleared(cudaGraphDestroy(graph), "cudaGraphDestroy");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);  // the executable graph does not need it
+    if (inst != cudaSuccess) return CudaStatusCleared(inst, "cudaGraphInstantiate");
+    DropGraph();
+    graph_exec_ = exec;
+    return absl::OkStatus();
+  }
+
+  absl::Status LaunchGraph(void* stream, const void* host_scalars, void* dev_scalars,
+                           size_t bytes) override {
+    if (capturing_) return absl::FailedPreconditionError("LaunchGraph during a capture");
+    if (graph_exec_ == nullptr) return absl::FailedPreconditionError("LaunchGraph: no graph");
+    if (bytes > staging_bytes_) {
+      return absl::InternalError(absl::StrCat("LaunchGraph: ", bytes, " bytes of scalars, ",
+                                              staging_bytes_, " staged"));
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (bytes > 0) {
+      StagingSlot& slot = staging_[next_slot_];
+      next_slot_ = (next_slot_ + 1) % kStagingSlots;
+      // The copy that last read this slot (kStagingSlots launches ago) must be done before the
+      // slot changes; an event never recorded counts as complete.
+      RETURN_IF_CUDA_ERROR(cudaEventSynchronize(slot.copied));
+      std::memcpy(slot.host, host_scalars, bytes);
+      RETURN_IF_CUDA_ERROR(
+          cudaMemcpyAsync(dev_scalars, slot.host, bytes, cudaMemcpyHostToDevice, s));
+      RETURN_IF_CUDA_ERROR(cudaEventRecord(slot.copied, s));
+    }
+    RETURN_IF_CUDA_ERROR(cudaGraphLaunch(graph_exec_, s));
+    RETURN_IF_CUDA_ERROR(cudaEventRecord(done_event_, s));
+    return absl::OkStatus();
+  }
+
+  void DropGraph() override {
+    if (graph_exec_ == nullptr) return;
+    // A launch still in flight is not cut short: CUDA frees the graph when it completes.
+    if (cudaSetDevice(device_) == cudaSuccess) {
+      cudaGraphExecDestroy(graph_exec_);
+      cudaGetLastError();
+    }
+    graph_exec_ = nullptr;
+  }
+
+  bool HasGraph() const override { return graph_exec_ != nullptr; }
 
  private:
   // cuBLAS takes int sizes and batch counts.
@@ -485,6 +670,20 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // Graph mode's pinned scalar staging (waits for each slot's last copy first).
+  void FreeStaging() {
+    for (StagingSlot& slot : staging_) {
+      if (slot.copied != nullptr) {
+        cudaEventSynchronize(slot.copied);
+        cudaEventDestroy(slot.copied);
+      }
+      if (slot.host != nullptr) cudaFreeHost(slot.host);
+      slot = StagingSlot();
+    }
+    cudaGetLastError();
+    staging_bytes_ = 0;
+  }
+
   void FreeWorkspaces() {
     cudaFree(ns_x_);
     cudaFree(ns_a_);
@@ -507,6 +706,18 @@ class CudaBackend final : public Backend {
   void* ns_b_ = nullptr;
   double* ns_partials_ = nullptr;
   NsNeeds capacity_;
+  // Graph mode: the open capture, the executable graph, and the scalar staging ring.
+  bool capturing_ = false;
+  cudaStream_t capture_stream_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  struct StagingSlot {
+    void* host = nullptr;          // pinned, staging_bytes_
+    cudaEvent_t copied = nullptr;  // recorded after the last copy from this slot
+  };
+  static constexpr int kStagingSlots = 4;
+  std::array<StagingSlot, kStagingSlots> staging_{};
+  size_t staging_bytes_ = 0;
+  int next_slot_ = 0;
 };
 
 }  // namespace

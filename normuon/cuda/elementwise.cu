@@ -89,6 +89,17 @@ __global__ void ResetControlKernel(StepControl* control) {
   control->comm_error = 0;
 }
 
+__global__ void WriteStepFlagsKernel(float* flags, int rank, int world, uint32_t marked_hash,
+                                     const StepControl* control) {
+  WriteStepFlagsOf(flags, rank, world, marked_hash, *control);
+}
+
+__global__ void FoldStepFlagsKernel(const float* flags, int world, StepControl* control) {
+  FoldStepFlagsOf(flags, world, control);
+}
+
+__global__ void SetCommErrorKernel(StepControl* control) { control->comm_error = kCommFailed; }
+
 __global__ void EndStepKernel(int64_t* adamw_steps, int64_t n, StepControl* control) {
   // Only steps_* are written below; the fields Skipped() reads stay constant in this kernel.
   const bool skipped = Skipped(control);
@@ -523,6 +534,23 @@ cudaError_t LaunchCopyUnlessSkipped(float* v, const float* v_new, int64_t n,
                                     const StepControl* control, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   CopyUnlessSkippedKernel<<<FlatBlocks(n), kThreads, 0, stream>>>(v, v_new, n, control);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchWriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
+                                 const StepControl* control, cudaStream_t stream) {
+  WriteStepFlagsKernel<<<1, 1, 0, stream>>>(flags, rank, world, marked_hash, control);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchFoldStepFlags(const float* flags, int world, StepControl* control,
+                                cudaStream_t stream) {
+  FoldStepFlagsKernel<<<1, 1, 0, stream>>>(flags, world, control);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSetCommError(StepControl* control, cudaStream_t stream) {
+  SetCommErrorKernel<<<1, 1, 0, stream>>>(control);
   return cudaGetLastError();
 }
 

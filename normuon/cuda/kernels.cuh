@@ -92,6 +92,14 @@ cudaError_t LaunchCommitAdamW(void* param, DType param_dtype, const void* grad, 
                               const GroupScalars* scalars, const StepControl* control,
                               bool cautious_wd, cudaStream_t stream);
 
+// One thread: WriteStepFlagsOf / FoldStepFlagsOf (backend.h) on the device; SetCommError sets
+// control->comm_error = kCommFailed.
+cudaError_t LaunchWriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
+                                 const StepControl* control, cudaStream_t stream);
+cudaError_t LaunchFoldStepFlags(const float* flags, int world, StepControl* control,
+                                cudaStream_t stream);
+cudaError_t LaunchSetCommError(StepControl* control, cudaStream_t stream);
+
 // Counts the step in the control block (taken or skipped) and, if taken, adds 1 to each of the n
 // AdamW step counters.
 cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,

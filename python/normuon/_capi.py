@@ -126,6 +126,11 @@ class Fault(enum.IntEnum):
     WRONG_SIZE = 3
 
 
+class CommMemory(enum.IntEnum):
+    HOST = 0
+    DEVICE = 1
+
+
 # --- structs (field order, types and names exactly as in the C headers) -----------------------
 # C enums are int-sized on every ABI this library supports; they are declared as c_int.
 
@@ -164,6 +169,7 @@ class Config(ctypes.Structure):
         ("ns_norm_scale", ctypes.c_float),
         ("cautious_weight_decay", ctypes.c_int32),
         ("neuron_axis", _enum),
+        ("cuda_graph", ctypes.c_int32),
     ]
 
     @classmethod
@@ -298,6 +304,7 @@ class CommOps(ctypes.Structure):
         ("abort", AbortFn),
         ("destroy", DestroyFn),
         ("last_error", LastErrorFn),
+        ("device_memory", ctypes.c_int32),
     ]
 
 
@@ -435,6 +442,7 @@ _SIGNATURES = {
     "normuon_comm_ops_init": (None, [_P(CommOps)]),
     "normuon_comm_create_custom": (_enum, [_P(CommOps), _P(_u64)]),
     "normuon_comm_create_inprocess_group": (_enum, [_i32, ctypes.c_double, _P(_u64)]),
+    "normuon_comm_create_inprocess_group_ex": (_enum, [_i32, ctypes.c_double, _enum, _P(_u64)]),
     "normuon_comm_destroy": (_enum, [_u64]),
     "normuon_comm_rank": (_enum, [_u64, _P(_i32)]),
     "normuon_comm_world_size": (_enum, [_u64, _P(_i32)]),

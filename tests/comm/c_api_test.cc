@@ -199,6 +199,43 @@ TEST(CommCApiTest, CustomOpsWithBadFieldsAreRejectedNamingTheField) {
   EXPECT_EQ(c.destroys, 0);  // a rejected struct's ctx stays the caller's
 }
 
+TEST(CommCApiTest, CustomOpsDeclareWhereTheirBuffersLive) {
+  Counters c;
+  normuon_comm_t h = 0;
+  normuon_comm_ops_t ops = CountingOps(&c);
+  EXPECT_EQ(ops.device_memory, 0);  // host memory unless the caller says otherwise
+  ops.device_memory = 2;
+  EXPECT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(LastError(0), HasSubstr("normuon_comm_ops_t.device_memory is 2, must be 0 or 1"));
+  EXPECT_EQ(h, 0u);
+  for (int32_t device : {0, 1}) {
+    ops = CountingOps(&c);
+    ops.device_memory = device;
+    ASSERT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_SUCCESS);
+    absl::StatusOr<std::shared_ptr<Communicator>> comm = LookupComm(h);
+    ASSERT_TRUE(comm.ok());
+    EXPECT_EQ((*comm)->UsesDeviceMemory(), device == 1);
+    EXPECT_EQ(normuon_comm_destroy(h), NORMUON_SUCCESS);
+  }
+}
+
+TEST(CommCApiTest, InProcessGroupExNamesABadMemoryKindAndMakesHostGroups) {
+  normuon_comm_t handles[2] = {0, 0};
+  EXPECT_EQ(normuon_comm_create_inprocess_group_ex(2, 5.0, static_cast<normuon_comm_memory_t>(7),
+                                                   handles),
+            NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(LastError(0), HasSubstr("memory is 7"));
+  EXPECT_EQ(handles[0], 0u);
+  ASSERT_EQ(normuon_comm_create_inprocess_group_ex(2, 5.0, NORMUON_COMM_MEMORY_HOST, handles),
+            NORMUON_SUCCESS);
+  for (normuon_comm_t h : handles) {
+    absl::StatusOr<std::shared_ptr<Communicator>> comm = LookupComm(h);
+    ASSERT_TRUE(comm.ok());
+    EXPECT_FALSE((*comm)->UsesDeviceMemory());
+    EXPECT_EQ(normuon_comm_destroy(h), NORMUON_SUCCESS);
+  }
+}
+
 TEST(CommCApiTest, RuntimeHandlesAreNotCommunicatorHandles) {
   // The first runtime handle value (generation 1, slot 1) as normuon/api.cc issues it.
   const normuon_comm_t runtime_like = (uint64_t{1} << 32) | 1;

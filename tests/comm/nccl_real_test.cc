@@ -1,16 +1,21 @@
-// The NCCL communicator against the real NCCL of the CUDA toolkit (default build only). Without a
+// The NCCL communicator against a real NCCL (default build only): the library that
+// $NORMUON_NCCL_LIBRARY names when it names an existing file (on the GPU machine, PyTorch's wheel:
+// .../site-packages/nvidia/nccl/lib/libnccl.so.2), else the CUDA toolkit's
+// /usr/local/cuda/lib64/libnccl.so.2; with neither, every case skips. Without a
 // CUDA device this checks what a CPU machine can: the real library loads, passes the version
 // check and has every function; ncclGetUniqueId works; and creating a communicator with no
 // device fails cleanly (an error, no hang, no crash), which exercises the by-value unique id
 // and the 2.18 config layout against the real ABI. With a device it runs the whole adapter at
 // world size 1: an owned communicator (exchange with a self-transfer, all-reduce, all-gather on
 // device buffers and a stream, then finalize and destroy) and a borrowed one.
-// World sizes above 1 need one GPU per rank and are not tested here.
+// World sizes above 1 need one GPU per rank and are not tested here. The runtime over a real
+// NCCL communicator (world size 1) is tests/cuda/sharded_cuda_test.
 #include <sys/stat.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,12 +44,28 @@ TEST(NcclRealTest, NeedsTheCudaBuild) {
 
 constexpr char kToolkitNccl[] = "/usr/local/cuda/lib64/libnccl.so.2";
 
+// The real NCCL to test: $NORMUON_NCCL_LIBRARY if it names an existing file, else the toolkit's
+// copy if installed, else "" (nothing to test).
+std::string RealNcclPath() {
+  struct stat st;
+  const char* env = std::getenv(kNcclLibraryEnv);
+  if (env != nullptr && env[0] != '\0' && stat(env, &st) == 0) return env;
+  if (stat(kToolkitNccl, &st) == 0) return kToolkitNccl;
+  return "";
+}
+
 class NcclRealTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    struct stat st;
-    if (stat(kToolkitNccl, &st) != 0) GTEST_SKIP() << kToolkitNccl << " is not installed";
-    setenv(kNcclLibraryEnv, kToolkitNccl, 1);
+    const std::string path = RealNcclPath();
+    if (path.empty()) {
+      const char* env = std::getenv(kNcclLibraryEnv);
+      GTEST_SKIP() << "no real NCCL: $" << kNcclLibraryEnv << " is "
+                   << (env == nullptr ? std::string("unset") : "'" + std::string(env) + "'")
+                   << " (no such file) and " << kToolkitNccl << " is not installed";
+    }
+    // normuon loads the library this variable names (when no NCCL is loaded in the process yet).
+    setenv(kNcclLibraryEnv, path.c_str(), 1);
     absl::StatusOr<std::shared_ptr<const NcclLibrary>> lib = SharedNcclLibrary();
     ASSERT_TRUE(lib.ok()) << lib.status();
     lib_ = *lib;
@@ -61,6 +82,7 @@ class NcclRealTest : public ::testing::Test {
 TEST_F(NcclRealTest, TheToolkitsNcclLoadsAndIsRecentEnough) {
   EXPECT_GE(lib_->version_code, kMinNcclVersionCode) << lib_->Describe();
   EXPECT_THAT(lib_->path, HasSubstr("libnccl.so.2"));
+  std::cout << lib_->Describe() << "\n";
   EXPECT_THAT(lib_->ResultText(nccl::kRemoteError), HasSubstr("ncclRemoteError ("));
 }
 

@@ -89,7 +89,7 @@ class StructLayoutTest(unittest.TestCase):
                     (_capi.NeuronAxis, "NORMUON_NEURON_"),
                     (_capi.Orthogonalizer, "NORMUON_ORTHO_"), (_capi.Variant, "NORMUON_VARIANT_"),
                     (_capi.GroupKind, "NORMUON_GROUP_"), (_capi.StateKind, "NORMUON_STATE_"),
-                    (_capi.Fault, "NORMUON_FAULT_")]
+                    (_capi.Fault, "NORMUON_FAULT_"), (_capi.CommMemory, "NORMUON_COMM_MEMORY_")]
         for enum_cls, prefix in prefixes:
             for member in enum_cls:
                 with self.subTest(member=f"{prefix}{member.name}"):

@@ -46,6 +46,7 @@ int main(void) {
   FIELD(normuon_config_t, ns_norm_scale);
   FIELD(normuon_config_t, cautious_weight_decay);
   FIELD(normuon_config_t, neuron_axis);
+  FIELD(normuon_config_t, cuda_graph);
 
   STRUCT(normuon_group_desc_t);
   FIELD(normuon_group_desc_t, struct_size);
@@ -110,6 +111,7 @@ int main(void) {
   FIELD(normuon_comm_ops_t, abort);
   FIELD(normuon_comm_ops_t, destroy);
   FIELD(normuon_comm_ops_t, last_error);
+  FIELD(normuon_comm_ops_t, device_memory);
 
   /* Scalar typedefs the bindings declare as fixed-width integers. */
   printf("typedef normuon_runtime_t %zu\n", sizeof(normuon_runtime_t));
@@ -166,6 +168,7 @@ int main(void) {
   ENUM(NORMUON_GROUP_KIND_MIN_ENUM);
   ENUM(NORMUON_STATE_KIND_MIN_ENUM);
   ENUM(NORMUON_FAULT_MIN_ENUM);
+  ENUM(NORMUON_COMM_MEMORY_MIN_ENUM);
   ENUM(NORMUON_STATUS_MAX_ENUM);
   ENUM(NORMUON_BACKEND_MAX_ENUM);
   ENUM(NORMUON_DTYPE_MAX_ENUM);
@@ -179,6 +182,7 @@ int main(void) {
   ENUM(NORMUON_GROUP_KIND_MAX_ENUM);
   ENUM(NORMUON_STATE_KIND_MAX_ENUM);
   ENUM(NORMUON_FAULT_MAX_ENUM);
+  ENUM(NORMUON_COMM_MEMORY_MAX_ENUM);
   ENUM(NORMUON_NEURON_ROWS);
   ENUM(NORMUON_NEURON_COLUMNS);
   ENUM(NORMUON_ORTHO_QUINTIC);
@@ -195,6 +199,8 @@ int main(void) {
   ENUM(NORMUON_FAULT_ERROR);
   ENUM(NORMUON_FAULT_NEVER_ARRIVE);
   ENUM(NORMUON_FAULT_WRONG_SIZE);
+  ENUM(NORMUON_COMM_MEMORY_HOST);
+  ENUM(NORMUON_COMM_MEMORY_DEVICE);
   ENUM(NORMUON_NCCL_UNIQUE_ID_BYTES);
   return 0;
 }

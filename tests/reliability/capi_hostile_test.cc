@@ -332,6 +332,51 @@ TEST(StructSizeTest, EveryStructWithTooSmallASizeIsRejectedNamingIt) {
   EXPECT_EQ(c, 0u);
 }
 
+// Collectives that must never be reached: the runtime refuses the communicator first.
+normuon_status_t UnreachableExchange(void*, const normuon_p2p_t*, int32_t, const normuon_p2p_t*,
+                                     int32_t, void*) {
+  return NORMUON_ERROR_INTERNAL;
+}
+normuon_status_t UnreachableAllReduce(void*, const float*, float*, uint64_t, void*) {
+  return NORMUON_ERROR_INTERNAL;
+}
+normuon_status_t UnreachableAllGather(void*, const void*, void*, uint64_t, void*) {
+  return NORMUON_ERROR_INTERNAL;
+}
+
+// The step's buffers are backend memory and the communicator moves them as they are, so a
+// backend and a communicator on different kinds of memory are refused at create, naming both.
+TEST(MemoryKindTest, BackendAndCommunicatorOnDifferentMemoryAreRefusedAtCreate) {
+  normuon_comm_ops_t ops;
+  normuon_comm_ops_init(&ops);
+  ops.rank = 0;
+  ops.world_size = 2;
+  ops.exchange = UnreachableExchange;
+  ops.all_reduce_sum_f32 = UnreachableAllReduce;
+  ops.all_gather = UnreachableAllGather;
+  ops.device_memory = 1;
+  normuon_comm_t device_comm = 0;
+  ASSERT_EQ(normuon_comm_create_custom(&ops, &device_comm), NORMUON_SUCCESS);
+  normuon_config_t cpu;
+  normuon_config_init(&cpu);
+  cpu.backend = NORMUON_BACKEND_CPU;
+  normuon_runtime_t rt = 0;
+  EXPECT_EQ(normuon_create(&cpu, device_comm, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(LastError(0), "moves device memory, but config.backend is CPU"));
+  EXPECT_EQ(rt, 0u);
+  EXPECT_EQ(normuon_comm_destroy(device_comm), NORMUON_SUCCESS);
+
+  normuon_comm_t host[2] = {0, 0};
+  ASSERT_EQ(normuon_comm_create_inprocess_group(2, 5.0, host), NORMUON_SUCCESS);
+  normuon_config_t cuda;
+  normuon_config_init(&cuda);
+  cuda.backend = NORMUON_BACKEND_CUDA;
+  EXPECT_EQ(normuon_create(&cuda, host[0], &rt), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(LastError(0), "the CUDA sharded step needs a device communicator"));
+  EXPECT_EQ(rt, 0u);
+  for (normuon_comm_t h : host) EXPECT_EQ(normuon_comm_destroy(h), NORMUON_SUCCESS);
+}
+
 // A C caller may put any int into an enum field; each must be refused with the field's name.
 // Negative values are in open_findings_test.cc (finding F1: they are still undefined behaviour
 // to load in C++).

@@ -114,6 +114,13 @@ typedef struct normuon_comm_ops {
    * call, on the thread that made it; the string is owned by ctx and read before the next call.
    * Optional (NULL: messages carry only the status name). */
   const char* (*last_error)(void* ctx);
+
+  /* Where the buffers of the three collectives live. 0 (the default): host memory, `stream` is
+   * ignored and a call returns when its collective is complete; for the CPU backend, and for the
+   * CUDA backend at world size 1. 1: CUDA device memory, and a call enqueues its collective on
+   * `stream` (torch.distributed or the trainer's own NCCL, say); required by the CUDA backend at
+   * world size > 1, refused by the CPU backend. Any other value is refused. */
+  int32_t device_memory;
 } normuon_comm_ops_t;
 
 /* Zeroes *ops and sets struct_size, rank 0 and world_size 1. */
@@ -140,6 +147,28 @@ NORMUON_API normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t
 NORMUON_API normuon_status_t normuon_comm_create_inprocess_group(int32_t world_size,
                                                                 double timeout_seconds,
                                                                 normuon_comm_t* out);
+
+/* Where an in-process group's buffers live. */
+typedef enum {
+  NORMUON_COMM_MEMORY_HOST = 0,   /* host memory; stream ignored (normuon_comm_create_inprocess_group) */
+  NORMUON_COMM_MEMORY_DEVICE = 1, /* CUDA device memory, for the CUDA backend's sharded step */
+  NORMUON_COMM_MEMORY_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_COMM_MEMORY_MAX_ENUM = 0x7fffffff
+} normuon_comm_memory_t;
+
+/* As normuon_comm_create_inprocess_group, with the buffers in `memory`. With
+ * NORMUON_COMM_MEMORY_DEVICE the group is a device communicator, as NCCL is: every buffer is
+ * device memory (ranks as threads sharing one machine's GPUs, each with the device of its buffers
+ * current), and the runtime's CUDA backend accepts it at any world size. A collective waits for
+ * the work queued on the calling rank's stream, copies on that stream, and returns when its
+ * copies are complete (synchronous: a test and demo transport, not a fast one).
+ * Errors: NORMUON_ERROR_INVALID_ARGUMENT (as above, or memory not one of the two values),
+ * NORMUON_ERROR_UNSUPPORTED (DEVICE in a build without CUDA), NORMUON_ERROR_CUDA (DEVICE with no
+ * usable CUDA device); nothing is created then. */
+NORMUON_API normuon_status_t normuon_comm_create_inprocess_group_ex(int32_t world_size,
+                                                                   double timeout_seconds,
+                                                                   normuon_comm_memory_t memory,
+                                                                   normuon_comm_t* out);
 
 /* Releases the handle. The communicator is torn down when no runtime uses it any more (custom:
  * ops.destroy(ctx); in-process: the group fails for the other ranks, as a dead peer would).

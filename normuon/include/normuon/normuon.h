@@ -197,6 +197,17 @@ typedef struct normuon_config {
   int32_t cautious_weight_decay;       /* 1: decay only the elements where the update and the
                                           weight agree in sign (matrices and AdamW); default 0 */
   normuon_neuron_axis_t neuron_axis;   /* default NORMUON_NEURON_ROWS */
+  int32_t cuda_graph; /* 0 = off (default), 1 = capture the step into a CUDA graph and replay it.
+                         CUDA backend, world size 1 only. The first normuon_step (and the first
+                         after a normuon_bind that moved a buffer) captures the step's device work
+                         on its stream into a CUDA graph, which may allocate the graph's objects,
+                         and launches it; later steps only copy the per-step values (lr, weight
+                         decay, betas of every group) to the device and launch the graph, on any
+                         stream: no allocation, far less host time. Same kernels in the same
+                         order: bitwise the eager step's results. The stream must not be NULL
+                         (the legacy default stream cannot be captured); use a non-blocking one.
+                         A failed capture runs nothing of that step (NORMUON_ERROR_CUDA, or the
+                         failing call's status) and the next step captures again. */
 } normuon_config_t;
 
 /* Fills *config with the reference defaults listed above. */
@@ -256,7 +267,10 @@ NORMUON_API void normuon_param_desc_init(normuon_param_desc_t* desc);
  * rank; the runtime keeps a reference, so the caller may destroy its handle afterwards). With a
  * communicator of world size > 1 every rank creates its own runtime, registers the same
  * parameters in the same order with its own rows, and calls finalize and step collectively.
- * The sharded step runs on the CPU backend today; CUDA with world size > 1 is UNSUPPORTED.
+ * The backend and the communicator must agree on memory: the CPU backend takes host
+ * communicators only; the CUDA backend at world size > 1 takes device communicators only (NCCL,
+ * normuon_comm_create_inprocess_group_ex with NORMUON_COMM_MEMORY_DEVICE, custom ops with
+ * device_memory = 1); any other pair is NORMUON_ERROR_INVALID_ARGUMENT.
  * Reads *config; writes *out on success. */
 NORMUON_API normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
                                             normuon_runtime_t* out);
@@ -305,7 +319,9 @@ NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint6
 /* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward). grad may
  * be NULL: that parameter gets a zero gradient and no weight decay this step, as the official
  * implementation does. Between steps, or inside a step begun by normuon_grad_ready for every
- * parameter not marked ready yet (a matrix marked ready is in use until step returns). */
+ * parameter not marked ready yet (a matrix marked ready is in use until step returns).
+ * With config.cuda_graph = 1, a bind that changes a pointer discards the captured graph (it holds
+ * the old pointers); the next step captures again. Binding the same pointers keeps it. */
 NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param,
                                           void* param_ptr, const void* grad_ptr);
 
@@ -316,7 +332,9 @@ NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t 
  * Reads every gradient, writes every parameter and the optimizer state. On CUDA the work is
  * queued on stream and the call returns without waiting; device-side outcomes (a step skipped
  * for non-finite gradients) come from normuon_step_result. On CPU the step is done on return and
- * a skipped step returns NORMUON_ERROR_NONFINITE with the parameter's name. */
+ * a skipped step returns NORMUON_ERROR_NONFINITE with the parameter's name.
+ * With config.cuda_graph = 1 the step is captured once and replayed (see normuon_config_t);
+ * stream must not be NULL then (NORMUON_ERROR_INVALID_ARGUMENT). */
 NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay,
                                           void* stream);
 
