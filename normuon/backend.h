@@ -258,6 +258,8 @@ class Backend {
   // slot i to slot j of the last step.
   virtual absl::Status PrepareMarks(int count) { return absl::OkStatus(); }
   virtual absl::Status Mark(int slot) { return absl::OkStatus(); }
+  // Mark(i) on the communication stream of two-stream pipelining (below).
+  virtual absl::Status MarkComm(int slot) { return absl::OkStatus(); }
   virtual absl::StatusOr<double> MarkElapsedMs(int from, int to) {
     return absl::UnimplementedError(absl::StrCat(name(), " backend keeps no device marks"));
   }
@@ -279,6 +281,18 @@ class Backend {
   //                  through the staging, launches the graph, records the step's completion.
   //   DropGraph      forgets the graph (a pointer baked into it changed); a launch still in
   //                  flight completes. HasGraph: whether one is ready to launch.
+  // Two-stream pipelining of a sharded step (asynchronous backends; the runtime uses it with a
+  // pipelined schedule at world size > 1). The collectives run on a second stream, made with
+  // `events` hand-off events by PrepareCommStream at finalize; CommStream() is that stream.
+  // RecordHandoff(slot, on_comm) records event `slot` after the work queued so far on the step's
+  // stream (on_comm false) or on the communication stream; WaitHandoff(slot, on_comm) makes that
+  // stream wait for the event. The pipeline's compute thread calls them for the step's stream
+  // while its communication thread calls them for the other, on distinct slots.
+  virtual absl::Status PrepareCommStream(int events) { return NoStreams(); }
+  virtual void* CommStream() { return nullptr; }
+  virtual absl::Status RecordHandoff(int slot, bool on_comm) { return NoStreams(); }
+  virtual absl::Status WaitHandoff(int slot, bool on_comm) { return NoStreams(); }
+
   virtual absl::Status PrepareGraph(size_t scalar_bytes) { return NoGraphs(); }
   virtual absl::Status BeginCapture(void* stream) { return NoGraphs(); }
   virtual absl::Status EndCapture(bool instantiate) { return NoGraphs(); }
@@ -290,6 +304,9 @@ class Backend {
   virtual bool HasGraph() const { return false; }
 
  private:
+  absl::Status NoStreams() const {
+    return absl::UnimplementedError(absl::StrCat(name(), " backend has no streams"));
+  }
   absl::Status NoGraphs() const {
     return absl::UnimplementedError(absl::StrCat(name(), " backend cannot capture CUDA graphs"));
   }

@@ -817,20 +817,48 @@ absl::Status Runtime::Finalize() {
   if (config_.cuda_graph) {
     RETURN_IF_ERROR(backend_->PrepareGraph(sizeof(GroupScalars) * groups_.size()));
   }
+  // An asynchronous backend overlaps the exchanges with Newton-Schulz on two streams, driven by
+  // the same two-thread pipeline as the CPU (which then only queues work).
+  two_streams_ = !backend_->IsSynchronous() && world_ > 1 &&
+                 config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && !buckets_.empty();
+  const int32_t nb = static_cast<int32_t>(buckets_.size());
+  if (two_streams_) RETURN_IF_ERROR(backend_->PrepareCommStream(4 * nb + 1));
   if (!backend_->IsSynchronous()) {
-    // Step start, finite check, five stages per bucket, norms, update, AdamW.
-    const int32_t marks = 2 + 5 * static_cast<int32_t>(buckets_.size()) + 3;
+    // Step start, finite check (start and end), the buckets' stages (five ends, or with two
+    // streams a start and an end each), the all-reduce's start, norms, update, AdamW.
+    const int32_t marks = 3 + (two_streams_ ? 10 : 5) * nb + 4;
     mark_phase_.assign(marks, -1);
     mark_bucket_.assign(marks, -1);
+    mark_from_.assign(marks, -1);
     RETURN_IF_ERROR(backend_->PrepareMarks(marks));
   }
-  if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && backend_->IsSynchronous()) {
+  if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && (backend_->IsSynchronous() || two_streams_)) {
     BucketPipeline::Stages stages;
-    stages.blend = [this](int b) { return BlendBucket(b); };
-    stages.gather = [this](int b) { return GatherBucket(b); };
-    stages.compute = [this](int b) { return ComputeBucket(b); };
-    stages.scatter = [this](int b) { return ScatterBucket(b); };
-    stages.stats = [this](int b) { return StatsBucket(b); };
+    if (!two_streams_) {
+      stages.blend = [this](int b) { return BlendBucket(b); };
+      stages.gather = [this](int b) { return GatherBucket(b); };
+      stages.compute = [this](int b) { return ComputeBucket(b); };
+      stages.scatter = [this](int b) { return ScatterBucket(b); };
+      stages.stats = [this](int b) { return StatsBucket(b); };
+    } else {
+      // Each stage waits for its input's hand-off event on its own stream, runs between a start
+      // and an end mark, and records its output's event: blend -> gather -> compute -> scatter ->
+      // stats, slots 4b + 0..3 (the last slot, 4 * buckets, joins the streams at the end).
+      auto stage = [this](int index, int b, bool on_comm,
+                          absl::Status (Runtime::*run)(int)) -> absl::Status {
+        if (index > 0) RETURN_IF_ERROR(backend_->WaitHandoff(4 * b + index - 1, on_comm));
+        RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/false));
+        RETURN_IF_ERROR((this->*run)(b));
+        RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/true));
+        if (index < 4) RETURN_IF_ERROR(backend_->RecordHandoff(4 * b + index, on_comm));
+        return absl::OkStatus();
+      };
+      stages.blend = [stage](int b) { return stage(0, b, false, &Runtime::BlendBucket); };
+      stages.gather = [stage](int b) { return stage(1, b, true, &Runtime::GatherBucket); };
+      stages.compute = [stage](int b) { return stage(2, b, false, &Runtime::ComputeBucket); };
+      stages.scatter = [stage](int b) { return stage(3, b, true, &Runtime::ScatterBucket); };
+      stages.stats = [stage](int b) { return stage(4, b, false, &Runtime::StatsBucket); };
+    }
     std::vector<int64_t> counts;
     for (const Bucket& b : buckets_) counts.push_back(static_cast<int64_t>(b.matrices.size()));
     pipeline_ = std::make_unique<BucketPipeline>(static_cast<int>(buckets_.size()), stages,
@@ -838,6 +866,19 @@ absl::Status Runtime::Finalize() {
   }
   finalized_ = true;
   return absl::OkStatus();
+}
+
+void* Runtime::CollectiveStream() { return two_streams_ ? backend_->CommStream() : stream_; }
+
+absl::Status Runtime::PipelineMark(int stage, int bucket, bool end) {
+  static constexpr int32_t kPhaseOfStage[5] = {kTraceBlend, kTraceGather, kTraceCompute,
+                                               kTraceScatter, kTraceStats};
+  // Fixed slots: the two threads record concurrently, each on its own stream and slots.
+  const int32_t slot = 1 + 2 * (5 * bucket + stage) + (end ? 1 : 0);
+  mark_phase_[slot] = end ? kPhaseOfStage[stage] : -1;
+  mark_bucket_[slot] = bucket;
+  mark_from_[slot] = end ? slot - 1 : -1;
+  return stage == 1 || stage == 3 ? backend_->MarkComm(slot) : backend_->Mark(slot);
 }
 
 absl::Status Runtime::BlendBucket(int b) {
@@ -850,7 +891,7 @@ absl::Status Runtime::GatherBucket(int b) {
   const Bucket& bucket = buckets_[b];
   if (world_ == 1) return absl::OkStatus();  // a single rank's rows are written in place
   StageTimer timer(&stage_ms_[1], &trace_comm_, kTraceGather, b);
-  return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, stream_);
+  return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, CollectiveStream());
 }
 
 absl::Status Runtime::ComputeBucket(int b) {
@@ -887,7 +928,7 @@ absl::Status Runtime::ScatterBucket(int b) {
   const Bucket& bucket = buckets_[b];
   if (world_ == 1) return absl::OkStatus();
   StageTimer timer(&stage_ms_[3], &trace_comm_, kTraceScatter, b);
-  return comm_->Exchange(bucket.scatter_sends, bucket.scatter_recvs, stream_);
+  return comm_->Exchange(bucket.scatter_sends, bucket.scatter_recvs, CollectiveStream());
 }
 
 absl::Status Runtime::StatsBucket(int b) {
@@ -942,6 +983,7 @@ absl::Status Runtime::DeviceMark(int32_t phase, int32_t bucket) {
   }
   mark_phase_[marks_used_] = phase;
   mark_bucket_[marks_used_] = bucket;
+  mark_from_[marks_used_] = -1;  // the span starts at the previous mark
   return backend_->Mark(marks_used_++);
 }
 
@@ -957,7 +999,19 @@ absl::Status Runtime::RunBuckets() {
   }
   if (pipeline_ != nullptr) {
     BucketPipeline::Timing timing;
-    const absl::Status s = pipeline_->Wait(&timing);
+    absl::Status s = pipeline_->Wait(&timing);
+    if (two_streams_) {
+      // The step's stream waits for everything queued on the communication stream, also after a
+      // failure (a later step must not overwrite buffers a copy still reads).
+      const int32_t join = 4 * static_cast<int32_t>(buckets_.size());
+      absl::Status joined = backend_->RecordHandoff(join, /*on_comm=*/true);
+      if (joined.ok()) joined = backend_->WaitHandoff(join, /*on_comm=*/false);
+      if (s.ok()) s = joined;
+      if (!s.ok()) {
+        // Some stage marks were not recorded this step: no spans from them.
+        std::fill(mark_phase_.begin() + 1, mark_phase_.begin() + 1 + PipelineSlots(), -1);
+      }
+    }
     profile_.exposed_comm_ms = timing.exposed_comm_ms;
     profile_.momentum_ms = stage_ms_[0];
     profile_.gather_ms = stage_ms_[1];
@@ -1021,7 +1075,13 @@ absl::Status Runtime::StartStep(bool copy_scalars) {
       copy_scalars ? sizeof(GroupScalars) * host_scalars_.size() : 0, control_));
   marks_used_ = 0;
   mark_base_ = std::chrono::steady_clock::now();
-  return DeviceMark(-1, -1);
+  RETURN_IF_ERROR(DeviceMark(-1, -1));
+  if (two_streams_ && !mark_phase_.empty()) {
+    // The pipeline's fixed slots come next; the step thread's marks follow them.
+    std::fill(mark_phase_.begin() + 1, mark_phase_.begin() + 1 + PipelineSlots(), -1);
+    marks_used_ = 1 + PipelineSlots();
+  }
+  return absl::OkStatus();
 }
 
 uint32_t Runtime::MarkedSetHash() const {
@@ -1138,6 +1198,7 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
     double before_step_ms = 0.0;  // the trainer's backward pass: in total_ms, in no phase
     clock.Lap(&before_step_ms);
   }
+  RETURN_IF_ERROR(DeviceMark(-1, -1));  // the finite check's start (after any backward pass)
   if (config_.check_finite) {
     for (const MatrixWork& w : matrices_) {
       RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
@@ -1155,7 +1216,8 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
   RETURN_IF_ERROR(DeviceMark(kTraceFiniteCheck, -1));
   absl::Status comm_status;
   if (!skip_work) {
-    comm_status = RunBuckets();  // on stream_, set when the step began  // fills the per-stage times of the profile itself
+    comm_status = RunBuckets();  // fills the per-stage times of the profile itself
+    if (comm_status.ok()) RETURN_IF_ERROR(DeviceMark(-1, -1));  // the all-reduce's start
     double buckets_wall_ms = 0.0;
     clock.Lap(&buckets_wall_ms);
     if (begun_by_grad_ready && comm_status.ok()) {
@@ -1236,7 +1298,9 @@ absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
   RETURN_IF_ERROR(backend_->WaitStep());
   const int64_t base = SpanLog::Ns(mark_base_);
   for (int32_t i = 1; i < marks_used_; ++i) {
-    ASSIGN_OR_RETURN(const double from, backend_->MarkElapsedMs(0, i - 1));
+    if (mark_phase_[i] < 0) continue;  // a start mark
+    const int32_t start = mark_from_[i] >= 0 ? mark_from_[i] : i - 1;
+    ASSIGN_OR_RETURN(const double from, backend_->MarkElapsedMs(0, start));
     ASSIGN_OR_RETURN(const double to, backend_->MarkElapsedMs(0, i));
     spans->push_back(TraceSpan{mark_phase_[i], mark_bucket_[i],
                                base + static_cast<int64_t>(from * 1e6),
@@ -1244,6 +1308,46 @@ absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
   }
   return absl::OkStatus();
 }
+
+// The communication time no computation overlapped: the union of the exchanges' spans minus its
+// intersection with the union of the compute stages' spans (blend, Newton-Schulz, row stats).
+// One stream (sequential, CPU-like): every exchange is exposed.
+namespace {
+double ExposedCommMs(const std::vector<TraceSpan>& spans) {
+  using Interval = std::pair<int64_t, int64_t>;
+  auto merged = [&](bool comm) {
+    std::vector<Interval> v;
+    for (const TraceSpan& e : spans) {
+      const bool is_comm = e.phase == kTraceGather || e.phase == kTraceScatter;
+      const bool is_compute =
+          e.phase == kTraceBlend || e.phase == kTraceCompute || e.phase == kTraceStats;
+      if ((comm ? is_comm : is_compute) && e.end_ns > e.begin_ns) v.push_back({e.begin_ns, e.end_ns});
+    }
+    std::sort(v.begin(), v.end());
+    std::vector<Interval> out;
+    for (const Interval& x : v) {
+      if (!out.empty() && x.first <= out.back().second) {
+        out.back().second = std::max(out.back().second, x.second);
+      } else {
+        out.push_back(x);
+      }
+    }
+    return out;
+  };
+  const std::vector<Interval> comm = merged(true), compute = merged(false);
+  int64_t exposed = 0;
+  size_t j = 0;
+  for (const Interval& c : comm) {
+    int64_t covered = 0;
+    while (j < compute.size() && compute[j].second <= c.first) ++j;
+    for (size_t k = j; k < compute.size() && compute[k].first < c.second; ++k) {
+      covered += std::min(c.second, compute[k].second) - std::max(c.first, compute[k].first);
+    }
+    exposed += (c.second - c.first) - covered;
+  }
+  return static_cast<double>(exposed) / 1e6;
+}
+}  // namespace
 
 absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
@@ -1257,15 +1361,20 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   normuon_step_profile_t p = profile_;  // bytes and bucket count; times are replaced
   p.total_ms = p.finite_check_ms = p.momentum_ms = p.gather_ms = p.newton_schulz_ms = 0.0;
   p.scatter_ms = p.row_stats_ms = p.update_ms = p.adamw_ms = p.exposed_comm_ms = 0.0;
+  // The step's device time: from mark 0 to the last mark (the stages of two streams overlap, so
+  // their sum would count the overlap twice).
+  if (marks_used_ > 1) {
+    ASSIGN_OR_RETURN(p.total_ms, backend_->MarkElapsedMs(0, marks_used_ - 1));
+  }
+  p.exposed_comm_ms = ExposedCommMs(spans);
   for (const TraceSpan& e : spans) {
     const double ms = (e.end_ns - e.begin_ns) / 1e6;
-    p.total_ms += ms;
     switch (e.phase) {
       case kTraceFiniteCheck: p.finite_check_ms += ms; break;
       case kTraceBlend: p.momentum_ms += ms; break;
-      case kTraceGather: p.gather_ms += ms; p.exposed_comm_ms += ms; break;
+      case kTraceGather: p.gather_ms += ms; break;
       case kTraceCompute: p.newton_schulz_ms += ms; break;
-      case kTraceScatter: p.scatter_ms += ms; p.exposed_comm_ms += ms; break;
+      case kTraceScatter: p.scatter_ms += ms; break;
       case kTraceStats:
       case kTraceReduce: p.row_stats_ms += ms; break;
       case kTraceCommit: p.update_ms += ms; break;

@@ -246,8 +246,17 @@ class Runtime {
   SpanLog trace_main_, trace_compute_, trace_comm_;
   // Asynchronous backends: device marks of the current step. mark_phase_[i] is the phase (and
   // mark_bucket_[i] the bucket) of the span that ends at mark i; mark 0 starts the step.
+  // mark_from_[i] >= 0: the span starts at that mark instead of mark i - 1. A phase < 0 at
+  // i >= 1 is a start mark, no span.
   int32_t marks_used_ = 0;
-  std::vector<int32_t> mark_phase_, mark_bucket_;
+  std::vector<int32_t> mark_phase_, mark_bucket_, mark_from_;
+  // Two-stream pipelining (asynchronous backend, world > 1, pipelined schedule): the stages'
+  // marks have fixed slots [1, 1 + 10 * buckets), a start and an end mark per stage and bucket,
+  // recorded by the pipeline's two threads; the step thread's marks follow them.
+  bool two_streams_ = false;
+  int32_t PipelineSlots() const { return two_streams_ ? 10 * static_cast<int32_t>(buckets_.size()) : 0; }
+  absl::Status PipelineMark(int stage, int bucket, bool end);
+  void* CollectiveStream();  // the stream the exchanges and the all-reduce are issued on
   std::chrono::steady_clock::time_point mark_base_;  // host time of mark 0 (trace origin)
   absl::Status DeviceMark(int32_t phase, int32_t bucket);
   // The last step's spans from the device marks (waits for the step).

@@ -245,6 +245,16 @@ else
   check "normuon_run --backend=cuda --ranks=4 --check gpt2-124m (vs CUDA single rank)" \
     "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --steps=2 \
     --check --check_tol=1e-2
+  # The pipelined schedules on two streams (exchanges on a second stream), and grad_ready's early
+  # start on CUDA, against the single-rank CUDA step.
+  for sched in per_matrix bucketed; do
+    check "normuon_run --backend=cuda --ranks=4 --schedule=$sched --check gpt2-124m" "$CHECKS_LOG" \
+      "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --steps=2 --schedule=$sched \
+      --bucket_mb=4 --check --check_tol=1e-6
+  done
+  check "normuon_run --backend=cuda --ranks=3 --overlap_backward --check gpt2-124m" "$CHECKS_LOG" \
+    "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=3 --steps=2 --overlap_backward \
+    --check --check_tol=1e-6
   check "normuon_run --backend=cuda --ns_dtype=fp32 --ranks=3 --check --check_against=cpu tiny" \
     "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --ns_dtype=fp32 --model=tiny --ranks=3 \
     --steps=3 --check --check_against=cpu --check_tol=1e-4
@@ -272,6 +282,9 @@ else
     [ -x "$B/sharded_cuda_test" ] && check "compute-sanitizer memcheck sharded_cuda_test (subset)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/sharded_cuda_test" \
       --gtest_brief=1 --gtest_filter='*BothOwnerPolicies*:*NonFinite*:*FailedCollective*'
+    check "compute-sanitizer memcheck normuon_run --backend=cuda --ranks=2 --schedule=bucketed (two streams)" \
+      "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/normuon_run" \
+      --backend=cuda --model=tiny --ranks=2 --steps=2 --schedule=bucketed --bucket_mb=0.01
     [ -x "$B/graph_test" ] && check "compute-sanitizer memcheck graph_test (equivalence)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/graph_test" \
       --gtest_brief=1 --gtest_filter='NsDtypes/GraphEquivalenceTest.*'
@@ -302,6 +315,12 @@ else
   fi
   check "normuon_run --backend=cuda --model=gpt2-124m -> normuon_run.jsonl" "$BENCH_LOG" \
     bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=20 --json >>'$OUT/normuon_run.jsonl'"
+  # The sharded CUDA step on 4 ranks sharing the GPU: one stream (sequential) vs two streams.
+  for sched in sequential bucketed; do
+    check "normuon_run --backend=cuda --ranks=4 --schedule=$sched gpt2-124m -> normuon_run.jsonl" \
+      "$BENCH_LOG" bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --ranks=4 --steps=10 \
+        --schedule=$sched --json >>'$OUT/normuon_run.jsonl'"
+  done
   check "step_bench StepCuda -> step_gpu.json" "$BENCH_LOG" \
     "$B/step_bench" --benchmark_filter=StepCuda "${gb[@]}" --benchmark_out="$OUT/step_gpu.json"
   check "normuon_run --backend=cuda --model=llama-1b -> normuon_run.jsonl" "$BENCH_LOG" \
@@ -337,9 +356,12 @@ for line in open(sys.argv[1]):
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    print("  %s %s %s ranks=%s: steady %.2f ms/step, min %.2f ms" % (
-        r.get("model"), r.get("backend"), r.get("mode"), r.get("ranks", 1),
-        r.get("steady_step_ms", -1), r.get("min_step_ms", -1)))
+    ph = r.get("phases_rank0") or {}
+    print("  %s %s %s ranks=%s %s: steady %.2f ms/step, min %.2f ms; rank 0 device: gather %.2f,"
+          " newton-schulz %.2f, scatter %.2f, exposed comm %.2f ms" % (
+        r.get("model"), r.get("backend"), r.get("mode"), r.get("ranks", 1), r.get("schedule"),
+        r.get("steady_step_ms", -1), r.get("min_step_ms", -1), ph.get("gather_ms", -1),
+        ph.get("newton_schulz_ms", -1), ph.get("scatter_ms", -1), ph.get("exposed_comm_ms", -1)))
 PY
 fi
 if [ -s "$OUT/anchors-gpt2.json" ]; then

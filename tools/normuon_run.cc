@@ -470,7 +470,10 @@ RankOutcome RunRank(const RunConfig& cfg, normuon_comm_t comm, int rank, int wor
     }
     normuon_step_profile_t prof;
     normuon_step_profile_init(&prof);
-    if (s < cfg.steps && normuon_last_step_profile(rt, &prof) == NORMUON_SUCCESS) {
+    // Phases of the steady steps: step 0 (cuBLAS set-up, first touches) is left out when there
+    // are others, as in the steady step time.
+    if (s < cfg.steps && (s > 0 || cfg.steps == 1) &&
+        normuon_last_step_profile(rt, &prof) == NORMUON_SUCCESS) {
       AddPhases(&out.phases, prof);
       out.have_phases = true;
     }
@@ -712,6 +715,7 @@ int main(int argc, char** argv) {
   const double steady_ms = steps > 1 ? (total_ms - step_ms[0]) / (steps - 1) : mean_ms;
   const double min_ms = *std::min_element(step_ms.begin(), step_ms.end());
   const RankOutcome& first = outcomes[0];
+  const int phase_steps = steps > 1 ? steps - 1 : 1;  // the steps whose phases were summed
   // --overlap_backward: per step the slowest rank's exposed time, averaged over the steps.
   double exposed_mean = 0.0, backward_mean = 0.0;
   if (overlap) {
@@ -767,7 +771,7 @@ int main(int argc, char** argv) {
                                           "\"min_step_ms\": %.3f, \"param_sum\": %.17g, "
                                           "\"param_norm\": %.17g",
                                           mean_ms, steady_ms, min_ms, sum, std::sqrt(sum_sq)));
-    if (first.have_phases) absl::StrAppend(&out, ", \"phases_rank0\": ", PhaseJson(first.phases, steps));
+    if (first.have_phases) absl::StrAppend(&out, ", \"phases_rank0\": ", PhaseJson(first.phases, phase_steps));
     if (check) {
       absl::StrAppend(&out, absl::StrFormat(", \"check_max_abs_diff\": %.9g", max_diff),
                       ", \"check_against\": ", JsonString(check_against));
@@ -786,7 +790,7 @@ int main(int argc, char** argv) {
                 "min; setup %.0f ms; state+buffers %.1f MiB (largest rank); gradient generation "
                 "%.0f ms (untimed)\n",
                 steps, mean_ms, steady_ms, min_ms, setup_ms, state_bytes / 1048576.0, grad_ms);
-    if (first.have_phases) std::printf("phases (rank 0): %s\n", PhaseLine(first.phases, steps).c_str());
+    if (first.have_phases) std::printf("phases (rank 0): %s\n", PhaseLine(first.phases, phase_steps).c_str());
     std::printf("checksum: param sum %.9e, param L2 norm %.9e\n", sum, std::sqrt(sum_sq));
     if (overlap) {
       std::printf("overlap with a simulated backward (%zu layers, %.0f ms): %.1f ms still exposed "

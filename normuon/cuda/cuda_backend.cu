@@ -136,6 +136,11 @@ class CudaBackend final : public Backend {
     DropGraph();
     FreeStaging();
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
+    if (comm_stream_ != nullptr) {
+      cudaStreamSynchronize(comm_stream_);
+      cudaStreamDestroy(comm_stream_);
+    }
+    for (cudaEvent_t e : handoffs_) cudaEventDestroy(e);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     FreeWorkspaces();
     cudaFree(cublas_workspace_);
@@ -507,6 +512,50 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status MarkComm(int slot) override {
+    if (slot < 0 || slot >= static_cast<int>(marks_.size()) || comm_stream_ == nullptr) {
+      return absl::InternalError(absl::StrCat("comm mark slot ", slot, " of ", marks_.size()));
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], comm_stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status PrepareCommStream(int events) override {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (comm_stream_ == nullptr) {
+      // The highest priority: the exchanges' copies (or NCCL's kernels) get SMs ahead of the
+      // Newton-Schulz GEMMs they overlap.
+      int least = 0, greatest = 0;
+      RETURN_IF_CUDA_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+      RETURN_IF_CUDA_ERROR(
+          cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
+    }
+    while (static_cast<int>(handoffs_.size()) < events) {
+      cudaEvent_t e = nullptr;
+      RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      handoffs_.push_back(e);
+    }
+    return absl::OkStatus();
+  }
+
+  void* CommStream() override { return comm_stream_; }
+
+  absl::Status RecordHandoff(int slot, bool on_comm) override {
+    RETURN_IF_ERROR(CheckHandoff(slot));
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(cudaEventRecord(handoffs_[slot], on_comm ? comm_stream_ : stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitHandoff(int slot, bool on_comm) override {
+    RETURN_IF_ERROR(CheckHandoff(slot));
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(
+        cudaStreamWaitEvent(on_comm ? comm_stream_ : stream_, handoffs_[slot], 0));
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<double> MarkElapsedMs(int from, int to) override {
     const int n = static_cast<int>(marks_.size());
     if (from < 0 || to < 0 || from >= n || to >= n) {
@@ -649,6 +698,14 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CheckHandoff(int slot) const {
+    if (slot < 0 || slot >= static_cast<int>(handoffs_.size()) || comm_stream_ == nullptr) {
+      return absl::InternalError(absl::StrCat("hand-off slot ", slot, " of ", handoffs_.size(),
+                                              comm_stream_ == nullptr ? " (no comm stream)" : ""));
+    }
+    return absl::OkStatus();
+  }
+
   // Makes cuBLAS queue on `stream`. cublasSetStream resets the workspace to cuBLAS's own pool,
   // so our fixed workspace is set again every time.
   absl::Status BindStream(cudaStream_t stream) {
@@ -698,6 +755,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;  // the current step's stream
   std::vector<cudaEvent_t> marks_;  // device-side timing marks (Mark / MarkElapsedMs)
   cudaEvent_t done_event_ = nullptr;
+  // Two-stream pipelining: the collectives' stream and the stage hand-off events.
+  cudaStream_t comm_stream_ = nullptr;
+  std::vector<cudaEvent_t> handoffs_;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   // Newton-Schulz workspaces, sized in Prepare for the largest batch.

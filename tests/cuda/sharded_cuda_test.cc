@@ -204,6 +204,11 @@ struct Options {
   bool ragged = false;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
   normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
+  // A pipelined schedule at world > 1 runs the exchanges on a second stream (two-stream
+  // pipelining); grad_ready marks every matrix before step, last registered first.
+  normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  uint64_t bucket_bytes = 0;  // 0: the library's default
+  bool grad_ready = false;
   int steps = 3;
   int check_finite = 0;
   // This rank writes a NaN into the first gradient element it holds of nan_param at nan_step.
@@ -238,7 +243,11 @@ std::string Describe(const Options& o) {
         : o.comm == CommKind::kNccl ? " nccl"
                                     : " devgroup")
     << (o.ragged ? " ragged" : " fsdp2") << (o.ns_dtype == NORMUON_NS_BF16 ? " bf16" : " fp32")
-    << (o.policy == NORMUON_OWNER_COST_BALANCED ? " cost-balanced" : " round-robin");
+    << (o.policy == NORMUON_OWNER_COST_BALANCED ? " cost-balanced" : " round-robin")
+    << (o.schedule == NORMUON_SCHEDULE_PER_MATRIX ? " per-matrix"
+        : o.schedule == NORMUON_SCHEDULE_BUCKETED ? " bucketed"
+                                                  : "")
+    << (o.grad_ready ? " grad_ready" : "");
   return s.str();
 }
 
@@ -431,6 +440,8 @@ RunResult RunRanks(const Options& o) {
     c.ns_dtype = o.ns_dtype;
     c.owner_policy = o.policy;
     c.check_finite = o.check_finite;
+    c.schedule = o.schedule;
+    if (o.bucket_bytes > 0) c.bucket_bytes = o.bucket_bytes;
     c.adamw_weight_decay = 0.01f;
     normuon_runtime_t rt = 0;
     if (normuon_create(&c, comms[rank], &rt) != NORMUON_SUCCESS) {
@@ -538,6 +549,14 @@ RunResult RunRanks(const Options& o) {
         }
         if (!buffers.Upload(grad_buf[i], host[i].data(), host[i].size() * 4, stream, &error)) {
           return fail(error);
+        }
+      }
+      if (o.grad_ready) {
+        for (size_t i = specs.size(); i-- > 0;) {
+          if (!specs[i].matrix) continue;
+          if (normuon_grad_ready(rt, &ids[i], 1, cuda ? stream : nullptr) != NORMUON_SUCCESS) {
+            return fail(std::string("grad_ready: ") + normuon_last_error(rt));
+          }
         }
       }
       const normuon_status_t st = normuon_step(rt, kLr, kWd, cuda ? stream : nullptr);
@@ -858,6 +877,41 @@ TEST_F(ShardedCudaTest, BothOwnerPoliciesMatchTheSingleRankRun) {
           ExpectNearPerRow(run, ref.cuda, kFp32Tol, kSteps, what + " vs cuda world 1");
       std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
                 << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+    }
+  }
+}
+
+// The pipelined schedules at world > 1 run the exchanges on a second stream, handed off by
+// events; grad_ready starts the buckets' work before step. Same results as the single rank.
+TEST_F(ShardedCudaTest, PipelinedSchedulesOnTwoStreamsMatchTheSingleRankRun) {
+  constexpr int kSteps = 3;
+  for (normuon_ns_dtype_t dtype : {NORMUON_NS_BF16, NORMUON_NS_FP32}) {
+    const References ref = MakeReferences(dtype, kSteps);
+    ExpectRunOk(ref.cuda, "cuda reference", kSteps);
+    const Tolerances tol = dtype == NORMUON_NS_BF16 ? kBf16Tol : kFp32Tol;
+    for (int world : {2, 3, 4}) {
+      for (auto schedule : {NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+        for (bool grad_ready : {false, true}) {
+          Options o;
+          o.comm = CommKind::kDeviceGroup;
+          o.world = world;
+          o.ragged = world == 3;
+          o.ns_dtype = dtype;
+          o.schedule = schedule;
+          o.bucket_bytes = 16 << 10;  // small buckets: several buckets, several in flight
+          o.grad_ready = grad_ready;
+          o.steps = kSteps;
+          const std::string what = Describe(o);
+          const RunResult run = RunRanks(o);
+          ExpectRunOk(run, what, kSteps);
+          if (HasFatalFailure()) return;
+          ExpectNear(run, ref.cpu, tol, kSteps, what + " vs cpu");
+          const RowReport rows =
+              ExpectNearPerRow(run, ref.cuda, kFp32Tol, kSteps, what + " vs cuda world 1");
+          std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
+                    << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+        }
+      }
     }
   }
 }
