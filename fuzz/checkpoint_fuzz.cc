@@ -4,14 +4,17 @@
 // writes any state.
 //
 // Input: u8 mode, u8 flags (bit 0: recompute the header and section CRCs before use, so that
-// mutations reach the contents instead of stopping at the checksums), then
+// mutations reach the contents instead of stopping at the checksums; bit 1: the runtime of mode
+// 2 uses neuron axis = columns, whose v is one value per column of each row block, replicated;
+// bit 2: mode 2 registers "w" in two row blocks of 4 rows (row_splits)), then
 //   mode % 3 == 0: the bytes of an index file (DecodeIndex);
 //   mode % 3 == 1: the bytes of a rank file (DecodeRankFile);
 //   mode % 3 == 2: u32 index length, the index, u32 rank-0 length, rank 0's file, then rank 1's
 //                  file (the rest): written as index.nmck, rank-0-of-1.nmck, rank-0-of-2.nmck
 //                  and rank-1-of-2.nmck into a scratch directory, then loaded with
 //                  normuon_load_checkpoint into a finalized CPU runtime holding matrix "w"
-//                  (8 x 4, NorMuon group 0) and AdamW parameter "b" (8 x 1, group 1).
+//                  (8 x 4, NorMuon group 0) and AdamW parameter "b" (8 x 1, group 1), with the
+//                  neuron axis and row split of flags bits 1 and 2.
 // Checks: decoding never crashes; what decodes passes ValidateIndex / ValidateRankFile and
 // encodes back to the very same bytes; a rank file that decodes is checked against a decoded
 // index without crashing; a load that fails leaves every state buffer and the step counters
@@ -134,14 +137,16 @@ struct State {
   }
 };
 
-State ReadState(normuon_runtime_t rt) {
+// v_count: 8 (one per row), or with the column axis 4 per row block.
+State ReadState(normuon_runtime_t rt, size_t v_count) {
   State s;
   s.momentum.resize(32);
-  s.v.resize(8);
+  s.v.resize(v_count);
   s.exp_avg.resize(8);
   s.exp_avg_sq.resize(8);
   FUZZ_CHECK(normuon_get_state(rt, 0, NORMUON_STATE_MOMENTUM, s.momentum.data(), 128) == 0);
-  FUZZ_CHECK(normuon_get_state(rt, 0, NORMUON_STATE_SECOND_MOMENT, s.v.data(), 32) == 0);
+  FUZZ_CHECK(normuon_get_state(rt, 0, NORMUON_STATE_SECOND_MOMENT, s.v.data(), v_count * 4) ==
+             0);
   FUZZ_CHECK(normuon_get_state(rt, 1, NORMUON_STATE_EXP_AVG, s.exp_avg.data(), 32) == 0);
   FUZZ_CHECK(normuon_get_state(rt, 1, NORMUON_STATE_EXP_AVG_SQ, s.exp_avg_sq.data(), 32) == 0);
   FUZZ_CHECK(normuon_get_state(rt, 1, NORMUON_STATE_STEP, &s.adamw_step, 8) == 0);
@@ -150,7 +155,8 @@ State ReadState(normuon_runtime_t rt) {
   return s;
 }
 
-void LoadFiles(const std::string& index, const std::string& rank0, const std::string& rank1) {
+void LoadFiles(const std::string& index, const std::string& rank0, const std::string& rank1,
+               bool column_axis, bool two_blocks) {
   // The decoders first, on their own.
   DecodeIndexBytes(index);
   DecodeRankBytes(rank0);
@@ -167,6 +173,7 @@ void LoadFiles(const std::string& index, const std::string& rank0, const std::st
 
   normuon_config_t cfg;
   normuon_config_init(&cfg);
+  if (column_axis) cfg.neuron_axis = NORMUON_NEURON_COLUMNS;
   normuon_runtime_t rt = 0;
   FUZZ_CHECK(normuon_create(&cfg, 0, &rt) == NORMUON_SUCCESS);
   std::vector<float> w(32), gw(32), b(8), gb(8);
@@ -187,8 +194,15 @@ void LoadFiles(const std::string& index, const std::string& rank0, const std::st
   d.param = w.data();
   d.grad = gw.data();
   d.group = NORMUON_GROUP_MATRIX_DEFAULT;
+  const int64_t splits[2] = {4, 4};
+  if (two_blocks) {
+    d.row_splits = splits;
+    d.num_row_splits = 2;
+  }
   normuon_param_t id = -1;
   FUZZ_CHECK(normuon_register_matrix(rt, &d, &id) == NORMUON_SUCCESS);
+  d.row_splits = nullptr;
+  d.num_row_splits = 0;
   d.name = "b";
   d.cols = 1;
   d.param = b.data();
@@ -198,7 +212,8 @@ void LoadFiles(const std::string& index, const std::string& rank0, const std::st
   FUZZ_CHECK(normuon_finalize(rt) == NORMUON_SUCCESS);
   FUZZ_CHECK(normuon_step(rt, 0.01f, 0.0f, nullptr) == NORMUON_SUCCESS);  // non-zero state
 
-  const State before = ReadState(rt);
+  const size_t v_count = column_axis ? (two_blocks ? 8 : 4) : 8;
+  const State before = ReadState(rt, v_count);
   const std::vector<float> w_before = w, b_before = b;
   const normuon_status_t st = normuon_load_checkpoint(rt, ScratchDir().c_str());
   // Loading never touches the parameters themselves.
@@ -207,7 +222,7 @@ void LoadFiles(const std::string& index, const std::string& rank0, const std::st
   if (st != NORMUON_SUCCESS) {
     const char* msg = normuon_last_error(rt);
     FUZZ_CHECK(msg != nullptr && msg[0] != '\0');
-    FUZZ_CHECK(ReadState(rt) == before);
+    FUZZ_CHECK(ReadState(rt, v_count) == before);
   } else {
     // What was loaded is a state the runtime can step from.
     const normuon_status_t step = normuon_step(rt, 0.01f, 0.0f, nullptr);
@@ -221,7 +236,8 @@ void LoadFiles(const std::string& index, const std::string& rank0, const std::st
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
   const uint8_t mode = in.U8() % 3;
-  const bool fix = (in.U8() & 1) != 0;
+  const uint8_t flags = in.U8();
+  const bool fix = (flags & 1) != 0;
   if (mode == 2) {
     std::string index = Take(in, true);
     std::string rank0 = Take(in, true);
@@ -231,7 +247,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FixChecksums(&rank0);
       FixChecksums(&rank1);
     }
-    LoadFiles(index, rank0, rank1);
+    LoadFiles(index, rank0, rank1, (flags & 2) != 0, (flags & 4) != 0);
     return 0;
   }
   std::string bytes = in.Rest();

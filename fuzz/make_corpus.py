@@ -286,11 +286,12 @@ def ck_file(magic, sections):
     return out
 
 
-def ck_index(save_id, world, ranges, steps_taken=1, adamw_step=1):
+def ck_index(save_id, world, ranges, steps_taken=1, adamw_step=1, second_moment=1):
     """The index of the runtime checkpoint_fuzz loads into: default config, matrix "w" 8x4 in
-    group 0 and AdamW "b" 8x1 in group 1. ranges[r] = [(begin, count) of w, of b]."""
+    group 0 and AdamW "b" 8x1 in group 1. ranges[r] = [(begin, count) of w, of b].
+    second_moment: the matrix_second_moment (1 v per row; 3 v per column of each row block)."""
     conf = struct.pack("<Q", save_id) + u32(world) + u32(0) + u32(0) + u32(5) + u32(1)
-    conf += f32(1e-7) + u32(1) + i64(steps_taken) + i64(0) + u32(2)
+    conf += f32(1e-7) + u32(second_moment) + i64(steps_taken) + i64(0) + u32(2)
     conf += u32(0) + f32(0.95) + f32(0.95) + f32(1e-10)
     conf += u32(1) + f32(0.9) + f32(0.95) + f32(1e-10)
     parm = u32(2)
@@ -302,17 +303,19 @@ def ck_index(save_id, world, ranges, steps_taken=1, adamw_step=1):
     return ck_file(b"NMCKINDX", [(b"CONF", conf), (b"PARM", parm), (b"SHRD", shrd)])
 
 
-def ck_rank(save_id, rank, world, shards, adamw_step=1):
-    """A rank file; shards = [(param, begin, count)] for the parameters with rows here."""
+def ck_rank(save_id, rank, world, shards, adamw_step=1, column_blocks=0):
+    """A rank file; shards = [(param, begin, count)] for the parameters with rows here.
+    column_blocks > 0: matrix_second_moment 3, w's entry holding v for that many row blocks of 4
+    columns (the same values on every rank); else 1 (v per row)."""
     sections = [(b"RANK", struct.pack("<Q", save_id) + u32(rank) + u32(world) + u32(2) +
-                 u32(len(shards)) + u32(1))]
+                 u32(len(shards)) + u32(3 if column_blocks else 1))]
     for param, begin, count in shards:
         name, cols = ("w", 4) if param == 0 else ("b", 1)
         n = count * cols
         payload = u32(param) + u32(len(name)) + name.encode() + i64(begin) + i64(count)
         payload += i64(cols) + i64(adamw_step if param == 1 else 0)
         payload += b"".join(f32(0.01 * (k % 9) - 0.04) for k in range(n))
-        second = n if param == 1 else count
+        second = n if param == 1 else 4 * column_blocks if column_blocks else count
         payload += b"".join(f32(0.001 * (k % 5 + 1)) for k in range(second))
         sections.append((b"MATX" if param == 0 else b"ADMW", payload))
     return ck_file(b"NMCKRANK", sections)
@@ -345,6 +348,30 @@ def checkpoint_seeds():
     bad_crc[-1] ^= 0xFF
     write("checkpoint_fuzz", "load_bad_crc_fixed.bin", load(one_index, bytes(bad_crc), fix=1))
     write("checkpoint_fuzz", "load_truncated.bin", load(one_index, one_rank[:-30]))
+
+    # Neuron axis = columns (flags bit 1; bit 2: the runtime's w in two row blocks).
+    cols_index = ck_index(sid, 1, [[(0, 8), (0, 8)]], second_moment=3)
+    cols_rank = ck_rank(sid, 0, 1, [(0, 0, 8), (1, 0, 8)], column_blocks=1)
+    cols_two_blocks = ck_rank(sid, 0, 1, [(0, 0, 8), (1, 0, 8)], column_blocks=2)
+    # Saved at world 2 with all of w on rank 0: rank 1 kept the same v but saved no entry.
+    cols_uneven_index = ck_index(sid, 2, [[(0, 8), (0, 0)], [(8, 0), (0, 8)]], second_moment=3)
+    cols_uneven_r0 = ck_rank(sid, 0, 2, [(0, 0, 8)], column_blocks=1)
+    cols_uneven_r1 = ck_rank(sid, 1, 2, [(1, 0, 8)], column_blocks=1)
+
+    def load_cols(index, r0, r1=b"", flags=2):
+        return u8(2) + u8(flags) + u32(len(index)) + index + u32(len(r0)) + r0 + r1
+
+    write("checkpoint_fuzz", "rank_file_columns.bin", u8(1) + u8(0) + cols_two_blocks)
+    write("checkpoint_fuzz", "load_columns_one_rank.bin", load_cols(cols_index, cols_rank))
+    write("checkpoint_fuzz", "load_columns_two_blocks.bin",
+          load_cols(cols_index, cols_two_blocks, flags=6))
+    write("checkpoint_fuzz", "load_columns_uneven_split.bin",
+          load_cols(cols_uneven_index, cols_uneven_r0, cols_uneven_r1))
+    write("checkpoint_fuzz", "load_columns_other_row_split.bin",
+          load_cols(cols_index, cols_rank, flags=6))
+    write("checkpoint_fuzz", "load_columns_into_rows_axis.bin",
+          load_cols(cols_index, cols_rank, flags=0))
+    write("checkpoint_fuzz", "load_rows_into_columns_axis.bin", load_cols(one_index, one_rank))
 
 
 def main():

@@ -367,12 +367,44 @@ bool ShapeOk(int64_t rows, int64_t cols) {
   return rows > 0 && cols > 0 && rows <= kMaxElements / cols;
 }
 
-// Element count of a shard's second array.
+// Whether a shard's second array has a length of its own (a matrix's replicated v per column
+// of each row block) rather than one derived from its rows (SecondCount).
+bool SecondIsPerColumn(ParamKind kind, uint32_t matrix_second_moment) {
+  return kind == ParamKind::kMatrix && matrix_second_moment == kSecondMomentPerColumn;
+}
+
+// Element count of a shard's second array, where SecondIsPerColumn is false.
 uint64_t SecondCount(ParamKind kind, uint32_t matrix_second_moment, int64_t row_count,
                      int64_t cols) {
   if (kind == ParamKind::kAdamW) return static_cast<uint64_t>(row_count * cols);
-  if (matrix_second_moment == 2) return static_cast<uint64_t>(row_count * cols);  // AdaMuon
-  return matrix_second_moment != 0 ? static_cast<uint64_t>(row_count) : 0;
+  if (matrix_second_moment == kSecondMomentPerElement) {
+    return static_cast<uint64_t>(row_count * cols);  // AdaMuon
+  }
+  return matrix_second_moment == kSecondMomentPerRow ? static_cast<uint64_t>(row_count) : 0;
+}
+
+// A replicated per-column v of n values for a matrix of `cols` columns: n a positive multiple of
+// cols, at most kMaxElements. Returns the problem, or "" when n is fine.
+std::string PerColumnProblem(uint64_t n, int64_t cols) {
+  const uint64_t c = static_cast<uint64_t>(cols);
+  if (n == 0) {
+    return absl::StrCat("holds no v (matrix_second_moment = ", kSecondMomentPerColumn,
+                        " keeps cols = ", cols, " values of v per row block)");
+  }
+  if (n % c != 0) {
+    return absl::StrCat("holds ", n, " values of v, not a multiple of cols = ", cols,
+                        " (matrix_second_moment = ", kSecondMomentPerColumn,
+                        " keeps cols values per row block)");
+  }
+  if (n > static_cast<uint64_t>(kMaxElements)) {
+    return absl::StrCat("holds ", n, " values of v, more than the limit of 2^40");
+  }
+  return "";
+}
+
+std::string SecondMomentRangeProblem(uint32_t value) {
+  return absl::StrCat("matrix_second_moment = ", value,
+                      " is not 0, 1, 2 or 3: unknown to this build");
 }
 
 }  // namespace
@@ -402,6 +434,20 @@ uint32_t Crc32(absl::string_view bytes, uint32_t crc) {
   return ~c;
 }
 
+std::string SecondMomentName(uint32_t m) {
+  switch (m) {
+    case kSecondMomentNone:
+      return "0 (no second moment)";
+    case kSecondMomentPerRow:
+      return "1 (one v per row: neuron axis = rows)";
+    case kSecondMomentPerElement:
+      return "2 (one v per element: AdaMuon)";
+    case kSecondMomentPerColumn:
+      return "3 (one v per column of each row block, on every rank: neuron axis = columns)";
+  }
+  return absl::StrCat(m, " (unknown)");
+}
+
 std::string ParamKindName(ParamKind kind) {
   switch (kind) {
     case ParamKind::kMatrix:
@@ -421,9 +467,8 @@ absl::Status ValidateIndex(const Index& x, absl::string_view file) {
                             kMaxWorldSize, "]"));
   }
   if (x.nesterov > 1) return Bad(absl::StrCat(conf, ": nesterov = ", x.nesterov, " is not 0 or 1"));
-  if (x.matrix_second_moment > 2) {
-    return Bad(absl::StrCat(conf, ": matrix_second_moment = ", x.matrix_second_moment,
-                            " is not 0, 1 or 2"));
+  if (x.matrix_second_moment > kMaxSecondMoment) {
+    return Bad(absl::StrCat(conf, ": ", SecondMomentRangeProblem(x.matrix_second_moment)));
   }
   if (x.steps_taken < 0 || x.steps_skipped < 0) {
     return Bad(absl::StrCat(conf, ": steps_taken = ", x.steps_taken, ", steps_skipped = ",
@@ -542,9 +587,8 @@ absl::Status ValidateRankFile(const RankFile& f, absl::string_view file) {
     return Bad(absl::StrCat(head, ": param_count = ", f.param_count, " exceeds the limit of ",
                             kMaxParams));
   }
-  if (f.matrix_second_moment > 2) {
-    return Bad(absl::StrCat(head, ": matrix_second_moment = ", f.matrix_second_moment,
-                            " is not 0, 1 or 2"));
+  if (f.matrix_second_moment > kMaxSecondMoment) {
+    return Bad(absl::StrCat(head, ": ", SecondMomentRangeProblem(f.matrix_second_moment)));
   }
   if (f.shards.size() > f.param_count) {
     return Bad(absl::StrCat(head, ": ", f.shards.size(), " entries for ", f.param_count,
@@ -578,6 +622,15 @@ absl::Status ValidateRankFile(const RankFile& f, absl::string_view file) {
       return Bad(absl::StrCat(who, ": step = ", s.step, " (must be >= 0, and 0 for a matrix)"));
     }
     const uint64_t first = static_cast<uint64_t>(s.row_count * s.cols);
+    if (SecondIsPerColumn(s.kind, f.matrix_second_moment)) {
+      if (s.first.size() != first) {
+        return Bad(absl::StrCat(who, ": holds ", s.first.size(), " momentum values, ",
+                                s.row_count, " rows x ", s.cols, " cols need ", first));
+      }
+      const std::string problem = PerColumnProblem(s.second.size(), s.cols);
+      if (!problem.empty()) return Bad(absl::StrCat(who, ": ", problem));
+      continue;
+    }
     const uint64_t second = SecondCount(s.kind, f.matrix_second_moment, s.row_count, s.cols);
     if (s.first.size() != first || s.second.size() != second) {
       return Bad(absl::StrCat(who, ": holds ", s.first.size(), " + ", s.second.size(),
@@ -634,6 +687,14 @@ absl::Status CheckRankFileMatchesIndex(const RankFile& f, const Index& x, uint32
                               " x ", s.cols, " cols); the index says '", q.name, "' (",
                               ParamKindName(q.kind), ", ", RangeText(g.begin, g.count), " x ",
                               q.cols, " cols)"));
+    }
+    // A replicated v per column of each row block: a block has at least one row.
+    if (SecondIsPerColumn(s.kind, x.matrix_second_moment) && s.cols > 0 &&
+        s.second.size() / static_cast<uint64_t>(s.cols) > static_cast<uint64_t>(q.rows)) {
+      return Bad(absl::StrCat(who, ": the entry of ", ParamWho(p, q.name), " holds v for ",
+                              s.second.size() / static_cast<uint64_t>(s.cols),
+                              " row blocks of ", s.cols, " columns, but the parameter has ",
+                              q.rows, " rows: the file is inconsistent"));
     }
   }
   if (next != f.shards.size()) {
@@ -829,9 +890,8 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
     RETURN_IF_ERROR(r.U32(&entry_count, "entry_count"));
     RETURN_IF_ERROR(r.U32(&f.matrix_second_moment, "matrix_second_moment"));
     RETURN_IF_ERROR(r.ExpectEnd());
-    if (f.matrix_second_moment > 2) {
-      return Bad(absl::StrCat(r.where(), ": matrix_second_moment = ", f.matrix_second_moment,
-                              " is not 0, 1 or 2"));
+    if (f.matrix_second_moment > kMaxSecondMoment) {
+      return Bad(absl::StrCat(r.where(), ": ", SecondMomentRangeProblem(f.matrix_second_moment)));
     }
   }
   if (sections.size() != uint64_t{entry_count} + 1) {
@@ -866,7 +926,26 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
     }
     // Sizes are checked against the payload before anything is allocated.
     const uint64_t first = static_cast<uint64_t>(s.row_count * s.cols);
-    const uint64_t second = SecondCount(s.kind, f.matrix_second_moment, s.row_count, s.cols);
+    uint64_t second;
+    if (SecondIsPerColumn(s.kind, f.matrix_second_moment)) {
+      // v's length is the rest of the section: whole floats, after the momentum, a positive
+      // multiple of cols.
+      const uint64_t left = r.remaining();
+      if (left % 4 != 0 || left / 4 < first) {
+        return Bad(absl::StrCat(who, ": ", s.row_count, " rows x ", s.cols, " cols need ",
+                                first * 4, " bytes of momentum followed by whole floats of v, "
+                                "the section holds ",
+                                left, ": the file is inconsistent"));
+      }
+      second = left / 4 - first;
+      const std::string problem = PerColumnProblem(second, s.cols);
+      if (!problem.empty()) {
+        return Bad(absl::StrCat(who, ": after the momentum of ", s.row_count, " rows x ", s.cols,
+                                " cols the section ", problem, ": the file is inconsistent"));
+      }
+    } else {
+      second = SecondCount(s.kind, f.matrix_second_moment, s.row_count, s.cols);
+    }
     if ((first + second) * 4 != r.remaining()) {
       return Bad(absl::StrCat(who, ": ", s.row_count, " rows x ", s.cols, " cols need ",
                               (first + second) * 4, " bytes of state, the section holds ",

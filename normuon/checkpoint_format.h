@@ -36,14 +36,28 @@
 //           i64 step (AdamW bias-correction count; 0 for matrices)
 //           f32 first[row_count * cols]   matrix: momentum; AdamW: exp_avg
 //           f32 second[n]                 matrix: v, n = row_count when matrix_second_moment
-//                                         is 1, row_count * cols when it is 2, else 0; AdamW:
-//                                         exp_avg_sq, n = row_count * cols
+//                                         is 1, row_count * cols when it is 2, 0 when it is 0,
+//                                         and when it is 3 the rest of the section (see below);
+//                                         AdamW: exp_avg_sq, n = row_count * cols
 //
 // save_id is one random value per save, shared by the index and every rank file of that save, so
 // a rank file left over from an earlier save in the same directory is recognized. variant and
 // ns_dtype are the values of normuon_variant_t / normuon_ns_dtype_t; the format stores them but
-// does not interpret them. matrix_second_moment is 1 when the variant keeps one v per row
-// (NorMuon variants), 2 when it keeps one per element (AdaMuon), 0 for none (Muon).
+// does not interpret them. matrix_second_moment (the layout of a matrix's v) is:
+//   0  none (Muon);
+//   1  one v per row (NorMuon variants, neuron axis = rows): a shard holds the v of its rows;
+//   2  one v per element (AdaMuon): a shard holds the v of its elements;
+//   3  one v per column of each row block (NorMuon variants, neuron axis = columns): v is
+//      replicated, the same on every rank, so every MATX entry holds the whole v of its matrix,
+//      blocks * cols values (block b's cols values at b * cols; blocks is the number of row
+//      blocks, normuon_param_desc_t.num_row_splits, or 1). n is not derived from row_count:
+//      it is what the section holds after `first`, n = (length - fixed fields) / 4 - row_count *
+//      cols, and must be a positive multiple of cols with n / cols <= the matrix's rows. The
+//      format does not record the row splits themselves: a reader compares n with the v it
+//      keeps (a different number of blocks is a different row split). Rank files that held no
+//      rows of a matrix hold no entry for it (their copy of v is the same); a loader takes the
+//      v of each matrix from one saved rank that held rows of it.
+// A reader that predates value 3 rejects such files by their matrix_second_moment.
 //
 // Decoders check the length of every field before reading it and reject, with a message naming
 // the file, the section (tag, number, byte offset), the parameter and the values: truncated
@@ -76,6 +90,16 @@ inline constexpr uint32_t kMaxParams = 1u << 24;
 inline constexpr uint32_t kMaxGroups = 1u << 16;
 inline constexpr uint32_t kMaxNameBytes = 1u << 16;
 inline constexpr int64_t kMaxElements = int64_t{1} << 40;  // rows * cols of one parameter
+
+// The values of matrix_second_moment (the layout of a matrix's v, see above).
+inline constexpr uint32_t kSecondMomentNone = 0;        // Muon
+inline constexpr uint32_t kSecondMomentPerRow = 1;      // NorMuon variants, neuron axis = rows
+inline constexpr uint32_t kSecondMomentPerElement = 2;  // AdaMuon
+inline constexpr uint32_t kSecondMomentPerColumn = 3;   // neuron axis = columns, replicated
+inline constexpr uint32_t kMaxSecondMoment = 3;
+
+// "0 (no second moment)", "1 (one v per row)", ...: a matrix_second_moment value for messages.
+std::string SecondMomentName(uint32_t matrix_second_moment);
 
 // "rank-<rank>-of-<world>.nmck".
 std::string RankFileName(int64_t rank, int64_t world);
@@ -118,7 +142,7 @@ struct Index {
   uint32_t ns_steps = 0;
   uint32_t nesterov = 0;
   float ns_eps = 0;
-  uint32_t matrix_second_moment = 1;
+  uint32_t matrix_second_moment = 1;  // 0 to 3, see above
   int64_t steps_taken = 0, steps_skipped = 0;
   std::vector<GroupInfo> groups;
   std::vector<ParamInfo> params;
@@ -133,7 +157,8 @@ struct ShardState {
   int64_t row_begin = 0, row_count = 0, cols = 0;
   int64_t step = 0;           // AdamW step count; 0 for matrices
   std::vector<float> first;   // row_count * cols: momentum / exp_avg
-  std::vector<float> second;  // matrix: v (row_count, or empty); AdamW: exp_avg_sq
+  std::vector<float> second;  // matrix: v (row_count, row_count * cols, blocks * cols or
+                              // empty, by matrix_second_moment); AdamW: exp_avg_sq
 };
 
 // The contents of rank-<r>-of-<W>.nmck.
@@ -145,7 +170,7 @@ struct RankFile {
 };
 
 // Checks what the decoders check about an index's contents (everything but the framing):
-// world_size in [1, kMaxWorldSize]; nesterov 0 or 1; matrix_second_moment 0, 1 or 2; step
+// world_size in [1, kMaxWorldSize]; nesterov 0 or 1; matrix_second_moment 0 to 3; step
 // counts >= 0;
 // group kinds known; each parameter's name non-empty, unique and at most kMaxNameBytes, kind
 // known, group existing and of the matching kind, rows and cols > 0 with rows * cols <=
@@ -154,16 +179,18 @@ struct RankFile {
 // every row. `file` names the file in messages.
 absl::Status ValidateIndex(const Index& index, absl::string_view file);
 
-// Checks a rank file's own consistency: rank < world_size; matrix_second_moment 0, 1 or 2; shards
+// Checks a rank file's own consistency: rank < world_size; matrix_second_moment 0 to 3; shards
 // in strictly increasing param order, each param < param_count, name non-empty, row_count > 0,
-// cols > 0, row_begin >= 0, row_count * cols <= kMaxElements, arrays of the sizes above, step
+// cols > 0, row_begin >= 0, row_count * cols <= kMaxElements, arrays of the sizes above (with
+// matrix_second_moment 3, a matrix's v a positive multiple of cols, at most kMaxElements), step
 // >= 0 (0 for matrices).
 absl::Status ValidateRankFile(const RankFile& file_contents, absl::string_view file);
 
 // Checks that a rank file belongs to an index and holds what the index says saved rank
 // `expected_rank` held: same save_id, world_size, param_count and matrix_second_moment, rank ==
 // expected_rank, and exactly one shard for each parameter with rows on that rank, with the
-// index's name, kind, cols and row range.
+// index's name, kind, cols and row range (and with matrix_second_moment 3, a matrix's v of at
+// most rows row blocks).
 absl::Status CheckRankFileMatchesIndex(const RankFile& file_contents, const Index& index,
                                        uint32_t expected_rank, absl::string_view file);
 

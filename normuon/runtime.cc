@@ -825,8 +825,9 @@ absl::Status Runtime::Finalize() {
   if (two_streams_) RETURN_IF_ERROR(backend_->PrepareCommStream(4 * nb + 1));
   if (!backend_->IsSynchronous()) {
     // Step start, finite check (start and end), the buckets' stages (five ends, or with two
-    // streams a start and an end each), the all-reduce's start, norms, update, AdamW.
-    const int32_t marks = 3 + (two_streams_ ? 10 : 5) * nb + 4;
+    // streams a start and an end each and two wait marks), the join's start, the all-reduce's
+    // start, norms, update, AdamW.
+    const int32_t marks = 3 + (two_streams_ ? 12 : 5) * nb + 5;
     mark_phase_.assign(marks, -1);
     mark_bucket_.assign(marks, -1);
     mark_from_.assign(marks, -1);
@@ -846,7 +847,12 @@ absl::Status Runtime::Finalize() {
       // stats, slots 4b + 0..3 (the last slot, 4 * buckets, joins the streams at the end).
       auto stage = [this](int index, int b, bool on_comm,
                           absl::Status (Runtime::*run)(int)) -> absl::Status {
-        if (index > 0) RETURN_IF_ERROR(backend_->WaitHandoff(4 * b + index - 1, on_comm));
+        if (index > 0) {
+          // The step's stream waiting on communication: exposed communication (DESIGN.md
+          // section 6) is the time from this mark to the stage's start mark.
+          if (!on_comm) RETURN_IF_ERROR(backend_->Mark(WaitSlot(index, b)));
+          RETURN_IF_ERROR(backend_->WaitHandoff(4 * b + index - 1, on_comm));
+        }
         RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/false));
         RETURN_IF_ERROR((this->*run)(b));
         RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/true));
@@ -874,7 +880,7 @@ absl::Status Runtime::PipelineMark(int stage, int bucket, bool end) {
   static constexpr int32_t kPhaseOfStage[5] = {kTraceBlend, kTraceGather, kTraceCompute,
                                                kTraceScatter, kTraceStats};
   // Fixed slots: the two threads record concurrently, each on its own stream and slots.
-  const int32_t slot = 1 + 2 * (5 * bucket + stage) + (end ? 1 : 0);
+  const int32_t slot = StageSlot(stage, bucket, end);
   mark_phase_[slot] = end ? kPhaseOfStage[stage] : -1;
   mark_bucket_[slot] = bucket;
   mark_from_[slot] = end ? slot - 1 : -1;
@@ -1004,10 +1010,14 @@ absl::Status Runtime::RunBuckets() {
       // The step's stream waits for everything queued on the communication stream, also after a
       // failure (a later step must not overwrite buffers a copy still reads).
       const int32_t join = 4 * static_cast<int32_t>(buckets_.size());
-      absl::Status joined = backend_->RecordHandoff(join, /*on_comm=*/true);
+      join_marks_[0] = marks_used_;
+      absl::Status joined = DeviceMark(-1, -1);
+      if (joined.ok()) joined = backend_->RecordHandoff(join, /*on_comm=*/true);
       if (joined.ok()) joined = backend_->WaitHandoff(join, /*on_comm=*/false);
+      join_marks_[1] = marks_used_;  // the next mark (the all-reduce's start) ends the wait
       if (s.ok()) s = joined;
       if (!s.ok()) {
+        join_marks_[0] = join_marks_[1] = -1;
         // Some stage marks were not recorded this step: no spans from them.
         std::fill(mark_phase_.begin() + 1, mark_phase_.begin() + 1 + PipelineSlots(), -1);
       }
@@ -1076,6 +1086,7 @@ absl::Status Runtime::StartStep(bool copy_scalars) {
   marks_used_ = 0;
   mark_base_ = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(DeviceMark(-1, -1));
+  join_marks_[0] = join_marks_[1] = -1;
   if (two_streams_ && !mark_phase_.empty()) {
     // The pipeline's fixed slots come next; the step thread's marks follow them.
     std::fill(mark_phase_.begin() + 1, mark_phase_.begin() + 1 + PipelineSlots(), -1);
@@ -1309,45 +1320,6 @@ absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
   return absl::OkStatus();
 }
 
-// The communication time no computation overlapped: the union of the exchanges' spans minus its
-// intersection with the union of the compute stages' spans (blend, Newton-Schulz, row stats).
-// One stream (sequential, CPU-like): every exchange is exposed.
-namespace {
-double ExposedCommMs(const std::vector<TraceSpan>& spans) {
-  using Interval = std::pair<int64_t, int64_t>;
-  auto merged = [&](bool comm) {
-    std::vector<Interval> v;
-    for (const TraceSpan& e : spans) {
-      const bool is_comm = e.phase == kTraceGather || e.phase == kTraceScatter;
-      const bool is_compute =
-          e.phase == kTraceBlend || e.phase == kTraceCompute || e.phase == kTraceStats;
-      if ((comm ? is_comm : is_compute) && e.end_ns > e.begin_ns) v.push_back({e.begin_ns, e.end_ns});
-    }
-    std::sort(v.begin(), v.end());
-    std::vector<Interval> out;
-    for (const Interval& x : v) {
-      if (!out.empty() && x.first <= out.back().second) {
-        out.back().second = std::max(out.back().second, x.second);
-      } else {
-        out.push_back(x);
-      }
-    }
-    return out;
-  };
-  const std::vector<Interval> comm = merged(true), compute = merged(false);
-  int64_t exposed = 0;
-  size_t j = 0;
-  for (const Interval& c : comm) {
-    int64_t covered = 0;
-    while (j < compute.size() && compute[j].second <= c.first) ++j;
-    for (size_t k = j; k < compute.size() && compute[k].first < c.second; ++k) {
-      covered += std::min(c.second, compute[k].second) - std::max(c.first, compute[k].first);
-    }
-    exposed += (c.second - c.first) - covered;
-  }
-  return static_cast<double>(exposed) / 1e6;
-}
-}  // namespace
 
 absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
@@ -1366,7 +1338,32 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (marks_used_ > 1) {
     ASSIGN_OR_RETURN(p.total_ms, backend_->MarkElapsedMs(0, marks_used_ - 1));
   }
-  p.exposed_comm_ms = ExposedCommMs(spans);
+  // Exposed communication (DESIGN.md section 6): the time the step's stream waited on
+  // communication. One stream: every exchange. Two streams: from the mark before each wait of
+  // the step's stream to the mark after it (before Newton-Schulz and row statistics of every
+  // bucket, and the final join), when the pipeline's marks are all there.
+  if (!two_streams_) {
+    for (const TraceSpan& e : spans) {
+      if (e.phase == kTraceGather || e.phase == kTraceScatter) {
+        p.exposed_comm_ms += (e.end_ns - e.begin_ns) / 1e6;
+      }
+    }
+  } else if (join_marks_[0] >= 0 && join_marks_[1] < marks_used_) {
+    auto waited = [&](int32_t from, int32_t to) -> absl::StatusOr<double> {
+      ASSIGN_OR_RETURN(const double a, backend_->MarkElapsedMs(0, from));
+      ASSIGN_OR_RETURN(const double b, backend_->MarkElapsedMs(0, to));
+      return std::max(0.0, b - a);
+    };
+    for (int32_t b = 0; b < static_cast<int32_t>(buckets_.size()); ++b) {
+      for (int stage : {2, 4}) {
+        ASSIGN_OR_RETURN(const double ms,
+                         waited(WaitSlot(stage, b), StageSlot(stage, b, /*end=*/false)));
+        p.exposed_comm_ms += ms;
+      }
+    }
+    ASSIGN_OR_RETURN(const double join_ms, waited(join_marks_[0], join_marks_[1]));
+    p.exposed_comm_ms += join_ms;
+  }
   for (const TraceSpan& e : spans) {
     const double ms = (e.end_ns - e.begin_ns) / 1e6;
     switch (e.phase) {

@@ -251,10 +251,20 @@ class Runtime {
   int32_t marks_used_ = 0;
   std::vector<int32_t> mark_phase_, mark_bucket_, mark_from_;
   // Two-stream pipelining (asynchronous backend, world > 1, pipelined schedule): the stages'
-  // marks have fixed slots [1, 1 + 10 * buckets), a start and an end mark per stage and bucket,
-  // recorded by the pipeline's two threads; the step thread's marks follow them.
+  // marks have fixed slots [1, 1 + 12 * buckets), per bucket a start and an end mark per stage
+  // (10) and a mark before each wait of the step's stream on communication (2: before
+  // Newton-Schulz and before row statistics), recorded by the pipeline's two threads; the step
+  // thread's marks follow them. join_marks_: the marks around the step's stream's final wait for
+  // the communication stream (-1: none this step).
   bool two_streams_ = false;
-  int32_t PipelineSlots() const { return two_streams_ ? 10 * static_cast<int32_t>(buckets_.size()) : 0; }
+  int32_t PipelineSlots() const { return two_streams_ ? 12 * static_cast<int32_t>(buckets_.size()) : 0; }
+  static int32_t StageSlot(int stage, int bucket, bool end) {
+    return 1 + 12 * bucket + 2 * stage + (end ? 1 : 0);
+  }
+  static int32_t WaitSlot(int stage, int bucket) {  // stage 2 (Newton-Schulz) or 4 (row stats)
+    return 1 + 12 * bucket + 10 + (stage == 2 ? 0 : 1);
+  }
+  int32_t join_marks_[2] = {-1, -1};
   absl::Status PipelineMark(int stage, int bucket, bool end);
   void* CollectiveStream();  // the stream the exchanges and the all-reduce are issued on
   std::chrono::steady_clock::time_point mark_base_;  // host time of mark 0 (trace origin)

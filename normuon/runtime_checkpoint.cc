@@ -18,6 +18,14 @@
 // against its own registration and config, and stages the state in host memory. Only after every
 // rank has agreed that its staging succeeded does any rank write state (backend CopyFromHost):
 // on any failure, no rank has changed anything.
+//
+// Neuron axis = columns (matrix_second_moment 3): a matrix's v (one value per column of each row
+// block) is replicated, so every rank, including one with no rows of the matrix, saves its copy in
+// its entry and needs the whole of it at load. Each loading rank takes it from the same place:
+// the lowest saved rank that held rows of the matrix (that rank file is read even when none of
+// its rows overlap this rank's), so every rank loads the same bits. Its length must be the
+// SecondMomentCount of this runtime (row blocks x cols): a checkpoint saved under other
+// row_splits is refused.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -172,6 +180,15 @@ const char* VariantName(uint32_t v) {
 
 bool SameBits(float a, float b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
 
+// The format's matrix_second_moment for a config: none (Muon), v per element (AdaMuon), per
+// column of each row block (neuron axis = columns) or per row.
+uint32_t SecondMomentLayout(const normuon_config_t& c) {
+  if (c.variant == NORMUON_VARIANT_MUON) return ck::kSecondMomentNone;
+  if (PerElementV(static_cast<Variant>(c.variant))) return ck::kSecondMomentPerElement;
+  if (c.neuron_axis == NORMUON_NEURON_COLUMNS) return ck::kSecondMomentPerColumn;
+  return ck::kSecondMomentPerRow;
+}
+
 // Rows [begin, begin + count) of a parameter.
 struct Rows {
   int64_t begin, count;
@@ -183,11 +200,6 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   const auto host_all_gather = [this](const void* in, void* out, size_t bytes) {
     return AllGatherHostBytes(in, out, bytes);
   };
-  if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
-    return absl::UnimplementedError(
-        "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
-        "yet: its v is replicated per column, which the version 1 format does not describe");
-  }
   if (!finalized_) return absl::FailedPreconditionError("save_checkpoint before finalize");
   // Inside a step begun by grad_ready the pipeline may be using comm_ and reading the state.
   if (step_begun_) {
@@ -198,9 +210,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   const std::string what = absl::StrCat("checkpoint save to '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
   const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
-  // v per row (1), per element (2, AdaMuon) or none (0): the format's matrix_second_moment.
-  const uint32_t second_kind =
-      !second_moment ? 0u : PerElementV(static_cast<Variant>(config_.variant)) ? 2u : 1u;
+  const uint32_t second_kind = SecondMomentLayout(config_);
 
   absl::Status local = CheckDirectory(dir);
 
@@ -250,9 +260,11 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
         s.row_count = p.row_count;
         s.cols = p.cols;
         s.first.resize(static_cast<size_t>(p.row_count * p.cols));
-        s.second.resize(p.kind == Kind::kAdamW || second_kind == 2 ? s.first.size()
-                        : second_moment ? static_cast<size_t>(p.row_count)
-                                        : 0);
+        // AdamW: exp_avg_sq; a matrix: all of the v this rank keeps (its rows' or elements', or
+        // with the column axis the whole replicated v).
+        s.second.resize(p.kind == Kind::kAdamW ? s.first.size()
+                        : second_moment        ? static_cast<size_t>(SecondMomentCount(p))
+                                               : 0);
         s.step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
         RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
         if (!s.second.empty()) {
@@ -317,11 +329,6 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   const auto host_all_gather = [this](const void* in, void* out, size_t bytes) {
     return AllGatherHostBytes(in, out, bytes);
   };
-  if (config_.neuron_axis == NORMUON_NEURON_COLUMNS) {
-    return absl::UnimplementedError(
-        "checkpoints of the column neuron axis (config.neuron_axis = COLUMNS) are not supported "
-        "yet: its v is replicated per column, which the version 1 format does not describe");
-  }
   if (!finalized_) return absl::FailedPreconditionError("load_checkpoint before finalize");
   if (step_begun_) {
     return absl::FailedPreconditionError(
@@ -331,9 +338,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   const std::string what = absl::StrCat("checkpoint load from '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
   const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
-  // v per row (1), per element (2, AdaMuon) or none (0): the format's matrix_second_moment.
-  const uint32_t second_kind =
-      !second_moment ? 0u : PerElementV(static_cast<Variant>(config_.variant)) ? 2u : 1u;
+  const uint32_t second_kind = SecondMomentLayout(config_);
 
   // Host staging of everything this rank will write, filled and checked before any write.
   std::vector<std::vector<float>> first(np), second(np);
@@ -361,8 +366,11 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     }
     if (x.matrix_second_moment != second_kind) {
       return absl::InvalidArgumentError(absl::StrCat(
-          mismatch, "matrix_second_moment = ", x.matrix_second_moment, " but variant ",
-          VariantName(x.variant), (second_moment ? " keeps" : " has no"), " second moment"));
+          mismatch, "it was saved with matrix_second_moment = ",
+          ck::SecondMomentName(x.matrix_second_moment), ", this runtime (variant ",
+          VariantName(config_.variant), ", config.neuron_axis = ",
+          config_.neuron_axis == NORMUON_NEURON_COLUMNS ? "COLUMNS" : "ROWS", ") keeps ",
+          ck::SecondMomentName(second_kind)));
     }
     if (x.nesterov != static_cast<uint32_t>(config_.nesterov) ||
         x.ns_steps != static_cast<uint32_t>(config_.ns_steps) ||
@@ -410,16 +418,27 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
       }
     }
 
-    // Staging sized for the rows held now; each saved rank whose rows overlap them is read.
+    // Staging sized for the rows held now (and the whole replicated v of every matrix with the
+    // column axis); each saved rank whose rows overlap them is read, and with the column axis
+    // each matrix's v source.
+    const bool per_column = second_kind == ck::kSecondMomentPerColumn;
     std::vector<int64_t> filled(np, 0);
     std::vector<int64_t> step_from(np, -1);  // the saved rank the AdamW step count came from
+    std::vector<int64_t> v_from(np, -1);     // column axis: the saved rank v comes from
+    std::vector<char> v_loaded(np, 0);       // column axis: v staged
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
       first[i].resize(static_cast<size_t>(p.row_count * p.cols));
-      second[i].resize(p.kind == Kind::kAdamW || second_kind == 2 ? first[i].size()
-                       : second_moment ? static_cast<size_t>(p.row_count)
-                                       : 0);
+      second[i].resize(p.kind == Kind::kAdamW ? first[i].size()
+                       : second_moment        ? static_cast<size_t>(SecondMomentCount(p))
+                                              : 0);
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
+      if (per_column && p.kind == Kind::kMatrix) {
+        // The lowest saved rank that held rows of it (the index's ranges cover every row).
+        for (uint32_t s = 0; s < x.world_size && v_from[i] < 0; ++s) {
+          if (x.ranges[s][i].count > 0) v_from[i] = s;
+        }
+      }
     }
     auto overlap = [&](const ck::RowRange& saved, const Param& p) {
       const int64_t b = std::max(saved.begin, p.row_begin);
@@ -429,7 +448,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     for (uint32_t s = 0; s < x.world_size; ++s) {
       bool needed = false;
       for (int32_t i = 0; i < np && !needed; ++i) {
-        needed = overlap(x.ranges[s][i], params_[i]).count > 0;
+        needed = overlap(x.ranges[s][i], params_[i]).count > 0 || v_from[i] == s;
       }
       if (!needed) continue;
       const std::string path = ck::JoinPath(dir, ck::RankFileName(s, x.world_size));
@@ -441,6 +460,24 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
       for (const ck::ShardState& sh : f.shards) {
         const int32_t i = static_cast<int32_t>(sh.param);
         const Param& p = params_[i];
+        if (v_from[i] == s) {
+          // Column axis: this entry's v is the matrix's whole replicated v.
+          if (sh.second.size() != second[i].size()) {
+            const auto blocks = [](uint64_t n) {
+              return absl::StrCat(n, n == 1 ? " row block" : " row blocks");
+            };
+            return absl::InvalidArgumentError(absl::StrCat(
+                "checkpoint file '", path, "' holds ", sh.second.size(), " values of v for ",
+                "parameter ", i, " '", p.name, "' (",
+                blocks(sh.second.size() / static_cast<uint64_t>(p.cols)), " x ", p.cols,
+                " cols); this runtime keeps ", second[i].size(), " (", blocks(p.splits.size()),
+                " x ", p.cols,
+                " cols): the checkpoint was saved with a different row split "
+                "(normuon_param_desc_t.row_splits)"));
+          }
+          std::copy(sh.second.begin(), sh.second.end(), second[i].begin());
+          v_loaded[i] = 1;
+        }
         const Rows o = overlap({sh.row_begin, sh.row_count}, p);
         if (o.count == 0) continue;
         const int64_t src = o.begin - sh.row_begin, dst = o.begin - p.row_begin;
@@ -458,12 +495,12 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
           }
           step[i] = sh.step;
           step_from[i] = s;
-        } else if (second_kind == 2) {
+        } else if (second_kind == ck::kSecondMomentPerElement) {
           std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
                       second[i].begin() + dst * p.cols);
-        } else if (second_moment) {
+        } else if (second_kind == ck::kSecondMomentPerRow) {
           std::copy_n(sh.second.begin() + src, o.count, second[i].begin() + dst);
-        }
+        }  // per column: copied whole from v_from above
         filled[i] += o.count;
       }
     }
@@ -472,6 +509,10 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
         return absl::InternalError(absl::StrCat(
             "checkpoint load: parameter '", params_[i].name, "': ", filled[i], " of ",
             params_[i].row_count, " rows found in the rank files"));
+      }
+      if (per_column && params_[i].kind == Kind::kMatrix && !v_loaded[i]) {
+        return absl::InternalError(absl::StrCat("checkpoint load: parameter '", params_[i].name,
+                                                "': no saved rank held its v"));
       }
     }
     RETURN_IF_ERROR(backend_->CopyToHost(&control, control_, sizeof(control)));

@@ -41,10 +41,11 @@ Overlap with the backward pass (overlap_backward=True)
   (normuon_grad_ready). With overlap_backward=True every matrix parameter gets a hook that
   fires once its gradient is accumulated into .grad (Tensor.register_post_accumulate_grad_hook
   on PyTorch >= 2.1, a post-hook on the parameter's AccumulateGrad node before, e.g. Debian's
-  1.13); it copies the gradient into a buffer of the optimizer's and marks it ready. On CPU the
-  runtime's worker threads start a bucket as soon as all its matrices are marked (buckets in
-  reverse registration order: the order backward finishes them); step() does the rest and the
-  lr/wd-dependent commit. Results are bitwise identical to overlap_backward=False on CPU.
+  1.13); it binds the parameter to its memory and its .grad (normuon_bind) and marks it ready.
+  On CPU the runtime's worker threads start a bucket as soon as all its matrices are marked
+  (buckets in reverse registration order: the order backward finishes them); step() binds the
+  other parameters, does the rest and the lr/wd-dependent commit. Results are bitwise
+  identical to overlap_backward=False on CPU.
   * Only the pipelined schedules start work early: schedule defaults to "bucketed" with
     overlap ("per_matrix" works too; "sequential" waits for step). A bucket starts when its
     last matrix is marked, so smaller bucket_bytes start earlier.
@@ -54,27 +55,28 @@ Overlap with the backward pass (overlap_backward=True)
     pass before step() may mark. Run the others inside `with opt.no_overlap():` (as DDP's
     no_sync()), or set `opt.overlap_backward_enabled = False` for them. A hook firing twice in
     one step makes step() raise.
-  * Gradients must not change between backward and step: the runtime has read them. Gradient
-    clipping, unscaling, any other write to a marked .grad or its replacement makes step()
-    raise (caught by the tensor's version counter); so does a parameter whose memory moved.
-    Edit gradients with overlap_backward=False.
+  * Gradients must not change between backward and step: the runtime reads them from their
+    hook on. Gradient clipping, unscaling, any other write to a marked .grad or its
+    replacement makes step() raise (caught by the tensor's version counter); so does a marked
+    matrix whose memory moved after its hook (the runtime holds that memory until step; the
+    other parameters are bound at step and may move). Edit gradients with
+    overlap_backward=False.
   * Each such error, and an error inside a hook (a non-contiguous gradient, a failed C call:
     kept and raised by step()), discards the begun step: parameters and optimizer state are
     unchanged, .grad is kept, and a step() after fixing things runs without overlap.
     zero_grad() discards a begun step that step() never took (backward, then no step). The
-    runtime ends a begun step only by running it, so a discard runs one step and writes the
-    saved state and parameters back; step_result() does not count it, last_step_profile() and
-    last_step_trace() then describe it.
-  * Cost: this front end binds every parameter to gradient buffers of its own when the first
-    hook fires (with zero_grad(set_to_none=True) later gradients do not exist yet then): each
-    gradient is copied once more per step (matrices in their hooks, the others at step), and the
-    buffers hold as much memory as the gradients, also between steps. (The runtime now accepts
-    normuon_bind inside a step for every parameter not marked ready yet, so binding each
-    gradient in its own hook, without the copy, is possible: a follow-up.)
-  * A missing gradient (.grad None at step) means "zero gradient and no weight decay"; a
-    bound buffer cannot say "no weight decay", so a parameter without gradient in a group with
-    weight decay makes that step discard its overlapped work and rerun without overlap (same
-    result, twice the work; warned once). With weight_decay 0 a zeroed buffer is exact.
+    runtime ends a begun step only by running it, so a discard runs one step (the unmarked
+    parameters bound to zeroed scratch memory without gradient, the marked ones to what their
+    hooks bound, kept alive) and writes the saved state and parameters back; step_result()
+    does not count it, last_step_profile() and last_step_trace() then describe it.
+  * Cost: none in memory or copies. The runtime reads each gradient where autograd left it:
+    a matrix is bound to its .grad in its own hook (normuon_bind is accepted inside a begun
+    step for a parameter not marked yet), the other parameters at step, as without overlap.
+    Between its hook and step the optimizer keeps a reference to each marked .grad (the
+    tensor autograd made, no copy).
+  * A missing gradient (.grad None at step) means "zero gradient and no weight decay", as
+    without overlap: such a parameter has no hook call, and step binds it without gradient
+    (exact, also in a group with weight decay).
 
 Parameters and devices
   * All parameters live on one device: CPU tensors run on the runtime's CPU backend, CUDA
@@ -84,8 +86,8 @@ Parameters and devices
     tensors are refused.
   * Parameters and gradients must be contiguous. Their buffers may move between steps (FSDP2,
     zero_grad(set_to_none=True)): every step re-binds param.data_ptr() and grad.data_ptr()
-    (with overlap_backward, the step's first gradient hook binds); a parameter whose .grad is
-    None gets a zero gradient and no weight decay, as in the official code.
+    (with overlap_backward, a matrix's gradient hook binds it, step the rest); a parameter
+    whose .grad is None gets a zero gradient and no weight decay, as in the official code.
   * Parameters are registered with the runtime at the first step (or at load_state_dict), in
     group order; their shapes, dtypes and device are then fixed. Names: the names given with
     (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
@@ -113,7 +115,6 @@ import contextlib
 import ctypes
 import math
 import threading
-import warnings
 import weakref
 from collections import namedtuple
 
@@ -306,17 +307,19 @@ def _remove_handles(hooks):
 class _PendingStep:
     """What the gradient hooks of overlap_backward did since the last step."""
 
-    __slots__ = ("bound", "begun", "marked", "errors", "params")
+    __slots__ = ("begun", "marked", "errors", "params")
 
     def __init__(self):
-        self.bound = False  # every parameter bound to the optimizer's gradient buffers
         self.begun = False  # a normuon_grad_ready succeeded: the runtime's step has begun
-        self.marked = {}    # runtime index -> (the .grad tensor it copied, its _version then)
+        # runtime index -> (the .grad tensor bound and marked in its hook, its _version then);
+        # keeps the gradient memory the runtime reads alive until step (or the discard).
+        self.marked = {}
         self.errors = []    # exceptions from the hooks, raised by the next step()
-        self.params = {}    # runtime index -> alias of the parameter memory bound (alive)
+        # runtime index -> alias of the parameter memory its hook bound (alive), marked only
+        self.params = {}
 
     def active(self):
-        return self.bound or self.begun or bool(self.errors)
+        return self.begun or bool(self.errors)
 
 
 class _Registered:
@@ -413,10 +416,8 @@ class NorMuon(torch.optim.Optimizer):
         self._hook_lock = threading.Lock()
         self._hooks = []          # removable handles (and the AccumulateGrad nodes they hang on)
         self._hook_index = {}     # matrix parameter -> runtime index; filled at registration
-        self._grad_buffers = {}   # runtime index -> the gradient buffer the runtime reads
         self._result_adjust = [0, 0]  # steps taken/skipped by discarded steps (step_result)
         self._result_last = None  # (last_skipped, nonfinite_param) of the last kept step
-        self._warned_fallback = False
         if overlap_backward:
             weakref.finalize(self, _remove_handles, self._hooks)
         super().__init__(self._split(params), {})
@@ -735,14 +736,11 @@ class NorMuon(torch.optim.Optimizer):
                 loss = closure()
         pending = self._pending
         if pending.begun:
-            if self._finish_overlapped_step(pending):
-                return loss
-            # Discarded (a parameter without gradient in a weight-decayed group): the plain
-            # step below gives the result a step without overlap gives.
-        else:
-            self._pending = _PendingStep()
-            if pending.errors:
-                raise pending.errors[0]
+            self._finish_overlapped_step(pending)
+            return loss
+        self._pending = _PendingStep()
+        if pending.errors:
+            raise pending.errors[0]
         entries = self._collect()
         if not self._runtime:
             self._build(entries)
@@ -812,9 +810,9 @@ class NorMuon(torch.optim.Optimizer):
         self._hooks.append((node, node.register_hook(node_hook)))
 
     def _grad_accumulated(self, p):
-        """The hook: p's gradient of this backward pass is accumulated into p.grad. Marks it
-        ready (binding the runtime first in the step's first hook). Never raises: an error
-        is kept for step(), and the rest of the step marks nothing."""
+        """The hook: p's gradient of this backward pass is accumulated into p.grad. Binds p to
+        it and marks it ready. Never raises: an error is kept for step(), and the rest of the
+        step marks nothing."""
         if not (self.overlap_backward_enabled and self._runtime):
             return  # disabled, or the first step (the runtime is built by it)
         with self._hook_lock:
@@ -828,6 +826,8 @@ class NorMuon(torch.optim.Optimizer):
                 pending.errors.append(e)
 
     def _mark_ready(self, pending, i, p):
+        """Binds matrix i to its current memory and its accumulated .grad (no copy: the runtime
+        reads the gradient where autograd left it) and marks it ready."""
         reg = self._registered[i]
         who = f"parameter '{reg.name}' (group {reg.group})"
         if i in pending.marked:
@@ -839,116 +839,80 @@ class NorMuon(torch.optim.Optimizer):
                 f"False for them), and call opt.zero_grad() to drop a step you do not take. "
                 f"This step was discarded: parameters and optimizer state are unchanged, the "
                 f"gradients are kept")
+        lay = _layout(p, reg.layout.matrix, who)
+        if lay != reg.layout:
+            raise ValueError(f"NorMuon: {who} changed after the first step (shape, dtype or "
+                             f"device); they are fixed at registration")
         grad = _checked_grad(p, reg.layout, who)
         if grad is None:
             raise RuntimeError(f"NorMuon: the gradient hook of {who} fired but .grad is None")
-        if not pending.bound:
-            self._bind_to_buffers(pending)
-        buf = self._grad_buffers.get(i)
-        with torch.no_grad():
-            if buf is not None:
-                buf.copy_(grad)
+        local = _local(p)
+        # Accepted inside a begun step: i is not marked yet, so nothing reads it yet.
+        self._bind(i, lay, local, grad)
         lib, rt = _capi.lib(), self._runtime
         index = ctypes.c_int32(i)
         _capi.check(lib.normuon_grad_ready(rt, ctypes.byref(index), 1, self._stream()), rt,
                     f"normuon_grad_ready ({reg.name})")
+        # The runtime now holds this memory until step: keep both alive (also if .grad or
+        # .data is replaced) and remember the gradient's version to catch later writes.
+        pending.params[i] = local.detach()
         pending.marked[i] = (p.grad, grad._version)
         pending.begun = True
 
-    def _bind_to_buffers(self, pending):
-        """Binds every parameter to its current memory and to the optimizer's own gradient
-        buffer, when the step's first hook fires: the gradients of later parameters do not
-        exist yet then (zero_grad(set_to_none=True))."""
-        for reg in self._registered:
-            p, i = reg.param, reg.index
-            who = f"parameter '{reg.name}' (group {reg.group})"
-            lay = _layout(p, reg.layout.matrix, who)
-            if lay != reg.layout:
-                raise ValueError(f"NorMuon: {who} changed after the first step (shape, dtype "
-                                 f"or device); they are fixed at registration")
-            local = _local(p)
-            buf = self._grad_buffers.get(i)
-            if buf is None and lay.row_count:
-                buf = torch.empty(lay.local_shape, dtype=lay.dtype, device=lay.device)
-                self._grad_buffers[i] = buf
-            self._bind(i, lay, local, buf)
-            pending.params[i] = local.detach()  # this memory, even if .data is replaced
-        pending.bound = True
-
     def _finish_overlapped_step(self, pending):
-        """Completes a step that grad_ready began. Returns False when it was discarded so
-        that the caller runs the plain step instead; raises (after discarding) on misuse."""
+        """Completes a step that grad_ready began: binds every parameter not marked (to its
+        current memory and gradient, or none) and runs the step. Raises (after discarding the
+        begun step) on misuse or a hook's error."""
         try:
             if pending.errors:
                 raise pending.errors[0]
             entries = self._collect()
-            no_grad_decayed = self._check_pending(pending, entries)
+            self._check_pending(pending, entries)
             self._push_group_lrs()
+            for i, (_, lay, lp, lg) in enumerate(entries):
+                if i not in pending.marked:  # not read by the runtime yet: bound as usual
+                    self._bind(i, lay, lp, lg)
         except BaseException:
             self._discard_pending_step()
             raise
-        if no_grad_decayed:
-            if not self._warned_fallback:
-                self._warned_fallback = True
-                warnings.warn(
-                    f"NorMuon(overlap_backward=True): {no_grad_decayed} had no gradient at "
-                    f"step in a group with weight decay; a missing gradient means 'no weight "
-                    f"decay' and the runtime cannot be re-bound once a step began, so the "
-                    f"begun step was discarded and rerun without overlap (same result, twice "
-                    f"the work). Give such parameters weight_decay=0 or leave them out of the "
-                    f"optimizer. Warned once.", RuntimeWarning, stacklevel=3)
-            self._discard_pending_step()
-            return False
         self._pending = _PendingStep()
-        with torch.no_grad():
-            for i, (_, lay, _, lg) in enumerate(entries):
-                if i in pending.marked or not lay.row_count:
-                    continue
-                buf = self._grad_buffers[i]  # bucket not started: the runtime does not read it
-                if lg is None:
-                    buf.zero_()  # same as no gradient: weight decay is 0 here (checked)
-                else:
-                    buf.copy_(lg)
         self._run_step(_capi.lib(), self._runtime)
-        return True
 
     def _check_pending(self, pending, entries):
-        """Raises if what the runtime was bound to or read changed since the hooks ran;
-        returns the names of parameters without gradient in a group whose weight decay
-        applies (a missing gradient means no weight decay, a zero buffer would not)."""
-        no_grad_decayed = []
+        """Raises if what the runtime was bound to, and read, in the hooks changed since: a
+        marked matrix's parameter memory or its gradient. The other parameters are bound at
+        step, to their memory then."""
         for i, (p, lay, lp, lg) in enumerate(entries):
+            if i not in pending.marked:
+                continue
             reg = self._registered[i]
             who = f"parameter '{reg.name}' (group {reg.group})"
             bound = pending.params[i]
             if lay.row_count and lp.data_ptr() != bound.data_ptr():
                 raise RuntimeError(
-                    f"NorMuon(overlap_backward=True): the memory of {who} moved after the "
-                    f"backward pass began this step; the runtime stays bound to a parameter "
-                    f"from the first gradient hook to step: replace parameters before "
-                    f"backward. This step was discarded: nothing changed")
-            if i in pending.marked:
-                g, version = pending.marked[i]
-                if p.grad is not g or lg._version != version:
-                    raise RuntimeError(
-                        f"NorMuon(overlap_backward=True): the gradient of {who} was changed "
-                        f"or replaced after its hook marked it ready (gradient clipping, "
-                        f"unscaling, or any write to .grad between backward and step), and "
-                        f"the runtime had already read it. With overlap_backward, gradients "
-                        f"must stay unchanged from backward to step; use "
-                        f"overlap_backward=False to edit them. This step was discarded: "
-                        f"parameters and optimizer state are unchanged")
-            elif lg is None and lay.row_count:
-                g = self.param_groups[reg.group]
-                if float(g["weight_decay"]) != 0.0 and float(g["lr"]) != 0.0:
-                    no_grad_decayed.append(reg.name)
-        return no_grad_decayed
+                    f"NorMuon(overlap_backward=True): the memory of {who} moved after its "
+                    f"gradient hook bound it this step; the runtime stays bound to a matrix "
+                    f"from its gradient hook to step: replace parameters before backward. "
+                    f"This step was discarded: nothing changed")
+            g, version = pending.marked[i]
+            if p.grad is not g or lg._version != version:
+                raise RuntimeError(
+                    f"NorMuon(overlap_backward=True): the gradient of {who} was changed "
+                    f"or replaced after its hook marked it ready (gradient clipping, "
+                    f"unscaling, or any write to .grad between backward and step), and "
+                    f"the runtime had already read it. With overlap_backward, gradients "
+                    f"must stay unchanged from backward to step; use "
+                    f"overlap_backward=False to edit them. This step was discarded: "
+                    f"parameters and optimizer state are unchanged")
 
     def _discard_pending_step(self):
         """Drops what the hooks did since the last step. If grad_ready began the runtime's
         step, the runtime can only end it with normuon_step (there is no abort), so: keep the
-        optimizer state and the bound parameters, run the step, and write both back. The
-        step counts of step_result() leave the discarded step out."""
+        optimizer state and the parameters the hooks bound, bind every parameter not marked
+        to zeroed scratch memory without gradient (what it was bound to before may be freed
+        or may have changed), run the step, and write state and parameters back. The marked
+        matrices' gradients and parameter memory stay alive through `pending` until the step
+        has finished. The step counts of step_result() leave the discarded step out."""
         pending, self._pending = self._pending, _PendingStep()
         if not pending.begun:
             return
@@ -957,13 +921,20 @@ class NorMuon(torch.optim.Optimizer):
         state = {reg.index: self._read_raw_state(reg) for reg in self._registered}
         with torch.no_grad():
             saved = {i: t.clone() for i, t in pending.params.items() if t.numel()}
-            for i, buf in self._grad_buffers.items():
-                if i not in pending.marked:
-                    buf.zero_()  # no stale memory through the discarded arithmetic
+            scratch = []  # alive until the step has finished (waited for below)
+            for reg in self._registered:
+                if reg.index in pending.marked:
+                    continue
+                lay = reg.layout
+                t = (torch.zeros(lay.local_shape, dtype=lay.dtype, device=lay.device)
+                     if lay.row_count else None)
+                scratch.append(t)
+                self._bind(reg.index, lay, t, None)
             status = lib.normuon_step(rt, -1.0, -1.0, self._stream())
             after = self._raw_step_info()  # waits for the step (CUDA) before anything is written
             for i, t in saved.items():
                 pending.params[i].copy_(t)
+            del scratch
         self._write_state(rt, self._registered, state)
         self._result_adjust[0] += after.steps_taken - before.steps_taken
         self._result_adjust[1] += after.steps_skipped - before.steps_skipped

@@ -15,6 +15,8 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -152,6 +154,32 @@ RankFile SampleRankFile(const Index& x, uint32_t rank) {
   return f;
 }
 
+// SampleIndex with the column neuron axis (matrix_second_moment 3).
+Index SampleColumnIndex() {
+  Index x = SampleIndex();
+  x.matrix_second_moment = kSecondMomentPerColumn;
+  return x;
+}
+
+// Row blocks of SampleIndex's matrices under the column axis: 'layers.0.w' (6 rows) is two
+// blocks, 'emb \xc3\xa9' (3 rows) one.
+int64_t SampleBlocks(uint32_t param) { return param == 0 ? 2 : 1; }
+
+// The rank file of `rank` in SampleColumnIndex: each matrix entry holds the whole replicated v
+// (blocks * cols values, the same on every rank).
+RankFile SampleColumnRankFile(const Index& x, uint32_t rank) {
+  RankFile f = SampleRankFile(x, rank);
+  f.matrix_second_moment = kSecondMomentPerColumn;
+  for (ShardState& s : f.shards) {
+    if (s.kind != ParamKind::kMatrix) continue;
+    s.second.clear();
+    for (int64_t i = 0; i < SampleBlocks(s.param) * s.cols; ++i) {
+      s.second.push_back(Special(5000 + 100 * s.param + static_cast<size_t>(i)));
+    }
+  }
+  return f;
+}
+
 bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
@@ -259,6 +287,121 @@ TEST(CheckpointFormatTest, MuonRankFilesCarryNoSecondMoment) {
   EXPECT_TRUE(back->shards[0].second.empty());
   EXPECT_EQ(back->shards[1].second.size(), 3u);  // AdamW keeps exp_avg_sq
   EXPECT_TRUE(CheckRankFileMatchesIndex(*back, x, 1, "muon").ok());
+}
+
+TEST(CheckpointFormatTest, ColumnAxisRankFilesRoundTripTheWholeReplicatedV) {
+  const Index x = SampleColumnIndex();
+  ASSERT_TRUE(ValidateIndex(x, "sample").ok()) << ValidateIndex(x, "sample");
+  const std::string index_bytes = EncodeIndex(x);
+  absl::StatusOr<Index> index = DecodeIndex(index_bytes, "index.nmck");
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->matrix_second_moment, 3u);
+  EXPECT_EQ(EncodeIndex(*index), index_bytes);
+  for (uint32_t rank = 0; rank < x.world_size; ++rank) {
+    const RankFile f = SampleColumnRankFile(x, rank);
+    ASSERT_TRUE(ValidateRankFile(f, "sample").ok()) << ValidateRankFile(f, "sample");
+    const std::string bytes = EncodeRankFile(f);
+    absl::StatusOr<RankFile> back = DecodeRankFile(bytes, RankFileName(rank, 3));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->matrix_second_moment, 3u);
+    ASSERT_EQ(back->shards.size(), f.shards.size());
+    for (size_t i = 0; i < f.shards.size(); ++i) {
+      const ShardState& a = f.shards[i];
+      const ShardState& b = back->shards[i];
+      EXPECT_EQ(a.param, b.param);
+      EXPECT_EQ(a.row_count, b.row_count);
+      EXPECT_TRUE(SameBits(a.first, b.first)) << a.name;
+      EXPECT_TRUE(SameBits(a.second, b.second)) << a.name;
+      // A matrix's v is blocks * cols whatever rows the rank held; AdamW is per element.
+      EXPECT_EQ(b.second.size(), static_cast<size_t>(b.kind == ParamKind::kMatrix
+                                                         ? SampleBlocks(b.param) * b.cols
+                                                         : b.row_count * b.cols))
+          << a.name;
+    }
+    EXPECT_EQ(EncodeRankFile(*back), bytes);
+    EXPECT_TRUE(CheckRankFileMatchesIndex(*back, x, rank, "f").ok())
+        << CheckRankFileMatchesIndex(*back, x, rank, "f");
+  }
+  // The same v with one row or many: rank 2 holds one row of 'layers.0.w', rank 1 three.
+  EXPECT_TRUE(SameBits(SampleColumnRankFile(x, 2).shards[0].second,
+                       SampleColumnRankFile(x, 1).shards[0].second));
+}
+
+TEST(CheckpointFormatTest, ColumnAxisVMustBeAPositiveMultipleOfCols) {
+  const Index x = SampleColumnIndex();
+  auto error = [](const RankFile& f) {
+    const absl::Status validated = ValidateRankFile(f, "rank-1-of-3.nmck");
+    EXPECT_FALSE(validated.ok());
+    const absl::Status st = DecodeRankFile(EncodeRankFile(f), "rank-1-of-3.nmck").status();
+    EXPECT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    return std::make_pair(std::string(st.message()), std::string(validated.message()));
+  };
+  RankFile f = SampleColumnRankFile(x, 1);
+  f.shards[0].second.pop_back();  // 7 values for 4 cols
+  auto [decoded, validated] = error(f);
+  EXPECT_THAT(decoded, HasSubstr("rank-1-of-3.nmck', section #1 'MATX' (at byte "));
+  EXPECT_THAT(decoded, HasSubstr("parameter 0 'layers.0.w': after the momentum of 3 rows x 4 "
+                                 "cols the section holds 7 values of v, not a multiple of cols "
+                                 "= 4"));
+  EXPECT_THAT(validated, HasSubstr("entry 0: parameter 0 'layers.0.w': holds 7 values of v, not "
+                                   "a multiple of cols = 4"));
+  f = SampleColumnRankFile(x, 1);
+  f.shards[0].second.clear();
+  std::tie(decoded, validated) = error(f);
+  EXPECT_THAT(decoded, HasSubstr("parameter 0 'layers.0.w': after the momentum of 3 rows x 4 cols "
+                                 "the section holds no v (matrix_second_moment = 3 keeps cols = 4 "
+                                 "values of v per row block)"));
+  EXPECT_THAT(validated, HasSubstr("holds no v"));
+  // Momentum short of its rows (and no v): the section cannot hold the momentum.
+  f = SampleColumnRankFile(x, 1);
+  f.shards[0].second.clear();
+  f.shards[0].first.pop_back();
+  std::tie(decoded, validated) = error(f);
+  EXPECT_THAT(decoded, HasSubstr("3 rows x 4 cols need 48 bytes of momentum followed by whole "
+                                 "floats of v, the section holds 44"));
+  EXPECT_THAT(validated, HasSubstr("holds 11 momentum values, 3 rows x 4 cols need 12"));
+  // A section whose state is not whole floats (behind valid checksums).
+  std::string bytes = EncodeRankFile(SampleColumnRankFile(x, 1));
+  const Span sp = Sections(bytes)[1];
+  bytes.insert(sp.crc, 1, '\x7f');
+  SetU64(&bytes, sp.start + 8, sp.length + 1);
+  Reseal(&bytes);
+  EXPECT_THAT(std::string(DecodeRankFile(bytes, "r").status().message()),
+              HasSubstr("need 48 bytes of momentum followed by whole floats of v, the section "
+                        "holds 81"));
+  // More row blocks than the matrix has rows: 4 blocks of 2 columns for the 3 rows of 'emb'.
+  f = SampleColumnRankFile(x, 1);
+  f.shards[2].second.resize(8, 0.5f);
+  ASSERT_TRUE(ValidateRankFile(f, "f").ok()) << ValidateRankFile(f, "f");
+  const absl::Status st = CheckRankFileMatchesIndex(f, x, 1, "rank-1-of-3.nmck");
+  EXPECT_THAT(std::string(st.message()),
+              HasSubstr("the entry of parameter 2 'emb \xc3\xa9' holds v for 4 row blocks of 2 "
+                        "columns, but the parameter has 3 rows"));
+  // The layout must agree with the index's, both ways.
+  EXPECT_THAT(std::string(CheckRankFileMatchesIndex(SampleRankFile(SampleIndex(), 1), x, 1, "f")
+                              .message()),
+              HasSubstr("matrix_second_moment = 1, the index has 3"));
+  EXPECT_THAT(std::string(CheckRankFileMatchesIndex(SampleColumnRankFile(x, 1), SampleIndex(), 1,
+                                                    "f")
+                              .message()),
+              HasSubstr("matrix_second_moment = 3, the index has 1"));
+  // A column-axis file read as a rows-axis one (the header's value changed behind a valid
+  // checksum) no longer frames its entries.
+  f = SampleColumnRankFile(x, 1);
+  f.matrix_second_moment = kSecondMomentPerRow;
+  EXPECT_THAT(std::string(DecodeRankFile(EncodeRankFile(f), "r").status().message()),
+              HasSubstr("3 rows x 4 cols need 60 bytes of state, the section holds 80"));
+}
+
+TEST(CheckpointFormatTest, ColumnAxisFilesAreStillChecksummed) {
+  const std::string bytes = EncodeRankFile(SampleColumnRankFile(SampleColumnIndex(), 1));
+  const Span sp = Sections(bytes)[1];
+  std::string bad = bytes;
+  bad[sp.crc - 1] ^= 0x01;  // the last byte of the last value of v
+  const std::string msg(DecodeRankFile(bad, "rank-1-of-3.nmck").status().message());
+  EXPECT_THAT(msg, HasSubstr("rank-1-of-3.nmck', section #1 'MATX' (at byte " +
+                             std::to_string(sp.start) + "): checksum mismatch"));
 }
 
 TEST(CheckpointFormatTest, FileNames) {
@@ -395,6 +538,40 @@ TEST(CheckpointFormatTest, RankFileBytesAreExactlyTheDocumentedLittleEndianLayou
   EXPECT_TRUE(SameBits(back->shards[0].second, m.second));
 }
 
+TEST(CheckpointFormatTest, ColumnAxisRankFileBytesAreTheDocumentedLayout) {
+  RankFile f;
+  f.save_id = 7;
+  f.rank = 0;
+  f.world_size = 1;
+  f.param_count = 1;
+  f.matrix_second_moment = 3;
+  ShardState m;
+  m.param = 0;
+  m.kind = ParamKind::kMatrix;
+  m.name = "qkv";
+  m.row_begin = 0;
+  m.row_count = 1;
+  m.cols = 2;
+  m.first = {1.0f, 2.0f};
+  m.second = {0.5f, 0.25f, 0.125f, 4.0f, 8.0f, 16.0f};  // three row blocks of two columns
+  f.shards = {m};
+  std::string head;
+  PutU64(&head, 7);
+  for (uint32_t v : {0u, 1u, 1u, 1u, 3u}) PutU32(&head, v);
+  std::string mat;
+  PutU32(&mat, 0);
+  PutU32(&mat, 3);
+  mat += "qkv";
+  for (uint64_t v : {0, 1, 2, 0}) PutU64(&mat, v);
+  for (float v : {1.0f, 2.0f, 0.5f, 0.25f, 0.125f, 4.0f, 8.0f, 16.0f}) PutF32(&mat, v);
+  const std::string doc = DocFile("NMCKRANK", {DocSection("RANK", head), DocSection("MATX", mat)});
+  EXPECT_EQ(EncodeRankFile(f), doc);
+  absl::StatusOr<RankFile> back = DecodeRankFile(doc, "doc");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(SameBits(back->shards[0].first, m.first));
+  EXPECT_TRUE(SameBits(back->shards[0].second, m.second));
+}
+
 // ---- Damage ----
 
 struct Sample {
@@ -407,7 +584,10 @@ std::vector<Sample> Samples() {
   const Index x = SampleIndex();
   return {{"index.nmck", EncodeIndex(x), true},
           {"rank-0-of-3.nmck", EncodeRankFile(SampleRankFile(x, 0)), false},
-          {"rank-1-of-3.nmck", EncodeRankFile(SampleRankFile(x, 1)), false}};
+          {"rank-1-of-3.nmck", EncodeRankFile(SampleRankFile(x, 1)), false},
+          // The column axis: each matrix entry's v is the rest of its section.
+          {"rank-1-of-3.cols.nmck", EncodeRankFile(SampleColumnRankFile(SampleColumnIndex(), 1)),
+           false}};
 }
 
 absl::Status Decode(const Sample& s, const std::string& bytes) {
@@ -599,6 +779,23 @@ TEST(CheckpointFormatTest, InconsistentIndexContentsAreRejectedWithNamesAndValue
   x.world_size = 0;
   x.ranges.clear();
   EXPECT_THAT(IndexError(x), HasSubstr("world_size = 0 is outside [1, "));
+}
+
+TEST(CheckpointFormatTest, UnknownSecondMomentLayoutsAreRejected) {
+  Index x = SampleIndex();
+  x.matrix_second_moment = 4;
+  EXPECT_THAT(IndexError(x), HasSubstr("section 'CONF': matrix_second_moment = 4 is not 0, 1, 2 "
+                                         "or 3"));
+  RankFile f = SampleRankFile(SampleIndex(), 1);
+  f.matrix_second_moment = 4;
+  EXPECT_THAT(std::string(DecodeRankFile(EncodeRankFile(f), "r").status().message()),
+              HasSubstr("section #0 'RANK' (at byte 20): matrix_second_moment = 4 is not 0, 1, 2 "
+                        "or 3"));
+  EXPECT_THAT(std::string(ValidateRankFile(f, "r").message()),
+              HasSubstr("matrix_second_moment = 4 is not 0, 1, 2 or 3"));
+  EXPECT_EQ(SecondMomentName(3),
+            "3 (one v per column of each row block, on every rank: neuron axis = columns)");
+  EXPECT_EQ(SecondMomentName(9), "9 (unknown)");
 }
 
 TEST(CheckpointFormatTest, CountsThatCannotFitAreRejectedBeforeAnythingIsAllocated) {

@@ -9,6 +9,10 @@
 // truncated, missing or stale files fail on every rank with the same message and change nothing
 // (state compared bitwise before and after); a save that fails on one rank fails on all and
 // leaves no index.
+// The column neuron axis (v per column of each row block, replicated on every rank) is saved and
+// resharded the same way, with fused (row-split) matrices; every rank's v, including a rank that
+// holds no rows of the matrix, is compared; it does not load into a rows-axis runtime nor the
+// reverse, nor under other row splits.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,7 +45,13 @@ struct ParamSpec {
   std::string name;
   int64_t rows, cols;
   bool matrix;
+  std::vector<int64_t> splits = {};  // row blocks (normuon_param_desc_t.row_splits); none: one
 };
+
+// Row blocks of a matrix (one when it has no row_splits).
+int64_t Blocks(const ParamSpec& p) {
+  return p.splits.empty() ? 1 : static_cast<int64_t>(p.splits.size());
+}
 
 // Tall, wide, two squares (one batch), a 1-row and a 1-column matrix, AdamW vectors and an
 // AdamW matrix (an embedding, sharded on rows too).
@@ -49,6 +59,16 @@ std::vector<ParamSpec> Model() {
   return {{"tall", 40, 12, true}, {"wide", 12, 40, true}, {"sq.a", 16, 16, true},
           {"bias", 30, 1, false}, {"sq.b", 16, 16, true}, {"row", 1, 9, true},
           {"col", 9, 1, true},    {"emb", 21, 4, false},  {"odd", 7, 5, true}};
+}
+
+// Model() plus a fused QKV-like projection under grouped-query attention (8 query rows, 6 key,
+// 6 value) and three 4-row experts: matrices with row_splits, for the column neuron axis, whose v
+// has one value per column of each block.
+std::vector<ParamSpec> ColumnModel() {
+  std::vector<ParamSpec> m = Model();
+  m.push_back({"qkv", 20, 8, true, {8, 6, 6}});
+  m.push_back({"experts", 12, 6, true, {4, 4, 4}});
+  return m;
 }
 
 using normuon::testing::Fsdp2;
@@ -86,6 +106,7 @@ struct Session {
   int world = 1;
   Split split = Fsdp2;
   normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
+  normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
   float beta2 = 0.95f;
   normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
   const State* start = nullptr;  // parameters to start from (else the seeded initial values)
@@ -113,6 +134,7 @@ Outcome RunSession(const Session& s) {
   int snapshot_count = 0;
   for (const Action& a : s.actions) snapshot_count += a.op == Op::kSnapshot;
 
+  const bool column_axis = s.neuron_axis == NORMUON_NEURON_COLUMNS;
   Outcome out;
   out.snapshots.resize(snapshot_count);
   for (State& st : out.snapshots) {
@@ -123,10 +145,16 @@ Outcome RunSession(const Session& s) {
       st.first.emplace_back(n, 0.0f);
       const bool has_v = p.matrix && s.variant != NORMUON_VARIANT_MUON;
       const bool v_per_element = s.variant == NORMUON_VARIANT_ADAMUON;  // one v per element
-      st.second.emplace_back(
-          p.matrix ? (has_v ? (v_per_element ? n : static_cast<size_t>(p.rows)) : 0) : n, 0.0f);
+      // Column axis: one v per column of each row block, the same on every rank.
+      const size_t v_count = v_per_element ? n
+                             : column_axis ? static_cast<size_t>(Blocks(p) * p.cols)
+                                           : static_cast<size_t>(p.rows);
+      st.second.emplace_back(p.matrix ? (has_v ? v_count : 0) : n, 0.0f);
     }
   }
+  // Column axis: per snapshot and parameter, whether a rank has filled in v yet (the others
+  // compare theirs with it).
+  std::vector<std::vector<char>> v_seen(snapshot_count, std::vector<char>(specs.size(), 0));
   out.codes.assign(s.actions.size(), std::vector<normuon_status_t>(world, NORMUON_SUCCESS));
   out.messages.assign(s.actions.size(), std::vector<std::string>(world));
   out.setup_errors.assign(world, "");
@@ -138,6 +166,7 @@ Outcome RunSession(const Session& s) {
     c.ns_dtype = NORMUON_NS_FP32;
     c.variant = s.variant;
     c.beta2 = s.beta2;
+    c.neuron_axis = s.neuron_axis;
     c.schedule = s.schedule;
     c.bucket_bytes = 4096;  // several buckets for the bucketed schedule
     c.weight_decay = 0.01f;
@@ -163,6 +192,8 @@ Outcome RunSession(const Session& s) {
       d.row_count = r.count;
       d.param = r.count > 0 ? p[i].data() : nullptr;
       d.grad = r.count > 0 ? g[i].data() : nullptr;
+      d.row_splits = specs[i].splits.empty() ? nullptr : specs[i].splits.data();
+      d.num_row_splits = static_cast<int32_t>(specs[i].splits.size());
       d.group = specs[i].matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
       const normuon_status_t st = specs[i].matrix ? normuon_register_matrix(rt, &d, &ids[i])
                                                   : normuon_register_adamw(rt, &d, &ids[i]);
@@ -203,7 +234,8 @@ Outcome RunSession(const Session& s) {
           st = normuon_load_checkpoint(rt, a.dir.c_str());
           break;
         case Op::kSnapshot: {
-          State& snap = out.snapshots[snapshot++];
+          const int snapshot_index = snapshot++;
+          State& snap = out.snapshots[snapshot_index];
           normuon_step_info_t info;
           normuon_step_info_init(&info);
           EXPECT_EQ(normuon_step_result(rt, &info), NORMUON_SUCCESS);
@@ -220,13 +252,28 @@ Outcome RunSession(const Session& s) {
               EXPECT_EQ(normuon_get_state(rt, ids[i], NORMUON_STATE_STEP, &snap.adamw_step[i], 8),
                         NORMUON_SUCCESS);
             }
+            if (column_axis && specs[i].matrix && !snap.second[i].empty()) {
+              // Every rank keeps all of v, rows here or not: each rank's copy must be the same.
+              std::vector<float> v(snap.second[i].size());
+              EXPECT_EQ(normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT, v.data(),
+                                          v.size() * 4),
+                        NORMUON_SUCCESS);
+              char& seen = v_seen[snapshot_index][i];
+              if (!seen) {
+                snap.second[i] = v;
+                seen = 1;
+              } else if (std::memcmp(v.data(), snap.second[i].data(), v.size() * 4) != 0) {
+                ADD_FAILURE() << "rank " << rank << " (" << r.count << " rows) holds another v "
+                              << "of '" << specs[i].name << "' than a rank before it";
+              }
+            }
             if (r.count == 0) continue;
             const uint64_t bytes = static_cast<uint64_t>(r.count * cols * 4);
             if (specs[i].matrix) {
               EXPECT_EQ(normuon_get_state(rt, ids[i], NORMUON_STATE_MOMENTUM,
                                           snap.first[i].data() + r.begin * cols, bytes),
                         NORMUON_SUCCESS);
-              if (!snap.second[i].empty()) {
+              if (!snap.second[i].empty() && !column_axis) {
                 const bool per_element = s.variant == NORMUON_VARIANT_ADAMUON;
                 EXPECT_EQ(normuon_get_state(rt, ids[i], NORMUON_STATE_SECOND_MOMENT,
                                             snap.second[i].data() +
@@ -472,6 +519,103 @@ TEST(CheckpointTest, AdaMuonPerElementSecondMomentReshardsToo) {
   }
 }
 
+// ---- Neuron axis = columns ----
+
+// The uninterrupted single-rank run of ColumnModel() with the column neuron axis: snapshots
+// after kBefore and kBefore + kAfter steps.
+const Outcome& ColumnReference() {
+  static const Outcome* cached = [] {
+    Session s;
+    s.specs = ColumnModel();
+    s.neuron_axis = NORMUON_NEURON_COLUMNS;
+    s.actions = Concat({Steps(kBefore), {{Op::kSnapshot, ""}}, Steps(kAfter),
+                        {{Op::kSnapshot, ""}}});
+    return new Outcome(RunSession(s));
+  }();
+  return *cached;
+}
+
+// A column-axis checkpoint of ColumnModel() saved at world size 4 with `split` after kBefore
+// steps.
+Saved SaveColumnsAtWorld4(Split split, const std::string& tag) {
+  Session s;
+  s.specs = ColumnModel();
+  s.neuron_axis = NORMUON_NEURON_COLUMNS;
+  s.world = 4;
+  s.split = split;
+  const std::string dir = TempDir(tag);
+  s.actions = Concat({Steps(kBefore), {{Op::kSave, dir}, {Op::kSnapshot, ""}}});
+  const Outcome o = RunSession(s);
+  ExpectNoErrors(o, "column-axis save at world 4");
+  return {dir, o.snapshots.at(0)};
+}
+
+const Saved& SavedColumns() {
+  static Saved* saved = new Saved(SaveColumnsAtWorld4(Ragged(0), "cols4_"));
+  return *saved;
+}
+
+// matrix_second_moment of a saved index: the CONF payload starts at byte 36 (header 20, section
+// header 16), after save_id, world_size, variant, ns_dtype, ns_steps, nesterov and ns_eps.
+uint32_t SavedSecondMomentLayout(const std::string& dir) {
+  const std::string b = ReadBytes(dir + "/index.nmck");
+  EXPECT_GE(b.size(), 72u);
+  if (b.size() < 72) return ~0u;
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[68 + i]);
+  return v;
+}
+
+// Saved at world 4 (FSDP2's split, where the last ranks hold no rows of the small matrices, and a
+// ragged one), loaded at 3, 1, 5 and 4 with another split: the loaded state, every rank's
+// replicated v included, and the continued run equal the uninterrupted run bitwise.
+TEST(CheckpointTest, ColumnNeuronAxisCheckpointsReshardAndContinueBitwise) {
+  const Outcome& ref = ColumnReference();
+  ExpectNoErrors(ref, "column reference");
+  const std::vector<ParamSpec> specs = ColumnModel();
+  struct Source {
+    Saved saved;
+    const char* what;
+  };
+  const Source sources[] = {{SavedColumns(), "saved ragged"},
+                            {SaveColumnsAtWorld4(Fsdp2, "cols4fsdp_"), "saved fsdp2"}};
+  struct Target {
+    int world;
+    Split split;
+    const char* what;
+    normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  };
+  const Target targets[] = {{3, Ragged(11), "world 3 ragged"},
+                            {3, Fsdp2, "world 3 fsdp2"},
+                            {1, Fsdp2, "world 1"},
+                            {5, Ragged(3), "world 5 ragged"},
+                            {5, Fsdp2, "world 5 fsdp2"},
+                            {4, Ragged(5), "world 4 other ragged split"},
+                            {3, Ragged(7), "world 3 bucketed schedule", NORMUON_SCHEDULE_BUCKETED}};
+  for (const Source& src : sources) {
+    // The sharded run is the single-rank run, and the files say how v is kept.
+    ExpectSameState(src.saved.state, ref.snapshots[0], specs, std::string(src.what) + " world 4");
+    EXPECT_EQ(SavedSecondMomentLayout(src.saved.dir), 3u) << src.what;
+    for (const Target& t : targets) {
+      const std::string what = std::string(src.what) + ", " + t.what;
+      Session s;
+      s.specs = specs;
+      s.neuron_axis = NORMUON_NEURON_COLUMNS;
+      s.world = t.world;
+      s.split = t.split;
+      s.schedule = t.schedule;
+      s.start = &src.saved.state;
+      s.first_step = kBefore;
+      s.actions = Concat({{{Op::kLoad, src.saved.dir}, {Op::kSnapshot, ""}}, Steps(kAfter),
+                          {{Op::kSnapshot, ""}}});
+      const Outcome o = RunSession(s);
+      ExpectNoErrors(o, what);
+      ExpectSameState(o.snapshots[0], ref.snapshots[0], specs, what + " loaded");
+      ExpectSameState(o.snapshots[1], ref.snapshots[1], specs, what + " after continuing");
+    }
+  }
+}
+
 TEST(CheckpointTest, SkippedStepCountsAreRestored) {
   Session a;
   a.world = 3;
@@ -555,6 +699,62 @@ TEST(CheckpointTest, OtherHyperParametersShapesOrNamesFailOnEveryRank) {
   s.specs.pop_back();
   EXPECT_THAT(LoadMustFail(s, dir, NORMUON_ERROR_INVALID_ARGUMENT).message,
               HasSubstr("it has 9 parameters, this runtime registered 8"));
+}
+
+// A rows-axis checkpoint does not load into a columns-axis runtime, nor the reverse: the index's
+// matrix_second_moment names both layouts.
+TEST(CheckpointTest, RowAndColumnAxisCheckpointsDoNotLoadIntoEachOther) {
+  Session s = World3();
+  s.neuron_axis = NORMUON_NEURON_COLUMNS;
+  RefusedLoad r = LoadMustFail(s, SavedNorMuon().dir, NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(r.message, HasSubstr(SavedNorMuon().dir + "/index.nmck' does not match this "
+                                   "runtime: it was saved with matrix_second_moment = 1 (one v "
+                                   "per row: neuron axis = rows), this runtime (variant NORMUON, "
+                                   "config.neuron_axis = COLUMNS) keeps 3 (one v per column of "
+                                   "each row block"));
+  s = World3();
+  s.specs = ColumnModel();
+  r = LoadMustFail(s, SavedColumns().dir, NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(r.message, HasSubstr("it was saved with matrix_second_moment = 3 (one v per column "
+                                   "of each row block, on every rank: neuron axis = columns), "
+                                   "this runtime (variant NORMUON, config.neuron_axis = ROWS) "
+                                   "keeps 1 (one v per row"));
+  // At world 1 too (the single rank reads every file).
+  Session one;
+  one.specs = ColumnModel();
+  EXPECT_THAT(LoadMustFail(one, SavedColumns().dir, NORMUON_ERROR_INVALID_ARGUMENT).message,
+              HasSubstr("matrix_second_moment = 3"));
+}
+
+// The column axis keeps one v per column of each row block: a checkpoint saved with other
+// row_splits (another number of blocks) is refused on every rank, naming the file, the parameter
+// and both counts, and nothing changes (every rank's v included).
+TEST(CheckpointTest, AColumnAxisCheckpointUnderOtherRowSplitsIsRefusedEverywhere) {
+  const std::string dir = SavedColumns().dir;
+  for (int world : {3, 1, 5}) {
+    Session s;
+    s.world = world;
+    s.split = Ragged(static_cast<uint32_t>(world) + 20);
+    s.specs = ColumnModel();
+    s.neuron_axis = NORMUON_NEURON_COLUMNS;
+    s.specs[9].splits = {10, 10};  // 'qkv' in two blocks, saved in three
+    RefusedLoad r = LoadMustFail(s, dir, NORMUON_ERROR_INVALID_ARGUMENT);
+    EXPECT_THAT(r.message, HasSubstr("checkpoint file '" + dir + "/rank-"));
+    EXPECT_THAT(r.message, HasSubstr("' holds 24 values of v for parameter 9 'qkv' (3 row blocks "
+                                     "x 8 cols); this runtime keeps 16 (2 row blocks x 8 cols): "
+                                     "the checkpoint was saved with a different row split"))
+        << "world " << world;
+    s.specs[9].splits.clear();  // one block
+    r = LoadMustFail(s, dir, NORMUON_ERROR_INVALID_ARGUMENT);
+    EXPECT_THAT(r.message, HasSubstr("holds 24 values of v for parameter 9 'qkv' (3 row blocks x "
+                                     "8 cols); this runtime keeps 8 (1 row block x 8 cols)"));
+    s.specs[9].splits = {8, 6, 6};
+    s.specs[10].splits = {2, 2, 2, 2, 2, 2};  // 'experts' in six blocks, saved in three
+    r = LoadMustFail(s, dir, NORMUON_ERROR_INVALID_ARGUMENT);
+    EXPECT_THAT(r.message, HasSubstr("holds 18 values of v for parameter 10 'experts' (3 row "
+                                     "blocks x 6 cols); this runtime keeps 36 (6 row blocks x 6 "
+                                     "cols)"));
+  }
 }
 
 TEST(CheckpointTest, ACorruptRankFileFailsOnEveryRankEvenThoseThatDoNotReadIt) {

@@ -795,6 +795,24 @@ class ShardedCudaTest : public ::testing::Test {
   }
 
   // Every world size and split against the references.
+  // Runs `o` and compares it with the references: the CPU run within `tol`, the CUDA world-1
+  // run row by row within `world1_tol`; prints the largest difference from world 1. False after
+  // a fatal failure (the caller returns).
+  static bool RunAndCompare(const Options& o, const References& ref, const Tolerances& tol,
+                            const Tolerances& world1_tol, RowReport* report = nullptr) {
+    const std::string what = Describe(o);
+    const RunResult run = RunRanks(o);
+    ExpectRunOk(run, what, o.steps);
+    if (::testing::Test::HasFatalFailure()) return false;
+    ExpectNear(run, ref.cpu, tol, o.steps, what + " vs cpu");
+    const RowReport rows =
+        ExpectNearPerRow(run, ref.cuda, world1_tol, o.steps, what + " vs cuda world 1");
+    std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
+              << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+    if (report != nullptr) *report = rows;
+    return true;
+  }
+
   static void SweepWorlds(normuon_ns_dtype_t ns_dtype, const std::vector<int>& worlds) {
     constexpr int kSteps = 3;
     const Tolerances& tol = TolFor(ns_dtype);
@@ -810,15 +828,8 @@ class ShardedCudaTest : public ::testing::Test {
         o.ragged = ragged;
         o.ns_dtype = ns_dtype;
         o.steps = kSteps;
-        const std::string what = Describe(o);
-        const RunResult run = RunRanks(o);
-        ExpectRunOk(run, what, kSteps);
-        if (::testing::Test::HasFatalFailure()) return;
-        ExpectNear(run, ref.cpu, tol, kSteps, what + " vs cpu");
-        const RowReport rows =
-            ExpectNearPerRow(run, ref.cuda, tol, kSteps, what + " vs cuda world 1");
-        std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
-                  << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+        RowReport rows;
+        if (!RunAndCompare(o, ref, tol, tol, &rows)) return;
         ::testing::Test::RecordProperty(
             "max_abs_diff_vs_world1." + std::string(ns_dtype == NORMUON_NS_BF16 ? "bf16" : "fp32") +
                 ".world" + std::to_string(world) + (ragged ? ".ragged" : ".fsdp2"),
@@ -868,15 +879,7 @@ TEST_F(ShardedCudaTest, BothOwnerPoliciesMatchTheSingleRankRun) {
       o.ragged = true;
       o.policy = policy;
       o.steps = kSteps;
-      const std::string what = Describe(o);
-      const RunResult run = RunRanks(o);
-      ExpectRunOk(run, what, kSteps);
-      if (HasFatalFailure()) return;
-      ExpectNear(run, ref.cpu, kFp32Tol, kSteps, what + " vs cpu");
-      const RowReport rows =
-          ExpectNearPerRow(run, ref.cuda, kFp32Tol, kSteps, what + " vs cuda world 1");
-      std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
-                << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+      if (!RunAndCompare(o, ref, kFp32Tol, kFp32Tol)) return;
     }
   }
 }
@@ -901,15 +904,7 @@ TEST_F(ShardedCudaTest, PipelinedSchedulesOnTwoStreamsMatchTheSingleRankRun) {
           o.bucket_bytes = 16 << 10;  // small buckets: several buckets, several in flight
           o.grad_ready = grad_ready;
           o.steps = kSteps;
-          const std::string what = Describe(o);
-          const RunResult run = RunRanks(o);
-          ExpectRunOk(run, what, kSteps);
-          if (HasFatalFailure()) return;
-          ExpectNear(run, ref.cpu, tol, kSteps, what + " vs cpu");
-          const RowReport rows =
-              ExpectNearPerRow(run, ref.cuda, kFp32Tol, kSteps, what + " vs cuda world 1");
-          std::cout << what << ": max |W - W(cuda world 1)| = " << rows.max_abs
-                    << ", worst row's relative update error " << rows.worst_row_rel << "\n";
+          if (!RunAndCompare(o, ref, tol, kFp32Tol)) return;
         }
       }
     }

@@ -58,6 +58,24 @@ def grad_ready_calls():
         lib.normuon_grad_ready = real
 
 
+@contextlib.contextmanager
+def step_calls():
+    """Records the status of every normuon_step call (steps and discards alike)."""
+    lib = _capi.lib()
+    real = lib.normuon_step
+    calls = []
+
+    def wrapper(rt, lr, wd, stream):
+        status = real(rt, lr, wd, stream)
+        calls.append(status)
+        return status
+    lib.normuon_step = wrapper
+    try:
+        yield calls
+    finally:
+        lib.normuon_step = real
+
+
 def train(model, opt, data, steps, micro=1, set_to_none=True, announce=True, start=0):
     """Plain training loop; with micro > 1, gradient accumulation over `micro` backward passes
     (all but the last inside opt.no_overlap() when announce). Returns the losses."""
@@ -383,8 +401,9 @@ class MisuseTest(unittest.TestCase):
 
 class MissingGradientTest(unittest.TestCase):
     """A parameter without gradient (unused in the forward pass) means "zero gradient, no weight
-    decay". With weight decay, the begun step is discarded and rerun without overlap (warned
-    once); without weight decay, a zeroed buffer is exact. Both bitwise equal the plain run."""
+    decay". It gets no hook call, and step() binds it without gradient: exact with or without
+    weight decay, bitwise equal to the plain run, and the step runs once (no discard, no
+    warning)."""
 
     class WithUnused(torch.nn.Module):
         def __init__(self):
@@ -396,32 +415,217 @@ class MissingGradientTest(unittest.TestCase):
         def forward(self, x):
             return self.net(x)
 
-    def run_pair(self, weight_decay):
+    class SometimesUsed(torch.nn.Module):
+        """A side layer that only even steps use: its gradient is there on some steps only."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = make_mlp()
+            torch.manual_seed(6)
+            self.side = torch.nn.Linear(16, 4)
+
+        def forward(self, x, use_side):
+            out = self.net(x)
+            return out + self.side(x) if use_side else out
+
+    def run_pair(self, weight_decay, steps=6):
         data = make_data()
         plain_model = self.WithUnused()
         over_model = self.WithUnused()
         groups = lambda m: groups_of(m, weight_decay=weight_decay, adamw_wd=weight_decay)  # noqa
         plain = NorMuon(groups(plain_model))
         over = NorMuon(groups(over_model), overlap_backward=True)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                step_calls() as steps_run, grad_ready_calls() as marked:
             warnings.simplefilter("always")
-            losses = train(over_model, over, data, 6)
-        self.assertEqual(losses, train(plain_model, plain, data, 6))
+            losses = train(over_model, over, data, steps)
+        self.assertEqual(losses, train(plain_model, plain, data, steps))
         assert_same_params(self, plain_model, over_model)
         assert_state_equal(self, plain.state_dict(), over.state_dict())
         self.assertEqual(plain.step_result(), over.step_result())
         # No gradient: no update and no weight decay, so the unused layer stays as it was.
         for a, b in zip(self.WithUnused().unused.parameters(), over_model.unused.parameters()):
             self.assertTrue(torch.equal(a, b))
+        # The work is done once: one normuon_step per step (a discard would add one), and
+        # every matrix with a gradient marked in its hook after the first step.
+        self.assertEqual(steps_run, [0] * steps)
+        self.assertEqual(len(marked), MATRICES * (steps - 1))
+        self.assertTrue(all(status == 0 for _, status in marked))
+        self.assertEqual(over.step_result().steps_taken, steps)
         return [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
-    def test_with_weight_decay_the_step_is_rerun_without_overlap(self):
-        caught = self.run_pair(0.1)
-        self.assertEqual(len(caught), 1)
-        self.assertRegex(str(caught[0].message), r"'param.3'.*no gradient.*weight decay")
+    def test_with_weight_decay_a_missing_gradient_gets_no_weight_decay(self):
+        self.assertEqual(self.run_pair(0.1), [])
 
-    def test_without_weight_decay_a_zero_buffer_is_exact(self):
+    def test_without_weight_decay(self):
         self.assertEqual(self.run_pair(0.0), [])
+
+    def test_a_gradient_present_on_some_steps_only(self):
+        """The side matrix is bound to its .grad in its hook on even steps, and at step without
+        gradient (set_to_none: its gradient of the step before is freed) or to its zeroed .grad
+        (set_to_none=False: zero gradient with weight decay) on odd steps. Bitwise the plain
+        run either way, with weight decay on every group."""
+        data = make_data()
+        for set_to_none in (True, False):
+            models = [self.SometimesUsed(), self.SometimesUsed()]
+            opts = [NorMuon(groups_of(m, weight_decay=0.1, adamw_wd=0.05),
+                            overlap_backward=overlap)
+                    for m, overlap in zip(models, (False, True))]
+            losses = [[], []]
+            with grad_ready_calls() as marked, step_calls() as steps_run:
+                for step in range(8):
+                    x, y = batch(data, step)
+                    for k, (m, o) in enumerate(zip(models, opts)):
+                        o.zero_grad(set_to_none=set_to_none)
+                        loss = ((m(x, step % 2 == 0) - y) ** 2).mean()
+                        loss.backward()
+                        o.step()
+                        losses[k].append(loss.item())
+            self.assertEqual(losses[0], losses[1])
+            assert_same_params(self, models[0], models[1], f"set_to_none={set_to_none}: ")
+            assert_state_equal(self, opts[0].state_dict(), opts[1].state_dict())
+            self.assertEqual(opts[0].step_result(), opts[1].step_result())
+            self.assertEqual(len(steps_run), 16)  # 8 steps of each optimizer, no discard
+            # Steps 1..7 mark the MLP's matrices; the even ones (2, 4, 6) the side matrix too.
+            self.assertEqual(len(marked), MATRICES * 7 + 3)
+            self.assertTrue(all(status == 0 for _, status in marked))
+
+    def test_zero_grad_discards_a_begun_step_with_a_missing_gradient(self):
+        """The discard binds the parameters without gradient (and the AdamW ones) to scratch
+        memory: nothing changes, and training goes on as the plain run's."""
+        data = make_data()
+        models = [self.WithUnused(), self.WithUnused()]
+        plain, over = [NorMuon(groups_of(m, weight_decay=0.1, adamw_wd=0.05),
+                               overlap_backward=overlap)
+                       for m, overlap in zip(models, (False, True))]
+        train(models[0], plain, data, 2)
+        train(models[1], over, data, 2)
+        over.zero_grad()
+        mse(models[1], *batch(data, 3)).backward()  # marks, no step
+        before = snapshot(models[1])
+        state = over.state_dict()
+        over.zero_grad(set_to_none=True)
+        for a, b in zip(before, models[1].parameters()):
+            self.assertTrue(torch.equal(a, b))
+        assert_state_equal(self, state, over.state_dict())
+        self.assertEqual(over.step_result().steps_taken, 2)
+        self.assertEqual(train(models[0], plain, data, 3, start=4),
+                         train(models[1], over, data, 3, start=4))
+        assert_same_params(self, models[0], models[1])
+        self.assertEqual(plain.step_result(), over.step_result())
+
+
+def storage_ptr(t):
+    """Start of the memory t's storage owns (aliases of one storage give the same value)."""
+    if hasattr(t, "untyped_storage"):
+        return t.untyped_storage().data_ptr()
+    return t.storage().data_ptr()
+
+
+def reachable_tensors(opt):
+    """Every tensor the optimizer references: through its attributes, containers, and the
+    normuon.torch objects it holds (__dict__ or __slots__)."""
+    found, seen, stack = [], set(), [opt]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, torch.Tensor):
+            found.append(o)
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        elif isinstance(o, NorMuon) or type(o).__module__ == nt.__name__:
+            stack.extend(vars(o).values() if hasattr(o, "__dict__") else ())
+            for slot in getattr(type(o), "__slots__", ()):
+                if hasattr(o, slot):
+                    stack.append(getattr(o, slot))
+    return found
+
+
+class NoGradientBufferTest(unittest.TestCase):
+    """The hooks bind each matrix to its own .grad: the optimizer allocates no gradient
+    buffers and copies nothing, so it holds no memory besides the tensors autograd made."""
+
+    def test_the_optimizer_holds_no_gradient_memory(self):
+        data = make_data()
+        model = make_mlp()
+        opt = NorMuon(groups_of(model), overlap_backward=True)
+        train(model, opt, data, 3)
+        self.assertFalse(hasattr(opt, "_grad_buffers"))
+        params = {storage_ptr(p) for p in model.parameters()}
+        grads = {storage_ptr(p.grad) for p in model.parameters()}
+        # Between steps (gradients still there): parameters only.
+        self.assertLessEqual({storage_ptr(t) for t in reachable_tensors(opt)}, params)
+        # Inside a begun step: the parameters and the gradients autograd made, nothing else.
+        opt.zero_grad(set_to_none=True)
+        mse(model, *batch(data, 3)).backward()
+        self.assertTrue(opt._pending.begun)
+        grads = {storage_ptr(p.grad) for p in model.parameters()}
+        held = {storage_ptr(t) for t in reachable_tensors(opt)}
+        mats = {storage_ptr(p.grad) for p in model.parameters() if p.dim() >= 2}
+        self.assertLessEqual(mats, held)  # the walk does see what the pending step keeps
+        self.assertLessEqual(held, params | grads)
+        opt.step()
+        self.assertLessEqual({storage_ptr(t) for t in reachable_tensors(opt)}, params)
+
+    def test_the_runtime_reads_each_matrix_gradient_in_place(self):
+        """Each hook binds its matrix's .grad memory (and the parameter's), before marking it;
+        step binds the rest to their own memory."""
+        data = make_data()
+        model = make_mlp()
+        opt = NorMuon(groups_of(model), overlap_backward=True)
+        train(model, opt, data, 1)
+        lib = _capi.lib()
+        real = lib.normuon_bind
+        binds = []
+
+        def wrapper(rt, i, param, grad):
+            binds.append((i, param, grad, len(marked)))
+            return real(rt, i, param, grad)
+        opt.zero_grad(set_to_none=True)
+        lib.normuon_bind = wrapper
+        try:
+            with grad_ready_calls() as marked:
+                mse(model, *batch(data, 1)).backward()
+                self.assertEqual(len(binds), MATRICES)
+                opt.step()
+        finally:
+            lib.normuon_bind = real
+        params = list(model.parameters())
+        index = [i for i, p in enumerate(params) if p.dim() >= 2] + \
+            [i for i, p in enumerate(params) if p.dim() < 2]  # runtime order: groups_of's
+        self.assertEqual(sorted(b[0] for b in binds), list(range(len(params))))
+        for i, param, grad, marked_before in binds:
+            p = params[index[i]]
+            self.assertEqual(param, p.data_ptr())
+            self.assertEqual(grad, p.grad.data_ptr())
+        # Hooks: bind i, then mark i (the k-th bind comes before the k-th mark).
+        hooks = binds[:MATRICES]
+        self.assertEqual([b[3] for b in hooks], list(range(MATRICES)))
+        self.assertEqual([b[0] for b in hooks], [c[0][0] for c in marked])
+
+    def test_an_unmarked_parameter_may_move_between_backward_and_step(self):
+        """Only the marked matrices are bound before step; the others (here an AdamW bias)
+        are bound at step to their memory then."""
+        data = make_data()
+        models = [make_mlp(), make_mlp()]
+        plain, over = [NorMuon(groups_of(m), overlap_backward=overlap)
+                       for m, overlap in zip(models, (False, True))]
+        train(models[0], plain, data, 2)
+        train(models[1], over, data, 2)
+        for m, o in zip(models, (plain, over)):
+            o.zero_grad()
+            mse(m, *batch(data, 3)).backward()
+            b = m[2].bias
+            b.data = b.data.clone()
+            o.step()
+        assert_same_params(self, models[0], models[1])
+        assert_state_equal(self, plain.state_dict(), over.state_dict())
+        self.assertEqual(plain.step_result(), over.step_result())
 
 
 if __name__ == "__main__":

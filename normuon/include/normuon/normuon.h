@@ -131,7 +131,9 @@ typedef enum normuon_neuron_axis {
   NORMUON_NEURON_ROWS = 0,   /* one v per row (output neuron): shard-local under row sharding */
   NORMUON_NEURON_COLUMNS = 1, /* one v per column, kept by every rank; the column statistics are
                                 computed on each matrix's owner (which holds it whole) and travel
-                                in the step's all-reduce. Checkpoints do not support it yet. */
+                                in the step's all-reduce. Checkpoints keep it (a checkpoint loads
+                                only with the same axis and, for fused matrices, the same number
+                                of row_splits blocks). */
   NORMUON_NEURON_AXIS_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
   NORMUON_NEURON_AXIS_MAX_ENUM = 0x7fffffff
 } normuon_neuron_axis_t;
