@@ -18,8 +18,8 @@
 #     CPU backend, op by op); the GPU tests sharded_cuda_test (the CUDA sharded step on 1-8 ranks
 #     sharing the GPU vs the CPU backend), inprocess_device_test (the device-memory in-process
 #     group), nccl_real_test (the NCCL communicator at world size 1 on the real libnccl, found in
-#     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY) and graph_test (CUDA graph replay vs
-#     eager); tests/python/torch_cuda_test.py (the PyTorch front end on CUDA tensors against CPU
+#     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY), graph_test (CUDA graph replay vs
+#     eager) and pointer_check_test (host, pinned, managed, other-device pointers); tests/python/torch_cuda_test.py (the PyTorch front end on CUDA tensors against CPU
 #     tensors, with the machine's PyTorch and the packed libnormuon.so); golden_check --backend=cuda on tests/data/normuon_reference.txt in bf16 (tolerance
 #     7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
 #   2 equivalence (180): run-to-run determinism of the CUDA step (normuon_run gpt2-124m twice,
@@ -197,7 +197,7 @@ elif (( ! gpu )); then
 else
   nvidia-smi >>"$CHECKS_LOG" 2>&1
   check "cuda_backend_test" "$CHECKS_LOG" "$B/cuda_backend_test"
-  for t in sharded_cuda_test inprocess_device_test nccl_real_test graph_test; do
+  for t in sharded_cuda_test inprocess_device_test nccl_real_test graph_test pointer_check_test; do
     if [ -x "$B/$t" ]; then
       check "$t" "$CHECKS_LOG" "$B/$t"
     else
