@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -64,6 +65,17 @@ double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+// normuon_config_t's fields are 4 bytes, but bucket_bytes and ns_coefficients (8, 8-aligned).
+bool ConfigSizeEndsInsideAField(size_t n) {
+  if (n >= sizeof(normuon_config_t)) return false;
+  if (n % 4 != 0) return true;
+  for (size_t at : {offsetof(normuon_config_t, bucket_bytes),
+                    offsetof(normuon_config_t, ns_coefficients)}) {
+    if (n > at && n < at + 8) return true;
+  }
+  return false;
+}
 
 // A failure in graph mode (config.cuda_graph), saying what was being done. The CUDA backend
 // reports a failed CUDA call as Internal; here it becomes NORMUON_ERROR_CUDA (Unknown).
@@ -132,12 +144,19 @@ absl::Status ValidateGroup(const normuon_group_desc_t& g, absl::string_view wher
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t& in,
-                                                         std::shared_ptr<Communicator> comm) {
+                                                         std::shared_ptr<Communicator> comm,
+                                                         std::unique_ptr<Backend> backend) {
   if (in.struct_size < sizeof(uint32_t) * 2) {
     return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
                                 ": fill the config with normuon_config_init"));
   }
-  // Accept an older, shorter struct: missing trailing fields keep their defaults.
+  // Accept an older, shorter struct: missing trailing fields keep their defaults. It must end on
+  // a field boundary: a size inside a field would copy part of it (a pointer's low bytes).
+  if (ConfigSizeEndsInsideAField(in.struct_size)) {
+    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
+                                " ends inside a field of normuon_config_t (", sizeof(normuon_config_t),
+                                " bytes): fill the config with normuon_config_init"));
+  }
   normuon_config_t c;
   normuon_config_init(&c);
   std::memcpy(&c, &in, std::min<size_t>(in.struct_size, sizeof(c)));
@@ -263,8 +282,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
   adamw_group.eps = c.adamw_eps;
   RETURN_IF_ERROR(ValidateGroup(adamw_group, "config (AdamW group: adamw_*)"));
 
-  std::unique_ptr<Backend> backend;
-  if (c.backend == NORMUON_BACKEND_CPU) {
+  if (backend != nullptr) {
+    // A stand-in given by a test.
+  } else if (c.backend == NORMUON_BACKEND_CPU) {
     backend = MakeCpuBackend();
   } else {
     if (c.device < 0) return Invalid(absl::StrCat("config.device = ", c.device, " must be >= 0"));

@@ -99,9 +99,12 @@ class PhaseClock {
 class Runtime {
  public:
   // Validates config (each bad field is named) and creates the backend it asks for. comm is this
-  // rank's communicator (world size 1 for a single rank).
+  // rank's communicator (world size 1 for a single rank). `backend`, when given, is used instead
+  // of the one config.backend names (tests: an asynchronous stand-in over host memory, so that
+  // the asynchronous code paths run on CPU); config.backend still decides the memory checks.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(const normuon_config_t& config,
-                                                         std::shared_ptr<Communicator> comm);
+                                                         std::shared_ptr<Communicator> comm,
+                                                         std::unique_ptr<Backend> backend = nullptr);
   ~Runtime();
 
   absl::StatusOr<int32_t> AddGroup(const normuon_group_desc_t& desc);

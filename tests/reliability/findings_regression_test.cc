@@ -2,6 +2,7 @@
 // states the guarantee it checks. Also run under ASan+UBSan and TSan by tools/test.sh.
 #include <atomic>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -49,6 +50,42 @@ TEST(FindingsRegressionTest, OutOfRangeScheduleIsRejectedNamingTheField) {
   EXPECT_EQ(normuon_create(&cfg, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT);
   EXPECT_TRUE(Contains(LastError(0), "config.schedule"));
   if (rt != 0) normuon_destroy(rt);
+}
+
+// Finding F7 (capi_fuzz, session 2): normuon_create accepted a config.struct_size that ends
+// inside a field and copied that many bytes over the defaults, so a size cutting
+// ns_coefficients left a pointer made of the caller's low bytes and the default's zeros, which
+// the CUSTOM-orthogonalizer check then read (a SEGV). Guarantee: a size inside any field is
+// INVALID_ARGUMENT naming config.struct_size; sizes on field boundaries still work.
+TEST(FindingsRegressionTest, AConfigSizeInsideAFieldIsRejected) {
+  std::vector<float> coefficients(15, 1.0f);
+  for (uint32_t size = 8; size < sizeof(normuon_config_t); ++size) {
+    normuon_config_t cfg;
+    normuon_config_init(&cfg);
+    cfg.orthogonalizer = NORMUON_ORTHO_CUSTOM;
+    cfg.ns_coefficients = coefficients.data();
+    cfg.struct_size = size;
+    normuon_runtime_t rt = 0;
+    const normuon_status_t st = normuon_create(&cfg, 0, &rt);
+    const size_t coeff_at = offsetof(normuon_config_t, ns_coefficients);
+    const size_t bucket_at = offsetof(normuon_config_t, bucket_bytes);
+    const bool inside = size % 4 != 0 || (size > coeff_at && size < coeff_at + 8) ||
+                        (size > bucket_at && size < bucket_at + 8);
+    if (inside) {
+      EXPECT_EQ(st, NORMUON_ERROR_INVALID_ARGUMENT) << "struct_size " << size;
+      EXPECT_TRUE(Contains(LastError(0), "config.struct_size")) << LastError(0);
+      EXPECT_EQ(rt, 0u);
+    } else if (size >= coeff_at + 8) {
+      // The whole pointer was given: the custom coefficients are used.
+      EXPECT_EQ(st, NORMUON_SUCCESS) << "struct_size " << size << ": " << LastError(0);
+    } else {
+      // The fields from orthogonalizer or ns_coefficients on keep their defaults: either the
+      // quintic (a success) or CUSTOM without coefficients (an error naming them), never a crash.
+      EXPECT_TRUE(st == NORMUON_SUCCESS || Contains(LastError(0), "ns_coefficients"))
+          << "struct_size " << size << ": " << LastError(0);
+    }
+    if (rt != 0) normuon_destroy(rt);
+  }
 }
 
 // Finding F2: a call that looked its handle up before normuon_destroy removed it, and takes the
