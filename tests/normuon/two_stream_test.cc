@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -168,6 +169,10 @@ struct Options {
   bool grad_ready = false;
   int steps = 3;
   int fault_rank = -1;  // this rank's first collective of step 1 fails
+  normuon_neuron_axis_t axis = NORMUON_NEURON_ROWS;
+  int check_finite = 0;
+  int nan_rank = -1;       // this rank's first gradient element of matrix "a" is NaN at step 1
+  int skip_mark_rank = -1;  // with grad_ready: this rank does not mark matrix "a" at step 1
 };
 
 struct RankResult {
@@ -208,6 +213,8 @@ std::vector<RankResult> RunRanks(const Options& o, std::atomic<int>* handoffs) {
     c.backend = NORMUON_BACKEND_CPU;
     c.schedule = o.schedule;
     c.bucket_bytes = 4096;  // several buckets
+    c.neuron_axis = o.axis;
+    c.check_finite = o.check_finite;
     std::shared_ptr<Communicator> comm =
         o.world > 1 ? std::shared_ptr<Communicator>(group[r]) : MakeSingleRankCommunicator();
     absl::StatusOr<std::unique_ptr<Runtime>> made =
@@ -246,6 +253,7 @@ std::vector<RankResult> RunRanks(const Options& o, std::atomic<int>* handoffs) {
       for (size_t i = 0; i < specs.size(); ++i) {
         const int64_t n = count[i] * specs[i].cols;
         for (int64_t k = 0; k < n; ++k) grad[i][k] = Value(i, step, begin[i] * specs[i].cols + k);
+        if (step == 1 && r == o.nan_rank && i == 0 && n > 0) grad[i][0] = std::nanf("");
       }
       if (step == 1 && o.fault_rank == r) {
         // The first collective of step 1 fails on this rank.
@@ -255,6 +263,7 @@ std::vector<RankResult> RunRanks(const Options& o, std::atomic<int>* handoffs) {
       if (o.grad_ready) {
         for (size_t i = specs.size(); i-- > 0;) {
           if (!specs[i].matrix) continue;
+          if (step == 1 && r == o.skip_mark_rank && i == 0) continue;
           s = rt.GradReady(&ids[i], 1, nullptr);
           if (!s.ok()) return fail("grad_ready", s);
         }
@@ -349,6 +358,62 @@ TEST(TwoStreamTest, PipelinedSchedulesOnAnAsynchronousBackendMatchTheSingleRankS
         }
       }
     }
+  }
+}
+
+TEST(TwoStreamTest, TheColumnNeuronAxisMatchesTheSingleRankStepBitwise) {
+  std::atomic<int> unused{0};
+  Options single;
+  single.axis = NORMUON_NEURON_COLUMNS;
+  const std::vector<RankResult> ref = RunRanks(single, &unused);
+  ASSERT_EQ(ref[0].error, "");
+  Options o = single;
+  o.world = 3;
+  o.shim = true;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  const std::vector<RankResult> run = RunRanks(o, &unused);
+  for (int r = 0; r < o.world; ++r) ASSERT_EQ(run[r].error, "") << "rank " << r;
+  const std::vector<std::vector<float>> got = Assemble(run), want = Assemble(ref);
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(BitwiseEqual(got[i], want[i])) << "parameter " << Model()[i].name;
+  }
+}
+
+// On an asynchronous backend the step flags are folded on the backend and a lost step is
+// reported by step_result, not by step: every rank skips the same step.
+TEST(TwoStreamTest, ANonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
+  std::atomic<int> unused{0};
+  Options o;
+  o.world = 3;
+  o.shim = true;
+  o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  o.check_finite = 1;
+  o.nan_rank = 2;
+  const std::vector<RankResult> run = RunRanks(o, &unused);
+  for (int r = 0; r < o.world; ++r) {
+    ASSERT_EQ(run[r].error, "") << "rank " << r;
+    for (const absl::Status& st : run[r].step_status) EXPECT_TRUE(st.ok()) << st;
+    EXPECT_EQ(run[r].info[1].last_skipped, 1) << "rank " << r;
+    EXPECT_EQ(run[r].info[1].nonfinite_param, 0) << "rank " << r;
+    EXPECT_EQ(run[r].info[2].steps_taken, 2) << "rank " << r;
+    EXPECT_EQ(run[r].info[2].steps_skipped, 1) << "rank " << r;
+  }
+}
+
+TEST(TwoStreamTest, RanksThatMarkDifferentSetsSkipTheStepOnEveryRank) {
+  std::atomic<int> unused{0};
+  Options o;
+  o.world = 2;
+  o.shim = true;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  o.skip_mark_rank = 1;
+  const std::vector<RankResult> run = RunRanks(o, &unused);
+  for (int r = 0; r < o.world; ++r) {
+    ASSERT_EQ(run[r].error, "") << "rank " << r;
+    EXPECT_EQ(run[r].info[1].last_skipped, 1) << "rank " << r;
+    EXPECT_EQ(run[r].info[1].nonfinite_param, -1) << "rank " << r;
+    EXPECT_EQ(run[r].info[2].steps_taken, 2) << "rank " << r;
   }
 }
 
