@@ -495,6 +495,11 @@ uint64_t Runtime::SecondMomentCount(const Param& p) const {
   return static_cast<uint64_t>(p.row_count);
 }
 
+uint64_t Runtime::SecondStateCount(const Param& p) const {
+  if (p.kind == Kind::kAdamW) return static_cast<uint64_t>(p.row_count * p.cols);
+  return config_.variant == NORMUON_VARIANT_MUON ? 0 : SecondMomentCount(p);
+}
+
 uint64_t Runtime::MemoryRequired() const {
   if (finalized_) return allocated_bytes_;
   const uint64_t ns = SizeOf(ns_dtype_);
@@ -1340,7 +1345,6 @@ absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
   return absl::OkStatus();
 }
 
-
 absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   if (!stepped_) return absl::FailedPreconditionError("no step has run yet");
   if (backend_->IsSynchronous()) {
@@ -1369,20 +1373,16 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
       }
     }
   } else if (join_marks_[0] >= 0 && join_marks_[1] < marks_used_) {
-    auto waited = [&](int32_t from, int32_t to) -> absl::StatusOr<double> {
-      ASSIGN_OR_RETURN(const double a, backend_->MarkElapsedMs(0, from));
-      ASSIGN_OR_RETURN(const double b, backend_->MarkElapsedMs(0, to));
-      return std::max(0.0, b - a);
-    };
     for (int32_t b = 0; b < static_cast<int32_t>(buckets_.size()); ++b) {
       for (int stage : {2, 4}) {
-        ASSIGN_OR_RETURN(const double ms,
-                         waited(WaitSlot(stage, b), StageSlot(stage, b, /*end=*/false)));
-        p.exposed_comm_ms += ms;
+        ASSIGN_OR_RETURN(const double ms, backend_->MarkElapsedMs(
+                                              WaitSlot(stage, b), StageSlot(stage, b, false)));
+        p.exposed_comm_ms += std::max(0.0, ms);
       }
     }
-    ASSIGN_OR_RETURN(const double join_ms, waited(join_marks_[0], join_marks_[1]));
-    p.exposed_comm_ms += join_ms;
+    ASSIGN_OR_RETURN(const double join_ms,
+                     backend_->MarkElapsedMs(join_marks_[0], join_marks_[1]));
+    p.exposed_comm_ms += std::max(0.0, join_ms);
   }
   for (const TraceSpan& e : spans) {
     const double ms = (e.end_ns - e.begin_ns) / 1e6;
@@ -1458,11 +1458,11 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
     case NORMUON_STATE_MOMENTUM:
       return p.kind == Kind::kMatrix ? local * 4 : 0;
     case NORMUON_STATE_SECOND_MOMENT:
-      if (p.kind != Kind::kMatrix || config_.variant == NORMUON_VARIANT_MUON) return 0;
-      return SecondMomentCount(p) * 4;
+      return p.kind == Kind::kMatrix ? SecondStateCount(p) * 4 : 0;
     case NORMUON_STATE_EXP_AVG:
-    case NORMUON_STATE_EXP_AVG_SQ:
       return p.kind == Kind::kAdamW ? local * 4 : 0;
+    case NORMUON_STATE_EXP_AVG_SQ:
+      return p.kind == Kind::kAdamW ? SecondStateCount(p) * 4 : 0;
     case NORMUON_STATE_STEP:
       return p.kind == Kind::kAdamW ? 8 : 0;
     case NORMUON_STATE_KIND_MIN_ENUM:

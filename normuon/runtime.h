@@ -204,6 +204,9 @@ class Runtime {
   // Floats of a matrix parameter's v held here: one per local element (AdaMuon), one per
   // column of each row block (neuron axis = columns), else one per local row.
   uint64_t SecondMomentCount(const Param& p) const;
+  // Floats of param's second state buffer as the state API and checkpoints see it: exp_avg_sq
+  // (AdamW, one per local element) or v (matrices, SecondMomentCount; none for Muon).
+  uint64_t SecondStateCount(const Param& p) const;
   // The backend buffer of a state kind of param, after checking finalize, the kind, the byte
   // count and the caller's host pointer (named host_name in messages).
   absl::StatusOr<void*> StateBuffer(int32_t param, normuon_state_kind_t kind, uint64_t bytes,

@@ -209,7 +209,6 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   }
   const std::string what = absl::StrCat("checkpoint save to '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
-  const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
   const uint32_t second_kind = SecondMomentLayout(config_);
 
   absl::Status local = CheckDirectory(dir);
@@ -262,9 +261,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
         s.first.resize(static_cast<size_t>(p.row_count * p.cols));
         // AdamW: exp_avg_sq; a matrix: all of the v this rank keeps (its rows' or elements', or
         // with the column axis the whole replicated v).
-        s.second.resize(p.kind == Kind::kAdamW ? s.first.size()
-                        : second_moment        ? static_cast<size_t>(SecondMomentCount(p))
-                                               : 0);
+        s.second.resize(static_cast<size_t>(SecondStateCount(p)));
         s.step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
         RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
         if (!s.second.empty()) {
@@ -337,7 +334,6 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   }
   const std::string what = absl::StrCat("checkpoint load from '", dir, "'");
   const int32_t np = static_cast<int32_t>(params_.size());
-  const bool second_moment = config_.variant != NORMUON_VARIANT_MUON;
   const uint32_t second_kind = SecondMomentLayout(config_);
 
   // Host staging of everything this rank will write, filled and checked before any write.
@@ -429,9 +425,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
       first[i].resize(static_cast<size_t>(p.row_count * p.cols));
-      second[i].resize(p.kind == Kind::kAdamW ? first[i].size()
-                       : second_moment        ? static_cast<size_t>(SecondMomentCount(p))
-                                              : 0);
+      second[i].resize(static_cast<size_t>(SecondStateCount(p)));
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
       if (per_column && p.kind == Kind::kMatrix) {
         // The lowest saved rank that held rows of it (the index's ranges cover every row).

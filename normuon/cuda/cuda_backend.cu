@@ -499,26 +499,11 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Mark(int slot) override {
-    if (slot < 0 || slot >= static_cast<int>(marks_.size())) {
-      return absl::InternalError(absl::StrCat("mark slot ", slot, " of ", marks_.size()));
-    }
-    if (capturing_) {
-      // An event record node of the graph: the mark is recorded again at every launch.
-      RETURN_IF_CUDA_ERROR(cudaEventRecordWithFlags(marks_[slot], stream_, cudaEventRecordExternal));
-    } else {
-      RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], stream_));
-    }
-    return absl::OkStatus();
-  }
+  absl::Status Mark(int slot) override { return RecordMark(slot, stream_); }
 
   absl::Status MarkComm(int slot) override {
-    if (slot < 0 || slot >= static_cast<int>(marks_.size()) || comm_stream_ == nullptr) {
-      return absl::InternalError(absl::StrCat("comm mark slot ", slot, " of ", marks_.size()));
-    }
-    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], comm_stream_));
-    return absl::OkStatus();
+    if (comm_stream_ == nullptr) return absl::InternalError("comm mark without a comm stream");
+    return RecordMark(slot, comm_stream_);
   }
 
   absl::Status PrepareCommStream(int events) override {
@@ -694,6 +679,21 @@ class CudaBackend final : public Backend {
       return absl::InvalidArgumentError(absl::StrCat("NewtonSchulz batch of ", b.count, " x ",
                                                      b.rows, " x ", b.cols,
                                                      " exceeds cuBLAS's int sizes"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Records mark `slot` on `stream`; inside a capture as an event record node of the graph, so
+  // the mark is recorded again at every launch.
+  absl::Status RecordMark(int slot, cudaStream_t stream) {
+    if (slot < 0 || slot >= static_cast<int>(marks_.size())) {
+      return absl::InternalError(absl::StrCat("mark slot ", slot, " of ", marks_.size()));
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    if (capturing_) {
+      RETURN_IF_CUDA_ERROR(cudaEventRecordWithFlags(marks_[slot], stream, cudaEventRecordExternal));
+    } else {
+      RETURN_IF_CUDA_ERROR(cudaEventRecord(marks_[slot], stream));
     }
     return absl::OkStatus();
   }

@@ -561,14 +561,8 @@ class NorMuon(torch.optim.Optimizer):
         for i, (gi, p) in enumerate(params):
             who = f"parameter '{self._name(i, p)}' (group {gi})"
             g = self.param_groups[gi]
-            lay = _layout(p, g["use_muon"], who)
-            if self._runtime and lay != self._registered[i].layout:
-                old = self._registered[i].layout
-                raise ValueError(
-                    f"NorMuon: {who} changed after the first step: now shape "
-                    f"{list(p.shape)} {lay.dtype} on {lay.device}, registered as "
-                    f"{old.rows}x{old.cols} (local {list(old.local_shape)}) {old.dtype} on "
-                    f"{old.device}; shapes, dtypes and devices are fixed at registration")
+            lay = (self._registered_layout(i, p, g["use_muon"], who) if self._runtime
+                   else _layout(p, g["use_muon"], who))
             if device is None:
                 device = lay.device
             elif lay.device != device:
@@ -583,6 +577,19 @@ class NorMuon(torch.optim.Optimizer):
             raise ValueError("NorMuon: parameters mix sharded DTensors and plain tensors (or "
                              "DTensors of different meshes); use one kind for all")
         return out
+
+    def _registered_layout(self, i, p, matrix, who):
+        """p's layout now (as a matrix or not), which must be the one registered as runtime
+        parameter i (raises ValueError naming both otherwise)."""
+        old = self._registered[i].layout
+        lay = _layout(p, matrix, who)
+        if lay != old:
+            raise ValueError(
+                f"NorMuon: {who} changed after the first step: now shape "
+                f"{list(p.shape)} {lay.dtype} on {lay.device}, registered as "
+                f"{old.rows}x{old.cols} (local {list(old.local_shape)}) {old.dtype} on "
+                f"{old.device}; shapes, dtypes and devices are fixed at registration")
+        return lay
 
     # --- the runtime ---------------------------------------------------------------------
 
@@ -839,10 +846,7 @@ class NorMuon(torch.optim.Optimizer):
                 f"False for them), and call opt.zero_grad() to drop a step you do not take. "
                 f"This step was discarded: parameters and optimizer state are unchanged, the "
                 f"gradients are kept")
-        lay = _layout(p, reg.layout.matrix, who)
-        if lay != reg.layout:
-            raise ValueError(f"NorMuon: {who} changed after the first step (shape, dtype or "
-                             f"device); they are fixed at registration")
+        lay = self._registered_layout(i, p, reg.layout.matrix, who)
         grad = _checked_grad(p, reg.layout, who)
         if grad is None:
             raise RuntimeError(f"NorMuon: the gradient hook of {who} fired but .grad is None")
