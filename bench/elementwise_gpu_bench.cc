@@ -45,8 +45,8 @@ int main() {
 #include "absl/strings/str_format.h"
 #include "bench/gpu_ceilings.h"
 #include "benchmark/benchmark.h"
-#include "normuon/backend.h"
-#include "normuon/status_macros.h"
+#include "kernels/backend.h"
+#include "base/status_macros.h"
 
 namespace {
 
@@ -120,28 +120,28 @@ absl::Status BuildTensors(const Shape& shape, DType ns, const std::string& key) 
   const int64_t n = shape.rows * shape.cols, r = shape.rows;
   const size_t f = sizeof(float), q = normuon::SizeOf(ns);
   for (DeviceBuffer* b : {&t->param, &t->grad, &t->momentum, &t->exp_avg, &t->exp_avg_sq}) {
-    RETURN_IF_ERROR(b->Allocate(n * f));
+    NORMUON_RETURN_IF_ERROR(b->Allocate(n * f));
   }
-  RETURN_IF_ERROR(t->u.Allocate(n * q));
-  RETURN_IF_ERROR(t->o.Allocate(n * q));
-  RETURN_IF_ERROR(t->v.Allocate(r * f));
-  RETURN_IF_ERROR(t->v_new.Allocate(r * f));
-  RETURN_IF_ERROR(t->slots.Allocate(2 * r * f));
-  RETURN_IF_ERROR(t->scale.Allocate(f));
-  RETURN_IF_ERROR(t->step.Allocate(sizeof(int64_t)));
+  NORMUON_RETURN_IF_ERROR(t->u.Allocate(n * q));
+  NORMUON_RETURN_IF_ERROR(t->o.Allocate(n * q));
+  NORMUON_RETURN_IF_ERROR(t->v.Allocate(r * f));
+  NORMUON_RETURN_IF_ERROR(t->v_new.Allocate(r * f));
+  NORMUON_RETURN_IF_ERROR(t->slots.Allocate(2 * r * f));
+  NORMUON_RETURN_IF_ERROR(t->scale.Allocate(f));
+  NORMUON_RETURN_IF_ERROR(t->step.Allocate(sizeof(int64_t)));
   using normuon_bench::FillRandom;
-  RETURN_IF_ERROR(FillRandom(t->param.get(), DType::kF32, n, 0.0f, 0.02f, 1));
-  RETURN_IF_ERROR(FillRandom(t->grad.get(), DType::kF32, n, 0.0f, 1.0f, 2));
-  RETURN_IF_ERROR(FillRandom(t->momentum.get(), DType::kF32, n, 0.0f, 0.5f, 3));
-  RETURN_IF_ERROR(FillRandom(t->o.get(), ns, n, 0.0f, 0.03f, 4));
-  RETURN_IF_ERROR(FillRandom(t->u.get(), ns, n, 0.0f, 1.0f, 5));
-  RETURN_IF_ERROR(FillRandom(t->exp_avg.get(), DType::kF32, n, 0.0f, 0.1f, 6));
-  RETURN_IF_ERROR(FillRandom(t->exp_avg_sq.get(), DType::kF32, n, 0.01f, 0.01f, 7, true));
-  RETURN_IF_ERROR(FillRandom(t->v.get(), DType::kF32, r, 1e-3f, 1e-3f, 8, true));
-  RETURN_IF_ERROR(FillRandom(t->v_new.get(), DType::kF32, r, 1e-3f, 1e-3f, 9, true));
-  RETURN_IF_ERROR(normuon_bench::FillConstant(t->scale.as<float>(), 1, 0.5f));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->param.get(), DType::kF32, n, 0.0f, 0.02f, 1));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->grad.get(), DType::kF32, n, 0.0f, 1.0f, 2));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->momentum.get(), DType::kF32, n, 0.0f, 0.5f, 3));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->o.get(), ns, n, 0.0f, 0.03f, 4));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->u.get(), ns, n, 0.0f, 1.0f, 5));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->exp_avg.get(), DType::kF32, n, 0.0f, 0.1f, 6));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->exp_avg_sq.get(), DType::kF32, n, 0.01f, 0.01f, 7, true));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->v.get(), DType::kF32, r, 1e-3f, 1e-3f, 8, true));
+  NORMUON_RETURN_IF_ERROR(FillRandom(t->v_new.get(), DType::kF32, r, 1e-3f, 1e-3f, 9, true));
+  NORMUON_RETURN_IF_ERROR(normuon_bench::FillConstant(t->scale.as<float>(), 1, 0.5f));
   const int64_t step = 10;
-  RETURN_IF_ERROR(normuon_bench::CudaCheck(
+  NORMUON_RETURN_IF_ERROR(normuon_bench::CudaCheck(
       cudaMemcpy(t->step.get(), &step, sizeof(step), cudaMemcpyHostToDevice), "cudaMemcpy"));
   g_tensors = std::move(t);
   return absl::OkStatus();

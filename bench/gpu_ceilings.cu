@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
-#include "normuon/bf16.h"
-#include "normuon/status_macros.h"
+#include "base/bf16.h"
+#include "base/status_macros.h"
 
 namespace normuon_bench {
 
@@ -113,7 +113,7 @@ absl::Status FillRandom(void* dev, normuon::DType dtype, int64_t n, float mean, 
     const int64_t count = std::min(tile, n - done);
     const int64_t span = pool_n - count;  // >= 0
     const int64_t offset = span == 0 ? 0 : (k * 7919) % (span + 1);
-    RETURN_IF_ERROR(CudaCheck(
+    NORMUON_RETURN_IF_ERROR(CudaCheck(
         cudaMemcpy(out + done * elem, static_cast<const char*>(host) + offset * elem,
                    static_cast<size_t>(count) * elem, cudaMemcpyHostToDevice),
         "cudaMemcpy (random fill)"));
@@ -136,8 +136,8 @@ EventTimer::~EventTimer() {
 }
 
 absl::Status EventTimer::Init() {
-  if (start_ == nullptr) RETURN_IF_ERROR(CudaCheck(cudaEventCreate(&start_), "cudaEventCreate"));
-  if (stop_ == nullptr) RETURN_IF_ERROR(CudaCheck(cudaEventCreate(&stop_), "cudaEventCreate"));
+  if (start_ == nullptr) NORMUON_RETURN_IF_ERROR(CudaCheck(cudaEventCreate(&start_), "cudaEventCreate"));
+  if (stop_ == nullptr) NORMUON_RETURN_IF_ERROR(CudaCheck(cudaEventCreate(&stop_), "cudaEventCreate"));
   return absl::OkStatus();
 }
 
@@ -146,10 +146,10 @@ absl::Status EventTimer::Start(cudaStream_t stream) {
 }
 
 absl::StatusOr<double> EventTimer::StopMs(cudaStream_t stream) {
-  RETURN_IF_ERROR(CudaCheck(cudaEventRecord(stop_, stream), "cudaEventRecord"));
-  RETURN_IF_ERROR(CudaCheck(cudaEventSynchronize(stop_), "cudaEventSynchronize"));
+  NORMUON_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(stop_, stream), "cudaEventRecord"));
+  NORMUON_RETURN_IF_ERROR(CudaCheck(cudaEventSynchronize(stop_), "cudaEventSynchronize"));
   float ms = 0.0f;
-  RETURN_IF_ERROR(CudaCheck(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime"));
+  NORMUON_RETURN_IF_ERROR(CudaCheck(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime"));
   return static_cast<double>(ms);
 }
 
@@ -157,22 +157,22 @@ absl::StatusOr<double> MedianSeconds(cudaStream_t stream,
                                      const std::function<absl::Status()>& work, int warmup,
                                      int reps, double target_ms) {
   EventTimer timer;
-  RETURN_IF_ERROR(timer.Init());
-  for (int i = 0; i < warmup; ++i) RETURN_IF_ERROR(work());
+  NORMUON_RETURN_IF_ERROR(timer.Init());
+  for (int i = 0; i < warmup; ++i) NORMUON_RETURN_IF_ERROR(work());
   // One timed call sizes the regions.
-  RETURN_IF_ERROR(timer.Start(stream));
-  RETURN_IF_ERROR(work());
-  ASSIGN_OR_RETURN(const double one_ms, timer.StopMs(stream));
+  NORMUON_RETURN_IF_ERROR(timer.Start(stream));
+  NORMUON_RETURN_IF_ERROR(work());
+  NORMUON_ASSIGN_OR_RETURN(const double one_ms, timer.StopMs(stream));
   const int inner =
       static_cast<int>(std::clamp(target_ms / std::max(one_ms, 1e-4), 1.0, 1000.0));
   std::vector<double> seconds;
   for (int r = 0; r < reps; ++r) {
-    RETURN_IF_ERROR(timer.Start(stream));
-    for (int i = 0; i < inner; ++i) RETURN_IF_ERROR(work());
-    ASSIGN_OR_RETURN(const double ms, timer.StopMs(stream));
+    NORMUON_RETURN_IF_ERROR(timer.Start(stream));
+    for (int i = 0; i < inner; ++i) NORMUON_RETURN_IF_ERROR(work());
+    NORMUON_ASSIGN_OR_RETURN(const double ms, timer.StopMs(stream));
     seconds.push_back(ms * 1e-3 / inner);
   }
-  RETURN_IF_ERROR(CudaCheck(cudaGetLastError(), "kernel launch"));
+  NORMUON_RETURN_IF_ERROR(CudaCheck(cudaGetLastError(), "kernel launch"));
   std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());
   return seconds[seconds.size() / 2];
 }
@@ -182,7 +182,7 @@ PlainCublas::~PlainCublas() {
 }
 
 absl::Status PlainCublas::Init(cudaStream_t stream) {
-  if (handle_ == nullptr) RETURN_IF_ERROR(CublasCheck(cublasCreate(&handle_), "cublasCreate"));
+  if (handle_ == nullptr) NORMUON_RETURN_IF_ERROR(CublasCheck(cublasCreate(&handle_), "cublasCreate"));
   return CublasCheck(cublasSetStream(handle_, stream), "cublasSetStream");
 }
 
@@ -190,9 +190,9 @@ absl::StatusOr<double> GemmRate(const PlainCublas& cublas, cudaStream_t stream,
                                 normuon::DType dtype, int64_t s, int64_t l, int64_t batch) {
   const size_t elem = normuon::SizeOf(dtype);
   DeviceBuffer x, c;
-  RETURN_IF_ERROR(x.Allocate(static_cast<size_t>(batch * s * l) * elem));
-  RETURN_IF_ERROR(c.Allocate(static_cast<size_t>(batch * s * s) * elem));
-  RETURN_IF_ERROR(FillRandom(x.get(), dtype, batch * s * l, 0.0f, 1.0f, 7 + s + l));
+  NORMUON_RETURN_IF_ERROR(x.Allocate(static_cast<size_t>(batch * s * l) * elem));
+  NORMUON_RETURN_IF_ERROR(c.Allocate(static_cast<size_t>(batch * s * s) * elem));
+  NORMUON_RETURN_IF_ERROR(FillRandom(x.get(), dtype, batch * s * l, 0.0f, 1.0f, 7 + s + l));
   const int si = static_cast<int>(s), li = static_cast<int>(l), bi = static_cast<int>(batch);
   const long long stride_x = static_cast<long long>(s) * l;
   const long long stride_c = static_cast<long long>(s) * s;
@@ -230,18 +230,18 @@ absl::StatusOr<double> GemmRate(const PlainCublas& cublas, cudaStream_t stream,
                          "cublasSgemmStridedBatched");
     };
   }
-  ASSIGN_OR_RETURN(const double sec, MedianSeconds(stream, work));
+  NORMUON_ASSIGN_OR_RETURN(const double sec, MedianSeconds(stream, work));
   return 2.0 * static_cast<double>(s) * s * l * batch / sec;
 }
 
 absl::StatusOr<double> CopyRate(cudaStream_t stream, size_t moved_bytes) {
   const size_t half = std::max<size_t>(moved_bytes / 2, 16);
   DeviceBuffer src, dst;
-  RETURN_IF_ERROR(src.Allocate(half));
-  RETURN_IF_ERROR(dst.Allocate(half));
-  RETURN_IF_ERROR(FillRandom(src.get(), normuon::DType::kF32, static_cast<int64_t>(half / 4),
+  NORMUON_RETURN_IF_ERROR(src.Allocate(half));
+  NORMUON_RETURN_IF_ERROR(dst.Allocate(half));
+  NORMUON_RETURN_IF_ERROR(FillRandom(src.get(), normuon::DType::kF32, static_cast<int64_t>(half / 4),
                              0.0f, 1.0f, 11));
-  ASSIGN_OR_RETURN(const double sec, MedianSeconds(stream, [&]() {
+  NORMUON_ASSIGN_OR_RETURN(const double sec, MedianSeconds(stream, [&]() {
                      return CudaCheck(cudaMemcpyAsync(dst.get(), src.get(), half,
                                                       cudaMemcpyDeviceToDevice, stream),
                                       "cudaMemcpyAsync");

@@ -23,7 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "normuon/backend.h"
+#include "kernels/backend.h"
 
 // cuBLAS's handle (cublasHandle_t is a pointer to it).
 struct cublasContext;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "normuon/newton_schulz_cpu.h"
+#include "kernels/newton_schulz_cpu.h"
 
 namespace {
 

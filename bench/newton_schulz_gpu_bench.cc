@@ -49,9 +49,9 @@ int main() {
 #include "bench/bench_util.h"
 #include "bench/gpu_ceilings.h"
 #include "benchmark/benchmark.h"
-#include "normuon/backend.h"
-#include "normuon/bf16.h"
-#include "normuon/status_macros.h"
+#include "kernels/backend.h"
+#include "base/bf16.h"
+#include "base/status_macros.h"
 
 namespace {
 
@@ -109,9 +109,9 @@ absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) 
   f->key = key;
   const int64_t n = c.count * c.rows * c.cols;
   const size_t bytes = static_cast<size_t>(n) * normuon::SizeOf(dtype);
-  RETURN_IF_ERROR(f->u.Allocate(bytes));
-  RETURN_IF_ERROR(f->o.Allocate(bytes));
-  RETURN_IF_ERROR(normuon_bench::FillRandom(f->u.get(), dtype, n, 0.0f, 1.0f, 1));
+  NORMUON_RETURN_IF_ERROR(f->u.Allocate(bytes));
+  NORMUON_RETURN_IF_ERROR(f->o.Allocate(bytes));
+  NORMUON_RETURN_IF_ERROR(normuon_bench::FillRandom(f->u.get(), dtype, n, 0.0f, 1.0f, 1));
   normuon::NsBatch b;
   b.rows = c.rows;
   b.cols = c.cols;
@@ -120,10 +120,10 @@ absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) 
   b.o = f->o.get();
   b.dtype = dtype;
   b.coefficients = kQuintic5;
-  RETURN_IF_ERROR(g_gpu->backend->Prepare({b}));
+  NORMUON_RETURN_IF_ERROR(g_gpu->backend->Prepare({b}));
   const int64_t s = std::min(c.rows, c.cols), l = std::max(c.rows, c.cols);
-  ASSIGN_OR_RETURN(f->gemm, normuon_bench::GemmRate(g_gpu->cublas, g_gpu->stream, dtype, s, l, 1));
-  ASSIGN_OR_RETURN(f->gemm_batched,
+  NORMUON_ASSIGN_OR_RETURN(f->gemm, normuon_bench::GemmRate(g_gpu->cublas, g_gpu->stream, dtype, s, l, 1));
+  NORMUON_ASSIGN_OR_RETURN(f->gemm_batched,
                    normuon_bench::GemmRate(g_gpu->cublas, g_gpu->stream, dtype, s, l, c.count));
   g_fixture = std::move(f);
   return absl::OkStatus();
@@ -135,11 +135,11 @@ absl::Status CheckOutput(const void* o, DType dtype, int64_t n) {
   n = std::min<int64_t>(n, 65536);
   std::vector<float> host(static_cast<size_t>(n));
   if (dtype == DType::kF32) {
-    RETURN_IF_ERROR(normuon_bench::CudaCheck(
+    NORMUON_RETURN_IF_ERROR(normuon_bench::CudaCheck(
         cudaMemcpy(host.data(), o, n * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy"));
   } else {
     std::vector<uint16_t> bits(static_cast<size_t>(n));
-    RETURN_IF_ERROR(normuon_bench::CudaCheck(
+    NORMUON_RETURN_IF_ERROR(normuon_bench::CudaCheck(
         cudaMemcpy(bits.data(), o, n * sizeof(uint16_t), cudaMemcpyDeviceToHost), "cudaMemcpy"));
     for (int64_t i = 0; i < n; ++i) host[i] = normuon::Bf16ToFloat(normuon::Bf16{bits[i]});
   }

@@ -70,8 +70,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bench/gpu_ceilings.h"
-#include "normuon/backend.h"
-#include "normuon/status_macros.h"
+#include "kernels/backend.h"
+#include "base/status_macros.h"
 #endif
 
 namespace {
@@ -550,14 +550,14 @@ std::unique_ptr<CudaStepRig> g_cuda_rig;
 absl::StatusOr<double> CudaFloorMs(const ModelShapes& m, normuon::DType dtype, cudaStream_t stream,
                                    double* gemm_rate) {
   normuon_bench::PlainCublas cublas;
-  RETURN_IF_ERROR(cublas.Init(stream));
+  NORMUON_RETURN_IF_ERROR(cublas.Init(stream));
   double gemm_s = 0.0, flops = 0.0, bytes = 0.0;
   for (const auto& [shape, work] : NsWorkByShape(m)) {
-    ASSIGN_OR_RETURN(const double one,
+    NORMUON_ASSIGN_OR_RETURN(const double one,
                      normuon_bench::GemmRate(cublas, stream, dtype, shape.first, shape.second, 1));
     double rate = one;
     if (work.second > 1) {
-      ASSIGN_OR_RETURN(const double batched,
+      NORMUON_ASSIGN_OR_RETURN(const double batched,
                        normuon_bench::GemmRate(cublas, stream, dtype, shape.first, shape.second,
                                                work.second));
       rate = std::max(rate, batched);
@@ -568,7 +568,7 @@ absl::StatusOr<double> CudaFloorMs(const ModelShapes& m, normuon::DType dtype, c
   for (const ModelShape& e : m.entries) {
     bytes += static_cast<double>(e.elements()) * (e.kind == ShapeKind::kMatrix ? 20.0 : 28.0);
   }
-  ASSIGN_OR_RETURN(const double copy,
+  NORMUON_ASSIGN_OR_RETURN(const double copy,
                    normuon_bench::CopyRate(stream, size_t{1} << 30));  // 1 GiB moved
   *gemm_rate = flops / gemm_s;
   return (gemm_s + bytes / copy) * 1e3;

@@ -4,7 +4,7 @@ Bazel 4.2.3 has no CUDA rules offline, so each .cu file becomes one genrule that
 /usr/local/cuda, and the objects are linked like any other cc_library. Code is built for sm_80 and
 sm_90a, plus compute_90 PTX so newer GPUs can JIT it.
 
-In a CPU-only build (--define=cuda=off, //normuon:no_cuda) the genrules write empty placeholder
+In a CPU-only build (--define=cuda=off, //build_defs:no_cuda) the genrules write empty placeholder
 files and the library is empty, so `bazel build //...` never runs nvcc or links CUDA libraries.
 """
 
@@ -42,7 +42,7 @@ def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = No
             srcs = [src] + hdrs + cu_hdrs,
             outs = [obj],
             cmd = select({
-                "//normuon:no_cuda": "touch $@",
+                "//build_defs:no_cuda": "touch $@",
                 "//conditions:default": "%s %s -I. -I$(GENDIR) -c $(location %s) -o $@" % (NVCC, NVCC_FLAGS, src),
             }),
             message = "nvcc " + src,
@@ -50,9 +50,9 @@ def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], visibility = No
         objs.append(obj)
     native.cc_library(
         name = name,
-        srcs = select({"//normuon:no_cuda": [], "//conditions:default": objs}),
+        srcs = select({"//build_defs:no_cuda": [], "//conditions:default": objs}),
         hdrs = hdrs,
-        deps = select({"//normuon:no_cuda": [], "//conditions:default": deps + ["@cuda//:cudart"]}),
+        deps = select({"//build_defs:no_cuda": [], "//conditions:default": deps + ["@cuda//:cudart"]}),
         visibility = visibility,
         **kwargs
     )

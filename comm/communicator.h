@@ -29,7 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 
 namespace normuon {
 

@@ -1,4 +1,4 @@
-// capi_fuzz: the C API's checks of what a caller hands in (normuon/include/normuon/normuon.h):
+// capi_fuzz: the C API's checks of what a caller hands in (normuon/normuon.h):
 // the config of normuon_create, group descriptors, and parameter descriptors of
 // normuon_register_matrix / normuon_register_adamw, then finalize and one step when what was
 // accepted has real buffers behind it.
@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/normuon.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// checkpoint_fuzz: the checkpoint loader (normuon/checkpoint_format.h and
+// checkpoint_fuzz: the checkpoint loader (runtime/checkpoint_format.h and
 // normuon_load_checkpoint). A checkpoint is read back from disk, possibly written by another
 // version, another world size, or damaged; the loader must reject anything inconsistent before it
 // writes any state.
@@ -31,8 +31,8 @@
 
 #include "absl/strings/string_view.h"
 #include "fuzz/fuzz_input.h"
-#include "normuon/checkpoint_format.h"
-#include "normuon/include/normuon/normuon.h"
+#include "runtime/checkpoint_format.h"
+#include "normuon/normuon.h"
 
 namespace {
 

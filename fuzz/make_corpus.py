@@ -277,7 +277,7 @@ def capi_seeds():
 # ---------------------------------------------------------------- checkpoints
 
 def ck_file(magic, sections):
-    """normuon/checkpoint_format.h: header, then sections (tag, payload), with their CRC32s."""
+    """runtime/checkpoint_format.h: header, then sections (tag, payload), with their CRC32s."""
     head = magic + u32(1) + u32(len(sections))
     out = head + u32(zlib.crc32(head))
     for tag, payload in sections:

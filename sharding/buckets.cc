@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 
 namespace normuon::sharding {
 
@@ -21,7 +21,7 @@ absl::StatusOr<std::vector<std::vector<int>>> MakeBuckets(const std::vector<Matr
         absl::StrCat("buckets: bucket_bytes = ", bucket_bytes, ", must be >= 1"));
   }
   for (const MatrixShape& shape : shapes) {
-    RETURN_IF_ERROR(ValidateShape(shape));
+    NORMUON_RETURN_IF_ERROR(ValidateShape(shape));
   }
   std::vector<std::vector<int>> buckets;
   std::vector<int> current;
@@ -78,11 +78,11 @@ absl::StatusOr<std::vector<int>> AssignOwnersPerBucket(const std::vector<MatrixS
   if (world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("owner assignment: world = ", world, " < 1"));
   }
-  RETURN_IF_ERROR(ValidateBuckets(shapes, buckets));
+  NORMUON_RETURN_IF_ERROR(ValidateBuckets(shapes, buckets));
   std::vector<int> owners(shapes.size(), 0);
   OwnerTally tally(world);
   for (const std::vector<int>& bucket : buckets) {
-    RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, bucket, world, policy, &tally, &owners));
+    NORMUON_RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, bucket, world, policy, &tally, &owners));
   }
   return owners;
 }

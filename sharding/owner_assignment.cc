@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 
 namespace normuon::sharding {
 
@@ -65,7 +65,7 @@ absl::Status AssignOwnersOfSubset(const std::vector<MatrixShape>& shapes,
                                                      shapes[k].name, "') is listed twice"));
     }
     seen[k] = true;
-    RETURN_IF_ERROR(ValidateShape(shapes[k]));
+    NORMUON_RETURN_IF_ERROR(ValidateShape(shapes[k]));
   }
 
   // Sort keys, computed once: element count (round-robin) or NS5 cost (cost-balanced).
@@ -113,7 +113,7 @@ absl::StatusOr<std::vector<int>> AssignOwners(const std::vector<MatrixShape>& sh
   for (size_t k = 0; k < shapes.size(); ++k) all[k] = static_cast<int>(k);
   std::vector<int> owners(shapes.size(), 0);
   OwnerTally tally(world);
-  RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, all, world, policy, &tally, &owners));
+  NORMUON_RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, all, world, policy, &tally, &owners));
   return owners;
 }
 

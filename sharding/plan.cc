@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 
 namespace normuon::sharding {
 namespace {
@@ -75,7 +75,7 @@ absl::Status ValidatePlanInputs(const PlanInputs& in) {
 
 absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
                                                  const std::vector<int>& matrices) {
-  RETURN_IF_ERROR(ValidatePlanInputs(in));
+  NORMUON_RETURN_IF_ERROR(ValidatePlanInputs(in));
   std::vector<bool> listed(in.shapes.size(), false);
   for (int k : matrices) {
     if (k < 0 || k >= static_cast<int>(in.shapes.size())) {
@@ -157,7 +157,7 @@ absl::StatusOr<RowSlots> MatrixSlotOffsets(const std::vector<MatrixShape>& shape
   RowSlots slots;
   slots.offsets.reserve(shapes.size());
   for (size_t k = 0; k < shapes.size(); ++k) {
-    RETURN_IF_ERROR(ValidateShape(shapes[k]));
+    NORMUON_RETURN_IF_ERROR(ValidateShape(shapes[k]));
     slots.offsets.push_back(slots.total_rows);
     if (!CheckedAdd(slots.total_rows, shapes[k].rows, &slots.total_rows)) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 #include "sharding/shard.h"
 
 namespace normuon::sharding {
@@ -120,7 +120,7 @@ std::string EncodeRegistration(const std::vector<RegistrationRecord>& records) {
 }
 
 absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view bytes) {
-  ASSIGN_OR_RETURN(const Header header, ReadHeader(bytes));
+  NORMUON_ASSIGN_OR_RETURN(const Header header, ReadHeader(bytes));
   const uint64_t body = bytes.size() - kRegistrationHeaderBytes;
   if (body % kRegistrationRecordBytes != 0 || body / kRegistrationRecordBytes != header.count) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -173,7 +173,7 @@ absl::Status CheckRegistrationHeadersAgree(const std::vector<std::string>& per_r
 }
 
 absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_encodings) {
-  RETURN_IF_ERROR(CheckRegistrationHeadersAgree(per_rank_encodings));
+  NORMUON_RETURN_IF_ERROR(CheckRegistrationHeadersAgree(per_rank_encodings));
   const size_t world = per_rank_encodings.size();
   std::vector<std::vector<DecodedRecord>> decoded(world);
   for (size_t r = 0; r < world; ++r) {

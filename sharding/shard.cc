@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 
 namespace normuon::sharding {
 namespace {
@@ -93,7 +93,7 @@ absl::Status ValidateLocalShard(const MatrixShape& shape, const RowShard& shard,
 }
 
 absl::StatusOr<std::vector<RowShard>> Fsdp2Split(int64_t rows, int world) {
-  RETURN_IF_ERROR(ValidateSplitArgs(rows, world));
+  NORMUON_RETURN_IF_ERROR(ValidateSplitArgs(rows, world));
   // ceil(rows / world) without overflow for rows near INT64_MAX.
   const int64_t chunk = rows / world + (rows % world != 0 ? 1 : 0);
   std::vector<RowShard> shards(world);
@@ -107,7 +107,7 @@ absl::StatusOr<std::vector<RowShard>> Fsdp2Split(int64_t rows, int world) {
 }
 
 absl::StatusOr<std::vector<RowShard>> BalancedSplit(int64_t rows, int world) {
-  RETURN_IF_ERROR(ValidateSplitArgs(rows, world));
+  NORMUON_RETURN_IF_ERROR(ValidateSplitArgs(rows, world));
   const int64_t base = rows / world;
   const int64_t extra = rows % world;
   std::vector<RowShard> shards(world);
@@ -126,7 +126,7 @@ absl::Status ValidateCover(const MatrixShape& shape, const std::vector<RowShard>
         absl::StrCat("matrix '", shape.name, "': no shards given (world size 0)"));
   }
   for (size_t r = 0; r < shards.size(); ++r) {
-    RETURN_IF_ERROR(ValidateLocalShard(shape, shards[r], static_cast<int>(r)));
+    NORMUON_RETURN_IF_ERROR(ValidateLocalShard(shape, shards[r], static_cast<int>(r)));
   }
   // Non-empty shards in row order; ties (only possible for overlapping shards) by rank, so the
   // rank named in an error does not depend on the sort implementation.

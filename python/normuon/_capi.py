@@ -1,4 +1,4 @@
-"""ctypes bindings of the normuon C API (normuon/include/normuon/normuon.h and comm.h).
+"""ctypes bindings of the normuon C API (normuon/normuon.h and comm.h).
 
 This module is the only place that knows the C ABI. It mirrors every public struct field for
 field (tests/python/capi_test.py checks sizes and offsets against the C compiler's), declares

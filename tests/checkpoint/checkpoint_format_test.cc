@@ -1,9 +1,9 @@
-// Unit tests of the checkpoint file format (normuon/checkpoint_format.h): round trips that keep
+// Unit tests of the checkpoint file format (runtime/checkpoint_format.h): round trips that keep
 // every bit, the documented byte layout rebuilt independently here, and rejection of every kind
 // of damage: truncation at every offset, a flipped byte anywhere, wrong magic, another version,
 // inconsistent contents behind valid checksums, and rank files that do not belong to their
 // index. Also the atomic file writer and the reader.
-#include "normuon/checkpoint_format.h"
+#include "runtime/checkpoint_format.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,6 +1,6 @@
 // The C functions of normuon/comm.h under normal and hostile use: handle 0, stale handles,
 // double destroy, invalid ops fields, fault injection through handles, the async error state.
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 
 #include <cstring>
 #include <string>
@@ -237,7 +237,7 @@ TEST(CommCApiTest, InProcessGroupExNamesABadMemoryKindAndMakesHostGroups) {
 }
 
 TEST(CommCApiTest, RuntimeHandlesAreNotCommunicatorHandles) {
-  // The first runtime handle value (generation 1, slot 1) as normuon/api.cc issues it.
+  // The first runtime handle value (generation 1, slot 1) as capi/api.cc issues it.
   const normuon_comm_t runtime_like = (uint64_t{1} << 32) | 1;
   int32_t rank = 0;
   EXPECT_EQ(normuon_comm_rank(runtime_like, &rank), NORMUON_ERROR_INVALID_HANDLE);

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 
 #define CHECK(cond)                                                            \
   do {                                                                         \

@@ -27,7 +27,7 @@
 #include "comm/inprocess_group.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 #include "tests/comm/test_util.h"
 
 #if !defined(NORMUON_TEST_NO_CUDA)

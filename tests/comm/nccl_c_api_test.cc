@@ -11,7 +11,7 @@
 #include "comm/nccl_communicator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 #include "tests/comm/fake_nccl_util.h"
 
 namespace normuon {

@@ -1,5 +1,5 @@
-// Tests of the CUDA backend (normuon/cuda) against the CPU backend, the readable reference of
-// the same contract (normuon/backend.h): every call of a step op by op on random data, for a
+// Tests of the CUDA backend (kernels/cuda) against the CPU backend, the readable reference of
+// the same contract (kernels/backend.h): every call of a step op by op on random data, for a
 // wide (48x64), a tall (64x48) and a one-row (1x64) matrix, then whole matrix steps, the skip
 // rule and run-to-run determinism.
 //
@@ -25,9 +25,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "normuon/backend.h"
-#include "normuon/bf16.h"
-#include "normuon/status_macros.h"
+#include "kernels/backend.h"
+#include "base/bf16.h"
+#include "base/status_macros.h"
 
 namespace normuon {
 namespace {
@@ -141,9 +141,9 @@ class Side {
   Side& operator=(const Side&) = delete;
 
   absl::Status Init() {
-    ASSIGN_OR_RETURN(void* scalars, Alloc(2 * sizeof(GroupScalars)));
+    NORMUON_ASSIGN_OR_RETURN(void* scalars, Alloc(2 * sizeof(GroupScalars)));
     scalars_ = static_cast<GroupScalars*>(scalars);
-    ASSIGN_OR_RETURN(void* control, Alloc(sizeof(StepControl)));
+    NORMUON_ASSIGN_OR_RETURN(void* control, Alloc(sizeof(StepControl)));
     control_ = static_cast<StepControl*>(control);
     return absl::OkStatus();
   }
@@ -154,25 +154,25 @@ class Side {
   StepControl* control() { return control_; }
 
   absl::StatusOr<void*> Alloc(size_t bytes) {
-    ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
+    NORMUON_ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
     allocations_.push_back(p);
     return p;
   }
 
   // x stored as dtype d in new backend memory.
   absl::StatusOr<void*> Upload(const std::vector<float>& x, DType d) {
-    ASSIGN_OR_RETURN(void* p, Alloc(x.size() * SizeOf(d)));
+    NORMUON_ASSIGN_OR_RETURN(void* p, Alloc(x.size() * SizeOf(d)));
     if (d == DType::kF32) {
-      RETURN_IF_ERROR(backend_->CopyFromHost(p, x.data(), x.size() * sizeof(float)));
+      NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p, x.data(), x.size() * sizeof(float)));
     } else {
       std::vector<Bf16> h(x.size());
       for (size_t i = 0; i < x.size(); ++i) h[i] = FloatToBf16(x[i]);
-      RETURN_IF_ERROR(backend_->CopyFromHost(p, h.data(), h.size() * sizeof(Bf16)));
+      NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p, h.data(), h.size() * sizeof(Bf16)));
     }
     return p;
   }
   absl::StatusOr<float*> UploadF32(const std::vector<float>& x) {
-    ASSIGN_OR_RETURN(void* p, Upload(x, DType::kF32));
+    NORMUON_ASSIGN_OR_RETURN(void* p, Upload(x, DType::kF32));
     return static_cast<float*>(p);
   }
 
@@ -180,10 +180,10 @@ class Side {
   absl::StatusOr<std::vector<float>> Download(const void* p, size_t n, DType d = DType::kF32) {
     std::vector<float> x(n);
     if (d == DType::kF32) {
-      RETURN_IF_ERROR(backend_->CopyToHost(x.data(), p, n * sizeof(float)));
+      NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(x.data(), p, n * sizeof(float)));
     } else {
       std::vector<Bf16> h(n);
-      RETURN_IF_ERROR(backend_->CopyToHost(h.data(), p, n * sizeof(Bf16)));
+      NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(h.data(), p, n * sizeof(Bf16)));
       for (size_t i = 0; i < n; ++i) x[i] = Bf16ToFloat(h[i]);
     }
     return x;
@@ -191,7 +191,7 @@ class Side {
 
   absl::StatusOr<StepControl> Control() {
     StepControl c;
-    RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
+    NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
     return c;
   }
 
@@ -201,7 +201,7 @@ class Side {
   }
   // EndStep, then wait for the step.
   absl::Status End(int64_t* adamw_steps = nullptr, int64_t n = 0) {
-    RETURN_IF_ERROR(backend_->EndStep(adamw_steps, n, control_));
+    NORMUON_RETURN_IF_ERROR(backend_->EndStep(adamw_steps, n, control_));
     return backend_->WaitStep();
   }
 
@@ -247,24 +247,24 @@ absl::StatusOr<MatrixBuffers> UploadMatrix(Side& side, const MatrixData& d, DTyp
   w.cols = d.shape.cols;
   w.row_begin = 0;
   w.row_count = d.shape.rows;
-  ASSIGN_OR_RETURN(w.param, side.Upload(d.param, param_dtype));
+  NORMUON_ASSIGN_OR_RETURN(w.param, side.Upload(d.param, param_dtype));
   w.param_dtype = param_dtype;
   if (has_grad) {
-    ASSIGN_OR_RETURN(void* g, side.Upload(d.grad, grad_dtype));
+    NORMUON_ASSIGN_OR_RETURN(void* g, side.Upload(d.grad, grad_dtype));
     w.grad = g;
   }
   w.grad_dtype = grad_dtype;
-  ASSIGN_OR_RETURN(w.momentum, side.UploadF32(d.momentum));
-  ASSIGN_OR_RETURN(w.v, side.UploadF32(d.v));
-  ASSIGN_OR_RETURN(void* v_new, side.Alloc(d.v.size() * sizeof(float)));
+  NORMUON_ASSIGN_OR_RETURN(w.momentum, side.UploadF32(d.momentum));
+  NORMUON_ASSIGN_OR_RETURN(w.v, side.UploadF32(d.v));
+  NORMUON_ASSIGN_OR_RETURN(void* v_new, side.Alloc(d.v.size() * sizeof(float)));
   w.v_new = static_cast<float*>(v_new);
-  ASSIGN_OR_RETURN(w.u_rows, side.Alloc(b.elems * SizeOf(ns_dtype)));
-  ASSIGN_OR_RETURN(void* o, side.Alloc(b.elems * SizeOf(ns_dtype)));
+  NORMUON_ASSIGN_OR_RETURN(w.u_rows, side.Alloc(b.elems * SizeOf(ns_dtype)));
+  NORMUON_ASSIGN_OR_RETURN(void* o, side.Alloc(b.elems * SizeOf(ns_dtype)));
   w.o_rows = o;
-  ASSIGN_OR_RETURN(void* slots, side.Alloc(2 * d.v.size() * sizeof(float)));
+  NORMUON_ASSIGN_OR_RETURN(void* slots, side.Alloc(2 * d.v.size() * sizeof(float)));
   w.row_slots = static_cast<float*>(slots);
   w.row_slots_total = w.row_slots;  // one rank: its slots are the complete ones
-  ASSIGN_OR_RETURN(void* scale, side.Alloc(sizeof(float)));
+  NORMUON_ASSIGN_OR_RETURN(void* scale, side.Alloc(sizeof(float)));
   w.scale = static_cast<float*>(scale);
   w.scalars = side.matrix_group();
   w.variant = variant;
@@ -295,11 +295,11 @@ struct MatrixResult {
 absl::StatusOr<MatrixResult> ReadMatrix(Side& side, const MatrixBuffers& b) {
   MatrixResult r;
   const MatrixWork& w = b.work;
-  ASSIGN_OR_RETURN(r.param, side.Download(w.param, b.elems, w.param_dtype));
-  ASSIGN_OR_RETURN(r.momentum, side.Download(w.momentum, b.elems));
-  ASSIGN_OR_RETURN(r.v, side.Download(w.v, static_cast<size_t>(w.rows)));
-  ASSIGN_OR_RETURN(r.o, side.Download(w.o_rows, b.elems, w.ns_dtype));
-  ASSIGN_OR_RETURN(std::vector<float> scale, side.Download(w.scale, 1));
+  NORMUON_ASSIGN_OR_RETURN(r.param, side.Download(w.param, b.elems, w.param_dtype));
+  NORMUON_ASSIGN_OR_RETURN(r.momentum, side.Download(w.momentum, b.elems));
+  NORMUON_ASSIGN_OR_RETURN(r.v, side.Download(w.v, static_cast<size_t>(w.rows)));
+  NORMUON_ASSIGN_OR_RETURN(r.o, side.Download(w.o_rows, b.elems, w.ns_dtype));
+  NORMUON_ASSIGN_OR_RETURN(std::vector<float> scale, side.Download(w.scale, 1));
   r.scale = scale[0];
   return r;
 }
@@ -307,16 +307,16 @@ absl::StatusOr<MatrixResult> ReadMatrix(Side& side, const MatrixBuffers& b) {
 // A whole single-rank step of one matrix: Blend, Newton-Schulz, RowStats, FinishNorms, commit.
 absl::StatusOr<MatrixResult> MatrixStep(Side& side, const MatrixData& d, DType ns_dtype,
                                         Variant variant) {
-  ASSIGN_OR_RETURN(MatrixBuffers b,
+  NORMUON_ASSIGN_OR_RETURN(MatrixBuffers b,
                    UploadMatrix(side, d, DType::kF32, DType::kF32, true, ns_dtype, variant));
   Backend* be = side.backend();
-  RETURN_IF_ERROR(side.Begin());
-  RETURN_IF_ERROR(be->Blend(b.work));
-  RETURN_IF_ERROR(be->NewtonSchulz(BatchOf(b.work)));
-  RETURN_IF_ERROR(be->RowStats(b.work));
-  RETURN_IF_ERROR(be->FinishNorms(b.work));
-  RETURN_IF_ERROR(be->CommitMatrix(b.work, side.control()));
-  RETURN_IF_ERROR(side.End());
+  NORMUON_RETURN_IF_ERROR(side.Begin());
+  NORMUON_RETURN_IF_ERROR(be->Blend(b.work));
+  NORMUON_RETURN_IF_ERROR(be->NewtonSchulz(BatchOf(b.work)));
+  NORMUON_RETURN_IF_ERROR(be->RowStats(b.work));
+  NORMUON_RETURN_IF_ERROR(be->FinishNorms(b.work));
+  NORMUON_RETURN_IF_ERROR(be->CommitMatrix(b.work, side.control()));
+  NORMUON_RETURN_IF_ERROR(side.End());
   return ReadMatrix(side, b);
 }
 

@@ -1,4 +1,4 @@
-// The CUDA backend's pointer checks through the public C API (normuon/cuda/cuda_backend.cu,
+// The CUDA backend's pointer checks through the public C API (kernels/cuda/cuda_backend.cu,
 // CheckPointer; RELIABILITY.md): a runtime on NORMUON_BACKEND_CUDA refuses, at register and at
 // bind, parameter and gradient pointers that are pageable host memory, pinned host memory or
 // memory of another device, naming the parameter and the pointer; it accepts device memory and

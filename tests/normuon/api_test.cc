@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normuon/bf16.h"
+#include "base/bf16.h"
 #include "normuon/comm.h"
 #include "normuon/normuon.h"
 #include "tests/normuon/reference_math.h"

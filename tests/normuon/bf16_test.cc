@@ -1,4 +1,4 @@
-#include "normuon/bf16.h"
+#include "base/bf16.h"
 
 #include <cmath>
 #include <limits>

@@ -1,5 +1,5 @@
 // The runtime's asynchronous code paths on CPU: the two-stream pipelining of a sharded step
-// (normuon/runtime.cc: the pipeline's stage hand-offs, the fixed mark slots of two threads, the
+// (runtime/runtime.cc: the pipeline's stage hand-offs, the fixed mark slots of two threads, the
 // final join, the device-side step flags, the profile's exposed communication from the step
 // stream's waits) with a stand-in backend that says it is asynchronous (IsSynchronous() false)
 // but runs the CPU backend's arithmetic on host memory. The hand-offs are no-ops here (each CPU
@@ -23,8 +23,8 @@
 #include "comm/communicator.h"
 #include "comm/inprocess_group.h"
 #include "gtest/gtest.h"
-#include "normuon/backend.h"
-#include "normuon/runtime.h"
+#include "kernels/backend.h"
+#include "runtime/runtime.h"
 
 namespace normuon {
 namespace {

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 
 #define STRUCT(T) printf("struct %s %zu\n", #T, sizeof(T))
 #define FIELD(T, f) \

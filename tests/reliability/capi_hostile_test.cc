@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/comm.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/comm.h"
+#include "normuon/normuon.h"
 #include "tests/reliability/test_util.h"
 
 namespace normuon_reliability {

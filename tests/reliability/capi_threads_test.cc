@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/normuon.h"
 #include "tests/reliability/test_util.h"
 
 namespace normuon_reliability {

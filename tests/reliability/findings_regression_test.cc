@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/normuon.h"
 #include "tests/reliability/test_util.h"
 #include "tools/golden_format.h"
 
@@ -38,7 +38,7 @@ TEST(FindingsRegressionTest, NegativeEnumValuesAreRejectedNamingTheField) {
   EXPECT_NE(normuon_status_string(status), nullptr);
 }
 
-// Finding F4: config.schedule is not validated by normuon_create (normuon/runtime.cc,
+// Finding F4: config.schedule is not validated by normuon_create (runtime/runtime.cc,
 // Runtime::Create): any value other than SEQUENTIAL and PER_MATRIX runs the bucketed schedule.
 // Guarantee: an out-of-range enum gives INVALID_ARGUMENT naming the field.
 TEST(FindingsRegressionTest, OutOfRangeScheduleIsRejectedNamingTheField) {
@@ -89,7 +89,7 @@ TEST(FindingsRegressionTest, AConfigSizeInsideAFieldIsRejected) {
 }
 
 // Finding F2: a call that looked its handle up before normuon_destroy removed it, and takes the
-// handle's lock after destroy released it, runs on a destroyed runtime (normuon/api.cc,
+// handle's lock after destroy released it, runs on a destroyed runtime (capi/api.cc,
 // WithRuntime: `fn(*e->runtime)` after `e->runtime.reset()` in normuon_destroy): a null
 // dereference. Guarantee: every call on a handle being destroyed returns SUCCESS (it ran first)
 // or INVALID_HANDLE, never crashes.

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/normuon.h"
 
 namespace normuon_reliability {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "normuon/backend.h"
+#include "kernels/backend.h"
 #include "tools/plan/step_model.h"
 
 namespace {

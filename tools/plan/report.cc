@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 #include "tools/plan/json.h"
 
 namespace normuon::plan {
@@ -91,13 +91,13 @@ absl::StatusOr<Report> MakeReport(ReportInputs in) {
     sr.schedule = s;
     PlanOptions o = in.options;
     o.schedule = s;
-    ASSIGN_OR_RETURN(sr.plan, BuildStepPlan(in.shapes, o));
+    NORMUON_ASSIGN_OR_RETURN(sr.plan, BuildStepPlan(in.shapes, o));
     SimOptions plain = in.sim;
     plain.backward_ms_per_layer = 0.0;
-    ASSIGN_OR_RETURN(sr.plain, SimulateStep(sr.plan, plain));
+    NORMUON_ASSIGN_OR_RETURN(sr.plain, SimulateStep(sr.plan, plain));
     if (backward) {
       sr.overlap = true;
-      ASSIGN_OR_RETURN(sr.backward, SimulateStep(sr.plan, in.sim));
+      NORMUON_ASSIGN_OR_RETURN(sr.backward, SimulateStep(sr.plan, in.sim));
     }
     report.schedules.push_back(std::move(sr));
   }

@@ -22,7 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 #include "sharding/buckets.h"
 #include "sharding/pipeline_order.h"
 #include "sharding/plan.h"
@@ -250,7 +250,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
   std::vector<sharding::MatrixShape> shapes;
   for (size_t i = 0; i < model.entries.size(); ++i) {
     const normuon_tools::ModelShape& e = model.entries[i];
-    ASSIGN_OR_RETURN(std::vector<sharding::RowShard> shards, sharding::Fsdp2Split(e.rows, world));
+    NORMUON_ASSIGN_OR_RETURN(std::vector<sharding::RowShard> shards, sharding::Fsdp2Split(e.rows, world));
     if (e.kind == normuon_tools::ShapeKind::kMatrix) {
       MatrixInfo m;
       m.entry = static_cast<int>(i);
@@ -270,12 +270,12 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
       }
     }
   }
-  ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
+  NORMUON_ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
   plan.total_rows = slots.total_rows;
   plan.slot_floats = 2 * slots.total_rows + 3 * static_cast<int64_t>(world);
 
   // Buckets and owners exactly as Runtime::Finalize makes them.
-  ASSIGN_OR_RETURN(
+  NORMUON_ASSIGN_OR_RETURN(
       std::vector<std::vector<int>> members,
       sharding::ScheduleBuckets(shapes, options.wire_bytes,
                                 options.schedule == Schedule::kSequential
@@ -286,7 +286,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
                                 options.bucket_bytes, world));
   std::vector<int> owners;
   if (!members.empty()) {
-    ASSIGN_OR_RETURN(owners, sharding::AssignOwnersPerBucket(shapes, members, world,
+    NORMUON_ASSIGN_OR_RETURN(owners, sharding::AssignOwnersPerBucket(shapes, members, world,
                                                              options.policy));
   }
 
@@ -330,7 +330,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
         in.shards.push_back(plan.matrices[k].shards);
         in.owners.push_back(q);
       }
-      ASSIGN_OR_RETURN(sharding::RankPlan rp, sharding::MakeRankPlanForMatrices(in, local));
+      NORMUON_ASSIGN_OR_RETURN(sharding::RankPlan rp, sharding::MakeRankPlanForMatrices(in, local));
       for (int p = 0; p < world; ++p) {
         const int64_t bytes = rp.gather_recv_bytes[p];
         if (bytes == 0) continue;
@@ -658,7 +658,7 @@ class Simulator {
         backward_(options.backward_ms_per_layer > 0.0) {}
 
   absl::StatusOr<SimResult> Run() {
-    RETURN_IF_ERROR(Validate());
+    NORMUON_RETURN_IF_ERROR(Validate());
     Setup();
     for (int r = 0; r < world_; ++r) Poll(r);
     while (engine_.Next()) {

@@ -8,7 +8,7 @@
 //     sequential schedule), owners from sharding::AssignOwnersPerBucket and every message size
 //     from sharding::MakeRankPlanForMatrices, exactly as Runtime::Finalize calls them.
 //  2. SimulateStep: a discrete-event simulation of that plan on a machine model, all ranks
-//     together. Per rank it follows normuon/bucket_pipeline.h: a compute thread (blend, compute =
+//     together. Per rank it follows runtime/bucket_pipeline.h: a compute thread (blend, compute =
 //     unpack + Newton-Schulz + pack, stats; blends first, then compute, then stats) and a comm
 //     thread issuing gather(0), then gather(k+1), scatter(k) for k = 0..B-1; the sequential
 //     schedule runs the same stages inline on the step's thread. Then the slot all-reduce, the

@@ -1,4 +1,4 @@
-#include "normuon/runtime.h"
+#include "runtime/runtime.h"
 
 #include <chrono>
 #include <cmath>
@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 #include "sharding/buckets.h"
 #include "sharding/owner_assignment.h"
 #include "sharding/pipeline_order.h"
@@ -273,14 +273,14 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
   matrix_group.beta1 = c.momentum;
   matrix_group.beta2 = c.beta2;
   matrix_group.eps = c.eps;
-  RETURN_IF_ERROR(ValidateGroup(matrix_group, "config (NorMuon group)"));
+  NORMUON_RETURN_IF_ERROR(ValidateGroup(matrix_group, "config (NorMuon group)"));
   normuon_group_desc_init(&adamw_group, NORMUON_GROUP_ADAMW);
   adamw_group.lr = c.adamw_lr;
   adamw_group.weight_decay = c.adamw_weight_decay;
   adamw_group.beta1 = c.adamw_beta1;
   adamw_group.beta2 = c.adamw_beta2;
   adamw_group.eps = c.adamw_eps;
-  RETURN_IF_ERROR(ValidateGroup(adamw_group, "config (AdamW group: adamw_*)"));
+  NORMUON_RETURN_IF_ERROR(ValidateGroup(adamw_group, "config (AdamW group: adamw_*)"));
 
   if (backend != nullptr) {
     // A stand-in given by a test.
@@ -288,7 +288,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t&
     backend = MakeCpuBackend();
   } else {
     if (c.device < 0) return Invalid(absl::StrCat("config.device = ", c.device, " must be >= 0"));
-    ASSIGN_OR_RETURN(backend, MakeCudaBackend(c.device));
+    NORMUON_ASSIGN_OR_RETURN(backend, MakeCudaBackend(c.device));
   }
   std::unique_ptr<Runtime> rt(new Runtime(c, std::move(backend), std::move(comm)));
   rt->groups_.push_back(Group{matrix_group});
@@ -339,7 +339,7 @@ absl::StatusOr<int32_t> Runtime::AddGroup(const normuon_group_desc_t& desc) {
     return Invalid(absl::StrCat("group.struct_size = ", desc.struct_size,
                                 ": fill it with normuon_group_desc_init"));
   }
-  RETURN_IF_ERROR(ValidateGroup(desc, "group"));
+  NORMUON_RETURN_IF_ERROR(ValidateGroup(desc, "group"));
   groups_.push_back(Group{desc});
   return static_cast<int32_t>(groups_.size() - 1);
 }
@@ -372,9 +372,9 @@ absl::Status Runtime::ValidatePointers(const Param& p, void* param_ptr, const vo
     return Invalid(absl::StrCat(who, ": grad pointer ", reinterpret_cast<uintptr_t>(grad_ptr),
                                 " is not aligned to ", ga, " bytes"));
   }
-  RETURN_IF_ERROR(backend_->CheckPointer(param_ptr, absl::StrCat(who, ": param")));
+  NORMUON_RETURN_IF_ERROR(backend_->CheckPointer(param_ptr, absl::StrCat(who, ": param")));
   if (grad_ptr != nullptr) {
-    RETURN_IF_ERROR(backend_->CheckPointer(grad_ptr, absl::StrCat(who, ": grad")));
+    NORMUON_RETURN_IF_ERROR(backend_->CheckPointer(grad_ptr, absl::StrCat(who, ": grad")));
   }
   return absl::OkStatus();
 }
@@ -465,7 +465,7 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
   p.grad = d.grad;
   p.grad_dtype = static_cast<DType>(d.grad_dtype);
   p.group = d.group;
-  RETURN_IF_ERROR(ValidatePointers(p, d.param, d.grad));
+  NORMUON_RETURN_IF_ERROR(ValidatePointers(p, d.param, d.grad));
   params_.push_back(std::move(p));
   return static_cast<int32_t>(params_.size() - 1);
 }
@@ -479,7 +479,7 @@ absl::StatusOr<int32_t> Runtime::RegisterAdamW(const normuon_param_desc_t& desc)
 }
 
 absl::StatusOr<void*> Runtime::Allocate(size_t bytes) {
-  ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
+  NORMUON_ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
   allocations_.push_back(p);
   allocated_bytes_ += bytes;
   return p;
@@ -523,7 +523,7 @@ absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes
   // only; the step never allocates). The collective runs on the default stream, which the
   // backend's synchronous copies also use.
   const size_t total = bytes * static_cast<size_t>(world_ + 1);
-  ASSIGN_OR_RETURN(void* scratch, backend_->Alloc(total));
+  NORMUON_ASSIGN_OR_RETURN(void* scratch, backend_->Alloc(total));
   char* dev_out = static_cast<char*>(scratch);
   char* dev_in = dev_out + bytes * static_cast<size_t>(world_);
   absl::Status s = backend_->CopyFromHost(dev_in, in, bytes);
@@ -541,18 +541,18 @@ absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnReg
   // gathered as equal-sized blocks.
   const size_t hb = sharding::kRegistrationHeaderBytes;
   std::string headers(hb * world_, '\0');
-  RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), headers.data(), hb));
+  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), headers.data(), hb));
   std::vector<std::string> per_rank(world_);
   for (int r = 0; r < world_; ++r) per_rank[r] = headers.substr(r * hb, hb);
-  RETURN_IF_ERROR(sharding::CheckRegistrationHeadersAgree(per_rank));
+  NORMUON_RETURN_IF_ERROR(sharding::CheckRegistrationHeadersAgree(per_rank));
   std::string all(mine.size() * world_, '\0');
-  RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size()));
+  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size()));
   for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
-  RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
+  NORMUON_RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
   std::vector<std::vector<sharding::RowShard>> shards(matrix_units.size(),
                                                       std::vector<sharding::RowShard>(world_));
   for (int r = 0; r < world_; ++r) {
-    ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
+    NORMUON_ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
                      sharding::DecodeRegistration(per_rank[r]));
     for (size_t k = 0; k < matrix_units.size(); ++k) {
       const sharding::RegistrationRecord& rec = decoded[matrix_units[k]].record;
@@ -605,7 +605,7 @@ absl::Status Runtime::Finalize() {
   }
   // Every rank must agree on what was registered (blocks included), and the rows of every unit
   // must be covered exactly; CheckRegistrationsAgree checks both.
-  ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(records, matrix_units));
+  NORMUON_ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(records, matrix_units));
   sharding::PlanInputs in;
   in.shapes = shapes;
   in.shards = shards;
@@ -614,7 +614,7 @@ absl::Status Runtime::Finalize() {
   in.wire_bytes_per_element = ns;
   // Buckets in reverse registration order: one for the sequential schedule, one per matrix, or
   // runs of about bucket_bytes; owners balanced within each bucket.
-  ASSIGN_OR_RETURN(
+  NORMUON_ASSIGN_OR_RETURN(
       std::vector<std::vector<int>> bucket_members,
       sharding::ScheduleBuckets(shapes, ns,
                                 config_.schedule == NORMUON_SCHEDULE_SEQUENTIAL
@@ -629,7 +629,7 @@ absl::Status Runtime::Finalize() {
   if (bucket_members.empty()) {
     in.owners.clear();
   } else {
-    ASSIGN_OR_RETURN(in.owners,
+    NORMUON_ASSIGN_OR_RETURN(in.owners,
                      sharding::AssignOwnersPerBucket(shapes, bucket_members, world_, policy));
   }
   // Slots per matrix: two floats per global row, and with the column axis one per column.
@@ -645,11 +645,11 @@ absl::Status Runtime::Finalize() {
     openblas_set_num_threads(1);
   }
 
-  ASSIGN_OR_RETURN(void* control, Allocate(sizeof(StepControl)));
+  NORMUON_ASSIGN_OR_RETURN(void* control, Allocate(sizeof(StepControl)));
   control_ = static_cast<StepControl*>(control);
   StepControl init{kNoParam, 0, 0, 0};
-  RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
-  ASSIGN_OR_RETURN(void* scalars, Allocate(sizeof(GroupScalars) * groups_.size()));
+  NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
+  NORMUON_ASSIGN_OR_RETURN(void* scalars, Allocate(sizeof(GroupScalars) * groups_.size()));
   dev_scalars_ = static_cast<GroupScalars*>(scalars);
   host_scalars_.resize(groups_.size());
 
@@ -657,10 +657,10 @@ absl::Status Runtime::Finalize() {
   // then two floats per rank for the hash of the set it marked with grad_ready.
   flag_base_ = slot_total;
   slot_count_ = flag_base_ + 3 * world_;
-  ASSIGN_OR_RETURN(void* sl, Allocate(static_cast<size_t>(slot_count_) * 4));
+  NORMUON_ASSIGN_OR_RETURN(void* sl, Allocate(static_cast<size_t>(slot_count_) * 4));
   slots_local_ = static_cast<float*>(sl);
   if (world_ > 1) {
-    ASSIGN_OR_RETURN(void* st, Allocate(static_cast<size_t>(slot_count_) * 4));
+    NORMUON_ASSIGN_OR_RETURN(void* st, Allocate(static_cast<size_t>(slot_count_) * 4));
     slots_total_ = static_cast<float*>(st);
   } else {
     slots_total_ = slots_local_;  // one rank: its slots are the complete ones
@@ -670,7 +670,7 @@ absl::Status Runtime::Finalize() {
   for (const std::vector<int>& members : bucket_members) {
     Bucket b;
     b.matrices.assign(members.begin(), members.end());
-    ASSIGN_OR_RETURN(b.plan, sharding::MakeRankPlanForMatrices(in, members));
+    NORMUON_ASSIGN_OR_RETURN(b.plan, sharding::MakeRankPlanForMatrices(in, members));
     b.send_offset.assign(world_, 0);
     b.recv_offset.assign(world_, 0);
     int64_t send_total = 0, recv_total = 0;
@@ -680,8 +680,8 @@ absl::Status Runtime::Finalize() {
       send_total += b.plan.gather_send_bytes[p];
       recv_total += b.plan.gather_recv_bytes[p];
     }
-    ASSIGN_OR_RETURN(void* sb, Allocate(static_cast<size_t>(send_total)));
-    ASSIGN_OR_RETURN(void* rb, Allocate(static_cast<size_t>(recv_total)));
+    NORMUON_ASSIGN_OR_RETURN(void* sb, Allocate(static_cast<size_t>(send_total)));
+    NORMUON_ASSIGN_OR_RETURN(void* rb, Allocate(static_cast<size_t>(recv_total)));
     b.send_buf = static_cast<char*>(sb);
     b.recv_buf = static_cast<char*>(rb);
     // The scatter sends from the gather's receive layout and receives into its send layout.
@@ -708,8 +708,8 @@ absl::Status Runtime::Finalize() {
     for (const sharding::ShapeBatch& sb_ : bucket.plan.batches) {
       const int64_t elems = sb_.rows * sb_.cols;
       const int64_t count = static_cast<int64_t>(sb_.matrices.size());
-      ASSIGN_OR_RETURN(void* u, Allocate(static_cast<size_t>(elems * ns * count)));
-      ASSIGN_OR_RETURN(void* o, Allocate(static_cast<size_t>(elems * ns * count)));
+      NORMUON_ASSIGN_OR_RETURN(void* u, Allocate(static_cast<size_t>(elems * ns * count)));
+      NORMUON_ASSIGN_OR_RETURN(void* o, Allocate(static_cast<size_t>(elems * ns * count)));
       NsBatch b;
       b.rows = sb_.rows;
       b.cols = sb_.cols;
@@ -740,9 +740,9 @@ absl::Status Runtime::Finalize() {
       // The parameter's state, allocated once; its blocks point inside it.
       const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
       const uint64_t v_count = SecondMomentCount(p);
-      ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
-      ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
-      ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
+      NORMUON_ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+      NORMUON_ASSIGN_OR_RETURN(void* v, Allocate(v_count * 4));
+      NORMUON_ASSIGN_OR_RETURN(void* vn, Allocate(v_count * 4));
       p.momentum = static_cast<float*>(m);
       p.second = static_cast<float*>(v);
       p.v_new = static_cast<float*>(vn);
@@ -754,7 +754,7 @@ absl::Status Runtime::Finalize() {
     const int64_t local_row = mine.row_count > 0 ? block_first_row[k] + mine.row_begin - p.row_begin
                                                  : 0;
     block_local_row_.push_back(local_row);
-    ASSIGN_OR_RETURN(void* scale, Allocate(4));
+    NORMUON_ASSIGN_OR_RETURN(void* scale, Allocate(4));
     MatrixWork w;
     w.index = matrix_params[k];
     w.rows = shapes[k].rows;
@@ -804,14 +804,14 @@ absl::Status Runtime::Finalize() {
 
   int64_t adamw_count = 0;
   for (const Param& p : params_) adamw_count += p.kind == Kind::kAdamW;
-  ASSIGN_OR_RETURN(void* steps, Allocate(sizeof(int64_t) * std::max<int64_t>(adamw_count, 1)));
+  NORMUON_ASSIGN_OR_RETURN(void* steps, Allocate(sizeof(int64_t) * std::max<int64_t>(adamw_count, 1)));
   adamw_steps_ = static_cast<int64_t*>(steps);
   for (int32_t i = 0; i < static_cast<int32_t>(params_.size()); ++i) {
     Param& p = params_[i];
     if (p.kind != Kind::kAdamW) continue;
     const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-    ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
-    ASSIGN_OR_RETURN(void* v, Allocate(local * 4));
+    NORMUON_ASSIGN_OR_RETURN(void* m, Allocate(local * 4));
+    NORMUON_ASSIGN_OR_RETURN(void* v, Allocate(local * 4));
     p.momentum = static_cast<float*>(m);
     p.second = static_cast<float*>(v);
     AdamWWork w;
@@ -838,16 +838,16 @@ absl::Status Runtime::Finalize() {
   for (size_t b = 0; b < buckets_.size(); ++b) {
     bucket_pending_[b] = static_cast<int32_t>(buckets_[b].matrices.size());
   }
-  RETURN_IF_ERROR(backend_->Prepare(batches_));
+  NORMUON_RETURN_IF_ERROR(backend_->Prepare(batches_));
   if (config_.cuda_graph) {
-    RETURN_IF_ERROR(backend_->PrepareGraph(sizeof(GroupScalars) * groups_.size()));
+    NORMUON_RETURN_IF_ERROR(backend_->PrepareGraph(sizeof(GroupScalars) * groups_.size()));
   }
   // An asynchronous backend overlaps the exchanges with Newton-Schulz on two streams, driven by
   // the same two-thread pipeline as the CPU (which then only queues work).
   two_streams_ = !backend_->IsSynchronous() && world_ > 1 &&
                  config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && !buckets_.empty();
   const int32_t nb = static_cast<int32_t>(buckets_.size());
-  if (two_streams_) RETURN_IF_ERROR(backend_->PrepareCommStream(4 * nb + 1));
+  if (two_streams_) NORMUON_RETURN_IF_ERROR(backend_->PrepareCommStream(4 * nb + 1));
   if (!backend_->IsSynchronous()) {
     // Step start, finite check (start and end), the buckets' stages (five ends, or with two
     // streams a start and an end each and two wait marks), the join's start, the all-reduce's
@@ -856,7 +856,7 @@ absl::Status Runtime::Finalize() {
     mark_phase_.assign(marks, -1);
     mark_bucket_.assign(marks, -1);
     mark_from_.assign(marks, -1);
-    RETURN_IF_ERROR(backend_->PrepareMarks(marks));
+    NORMUON_RETURN_IF_ERROR(backend_->PrepareMarks(marks));
   }
   if (config_.schedule != NORMUON_SCHEDULE_SEQUENTIAL && (backend_->IsSynchronous() || two_streams_)) {
     BucketPipeline::Stages stages;
@@ -875,13 +875,13 @@ absl::Status Runtime::Finalize() {
         if (index > 0) {
           // The step's stream waiting on communication: exposed communication (DESIGN.md
           // section 6) is the time from this mark to the stage's start mark.
-          if (!on_comm) RETURN_IF_ERROR(backend_->Mark(WaitSlot(index, b)));
-          RETURN_IF_ERROR(backend_->WaitHandoff(4 * b + index - 1, on_comm));
+          if (!on_comm) NORMUON_RETURN_IF_ERROR(backend_->Mark(WaitSlot(index, b)));
+          NORMUON_RETURN_IF_ERROR(backend_->WaitHandoff(4 * b + index - 1, on_comm));
         }
-        RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/false));
-        RETURN_IF_ERROR((this->*run)(b));
-        RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/true));
-        if (index < 4) RETURN_IF_ERROR(backend_->RecordHandoff(4 * b + index, on_comm));
+        NORMUON_RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/false));
+        NORMUON_RETURN_IF_ERROR((this->*run)(b));
+        NORMUON_RETURN_IF_ERROR(PipelineMark(index, b, /*end=*/true));
+        if (index < 4) NORMUON_RETURN_IF_ERROR(backend_->RecordHandoff(4 * b + index, on_comm));
         return absl::OkStatus();
       };
       stages.blend = [stage](int b) { return stage(0, b, false, &Runtime::BlendBucket); };
@@ -914,7 +914,7 @@ absl::Status Runtime::PipelineMark(int stage, int bucket, bool end) {
 
 absl::Status Runtime::BlendBucket(int b) {
   StageTimer timer(&stage_ms_[0], &trace_compute_, kTraceBlend, b);
-  for (int32_t k : buckets_[b].matrices) RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
+  for (int32_t k : buckets_[b].matrices) NORMUON_RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
   return absl::OkStatus();
 }
 
@@ -931,23 +931,23 @@ absl::Status Runtime::ComputeBucket(int b) {
   // Unpack every peer's rows into the owner's full U.
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
-      RETURN_IF_ERROR(backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
+      NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
                                           bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
                                           static_cast<size_t>(seg.bytes)));
     }
   }
-  for (int32_t i : bucket.batches) RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
+  for (int32_t i : bucket.batches) NORMUON_RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
   // Neuron axis = columns: the owner, which holds O whole, makes the column statistics.
   for (int32_t k : bucket.matrices) {
     if (matrices_[k].column_axis && owner_o_[k] != nullptr) {
-      RETURN_IF_ERROR(backend_->ColumnStats(matrices_[k], owner_o_[k]));
+      NORMUON_RETURN_IF_ERROR(backend_->ColumnStats(matrices_[k], owner_o_[k]));
     }
   }
   // Pack each peer's rows of O into the gather's receive layout; the scatter sends them back,
   // landing where that peer's U rows left from (its MatrixWork::o_rows).
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
-      RETURN_IF_ERROR(backend_->CopyAsync(bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
+      NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
                                           OwnerRows(owner_o_[seg.matrix], seg.matrix, seg.row_begin),
                                           static_cast<size_t>(seg.bytes)));
     }
@@ -966,7 +966,7 @@ absl::Status Runtime::StatsBucket(int b) {
   StageTimer timer(&stage_ms_[4], &trace_compute_, kTraceStats, b);
   for (int32_t k : buckets_[b].matrices) {
     // Column-axis statistics were made by the owner (ComputeBucket).
-    if (!matrices_[k].column_axis) RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+    if (!matrices_[k].column_axis) NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
   }
   return absl::OkStatus();
 }
@@ -980,7 +980,7 @@ absl::Status Runtime::CheckParam(int32_t param) const {
 }
 
 absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr) {
-  RETURN_IF_ERROR(CheckParam(param));
+  NORMUON_RETURN_IF_ERROR(CheckParam(param));
   // Inside a step begun by grad_ready, a matrix already marked may be in flight on the
   // pipeline's threads; the others (and AdamW parameters) are read only at step.
   if (step_begun_ && params_[param].kind == Kind::kMatrix && grad_marked_[param]) {
@@ -989,7 +989,7 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
         "' after its normuon_grad_ready in this step: its buffers are in use until step"));
   }
   Param& p = params_[param];
-  RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
+  NORMUON_RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
   // Graph mode: the captured graph holds the old pointers; the next step captures again.
   if (finalized_ && (p.param != param_ptr || p.grad != grad_ptr)) backend_->DropGraph();
   p.param = param_ptr;
@@ -1057,16 +1057,16 @@ absl::Status Runtime::RunBuckets() {
   }
   // Sequential: every stage inline, bucket after bucket; all communication is exposed.
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
-    RETURN_IF_ERROR(BlendBucket(b));
-    RETURN_IF_ERROR(DeviceMark(kTraceBlend, b));
-    RETURN_IF_ERROR(GatherBucket(b));
-    RETURN_IF_ERROR(DeviceMark(kTraceGather, b));
-    RETURN_IF_ERROR(ComputeBucket(b));
-    RETURN_IF_ERROR(DeviceMark(kTraceCompute, b));
-    RETURN_IF_ERROR(ScatterBucket(b));
-    RETURN_IF_ERROR(DeviceMark(kTraceScatter, b));
-    RETURN_IF_ERROR(StatsBucket(b));
-    RETURN_IF_ERROR(DeviceMark(kTraceStats, b));
+    NORMUON_RETURN_IF_ERROR(BlendBucket(b));
+    NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceBlend, b));
+    NORMUON_RETURN_IF_ERROR(GatherBucket(b));
+    NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceGather, b));
+    NORMUON_RETURN_IF_ERROR(ComputeBucket(b));
+    NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceCompute, b));
+    NORMUON_RETURN_IF_ERROR(ScatterBucket(b));
+    NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceScatter, b));
+    NORMUON_RETURN_IF_ERROR(StatsBucket(b));
+    NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceStats, b));
   }
   profile_.momentum_ms = stage_ms_[0];
   profile_.gather_ms = stage_ms_[1];
@@ -1105,12 +1105,12 @@ absl::Status Runtime::StartStep(bool copy_scalars) {
   trace_main_.Reset();
   trace_compute_.Reset();
   trace_comm_.Reset();
-  RETURN_IF_ERROR(backend_->BeginStep(
+  NORMUON_RETURN_IF_ERROR(backend_->BeginStep(
       stream_, host_scalars_.data(), dev_scalars_,
       copy_scalars ? sizeof(GroupScalars) * host_scalars_.size() : 0, control_));
   marks_used_ = 0;
   mark_base_ = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(DeviceMark(-1, -1));
+  NORMUON_RETURN_IF_ERROR(DeviceMark(-1, -1));
   join_marks_[0] = join_marks_[1] = -1;
   if (two_streams_ && !mark_phase_.empty()) {
     // The pipeline's fixed slots come next; the step thread's marks follow them.
@@ -1147,7 +1147,7 @@ absl::Status Runtime::GradReady(const int32_t* params, int32_t count, void* stre
   // Check the whole list before marking anything.
   for (int32_t i = 0; i < count; ++i) {
     const int32_t p = params[i];
-    RETURN_IF_ERROR(CheckParam(p));
+    NORMUON_RETURN_IF_ERROR(CheckParam(p));
     if (params_[p].kind != Kind::kMatrix) {
       return Invalid(absl::StrCat("params[", i, "] = ", p, " ('", params_[p].name,
                                   "') is an AdamW parameter; grad_ready takes matrices only"));
@@ -1163,7 +1163,7 @@ absl::Status Runtime::GradReady(const int32_t* params, int32_t count, void* stre
       }
     }
   }
-  if (!step_begun_) RETURN_IF_ERROR(BeginStepWork(stream));
+  if (!step_begun_) NORMUON_RETURN_IF_ERROR(BeginStepWork(stream));
   for (int32_t i = 0; i < count; ++i) {
     const int32_t p = params[i];
     grad_marked_[p] = 1;
@@ -1186,7 +1186,7 @@ absl::Status Runtime::Step(float lr, float weight_decay, void* stream) {
   // The agreement check needs the set marked by grad_ready before step marks the rest.
   const uint32_t marked_hash = MarkedSetHash();
   const bool begun_by_grad_ready = step_begun_;
-  if (!step_begun_) RETURN_IF_ERROR(BeginStepWork(stream));
+  if (!step_begun_) NORMUON_RETURN_IF_ERROR(BeginStepWork(stream));
   step_begun_ = false;
   std::fill(grad_marked_.begin(), grad_marked_.end(), 0);
   for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -1200,7 +1200,7 @@ absl::Status Runtime::GraphStep(uint32_t marked_hash) {
   if (!backend_->HasGraph()) {
     // Capture: the step's calls as an eager step makes them (BeginStep without the scalar copy,
     // which each launch makes), recorded into a graph on the step's stream instead of run.
-    RETURN_IF_ERROR(CudaGraphError(backend_->BeginCapture(stream_),
+    NORMUON_RETURN_IF_ERROR(CudaGraphError(backend_->BeginCapture(stream_),
                                  "beginning the capture of the step (nothing ran)"));
     absl::Status s = StartStep(/*copy_scalars=*/false);
     if (s.ok()) s = StepWork(/*begun_by_grad_ready=*/false, marked_hash);
@@ -1220,7 +1220,7 @@ absl::Status Runtime::GraphStep(uint32_t marked_hash) {
   }
   mark_base_ = std::chrono::steady_clock::now();  // mark 0 runs at the launch, in the graph
   FillHostScalars();
-  RETURN_IF_ERROR(CudaGraphError(
+  NORMUON_RETURN_IF_ERROR(CudaGraphError(
       backend_->LaunchGraph(stream_, host_scalars_.data(), dev_scalars_,
                             sizeof(GroupScalars) * host_scalars_.size()),
       "launching the step's graph"));
@@ -1234,14 +1234,14 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
     double before_step_ms = 0.0;  // the trainer's backward pass: in total_ms, in no phase
     clock.Lap(&before_step_ms);
   }
-  RETURN_IF_ERROR(DeviceMark(-1, -1));  // the finite check's start (after any backward pass)
+  NORMUON_RETURN_IF_ERROR(DeviceMark(-1, -1));  // the finite check's start (after any backward pass)
   if (config_.check_finite) {
     for (const MatrixWork& w : matrices_) {
-      RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
+      NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols,
                                             control_));
     }
     for (const AdamWWork& w : adamw_) {
-      RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
+      NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
     }
   }
   // Alone, a synchronous backend knows at once that the step is lost; with peers every rank
@@ -1249,11 +1249,11 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
   const bool skip_work = world_ == 1 && backend_->IsSynchronous() && StepSkipped(*control_) &&
                          pipeline_ == nullptr;
   clock.Lap(&profile_.finite_check_ms, &trace_main_, kTraceFiniteCheck);
-  RETURN_IF_ERROR(DeviceMark(kTraceFiniteCheck, -1));
+  NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceFiniteCheck, -1));
   absl::Status comm_status;
   if (!skip_work) {
     comm_status = RunBuckets();  // fills the per-stage times of the profile itself
-    if (comm_status.ok()) RETURN_IF_ERROR(DeviceMark(-1, -1));  // the all-reduce's start
+    if (comm_status.ok()) NORMUON_RETURN_IF_ERROR(DeviceMark(-1, -1));  // the all-reduce's start
     double buckets_wall_ms = 0.0;
     clock.Lap(&buckets_wall_ms);
     if (begun_by_grad_ready && comm_status.ok()) {
@@ -1261,7 +1261,7 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
       // changed since, and the commit reads them: copied in the step's stream order, after
       // every stage that reads the old ones (the buckets' work is all issued by now).
       FillHostScalars();
-      RETURN_IF_ERROR(backend_->RefreshScalars(host_scalars_.data(), dev_scalars_,
+      NORMUON_RETURN_IF_ERROR(backend_->RefreshScalars(host_scalars_.data(), dev_scalars_,
                                                sizeof(GroupScalars) * host_scalars_.size()));
     }
     if (comm_status.ok()) {
@@ -1269,14 +1269,14 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
         // This rank's non-finite flag and the hash of the set it marked with grad_ready ride
         // after the row slots; written and folded on the backend (the device, for CUDA), so
         // every rank skips the same steps without the host waiting.
-        RETURN_IF_ERROR(backend_->WriteStepFlags(slots_local_ + flag_base_, rank_, world_,
+        NORMUON_RETURN_IF_ERROR(backend_->WriteStepFlags(slots_local_ + flag_base_, rank_, world_,
                                                  marked_hash, control_));
         comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
                                           static_cast<size_t>(slot_count_), stream_);
         profile_.bytes_sent += static_cast<uint64_t>(slot_count_) * 4;
         profile_.bytes_received += static_cast<uint64_t>(slot_count_) * 4;
         if (comm_status.ok()) {
-          RETURN_IF_ERROR(backend_->FoldStepFlags(slots_total_ + flag_base_, world_, control_));
+          NORMUON_RETURN_IF_ERROR(backend_->FoldStepFlags(slots_total_ + flag_base_, world_, control_));
           // A synchronous backend can say so now; on CUDA the step shows as skipped in
           // normuon_step_result.
           if (backend_->IsSynchronous()) comm_status = MarkedSetsStatus();
@@ -1285,23 +1285,23 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
     }
     if (comm_status.ok()) {
       for (const MatrixWork& w : matrices_) {
-        if (w.column_axis) RETURN_IF_ERROR(backend_->ColumnUpdate(w));
+        if (w.column_axis) NORMUON_RETURN_IF_ERROR(backend_->ColumnUpdate(w));
       }
-      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->FinishNorms(w));
+      for (const MatrixWork& w : matrices_) NORMUON_RETURN_IF_ERROR(backend_->FinishNorms(w));
       clock.Lap(&profile_.row_stats_ms, &trace_main_, kTraceReduce);
-      RETURN_IF_ERROR(DeviceMark(kTraceReduce, -1));
-      for (const MatrixWork& w : matrices_) RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+      NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceReduce, -1));
+      for (const MatrixWork& w : matrices_) NORMUON_RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
       clock.Lap(&profile_.update_ms, &trace_main_, kTraceCommit);
-      RETURN_IF_ERROR(DeviceMark(kTraceCommit, -1));
-      for (const AdamWWork& w : adamw_) RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
+      NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceCommit, -1));
+      for (const AdamWWork& w : adamw_) NORMUON_RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
       clock.Lap(&profile_.adamw_ms, &trace_main_, kTraceAdamW);
-      RETURN_IF_ERROR(DeviceMark(kTraceAdamW, -1));
+      NORMUON_RETURN_IF_ERROR(DeviceMark(kTraceAdamW, -1));
     } else {
       // A failed collective: nothing was committed; count the step as skipped.
-      RETURN_IF_ERROR(backend_->SetCommError(control_));
+      NORMUON_RETURN_IF_ERROR(backend_->SetCommError(control_));
     }
   }
-  RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
+  NORMUON_RETURN_IF_ERROR(backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
   profile_.total_ms = clock.TotalMs();
   if (!comm_status.ok()) {
     return absl::Status(comm_status.code(),
@@ -1320,9 +1320,9 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t marked_hash) {
 
 absl::Status Runtime::StepResult(normuon_step_info_t* info) {
   if (!finalized_) return absl::FailedPreconditionError("step_result before finalize");
-  RETURN_IF_ERROR(backend_->WaitStep());
+  NORMUON_RETURN_IF_ERROR(backend_->WaitStep());
   StepControl c;
-  RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
+  NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
   info->steps_taken = c.steps_taken;
   info->steps_skipped = c.steps_skipped;
   info->last_skipped = stepped_ && StepSkipped(c) ? 1 : 0;
@@ -1331,13 +1331,13 @@ absl::Status Runtime::StepResult(normuon_step_info_t* info) {
 }
 
 absl::Status Runtime::DeviceSpans(std::vector<TraceSpan>* spans) const {
-  RETURN_IF_ERROR(backend_->WaitStep());
+  NORMUON_RETURN_IF_ERROR(backend_->WaitStep());
   const int64_t base = SpanLog::Ns(mark_base_);
   for (int32_t i = 1; i < marks_used_; ++i) {
     if (mark_phase_[i] < 0) continue;  // a start mark
     const int32_t start = mark_from_[i] >= 0 ? mark_from_[i] : i - 1;
-    ASSIGN_OR_RETURN(const double from, backend_->MarkElapsedMs(0, start));
-    ASSIGN_OR_RETURN(const double to, backend_->MarkElapsedMs(0, i));
+    NORMUON_ASSIGN_OR_RETURN(const double from, backend_->MarkElapsedMs(0, start));
+    NORMUON_ASSIGN_OR_RETURN(const double to, backend_->MarkElapsedMs(0, i));
     spans->push_back(TraceSpan{mark_phase_[i], mark_bucket_[i],
                                base + static_cast<int64_t>(from * 1e6),
                                base + static_cast<int64_t>(to * 1e6)});
@@ -1353,14 +1353,14 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   }
   // Device time between the marks of the last step (CUDA events), phase by phase.
   std::vector<TraceSpan> spans;
-  RETURN_IF_ERROR(DeviceSpans(&spans));
+  NORMUON_RETURN_IF_ERROR(DeviceSpans(&spans));
   normuon_step_profile_t p = profile_;  // bytes and bucket count; times are replaced
   p.total_ms = p.finite_check_ms = p.momentum_ms = p.gather_ms = p.newton_schulz_ms = 0.0;
   p.scatter_ms = p.row_stats_ms = p.update_ms = p.adamw_ms = p.exposed_comm_ms = 0.0;
   // The step's device time: from mark 0 to the last mark (the stages of two streams overlap, so
   // their sum would count the overlap twice).
   if (marks_used_ > 1) {
-    ASSIGN_OR_RETURN(p.total_ms, backend_->MarkElapsedMs(0, marks_used_ - 1));
+    NORMUON_ASSIGN_OR_RETURN(p.total_ms, backend_->MarkElapsedMs(0, marks_used_ - 1));
   }
   // Exposed communication (DESIGN.md section 6): the time the step's stream waited on
   // communication. One stream: every exchange. Two streams: from the mark before each wait of
@@ -1375,12 +1375,12 @@ absl::Status Runtime::LastStepProfile(normuon_step_profile_t* profile) const {
   } else if (join_marks_[0] >= 0 && join_marks_[1] < marks_used_) {
     for (int32_t b = 0; b < static_cast<int32_t>(buckets_.size()); ++b) {
       for (int stage : {2, 4}) {
-        ASSIGN_OR_RETURN(const double ms, backend_->MarkElapsedMs(
+        NORMUON_ASSIGN_OR_RETURN(const double ms, backend_->MarkElapsedMs(
                                               WaitSlot(stage, b), StageSlot(stage, b, false)));
         p.exposed_comm_ms += std::max(0.0, ms);
       }
     }
-    ASSIGN_OR_RETURN(const double join_ms,
+    NORMUON_ASSIGN_OR_RETURN(const double join_ms,
                      backend_->MarkElapsedMs(join_marks_[0], join_marks_[1]));
     p.exposed_comm_ms += std::max(0.0, join_ms);
   }
@@ -1409,7 +1409,7 @@ absl::StatusOr<std::string> Runtime::LastStepTrace() const {
   SpanLog device_main, device_compute, device_comm;
   if (!backend_->IsSynchronous()) {
     std::vector<TraceSpan> spans;
-    RETURN_IF_ERROR(DeviceSpans(&spans));
+    NORMUON_RETURN_IF_ERROR(DeviceSpans(&spans));
     device_main.Reserve(spans.size());
     device_compute.Reserve(spans.size());
     device_comm.Reserve(spans.size());
@@ -1451,7 +1451,7 @@ absl::StatusOr<std::string> Runtime::LastStepTrace() const {
 }
 
 absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t kind) const {
-  RETURN_IF_ERROR(CheckParam(param));
+  NORMUON_RETURN_IF_ERROR(CheckParam(param));
   const Param& p = params_[param];
   const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
   switch (kind) {
@@ -1476,7 +1476,7 @@ absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t k
                                            uint64_t bytes, const void* host,
                                            absl::string_view host_name) {
   if (!finalized_) return absl::FailedPreconditionError("state access before finalize");
-  ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
+  NORMUON_ASSIGN_OR_RETURN(uint64_t size, StateSize(param, kind));
   const Param& p = params_[param];
   if (size == 0) {
     return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " does not apply to parameter '",
@@ -1504,13 +1504,13 @@ absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t k
 
 absl::Status Runtime::GetState(int32_t param, normuon_state_kind_t kind, void* dst,
                                uint64_t bytes) {
-  ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, dst, "dst"));
+  NORMUON_ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, dst, "dst"));
   return backend_->CopyToHost(dst, buffer, bytes);
 }
 
 absl::Status Runtime::SetState(int32_t param, normuon_state_kind_t kind, const void* src,
                                uint64_t bytes) {
-  ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, src, "src"));
+  NORMUON_ASSIGN_OR_RETURN(void* buffer, StateBuffer(param, kind, bytes, src, "src"));
   if (kind == NORMUON_STATE_STEP) {
     int64_t value;
     std::memcpy(&value, src, sizeof(value));

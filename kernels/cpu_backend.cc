@@ -12,9 +12,9 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
-#include "normuon/backend.h"
-#include "normuon/bf16.h"
-#include "normuon/newton_schulz_cpu.h"
+#include "kernels/backend.h"
+#include "base/bf16.h"
+#include "kernels/newton_schulz_cpu.h"
 
 namespace normuon {
 namespace {

@@ -11,8 +11,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "comm/communicator.h"
-#include "normuon/include/normuon/normuon.h"
-#include "normuon/runtime.h"
+#include "normuon/normuon.h"
+#include "runtime/runtime.h"
 
 namespace normuon {
 namespace {

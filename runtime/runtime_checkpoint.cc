@@ -41,9 +41,9 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
-#include "normuon/checkpoint_format.h"
-#include "normuon/runtime.h"
-#include "normuon/status_macros.h"
+#include "runtime/checkpoint_format.h"
+#include "runtime/runtime.h"
+#include "base/status_macros.h"
 
 namespace normuon {
 namespace {
@@ -263,21 +263,21 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
         // with the column axis the whole replicated v).
         s.second.resize(static_cast<size_t>(SecondStateCount(p)));
         s.step = p.kind == Kind::kAdamW ? adamw_steps[p.work] : 0;
-        RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
+        NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(s.first.data(), p.momentum, s.first.size() * 4));
         if (!s.second.empty()) {
-          RETURN_IF_ERROR(backend_->CopyToHost(s.second.data(), p.second, s.second.size() * 4));
+          NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(s.second.data(), p.second, s.second.size() * 4));
         }
         f.shards.push_back(std::move(s));
       }
       const std::string path = ck::JoinPath(dir, ck::RankFileName(rank_, world_));
-      RETURN_IF_ERROR(ck::ValidateRankFile(f, path));
+      NORMUON_RETURN_IF_ERROR(ck::ValidateRankFile(f, path));
       std::string bytes = ck::EncodeRankFile(f);
       f.shards.clear();
       f.shards.shrink_to_fit();
       return ck::WriteFileAtomically(path, bytes);
     });
   }
-  RETURN_IF_ERROR(Agree(host_all_gather, world_, local, what, "; no index was written"));
+  NORMUON_RETURN_IF_ERROR(Agree(host_all_gather, world_, local, what, "; no index was written"));
 
   // Every rank file is complete: rank 0 commits the save by writing the index.
   if (rank_ == 0) {
@@ -315,7 +315,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
         }
       }
       const std::string path = ck::JoinPath(dir, ck::kIndexFileName);
-      RETURN_IF_ERROR(ck::ValidateIndex(x, path));
+      NORMUON_RETURN_IF_ERROR(ck::ValidateIndex(x, path));
       return ck::WriteFileAtomically(path, ck::EncodeIndex(x));
     });
   }
@@ -343,8 +343,8 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
 
   const absl::Status staged = Guarded([&]() -> absl::Status {
     const std::string index_path = ck::JoinPath(dir, ck::kIndexFileName);
-    ASSIGN_OR_RETURN(std::string bytes, ReadCheckpointFile(index_path, "index"));
-    ASSIGN_OR_RETURN(const ck::Index x, ck::DecodeIndex(bytes, index_path));
+    NORMUON_ASSIGN_OR_RETURN(std::string bytes, ReadCheckpointFile(index_path, "index"));
+    NORMUON_ASSIGN_OR_RETURN(const ck::Index x, ck::DecodeIndex(bytes, index_path));
     bytes.clear();
     bytes.shrink_to_fit();
 
@@ -446,11 +446,11 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
       }
       if (!needed) continue;
       const std::string path = ck::JoinPath(dir, ck::RankFileName(s, x.world_size));
-      ASSIGN_OR_RETURN(std::string file_bytes, ReadCheckpointFile(path, "rank file"));
-      ASSIGN_OR_RETURN(const ck::RankFile f, ck::DecodeRankFile(file_bytes, path));
+      NORMUON_ASSIGN_OR_RETURN(std::string file_bytes, ReadCheckpointFile(path, "rank file"));
+      NORMUON_ASSIGN_OR_RETURN(const ck::RankFile f, ck::DecodeRankFile(file_bytes, path));
       file_bytes.clear();
       file_bytes.shrink_to_fit();
-      RETURN_IF_ERROR(ck::CheckRankFileMatchesIndex(f, x, s, path));
+      NORMUON_RETURN_IF_ERROR(ck::CheckRankFileMatchesIndex(f, x, s, path));
       for (const ck::ShardState& sh : f.shards) {
         const int32_t i = static_cast<int32_t>(sh.param);
         const Param& p = params_[i];
@@ -509,24 +509,24 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
                                                 "': no saved rank held its v"));
       }
     }
-    RETURN_IF_ERROR(backend_->CopyToHost(&control, control_, sizeof(control)));
+    NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(&control, control_, sizeof(control)));
     control.steps_taken = x.steps_taken;
     control.steps_skipped = x.steps_skipped;
     control.nonfinite_param = kNoParam;
     control.comm_error = 0;
     return absl::OkStatus();
   });
-  RETURN_IF_ERROR(Agree(host_all_gather, world_, staged, what, "; nothing was changed on any rank"));
+  NORMUON_RETURN_IF_ERROR(Agree(host_all_gather, world_, staged, what, "; nothing was changed on any rank"));
 
   // Every rank has all it needs: write the state.
   const absl::Status written = [&]() -> absl::Status {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
       if (!first[i].empty()) {
-        RETURN_IF_ERROR(backend_->CopyFromHost(p.momentum, first[i].data(), first[i].size() * 4));
+        NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p.momentum, first[i].data(), first[i].size() * 4));
       }
       if (!second[i].empty()) {
-        RETURN_IF_ERROR(backend_->CopyFromHost(p.second, second[i].data(), second[i].size() * 4));
+        NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p.second, second[i].data(), second[i].size() * 4));
       }
     }
     if (!adamw_.empty()) {
@@ -534,7 +534,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
       for (int32_t i = 0; i < np; ++i) {
         if (params_[i].kind == Kind::kAdamW) steps[params_[i].work] = step[i];
       }
-      RETURN_IF_ERROR(
+      NORMUON_RETURN_IF_ERROR(
           backend_->CopyFromHost(adamw_steps_, steps.data(), steps.size() * sizeof(int64_t)));
     }
     return backend_->CopyFromHost(control_, &control, sizeof(control));

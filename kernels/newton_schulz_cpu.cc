@@ -1,11 +1,11 @@
-#include "normuon/newton_schulz_cpu.h"
+#include "kernels/newton_schulz_cpu.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "normuon/bf16.h"
+#include "base/bf16.h"
 
 namespace normuon {
 

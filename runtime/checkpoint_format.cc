@@ -4,7 +4,7 @@
 // read ever leaves the buffer and no vector is sized from an unchecked length. Every failure is
 // InvalidArgument (the checkpoint the caller pointed at is unusable) with a message that names
 // the file, the section and, where there is one, the parameter and the values seen.
-#include "normuon/checkpoint_format.h"
+#include "runtime/checkpoint_format.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,7 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "normuon/status_macros.h"
+#include "base/status_macros.h"
 
 namespace normuon::checkpoint {
 namespace {
@@ -193,38 +193,38 @@ class Reader {
   uint64_t remaining() const { return p_.size() - at_; }
 
   absl::Status U32(uint32_t* v, absl::string_view field) {
-    RETURN_IF_ERROR(Need(4, field));
+    NORMUON_RETURN_IF_ERROR(Need(4, field));
     *v = LoadU32(p_.data() + at_);
     at_ += 4;
     return absl::OkStatus();
   }
   absl::Status U64(uint64_t* v, absl::string_view field) {
-    RETURN_IF_ERROR(Need(8, field));
+    NORMUON_RETURN_IF_ERROR(Need(8, field));
     *v = LoadU64(p_.data() + at_);
     at_ += 8;
     return absl::OkStatus();
   }
   absl::Status I64(int64_t* v, absl::string_view field) {
     uint64_t u;
-    RETURN_IF_ERROR(U64(&u, field));
+    NORMUON_RETURN_IF_ERROR(U64(&u, field));
     *v = static_cast<int64_t>(u);
     return absl::OkStatus();
   }
   absl::Status F32(float* v, absl::string_view field) {
     uint32_t u;
-    RETURN_IF_ERROR(U32(&u, field));
+    NORMUON_RETURN_IF_ERROR(U32(&u, field));
     *v = BitsFloat(u);
     return absl::OkStatus();
   }
   // A u32 length (at most kMaxNameBytes) followed by that many bytes.
   absl::Status Name(std::string* name, absl::string_view field) {
     uint32_t length;
-    RETURN_IF_ERROR(U32(&length, absl::StrCat(field, " length")));
+    NORMUON_RETURN_IF_ERROR(U32(&length, absl::StrCat(field, " length")));
     if (length > kMaxNameBytes) {
       return Bad(absl::StrCat(where_, ": ", field, " length = ", length, " exceeds the limit of ",
                               kMaxNameBytes, " bytes: the file is inconsistent"));
     }
-    RETURN_IF_ERROR(Need(length, field));
+    NORMUON_RETURN_IF_ERROR(Need(length, field));
     name->assign(p_.data() + at_, length);
     at_ += length;
     return absl::OkStatus();
@@ -781,7 +781,7 @@ std::string EncodeRankFile(const RankFile& f) {
 }
 
 absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view file) {
-  ASSIGN_OR_RETURN(std::vector<Section> sections,
+  NORMUON_ASSIGN_OR_RETURN(std::vector<Section> sections,
                    Frame(bytes, file, "index", kIndexMagic, "rank file", kRankMagic));
   if (sections.size() != 3) {
     return Bad(absl::StrCat("checkpoint file '", file, "' has ", sections.size(),
@@ -789,20 +789,20 @@ absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view fil
   }
   Index x;
   {
-    RETURN_IF_ERROR(ExpectTag(file, sections[0], kConfTag));
+    NORMUON_RETURN_IF_ERROR(ExpectTag(file, sections[0], kConfTag));
     Reader r(sections[0].payload, Where(file, sections[0]));
     uint32_t group_count;
-    RETURN_IF_ERROR(r.U64(&x.save_id, "save_id"));
-    RETURN_IF_ERROR(r.U32(&x.world_size, "world_size"));
-    RETURN_IF_ERROR(r.U32(&x.variant, "variant"));
-    RETURN_IF_ERROR(r.U32(&x.ns_dtype, "ns_dtype"));
-    RETURN_IF_ERROR(r.U32(&x.ns_steps, "ns_steps"));
-    RETURN_IF_ERROR(r.U32(&x.nesterov, "nesterov"));
-    RETURN_IF_ERROR(r.F32(&x.ns_eps, "ns_eps"));
-    RETURN_IF_ERROR(r.U32(&x.matrix_second_moment, "matrix_second_moment"));
-    RETURN_IF_ERROR(r.I64(&x.steps_taken, "steps_taken"));
-    RETURN_IF_ERROR(r.I64(&x.steps_skipped, "steps_skipped"));
-    RETURN_IF_ERROR(r.U32(&group_count, "group_count"));
+    NORMUON_RETURN_IF_ERROR(r.U64(&x.save_id, "save_id"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.world_size, "world_size"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.variant, "variant"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.ns_dtype, "ns_dtype"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.ns_steps, "ns_steps"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.nesterov, "nesterov"));
+    NORMUON_RETURN_IF_ERROR(r.F32(&x.ns_eps, "ns_eps"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&x.matrix_second_moment, "matrix_second_moment"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&x.steps_taken, "steps_taken"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&x.steps_skipped, "steps_skipped"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&group_count, "group_count"));
     if (group_count > kMaxGroups || group_count * kGroupEntryBytes != r.remaining()) {
       return Bad(absl::StrCat(r.where(), ": group_count = ", group_count, " needs ",
                               group_count * kGroupEntryBytes, " bytes, the section has ",
@@ -811,19 +811,19 @@ absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view fil
     x.groups.resize(group_count);
     for (uint32_t g = 0; g < group_count; ++g) {
       uint32_t kind;
-      RETURN_IF_ERROR(r.U32(&kind, absl::StrCat("group ", g, " kind")));
+      NORMUON_RETURN_IF_ERROR(r.U32(&kind, absl::StrCat("group ", g, " kind")));
       x.groups[g].kind = static_cast<GroupKind>(kind);
-      RETURN_IF_ERROR(r.F32(&x.groups[g].beta1, absl::StrCat("group ", g, " beta1")));
-      RETURN_IF_ERROR(r.F32(&x.groups[g].beta2, absl::StrCat("group ", g, " beta2")));
-      RETURN_IF_ERROR(r.F32(&x.groups[g].eps, absl::StrCat("group ", g, " eps")));
+      NORMUON_RETURN_IF_ERROR(r.F32(&x.groups[g].beta1, absl::StrCat("group ", g, " beta1")));
+      NORMUON_RETURN_IF_ERROR(r.F32(&x.groups[g].beta2, absl::StrCat("group ", g, " beta2")));
+      NORMUON_RETURN_IF_ERROR(r.F32(&x.groups[g].eps, absl::StrCat("group ", g, " eps")));
     }
-    RETURN_IF_ERROR(r.ExpectEnd());
+    NORMUON_RETURN_IF_ERROR(r.ExpectEnd());
   }
   {
-    RETURN_IF_ERROR(ExpectTag(file, sections[1], kParmTag));
+    NORMUON_RETURN_IF_ERROR(ExpectTag(file, sections[1], kParmTag));
     Reader r(sections[1].payload, Where(file, sections[1]));
     uint32_t count;
-    RETURN_IF_ERROR(r.U32(&count, "param_count"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&count, "param_count"));
     if (count > kMaxParams || count > r.remaining() / (kParamEntryFixedBytes + 1)) {
       return Bad(absl::StrCat(r.where(), ": param_count = ", count, " cannot fit in the ",
                               r.remaining(), " bytes left (limit ", kMaxParams,
@@ -833,20 +833,20 @@ absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view fil
     for (uint32_t p = 0; p < count; ++p) {
       ParamInfo& q = x.params[p];
       const std::string who = absl::StrCat("parameter ", p);
-      RETURN_IF_ERROR(r.Name(&q.name, absl::StrCat(who, " name")));
+      NORMUON_RETURN_IF_ERROR(r.Name(&q.name, absl::StrCat(who, " name")));
       const std::string named = ParamWho(p, q.name);
       uint32_t kind;
-      RETURN_IF_ERROR(r.U32(&kind, absl::StrCat(named, " kind")));
+      NORMUON_RETURN_IF_ERROR(r.U32(&kind, absl::StrCat(named, " kind")));
       q.kind = static_cast<ParamKind>(kind);
-      RETURN_IF_ERROR(r.U32(&q.group, absl::StrCat(named, " group")));
-      RETURN_IF_ERROR(r.I64(&q.rows, absl::StrCat(named, " rows")));
-      RETURN_IF_ERROR(r.I64(&q.cols, absl::StrCat(named, " cols")));
-      RETURN_IF_ERROR(r.I64(&q.adamw_step, absl::StrCat(named, " adamw_step")));
+      NORMUON_RETURN_IF_ERROR(r.U32(&q.group, absl::StrCat(named, " group")));
+      NORMUON_RETURN_IF_ERROR(r.I64(&q.rows, absl::StrCat(named, " rows")));
+      NORMUON_RETURN_IF_ERROR(r.I64(&q.cols, absl::StrCat(named, " cols")));
+      NORMUON_RETURN_IF_ERROR(r.I64(&q.adamw_step, absl::StrCat(named, " adamw_step")));
     }
-    RETURN_IF_ERROR(r.ExpectEnd());
+    NORMUON_RETURN_IF_ERROR(r.ExpectEnd());
   }
   {
-    RETURN_IF_ERROR(ExpectTag(file, sections[2], kShrdTag));
+    NORMUON_RETURN_IF_ERROR(ExpectTag(file, sections[2], kShrdTag));
     Reader r(sections[2].payload, Where(file, sections[2]));
     if (x.world_size < 1 || x.world_size > kMaxWorldSize) {
       return Bad(absl::StrCat(WhereSection(file, kConfTag), ": world_size = ", x.world_size,
@@ -861,18 +861,18 @@ absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view fil
     x.ranges.assign(x.world_size, std::vector<RowRange>(x.params.size()));
     for (uint32_t rank = 0; rank < x.world_size; ++rank) {
       for (size_t p = 0; p < x.params.size(); ++p) {
-        RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].begin, "row_begin"));
-        RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].count, "row_count"));
+        NORMUON_RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].begin, "row_begin"));
+        NORMUON_RETURN_IF_ERROR(r.I64(&x.ranges[rank][p].count, "row_count"));
       }
     }
-    RETURN_IF_ERROR(r.ExpectEnd());
+    NORMUON_RETURN_IF_ERROR(r.ExpectEnd());
   }
-  RETURN_IF_ERROR(ValidateIndex(x, file));
+  NORMUON_RETURN_IF_ERROR(ValidateIndex(x, file));
   return x;
 }
 
 absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_view file) {
-  ASSIGN_OR_RETURN(std::vector<Section> sections,
+  NORMUON_ASSIGN_OR_RETURN(std::vector<Section> sections,
                    Frame(bytes, file, "rank file", kRankMagic, "index", kIndexMagic));
   if (sections.empty()) {
     return Bad(absl::StrCat("checkpoint file '", file, "' has no sections; a rank file starts "
@@ -881,15 +881,15 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
   RankFile f;
   uint32_t entry_count;
   {
-    RETURN_IF_ERROR(ExpectTag(file, sections[0], kRankTag));
+    NORMUON_RETURN_IF_ERROR(ExpectTag(file, sections[0], kRankTag));
     Reader r(sections[0].payload, Where(file, sections[0]));
-    RETURN_IF_ERROR(r.U64(&f.save_id, "save_id"));
-    RETURN_IF_ERROR(r.U32(&f.rank, "rank"));
-    RETURN_IF_ERROR(r.U32(&f.world_size, "world_size"));
-    RETURN_IF_ERROR(r.U32(&f.param_count, "param_count"));
-    RETURN_IF_ERROR(r.U32(&entry_count, "entry_count"));
-    RETURN_IF_ERROR(r.U32(&f.matrix_second_moment, "matrix_second_moment"));
-    RETURN_IF_ERROR(r.ExpectEnd());
+    NORMUON_RETURN_IF_ERROR(r.U64(&f.save_id, "save_id"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&f.rank, "rank"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&f.world_size, "world_size"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&f.param_count, "param_count"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&entry_count, "entry_count"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&f.matrix_second_moment, "matrix_second_moment"));
+    NORMUON_RETURN_IF_ERROR(r.ExpectEnd());
     if (f.matrix_second_moment > kMaxSecondMoment) {
       return Bad(absl::StrCat(r.where(), ": ", SecondMomentRangeProblem(f.matrix_second_moment)));
     }
@@ -912,13 +912,13 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
                               "' entry"));
     }
     Reader r(sec.payload, Where(file, sec));
-    RETURN_IF_ERROR(r.U32(&s.param, "param"));
-    RETURN_IF_ERROR(r.Name(&s.name, "name"));
+    NORMUON_RETURN_IF_ERROR(r.U32(&s.param, "param"));
+    NORMUON_RETURN_IF_ERROR(r.Name(&s.name, "name"));
     const std::string who = absl::StrCat(r.where(), ": ", ParamWho(s.param, s.name));
-    RETURN_IF_ERROR(r.I64(&s.row_begin, "row_begin"));
-    RETURN_IF_ERROR(r.I64(&s.row_count, "row_count"));
-    RETURN_IF_ERROR(r.I64(&s.cols, "cols"));
-    RETURN_IF_ERROR(r.I64(&s.step, "step"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&s.row_begin, "row_begin"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&s.row_count, "row_count"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&s.cols, "cols"));
+    NORMUON_RETURN_IF_ERROR(r.I64(&s.step, "step"));
     if (s.row_begin < 0 || !ShapeOk(s.row_count, s.cols)) {
       return Bad(absl::StrCat(who, ": row_begin = ", s.row_begin, ", row_count x cols = ",
                               s.row_count, " x ", s.cols,
@@ -952,11 +952,11 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
                               r.remaining(), ": the file is inconsistent"));
     }
     const bool matrix = s.kind == ParamKind::kMatrix;
-    RETURN_IF_ERROR(r.Floats(first, &s.first, matrix ? "momentum" : "exp_avg"));
-    RETURN_IF_ERROR(r.Floats(second, &s.second, matrix ? "v" : "exp_avg_sq"));
-    RETURN_IF_ERROR(r.ExpectEnd());
+    NORMUON_RETURN_IF_ERROR(r.Floats(first, &s.first, matrix ? "momentum" : "exp_avg"));
+    NORMUON_RETURN_IF_ERROR(r.Floats(second, &s.second, matrix ? "v" : "exp_avg_sq"));
+    NORMUON_RETURN_IF_ERROR(r.ExpectEnd());
   }
-  RETURN_IF_ERROR(ValidateRankFile(f, file));
+  NORMUON_RETURN_IF_ERROR(ValidateRankFile(f, file));
   return f;
 }
 

@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "normuon/backend.h"
+#include "kernels/backend.h"
 
 namespace normuon {
 namespace gpu {

@@ -1,4 +1,4 @@
-#include "normuon/bucket_pipeline.h"
+#include "runtime/bucket_pipeline.h"
 
 #include <algorithm>
 #include <utility>

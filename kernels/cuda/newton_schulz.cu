@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "normuon/backend.h"
-#include "normuon/cuda/kernels.cuh"
+#include "kernels/backend.h"
+#include "kernels/cuda/kernels.cuh"
 
 namespace normuon {
 namespace gpu {

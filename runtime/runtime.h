@@ -13,10 +13,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
-#include "normuon/backend.h"
-#include "normuon/bucket_pipeline.h"
+#include "kernels/backend.h"
+#include "runtime/bucket_pipeline.h"
 #include "sharding/registration.h"
-#include "normuon/include/normuon/normuon.h"
+#include "normuon/normuon.h"
 #include "sharding/plan.h"
 
 namespace normuon {

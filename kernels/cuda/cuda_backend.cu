@@ -1,4 +1,4 @@
-// The CUDA backend: normuon::Backend (normuon/backend.h) on one GPU. Every call of a step is
+// The CUDA backend: normuon::Backend (kernels/backend.h) on one GPU. Every call of a step is
 // queued on the step's stream (the one given to BeginStep) and returns without waiting; nothing
 // between BeginStep and EndStep allocates or synchronizes with the host (DESIGN.md section 5), so
 // a step can be captured in a CUDA graph. The kernels live in elementwise.cu and
@@ -48,9 +48,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "normuon/backend.h"
-#include "normuon/cuda/kernels.cuh"
-#include "normuon/status_macros.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/kernels.cuh"
+#include "base/status_macros.h"
 
 namespace normuon {
 namespace {
@@ -82,8 +82,8 @@ absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
   return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusString(s)));
 }
 
-#define RETURN_IF_CUDA_ERROR(call) RETURN_IF_ERROR(CudaStatus((call), #call))
-#define RETURN_IF_CUBLAS_ERROR(call) RETURN_IF_ERROR(CublasStatus((call), #call))
+#define RETURN_IF_CUDA_ERROR(call) NORMUON_RETURN_IF_ERROR(CudaStatus((call), #call))
+#define RETURN_IF_CUBLAS_ERROR(call) NORMUON_RETURN_IF_ERROR(CublasStatus((call), #call))
 
 // As CudaStatus, for a call whose failure must not linger as the runtime's "last error" (the next
 // launch check, cudaGetLastError, would report it again).
@@ -192,7 +192,7 @@ class CudaBackend final : public Backend {
 
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_ERROR(WaitStep());
+    NORMUON_RETURN_IF_ERROR(WaitStep());
     if (bytes == 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, nullptr));
     RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(nullptr));
@@ -201,7 +201,7 @@ class CudaBackend final : public Backend {
 
   absl::Status CopyFromHost(void* dst, const void* src, size_t bytes) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_ERROR(WaitStep());
+    NORMUON_RETURN_IF_ERROR(WaitStep());
     if (bytes == 0) return absl::OkStatus();
     // A copy from pageable memory may return before it lands in device memory; wait for it, so
     // the data is in place for work on any stream afterwards.
@@ -235,10 +235,10 @@ class CudaBackend final : public Backend {
 
   absl::Status Prepare(const std::vector<NsBatch>& batches) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_ERROR(WaitStep());  // the old workspaces may be in use by the last step
+    NORMUON_RETURN_IF_ERROR(WaitStep());  // the old workspaces may be in use by the last step
     NsNeeds need;
     for (const NsBatch& b : batches) {
-      RETURN_IF_ERROR(CheckBatchShape(b));
+      NORMUON_RETURN_IF_ERROR(CheckBatchShape(b));
       const NsNeeds n = NeedsOf(b);
       need.x = std::max(need.x, n.x);
       need.square = std::max(need.square, n.square);
@@ -256,14 +256,14 @@ class CudaBackend final : public Backend {
       RETURN_IF_CUBLAS_ERROR(cublasSetAtomicsMode(cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
     }
     if (cublas_workspace_ == nullptr) {
-      ASSIGN_OR_RETURN(cublas_workspace_, Alloc(kCublasWorkspaceBytes));
+      NORMUON_ASSIGN_OR_RETURN(cublas_workspace_, Alloc(kCublasWorkspaceBytes));
     }
     FreeWorkspaces();
     if (need.x > 0) {
-      ASSIGN_OR_RETURN(ns_x_, Alloc(need.x));
-      ASSIGN_OR_RETURN(ns_a_, Alloc(need.square));
-      ASSIGN_OR_RETURN(ns_b_, Alloc(need.square));
-      ASSIGN_OR_RETURN(void* partials, Alloc(need.partials));
+      NORMUON_ASSIGN_OR_RETURN(ns_x_, Alloc(need.x));
+      NORMUON_ASSIGN_OR_RETURN(ns_a_, Alloc(need.square));
+      NORMUON_ASSIGN_OR_RETURN(ns_b_, Alloc(need.square));
+      NORMUON_ASSIGN_OR_RETURN(void* partials, Alloc(need.partials));
       ns_partials_ = static_cast<double*>(partials);
     }
     capacity_ = need;
@@ -279,7 +279,7 @@ class CudaBackend final : public Backend {
       return absl::InternalError(
           "BeginStep during a capture: needs bytes = 0 and the captured stream");
     }
-    RETURN_IF_ERROR(BindStream(static_cast<cudaStream_t>(stream)));
+    NORMUON_RETURN_IF_ERROR(BindStream(static_cast<cudaStream_t>(stream)));
     if (bytes > 0) {
       RETURN_IF_CUDA_ERROR(
           cudaMemcpyAsync(dev_scalars, host_scalars, bytes, cudaMemcpyHostToDevice, stream_));
@@ -327,7 +327,7 @@ class CudaBackend final : public Backend {
   absl::Status NewtonSchulz(const NsBatch& b) override {
     NvtxRange nvtx("normuon/newton_schulz");
     if (b.rows <= 0 || b.cols <= 0 || b.count <= 0) return absl::OkStatus();
-    RETURN_IF_ERROR(CheckBatchShape(b));
+    NORMUON_RETURN_IF_ERROR(CheckBatchShape(b));
     const NsNeeds need = NeedsOf(b);
     if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
         need.partials > capacity_.partials) {
@@ -361,24 +361,24 @@ class CudaBackend final : public Backend {
       const float coef_a = abc[0], coef_b = abc[1], coef_c = abc[2];
       // A = X X^T
       if (tall) {
-        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, s, s, l, 1.0f, x, s, x_stride, x, s,
+        NORMUON_RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, s, s, l, 1.0f, x, s, x_stride, x, s,
                              x_stride, 0.0f, ns_a_, s, sq_stride, count, type));
       } else {
-        RETURN_IF_ERROR(Gemm(CUBLAS_OP_T, CUBLAS_OP_N, s, s, l, 1.0f, x, l, x_stride, x, l,
+        NORMUON_RETURN_IF_ERROR(Gemm(CUBLAS_OP_T, CUBLAS_OP_N, s, s, l, 1.0f, x, l, x_stride, x, l,
                              x_stride, 0.0f, ns_a_, s, sq_stride, count, type));
       }
       // B = b A + c A A
       RETURN_IF_CUDA_ERROR(
           cudaMemcpyAsync(ns_b_, ns_a_, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
-      RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, coef_c, ns_a_, s, sq_stride, ns_a_, s,
+      NORMUON_RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, coef_c, ns_a_, s, sq_stride, ns_a_, s,
                            sq_stride, coef_b, ns_b_, s, sq_stride, count, type));
       // X' = a X + B X
       RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(x_next, x, x_bytes, cudaMemcpyDeviceToDevice, stream_));
       if (tall) {
-        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, l, s, 1.0f, ns_b_, s, sq_stride, x, s,
+        NORMUON_RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, l, s, 1.0f, ns_b_, s, sq_stride, x, s,
                              x_stride, coef_a, x_next, s, x_stride, count, type));
       } else {
-        RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, l, s, s, 1.0f, x, l, x_stride, ns_b_, s,
+        NORMUON_RETURN_IF_ERROR(Gemm(CUBLAS_OP_N, CUBLAS_OP_T, l, s, s, 1.0f, x, l, x_stride, ns_b_, s,
                              sq_stride, coef_a, x_next, l, x_stride, count, type));
       }
       std::swap(x, x_next);
@@ -527,14 +527,14 @@ class CudaBackend final : public Backend {
   void* CommStream() override { return comm_stream_; }
 
   absl::Status RecordHandoff(int slot, bool on_comm) override {
-    RETURN_IF_ERROR(CheckHandoff(slot));
+    NORMUON_RETURN_IF_ERROR(CheckHandoff(slot));
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(cudaEventRecord(handoffs_[slot], on_comm ? comm_stream_ : stream_));
     return absl::OkStatus();
   }
 
   absl::Status WaitHandoff(int slot, bool on_comm) override {
-    RETURN_IF_ERROR(CheckHandoff(slot));
+    NORMUON_RETURN_IF_ERROR(CheckHandoff(slot));
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(
         cudaStreamWaitEvent(on_comm ? comm_stream_ : stream_, handoffs_[slot], 0));
@@ -595,10 +595,10 @@ class CudaBackend final : public Backend {
     }
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    RETURN_IF_ERROR(BindStream(s));
+    NORMUON_RETURN_IF_ERROR(BindStream(s));
     // Thread-local: only this thread's unsafe calls (none are made) could invalidate it; other
     // threads of the process (a trainer's data loader, say) stay free to use CUDA.
-    RETURN_IF_ERROR(CudaStatusCleared(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+    NORMUON_RETURN_IF_ERROR(CudaStatusCleared(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
                                       "cudaStreamBeginCapture"));
     capturing_ = true;
     capture_stream_ = s;
@@ -795,7 +795,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
         absl::StrCat("no CUDA device ", device, ": this machine has ", count, " CUDA device(s)"));
   }
   auto backend = std::make_unique<CudaBackend>(device);
-  RETURN_IF_ERROR(backend->Init());
+  NORMUON_RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<Backend>(std::move(backend));
 }
 

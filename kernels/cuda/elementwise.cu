@@ -1,7 +1,7 @@
 // The elementwise and per-row kernels of a step on CUDA: control block upkeep, the finite check,
 // the momentum/Nesterov blend, row statistics, the norm completion and the two commit passes
 // (DESIGN.md sections 1 and 6). Each mirrors the CPU backend's loop of the same name
-// (normuon/cpu_backend.cc) and uses the same formulas in the same precision, so the two agree to
+// (kernels/cpu_backend.cc) and uses the same formulas in the same precision, so the two agree to
 // a few fp32 roundings.
 //
 // Determinism: every output element is computed by one thread from its own inputs, and the
@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "normuon/backend.h"
-#include "normuon/cuda/kernels.cuh"
+#include "kernels/backend.h"
+#include "kernels/cuda/kernels.cuh"
 
 namespace normuon {
 namespace gpu {

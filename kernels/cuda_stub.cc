@@ -1,6 +1,6 @@
 // MakeCudaBackend for a CPU-only build (bazel ... --define=cuda=off): the CUDA backend is not
 // compiled in, and asking for it says so.
-#include "normuon/backend.h"
+#include "kernels/backend.h"
 
 namespace normuon {
 

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "comm/communicator.h"
 #include "comm/inprocess_group.h"
-#include "normuon/include/normuon/comm.h"
+#include "normuon/comm.h"
 
 #if defined(NORMUON_WITH_NCCL)
 #include "comm/nccl_communicator.h"
