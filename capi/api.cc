@@ -290,6 +290,10 @@ normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t*
                               [&](Runtime& r) { return r.GradReady(params, count, stream); });
 }
 
+normuon_status_t normuon_step_cancel(normuon_runtime_t rt) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.StepCancel(); });
+}
+
 normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay, void* stream) {
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Step(lr, weight_decay, stream); });
 }

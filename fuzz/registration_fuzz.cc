@@ -63,7 +63,7 @@ void CheckDecodedAgainstBytes(absl::string_view bytes, const std::vector<Decoded
   for (size_t i = 0; i < records.size(); ++i) {
     const size_t at = kRegistrationHeaderBytes + i * kRegistrationRecordBytes;
     const DecodedRecord& d = records[i];
-    FUZZ_CHECK(d.record.kind == ParamKind::kMatrix || d.record.kind == ParamKind::kAdamw);
+    FUZZ_CHECK(d.record.kind == ParamKind::kMatrix || d.record.kind == ParamKind::kAdamW);
     FUZZ_CHECK(d.name_hash == ReadU64(bytes, at + 8));
     FUZZ_CHECK(static_cast<uint64_t>(d.record.rows) == ReadU64(bytes, at + 16));
     FUZZ_CHECK(static_cast<uint64_t>(d.record.cols) == ReadU64(bytes, at + 24));
@@ -138,7 +138,7 @@ void StructuredMode(FuzzInput& in) {
   const int count = in.U8() % 6;
   std::vector<RegistrationRecord> base(count);
   for (RegistrationRecord& r : base) {
-    r.kind = in.Bool() ? ParamKind::kAdamw : ParamKind::kMatrix;
+    r.kind = in.Bool() ? ParamKind::kAdamW : ParamKind::kMatrix;
     r.name = in.Bytes(72);
     r.rows = in.ShapeInt();
     r.cols = in.ShapeInt();
@@ -152,7 +152,7 @@ void StructuredMode(FuzzInput& in) {
       if (change & 1) r.name += "'";
       if (change & 2) r.rows = static_cast<int64_t>(static_cast<uint64_t>(r.rows) + 1);
       if (change & 4) {
-        r.kind = r.kind == ParamKind::kMatrix ? ParamKind::kAdamw : ParamKind::kMatrix;
+        r.kind = r.kind == ParamKind::kMatrix ? ParamKind::kAdamW : ParamKind::kMatrix;
       }
     }
   }

@@ -20,7 +20,7 @@ BucketPipeline::BucketPipeline(int buckets, Stages stages,
       stages_(std::move(stages)),
       comm_order_(std::move(order)),
       ready_(buckets, 0),
-      blended_(buckets, 0),
+      momentum_done_(buckets, 0),
       gathered_(buckets, 0),
       computed_(buckets, 0),
       scattered_(buckets, 0) {
@@ -54,20 +54,6 @@ void BucketPipeline::MarkReady(int k) {
   cv_.notify_all();
 }
 
-void BucketPipeline::MarkAllReady() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ActivateLocked();
-    std::fill(ready_.begin(), ready_.end(), 1);
-  }
-  cv_.notify_all();
-}
-
-bool BucketPipeline::IsReady(int k) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return ready_[k] != 0;
-}
-
 void BucketPipeline::Fail(const absl::Status& s) {
   if (error_.ok()) error_ = s;
 }
@@ -79,44 +65,41 @@ void BucketPipeline::ComputeLoop() {
     cv_.wait(lock, [&] { return stop_ || (active_ && seen != generation_); });
     if (stop_) return;
     seen = generation_;
-    int next_blend = 0, next_compute = 0, next_stats = 0;
-    while (next_stats < buckets_ && error_.ok() && !stop_) {
-      // Blends first (they unblock the gathers), then Newton-Schulz, then row statistics.
+    int next_momentum = 0, next_newton_schulz = 0, next_row_stats = 0;
+    while (next_row_stats < buckets_ && error_.ok() && !stop_) {
+      // Momentum stages first (they unblock the gathers), then Newton-Schulz, then row statistics.
       int action = 0;
-      if (next_blend < buckets_ && ready_[next_blend]) {
+      if (next_momentum < buckets_ && ready_[next_momentum]) {
         action = 1;
-      } else if (next_compute < next_blend && gathered_[next_compute]) {
+      } else if (next_newton_schulz < next_momentum && gathered_[next_newton_schulz]) {
         action = 2;
-      } else if (next_stats < next_compute && scattered_[next_stats]) {
+      } else if (next_row_stats < next_newton_schulz && scattered_[next_row_stats]) {
         action = 3;
       }
       if (action == 0) {
         // Blocked: communication is in the way when no bucket still waits for its gradients.
-        const bool on_comm = next_blend == buckets_;
+        const bool on_comm = next_momentum == buckets_;
         const Clock::time_point t0 = Clock::now();
         cv_.wait(lock);
-        if (on_comm) timing_.exposed_comm_ms += MsBetween(t0, Clock::now());
+        if (on_comm) exposed_comm_ms_ += MsBetween(t0, Clock::now());
         continue;
       }
-      const int k = action == 1 ? next_blend : action == 2 ? next_compute : next_stats;
+      const int k = action == 1 ? next_momentum : action == 2 ? next_newton_schulz : next_row_stats;
       lock.unlock();
-      const Clock::time_point t0 = Clock::now();
-      const absl::Status s = action == 1   ? stages_.blend(k)
-                             : action == 2 ? stages_.compute(k)
-                                           : stages_.stats(k);
-      const Clock::time_point t1 = Clock::now();
+      const absl::Status s = action == 1   ? stages_.momentum(k)
+                             : action == 2 ? stages_.newton_schulz(k)
+                                           : stages_.row_stats(k);
       lock.lock();
-      timing_.compute_busy_ms += MsBetween(t0, t1);
       if (!s.ok()) {
         Fail(s);
         break;
       }
       if (action == 1) {
-        blended_[next_blend++] = 1;
+        momentum_done_[next_momentum++] = 1;
       } else if (action == 2) {
-        computed_[next_compute++] = 1;
+        computed_[next_newton_schulz++] = 1;
       } else {
-        ++next_stats;
+        ++next_row_stats;
       }
       cv_.notify_all();
     }
@@ -135,15 +118,12 @@ void BucketPipeline::CommLoop() {
     for (const sharding::PipelineCollective& c : comm_order_) {
       cv_.wait(lock, [&] {
         return stop_ || !error_.ok() ||
-               (c.gather ? blended_[c.bucket] != 0 : computed_[c.bucket] != 0);
+               (c.gather ? momentum_done_[c.bucket] != 0 : computed_[c.bucket] != 0);
       });
       if (stop_ || !error_.ok()) break;
       lock.unlock();
-      const Clock::time_point t0 = Clock::now();
       const absl::Status s = c.gather ? stages_.gather(c.bucket) : stages_.scatter(c.bucket);
-      const Clock::time_point t1 = Clock::now();
       lock.lock();
-      timing_.comm_busy_ms += MsBetween(t0, t1);
       if (!s.ok()) {
         Fail(s);
         break;
@@ -156,20 +136,20 @@ void BucketPipeline::CommLoop() {
   }
 }
 
-absl::Status BucketPipeline::Wait(Timing* timing) {
+absl::Status BucketPipeline::Wait(double* exposed_comm_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   ActivateLocked();
   std::fill(ready_.begin(), ready_.end(), 1);
   cv_.notify_all();
   cv_.wait(lock, [&] { return compute_done_ && comm_done_; });
   const absl::Status result = error_;
-  if (timing != nullptr) *timing = timing_;
+  if (exposed_comm_ms != nullptr) *exposed_comm_ms = exposed_comm_ms_;
   // Re-arm for the next step.
-  for (std::vector<char>* v : {&ready_, &blended_, &gathered_, &computed_, &scattered_}) {
+  for (std::vector<char>* v : {&ready_, &momentum_done_, &gathered_, &computed_, &scattered_}) {
     std::fill(v->begin(), v->end(), 0);
   }
   error_ = absl::OkStatus();
-  timing_ = Timing();
+  exposed_comm_ms_ = 0.0;
   active_ = false;
   ++generation_;
   return result;

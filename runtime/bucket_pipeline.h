@@ -4,16 +4,16 @@
 // are final (issue "overlap with the backward pass").
 //
 // Stages of bucket k, and who runs them:
-//   blend(k)    compute thread   momentum + Nesterov + cast into the send buffer
-//   gather(k)   comm thread      the exchange of U rows to the owners
-//   compute(k)  compute thread   unpack, Newton-Schulz of the owned matrices, pack
-//   scatter(k)  comm thread      the exchange of O rows back
-//   stats(k)    compute thread   row statistics of this rank's rows
+//   momentum(k)       compute thread   momentum + Nesterov + cast into the send buffer
+//   gather(k)         comm thread      the exchange of U rows to the owners
+//   newton_schulz(k)  compute thread   unpack, Newton-Schulz of the owned matrices, pack
+//   scatter(k)        comm thread      the exchange of O rows back
+//   row_stats(k)      compute thread   row statistics of this rank's rows
 // The comm thread issues collectives in one fixed order, the same on every rank, given at
 // construction (sharding/pipeline_order.h: gathers run ahead of scatters, at least one bucket
 // and as many as it takes for every rank to own a matrix in flight), so later buckets' gathers
-// and earlier buckets' scatters run while compute(k) does. A bucket's blend waits until the
-// bucket is marked ready and every earlier bucket's blend has run (buckets start in order).
+// and earlier buckets' scatters run while compute(k) does. A bucket's momentum stage waits until the
+// bucket is marked ready and every earlier bucket's has run (buckets start in order).
 //
 // The threads exist from construction to destruction; a step is MarkReady calls (any order, any
 // thread) followed by one Wait, which returns when stats ran for every bucket or at the first
@@ -36,15 +36,7 @@ namespace normuon {
 class BucketPipeline {
  public:
   struct Stages {
-    std::function<absl::Status(int)> blend, gather, compute, scatter, stats;
-  };
-
-  // Per step: time the compute thread spent blocked on communication (it had no other work:
-  // every ready bucket was blended), and the time each thread was busy.
-  struct Timing {
-    double exposed_comm_ms = 0.0;
-    double compute_busy_ms = 0.0;
-    double comm_busy_ms = 0.0;
+    std::function<absl::Status(int)> momentum, gather, newton_schulz, scatter, row_stats;
   };
 
   // order: every bucket's gather and scatter once (sharding::PipelineOrder).
@@ -53,16 +45,13 @@ class BucketPipeline {
   BucketPipeline(const BucketPipeline&) = delete;
   BucketPipeline& operator=(const BucketPipeline&) = delete;
 
-  int buckets() const { return buckets_; }
-
   // Bucket k's gradients are final: its work may start. Idempotent within a step.
   void MarkReady(int k);
-  void MarkAllReady();
-  // True once MarkReady was called for k in the current step.
-  bool IsReady(int k);
 
-  // Waits for the step's work; returns the first stage failure (the others then stop). Re-arms.
-  absl::Status Wait(Timing* timing);
+  // Marks every bucket ready, waits for the step's work and returns the first stage failure (the
+  // others then stop). *exposed_comm_ms: the time the compute thread spent blocked on
+  // communication with no other work (every bucket's momentum stage had run). Re-arms.
+  absl::Status Wait(double* exposed_comm_ms);
 
  private:
   void ComputeLoop();
@@ -76,13 +65,13 @@ class BucketPipeline {
   std::mutex mu_;
   std::condition_variable cv_;
   // Per-step state, guarded by mu_.
-  std::vector<char> ready_, blended_, gathered_, computed_, scattered_;
+  std::vector<char> ready_, momentum_done_, gathered_, computed_, scattered_;
   bool active_ = false;                      // a step is in progress
   bool compute_done_ = false, comm_done_ = false;
   int generation_ = 0;                       // steps completed by Wait
   bool stop_ = false;
   absl::Status error_;
-  Timing timing_;
+  double exposed_comm_ms_ = 0.0;
   std::thread compute_, comm_;
 };
 

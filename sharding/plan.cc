@@ -129,22 +129,29 @@ absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
   plan.scatter_send_bytes = plan.gather_recv_bytes;
   plan.scatter_recv_bytes = plan.gather_send_bytes;
 
-  for (int k : plan.owned) {
-    const MatrixShape& shape = in.shapes[k];
+  plan.batches = BatchByShape(in.shapes, plan.owned);
+  return plan;
+}
+
+std::vector<ShapeBatch> BatchByShape(const std::vector<MatrixShape>& shapes,
+                                     const std::vector<int>& matrices) {
+  std::vector<ShapeBatch> batches;
+  for (int k : matrices) {
+    const MatrixShape& shape = shapes[k];
     ShapeBatch* batch = nullptr;
-    for (ShapeBatch& b : plan.batches) {
+    for (ShapeBatch& b : batches) {
       if (b.rows == shape.rows && b.cols == shape.cols) {
         batch = &b;
         break;
       }
     }
     if (batch == nullptr) {
-      plan.batches.push_back(ShapeBatch{shape.rows, shape.cols, {}});
-      batch = &plan.batches.back();
+      batches.push_back(ShapeBatch{shape.rows, shape.cols, {}});
+      batch = &batches.back();
     }
     batch->matrices.push_back(k);
   }
-  return plan;
+  return batches;
 }
 
 absl::StatusOr<RankPlan> MakeRankPlan(const PlanInputs& in) {

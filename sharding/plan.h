@@ -41,6 +41,12 @@ struct ShapeBatch {
   std::vector<int> matrices;
 };
 
+// The given matrices grouped by (rows, cols): batches in order of their first matrix, matrices in
+// the given order. RankPlan::batches is this over the owned matrices; the runtime's step layout
+// uses it to size the owner's buffers before the other ranks' rows are known.
+std::vector<ShapeBatch> BatchByShape(const std::vector<MatrixShape>& shapes,
+                                     const std::vector<int>& matrices);
+
 // A block of one matrix's rows inside a message: rows [row_begin, row_begin + row_count) of
 // matrix, bytes = row_count * cols * wire bytes, starting at byte offset within the message.
 struct Segment {

@@ -76,16 +76,6 @@ std::string Describe(const DecodedRecord& d) {
 
 }  // namespace
 
-absl::string_view ParamKindName(ParamKind kind) {
-  switch (kind) {
-    case ParamKind::kMatrix:
-      return "matrix";
-    case ParamKind::kAdamw:
-      return "adamw";
-  }
-  return "unknown";
-}
-
 uint64_t NameHash(absl::string_view name) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (char c : name) {
@@ -133,7 +123,7 @@ absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view 
     DecodedRecord& d = records[i];
     const uint32_t kind = GetU32(bytes, at);
     if (kind != static_cast<uint32_t>(ParamKind::kMatrix) &&
-        kind != static_cast<uint32_t>(ParamKind::kAdamw)) {
+        kind != static_cast<uint32_t>(ParamKind::kAdamW)) {
       return absl::InvalidArgumentError(
           absl::StrCat("record ", i, " has kind ", kind, ", neither matrix (0) nor adamw (1)"));
     }

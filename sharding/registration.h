@@ -28,13 +28,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/param_kind.h"
 
 namespace normuon::sharding {
 
-enum class ParamKind : uint32_t { kMatrix = 0, kAdamw = 1 };
-
-// "matrix" / "adamw".
-absl::string_view ParamKindName(ParamKind kind);
+// The kind of a record: the one enum of base/param_kind.h (its values are part of the encoding).
+using ::normuon::ParamKind;
+using ::normuon::ParamKindName;
 
 // One registered parameter as a rank registered it: global shape and this rank's rows.
 struct RegistrationRecord {

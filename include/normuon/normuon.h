@@ -356,6 +356,14 @@ NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float 
 NORMUON_API normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t* params,
                                                 int32_t count, void* stream);
 
+/* Abandons a step that normuon_grad_ready began, changing no parameter, no optimizer state and
+ * no step count. Collective: every rank calls it for the same step (the ranks still run the
+ * exchanges their peers expect; buckets whose gradients never became ready read no gradient).
+ * NORMUON_SUCCESS and nothing done when no step was begun. Blocks until the abandoned work is
+ * done (CPU) or queued on the step's stream (CUDA). A collective failure is returned as for
+ * normuon_step; the state is unchanged either way. */
+NORMUON_API normuon_status_t normuon_step_cancel(normuon_runtime_t rt);
+
 typedef struct normuon_step_info {
   uint32_t struct_size;
   int64_t steps_taken;     /* steps committed so far */

@@ -416,7 +416,6 @@ class NorMuon(torch.optim.Optimizer):
         self._hook_lock = threading.Lock()
         self._hooks = []          # removable handles (and the AccumulateGrad nodes they hang on)
         self._hook_index = {}     # matrix parameter -> runtime index; filled at registration
-        self._result_adjust = [0, 0]  # steps taken/skipped by discarded steps (step_result)
         self._result_last = None  # (last_skipped, nonfinite_param) of the last kept step
         if overlap_backward:
             weakref.finalize(self, _remove_handles, self._hooks)
@@ -911,41 +910,20 @@ class NorMuon(torch.optim.Optimizer):
 
     def _discard_pending_step(self):
         """Drops what the hooks did since the last step. If grad_ready began the runtime's
-        step, the runtime can only end it with normuon_step (there is no abort), so: keep the
-        optimizer state and the parameters the hooks bound, bind every parameter not marked
-        to zeroed scratch memory without gradient (what it was bound to before may be freed
-        or may have changed), run the step, and write state and parameters back. The marked
-        matrices' gradients and parameter memory stay alive through `pending` until the step
-        has finished. The step counts of step_result() leave the discarded step out."""
+        step, normuon_step_cancel abandons it on every rank: no parameter, state or step count
+        changes. The marked matrices' gradients and parameter memory stay alive through
+        `pending` until the abandoned work has finished (waited for below on CUDA)."""
         pending, self._pending = self._pending, _PendingStep()
         if not pending.begun:
             return
         lib, rt = _capi.lib(), self._runtime
-        before = self._raw_step_info()
-        state = {reg.index: self._read_raw_state(reg) for reg in self._registered}
-        with torch.no_grad():
-            saved = {i: t.clone() for i, t in pending.params.items() if t.numel()}
-            scratch = []  # alive until the step has finished (waited for below)
-            for reg in self._registered:
-                if reg.index in pending.marked:
-                    continue
-                lay = reg.layout
-                t = (torch.zeros(lay.local_shape, dtype=lay.dtype, device=lay.device)
-                     if lay.row_count else None)
-                scratch.append(t)
-                self._bind(reg.index, lay, t, None)
-            status = lib.normuon_step(rt, -1.0, -1.0, self._stream())
-            after = self._raw_step_info()  # waits for the step (CUDA) before anything is written
-            for i, t in saved.items():
-                pending.params[i].copy_(t)
-            del scratch
-        self._write_state(rt, self._registered, state)
-        self._result_adjust[0] += after.steps_taken - before.steps_taken
-        self._result_adjust[1] += after.steps_skipped - before.steps_skipped
         if self._result_last is None:
+            before = self._raw_step_info()
             self._result_last = (bool(before.last_skipped), before.nonfinite_param)
-        if status not in (_capi.Status.SUCCESS, _capi.Status.ERROR_NONFINITE):
-            _capi.check(status, rt, "normuon_step (ending a discarded overlapped step)")
+        status = lib.normuon_step_cancel(rt)
+        self._raw_step_info()  # waits for the abandoned work (CUDA) before pending is freed
+        del pending
+        _capi.check(status, rt, "normuon_step_cancel (discarding an overlapped step)")
 
     def _raw_step_info(self):
         info = _capi.StepInfo.defaults()
@@ -989,8 +967,7 @@ class NorMuon(torch.optim.Optimizer):
         last_skipped, bad = bool(info.last_skipped), info.nonfinite_param
         if self._result_last is not None:
             last_skipped, bad = self._result_last
-        return StepResult(info.steps_taken - self._result_adjust[0],
-                          info.steps_skipped - self._result_adjust[1], last_skipped,
+        return StepResult(info.steps_taken, info.steps_skipped, last_skipped,
                           self._registered[bad].name if bad >= 0 else None)
 
     def last_step_profile(self):

@@ -21,8 +21,8 @@ struct Param {
 
 const std::vector<Param>& Params() {
   static const std::vector<Param>* params = new std::vector<Param>{
-      {"wte.weight", 50, 8, ParamKind::kAdamw},
-      {"h.0.ln_1.weight", 8, 1, ParamKind::kAdamw},
+      {"wte.weight", 50, 8, ParamKind::kAdamW},
+      {"h.0.ln_1.weight", 8, 1, ParamKind::kAdamW},
       {"h.0.attn", 24, 8, ParamKind::kMatrix},
       {"h.0.mlp", 64, 64, ParamKind::kMatrix},
   };
@@ -58,7 +58,7 @@ TEST(EncodeRegistrationTest, UsesAFixedSizePerRecord) {
 }
 
 TEST(EncodeRegistrationTest, WritesIntegersLittleEndian) {
-  const std::string bytes = EncodeRegistration({{"w", 0x0102, 3, 0, 0x0102, ParamKind::kAdamw}});
+  const std::string bytes = EncodeRegistration({{"w", 0x0102, 3, 0, 0x0102, ParamKind::kAdamW}});
   EXPECT_EQ(bytes.substr(0, 4), "NMRG");
   EXPECT_EQ(bytes[16], 1);  // count
   EXPECT_EQ(bytes[17], 0);

@@ -1,0 +1,349 @@
+#include "runtime/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace normuon {
+namespace {
+
+constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
+// Polar Express, as Dion's polar_express.py: one triple per iteration.
+constexpr std::array<std::array<float, 3>, 5> kPolarExpress = {{
+    {8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
+    {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
+    {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
+    {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
+    {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f},
+}};
+
+absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+// normuon_config_t's fields are 4 bytes, but bucket_bytes and ns_coefficients (8, 8-aligned).
+bool ConfigSizeEndsInsideAField(size_t n) {
+  if (n >= sizeof(normuon_config_t)) return false;
+  if (n % 4 != 0) return true;
+  for (size_t at : {offsetof(normuon_config_t, bucket_bytes),
+                    offsetof(normuon_config_t, ns_coefficients)}) {
+    if (n > at && n < at + 8) return true;
+  }
+  return false;
+}
+
+bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
+
+bool FiniteNonNegative(float x) { return std::isfinite(x) && x >= 0.0f; }
+
+}  // namespace
+
+absl::Status ValidateGroup(const normuon_group_desc_t& g, absl::string_view where) {
+  if (g.kind != NORMUON_GROUP_NORMUON && g.kind != NORMUON_GROUP_ADAMW) {
+    return Invalid(absl::StrCat(where, ".kind = ", static_cast<int>(g.kind),
+                                " is not NORMUON_GROUP_NORMUON or NORMUON_GROUP_ADAMW"));
+  }
+  if (!FiniteNonNegative(g.lr)) return Invalid(absl::StrCat(where, ".lr = ", g.lr, " must be finite and >= 0"));
+  if (!FiniteNonNegative(g.weight_decay)) {
+    return Invalid(absl::StrCat(where, ".weight_decay = ", g.weight_decay, " must be finite and >= 0"));
+  }
+  if (!(g.beta1 >= 0.0f && g.beta1 < 1.0f)) {
+    return Invalid(absl::StrCat(where, ".beta1 = ", g.beta1, " must be in [0, 1)"));
+  }
+  if (!(g.beta2 >= 0.0f && g.beta2 < 1.0f)) {
+    return Invalid(absl::StrCat(where, ".beta2 = ", g.beta2, " must be in [0, 1)"));
+  }
+  if (!(g.eps > 0.0f && std::isfinite(g.eps))) {
+    return Invalid(absl::StrCat(where, ".eps = ", g.eps, " must be finite and > 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLrAndWeightDecay(float lr, float weight_decay) {
+  if (!FiniteNonNegative(lr)) return Invalid(absl::StrCat("lr = ", lr, " must be finite and >= 0"));
+  if (!FiniteNonNegative(weight_decay)) {
+    return Invalid(absl::StrCat("weight_decay = ", weight_decay, " must be finite and >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const Communicator& comm_ref) {
+  const Communicator* comm = &comm_ref;
+  if (in.struct_size < sizeof(uint32_t) * 2) {
+    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
+                                ": fill the config with normuon_config_init"));
+  }
+  // Accept an older, shorter struct: missing trailing fields keep their defaults. It must end on
+  // a field boundary: a size inside a field would copy part of it (a pointer's low bytes).
+  if (ConfigSizeEndsInsideAField(in.struct_size)) {
+    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
+                                " ends inside a field of normuon_config_t (", sizeof(normuon_config_t),
+                                " bytes): fill the config with normuon_config_init"));
+  }
+  normuon_config_t c;
+  normuon_config_init(&c);
+  std::memcpy(&c, &in, std::min<size_t>(in.struct_size, sizeof(c)));
+  c.struct_size = sizeof(c);
+  if (c.api_version == 0 || c.api_version > NORMUON_API_VERSION) {
+    return Invalid(absl::StrCat("config.api_version = ", c.api_version, ", this library has ",
+                                NORMUON_API_VERSION));
+  }
+  if (c.backend != NORMUON_BACKEND_CPU && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat("config.backend = ", static_cast<int>(c.backend),
+                                " is not NORMUON_BACKEND_CPU or NORMUON_BACKEND_CUDA"));
+  }
+  if (c.variant != NORMUON_VARIANT_NORMUON && c.variant != NORMUON_VARIANT_NORMUON_PAPER &&
+      c.variant != NORMUON_VARIANT_MUON && c.variant != NORMUON_VARIANT_ADAMUON) {
+    return Invalid(absl::StrCat("config.variant = ", static_cast<int>(c.variant), " is unknown"));
+  }
+  if (c.ns_dtype != NORMUON_NS_DEFAULT && c.ns_dtype != NORMUON_NS_FP32 &&
+      c.ns_dtype != NORMUON_NS_BF16) {
+    return Invalid(absl::StrCat("config.ns_dtype = ", static_cast<int>(c.ns_dtype), " is unknown"));
+  }
+  if (c.ns_steps < 1 || c.ns_steps > 100) {
+    return Invalid(absl::StrCat("config.ns_steps = ", c.ns_steps, " must be in [1, 100]"));
+  }
+  if (c.nesterov != 0 && c.nesterov != 1) {
+    return Invalid(absl::StrCat("config.nesterov = ", c.nesterov, " must be 0 or 1"));
+  }
+  if (c.check_finite != 0 && c.check_finite != 1) {
+    return Invalid(absl::StrCat("config.check_finite = ", c.check_finite, " must be 0 or 1"));
+  }
+  if (c.schedule != NORMUON_SCHEDULE_SEQUENTIAL && c.schedule != NORMUON_SCHEDULE_PER_MATRIX &&
+      c.schedule != NORMUON_SCHEDULE_BUCKETED) {
+    return Invalid(absl::StrCat("config.schedule = ", static_cast<int>(c.schedule), " is unknown"));
+  }
+  if (c.schedule == NORMUON_SCHEDULE_BUCKETED && c.bucket_bytes == 0) {
+    return Invalid("config.bucket_bytes = 0: the bucketed schedule needs buckets of >= 1 byte");
+  }
+  if (c.owner_policy != NORMUON_OWNER_ROUND_ROBIN && c.owner_policy != NORMUON_OWNER_COST_BALANCED) {
+    return Invalid(absl::StrCat("config.owner_policy = ", static_cast<int>(c.owner_policy),
+                                " is unknown"));
+  }
+  if (c.cuda_graph != 0 && c.cuda_graph != 1) {
+    return Invalid(absl::StrCat("config.cuda_graph = ", c.cuda_graph, " must be 0 or 1"));
+  }
+  if (c.cuda_graph == 1 && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid("config.cuda_graph = 1 needs config.backend = NORMUON_BACKEND_CUDA (a CUDA "
+                   "graph replays device work; the CPU backend runs each call to completion)");
+  }
+  if (c.cuda_graph == 1 && comm->world_size() > 1) {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.cuda_graph = 1 at world size ", comm->world_size(), " (", comm->Describe(),
+        "): graph mode runs single-rank steps only in this version (the in-process device group "
+        "synchronizes the host in each collective, which a stream capture cannot hold; capturing "
+        "NCCL collectives is left for later)"));
+  }
+  // The step's buffers are backend memory, and the communicator moves them as they are.
+  if (comm->UsesDeviceMemory() && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat(
+        "comm: ", comm->Describe(), " moves device memory, but config.backend is CPU; use "
+        "NORMUON_BACKEND_CUDA, or a host communicator (normuon_comm_create_inprocess_group)"));
+  }
+  if (!comm->UsesDeviceMemory() && comm->world_size() > 1 && c.backend == NORMUON_BACKEND_CUDA) {
+    return Invalid(absl::StrCat(
+        "comm: ", comm->Describe(), " moves host memory, but config.backend is CUDA at world "
+        "size ", comm->world_size(), "; the CUDA sharded step needs a device communicator "
+        "(normuon_comm_create_nccl, or normuon_comm_create_inprocess_group_ex with "
+        "NORMUON_COMM_MEMORY_DEVICE)"));
+  }
+  if (!(c.ns_eps >= 0.0f && std::isfinite(c.ns_eps))) {
+    return Invalid(absl::StrCat("config.ns_eps = ", c.ns_eps,
+                                " must be finite and >= 0 (0: the orthogonalizer's own)"));
+  }
+  if (!(c.ns_norm_scale >= 0.0f && std::isfinite(c.ns_norm_scale))) {
+    return Invalid(absl::StrCat("config.ns_norm_scale = ", c.ns_norm_scale,
+                                " must be finite and >= 0 (0: the orthogonalizer's own)"));
+  }
+  if (c.lr_adjust < NORMUON_LR_ADJUST_DEFAULT || c.lr_adjust > NORMUON_LR_ADJUST_RMS) {
+    return Invalid(absl::StrCat("config.lr_adjust = ", static_cast<int>(c.lr_adjust),
+                                " is unknown"));
+  }
+  if (c.orthogonalizer < NORMUON_ORTHO_QUINTIC || c.orthogonalizer > NORMUON_ORTHO_CUSTOM) {
+    return Invalid(absl::StrCat("config.orthogonalizer = ", static_cast<int>(c.orthogonalizer),
+                                " is unknown"));
+  }
+  if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+    if (c.ns_coefficients == nullptr) {
+      return Invalid("config.ns_coefficients is null but config.orthogonalizer is CUSTOM");
+    }
+    for (int i = 0; i < 3 * c.ns_steps; ++i) {
+      if (!std::isfinite(c.ns_coefficients[i])) {
+        return Invalid(absl::StrCat("config.ns_coefficients[", i, "] = ", c.ns_coefficients[i],
+                                    " is not finite"));
+      }
+    }
+  }
+  if (c.neuron_axis != NORMUON_NEURON_ROWS && c.neuron_axis != NORMUON_NEURON_COLUMNS) {
+    return Invalid(absl::StrCat("config.neuron_axis = ", static_cast<int>(c.neuron_axis),
+                                " is unknown"));
+  }
+  if (c.neuron_axis == NORMUON_NEURON_COLUMNS && c.variant != NORMUON_VARIANT_NORMUON &&
+      c.variant != NORMUON_VARIANT_NORMUON_PAPER) {
+    return Invalid(absl::StrCat("config.neuron_axis = COLUMNS needs a NorMuon variant (variant ",
+                                static_cast<int>(c.variant),
+                                " keeps no per-neuron second moment)"));
+  }
+  if (c.cautious_weight_decay != 0 && c.cautious_weight_decay != 1) {
+    return Invalid(absl::StrCat("config.cautious_weight_decay = ", c.cautious_weight_decay,
+                                " must be 0 or 1"));
+  }
+  ResolvedConfig r;
+  normuon_group_desc_t& matrix_group = r.matrix_group;
+  normuon_group_desc_t& adamw_group = r.adamw_group;
+  normuon_group_desc_init(&matrix_group, NORMUON_GROUP_NORMUON);
+  matrix_group.lr = c.lr;
+  matrix_group.weight_decay = c.weight_decay;
+  matrix_group.beta1 = c.momentum;
+  matrix_group.beta2 = c.beta2;
+  matrix_group.eps = c.eps;
+  NORMUON_RETURN_IF_ERROR(ValidateGroup(matrix_group, "config (NorMuon group)"));
+  normuon_group_desc_init(&adamw_group, NORMUON_GROUP_ADAMW);
+  adamw_group.lr = c.adamw_lr;
+  adamw_group.weight_decay = c.adamw_weight_decay;
+  adamw_group.beta1 = c.adamw_beta1;
+  adamw_group.beta2 = c.adamw_beta2;
+  adamw_group.eps = c.adamw_eps;
+  NORMUON_RETURN_IF_ERROR(ValidateGroup(adamw_group, "config (AdamW group: adamw_*)"));
+
+  if (c.backend == NORMUON_BACKEND_CUDA && c.device < 0) {
+    return Invalid(absl::StrCat("config.device = ", c.device, " must be >= 0"));
+  }
+  if (c.ns_dtype == NORMUON_NS_DEFAULT) {
+    r.ns_dtype = c.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
+  } else {
+    r.ns_dtype = c.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
+  }
+  const bool polar = c.orthogonalizer == NORMUON_ORTHO_POLAR_EXPRESS;
+  for (int i = 0; i < c.ns_steps; ++i) {
+    if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+      const float* abc = c.ns_coefficients + 3 * i;
+      r.coefficients.push_back({abc[0], abc[1], abc[2]});
+    } else if (polar) {
+      r.coefficients.push_back(kPolarExpress[std::min<size_t>(i, kPolarExpress.size() - 1)]);
+    } else {
+      r.coefficients.push_back(kQuintic);
+    }
+  }
+  c.ns_coefficients = nullptr;  // copied above; the caller's array may go away
+  if (c.ns_eps == 0.0f) c.ns_eps = polar ? 1e-6f : 1e-7f;
+  if (c.ns_norm_scale == 0.0f) c.ns_norm_scale = polar ? 1.02f : 1.0f;
+  r.config = c;
+  return r;
+}
+
+absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_desc_t& d,
+                                            const std::vector<normuon_group_kind_t>& group_kinds) {
+  const char* what = kind == ParamKind::kMatrix ? "register_matrix" : "register_adamw";
+  if (d.struct_size < sizeof(normuon_param_desc_t)) {
+    return Invalid(absl::StrCat("desc.struct_size = ", d.struct_size,
+                                ": fill it with normuon_param_desc_init"));
+  }
+  if (d.name == nullptr || d.name[0] == '\0') return Invalid("desc.name is null or empty");
+  const std::string name(d.name);
+  const std::string who = absl::StrCat("parameter '", name, "'");
+  if (d.rows <= 0) return Invalid(absl::StrCat(who, ": desc.rows = ", d.rows, " must be > 0"));
+  if (d.cols <= 0) return Invalid(absl::StrCat(who, ": desc.cols = ", d.cols, " must be > 0"));
+  if (d.rows > kMaxElements / d.cols) {
+    return Invalid(absl::StrCat(who, ": desc.rows x desc.cols = ", d.rows, " x ", d.cols,
+                                " is too large (limit 2^40 elements)"));
+  }
+  if (d.row_begin < 0 || d.row_begin > d.rows) {
+    return Invalid(absl::StrCat(who, ": desc.row_begin = ", d.row_begin, " is outside [0, ",
+                                d.rows, "]"));
+  }
+  if (d.row_count < 0 || d.row_count > d.rows - d.row_begin) {
+    return Invalid(absl::StrCat(who, ": desc.row_count = ", d.row_count, " with row_begin ",
+                                d.row_begin, " does not fit in ", d.rows, " rows"));
+  }
+  // Whether the ranks' rows cover the parameter exactly is checked across ranks at finalize.
+  if (!ValidDType(d.param_dtype)) {
+    return Invalid(absl::StrCat(who, ": desc.param_dtype = ", static_cast<int>(d.param_dtype),
+                                " is not FP32 or BF16"));
+  }
+  if (!ValidDType(d.grad_dtype)) {
+    return Invalid(absl::StrCat(who, ": desc.grad_dtype = ", static_cast<int>(d.grad_dtype),
+                                " is not FP32 or BF16"));
+  }
+  if (d.group < 0 || d.group >= static_cast<int32_t>(group_kinds.size())) {
+    return Invalid(absl::StrCat(who, ": desc.group = ", d.group, " is not a group"));
+  }
+  const normuon_group_kind_t want = kind == ParamKind::kMatrix ? NORMUON_GROUP_NORMUON : NORMUON_GROUP_ADAMW;
+  if (group_kinds[d.group] != want) {
+    return Invalid(absl::StrCat(who, ": desc.group = ", d.group, " is a ",
+                                want == NORMUON_GROUP_NORMUON ? "AdamW" : "NorMuon",
+                                " group; ", what, " needs a ",
+                                want == NORMUON_GROUP_NORMUON ? "NorMuon" : "AdamW", " group"));
+  }
+  std::vector<int64_t> splits;
+  if (d.num_row_splits < 0 || (d.num_row_splits > 0 && d.row_splits == nullptr)) {
+    return Invalid(absl::StrCat(who, ": desc.num_row_splits = ", d.num_row_splits,
+                                " with row_splits ", d.row_splits == nullptr ? "NULL" : "set"));
+  }
+  if (d.num_row_splits > 0) {
+    if (kind != ParamKind::kMatrix) {
+      return Invalid(absl::StrCat(who, ": desc.row_splits is for matrices; AdamW is elementwise"));
+    }
+    if (d.num_row_splits > d.rows) {
+      return Invalid(absl::StrCat(who, ": desc.num_row_splits = ", d.num_row_splits,
+                                  " exceeds rows = ", d.rows));
+    }
+    int64_t sum = 0;
+    for (int32_t i = 0; i < d.num_row_splits; ++i) {
+      if (d.row_splits[i] <= 0 || d.row_splits[i] > d.rows) {
+        return Invalid(absl::StrCat(who, ": desc.row_splits[", i, "] = ", d.row_splits[i],
+                                    " must be in [1, rows]"));
+      }
+      sum += d.row_splits[i];
+      splits.push_back(d.row_splits[i]);
+    }
+    if (sum != d.rows) {
+      return Invalid(absl::StrCat(who, ": desc.row_splits sum to ", sum, ", not rows = ", d.rows));
+    }
+  }
+  if (splits.empty()) splits.push_back(d.rows);
+  ParamSpec p;
+  p.kind = kind;
+  p.name = name;
+  p.splits = std::move(splits);
+  p.rows = d.rows;
+  p.cols = d.cols;
+  p.row_begin = d.row_begin;
+  p.row_count = d.row_count;
+  p.param = d.param;
+  p.param_dtype = static_cast<DType>(d.param_dtype);
+  p.grad = d.grad;
+  p.grad_dtype = static_cast<DType>(d.grad_dtype);
+  p.group = d.group;
+  return p;
+}
+
+double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_t rows,
+                   int64_t cols) {
+  const double m = static_cast<double>(rows), n = static_cast<double>(cols);
+  const double spectral = std::sqrt(std::max(1.0, m / n));
+  const double rms = 0.2 * std::sqrt(std::max(m, n));
+  switch (adjust) {
+    case NORMUON_LR_ADJUST_NONE:
+      return 1.0;
+    case NORMUON_LR_ADJUST_SPECTRAL:
+      return spectral;
+    case NORMUON_LR_ADJUST_RMS:
+      return rms;
+    case NORMUON_LR_ADJUST_DEFAULT:
+    case NORMUON_LR_ADJUST_MIN_ENUM:
+    case NORMUON_LR_ADJUST_MAX_ENUM:  // rejected at create
+      break;
+  }
+  switch (variant) {
+    case NORMUON_VARIANT_NORMUON_PAPER:
+      return 0.2 * std::sqrt(m * n);
+    case NORMUON_VARIANT_ADAMUON:
+      return rms;
+    default:
+      return spectral;
+  }
+}
+}  // namespace normuon

@@ -1,0 +1,205 @@
+#include "runtime/step_layout.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "sharding/buckets.h"
+#include "sharding/owner_assignment.h"
+#include "sharding/plan.h"
+
+namespace normuon {
+
+StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
+                          normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
+                          int64_t row_blocks) {
+  const uint64_t local = static_cast<uint64_t>(row_count * cols);
+  StateFloats s;
+  s.momentum = local;
+  if (kind == ParamKind::kAdamW) {
+    s.second = s.state_second = local;
+    return s;
+  }
+  if (PerElementV(static_cast<Variant>(variant))) {
+    s.second = local;
+  } else if (neuron_axis == NORMUON_NEURON_COLUMNS) {
+    s.second = static_cast<uint64_t>(row_blocks * cols);  // per row block, replicated
+  } else {
+    s.second = static_cast<uint64_t>(row_count);
+  }
+  s.v_new = s.second;
+  s.state_second = variant == NORMUON_VARIANT_MUON ? 0 : s.second;
+  return s;
+}
+
+const char* BufferRoleName(BufferRole role) {
+  switch (role) {
+    case BufferRole::kControl: return "control";
+    case BufferRole::kScalars: return "scalars";
+    case BufferRole::kSlotsLocal: return "slots";
+    case BufferRole::kSlotsTotal: return "slots (all-reduced)";
+    case BufferRole::kSend: return "bucket send";
+    case BufferRole::kRecv: return "bucket receive";
+    case BufferRole::kBatchU: return "batch U";
+    case BufferRole::kBatchO: return "batch O";
+    case BufferRole::kMomentum: return "momentum";
+    case BufferRole::kSecond: return "second moment";
+    case BufferRole::kVNew: return "v scratch";
+    case BufferRole::kScale: return "scale";
+    case BufferRole::kAdamWSteps: return "AdamW steps";
+  }
+  return "unknown";
+}
+
+namespace {
+
+sharding::BucketRule BucketRuleOf(normuon_schedule_t schedule) {
+  switch (schedule) {
+    case NORMUON_SCHEDULE_PER_MATRIX: return sharding::BucketRule::kPerMatrix;
+    case NORMUON_SCHEDULE_BUCKETED: return sharding::BucketRule::kBytes;
+    default: return sharding::BucketRule::kAll;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params,
+                                          const LayoutOptions& o) {
+  if (o.world < 1 || o.rank < 0 || o.rank >= o.world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step layout: rank ", o.rank, " of world ", o.world));
+  }
+  const int64_t ns = static_cast<int64_t>(SizeOf(o.ns_dtype));
+  const bool column_axis = o.neuron_axis == NORMUON_NEURON_COLUMNS;
+  const bool per_element_v = PerElementV(static_cast<Variant>(o.variant));
+  StepLayout L;
+
+  // The units: every row block of every matrix ("matrix k", with this rank's part of it), and the
+  // AdamW parameters, in registration order.
+  for (int32_t i = 0; i < static_cast<int32_t>(params.size()); ++i) {
+    const LayoutParam& p = params[i];
+    L.state.push_back(StateFloatsOf(p.kind, o.variant, o.neuron_axis, p.row_count, p.cols,
+                                    static_cast<int64_t>(p.splits.size())));
+    if (p.kind != ParamKind::kMatrix) {
+      L.adamw_params.push_back(i);
+      L.records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count, ParamKind::kAdamW});
+      continue;
+    }
+    int64_t first = 0;
+    for (size_t b = 0; b < p.splits.size(); ++b) {
+      const int64_t rows = p.splits[b];
+      // This rank's rows of the block, relative to the block (an empty part starts at the
+      // nearest block edge, so every rank's parts form a cover of the block).
+      const int64_t lo = std::max(p.row_begin, first);
+      const int64_t hi = std::min(p.row_begin + p.row_count, first + rows);
+      const int64_t empty_at = std::min(std::max(p.row_begin - first, int64_t{0}), rows);
+      MatrixUnit u;
+      u.param = i;
+      u.name = p.splits.size() == 1 ? p.name : absl::StrCat(p.name, "[rows ", first, "+", rows, "]");
+      u.first_row = first;
+      u.rows = rows;
+      u.cols = p.cols;
+      u.mine = sharding::RowShard{hi > lo ? lo - first : empty_at, std::max<int64_t>(hi - lo, 0)};
+      u.local_row = u.mine.row_count > 0 ? first + u.mine.row_begin - p.row_begin : 0;
+      u.v_offset = per_element_v ? u.local_row * p.cols
+                   : column_axis ? static_cast<int64_t>(b) * p.cols
+                                 : u.local_row;
+      L.matrix_records.push_back(static_cast<int32_t>(L.records.size()));
+      L.records.push_back({u.name, rows, p.cols, u.mine.row_begin, u.mine.row_count,
+                           ParamKind::kMatrix});
+      L.shapes.push_back({u.name, rows, p.cols});
+      L.matrices.push_back(std::move(u));
+      first += rows;
+    }
+  }
+
+  // Buckets in reverse registration order: one for the sequential schedule, one per matrix, or
+  // runs of about bucket_bytes; owners balanced within each bucket.
+  NORMUON_ASSIGN_OR_RETURN(
+      std::vector<std::vector<int>> members,
+      sharding::ScheduleBuckets(L.shapes, ns, BucketRuleOf(o.schedule),
+                                static_cast<int64_t>(o.bucket_bytes), o.world));
+  std::vector<int> owners;
+  if (!members.empty()) {
+    const sharding::OwnerPolicy policy = o.owner_policy == NORMUON_OWNER_COST_BALANCED
+                                             ? sharding::OwnerPolicy::kCostBalanced
+                                             : sharding::OwnerPolicy::kRoundRobin;
+    NORMUON_ASSIGN_OR_RETURN(owners,
+                             sharding::AssignOwnersPerBucket(L.shapes, members, o.world, policy));
+  }
+  for (size_t k = 0; k < L.matrices.size(); ++k) L.matrices[k].owner = owners[k];
+
+  // Slots per matrix: two floats per global row, and with the column axis one per column; then
+  // the step flags (3 per rank).
+  int64_t slots = 0;
+  for (MatrixUnit& u : L.matrices) {
+    u.slot_offset = slots;
+    slots += 2 * u.rows + (column_axis ? u.cols : 0);
+  }
+  L.flag_base = slots;
+  L.slot_floats = slots + 3 * static_cast<int64_t>(o.world);
+
+  for (const std::vector<int>& m : members) {
+    BucketLayout b;
+    const int32_t index = static_cast<int32_t>(L.buckets.size());
+    std::vector<int> owned;
+    for (int k : m) {
+      MatrixUnit& u = L.matrices[k];
+      u.bucket = index;
+      b.matrices.push_back(k);
+      const int64_t row_bytes = u.cols * ns;
+      if (u.owner == o.rank) {
+        owned.push_back(k);
+        b.recv_bytes += (u.rows - u.mine.row_count) * row_bytes;
+      } else {
+        b.send_bytes += u.mine.row_count * row_bytes;
+      }
+    }
+    for (sharding::ShapeBatch& sb : sharding::BatchByShape(L.shapes, owned)) {
+      b.batches.push_back(static_cast<int32_t>(L.batches.size()));
+      L.batches.push_back(BatchLayout{sb.rows, sb.cols, {sb.matrices.begin(), sb.matrices.end()}});
+    }
+    L.buckets.push_back(std::move(b));
+  }
+
+  // The buffers, in the order finalize allocates them.
+  auto add = [&L](BufferRole role, int32_t index, uint64_t bytes) {
+    L.buffers.push_back(BufferLayout{role, index, bytes});
+    L.total_bytes += bytes;
+  };
+  add(BufferRole::kControl, -1, sizeof(StepControl));
+  add(BufferRole::kScalars, -1, sizeof(GroupScalars) * static_cast<uint64_t>(o.groups));
+  add(BufferRole::kSlotsLocal, -1, static_cast<uint64_t>(L.slot_floats) * 4);
+  if (o.world > 1) add(BufferRole::kSlotsTotal, -1, static_cast<uint64_t>(L.slot_floats) * 4);
+  for (int32_t b = 0; b < static_cast<int32_t>(L.buckets.size()); ++b) {
+    add(BufferRole::kSend, b, static_cast<uint64_t>(L.buckets[b].send_bytes));
+    add(BufferRole::kRecv, b, static_cast<uint64_t>(L.buckets[b].recv_bytes));
+  }
+  for (int32_t i = 0; i < static_cast<int32_t>(L.batches.size()); ++i) {
+    const BatchLayout& bl = L.batches[i];
+    const uint64_t bytes = static_cast<uint64_t>(bl.rows * bl.cols * ns) * bl.matrices.size();
+    add(BufferRole::kBatchU, i, bytes);
+    add(BufferRole::kBatchO, i, bytes);
+  }
+  int32_t previous = -1;
+  for (int32_t k = 0; k < static_cast<int32_t>(L.matrices.size()); ++k) {
+    const int32_t param = L.matrices[k].param;
+    if (param != previous) {  // the parameter's state, once; its blocks point inside it
+      const StateFloats& s = L.state[param];
+      add(BufferRole::kMomentum, param, s.momentum * 4);
+      add(BufferRole::kSecond, param, s.second * 4);
+      add(BufferRole::kVNew, param, s.v_new * 4);
+      previous = param;
+    }
+    add(BufferRole::kScale, k, 4);
+  }
+  add(BufferRole::kAdamWSteps, -1,
+      sizeof(int64_t) * std::max<uint64_t>(L.adamw_params.size(), 1));
+  for (int32_t param : L.adamw_params) {
+    add(BufferRole::kMomentum, param, L.state[param].momentum * 4);
+    add(BufferRole::kSecond, param, L.state[param].second * 4);
+  }
+  return L;
+}
+
+}  // namespace normuon

@@ -1,0 +1,139 @@
+// The step layout (docs/ARCHITECTURE.md section 4, "The runtime in three parts"): a pure
+// function of the registrations, this rank's place and the config that returns every unit of
+// the step (matrix row blocks, buckets, batches, AdamW parameters), every offset into the slot
+// vectors and state, and every buffer the runtime allocates, with its size. Finalize allocates
+// exactly `allocations`, in order; normuon_memory_required is `total_bytes`.
+//
+// The layout needs only this rank's rows: what crosses ranks is sized from them. Given an exact
+// cover of every matrix (which finalize checks across ranks), this rank sends its rows of each
+// matrix another rank owns and receives the other rows of each matrix it owns, so the message
+// totals are known before the other ranks' rows are; finalize builds the segment plans from all
+// ranks' rows and checks they agree with the layout. The memory query is therefore exact both
+// before and after finalize.
+#ifndef NORMUON_RUNTIME_STEP_LAYOUT_H_
+#define NORMUON_RUNTIME_STEP_LAYOUT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/param_kind.h"
+#include "kernels/backend.h"
+#include "normuon/normuon.h"
+#include "sharding/registration.h"
+#include "sharding/shard.h"
+
+namespace normuon {
+
+// One registered parameter as the layout sees it (a ParamSpec without the pointers).
+struct LayoutParam {
+  ParamKind kind = ParamKind::kMatrix;
+  std::string name;
+  int64_t rows = 0, cols = 0, row_begin = 0, row_count = 0;
+  std::vector<int64_t> splits;  // matrices: row blocks summing to rows (one block when unsplit)
+};
+
+// What the layout depends on besides the parameters.
+struct LayoutOptions {
+  int world = 1;
+  int rank = 0;
+  DType ns_dtype = DType::kF32;
+  normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  uint64_t bucket_bytes = 0;
+  normuon_owner_policy_t owner_policy = NORMUON_OWNER_ROUND_ROBIN;
+  normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
+  normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
+  int32_t groups = 2;
+};
+
+// The state-size rule, in floats, of one parameter's state on this rank (row_count x cols local
+// elements, `row_blocks` row blocks). AdamW: `momentum` = exp_avg, `second` = exp_avg_sq.
+// Matrices: `momentum`; `second` = v, one float per local element (AdaMuon), per column of each
+// row block (neuron axis = columns, replicated on every rank), else per local row; `v_new` the
+// same as v. `state_second` is what the state API and checkpoints see of v: none for Muon (it
+// keeps v's buffer but never reads it).
+struct StateFloats {
+  uint64_t momentum = 0, second = 0, v_new = 0, state_second = 0;
+};
+StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
+                          normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
+                          int64_t row_blocks);
+
+// "Matrix k": one row block of a matrix parameter, the unit of gather, Newton-Schulz and scatter.
+struct MatrixUnit {
+  int32_t param = 0;          // the parameter (registration index)
+  std::string name;           // the parameter's name, with "[rows first+count]" for a block
+  int64_t first_row = 0;      // the block's first global row in its parameter
+  int64_t rows = 0, cols = 0;
+  sharding::RowShard mine;    // this rank's rows of the block, relative to the block
+  int64_t local_row = 0;      // the block's first row within this rank's rows of the parameter
+  int64_t v_offset = 0;       // floats into the parameter's v and v_new
+  int32_t owner = 0;          // the rank that orthogonalizes the block
+  int32_t bucket = 0;
+  int64_t slot_offset = 0;    // floats into the slot vectors: 2 * rows (+ cols, column axis)
+};
+
+struct BucketLayout {
+  std::vector<int32_t> matrices;  // matrix indices k, in work order
+  int64_t send_bytes = 0;         // this rank's rows of the bucket's matrices others own
+  int64_t recv_bytes = 0;         // the other ranks' rows of the bucket's matrices it owns
+  std::vector<int32_t> batches;   // indices into StepLayout::batches
+};
+
+// Owned matrices of one shape in one bucket, orthogonalized as one batched call; their full U and
+// O lie back to back in the batch's two buffers, in `matrices` order.
+struct BatchLayout {
+  int64_t rows = 0, cols = 0;
+  std::vector<int32_t> matrices;
+};
+
+// Every buffer the runtime allocates at finalize, in order.
+enum class BufferRole : int32_t {
+  kControl,     // StepControl
+  kScalars,     // GroupScalars per group
+  kSlotsLocal,  // the slot vector this rank writes
+  kSlotsTotal,  // its all-reduce (world > 1 only; one rank reads its own)
+  kSend,        // per bucket: gather send / scatter receive
+  kRecv,        // per bucket: gather receive / scatter send
+  kBatchU,      // per batch: the owner's full U of its matrices
+  kBatchO,      // per batch: the owner's full O
+  kMomentum,    // per parameter: momentum (matrix) or exp_avg (AdamW)
+  kSecond,      // per parameter: v (matrix) or exp_avg_sq (AdamW)
+  kVNew,        // per matrix parameter: v's scratch
+  kScale,       // per matrix block: the update's multiplier
+  kAdamWSteps,  // one int64 per AdamW parameter (at least one)
+};
+const char* BufferRoleName(BufferRole role);
+
+struct BufferLayout {
+  BufferRole role;
+  int32_t index;   // bucket, batch, parameter or matrix block; -1 for the single buffers
+  uint64_t bytes;
+};
+
+struct StepLayout {
+  std::vector<MatrixUnit> matrices;      // every row block of every matrix, registration order
+  std::vector<BucketLayout> buckets;     // in issue order (reverse registration order)
+  std::vector<BatchLayout> batches;      // bucket by bucket
+  std::vector<int32_t> adamw_params;     // the AdamW parameters, registration order
+  std::vector<StateFloats> state;        // per parameter
+  // The registration records finalize agrees on: every matrix block, then AdamW parameters, in
+  // registration order; matrix_records[k] is matrix k's index among them.
+  std::vector<sharding::RegistrationRecord> records;
+  std::vector<int32_t> matrix_records;
+  std::vector<sharding::MatrixShape> shapes;  // per matrix k
+  int64_t slot_floats = 0;   // the slot vectors' length: row (and column) slots, then flags
+  int64_t flag_base = 0;     // index of the step flags (3 * world floats) in the slot vectors
+  std::vector<BufferLayout> buffers;
+  uint64_t total_bytes = 0;  // the sum of buffers[].bytes
+};
+
+// Fails with InvalidArgument on inputs the registration checks let through but the layout cannot
+// place (a bucket rule failure, an overflow).
+absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params,
+                                          const LayoutOptions& options);
+
+}  // namespace normuon
+
+#endif  // NORMUON_RUNTIME_STEP_LAYOUT_H_
