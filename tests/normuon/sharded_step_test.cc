@@ -68,6 +68,10 @@ struct RunOptions {
   int cautious = 0;
   normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
   int disagree_rank = -1;  // this rank leaves one matrix unmarked on the last step
+  // On this step, every rank first marks half its matrices (rank-dependent halves, grads not yet
+  // final: zeros), then cancels the step with normuon_step_cancel, checks that nothing changed,
+  // and only then takes the step as usual.
+  int cancel_step = -1;
 };
 
 std::vector<std::vector<float>> FullValues(const std::vector<ParamSpec>& specs, uint32_t seed,
@@ -181,6 +185,48 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
       std::vector<normuon_param_t> marks;
       for (size_t i = 0; i < specs.size(); ++i) {
         if (specs[i].matrix) marks.push_back(ids[i]);
+      }
+      if (s == o.cancel_step) {
+        // A begun step with stale gradients, abandoned: parameters and state must not move.
+        const std::vector<std::vector<float>> params_before = p;
+        std::vector<float> state_before;
+        for (size_t i = 0; i < specs.size(); ++i) {
+          uint64_t bytes = 0;
+          const normuon_state_kind_t kind =
+              specs[i].matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG;
+          normuon_state_size(rt, ids[i], kind, &bytes);
+          std::vector<float> st(bytes / 4);
+          if (bytes) normuon_get_state(rt, ids[i], kind, st.data(), bytes);
+          state_before.insert(state_before.end(), st.begin(), st.end());
+        }
+        std::vector<std::vector<float>> saved_grads = g;
+        for (auto& v : g) std::fill(v.begin(), v.end(), 0.0f);
+        for (size_t m = rank % 2; m < marks.size(); m += 2) {
+          if (normuon_grad_ready(rt, &marks[m], 1, nullptr) != NORMUON_SUCCESS) {
+            fail(normuon_last_error(rt));
+          }
+        }
+        if (normuon_step_cancel(rt) != NORMUON_SUCCESS) fail(normuon_last_error(rt));
+        if (normuon_step_cancel(rt) != NORMUON_SUCCESS) fail("a second cancel is not a no-op");
+        if (p != params_before) fail("normuon_step_cancel changed a parameter");
+        std::vector<float> state_after;
+        for (size_t i = 0; i < specs.size(); ++i) {
+          uint64_t bytes = 0;
+          const normuon_state_kind_t kind =
+              specs[i].matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG;
+          normuon_state_size(rt, ids[i], kind, &bytes);
+          std::vector<float> st(bytes / 4);
+          if (bytes) normuon_get_state(rt, ids[i], kind, st.data(), bytes);
+          state_after.insert(state_after.end(), st.begin(), st.end());
+        }
+        if (state_after != state_before) fail("normuon_step_cancel changed optimizer state");
+        normuon_step_info_t info;
+        normuon_step_info_init(&info);
+        normuon_step_result(rt, &info);
+        if (info.steps_taken != s || info.steps_skipped != 0) {
+          fail("normuon_step_cancel counted a step");
+        }
+        g = saved_grads;
       }
       if (rank == o.disagree_rank && s == o.steps - 1) marks.pop_back();
       bool marked_ok = true;
@@ -344,6 +390,59 @@ TEST(GradReadyTest, RanksThatMarkDifferentParametersFailTheStepEverywhereAndWrit
   for (size_t i = 0; i < Model().size(); ++i) {
     EXPECT_TRUE(BitwiseEqual(r.param[i], two_steps.param[i])) << Model()[i].name;
   }
+}
+
+TEST(GradReadyTest, ACancelledStepChangesNothingAndTheRunContinuesBitwise) {
+  const Result single = RunRanks(Model(), RunOptions{});
+  for (int world : {1, 2, 3}) {
+    for (normuon_schedule_t schedule : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX,
+                                        NORMUON_SCHEDULE_BUCKETED}) {
+      RunOptions o;
+      o.world = world;
+      o.schedule = schedule;
+      o.arrival = 2;
+      o.cancel_step = 1;
+      ExpectSameAsSingleRank(single, RunRanks(Model(), o),
+                             "cancel world " + std::to_string(world) + " schedule " +
+                                 std::to_string(schedule));
+    }
+  }
+}
+
+TEST(GradReadyTest, OneStreamPerStepAndNoStateWritesInsideABegunStep) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  c.schedule = NORMUON_SCHEDULE_BUCKETED;
+  normuon_runtime_t rt = 0;
+  ASSERT_EQ(normuon_create(&c, 0, &rt), NORMUON_SUCCESS);
+  std::vector<float> w(64, 0.5f), g(64, 0.25f);
+  normuon_param_desc_t d;
+  normuon_param_desc_init(&d);
+  d.name = "w";
+  d.rows = 8;
+  d.cols = 8;
+  d.row_count = 8;
+  d.param = w.data();
+  d.grad = g.data();
+  d.group = NORMUON_GROUP_MATRIX_DEFAULT;
+  normuon_param_t id = 0;
+  ASSERT_EQ(normuon_register_matrix(rt, &d, &id), NORMUON_SUCCESS);
+  ASSERT_EQ(normuon_finalize(rt), NORMUON_SUCCESS);
+  int stream_a = 0, stream_b = 0;  // never dereferenced by the CPU backend: only compared
+  ASSERT_EQ(normuon_grad_ready(rt, &id, 1, &stream_a), NORMUON_SUCCESS);
+  std::vector<float> m(64, 1.0f);
+  EXPECT_EQ(normuon_set_state(rt, id, NORMUON_STATE_MOMENTUM, m.data(), 256),
+            NORMUON_ERROR_INVALID_STATE);
+  EXPECT_NE(std::string(normuon_last_error(rt)).find("set_state inside a step"), std::string::npos)
+      << normuon_last_error(rt);
+  EXPECT_EQ(normuon_get_state(rt, id, NORMUON_STATE_MOMENTUM, m.data(), 256), NORMUON_SUCCESS);
+  EXPECT_EQ(normuon_step(rt, 0.02f, 0.0f, &stream_b), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(rt)).find("differs from the stream"), std::string::npos)
+      << normuon_last_error(rt);
+  EXPECT_EQ(w, std::vector<float>(64, 0.5f));  // the refused step wrote nothing
+  EXPECT_EQ(normuon_step(rt, 0.02f, 0.0f, &stream_a), NORMUON_SUCCESS);
+  EXPECT_NE(w, std::vector<float>(64, 0.5f));
+  normuon_destroy(rt);
 }
 
 TEST(ShardedStepTest, OverlappingSchedulesSurviveAFailedCollectiveWithoutWriting) {
