@@ -18,6 +18,8 @@ read -r -a extra < "$flags_file" || true
 cache="${NORMUON_BAZEL_CACHE:-$HOME/.cache/normuon-bazel-disk}"
 mkdir -p "$cache"
 bazel test --disk_cache="$cache" "${extra[@]}" //...
+# The layer rule on the dependency graph (docs/ARCHITECTURE.md section 4).
+bash tools/check_layers.sh
 
 sanitizers="${NORMUON_SANITIZERS:-1}"
 fuzz_seconds="${NORMUON_FUZZ_SECONDS:-20}"
