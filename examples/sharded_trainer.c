@@ -10,8 +10,9 @@
  *   2. every rank calls normuon_comm_create_nccl(id, rank, world, device, timeout, &comm);
  *   3. normuon_create(&config, comm, &rt) as below, with config.backend = NORMUON_BACKEND_CUDA
  *      and device pointers.
- * (This version's runtime runs the sharded step on the CPU backend; the CUDA sharded step and
- * thus step 3 with NCCL are not built yet: normuon_create says so.)
+ * The CUDA backend runs the sharded step over any device communicator (NCCL, or the device
+ * in-process group when the ranks share one GPU); NCCL between GPUs has not been run by this
+ * project yet (no machine with two GPUs).
  *
  *   sharded_trainer [world_size] [steps]
  */
