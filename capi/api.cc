@@ -141,7 +141,7 @@ void normuon_param_desc_init(normuon_param_desc_t* d) {
   d->struct_size = sizeof(*d);
   d->param_dtype = NORMUON_DTYPE_FP32;
   d->grad_dtype = NORMUON_DTYPE_FP32;
-  d->group = -1;  // must be chosen: the register call checks it
+  d->group = -1;  // the default group of the parameter's kind (resolved at registration)
 }
 
 void normuon_step_info_init(normuon_step_info_t* info) {
@@ -239,6 +239,10 @@ static normuon_status_t RegisterParam(normuon_runtime_t rt, const normuon_param_
         normuon::CopyStructIn(desc, normuon::kParamDescLayout, defaults);
     if (!d.ok()) return d.status();
     if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    // group -1 (normuon_param_desc_init's default): the default group of the parameter's kind.
+    if (d->group == -1) {
+      d->group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+    }
     absl::StatusOr<int32_t> id = matrix ? r.RegisterMatrix(*d) : r.RegisterAdamW(*d);
     if (!id.ok()) return id.status();
     *out = *id;
@@ -281,6 +285,10 @@ normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t*
 
 normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay, void* stream) {
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Step(lr, weight_decay, stream); });
+}
+
+normuon_status_t normuon_step_cancel(normuon_runtime_t rt) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.StepCancel(); });
 }
 
 normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info) {

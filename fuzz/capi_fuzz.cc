@@ -283,7 +283,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(d.rows > 0 && d.cols > 0 && d.rows <= kMaxElements / d.cols);
       FUZZ_CHECK(d.row_begin >= 0 && d.row_begin <= d.rows);
       FUZZ_CHECK(d.row_count >= 0 && d.row_count <= d.rows - d.row_begin);
-      FUZZ_CHECK(d.group >= 0 && d.group < groups);
+      FUZZ_CHECK(d.group == -1 || (d.group >= 0 && d.group < groups));  // -1: kind's default
       if (d.row_count > 0) FUZZ_CHECK(d.param != nullptr);
       names.push_back(d.name);
       all_real = all_real && b.real && d.param != nullptr &&

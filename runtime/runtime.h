@@ -116,6 +116,7 @@ class Runtime {
   absl::Status Bind(int32_t param, void* param_ptr, const void* grad_ptr);
   absl::Status GradReady(const int32_t* params, int32_t count, void* stream);
   absl::Status Step(float lr, float weight_decay, void* stream);
+  absl::Status StepCancel();  // normuon_step_cancel (normuon.h)
   absl::Status StepResult(normuon_step_info_t* info);
   absl::Status LastStepProfile(normuon_step_profile_t* profile) const;
   // The last step's spans as Chrome trace events (JSON objects joined by commas, no brackets):

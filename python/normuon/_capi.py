@@ -428,6 +428,7 @@ _SIGNATURES = {
     "normuon_bind": (_enum, [_u64, _i32, ctypes.c_void_p, ctypes.c_void_p]),
     "normuon_step": (_enum, [_u64, ctypes.c_float, ctypes.c_float, ctypes.c_void_p]),
     "normuon_grad_ready": (_enum, [_u64, _P(_i32), _i32, ctypes.c_void_p]),
+    "normuon_step_cancel": (_enum, [_u64]),
     "normuon_step_info_init": (None, [_P(StepInfo)]),
     "normuon_step_result": (_enum, [_u64, _P(StepInfo)]),
     "normuon_step_profile_init": (None, [_P(StepProfile)]),

@@ -45,7 +45,7 @@ const char* const kRuntimeFunctions[] = {
     "register_adamw", "finalize",           "memory_required",   "bind",
     "step",           "grad_ready",         "step_result",       "last_step_profile",
     "last_step_trace", "state_size",        "get_state",         "set_state",
-    "save_checkpoint", "load_checkpoint"};
+    "save_checkpoint", "load_checkpoint",   "step_cancel"};
 
 std::vector<normuon_status_t> CallEverything(normuon_runtime_t rt) {
   std::vector<float> w(32, 0.5f), g(32, 0.25f);
@@ -94,6 +94,7 @@ std::vector<normuon_status_t> CallEverything(normuon_runtime_t rt) {
   s.push_back(normuon_set_state(rt, 0, NORMUON_STATE_MOMENTUM, state.data(), 128));
   s.push_back(normuon_save_checkpoint(rt, "/nonexistent-normuon-dir"));
   s.push_back(normuon_load_checkpoint(rt, "/nonexistent-normuon-dir"));
+  s.push_back(normuon_step_cancel(rt));
   s.insert(s.begin(), normuon_destroy(rt));
   return s;
 }

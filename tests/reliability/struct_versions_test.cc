@@ -199,6 +199,62 @@ TEST(ParamDescVersionTest, ANewerDescIsAcceptedOnlyWithItsNewFieldsZero) {
   EXPECT_EQ(id, -1);
 }
 
+TEST(ParamDescVersionTest, InitLeavesGroupMinusOneTheDefaultGroupOfTheKind) {
+  normuon_param_desc_t d;
+  normuon_param_desc_init(&d);
+  EXPECT_EQ(d.group, -1);
+  normuon_config_t c;
+  normuon_config_init(&c);
+  normuon_runtime_t rt = 0;
+  ASSERT_EQ(normuon_create(&c, 0, &rt), NORMUON_SUCCESS) << LastError(0);
+  // A custom AdamW group with a learning rate far from the default group's.
+  normuon_group_desc_t g;
+  normuon_group_desc_init(&g, NORMUON_GROUP_ADAMW);
+  g.lr = 0.5f;
+  normuon_group_t custom = -1;
+  ASSERT_EQ(normuon_add_group(rt, &g, &custom), NORMUON_SUCCESS) << LastError(rt);
+  std::vector<float> w(8, 0.5f), gw(8, 0.25f), b(4, 1.0f), gb(4, 1.0f), b2(4, 1.0f);
+  d.name = "w";
+  d.rows = 2;
+  d.cols = 4;
+  d.row_count = 2;
+  d.param = w.data();
+  d.grad = gw.data();
+  normuon_param_t pw = -1, pb = -1, pb2 = -1;
+  ASSERT_EQ(normuon_register_matrix(rt, &d, &pw), NORMUON_SUCCESS) << LastError(rt);
+  normuon_param_desc_init(&d);
+  d.name = "b";
+  d.rows = 4;
+  d.cols = 1;
+  d.row_count = 4;
+  d.param = b.data();
+  d.grad = gb.data();
+  ASSERT_EQ(normuon_register_adamw(rt, &d, &pb), NORMUON_SUCCESS) << LastError(rt);
+  d.name = "b2";
+  d.param = b2.data();
+  d.group = custom;
+  ASSERT_EQ(normuon_register_adamw(rt, &d, &pb2), NORMUON_SUCCESS) << LastError(rt);
+  // -1 is the default group of the kind, not a wildcard: a matrix in an AdamW group is refused.
+  normuon_param_desc_init(&d);
+  d.name = "w2";
+  d.rows = 2;
+  d.cols = 4;
+  d.row_count = 2;
+  d.param = w.data();
+  d.group = NORMUON_GROUP_ADAMW_DEFAULT;
+  normuon_param_t bad = -7;
+  EXPECT_EQ(normuon_register_matrix(rt, &d, &bad), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(bad, -7);
+  ASSERT_EQ(normuon_finalize(rt), NORMUON_SUCCESS) << LastError(rt);
+  ASSERT_EQ(normuon_step(rt, 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << LastError(rt);
+  // Same gradients, lr 3e-4 (the default AdamW group) against lr 0.5: the first AdamW step
+  // moves each element by about lr.
+  EXPECT_NEAR(1.0f - b[0], 3e-4f, 1e-5f);
+  EXPECT_NEAR(1.0f - b2[0], 0.5f, 1e-3f);
+  EXPECT_NE(w[0], 0.5f);  // the matrix went through group 0's step
+  EXPECT_EQ(normuon_destroy(rt), NORMUON_SUCCESS);
+}
+
 // ---- normuon_step_info_t (output, one version) ----
 
 TEST(StepInfoVersionTest, SizesAreCheckedAndANewerStructIsWrittenOnlyUpToThisVersion) {
