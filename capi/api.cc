@@ -1,16 +1,21 @@
-// The C edge of the library: handle registry, status conversion, per-handle error messages.
-// Nothing thrown inside the library crosses this boundary.
+// The C edge of the runtime (normuon/normuon.h): the runtime handles (base/handle_registry.h),
+// the versioned copy of every public struct (base/versioned_struct.h), status conversion
+// (base/c_status.h) and per-handle error messages. Nothing thrown inside the library crosses
+// this boundary.
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "comm/communicator.h"
+#include "base/c_status.h"
+#include "base/handle_registry.h"
+#include "base/versioned_struct.h"
+#include "capi/comm_handles.h"
+#include "capi/guarded.h"
+#include "capi/struct_layouts.h"
 #include "normuon/normuon.h"
 #include "runtime/runtime.h"
 
@@ -18,82 +23,50 @@ namespace normuon {
 namespace {
 
 // One live runtime: calls on it are serialized by `mu`; `error` is its last failure message.
-struct Entry {
+struct RuntimeHandle {
   std::mutex mu;
-  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<Runtime> runtime;  // null once destroyed
   std::string error;
 };
 
-// Handles are (generation << 32 | slot + 1); a destroyed handle's id is never reused, so a stale
-// handle is reported instead of reaching another runtime.
-class Registry {
- public:
-  uint64_t Add(std::shared_ptr<Entry> e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    const uint64_t id = (++generation_ << 32) | (next_slot_++ & 0xffffffffu);
-    entries_[id] = std::move(e);
-    return id;
-  }
-  std::shared_ptr<Entry> Find(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(id);
-    return it == entries_.end() ? nullptr : it->second;
-  }
-  std::shared_ptr<Entry> Remove(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return nullptr;
-    std::shared_ptr<Entry> e = std::move(it->second);
-    entries_.erase(it);
-    return e;
-  }
+// Runtime handles carry the tag 0xA0 (communicators: 0xC0), so neither kind is mistaken for the
+// other.
+constexpr uint8_t kRuntimeTag = 0xA0;
 
- private:
-  std::mutex mu_;
-  uint64_t generation_ = 0;
-  uint64_t next_slot_ = 1;
-  std::unordered_map<uint64_t, std::shared_ptr<Entry>> entries_;
-};
-
-Registry& Runtimes() {
-  static Registry* r = new Registry();
+HandleRegistry<RuntimeHandle>& Runtimes() {
+  static auto* r = new HandleRegistry<RuntimeHandle>(kRuntimeTag, "runtime");  // used at exit
   return *r;
 }
 
 // The message of failures that have no live handle to live on (create, bad handles).
 thread_local std::string g_thread_error;
 
-// The C status of an absl::Status: one mapping for the whole library (comm/communicator.h).
-normuon_status_t ToStatus(const absl::Status& s) { return StatusToC(s); }
-
-normuon_status_t Fail(std::string* where, normuon_status_t code, std::string message) {
-  *where = std::move(message);
-  return code;
+normuon_status_t Fail(std::string* where, const absl::Status& s) {
+  *where = std::string(s.message());
+  return StatusToC(s);
 }
 
 // Runs fn(runtime) with the handle's lock held; records the failure message on the handle.
 template <typename Fn>
 normuon_status_t WithRuntime(normuon_runtime_t rt, Fn fn) {
-  std::shared_ptr<Entry> e = Runtimes().Find(rt);
-  if (e == nullptr) {
-    return Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
-                absl::StrCat("runtime handle ", rt, " is not a live runtime (never created, or "
-                                                    "already destroyed)"));
-  }
+  std::shared_ptr<RuntimeHandle> e;
+  absl::Status s = Guarded([&]() -> absl::Status {
+    absl::StatusOr<std::shared_ptr<RuntimeHandle>> found = Runtimes().Find(rt);
+    if (!found.ok()) return found.status();
+    e = *std::move(found);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return Fail(&g_thread_error, s);
   std::lock_guard<std::mutex> lock(e->mu);
   if (e->runtime == nullptr) {  // destroyed while this call waited for the lock
-    return Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
-                absl::StrCat("runtime handle ", rt, " was destroyed"));
+    return Fail(&g_thread_error,
+                absl::NotFoundError(absl::StrCat(
+                    "runtime handle ", HandleRegistry<RuntimeHandle>::Describe(rt),
+                    " is not a live runtime (destroyed while this call waited for it)")));
   }
-  try {
-    absl::Status s = fn(*e->runtime);
-    if (s.ok()) return NORMUON_SUCCESS;
-    return Fail(&e->error, ToStatus(s), std::string(s.message()));
-  } catch (const std::bad_alloc&) {
-    return Fail(&e->error, NORMUON_ERROR_OUT_OF_MEMORY, "out of host memory");
-  } catch (const std::exception& ex) {
-    return Fail(&e->error, NORMUON_ERROR_INTERNAL, absl::StrCat("internal error: ", ex.what()));
-  }
+  s = Guarded([&]() -> absl::Status { return fn(*e->runtime); });
+  if (s.ok()) return NORMUON_SUCCESS;
+  return Fail(&e->error, s);
 }
 
 }  // namespace
@@ -168,7 +141,7 @@ void normuon_param_desc_init(normuon_param_desc_t* d) {
   d->struct_size = sizeof(*d);
   d->param_dtype = NORMUON_DTYPE_FP32;
   d->grad_dtype = NORMUON_DTYPE_FP32;
-  d->group = -1;  // must be chosen: the register call checks it
+  d->group = -1;  // the default group of the parameter's kind (resolved at registration)
 }
 
 void normuon_step_info_init(normuon_step_info_t* info) {
@@ -180,59 +153,71 @@ void normuon_step_info_init(normuon_step_info_t* info) {
 
 normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
                                 normuon_runtime_t* out) {
-  using normuon::g_thread_error;
-  if (config == nullptr) {
-    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_ARGUMENT, "config is null");
-  }
-  if (out == nullptr) {
-    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_ARGUMENT, "out is null");
-  }
-  try {
-    auto communicator = normuon::LookupComm(comm);
+  normuon_runtime_t handle = 0;
+  const absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    normuon_config_t defaults;
+    normuon_config_init(&defaults);
+    absl::StatusOr<normuon_config_t> c =
+        normuon::CopyStructIn(config, normuon::kConfigLayout, defaults);
+    if (!c.ok()) return c.status();
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    absl::StatusOr<std::shared_ptr<normuon::Communicator>> communicator =
+        normuon::LookupComm(comm);
     if (!communicator.ok()) {
-      return normuon::Fail(&g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
-                           absl::StrCat("comm: ", communicator.status().message()));
+      return absl::Status(communicator.status().code(),
+                          absl::StrCat("comm: ", communicator.status().message()));
     }
-    auto rt = Runtime::Create(*config, *std::move(communicator));
-    if (!rt.ok()) {
-      return normuon::Fail(&g_thread_error, normuon::ToStatus(rt.status()),
-                           std::string(rt.status().message()));
-    }
-    auto e = std::make_shared<normuon::Entry>();
-    e->runtime = std::move(rt).value();
-    *out = normuon::Runtimes().Add(std::move(e));
-    return NORMUON_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return normuon::Fail(&g_thread_error, NORMUON_ERROR_OUT_OF_MEMORY, "out of host memory");
-  } catch (const std::exception& ex) {
-    return normuon::Fail(&g_thread_error, NORMUON_ERROR_INTERNAL, ex.what());
-  }
+    absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(*c, *std::move(communicator));
+    if (!rt.ok()) return rt.status();
+    auto e = std::make_shared<normuon::RuntimeHandle>();
+    e->runtime = *std::move(rt);
+    absl::StatusOr<normuon_runtime_t> added = normuon::Runtimes().Add(std::move(e));
+    if (!added.ok()) return added.status();
+    handle = *added;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return normuon::Fail(&normuon::g_thread_error, s);
+  *out = handle;
+  return NORMUON_SUCCESS;
 }
 
 normuon_status_t normuon_destroy(normuon_runtime_t rt) {
-  std::shared_ptr<normuon::Entry> e = normuon::Runtimes().Remove(rt);
-  if (e == nullptr) {
-    return normuon::Fail(&normuon::g_thread_error, NORMUON_ERROR_INVALID_HANDLE,
-                         absl::StrCat("runtime handle ", rt, " is not a live runtime"));
-  }
+  std::shared_ptr<normuon::RuntimeHandle> e;
+  const absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    absl::StatusOr<std::shared_ptr<normuon::RuntimeHandle>> removed =
+        normuon::Runtimes().Remove(rt);
+    if (!removed.ok()) return removed.status();
+    e = *std::move(removed);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return normuon::Fail(&normuon::g_thread_error, s);
   std::lock_guard<std::mutex> lock(e->mu);  // waits for a call in flight on another thread
   e->runtime.reset();
   return NORMUON_SUCCESS;
 }
 
 const char* normuon_last_error(normuon_runtime_t rt) {
-  if (rt == 0) return normuon::g_thread_error.c_str();
-  std::shared_ptr<normuon::Entry> e = normuon::Runtimes().Find(rt);
-  if (e == nullptr) return normuon::g_thread_error.c_str();
-  return e->error.c_str();
+  try {
+    absl::StatusOr<std::shared_ptr<normuon::RuntimeHandle>> e = normuon::Runtimes().Find(rt);
+    if (!e.ok()) return normuon::g_thread_error.c_str();
+    // The string lives on the handle until the next call on it, as documented.
+    return (*e)->error.c_str();
+  } catch (...) {
+    return "internal error while reading the last error";
+  }
 }
 
 normuon_status_t normuon_add_group(normuon_runtime_t rt, const normuon_group_desc_t* desc,
                                    normuon_group_t* out) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
-    if (desc == nullptr) return absl::InvalidArgumentError("desc is null");
-    if (out == nullptr) return absl::InvalidArgumentError("out is null");
-    auto g = r.AddGroup(*desc);
+    // The group descriptor has one version so far: no field is ever left to the defaults.
+    normuon_group_desc_t defaults;
+    normuon_group_desc_init(&defaults, NORMUON_GROUP_NORMUON);
+    absl::StatusOr<normuon_group_desc_t> d =
+        normuon::CopyStructIn(desc, normuon::kGroupDescLayout, defaults);
+    if (!d.ok()) return d.status();
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    absl::StatusOr<int32_t> g = r.AddGroup(*d);
     if (!g.ok()) return g.status();
     *out = *g;
     return absl::OkStatus();
@@ -248,9 +233,17 @@ normuon_status_t normuon_set_group_lr(normuon_runtime_t rt, normuon_group_t grou
 static normuon_status_t RegisterParam(normuon_runtime_t rt, const normuon_param_desc_t* desc,
                                       normuon_param_t* out, bool matrix) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
-    if (desc == nullptr) return absl::InvalidArgumentError("desc is null");
-    if (out == nullptr) return absl::InvalidArgumentError("out is null");
-    auto id = matrix ? r.RegisterMatrix(*desc) : r.RegisterAdamW(*desc);
+    normuon_param_desc_t defaults;
+    normuon_param_desc_init(&defaults);
+    absl::StatusOr<normuon_param_desc_t> d =
+        normuon::CopyStructIn(desc, normuon::kParamDescLayout, defaults);
+    if (!d.ok()) return d.status();
+    if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
+    // group -1 (normuon_param_desc_init's default): the default group of the parameter's kind.
+    if (d->group == -1) {
+      d->group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+    }
+    absl::StatusOr<int32_t> id = matrix ? r.RegisterMatrix(*d) : r.RegisterAdamW(*d);
     if (!id.ok()) return id.status();
     *out = *id;
     return absl::OkStatus();
@@ -290,22 +283,24 @@ normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t*
                               [&](Runtime& r) { return r.GradReady(params, count, stream); });
 }
 
-normuon_status_t normuon_step_cancel(normuon_runtime_t rt) {
-  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.StepCancel(); });
-}
-
 normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay, void* stream) {
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Step(lr, weight_decay, stream); });
 }
 
+normuon_status_t normuon_step_cancel(normuon_runtime_t rt) {
+  return normuon::WithRuntime(rt, [&](Runtime& r) { return r.StepCancel(); });
+}
+
 normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
-    if (info == nullptr) return absl::InvalidArgumentError("info is null");
-    if (info->struct_size < sizeof(normuon_step_info_t)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "info.struct_size = ", info->struct_size, ": fill it with normuon_step_info_init"));
-    }
-    return r.StepResult(info);
+    absl::Status s = normuon::CheckStructOut(info, normuon::kStepInfoLayout);
+    if (!s.ok()) return s;
+    normuon_step_info_t full;
+    normuon_step_info_init(&full);
+    s = r.StepResult(&full);
+    if (!s.ok()) return s;
+    normuon::CopyStructOut(&full, normuon::kStepInfoLayout, info);
+    return absl::OkStatus();
   });
 }
 
@@ -317,13 +312,14 @@ void normuon_step_profile_init(normuon_step_profile_t* profile) {
 
 normuon_status_t normuon_last_step_profile(normuon_runtime_t rt, normuon_step_profile_t* profile) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
-    if (profile == nullptr) return absl::InvalidArgumentError("profile is null");
-    if (profile->struct_size < sizeof(normuon_step_profile_t)) {
-      return absl::InvalidArgumentError(absl::StrCat("profile.struct_size = ",
-                                                     profile->struct_size,
-                                                     ": fill it with normuon_step_profile_init"));
-    }
-    return r.LastStepProfile(profile);
+    absl::Status s = normuon::CheckStructOut(profile, normuon::kStepProfileLayout);
+    if (!s.ok()) return s;
+    normuon_step_profile_t full;
+    normuon_step_profile_init(&full);
+    s = r.LastStepProfile(&full);
+    if (!s.ok()) return s;
+    normuon::CopyStructOut(&full, normuon::kStepProfileLayout, profile);
+    return absl::OkStatus();
   });
 }
 

@@ -1,14 +1,20 @@
-// The C edge of the communicator API (normuon/comm.h): handles, status conversion, per-handle
-// error messages. Nothing thrown inside the library crosses this boundary.
+// The C edge of the communicator API (normuon/comm.h): the communicator handles
+// (capi/comm_handles.h), the versioned copy of normuon_comm_ops_t (base/versioned_struct.h),
+// status conversion (base/c_status.h) and per-handle error messages. Nothing thrown inside the
+// library crosses this boundary.
 #include <cstring>
-#include <exception>
 #include <memory>
-#include <new>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/c_status.h"
+#include "base/versioned_struct.h"
+#include "capi/comm_handles.h"
+#include "capi/guarded.h"
+#include "capi/struct_layouts.h"
 #include "comm/communicator.h"
 #include "comm/inprocess_group.h"
 #include "normuon/comm.h"
@@ -27,20 +33,6 @@ thread_local std::string g_comm_thread_error;
 normuon_status_t FailOnThread(const absl::Status& s) {
   g_comm_thread_error = std::string(s.message());
   return StatusToC(s);
-}
-
-// Runs fn() (returning absl::Status) and turns exceptions into statuses.
-template <typename Fn>
-absl::Status Guarded(Fn fn) {
-  try {
-    return fn();
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("out of host memory");
-  } catch (const std::exception& ex) {
-    return absl::InternalError(absl::StrCat("internal error: ", ex.what()));
-  } catch (...) {
-    return absl::InternalError("internal error: unknown exception");
-  }
 }
 
 // Runs fn(entry) on a live handle; a failure's message goes to the handle (or to the thread when
@@ -73,7 +65,9 @@ normuon_status_t CreateNcclHandle(normuon_comm_t* out, Make make) {
     if (!lib.ok()) return lib.status();
     absl::StatusOr<std::shared_ptr<NcclCommunicator>> comm = make(*std::move(lib));
     if (!comm.ok()) return comm.status();
-    handle = RegisterComm(*std::move(comm));
+    absl::StatusOr<normuon_comm_t> added = RegisterComm(*std::move(comm));
+    if (!added.ok()) return added.status();
+    handle = *added;
     return absl::OkStatus();
   });
   if (!s.ok()) return FailOnThread(s);
@@ -107,11 +101,29 @@ void normuon_comm_ops_init(normuon_comm_ops_t* ops) {
 normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t* ops, normuon_comm_t* out) {
   normuon_comm_t handle = 0;
   absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    normuon_comm_ops_t defaults;
+    normuon_comm_ops_init(&defaults);
+    absl::StatusOr<normuon_comm_ops_t> copy =
+        normuon::CopyStructIn(ops, normuon::kCommOpsLayout, defaults);
+    if (!copy.ok()) return copy.status();
     if (out == nullptr) return absl::InvalidArgumentError("out is NULL");
     absl::StatusOr<std::shared_ptr<normuon::Communicator>> comm =
-        normuon::MakeCustomOpsCommunicator(ops);
+        normuon::MakeCustomOpsCommunicator(*copy);
     if (!comm.ok()) return comm.status();
-    handle = normuon::RegisterComm(*std::move(comm));
+    // A create that fails takes nothing over (comm.h): if the handle cannot be registered (out
+    // of memory), ctx goes back to the caller before the communicator is dropped.
+    absl::StatusOr<normuon_comm_t> added = absl::InternalError("not registered");
+    try {
+      added = normuon::RegisterComm(*comm);
+    } catch (...) {
+      normuon::ReleaseCustomOpsContext(**comm);
+      throw;
+    }
+    if (!added.ok()) {
+      normuon::ReleaseCustomOpsContext(**comm);
+      return added.status();
+    }
+    handle = *added;
     return absl::OkStatus();
   });
   if (!s.ok()) return normuon::FailOnThread(s);
@@ -138,11 +150,15 @@ normuon_status_t normuon_comm_create_inprocess_group_ex(int32_t world_size,
                                           : normuon::InProcessMemory::kHost);
     if (!ranks.ok()) return ranks.status();
     handles.reserve(ranks->size());
-    for (auto& rank : *ranks) handles.push_back(normuon::RegisterComm(std::move(rank)));
+    for (auto& rank : *ranks) {
+      absl::StatusOr<normuon_comm_t> added = normuon::RegisterComm(std::move(rank));
+      if (!added.ok()) return added.status();
+      handles.push_back(*added);
+    }
     return absl::OkStatus();
   });
   if (!s.ok()) {
-    // A partly registered group (only possible when out of memory) is released again.
+    // A partly registered group (only possible when out of memory or handles) is released.
     for (normuon_comm_t h : handles) (void)normuon::UnregisterComm(h);
     return normuon::FailOnThread(s);
   }

@@ -1,101 +1,21 @@
-// Handle registry, status conversion, the adapter over a caller's normuon_comm_ops_t and the
-// single-rank communicator; see communicator.h.
+// The adapter over a caller's normuon_comm_ops_t and the single-rank communicator; see
+// communicator.h.
 #include "comm/communicator.h"
 
+#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/c_status.h"
 #include "comm/exchange_match.h"
 
 namespace normuon {
 namespace {
-
-// ---- Registry ----
-
-constexpr uint64_t kCommTag = uint64_t{0xC0} << 56;
-constexpr uint32_t kMaxGeneration = 0xFFFFFF;  // 24 bits between the tag and the slot
-
-class CommRegistry {
- public:
-  normuon_comm_t Add(std::shared_ptr<Communicator> comm) {
-    auto entry = std::make_shared<CommHandle>();
-    entry->comm = std::move(comm);
-    std::lock_guard<std::mutex> lock(mu_);
-    uint32_t slot;
-    if (!free_.empty()) {
-      slot = free_.back();
-      free_.pop_back();
-      ++slots_[slot].generation;
-    } else {
-      slot = static_cast<uint32_t>(slots_.size());
-      slots_.push_back(Slot{1, nullptr});
-    }
-    slots_[slot].entry = std::move(entry);
-    return kCommTag | (uint64_t{slots_[slot].generation} << 32) | slot;
-  }
-
-  absl::StatusOr<std::shared_ptr<CommHandle>> Find(normuon_comm_t handle) {
-    std::lock_guard<std::mutex> lock(mu_);
-    uint32_t slot;
-    absl::Status s = Decode(handle, &slot);
-    if (!s.ok()) return s;
-    return slots_[slot].entry;
-  }
-
-  absl::StatusOr<std::shared_ptr<CommHandle>> Remove(normuon_comm_t handle) {
-    std::lock_guard<std::mutex> lock(mu_);
-    uint32_t slot;
-    absl::Status s = Decode(handle, &slot);
-    if (!s.ok()) return s;
-    std::shared_ptr<CommHandle> entry = std::move(slots_[slot].entry);
-    slots_[slot].entry = nullptr;
-    // A slot whose generation would wrap is retired, so no handle value ever comes back.
-    if (slots_[slot].generation < kMaxGeneration) free_.push_back(slot);
-    return entry;
-  }
-
- private:
-  struct Slot {
-    uint32_t generation;
-    std::shared_ptr<CommHandle> entry;
-  };
-
-  // Requires mu_.
-  absl::Status Decode(normuon_comm_t handle, uint32_t* slot) const {
-    if (handle == 0) {
-      return absl::NotFoundError(
-          "communicator handle 0 is not a communicator (0 stands for \"single rank, no "
-          "communicator\" in normuon_create only)");
-    }
-    const uint32_t s = static_cast<uint32_t>(handle & 0xffffffffu);
-    const uint32_t generation = static_cast<uint32_t>((handle >> 32) & kMaxGeneration);
-    if ((handle & ~((uint64_t{1} << 56) - 1)) != kCommTag) {
-      return absl::NotFoundError(absl::StrCat("handle 0x", absl::Hex(handle),
-                                              " is not a communicator handle"));
-    }
-    if (s >= slots_.size() || slots_[s].generation != generation ||
-        slots_[s].entry == nullptr) {
-      return absl::NotFoundError(absl::StrCat("communicator handle 0x", absl::Hex(handle),
-                                              " is not live (never created, or already "
-                                              "destroyed)"));
-    }
-    *slot = s;
-    return absl::OkStatus();
-  }
-
-  std::mutex mu_;
-  std::vector<Slot> slots_;
-  std::vector<uint32_t> free_;
-};
-
-CommRegistry& Registry() {
-  static CommRegistry* registry = new CommRegistry();  // never destroyed: used at exit
-  return *registry;
-}
 
 // The first failure of a communicator; later collectives are refused with it.
 class StickyFailure {
@@ -128,8 +48,10 @@ class CustomOpsCommunicator final : public Communicator {
  public:
   explicit CustomOpsCommunicator(const normuon_comm_ops_t& ops) : ops_(ops) {}
   ~CustomOpsCommunicator() override {
-    if (ops_.destroy != nullptr) ops_.destroy(ops_.ctx);
+    if (owns_ctx_.load() && ops_.destroy != nullptr) ops_.destroy(ops_.ctx);
   }
+
+  void ReleaseContext() { owns_ctx_.store(false); }
 
   int rank() const override { return ops_.rank; }
   int world_size() const override { return ops_.world_size; }
@@ -208,40 +130,35 @@ class CustomOpsCommunicator final : public Communicator {
   }
 
   const normuon_comm_ops_t ops_;
+  std::atomic<bool> owns_ctx_{true};  // false: destruction leaves ctx to the caller
   std::mutex call_mu_;  // serializes collectives; guards next_collective_
   int64_t next_collective_ = 0;
   StickyFailure failure_;
 };
 
-absl::Status CheckOps(const normuon_comm_ops_t* ops) {
-  if (ops == nullptr) return absl::InvalidArgumentError("ops is NULL");
-  if (ops->struct_size < sizeof(normuon_comm_ops_t)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "normuon_comm_ops_t.struct_size is ", ops->struct_size, ", must be at least ",
-        sizeof(normuon_comm_ops_t), " (fill the struct with normuon_comm_ops_init)"));
-  }
-  if (ops->world_size < 1) {
+absl::Status CheckOps(const normuon_comm_ops_t& ops) {
+  if (ops.world_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("normuon_comm_ops_t.world_size is ",
-                                                   ops->world_size, ", must be >= 1"));
+                                                   ops.world_size, ", must be >= 1"));
   }
-  if (ops->rank < 0 || ops->rank >= ops->world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("normuon_comm_ops_t.rank is ", ops->rank,
+  if (ops.rank < 0 || ops.rank >= ops.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("normuon_comm_ops_t.rank is ", ops.rank,
                                                    ", must be in [0, world_size = ",
-                                                   ops->world_size, ")"));
+                                                   ops.world_size, ")"));
   }
-  if (ops->exchange == nullptr) {
+  if (ops.exchange == nullptr) {
     return absl::InvalidArgumentError("normuon_comm_ops_t.exchange is NULL (required)");
   }
-  if (ops->all_reduce_sum_f32 == nullptr) {
+  if (ops.all_reduce_sum_f32 == nullptr) {
     return absl::InvalidArgumentError(
         "normuon_comm_ops_t.all_reduce_sum_f32 is NULL (required)");
   }
-  if (ops->all_gather == nullptr) {
+  if (ops.all_gather == nullptr) {
     return absl::InvalidArgumentError("normuon_comm_ops_t.all_gather is NULL (required)");
   }
-  if (ops->device_memory != 0 && ops->device_memory != 1) {
+  if (ops.device_memory != 0 && ops.device_memory != 1) {
     return absl::InvalidArgumentError(absl::StrCat("normuon_comm_ops_t.device_memory is ",
-                                                   ops->device_memory, ", must be 0 or 1"));
+                                                   ops.device_memory, ", must be 0 or 1"));
   }
   return absl::OkStatus();
 }
@@ -320,91 +237,15 @@ class SingleRankCommunicator final : public Communicator {
 
 }  // namespace
 
-normuon_comm_t RegisterComm(std::shared_ptr<Communicator> comm) {
-  return Registry().Add(std::move(comm));
-}
-
-absl::StatusOr<std::shared_ptr<Communicator>> LookupComm(normuon_comm_t handle) {
-  if (handle == 0) return MakeSingleRankCommunicator();
-  absl::StatusOr<std::shared_ptr<CommHandle>> entry = Registry().Find(handle);
-  if (!entry.ok()) return entry.status();
-  return (*entry)->comm;
-}
-
-absl::StatusOr<std::shared_ptr<CommHandle>> LookupCommHandle(normuon_comm_t handle) {
-  return Registry().Find(handle);
-}
-
-absl::StatusOr<std::shared_ptr<CommHandle>> UnregisterComm(normuon_comm_t handle) {
-  return Registry().Remove(handle);
-}
-
-const char* StatusName(normuon_status_t status) {
-  switch (status) {
-    case NORMUON_SUCCESS: return "NORMUON_SUCCESS";
-    case NORMUON_ERROR_INVALID_ARGUMENT: return "NORMUON_ERROR_INVALID_ARGUMENT";
-    case NORMUON_ERROR_INVALID_HANDLE: return "NORMUON_ERROR_INVALID_HANDLE";
-    case NORMUON_ERROR_INVALID_STATE: return "NORMUON_ERROR_INVALID_STATE";
-    case NORMUON_ERROR_UNSUPPORTED: return "NORMUON_ERROR_UNSUPPORTED";
-    case NORMUON_ERROR_OUT_OF_MEMORY: return "NORMUON_ERROR_OUT_OF_MEMORY";
-    case NORMUON_ERROR_CUDA: return "NORMUON_ERROR_CUDA";
-    case NORMUON_ERROR_COMM: return "NORMUON_ERROR_COMM";
-    case NORMUON_ERROR_NONFINITE: return "NORMUON_ERROR_NONFINITE";
-    case NORMUON_ERROR_TIMEOUT: return "NORMUON_ERROR_TIMEOUT";
-    case NORMUON_ERROR_INTERNAL: return "NORMUON_ERROR_INTERNAL";
-    case NORMUON_STATUS_MIN_ENUM:
-    case NORMUON_STATUS_MAX_ENUM: break;
-  }
-  return "NORMUON_ERROR_UNKNOWN_STATUS";
-}
-
-absl::Status StatusFromC(normuon_status_t status, absl::string_view message) {
-  switch (status) {
-    case NORMUON_SUCCESS: return absl::OkStatus();
-    case NORMUON_ERROR_INVALID_ARGUMENT: return absl::InvalidArgumentError(message);
-    case NORMUON_ERROR_INVALID_HANDLE: return absl::NotFoundError(message);
-    case NORMUON_ERROR_INVALID_STATE: return absl::FailedPreconditionError(message);
-    case NORMUON_ERROR_UNSUPPORTED: return absl::UnimplementedError(message);
-    case NORMUON_ERROR_OUT_OF_MEMORY: return absl::ResourceExhaustedError(message);
-    case NORMUON_ERROR_CUDA: return absl::UnknownError(message);
-    case NORMUON_ERROR_COMM: return absl::AbortedError(message);
-    case NORMUON_ERROR_NONFINITE: return absl::DataLossError(message);
-    case NORMUON_ERROR_TIMEOUT: return absl::DeadlineExceededError(message);
-    case NORMUON_ERROR_INTERNAL: return absl::InternalError(message);
-    case NORMUON_STATUS_MIN_ENUM:
-    case NORMUON_STATUS_MAX_ENUM: break;
-  }
-  return absl::InternalError(
-      absl::StrCat(message, " [unknown status value ", static_cast<int>(status), "]"));
-}
-
-normuon_status_t StatusToC(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kOk: return NORMUON_SUCCESS;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kAlreadyExists: return NORMUON_ERROR_INVALID_ARGUMENT;
-    case absl::StatusCode::kNotFound: return NORMUON_ERROR_INVALID_HANDLE;
-    case absl::StatusCode::kFailedPrecondition: return NORMUON_ERROR_INVALID_STATE;
-    case absl::StatusCode::kUnimplemented:
-    case absl::StatusCode::kUnavailable: return NORMUON_ERROR_UNSUPPORTED;
-    case absl::StatusCode::kResourceExhausted: return NORMUON_ERROR_OUT_OF_MEMORY;
-    case absl::StatusCode::kUnknown: return NORMUON_ERROR_CUDA;
-    case absl::StatusCode::kAborted: return NORMUON_ERROR_COMM;
-    case absl::StatusCode::kDataLoss: return NORMUON_ERROR_NONFINITE;
-    case absl::StatusCode::kDeadlineExceeded: return NORMUON_ERROR_TIMEOUT;
-    default: return NORMUON_ERROR_INTERNAL;
-  }
-}
-
 absl::StatusOr<std::shared_ptr<Communicator>> MakeCustomOpsCommunicator(
-    const normuon_comm_ops_t* ops) {
+    const normuon_comm_ops_t& ops) {
   absl::Status s = CheckOps(ops);
   if (!s.ok()) return s;
-  // Only the fields of this version are read; a newer caller's larger struct is accepted.
-  normuon_comm_ops_t copy;
-  std::memcpy(&copy, ops, sizeof(copy));
-  return std::shared_ptr<Communicator>(std::make_shared<CustomOpsCommunicator>(copy));
+  return std::shared_ptr<Communicator>(std::make_shared<CustomOpsCommunicator>(ops));
+}
+
+void ReleaseCustomOpsContext(Communicator& comm) {
+  if (auto* custom = dynamic_cast<CustomOpsCommunicator*>(&comm)) custom->ReleaseContext();
 }
 
 std::shared_ptr<Communicator> MakeSingleRankCommunicator() {

@@ -1,7 +1,7 @@
 // The communicator as the runtime sees it: the collectives of one optimizer step (grouped
-// point-to-point exchange, all-reduce sum, all-gather), the handle registry behind the C API's
-// normuon_comm_t, the adapter that drives a caller's normuon_comm_ops_t, and the single-rank
-// communicator that stands in when the handle is 0.
+// point-to-point exchange, all-reduce sum, all-gather), the adapter that drives a caller's
+// normuon_comm_ops_t, and the single-rank communicator that stands in when the handle is 0. The
+// handles of normuon_comm_t belong to the C edge (capi/comm_handles.h).
 //
 // Contract shared by every implementation (and stated for C callers in normuon/comm.h):
 // - One thread at a time calls the collectives of one Communicator, and every rank issues the
@@ -22,7 +22,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -73,55 +72,22 @@ class Communicator {
   virtual bool UsesDeviceMemory() const { return false; }
 };
 
-// ---- Handle registry (behind normuon_comm_t) ----
-
-// What the C edge keeps per live handle: the communicator and the message of the last failed
-// C call on the handle (normuon_comm_last_error).
-struct CommHandle {
-  std::shared_ptr<Communicator> comm;
-  std::mutex mu;  // guards error
-  std::string error;
-};
-
-// Registers comm and returns its new handle: (tag 0xC0 << 56) | (generation << 32) | slot.
-// A slot is reused only with a higher generation, so a stale handle never reaches a newer
-// communicator; the tag keeps a runtime handle passed by mistake from matching.
-normuon_comm_t RegisterComm(std::shared_ptr<Communicator> comm);
-
-// The communicator behind a handle, for the runtime. handle 0 gives a new single-rank
-// communicator (normuon.h: "0 = single rank"). Unknown or destroyed handles: NotFound.
-absl::StatusOr<std::shared_ptr<Communicator>> LookupComm(normuon_comm_t handle);
-
-// The registry entry of a live handle; 0, unknown or destroyed: NotFound.
-absl::StatusOr<std::shared_ptr<CommHandle>> LookupCommHandle(normuon_comm_t handle);
-
-// Removes a live handle and returns its entry (the communicator lives on while it is used).
-absl::StatusOr<std::shared_ptr<CommHandle>> UnregisterComm(normuon_comm_t handle);
-
-// ---- Status conversion between the C enum and absl::Status ----
-
-// "NORMUON_ERROR_TIMEOUT"; never null.
-const char* StatusName(normuon_status_t status);
-
-// C status -> absl::Status with `message` (OkStatus for NORMUON_SUCCESS): TIMEOUT ->
-// DeadlineExceeded, COMM -> Aborted, INVALID_ARGUMENT -> InvalidArgument, INVALID_HANDLE ->
-// NotFound, INVALID_STATE -> FailedPrecondition, UNSUPPORTED -> Unimplemented, OUT_OF_MEMORY ->
-// ResourceExhausted, CUDA -> Unknown, NONFINITE -> DataLoss, INTERNAL and unknown values ->
-// Internal. The inverse of StatusToC on these codes.
-absl::Status StatusFromC(normuon_status_t status, absl::string_view message);
-
-// absl::Status -> C status, as the C API edge reports it.
-normuon_status_t StatusToC(const absl::Status& status);
-
 // ---- Implementations ----
 
-// Wraps a caller's normuon_comm_ops_t (copied). Validates struct_size, rank, world_size and the
-// required function pointers, naming the bad field (InvalidArgument; ops->ctx is not taken over
-// then). On success the communicator owns ctx: ops->destroy(ctx), if set, runs when it is
-// destroyed. Failed calls become statuses per StatusFromC, with ops->last_error(ctx) in the
-// message.
+// Wraps a caller's normuon_comm_ops_t (copied). ops is a complete struct of this library's
+// version: the C edge's versioned copy (base/versioned_struct.h) made it one, so struct_size is
+// not read here. Validates rank, world_size, device_memory and the required function pointers,
+// naming the bad field (InvalidArgument; ops.ctx is not taken over then). On success the
+// communicator owns ctx: ops.destroy(ctx), if set, runs when it is destroyed. Failed calls become
+// statuses per StatusFromC (base/c_status.h), with ops.last_error(ctx) in the message.
 absl::StatusOr<std::shared_ptr<Communicator>> MakeCustomOpsCommunicator(
-    const normuon_comm_ops_t* ops);
+    const normuon_comm_ops_t& ops);
+
+// Gives ctx back to the caller: when comm (made by MakeCustomOpsCommunicator) is destroyed,
+// ops.destroy(ctx) is not called. For a create that fails after the communicator was made
+// (normuon_comm_create_custom promises that a failed create takes nothing over). Other
+// communicators: no effect.
+void ReleaseCustomOpsContext(Communicator& comm);
 
 // World size 1: Exchange matches sends to self with receives from self and copies host memory;
 // AllReduceSum and AllGather copy in to out. Host buffers only: memcpy, stream ignored. The

@@ -6,9 +6,9 @@
 // Input (fuzz_input.h):
 //   u8 flags: bit 0 fuzz the config, bit 1 add a group, bit 2 put a NaN in the first gradient,
 //             bit 3 fuzz step's lr and wd
-//   config (bit 0): u8 struct_size choice, then I32 backend, variant, ns_dtype, ns_steps,
-//             nesterov, check_finite, owner_policy, and the raw bits of ns_eps, lr, momentum,
-//             beta2, weight_decay, eps, adamw_lr, adamw_beta1, adamw_beta2, adamw_eps,
+//   config (bit 0): u8 struct_size choice (StructSize), then I32 backend, variant, ns_dtype,
+//             ns_steps, nesterov, check_finite, owner_policy, and the raw bits of ns_eps, lr,
+//             momentum, beta2, weight_decay, eps, adamw_lr, adamw_beta1, adamw_beta2, adamw_eps,
 //             adamw_weight_decay, each behind a u8 "keep the default" switch (bit 0 set: keep),
 //             then schedule (u8 switch, I32 or u8), bucket_bytes (u8 switch, U64), lr_adjust,
 //             orthogonalizer (switch + I32 or u8 each), ns_norm_scale (keep switch + bits),
@@ -29,7 +29,8 @@
 // the descriptor gets a small dummy buffer, and finalize and step are skipped.
 // Checks: a failed call returns a status with a non-empty message and leaves the runtime usable
 // and unchanged (the memory estimate is the same; the next registration gets the next index; a
-// known-good matrix still registers); an accepted descriptor satisfies every documented rule;
+// known-good matrix still registers); an accepted descriptor satisfies every documented rule,
+// its struct_size too (at least the first version; no non-zero byte past this library's struct);
 // a rejected step (non-finite lr, NaN gradient with check_finite) writes no parameter; the
 // handle is dead after destroy.
 #include <algorithm>
@@ -67,11 +68,42 @@ float MaybeFuzzFloat(FuzzInput& in, float def) {
   return keep ? def : f;
 }
 
-uint32_t StructSize(FuzzInput& in, uint32_t real) {
+// A caller's struct with room past it for the fields of a newer header than this library's: a
+// struct_size up to sizeof(T) + 16 is backed by memory, as it is for a real newer caller.
+template <typename T>
+struct WithTail {
+  T s;
+  unsigned char tail[16];
+};
+
+// A struct_size choice: this header's size, or any size up to 15 bytes past it (too small,
+// inside a field, older, exact, or newer). With bit 3 of the choice, one byte of the tail (a
+// newer field) is set, which the library must refuse if struct_size covers it.
+template <typename T>
+uint32_t StructSize(FuzzInput& in, WithTail<T>* holder) {
+  std::memset(holder->tail, 0, sizeof(holder->tail));
   const uint8_t sel = in.U8();
-  if (sel % 8 != 0) return real;
-  return in.U32() % (real + 16);  // too small, exact, or larger than this header's struct
+  if (sel % 8 != 0) return sizeof(T);
+  if (sel & 8) holder->tail[(sel >> 4) % sizeof(holder->tail)] = 1;
+  return in.U32() % (sizeof(T) + 16);
 }
+
+// What an accepted struct_size must satisfy (normuon.h, "Versions"): at least the first
+// version's size, and no non-zero byte past this library's struct within it.
+template <typename T>
+bool AcceptableSize(const WithTail<T>& holder, size_t first_version) {
+  const uint32_t size = holder.s.struct_size;
+  if (size < first_version) return false;
+  for (size_t i = 0; i < sizeof(holder.tail) && sizeof(T) + i < size; ++i) {
+    if (holder.tail[i] != 0) return false;
+  }
+  return true;
+}
+
+// Where each struct's first version ended.
+constexpr size_t kConfigV1 = offsetof(normuon_config_t, adamw_weight_decay) + 4;
+constexpr size_t kGroupDescV1 = sizeof(normuon_group_desc_t);
+constexpr size_t kParamDescV1 = offsetof(normuon_param_desc_t, group) + 4;
 
 bool Nonempty(const char* s) { return s != nullptr && s[0] != '\0'; }
 
@@ -100,11 +132,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
   const uint8_t flags = in.U8();
 
-  normuon_config_t cfg;
+  WithTail<normuon_config_t> cfg_holder;
+  std::memset(&cfg_holder, 0, sizeof(cfg_holder));
+  normuon_config_t& cfg = cfg_holder.s;
   normuon_config_init(&cfg);
   std::vector<float> coefficients;  // config.ns_coefficients (read by create only)
   if (flags & 1) {
-    cfg.struct_size = StructSize(in, sizeof(cfg));
+    cfg.struct_size = StructSize(in, &cfg_holder);
     SetRaw(&cfg.backend, (in.U8() & 1) ? EnumBits(in) : 0);
     SetRaw(&cfg.variant, (in.U8() & 1) ? EnumBits(in) : in.U8() % 3);
     SetRaw(&cfg.ns_dtype, (in.U8() & 1) ? EnumBits(in) : in.U8() % 3);
@@ -149,13 +183,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(Nonempty(normuon_last_error(0)));
     return 0;
   }
+  FUZZ_CHECK(AcceptableSize(cfg_holder, kConfigV1));
   FUZZ_CHECK(rt != 0);
 
   int32_t groups = 2;
   if (flags & 2) {
-    normuon_group_desc_t g;
+    WithTail<normuon_group_desc_t> g_holder;
+    std::memset(&g_holder, 0, sizeof(g_holder));
+    normuon_group_desc_t& g = g_holder.s;
     normuon_group_desc_init(&g, (in.U8() & 1) ? NORMUON_GROUP_ADAMW : NORMUON_GROUP_NORMUON);
-    g.struct_size = StructSize(in, sizeof(g));
+    g.struct_size = StructSize(in, &g_holder);
     if (in.U8() & 1) SetRaw(&g.kind, EnumBits(in));
     g.lr = MaybeFuzzFloat(in, g.lr);
     g.weight_decay = MaybeFuzzFloat(in, g.weight_decay);
@@ -166,6 +203,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (normuon_add_group(rt, &g, &id) == NORMUON_SUCCESS) {
       FUZZ_CHECK(id == groups);
       ++groups;
+      FUZZ_CHECK(AcceptableSize(g_holder, kGroupDescV1));
       FUZZ_CHECK(std::isfinite(g.lr) && g.lr >= 0 && std::isfinite(g.weight_decay));
       FUZZ_CHECK(g.beta1 >= 0 && g.beta1 < 1 && g.beta2 >= 0 && g.beta2 < 1);
       FUZZ_CHECK(std::isfinite(g.eps) && g.eps > 0);
@@ -183,9 +221,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int32_t registered = 0;
   for (int i = 0; i < count; ++i) {
     const bool adamw = in.Bool();
-    normuon_param_desc_t d;
+    WithTail<normuon_param_desc_t> d_holder;
+    std::memset(&d_holder, 0, sizeof(d_holder));
+    normuon_param_desc_t& d = d_holder.s;
     normuon_param_desc_init(&d);
-    d.struct_size = StructSize(in, sizeof(d));
+    d.struct_size = StructSize(in, &d_holder);
     const uint8_t name_len = in.U8();
     std::string name;
     if (name_len != 255) {
@@ -237,13 +277,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(id == registered);
       ++registered;
       // What was accepted obeys every documented rule.
-      FUZZ_CHECK(d.struct_size >= sizeof(normuon_param_desc_t));
+      FUZZ_CHECK(AcceptableSize(d_holder, kParamDescV1));
       FUZZ_CHECK(Nonempty(d.name));
       for (const std::string& other : names) FUZZ_CHECK(other != d.name);
       FUZZ_CHECK(d.rows > 0 && d.cols > 0 && d.rows <= kMaxElements / d.cols);
       FUZZ_CHECK(d.row_begin >= 0 && d.row_begin <= d.rows);
       FUZZ_CHECK(d.row_count >= 0 && d.row_count <= d.rows - d.row_begin);
-      FUZZ_CHECK(d.group >= 0 && d.group < groups);
+      FUZZ_CHECK(d.group == -1 || (d.group >= 0 && d.group < groups));  // -1: kind's default
       if (d.row_count > 0) FUZZ_CHECK(d.param != nullptr);
       names.push_back(d.name);
       all_real = all_real && b.real && d.param != nullptr &&

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "base/crc32.h"
 #include "fuzz/fuzz_input.h"
 #include "runtime/checkpoint_format.h"
 #include "normuon/normuon.h"
@@ -54,13 +55,13 @@ uint64_t GetU64(const std::string& b, size_t at) {
 // Rewrites the header CRC and every complete section's CRC (checkpoint_format.h's framing).
 void FixChecksums(std::string* b) {
   if (b->size() < ck::kHeaderBytes) return;
-  PutU32(ck::Crc32(absl::string_view(*b).substr(0, 16)), b, 16);
+  PutU32(normuon::Crc32(absl::string_view(*b).substr(0, 16)), b, 16);
   size_t at = ck::kHeaderBytes;
   while (b->size() - at >= ck::kSectionOverheadBytes) {
     const uint64_t length = GetU64(*b, at + 8);
     if (length > b->size() - at - ck::kSectionOverheadBytes) return;
     const size_t crc_at = at + 16 + static_cast<size_t>(length);
-    PutU32(ck::Crc32(absl::string_view(*b).substr(at, 16 + length)), b, crc_at);
+    PutU32(normuon::Crc32(absl::string_view(*b).substr(at, 16 + length)), b, crc_at);
     at = crc_at + 4;
   }
 }

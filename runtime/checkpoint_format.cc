@@ -6,20 +6,14 @@
 // the file, the section and, where there is one, the parameter and the values seen.
 #include "runtime/checkpoint_format.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <array>
-#include <cerrno>
 #include <cstring>
-#include <system_error>
 #include <unordered_map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/crc32.h"
 #include "base/status_macros.h"
 
 namespace normuon::checkpoint {
@@ -44,25 +38,6 @@ constexpr uint64_t kGroupEntryBytes = 16;
 constexpr uint64_t kRangeBytes = 16;
 
 absl::Status Bad(absl::string_view message) { return absl::InvalidArgumentError(message); }
-
-// A system error as a status: what the caller can fix (a missing or read-only directory, a
-// permission) is InvalidArgument, anything else (EIO, ENOSPC) Internal.
-absl::Status IoError(int err, absl::string_view what) {
-  const std::string message =
-      absl::StrCat(what, ": ", std::error_code(err, std::generic_category()).message());
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-    case EISDIR:
-    case EACCES:
-    case EPERM:
-    case EROFS:
-    case ENAMETOOLONG:
-      return absl::InvalidArgumentError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
 
 uint32_t FloatBits(float f) {
   uint32_t u;
@@ -417,21 +392,6 @@ std::string JoinPath(absl::string_view dir, absl::string_view name) {
   if (dir.empty()) return std::string(name);
   if (dir.back() == '/') return absl::StrCat(dir, name);
   return absl::StrCat(dir, "/", name);
-}
-
-uint32_t Crc32(absl::string_view bytes, uint32_t crc) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = ~crc;
-  for (char ch : bytes) c = table[(c ^ static_cast<unsigned char>(ch)) & 0xffu] ^ (c >> 8);
-  return ~c;
 }
 
 std::string SecondMomentName(uint32_t m) {
@@ -958,87 +918,6 @@ absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_vi
   }
   NORMUON_RETURN_IF_ERROR(ValidateRankFile(f, file));
   return f;
-}
-
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return IoError(errno, absl::StrCat("cannot create '", tmp, "'"));
-  auto fail = [&](int err, absl::string_view what) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return IoError(err, absl::StrCat(what, " '", tmp, "'"));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const size_t chunk = std::min<size_t>(bytes.size() - done, size_t{1} << 30);
-    const ssize_t n = ::write(fd, bytes.data() + done, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(errno, "cannot write");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) return fail(errno, "cannot fsync");
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError(err, absl::StrCat("cannot close '", tmp, "'"));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return IoError(err, absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
-  }
-  // The rename is durable once the directory entry is.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0                ? "/"
-                                                      : path.substr(0, slash);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return IoError(errno, absl::StrCat("cannot open directory '", dir, "'"));
-  if (::fsync(dfd) != 0) {
-    const int err = errno;
-    ::close(dfd);
-    return IoError(err, absl::StrCat("cannot fsync directory '", dir, "'"));
-  }
-  ::close(dfd);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat("'", path, "' does not exist"));
-    return IoError(err, absl::StrCat("cannot open '", path, "'"));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return IoError(err, absl::StrCat("cannot stat '", path, "'"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
-  }
-  std::string out;
-  out.reserve(static_cast<size_t>(st.st_size));
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return IoError(err, absl::StrCat("cannot read '", path, "'"));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
 }
 
 }  // namespace normuon::checkpoint

@@ -1,8 +1,9 @@
 // The on-disk format of optimizer checkpoints (issue 5, "Checkpoints"): one index file per
-// checkpoint and one rank file per rank that saved it. Pure C++: encoding, decoding, validation
-// and file I/O, with no dependency on the runtime, so every corner of the format is unit-tested
-// on its own (tests/checkpoint/checkpoint_format_test.cc). runtime_checkpoint.cc fills these
-// structs from backend memory and applies them back.
+// checkpoint and one rank file per rank that saved it. Pure C++: encoding, decoding and
+// validation, with no dependency on the runtime, so every corner of the format is unit-tested on
+// its own (tests/checkpoint/checkpoint_format_test.cc). runtime_checkpoint.cc fills these
+// structs from backend memory and applies them back, reading and writing the files with
+// base/file_io.h.
 //
 // Format version 1. Every integer is little-endian whatever the host, written and read byte by
 // byte (never a memcpy of a struct); floats are their IEEE-754 binary32 bit patterns written as
@@ -15,7 +16,8 @@
 //   section := tag[4] u32 flags(=0) u64 length payload[length] u32 crc
 //              crc = CRC32 of tag, flags, length and payload (everything but itself)
 //   CRC32 is the IEEE 802.3 / zlib polynomial (reflected 0xEDB88320, init and final xor
-//   0xFFFFFFFF): Python's zlib.crc32 computes the same value.
+//   0xFFFFFFFF), computed by zlib itself (base/crc32.h): Python's zlib.crc32 gives the same
+//   value.
 //
 // Index ("index.nmck"), exactly 3 sections in this order:
 //   "CONF": u64 save_id  u32 world_size  u32 variant  u32 ns_dtype  u32 ns_steps  u32 nesterov
@@ -106,9 +108,6 @@ std::string RankFileName(int64_t rank, int64_t world);
 
 // dir + "/" + name (no "/" added when dir already ends with one).
 std::string JoinPath(absl::string_view dir, absl::string_view name);
-
-// CRC32 (zlib's) of bytes, continuing from crc (the CRC of the bytes before; 0 to start).
-uint32_t Crc32(absl::string_view bytes, uint32_t crc = 0);
 
 enum class ParamKind : uint32_t { kMatrix = 0, kAdamW = 1 };
 enum class GroupKind : uint32_t { kNorMuon = 0, kAdamW = 1 };
@@ -202,14 +201,6 @@ std::string EncodeRankFile(const RankFile& file_contents);
 // Decode and validate (ValidateIndex / ValidateRankFile). `file` names the file in messages.
 absl::StatusOr<Index> DecodeIndex(absl::string_view bytes, absl::string_view file);
 absl::StatusOr<RankFile> DecodeRankFile(absl::string_view bytes, absl::string_view file);
-
-// Writes bytes to path so that path holds either its old contents or all of the new ones: writes
-// path + ".tmp", fsyncs it, renames it over path and fsyncs the directory. Removes the temporary
-// file on failure. Messages name the path and the system error.
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes);
-
-// The whole file. NotFound when it does not exist; other failures name the system error.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 }  // namespace normuon::checkpoint
 

@@ -23,17 +23,6 @@ constexpr std::array<std::array<float, 3>, 5> kPolarExpress = {{
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
 
-// normuon_config_t's fields are 4 bytes, but bucket_bytes and ns_coefficients (8, 8-aligned).
-bool ConfigSizeEndsInsideAField(size_t n) {
-  if (n >= sizeof(normuon_config_t)) return false;
-  if (n % 4 != 0) return true;
-  for (size_t at : {offsetof(normuon_config_t, bucket_bytes),
-                    offsetof(normuon_config_t, ns_coefficients)}) {
-    if (n > at && n < at + 8) return true;
-  }
-  return false;
-}
-
 bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
 
 bool FiniteNonNegative(float x) { return std::isfinite(x) && x >= 0.0f; }
@@ -71,21 +60,8 @@ absl::Status ValidateLrAndWeightDecay(float lr, float weight_decay) {
 
 absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const Communicator& comm_ref) {
   const Communicator* comm = &comm_ref;
-  if (in.struct_size < sizeof(uint32_t) * 2) {
-    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
-                                ": fill the config with normuon_config_init"));
-  }
-  // Accept an older, shorter struct: missing trailing fields keep their defaults. It must end on
-  // a field boundary: a size inside a field would copy part of it (a pointer's low bytes).
-  if (ConfigSizeEndsInsideAField(in.struct_size)) {
-    return Invalid(absl::StrCat("config.struct_size = ", in.struct_size,
-                                " ends inside a field of normuon_config_t (", sizeof(normuon_config_t),
-                                " bytes): fill the config with normuon_config_init"));
-  }
-  normuon_config_t c;
-  normuon_config_init(&c);
-  std::memcpy(&c, &in, std::min<size_t>(in.struct_size, sizeof(c)));
-  c.struct_size = sizeof(c);
+  // The C edge copied the caller's struct of any version into a whole one (base/versioned_struct.h).
+  normuon_config_t c = in;
   if (c.api_version == 0 || c.api_version > NORMUON_API_VERSION) {
     return Invalid(absl::StrCat("config.api_version = ", c.api_version, ", this library has ",
                                 NORMUON_API_VERSION));
@@ -237,10 +213,6 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
 absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_desc_t& d,
                                             const std::vector<normuon_group_kind_t>& group_kinds) {
   const char* what = kind == ParamKind::kMatrix ? "register_matrix" : "register_adamw";
-  if (d.struct_size < sizeof(normuon_param_desc_t)) {
-    return Invalid(absl::StrCat("desc.struct_size = ", d.struct_size,
-                                ": fill it with normuon_param_desc_init"));
-  }
   if (d.name == nullptr || d.name[0] == '\0') return Invalid("desc.name is null or empty");
   const std::string name(d.name);
   const std::string who = absl::StrCat("parameter '", name, "'");

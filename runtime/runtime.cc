@@ -69,10 +69,6 @@ Runtime::~Runtime() {
 
 absl::StatusOr<int32_t> Runtime::AddGroup(const normuon_group_desc_t& desc) {
   if (finalized_) return absl::FailedPreconditionError("add_group after finalize");
-  if (desc.struct_size < sizeof(normuon_group_desc_t)) {
-    return Invalid(absl::StrCat("group.struct_size = ", desc.struct_size,
-                                ": fill it with normuon_group_desc_init"));
-  }
   NORMUON_RETURN_IF_ERROR(ValidateGroup(desc, "group"));
   groups_.push_back(Group{desc});
   return static_cast<int32_t>(groups_.size() - 1);

@@ -26,24 +26,21 @@
 // its rows overlap this rank's), so every rank loads the same bits. Its length must be the
 // SecondMomentCount of this runtime (row blocks x cols): a checkpoint saved under other
 // row_splits is refused.
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <new>
 #include <random>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
 #include "runtime/checkpoint_format.h"
 #include "runtime/runtime.h"
-#include "base/status_macros.h"
 
 namespace normuon {
 namespace {
@@ -107,30 +104,23 @@ absl::Status Agree(HostAllGather all_gather, int world, const absl::Status& mine
                                    ": ", message, consequence));
 }
 
-absl::Status CheckDirectory(const std::string& dir) {
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint directory '", dir,
-                     "': ", std::error_code(errno, std::generic_category()).message()));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", dir, "' is not a directory"));
-  }
-  return absl::OkStatus();
+// base/file_io's checks, with the checkpoint's words in the message.
+absl::Status CheckCheckpointDirectory(const std::string& dir) {
+  const absl::Status s = CheckDirectory(dir);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("checkpoint directory ", s.message()));
 }
 
-absl::Status RemoveIfPresent(const std::string& path) {
-  if (::unlink(path.c_str()) == 0 || errno == ENOENT) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("cannot remove the old index '", path,
-                   "': ", std::error_code(errno, std::generic_category()).message()));
+absl::Status RemoveOldIndex(const std::string& path) {
+  const absl::Status s = RemoveFileIfPresent(path);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("the old index: ", s.message()));
 }
 
 // ReadWholeFile, with a missing file as InvalidArgument (NotFound means a bad handle at the C
 // edge).
 absl::StatusOr<std::string> ReadCheckpointFile(const std::string& path, absl::string_view what) {
-  absl::StatusOr<std::string> bytes = ck::ReadWholeFile(path);
+  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
   if (bytes.ok()) return bytes;
   if (absl::IsNotFound(bytes.status())) {
     return absl::InvalidArgumentError(
@@ -211,7 +201,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   const int32_t np = static_cast<int32_t>(params_.size());
   const uint32_t second_kind = SecondMomentLayout(config_);
 
-  absl::Status local = CheckDirectory(dir);
+  absl::Status local = CheckCheckpointDirectory(dir);
 
   // Rank 0's save id and every rank's rows of every parameter (the index lists them all).
   const size_t per_rank = 1 + 2 * static_cast<size_t>(np);
@@ -229,7 +219,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   const uint64_t save_id = static_cast<uint64_t>(all[0]);
   // The index is the commit record, written last; the old one goes first, so that a save that
   // stops part-way leaves no index rather than one that names other rank files.
-  if (local.ok() && rank_ == 0) local = RemoveIfPresent(ck::JoinPath(dir, ck::kIndexFileName));
+  if (local.ok() && rank_ == 0) local = RemoveOldIndex(ck::JoinPath(dir, ck::kIndexFileName));
 
   std::vector<int64_t> adamw_steps(adamw_.size());
   StepControl control{};
@@ -274,7 +264,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       std::string bytes = ck::EncodeRankFile(f);
       f.shards.clear();
       f.shards.shrink_to_fit();
-      return ck::WriteFileAtomically(path, bytes);
+      return WriteFileAtomically(path, bytes);
     });
   }
   NORMUON_RETURN_IF_ERROR(Agree(host_all_gather, world_, local, what, "; no index was written"));
@@ -316,7 +306,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       }
       const std::string path = ck::JoinPath(dir, ck::kIndexFileName);
       NORMUON_RETURN_IF_ERROR(ck::ValidateIndex(x, path));
-      return ck::WriteFileAtomically(path, ck::EncodeIndex(x));
+      return WriteFileAtomically(path, ck::EncodeIndex(x));
     });
   }
   return Agree(host_all_gather, world_, local, what, "; the rank files are written but the index is not");

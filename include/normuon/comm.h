@@ -11,11 +11,14 @@
  * The library also provides an in-process group: N ranks as N threads of one process, on host
  * buffers, used by tests, demos and CPU benchmarks, with fault injection.
  *
- * Handles follow normuon.h: opaque 64-bit ids with a generation count; 0 is never a live
- * communicator (normuon_create(config, 0, ...) means "single rank, no communicator"); a
- * destroyed handle is reported as NORMUON_ERROR_INVALID_HANDLE, not dereferenced. A handle may
- * be destroyed while a runtime still uses it: the runtime keeps the communicator alive and it is
- * torn down when the last user lets go.
+ * The conventions of normuon.h hold here too ([in]/[out] pointers, ownership, versioned
+ * structs, statuses; docs/ARCHITECTURE.md section 7). Handles follow normuon.h: opaque 64-bit
+ * ids with a generation count; 0 is never a live communicator (normuon_create(config, 0, ...)
+ * means "single rank, no communicator"); a destroyed handle, or a runtime handle, is reported
+ * as NORMUON_ERROR_INVALID_HANDLE, not dereferenced. A handle may be destroyed while a runtime
+ * still uses it: the runtime keeps the communicator alive and it is torn down when the last
+ * user lets go. The functions below may be called from any thread; none of them takes a
+ * stream (the runtime passes its step's stream to the collectives).
  *
  * Failure is a state (DESIGN.md section 6, "Blocking"): every blocking wait has a timeout that
  * becomes NORMUON_ERROR_TIMEOUT, never a hang; a failed collective leaves the communicator failed
@@ -47,6 +50,8 @@ typedef struct normuon_p2p {
 
 /* A communicator supplied by the caller, one per rank. Fill it with normuon_comm_ops_init, then
  * set the fields. normuon_comm_create_custom copies the struct; the caller may free it after.
+ * Versions: the first ended after last_error (72 bytes on 64-bit platforms); device_memory came
+ * later (an older caller's communicator is a host communicator).
  *
  * Calling rules, for every function below:
  * - The runtime calls exchange, all_reduce_sum_f32 and all_gather from one thread at a time per
@@ -123,19 +128,24 @@ typedef struct normuon_comm_ops {
   int32_t device_memory;
 } normuon_comm_ops_t;
 
-/* Zeroes *ops and sets struct_size, rank 0 and world_size 1. */
+/* [out] ops: zeroed, struct_size = this library's size, rank 0, world_size 1. NULL: does
+ * nothing. Returns nothing; never blocks. */
 NORMUON_API void normuon_comm_ops_init(normuon_comm_ops_t* ops);
 
-/* Wraps caller-supplied operations as a communicator. Copies *ops; on success writes *out and
- * takes over ops->ctx (see destroy). Fails with NORMUON_ERROR_INVALID_ARGUMENT naming the field
- * when struct_size is too small, rank or world_size is out of range, or a required function
- * pointer is NULL; nothing is taken over then. */
+/* Wraps caller-supplied operations as a communicator. [in] ops: copied (the versioned copy of
+ * normuon.h, "Versioned structs"); the function pointers must stay callable, and ctx valid,
+ * until the communicator is torn down. [out] out: the new handle. On success takes over ops->ctx
+ * (see destroy). Fails with NORMUON_ERROR_INVALID_ARGUMENT naming the field when struct_size is
+ * not a valid size, rank or world_size is out of range, device_memory is not 0 or 1, or a
+ * required function pointer is NULL; nothing is taken over then (ops->destroy is never called
+ * by a create that fails). Calls none of the functions; never blocks. */
 NORMUON_API normuon_status_t normuon_comm_create_custom(const normuon_comm_ops_t* ops,
                                                         normuon_comm_t* out);
 
-/* Creates world_size communicators that form one in-process group: rank r's handle is written
- * to out[r] (out holds world_size handles). Each rank is driven by its own thread, on host
- * buffers (stream is ignored). Every collective is a rendezvous: a call returns when all ranks
+/* Creates world_size communicators that form one in-process group: [out] out holds world_size
+ * handles, rank r's written to out[r] (all of them on success, none on failure); destroy each
+ * with normuon_comm_destroy. Each rank is driven by its own thread, on host buffers (stream is
+ * ignored). Creation never blocks. Every collective is a rendezvous: a call returns when all ranks
  * have called the same collective, or after timeout_seconds (finite, > 0, <= 1e7) with
  * NORMUON_ERROR_TIMEOUT naming the ranks that did not arrive. Transfers are checked across ranks
  * before anything is copied: a mismatch (byte counts, collective kind, counts) fails the
@@ -171,29 +181,33 @@ NORMUON_API normuon_status_t normuon_comm_create_inprocess_group_ex(int32_t worl
                                                                    normuon_comm_t* out);
 
 /* Releases the handle. The communicator is torn down when no runtime uses it any more (custom:
- * ops.destroy(ctx); in-process: the group fails for the other ranks, as a dead peer would).
+ * ops.destroy(ctx), on the thread that lets go of it last: this one or normuon_destroy's;
+ * in-process: the group fails for the other ranks, as a dead peer would; NCCL: as
+ * normuon_comm_create_nccl and normuon_comm_wrap_nccl say). Custom and in-process: does not
+ * wait on peers; an owned NCCL communicator's finalize may wait, at most its timeout_seconds.
  * A second destroy returns NORMUON_ERROR_INVALID_HANDLE. */
 NORMUON_API normuon_status_t normuon_comm_destroy(normuon_comm_t comm);
 
-/* This rank and the group's size. */
+/* This rank and the group's size: [out] rank, [out] world_size. Never block. */
 NORMUON_API normuon_status_t normuon_comm_rank(normuon_comm_t comm, int32_t* rank);
 NORMUON_API normuon_status_t normuon_comm_world_size(normuon_comm_t comm, int32_t* world_size);
 
 /* Tears the communicator down without waiting on peers; safe from any thread, also while a
  * collective is in flight on another thread. In-process group: fails the group, so that every
  * rank's pending and later collectives return NORMUON_ERROR_COMM at once. Custom: calls
- * ops.abort. Aborting twice is not an error. */
+ * ops.abort on the calling thread. Does not wait on peers. Aborting twice is not an error. */
 NORMUON_API normuon_status_t normuon_comm_abort(normuon_comm_t comm);
 
-/* The asynchronous error state (ncclCommGetAsyncError): *error = NORMUON_SUCCESS while the
- * communicator is usable, otherwise the status of the failure that ended it (its message then
- * is normuon_comm_last_error(comm)). Does not wait. */
+/* The asynchronous error state (ncclCommGetAsyncError): [out] error = NORMUON_SUCCESS while
+ * the communicator is usable, otherwise the status of the failure that ended it (its message
+ * then is normuon_comm_last_error(comm)). Does not wait. */
 NORMUON_API normuon_status_t normuon_comm_get_async_error(normuon_comm_t comm,
                                                           normuon_status_t* error);
 
-/* The message of the last failed call on comm through this header ("" if none). Valid until
- * the next call on comm. normuon_comm_last_error(0) (or any handle that is not live) gives the
- * message of the last failed create or handle lookup on this thread. Never NULL. */
+/* The message of the last failed call on comm through this header ("" if none): a string owned
+ * by the handle, valid until the next call on comm (normuon_comm_destroy included).
+ * normuon_comm_last_error(0) (or any handle that is not live) gives the message of the last
+ * failed create or handle lookup on this thread. Never NULL; never blocks. */
 NORMUON_API const char* normuon_comm_last_error(normuon_comm_t comm);
 
 /* Faults for tests, in-process groups only. Collectives of a rank are numbered from 0 in the
@@ -217,7 +231,7 @@ typedef enum normuon_fault {
 
 /* Arms one fault on this rank of an in-process group (replacing a pending one; fires once).
  * at_call >= the rank's next collective number. NORMUON_ERROR_UNSUPPORTED for other kinds of
- * communicator. */
+ * communicator. No pointers; never blocks. */
 NORMUON_API normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, normuon_fault_t fault,
                                                        int64_t at_call);
 
@@ -246,9 +260,11 @@ NORMUON_API normuon_status_t normuon_comm_inject_fault(normuon_comm_t comm, norm
 /* Bytes of an NCCL unique id (ncclUniqueId). */
 #define NORMUON_NCCL_UNIQUE_ID_BYTES 128
 
-/* Writes a new NCCL unique id (ncclGetUniqueId) to id_out, which holds
- * NORMUON_NCCL_UNIQUE_ID_BYTES bytes. Call it on one rank and send the bytes to every rank over
- * the trainer's own channel (torch.distributed broadcast, MPI, a file); they are opaque.
+/* Writes a new NCCL unique id (ncclGetUniqueId) to [out] id_out, which holds
+ * NORMUON_NCCL_UNIQUE_ID_BYTES bytes (the caller's memory, written on success only). May block
+ * while NCCL sets up its bootstrap (network interfaces). Call it on one rank and send the bytes
+ * to every rank over the trainer's own channel (torch.distributed broadcast, MPI, a file); they
+ * are opaque.
  * NORMUON_ERROR_UNSUPPORTED when NCCL cannot be loaded or is too old (the message names what
  * was tried, the version found and its path); NORMUON_ERROR_COMM when NCCL fails. */
 NORMUON_API normuon_status_t normuon_nccl_get_unique_id(void* id_out);
@@ -256,23 +272,25 @@ NORMUON_API normuon_status_t normuon_nccl_get_unique_id(void* id_out);
 /* Creates this process's rank of a new NCCL communicator of world_size ranks, owned by normuon:
  * normuon_comm_destroy finalizes and destroys it (ncclCommFinalize, ncclCommDestroy; or
  * ncclCommAbort if it failed or its finalize does not finish within timeout_seconds).
- * Collective: every rank calls it with the same unique_id (NORMUON_NCCL_UNIQUE_ID_BYTES bytes
- * from normuon_nccl_get_unique_id) and world_size, each from its own process or thread; the call
- * returns when all have joined. device: the CUDA device of this rank, made current for the call
- * and restored after (-1: the device current on the calling thread). timeout_seconds (finite,
- * > 0, <= 1e7) bounds the creation and each later collective.
+ * Collective: every rank calls it with the same [in] unique_id (NORMUON_NCCL_UNIQUE_ID_BYTES
+ * bytes from normuon_nccl_get_unique_id, read during the call only) and world_size, each from
+ * its own process or thread; the call returns when all have joined. device: the CUDA device of
+ * this rank, made current for the call and restored after (-1: the device current on the
+ * calling thread). timeout_seconds (finite, > 0, <= 1e7) bounds the creation and each later
+ * collective.
  * Errors: NORMUON_ERROR_INVALID_ARGUMENT (NULL pointers, rank not in [0, world_size), device
  * < -1, bad timeout), NORMUON_ERROR_UNSUPPORTED (no usable NCCL; CPU-only build),
  * NORMUON_ERROR_CUDA (the device could not be made current), NORMUON_ERROR_TIMEOUT (not every
- * rank joined in time; nothing is left behind), NORMUON_ERROR_COMM (NCCL failed). *out is
+ * rank joined in time; nothing is left behind), NORMUON_ERROR_COMM (NCCL failed). [out] out is
  * written only on success. */
 NORMUON_API normuon_status_t normuon_comm_create_nccl(const void* unique_id, int32_t rank,
                                                       int32_t world_size, int32_t device,
                                                       double timeout_seconds,
                                                       normuon_comm_t* out);
 
-/* Wraps the caller's ncclComm_t (passed as void*), which must come from the same NCCL library
- * normuon uses (the one already loaded in the process: see above). Rank and world size are
+/* Wraps the caller's ncclComm_t ([in] nccl_comm, passed as void*; borrowed, see below), which
+ * must come from the same NCCL library normuon uses (the one already loaded in the process: see
+ * above). [out] out: the new handle. Rank and world size are
  * read from it. The communicator stays the caller's: normuon_comm_destroy releases only the
  * handle, never the ncclComm_t, and normuon_comm_abort only stops normuon's use of it.
  * One exception: when a collective of normuon's times out (NORMUON_ERROR_TIMEOUT), normuon

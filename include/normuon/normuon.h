@@ -6,14 +6,52 @@
  * pointers (host memory for the CPU backend, device memory for the CUDA backend), shard
  * metadata and a stream; the runtime updates the parameters in place.
  *
- * Conventions, for every function below:
- * - Every call returns a normuon_status_t. On failure nothing the call was meant to change has
- *   changed, and normuon_last_error(rt) returns a message naming the field, the parameter and
- *   the value seen (per handle; thread-safe for calls on different handles).
+ * Conventions, for every function below (docs/ARCHITECTURE.md section 7):
+ * - Status: every call returns a normuon_status_t (except the few that return a value and say
+ *   so). On failure nothing the call was meant to change has changed, [out] arguments included,
+ *   and normuon_last_error(rt) returns a message naming the field, the parameter and the value
+ *   seen (per handle; thread-safe for calls on different handles).
+ * - Pointers are marked [in] (read during the call only, unless the function says it keeps
+ *   something), [out] (written only when the call succeeds) or [in,out]. NULL is an error
+ *   (NORMUON_ERROR_INVALID_ARGUMENT naming the argument) unless the function says it may be NULL.
+ * - Ownership and lifetime: the library never frees and never keeps a caller's pointer past the
+ *   call, with one exception: the parameter and gradient buffers of normuon_register_matrix,
+ *   normuon_register_adamw and normuon_bind, which the runtime reads and writes until they are
+ *   rebound or the runtime is destroyed (the caller keeps them valid that long). What it needs
+ *   later (names, row splits, coefficients) it copies. Handles are the library's and freed by
+ *   their destroy function; strings it returns are its own (see each function for how long
+ *   they stay valid).
  * - Handles are opaque 64-bit ids with a generation count: 0 is never valid, and a destroyed
- *   handle is reported as NORMUON_ERROR_INVALID_HANDLE, not dereferenced.
- * - Structs carry their own size (struct_size) so a newer library accepts an older caller's
- *   struct; fill them with the *_init functions (or the *_INIT macros) before setting fields.
+ *   handle, or a handle of the other kind (a communicator passed as a runtime), is reported as
+ *   NORMUON_ERROR_INVALID_HANDLE, not dereferenced.
+ * - Threads: calls on one runtime are serialized (a call waits until another thread's call on
+ *   the same handle returns); calls on different runtimes run in parallel.
+ * - Blocking: on the CPU backend a call does all its work before it returns. On the CUDA
+ *   backend normuon_grad_ready and normuon_step queue device work on the caller's stream and
+ *   return without waiting for it; the calls that read or overwrite what a step computes
+ *   (normuon_step_result, normuon_last_step_profile, normuon_last_step_trace, normuon_get_state,
+ *   normuon_set_state, the checkpoint calls) first wait for the last step to complete.
+ *   Collective calls (normuon_finalize, normuon_step, normuon_step_cancel, the checkpoint calls)
+ *   wait for the other ranks, at most for the communicator's timeout (NORMUON_ERROR_TIMEOUT):
+ *   no call waits forever (except on a device kernel that never ends: see normuon/comm.h).
+ * - Streams: a `stream` argument is a cudaStream_t for the CUDA backend (NULL = the legacy
+ *   default stream) and is ignored on CPU. One stream per step: every normuon_grad_ready and the
+ *   normuon_step of one step must pass the same stream (another one is
+ *   NORMUON_ERROR_INVALID_ARGUMENT naming the stream). Calls without a stream argument do their
+ *   device work synchronously, after the last step.
+ * - Versioned structs: every struct with a struct_size field carries the size the caller's
+ *   header gave it. Fill it with its *_init function (struct_size = this library's size, the
+ *   documented defaults) before setting fields. Each struct's comment says where its first
+ *   version ended; fields were only ever appended after it, and a field added later means "as
+ *   before the field existed" when it is 0. Accepted sizes:
+ *     - any version's size from the first on (an older caller): an input struct's fields past
+ *       struct_size keep the *_init defaults; an output struct is written up to struct_size.
+ *     - a larger size, from a newer header (up to 4096 bytes): an input struct is accepted when
+ *       every byte past this library's struct is 0 and refused otherwise (it sets something
+ *       this library does not have); an output struct is written up to this library's size and
+ *       the bytes past it are left as they are.
+ *   Refused, NORMUON_ERROR_INVALID_ARGUMENT naming <argument>.struct_size: a size below the
+ *   first version, a size that ends inside a field, a size above 4096.
  * - Matrices are row-major, rows = output neurons. A rank holds the contiguous rows
  *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding).
  * - Pure C99: usable from C, C++, Python ctypes, Rust.
@@ -56,13 +94,17 @@ typedef enum normuon_status {
   NORMUON_STATUS_MAX_ENUM = 0x7fffffff
 } normuon_status_t;
 
-/* A short constant name for a status ("NORMUON_ERROR_INVALID_ARGUMENT"). Never NULL. */
+/* A short constant name for a status ("NORMUON_ERROR_INVALID_ARGUMENT"); for a value outside the
+ * enum, "NORMUON_ERROR_UNKNOWN_STATUS". Returns a static string (never NULL, never freed). Any
+ * thread, never blocks. */
 NORMUON_API const char* normuon_status_string(normuon_status_t status);
 
-/* The library's version (major * 10000 + minor * 100 + patch); compare with the header's. */
+/* The library's version (major * 10000 + minor * 100 + patch); compare with the header's. Any
+ * thread, never blocks. */
 NORMUON_API int normuon_version(void);
 
-/* True (1) when this build has the CUDA backend, 0 for a CPU-only build. */
+/* True (1) when this build has the CUDA backend, 0 for a CPU-only build. Any thread, never
+ * blocks. */
 NORMUON_API int normuon_has_cuda(void);
 
 typedef uint64_t normuon_runtime_t; /* 0 = none */
@@ -164,6 +206,8 @@ typedef enum normuon_orthogonalizer {
   NORMUON_ORTHOGONALIZER_MAX_ENUM = 0x7fffffff
 } normuon_orthogonalizer_t;
 
+/* Versions: the first ended after adamw_weight_decay (80 bytes on 64-bit platforms);
+ * owner_policy through cuda_graph came later. */
 typedef struct normuon_config {
   uint32_t struct_size; /* sizeof(normuon_config_t) as the caller compiled it */
   uint32_t api_version; /* NORMUON_API_VERSION */
@@ -212,7 +256,8 @@ typedef struct normuon_config {
                          failing call's status) and the next step captures again. */
 } normuon_config_t;
 
-/* Fills *config with the reference defaults listed above. */
+/* [out] config: filled with the reference defaults listed above and struct_size = this
+ * library's size. NULL: does nothing. Returns nothing; any thread, never blocks. */
 NORMUON_API void normuon_config_init(normuon_config_t* config);
 
 /* The two groups every runtime starts with. */
@@ -226,7 +271,8 @@ typedef enum normuon_group_kind {
   NORMUON_GROUP_KIND_MAX_ENUM = 0x7fffffff
 } normuon_group_kind_t;
 
-/* Hyper-parameters of one group. lr and weight_decay may change before any step. */
+/* Hyper-parameters of one group. lr and weight_decay may change before any step.
+ * Versions: one so far (the first is the whole struct, 28 bytes). */
 typedef struct normuon_group_desc {
   uint32_t struct_size;
   normuon_group_kind_t kind;
@@ -237,11 +283,16 @@ typedef struct normuon_group_desc {
   float eps;
 } normuon_group_desc_t;
 
+/* [out] desc: the defaults of a group of `kind` (NORMUON: lr 0.02, beta1 0.95, beta2 0.95,
+ * eps 1e-10; ADAMW: lr 3e-4, beta1 0.9, beta2 0.95, eps 1e-10; weight_decay 0) and struct_size.
+ * NULL: does nothing. Returns nothing; any thread, never blocks. */
 NORMUON_API void normuon_group_desc_init(normuon_group_desc_t* desc, normuon_group_kind_t kind);
 
 /* One parameter shard. For matrices, rows x cols is the global shape; AdamW parameters use the
  * same descriptor (a 1-D parameter of N elements is rows = N, cols = 1). A rank with no rows of
- * the parameter passes row_count = 0 and may pass NULL pointers. */
+ * the parameter passes row_count = 0 and may pass NULL pointers.
+ * Versions: the first ended after group (80 bytes on 64-bit platforms); row_splits and
+ * num_row_splits came later. */
 typedef struct normuon_param_desc {
   uint32_t struct_size;
   const char* name;          /* unique, non-empty; copied */
@@ -253,7 +304,11 @@ typedef struct normuon_param_desc {
   normuon_dtype_t param_dtype;
   const void* grad;          /* row_count x cols, grad_dtype; NULL = no gradient this step */
   normuon_dtype_t grad_dtype;
-  normuon_group_t group;     /* NORMUON_GROUP_MATRIX_DEFAULT, NORMUON_GROUP_ADAMW_DEFAULT or added */
+  normuon_group_t group;     /* NORMUON_GROUP_MATRIX_DEFAULT, NORMUON_GROUP_ADAMW_DEFAULT, a
+                                group from normuon_add_group, or -1 (normuon_param_desc_init's
+                                default): the default group of the parameter's kind (matrix
+                                group 0 for normuon_register_matrix, AdamW group 1 for
+                                normuon_register_adamw). The group's kind must match. */
   /* Matrices only, optional: the parameter is num_row_splits blocks of consecutive rows, of
    * row_splits[i] rows each (summing to rows), each orthogonalized and normalized as if it were
    * its own matrix: a fused QKV projection under grouped-query attention (q, k, v rows), or an
@@ -263,45 +318,64 @@ typedef struct normuon_param_desc {
   int32_t num_row_splits;
 } normuon_param_desc_t;
 
+/* [out] desc: zeroes it and sets struct_size, param_dtype = grad_dtype = NORMUON_DTYPE_FP32 and
+ * group = -1 (the default group of the parameter's kind); name, shape, rows and pointers are
+ * the caller's to set. NULL: does nothing. Returns nothing; any thread, never blocks. */
 NORMUON_API void normuon_param_desc_init(normuon_param_desc_t* desc);
 
-/* Creates a runtime. comm: 0 for a single rank, or a communicator from normuon/comm.h (one per
- * rank; the runtime keeps a reference, so the caller may destroy its handle afterwards). With a
- * communicator of world size > 1 every rank creates its own runtime, registers the same
- * parameters in the same order with its own rows, and calls finalize and step collectively.
+/* Creates a runtime.
+ * [in] config: copied (ns_coefficients included); the caller may free it on return.
+ * comm: 0 for a single rank, or a communicator from normuon/comm.h (one per rank; the runtime
+ * keeps a reference, so the caller may destroy its handle afterwards). With a communicator of
+ * world size > 1 every rank creates its own runtime, registers the same parameters in the same
+ * order with its own rows, and calls finalize and step collectively.
+ * [out] out: the new runtime's handle; release it with normuon_destroy.
  * The backend and the communicator must agree on memory: the CPU backend takes host
  * communicators only; the CUDA backend at world size > 1 takes device communicators only (NCCL,
  * normuon_comm_create_inprocess_group_ex with NORMUON_COMM_MEMORY_DEVICE, custom ops with
  * device_memory = 1); any other pair is NORMUON_ERROR_INVALID_ARGUMENT.
- * Reads *config; writes *out on success. */
+ * Not collective; blocks only to set up the backend (CUDA: the device context). A failure's
+ * message is normuon_last_error(0) on this thread. */
 NORMUON_API normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
                                             normuon_runtime_t* out);
 
-/* Destroys the runtime and frees everything it allocated (never the caller's buffers).
- * A second destroy returns NORMUON_ERROR_INVALID_HANDLE. */
+/* Destroys the runtime and frees everything it allocated (never the caller's buffers): waits
+ * for a call in flight on another thread, for the pipeline's threads, and on CUDA for the last
+ * step's device work. A step begun by normuon_grad_ready and never finished is abandoned on this
+ * rank only (the other ranks' collectives then time out: use normuon_step_cancel first).
+ * A second destroy returns NORMUON_ERROR_INVALID_HANDLE. Not collective. */
 NORMUON_API normuon_status_t normuon_destroy(normuon_runtime_t rt);
 
-/* The message of the last failed call on rt ("" if none). Valid until the next call on rt.
- * normuon_last_error(0) gives the message of the last failed create or handle lookup on this
- * thread. */
+/* The message of the last failed call on rt ("" if none): a string owned by the runtime, valid
+ * until the next call on rt (normuon_destroy included). normuon_last_error(0), or a handle that
+ * is not live, gives the message of the last failed create or handle lookup on this thread.
+ * Never NULL; never blocks. */
 NORMUON_API const char* normuon_last_error(normuon_runtime_t rt);
 
-/* Adds a hyper-parameter group; before finalize only. */
+/* Adds a hyper-parameter group; before finalize only (NORMUON_ERROR_INVALID_STATE after).
+ * [in] desc: copied. [out] out: the new group's index (2, 3, ...). Not collective, but every
+ * rank must add the same groups in the same order. Never blocks. */
 NORMUON_API normuon_status_t normuon_add_group(normuon_runtime_t rt,
                                                const normuon_group_desc_t* desc,
                                                normuon_group_t* out);
 
 /* Changes a group's lr and weight decay for the following steps (any time; a learning-rate
- * scheduler calls it before each step). */
+ * scheduler calls it before each step). No pointers; never blocks; not collective (every rank
+ * should set the same values). */
 NORMUON_API normuon_status_t normuon_set_group_lr(normuon_runtime_t rt, normuon_group_t group,
                                                   float lr, float weight_decay);
 
-/* Registers a matrix for the NorMuon update (group of kind NORMUON). Before finalize only. */
+/* Registers a matrix for the NorMuon update (group of kind NORMUON). Before finalize only.
+ * [in] desc: copied (name and row_splits included); desc->param and desc->grad are kept: the
+ * runtime reads the gradient and writes the parameter in every step until normuon_bind points
+ * it elsewhere or the runtime is destroyed. [out] out: the parameter's index, in registration
+ * order. Not collective (finalize checks that every rank registered the same); never blocks. */
 NORMUON_API normuon_status_t normuon_register_matrix(normuon_runtime_t rt,
                                                      const normuon_param_desc_t* desc,
                                                      normuon_param_t* out);
 
-/* Registers a parameter for AdamW (group of kind ADAMW). Before finalize only. */
+/* Registers a parameter for AdamW (group of kind ADAMW). Before finalize only. Pointers, kept
+ * buffers and blocking as normuon_register_matrix. */
 NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
                                                     const normuon_param_desc_t* desc,
                                                     normuon_param_t* out);
@@ -310,31 +384,45 @@ NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
  * and nothing can be registered. Collective: checks (one all-gather of metadata) that every rank
  * registered the same parameters, with the same shapes, in the same order, and that their row
  * ranges cover each parameter exactly; otherwise fails on every rank with the same message
- * naming the first mismatch. */
+ * naming the first mismatch. Blocks until every rank has arrived (the communicator's timeout
+ * bounds it) and, on CUDA, until the state is allocated and zeroed. No stream: the runtime's
+ * set-up work is synchronous. */
 NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
 
-/* The memory query. After finalize: the bytes of optimizer state and step buffers the runtime
- * allocated (backend scratch such as the cuBLAS workspace excluded). Before finalize: an upper
- * bound for what is registered so far, as if this rank owned (orthogonalized) every matrix. */
+/* The memory query. [out] bytes. After finalize: the bytes of optimizer state and step buffers
+ * the runtime allocated (backend scratch such as the cuBLAS workspace excluded). Before
+ * finalize: an upper bound for what is registered so far, as if this rank owned
+ * (orthogonalized) every matrix. Never blocks; not collective. */
 NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint64_t* bytes);
 
-/* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward). grad may
- * be NULL: that parameter gets a zero gradient and no weight decay this step, as the official
- * implementation does. Between steps, or inside a step begun by normuon_grad_ready for every
- * parameter not marked ready yet (a matrix marked ready is in use until step returns).
+/* Points a parameter at new buffers (FSDP hands a new gradient tensor each backward).
+ * [in,out] param_ptr (may be NULL when this rank holds no rows) and [in] grad_ptr (may be
+ * NULL: that parameter gets a zero gradient and no weight decay this step, as the official
+ * implementation does) are kept, as in normuon_register_matrix. The runtime no longer touches
+ * the previous ones once the call returns, except through work already queued on the device
+ * (CUDA): keep them valid until that step completes (normuon_step_result). Between steps, or
+ * inside a step begun by normuon_grad_ready for every parameter not marked ready yet (a matrix
+ * marked ready is in use until step returns).
+ * Never blocks; not collective.
  * With config.cuda_graph = 1, a bind that changes a pointer discards the captured graph (it holds
  * the old pointers); the next step captures again. Binding the same pointers keeps it. */
 NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param,
                                           void* param_ptr, const void* grad_ptr);
 
-/* One optimizer step over every registered parameter.
+/* One optimizer step over every registered parameter. Collective: every rank calls it for
+ * every step.
  * lr, weight_decay: set group 0 (the default NorMuon group) for this and later steps; pass a
  * negative value to keep the group's current value. Other groups use normuon_set_group_lr.
  * stream: a cudaStream_t for the CUDA backend (NULL = the legacy default stream); ignored on CPU.
- * Reads every gradient, writes every parameter and the optimizer state. On CUDA the work is
- * queued on stream and the call returns without waiting; device-side outcomes (a step skipped
- * for non-finite gradients) come from normuon_step_result. On CPU the step is done on return and
- * a skipped step returns NORMUON_ERROR_NONFINITE with the parameter's name.
+ * In a step begun by normuon_grad_ready it must be the stream those calls passed
+ * (NORMUON_ERROR_INVALID_ARGUMENT naming the stream otherwise; nothing changes).
+ * Reads every bound gradient, writes every parameter and the optimizer state (the buffers
+ * registered or bound; no pointer arguments). On CUDA the work is queued on stream and the call
+ * returns without waiting for it (on the host it waits only for NCCL to accept the collectives
+ * it issues); device-side outcomes (a step skipped for non-finite gradients or a failed
+ * collective) come from normuon_step_result. On CPU the step is done on return, blocking on the
+ * other ranks within the communicator's timeout, and a skipped step returns
+ * NORMUON_ERROR_NONFINITE with the parameter's name.
  * With config.cuda_graph = 1 the step is captured once and replayed (see normuon_config_t);
  * stream must not be NULL then (NORMUON_ERROR_INVALID_ARGUMENT). */
 NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay,
@@ -346,39 +434,68 @@ NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float 
  * registration order), so a ready bucket waits for its predecessors. step then does whatever was
  * not started, and the lr- and wd-dependent commit. Calling step without any grad_ready does
  * everything, as before; results are identical (bitwise on CPU) for every arrival order.
- * Early start happens on the CPU backend with the per-matrix or bucketed schedule (worker
- * threads); otherwise the calls are checked and recorded and the work waits for step.
+ * The first grad_ready after a step (or after finalize) begins a step; normuon_step finishes it
+ * and normuon_step_cancel abandons it. While a step is begun, normuon_get_state,
+ * normuon_set_state and the checkpoint calls are refused (NORMUON_ERROR_INVALID_STATE).
+ * [in] params: count parameter indices (count >= 0; params may be NULL when count is 0), read
+ * during the call only.
+ * stream: one stream per step: every grad_ready and the step of one step must pass the same
+ * stream (another one is NORMUON_ERROR_INVALID_ARGUMENT naming the stream; nothing marked).
+ * Early start happens with the per-matrix and bucketed schedules: on the CPU backend on the
+ * pipeline's worker threads (the call returns at once; the buckets run, and exchange with the
+ * other ranks, in the background); on the CUDA backend at world size > 1 on two streams (a
+ * ready bucket's momentum, Newton-Schulz and row statistics are queued on `stream`, its
+ * exchanges on the runtime's communication stream, each waiting for its input's event), and the
+ * call returns without waiting for the device. Otherwise (sequential schedule, CUDA at world
+ * size 1) the calls are checked and recorded and the work waits for step.
  * Collective in the sense that every rank must mark the same parameters within a step (any
  * order and grouping): a disagreement is detected at step, which then fails on every rank and
  * changes nothing. Errors (nothing marked): an unknown or AdamW parameter, a parameter marked
- * twice in one step, before finalize. The caller keeps the gradient buffers unchanged until
- * step returns. */
+ * twice in one step, another stream than the step's, before finalize. The caller keeps the
+ * gradient buffers unchanged until step (or normuon_step_cancel) returns. */
 NORMUON_API normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t* params,
                                                 int32_t count, void* stream);
 
-/* Abandons a step that normuon_grad_ready began, changing no parameter, no optimizer state and
- * no step count. Collective: every rank calls it for the same step (the ranks still run the
- * exchanges their peers expect; buckets whose gradients never became ready read no gradient).
- * NORMUON_SUCCESS and nothing done when no step was begun. Blocks until the abandoned work is
- * done (CPU) or queued on the step's stream (CUDA). A collective failure is returned as for
- * normuon_step; the state is unchanged either way. */
+/* Abandons a step that normuon_grad_ready began, without committing anything of it (a trainer
+ * that skips an optimizer step after the backward pass, say for an overflowing loss scale).
+ * Collective: every rank must call it for the same step, so that the collectives the step's
+ * early start issued complete on every rank; it blocks until the work the step started has
+ * finished (CPU: the pipeline's threads; CUDA: the work queued on the step's stream and the
+ * communication stream), each wait bounded by the communicator's timeout.
+ * Changes no parameter and no optimizer state: momentum, v, the AdamW moments and step counts,
+ * steps_taken and steps_skipped stay as they were before the step began. The marks are cleared:
+ * the next normuon_grad_ready begins a new step, and the bindings of normuon_bind stay.
+ * Returns NORMUON_SUCCESS and does nothing when no step was begun (also before finalize).
+ * On a communication failure (NORMUON_ERROR_COMM, NORMUON_ERROR_TIMEOUT) the step is abandoned
+ * all the same and nothing is committed; the communicator is then failed, as after any failed
+ * collective. No pointers, no stream argument (it uses the stream that began the step). */
 NORMUON_API normuon_status_t normuon_step_cancel(normuon_runtime_t rt);
 
+/* The outcome of the last step (an output struct). Versions: one so far (the first is the whole
+ * struct, 32 bytes on 64-bit platforms). */
 typedef struct normuon_step_info {
   uint32_t struct_size;
   int64_t steps_taken;     /* steps committed so far */
-  int64_t steps_skipped;   /* steps skipped (non-finite gradients) so far */
-  int32_t last_skipped;    /* 1 if the last step was skipped */
+  int64_t steps_skipped;   /* steps skipped so far: non-finite gradients (check_finite), or a
+                              step whose collectives failed or whose normuon_grad_ready marks
+                              differed across ranks */
+  int32_t last_skipped;    /* 1 if the last step was skipped (for any of those reasons) */
   normuon_param_t nonfinite_param; /* the first parameter with a NaN/Inf gradient, or -1 */
 } normuon_step_info_t;
 
+/* [out] info: zeroed, struct_size set, nonfinite_param = -1. NULL: does nothing. Returns
+ * nothing; any thread, never blocks. */
 NORMUON_API void normuon_step_info_init(normuon_step_info_t* info);
 
-/* Waits for the last step to complete (CUDA: its completion event) and reports its outcome. */
+/* Waits for the last step to complete (CUDA: its completion event, on the host) and reports its
+ * outcome. [in,out] info: struct_size is read (see "Versioned structs"), the fields are written
+ * up to it. After finalize; before the first step it reports zero steps. Not collective. */
 NORMUON_API normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info);
 
-/* Wall time of each phase of the last step, in milliseconds. Phases that do not run in this
- * configuration (gather and scatter on a single rank) are 0. */
+/* Wall time of each phase of the last step, in milliseconds (an output struct). Phases that do
+ * not run in this configuration (gather and scatter on a single rank) are 0.
+ * Versions: the first ended after adamw_ms (80 bytes on 64-bit platforms); exposed_comm_ms,
+ * bytes_sent, bytes_received and buckets came later. */
 typedef struct normuon_step_profile {
   uint32_t struct_size;
   double total_ms;
@@ -397,12 +514,20 @@ typedef struct normuon_step_profile {
   int32_t buckets;
 } normuon_step_profile_t;
 
+/* [out] profile: zeroed, struct_size set. NULL: does nothing. Returns nothing; any thread,
+ * never blocks. */
 NORMUON_API void normuon_step_profile_init(normuon_step_profile_t* profile);
 
-/* The phase times of the last step. CPU backend: measured with a steady clock as the step runs.
- * CUDA backend: device time between CUDA events recorded at every stage boundary on the step's
- * stream (waits for the step); exposed_comm_ms is the gather and scatter time (the CUDA step is
- * sequential). */
+/* The phase times of the last step. [in,out] profile: struct_size is read (see "Versioned
+ * structs"), the fields are written up to it. NORMUON_ERROR_INVALID_STATE before the first step.
+ * CPU backend: measured with a steady clock as the step runs. CUDA backend: device time between
+ * CUDA events recorded at every stage boundary on the step's stream, and with two streams on the
+ * communication stream (waits for the step on the host). exposed_comm_ms is the time the step's
+ * stream waited on communication (docs/ARCHITECTURE.md section 6): with one stream (the
+ * sequential schedule, or world size 1) every gather and scatter; with two streams (per-matrix
+ * or bucketed at world size > 1) the time from an event before to an event after each wait of
+ * the step's stream on the communication stream. Not collective: each rank reports its own
+ * (the step's exposed communication is the maximum over ranks). */
 NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
                                                        normuon_step_profile_t* profile);
 
@@ -412,9 +537,11 @@ NORMUON_API normuon_status_t normuon_last_step_profile(normuon_runtime_t rt,
  * thread (finite check, all-reduce and norms, update, AdamW), 1 = compute stages (momentum,
  * Newton-Schulz, row statistics, per bucket), 2 = communication (gather, scatter, per bucket);
  * ts and dur in microseconds of the process's steady clock (CLOCK_MONOTONIC on Linux).
- * Writes at most capacity bytes (NUL-terminated) into buf and the full size including the NUL
- * into *needed; call with capacity 0 to size a buffer. On CUDA the spans are device time between
- * CUDA events, placed on the host clock at the step's start (waits for the step). */
+ * [out] buf: at most capacity bytes, NUL-terminated (truncated if the trace is longer); may be
+ * NULL when capacity is 0. [out] needed: the full size including the NUL; call with capacity 0
+ * to size a buffer. NORMUON_ERROR_INVALID_STATE before the first step. On CUDA the spans are
+ * device time between CUDA events, placed on the host clock at the step's start (waits for the
+ * step on the host). Not collective. */
 NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char* buf,
                                                      uint64_t capacity, uint64_t* needed);
 
@@ -431,17 +558,24 @@ typedef enum normuon_state_kind {
   NORMUON_STATE_KIND_MAX_ENUM = 0x7fffffff
 } normuon_state_kind_t;
 
-/* Bytes of one state buffer of param (0 if the kind does not apply to it). */
+/* Bytes of one state buffer of param (0 if the kind does not apply to it). [out] bytes. Any
+ * time after the parameter is registered; never blocks; not collective. */
 NORMUON_API normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
                                                 normuon_state_kind_t kind, uint64_t* bytes);
 
-/* Copies a state buffer to host memory dst of exactly bytes = normuon_state_size. After
- * finalize; waits for the last step on CUDA. */
+/* Copies a state buffer to host memory. [out] dst: exactly bytes = normuon_state_size bytes.
+ * After finalize, between steps: refused (NORMUON_ERROR_INVALID_STATE) while a step begun by
+ * normuon_grad_ready is not finished. On CUDA waits for the last step, then copies
+ * synchronously (no stream argument). Not collective. */
 NORMUON_API normuon_status_t normuon_get_state(normuon_runtime_t rt, normuon_param_t param,
                                                normuon_state_kind_t kind, void* dst,
                                                uint64_t bytes);
 
-/* Overwrites a state buffer from host memory src of exactly normuon_state_size bytes. */
+/* Overwrites a state buffer from host memory. [in] src: exactly normuon_state_size bytes, read
+ * during the call only. After finalize, between steps: refused (NORMUON_ERROR_INVALID_STATE)
+ * while a step begun by normuon_grad_ready is not finished. On CUDA waits for the last step,
+ * then copies synchronously. Not collective: restoring the same state on every rank is the
+ * caller's job (normuon_load_checkpoint does it collectively). */
 NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_param_t param,
                                                normuon_state_kind_t kind, const void* src,
                                                uint64_t bytes);
@@ -450,8 +584,10 @@ NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_par
  * config that shapes the state), one file per rank for its shards plus an index, in a
  * documented, versioned, endian-explicit format with checksums (see README, "Checkpoints").
  * Both calls are collective over the runtime's communicator, need finalize first, and run
- * between steps only (not after normuon_grad_ready began a step). dir must be one directory that
- * every rank sees (a shared file system across nodes).
+ * between steps only (NORMUON_ERROR_INVALID_STATE after normuon_grad_ready began a step). [in]
+ * dir: a NUL-terminated path, read during the call only; one directory that every rank sees (a
+ * shared file system across nodes). Both block on file I/O and on the other ranks (within the
+ * communicator's timeout); on CUDA they wait for the last step and copy synchronously.
  * save: every rank writes its shard file into the existing directory dir; rank 0 writes the
  * index; returns once every rank's file is complete (or fails on every rank).
  * load: every rank reads the rows it holds now, from whichever ranks' files hold them, so a

@@ -2,12 +2,9 @@
 // every bit, the documented byte layout rebuilt independently here, and rejection of every kind
 // of damage: truncation at every offset, a flipped byte anywhere, wrong magic, another version,
 // inconsistent contents behind valid checksums, and rank files that do not belong to their
-// index. Also the atomic file writer and the reader.
+// index. Also a checkpoint saved by an earlier build (tests/data/checkpoint_v1) still decodes
+// with the values it was saved with. (The file reader and writer are tested in tests/base.)
 #include "runtime/checkpoint_format.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -19,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/crc32.h"
+#include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -922,42 +921,60 @@ TEST(CheckpointFormatTest, RandomEditsBehindValidChecksumsNeverReadOutOfBounds) 
   }
 }
 
-// ---- Files ----
+// ---- A checkpoint saved by an earlier build ----
 
-std::string TempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string templ = std::string(base != nullptr ? base : "/tmp") + "/ckfmtXXXXXX";
-  EXPECT_NE(mkdtemp(templ.data()), nullptr);
-  return templ;
+std::string DataFile(const std::string& name) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return std::string(srcdir != nullptr ? srcdir : ".") + "/normuon/tests/data/checkpoint_v1/" +
+         name;
 }
 
-TEST(CheckpointFileTest, AtomicWriteReplacesTheFileAndLeavesNoTemporary) {
-  const std::string dir = TempDir();
-  const std::string path = JoinPath(dir, "f.nmck");
-  ASSERT_TRUE(WriteFileAtomically(path, "first").ok());
-  std::string big(3 << 20, '\0');
-  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131);
-  ASSERT_TRUE(WriteFileAtomically(path, big).ok());
-  absl::StatusOr<std::string> back = ReadWholeFile(path);
-  ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(*back, big);
-  EXPECT_NE(::access((path + ".tmp").c_str(), F_OK), 0);
+uint32_t FloatBitsOf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
 
-TEST(CheckpointFileTest, FileErrorsNameThePath) {
-  const std::string dir = TempDir();
-  absl::Status st = WriteFileAtomically(dir + "/missing/f.nmck", "x");
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(st.message()), HasSubstr(dir + "/missing/f.nmck.tmp"));
-  EXPECT_EQ(ReadWholeFile(dir + "/nothing").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(ReadWholeFile(dir).status().message()),
-              HasSubstr("is not a regular file"));
-  // Renaming over a directory fails and leaves no temporary behind.
-  ASSERT_EQ(::mkdir((dir + "/taken").c_str(), 0755), 0);
-  st = WriteFileAtomically(dir + "/taken", "x");
-  EXPECT_FALSE(st.ok());
-  EXPECT_THAT(std::string(st.message()), HasSubstr("cannot rename"));
-  EXPECT_NE(::access((dir + "/taken.tmp").c_str(), F_OK), 0);
+// Saved before the CRC-32 came from zlib (tests/data/BUILD): every header and section checksum
+// still matches, and the contents are the values that build printed when it saved them.
+TEST(CheckpointFormatTest, ACheckpointOfAnEarlierBuildStillDecodes) {
+  absl::StatusOr<std::string> index_bytes = normuon::ReadWholeFile(DataFile(kIndexFileName));
+  ASSERT_TRUE(index_bytes.ok()) << index_bytes.status();
+  absl::StatusOr<Index> index = DecodeIndex(*index_bytes, "index.nmck");
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->world_size, 1u);
+  EXPECT_EQ(index->steps_taken, 2);
+  EXPECT_EQ(index->steps_skipped, 0);
+  EXPECT_EQ(index->matrix_second_moment, kSecondMomentPerRow);
+  ASSERT_EQ(index->params.size(), 2u);
+  EXPECT_EQ(index->params[0].name, "layer.weight");
+  EXPECT_EQ(index->params[0].rows, 6);
+  EXPECT_EQ(index->params[0].cols, 4);
+  EXPECT_EQ(index->params[1].name, "layer.bias");
+  EXPECT_EQ(index->params[1].kind, ParamKind::kAdamW);
+  EXPECT_EQ(index->params[1].adamw_step, 2);
+
+  const std::string rank_name = RankFileName(0, 1);
+  absl::StatusOr<std::string> rank_bytes = normuon::ReadWholeFile(DataFile(rank_name));
+  ASSERT_TRUE(rank_bytes.ok()) << rank_bytes.status();
+  absl::StatusOr<RankFile> rank = DecodeRankFile(*rank_bytes, rank_name);
+  ASSERT_TRUE(rank.ok()) << rank.status();
+  ASSERT_TRUE(CheckRankFileMatchesIndex(*rank, *index, 0, rank_name).ok());
+  ASSERT_EQ(rank->shards.size(), 2u);
+  const ShardState& w = rank->shards[0];
+  ASSERT_EQ(w.first.size(), 24u);
+  ASSERT_EQ(w.second.size(), 6u);
+  EXPECT_EQ(FloatBitsOf(w.first[0]), 0xbd6f9db6u);
+  EXPECT_EQ(FloatBitsOf(w.first[1]), 0xbc1fbe7cu);
+  EXPECT_EQ(FloatBitsOf(w.first[2]), 0x3d1fbe78u);
+  EXPECT_EQ(FloatBitsOf(w.first[3]), 0xbd1fbe7au);
+  EXPECT_EQ(FloatBitsOf(w.second[0]), 0x3c68ce72u);
+  EXPECT_EQ(rank->shards[1].step, 2);
+
+  // Re-encoding gives the same bytes, checksums included: the CRC is unchanged.
+  EXPECT_EQ(EncodeIndex(*index), *index_bytes);
+  EXPECT_EQ(EncodeRankFile(*rank), *rank_bytes);
+  EXPECT_EQ(Crc32(absl::string_view(*index_bytes).substr(0, 16)), GetU32(*index_bytes, 16));
 }
 
 }  // namespace

@@ -1,12 +1,17 @@
 // The C functions of normuon/comm.h under normal and hostile use: handle 0, stale handles,
-// double destroy, invalid ops fields, fault injection through handles, the async error state.
+// double destroy, invalid ops fields, every version of normuon_comm_ops_t, fault injection
+// through handles, the async error state; and the registry behind the handles
+// (capi/comm_handles.h).
 #include "normuon/comm.h"
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/c_status.h"
+#include "capi/comm_handles.h"
 #include "comm/communicator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,7 +32,9 @@ TEST(CommCApiTest, HandleZeroIsAnInvalidHandleEverywhere) {
   EXPECT_EQ(normuon_comm_abort(0), NORMUON_ERROR_INVALID_HANDLE);
   EXPECT_EQ(normuon_comm_get_async_error(0, &e), NORMUON_ERROR_INVALID_HANDLE);
   EXPECT_EQ(normuon_comm_inject_fault(0, NORMUON_FAULT_ERROR, 0), NORMUON_ERROR_INVALID_HANDLE);
-  EXPECT_THAT(LastError(0), HasSubstr("communicator handle 0 is not a communicator"));
+  EXPECT_THAT(LastError(0), HasSubstr("communicator handle 0 is not a live communicator: 0 is never a "
+                                       "handle (0 stands for \"single rank, no "
+                                       "communicator\" in normuon_create only)"));
   EXPECT_EQ(v, -1);
 }
 
@@ -37,7 +44,7 @@ TEST(CommCApiTest, DestroyedHandleIsStaleAndSecondDestroyFails) {
   ASSERT_EQ(normuon_comm_destroy(h[0]), NORMUON_SUCCESS);
   int32_t rank = -1;
   EXPECT_EQ(normuon_comm_rank(h[0], &rank), NORMUON_ERROR_INVALID_HANDLE);
-  EXPECT_THAT(LastError(h[0]), HasSubstr("is not live"));
+  EXPECT_THAT(LastError(h[0]), HasSubstr("is not a live communicator"));
   EXPECT_EQ(normuon_comm_destroy(h[0]), NORMUON_ERROR_INVALID_HANDLE);
   EXPECT_EQ(normuon_comm_rank(h[1], &rank), NORMUON_SUCCESS);
   EXPECT_EQ(rank, 1);
@@ -190,7 +197,7 @@ TEST(CommCApiTest, CustomOpsWithBadFieldsAreRejectedNamingTheField) {
   ops = CountingOps(&c);
   ops.struct_size = 0;
   EXPECT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_ERROR_INVALID_ARGUMENT);
-  EXPECT_THAT(LastError(0), HasSubstr("normuon_comm_ops_t.struct_size is 0"));
+  EXPECT_THAT(LastError(0), HasSubstr("ops.struct_size 0 is smaller than the first version"));
   EXPECT_EQ(normuon_comm_create_custom(nullptr, &h), NORMUON_ERROR_INVALID_ARGUMENT);
   EXPECT_THAT(LastError(0), HasSubstr("ops is NULL"));
   ops = CountingOps(&c);
@@ -237,11 +244,139 @@ TEST(CommCApiTest, InProcessGroupExNamesABadMemoryKindAndMakesHostGroups) {
 }
 
 TEST(CommCApiTest, RuntimeHandlesAreNotCommunicatorHandles) {
-  // The first runtime handle value (generation 1, slot 1) as capi/api.cc issues it.
-  const normuon_comm_t runtime_like = (uint64_t{1} << 32) | 1;
+  // A handle without the communicator tag (here: generation 1, slot 1, no tag at all).
+  const normuon_comm_t untagged = (uint64_t{1} << 32) | 1;
   int32_t rank = 0;
-  EXPECT_EQ(normuon_comm_rank(runtime_like, &rank), NORMUON_ERROR_INVALID_HANDLE);
-  EXPECT_THAT(LastError(runtime_like), HasSubstr("is not a communicator handle"));
+  EXPECT_EQ(normuon_comm_rank(untagged, &rank), NORMUON_ERROR_INVALID_HANDLE);
+  EXPECT_THAT(LastError(untagged), HasSubstr("is not a communicator handle"));
+  // A live runtime's handle (tag 0xA0) is refused by every communicator function, and a live
+  // communicator's handle (tag 0xC0) by the runtime functions.
+  normuon_config_t config;
+  normuon_config_init(&config);
+  normuon_runtime_t rt = 0;
+  ASSERT_EQ(normuon_create(&config, 0, &rt), NORMUON_SUCCESS) << normuon_last_error(0);
+  EXPECT_EQ(rt >> 56, 0xA0u);
+  EXPECT_EQ(normuon_comm_rank(rt, &rank), NORMUON_ERROR_INVALID_HANDLE);
+  EXPECT_THAT(LastError(rt), HasSubstr("is not a communicator handle"));
+  EXPECT_EQ(normuon_comm_destroy(rt), NORMUON_ERROR_INVALID_HANDLE);
+  normuon_comm_t comm[1] = {0};
+  ASSERT_EQ(normuon_comm_create_inprocess_group(1, 5.0, comm), NORMUON_SUCCESS);
+  EXPECT_EQ(comm[0] >> 56, 0xC0u);
+  EXPECT_EQ(normuon_destroy(comm[0]), NORMUON_ERROR_INVALID_HANDLE);
+  EXPECT_THAT(std::string(normuon_last_error(0)), HasSubstr("is not a runtime handle"));
+  EXPECT_EQ(normuon_destroy(rt), NORMUON_SUCCESS);
+  EXPECT_EQ(normuon_comm_destroy(comm[0]), NORMUON_SUCCESS);
+}
+
+// ---- Every version of normuon_comm_ops_t (base/versioned_struct.h) ----
+
+// The first version ended with last_error; device_memory came later.
+constexpr size_t kFirstOpsVersion = offsetof(normuon_comm_ops_t, last_error) + sizeof(void*);
+
+TEST(CommOpsVersionTest, SizesBelowTheFirstVersionAreRefusedNamingIt) {
+  Counters c;
+  for (uint32_t size : {0u, 3u, 4u, 8u, static_cast<uint32_t>(kFirstOpsVersion - 8)}) {
+    normuon_comm_ops_t ops = CountingOps(&c);
+    ops.struct_size = size;
+    normuon_comm_t h = 0;
+    EXPECT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_ERROR_INVALID_ARGUMENT) << size;
+    EXPECT_THAT(LastError(0), HasSubstr("ops.struct_size " + std::to_string(size) +
+                                        " is smaller than the first version (" +
+                                        std::to_string(kFirstOpsVersion) + " bytes)"));
+    EXPECT_EQ(h, 0u);
+  }
+  EXPECT_EQ(c.destroys, 0);
+}
+
+TEST(CommOpsVersionTest, ASizeInsideAFieldIsRefusedNamingTheField) {
+  Counters c;
+  normuon_comm_ops_t ops = CountingOps(&c);
+  ops.struct_size = static_cast<uint32_t>(offsetof(normuon_comm_ops_t, device_memory) + 2);
+  normuon_comm_t h = 0;
+  EXPECT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(LastError(0), HasSubstr("ends inside field device_memory"));
+  EXPECT_EQ(h, 0u);
+  EXPECT_EQ(c.destroys, 0);
+}
+
+TEST(CommOpsVersionTest, TheFirstVersionGetsTheDefaultsOfTheLaterFields) {
+  Counters c;
+  normuon_comm_ops_t ops = CountingOps(&c);
+  ops.struct_size = static_cast<uint32_t>(kFirstOpsVersion);
+  ops.device_memory = 7;  // past the caller's struct: never read (an invalid value if it were)
+  normuon_comm_t h = 0;
+  ASSERT_EQ(normuon_comm_create_custom(&ops, &h), NORMUON_SUCCESS) << LastError(0);
+  absl::StatusOr<std::shared_ptr<Communicator>> comm = LookupComm(h);
+  ASSERT_TRUE(comm.ok());
+  EXPECT_FALSE((*comm)->UsesDeviceMemory());  // device_memory's default: host memory
+  EXPECT_EQ((*comm)->rank(), 2);
+  comm->reset();
+  EXPECT_EQ(normuon_comm_destroy(h), NORMUON_SUCCESS);
+  EXPECT_EQ(c.destroys, 1);
+}
+
+TEST(CommOpsVersionTest, ANewerLargerStructIsAcceptedOnlyWithItsNewBytesZero) {
+  Counters c;
+  // A caller whose header has 16 more bytes of fields than this library knows.
+  struct Newer {
+    normuon_comm_ops_t ops;
+    unsigned char more[16];
+  } newer;
+  std::memset(&newer, 0, sizeof(newer));
+  newer.ops = CountingOps(&c);
+  newer.ops.struct_size = sizeof(newer);
+  normuon_comm_t h = 0;
+  ASSERT_EQ(normuon_comm_create_custom(&newer.ops, &h), NORMUON_SUCCESS) << LastError(0);
+  EXPECT_EQ(normuon_comm_destroy(h), NORMUON_SUCCESS);
+  EXPECT_EQ(c.destroys, 1);
+
+  h = 0;
+  newer.more[5] = 1;  // a newer field this library does not have is set: refused
+  EXPECT_EQ(normuon_comm_create_custom(&newer.ops, &h), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(LastError(0),
+              HasSubstr("byte " + std::to_string(sizeof(normuon_comm_ops_t) + 5) + " is 1"));
+  EXPECT_EQ(h, 0u);
+  EXPECT_EQ(c.destroys, 1);  // nothing taken over
+
+  newer.ops.struct_size = 1u << 20;  // garbage, not a struct any header declares
+  EXPECT_EQ(normuon_comm_create_custom(&newer.ops, &h), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_THAT(LastError(0), HasSubstr("is larger than any version of normuon_comm_ops_t"));
+}
+
+// ---- The registry behind the handles ----
+
+TEST(CommHandlesTest, HandleZeroGivesASingleRankCommunicator) {
+  absl::StatusOr<std::shared_ptr<Communicator>> comm = LookupComm(0);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  EXPECT_EQ((*comm)->rank(), 0);
+  EXPECT_EQ((*comm)->world_size(), 1);
+  EXPECT_EQ(LookupCommHandle(0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(UnregisterComm(0).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(CommHandlesTest, StaleHandleIsNotFoundEvenAfterItsSlotIsReused) {
+  absl::StatusOr<normuon_comm_t> first = RegisterComm(MakeSingleRankCommunicator());
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(UnregisterComm(*first).ok());
+  absl::StatusOr<normuon_comm_t> second = RegisterComm(MakeSingleRankCommunicator());
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(*first, *second);
+  EXPECT_EQ(LookupComm(*first).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(LookupComm(*first).status().message()), HasSubstr("is not a live communicator"));
+  EXPECT_TRUE(LookupComm(*second).ok());
+  EXPECT_EQ(UnregisterComm(*first).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(UnregisterComm(*second).ok());
+}
+
+TEST(CommHandlesTest, HandleWithoutTheCommunicatorTagIsNotFound) {
+  absl::StatusOr<normuon_comm_t> h = RegisterComm(MakeSingleRankCommunicator());
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(*h >> 56, 0xC0u);
+  const normuon_comm_t untagged = *h & ((uint64_t{1} << 56) - 1);
+  absl::Status s = LookupComm(untagged).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("is not a communicator handle"));
+  EXPECT_TRUE(UnregisterComm(*h).ok());
 }
 
 }  // namespace

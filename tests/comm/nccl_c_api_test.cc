@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "capi/comm_handles.h"
 #include "comm/communicator.h"
 #include "comm/nccl_communicator.h"
 #include "gmock/gmock.h"

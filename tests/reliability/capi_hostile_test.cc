@@ -4,6 +4,7 @@
 // change nothing, and leave the handle usable; nothing may crash. The threaded cases are in
 // capi_threads_test.cc.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -44,7 +45,7 @@ const char* const kRuntimeFunctions[] = {
     "register_adamw", "finalize",           "memory_required",   "bind",
     "step",           "grad_ready",         "step_result",       "last_step_profile",
     "last_step_trace", "state_size",        "get_state",         "set_state",
-    "save_checkpoint", "load_checkpoint"};
+    "save_checkpoint", "load_checkpoint",   "step_cancel"};
 
 std::vector<normuon_status_t> CallEverything(normuon_runtime_t rt) {
   std::vector<float> w(32, 0.5f), g(32, 0.25f);
@@ -93,6 +94,7 @@ std::vector<normuon_status_t> CallEverything(normuon_runtime_t rt) {
   s.push_back(normuon_set_state(rt, 0, NORMUON_STATE_MOMENTUM, state.data(), 128));
   s.push_back(normuon_save_checkpoint(rt, "/nonexistent-normuon-dir"));
   s.push_back(normuon_load_checkpoint(rt, "/nonexistent-normuon-dir"));
+  s.push_back(normuon_step_cancel(rt));
   s.insert(s.begin(), normuon_destroy(rt));
   return s;
 }
@@ -272,16 +274,18 @@ TEST(StructSizeTest, EveryStructWithTooSmallASizeIsRejectedNamingIt) {
   normuon_config_t cfg;
   normuon_config_init(&cfg);
   normuon_runtime_t rt = 0;
-  for (uint32_t size : {0u, 4u, 7u}) {
+  for (uint32_t size : {0u, 4u, 7u, 8u, 76u}) {
     cfg.struct_size = size;
     EXPECT_EQ(normuon_create(&cfg, 0, &rt), NORMUON_ERROR_INVALID_ARGUMENT) << size;
-    EXPECT_TRUE(Contains(LastError(0), "config.struct_size")) << size;
+    EXPECT_TRUE(Contains(LastError(0), "config.struct_size " + std::to_string(size) +
+                                           " is smaller than the first version (80 bytes)"))
+        << size;
     EXPECT_EQ(rt, 0u);
   }
-  // An older caller's shorter config (here: only struct_size and api_version) is accepted,
-  // every later field keeping its default.
-  cfg.struct_size = 8;
-  cfg.lr = kNaN;  // beyond the caller's struct: never read
+  // The first version (through adamw_weight_decay) is accepted, every later field keeping its
+  // default (tests/reliability/struct_versions_test.cc has every struct's versions).
+  cfg.struct_size = 80;
+  cfg.schedule = static_cast<normuon_schedule_t>(99);  // beyond the caller's struct: never read
   ASSERT_EQ(normuon_create(&cfg, 0, &rt), NORMUON_SUCCESS) << LastError(0);
   EXPECT_EQ(normuon_destroy(rt), NORMUON_SUCCESS);
 
@@ -289,10 +293,10 @@ TEST(StructSizeTest, EveryStructWithTooSmallASizeIsRejectedNamingIt) {
   m.Build(/*finalize=*/false);
   normuon_group_desc_t group;
   normuon_group_desc_init(&group, NORMUON_GROUP_ADAMW);
-  group.struct_size = sizeof(group) - 1;
+  group.struct_size = sizeof(group) - 4;
   normuon_group_t gid = -1;
   EXPECT_EQ(normuon_add_group(m.rt, &group, &gid), NORMUON_ERROR_INVALID_ARGUMENT);
-  EXPECT_TRUE(Contains(LastError(m.rt), "struct_size"));
+  EXPECT_TRUE(Contains(LastError(m.rt), "desc.struct_size"));
   EXPECT_EQ(gid, -1);
 
   std::vector<float> w2(32), g2(32);
@@ -301,7 +305,8 @@ TEST(StructSizeTest, EveryStructWithTooSmallASizeIsRejectedNamingIt) {
   d.param = w2.data();
   d.grad = g2.data();
   normuon_param_t pid = -1;
-  for (uint32_t size : {0u, static_cast<uint32_t>(sizeof(d) - 1)}) {
+  for (uint32_t size : {0u, 79u, static_cast<uint32_t>(offsetof(normuon_param_desc_t,
+                                                                num_row_splits) + 1)}) {
     d.struct_size = size;
     EXPECT_EQ(normuon_register_matrix(m.rt, &d, &pid), NORMUON_ERROR_INVALID_ARGUMENT);
     EXPECT_TRUE(Contains(LastError(m.rt), "desc.struct_size"));
@@ -328,7 +333,7 @@ TEST(StructSizeTest, EveryStructWithTooSmallASizeIsRejectedNamingIt) {
   ops.struct_size = 4;
   normuon_comm_t c = 0;
   EXPECT_EQ(normuon_comm_create_custom(&ops, &c), NORMUON_ERROR_INVALID_ARGUMENT);
-  EXPECT_TRUE(Contains(normuon_comm_last_error(0), "struct_size"));
+  EXPECT_TRUE(Contains(normuon_comm_last_error(0), "ops.struct_size"));
   EXPECT_EQ(c, 0u);
 }
 

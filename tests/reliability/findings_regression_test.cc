@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstddef>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -55,11 +56,13 @@ TEST(FindingsRegressionTest, OutOfRangeScheduleIsRejectedNamingTheField) {
 // Finding F7 (capi_fuzz, session 2): normuon_create accepted a config.struct_size that ends
 // inside a field and copied that many bytes over the defaults, so a size cutting
 // ns_coefficients left a pointer made of the caller's low bytes and the default's zeros, which
-// the CUSTOM-orthogonalizer check then read (a SEGV). Guarantee: a size inside any field is
-// INVALID_ARGUMENT naming config.struct_size; sizes on field boundaries still work.
+// the CUSTOM-orthogonalizer check then read (a SEGV). Guarantee: a size inside any field, or
+// below the first version of the struct (80 bytes), is INVALID_ARGUMENT naming
+// config.struct_size; sizes on field boundaries from the first version on still work.
 TEST(FindingsRegressionTest, AConfigSizeInsideAFieldIsRejected) {
   std::vector<float> coefficients(15, 1.0f);
-  for (uint32_t size = 8; size < sizeof(normuon_config_t); ++size) {
+  const size_t first_version = offsetof(normuon_config_t, adamw_weight_decay) + 4;
+  for (uint32_t size = 0; size < sizeof(normuon_config_t); ++size) {
     normuon_config_t cfg;
     normuon_config_init(&cfg);
     cfg.orthogonalizer = NORMUON_ORTHO_CUSTOM;
@@ -71,9 +74,17 @@ TEST(FindingsRegressionTest, AConfigSizeInsideAFieldIsRejected) {
     const size_t bucket_at = offsetof(normuon_config_t, bucket_bytes);
     const bool inside = size % 4 != 0 || (size > coeff_at && size < coeff_at + 8) ||
                         (size > bucket_at && size < bucket_at + 8);
-    if (inside) {
+    if (size < first_version) {
       EXPECT_EQ(st, NORMUON_ERROR_INVALID_ARGUMENT) << "struct_size " << size;
-      EXPECT_TRUE(Contains(LastError(0), "config.struct_size")) << LastError(0);
+      EXPECT_TRUE(Contains(LastError(0), "config.struct_size " + std::to_string(size) +
+                                             " is smaller than the first version (80 bytes)"))
+          << LastError(0);
+      EXPECT_EQ(rt, 0u);
+    } else if (inside) {
+      EXPECT_EQ(st, NORMUON_ERROR_INVALID_ARGUMENT) << "struct_size " << size;
+      EXPECT_TRUE(Contains(LastError(0), "config.struct_size " + std::to_string(size) +
+                                             " ends inside field"))
+          << LastError(0);
       EXPECT_EQ(rt, 0u);
     } else if (size >= coeff_at + 8) {
       // The whole pointer was given: the custom coefficients are used.
