@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "bench/bench_util.h"
 #include "base/bf16.h"
 #include "base/status_macros.h"
+#include "tools/common/random_fill.h"
 
 namespace normuon_bench {
 
@@ -100,7 +100,10 @@ absl::Status FillRandom(void* dev, normuon::DType dtype, int64_t n, float mean, 
   constexpr int64_t kPool = int64_t{1} << 22;
   const int64_t pool_n = std::min(n, kPool);
   std::vector<float> pool(static_cast<size_t>(pool_n));
-  FillNormalHost(pool.data(), pool_n, mean, sigma, seed, abs);
+  normuon_tools::FillNormal(pool.data(), pool_n, sigma, seed, 0, 0);
+  if (mean != 0.0f || abs) {
+    for (float& x : pool) x = mean + (abs ? std::fabs(x) : x);
+  }
   const size_t elem = normuon::SizeOf(dtype);
   const int64_t tile = std::max<int64_t>(1, pool_n / 2);
   std::vector<uint16_t> bf16(dtype == normuon::DType::kBF16 ? static_cast<size_t>(pool_n) : 0);

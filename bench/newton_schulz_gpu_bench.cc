@@ -8,8 +8,8 @@
 // default) runs every shape; fp32 mode (sgemm, no TF32) runs the GPT-2 and Llama-1B shapes (an
 // 8B fp32 batch takes seconds per call).
 //
-// Counters (FLOPs: 5 iterations of 4*s^2*l + 2*s^3 per matrix; the normalization and the copies
-// between GEMMs are not counted):
+// Counters (FLOPs: sharding::Ns5Flops, 5 iterations of 4*s^2*l + 2*s^3 per matrix; the
+// normalization and the copies between GEMMs are not counted):
 //   TFLOP/s               NS5 rate
 //   gemm_TFLOP/s          one s x s x l GEMM (cublasGemmEx bf16 with CUBLAS_COMPUTE_32F, or
 //                         cublasSgemm), default cuBLAS settings, same run
@@ -46,12 +46,12 @@ int main() {
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "bench/bench_util.h"
 #include "bench/gpu_ceilings.h"
 #include "benchmark/benchmark.h"
 #include "kernels/backend.h"
 #include "base/bf16.h"
 #include "base/status_macros.h"
+#include "sharding/owner_assignment.h"
 
 namespace {
 
@@ -202,7 +202,7 @@ void BM_NewtonSchulzCuda(benchmark::State& state, NsCase c, DType dtype) {
     return;
   }
   // The rate of the mean call, as Google Benchmark's manual time reports it.
-  const double flops = normuon_bench::NsFlops(c.rows, c.cols) * static_cast<double>(c.count);
+  const double flops = normuon::sharding::Ns5Flops(c.rows, c.cols) * static_cast<double>(c.count);
   const double rate = flops * static_cast<double>(state.iterations()) / total_seconds;
   const double gemm = g_fixture->gemm, batched = g_fixture->gemm_batched;
   state.counters["TFLOP/s"] = rate * 1e-12;

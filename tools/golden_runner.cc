@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/common/api_flags.h"
 
 #ifdef NORMUON_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -182,14 +183,8 @@ std::string ShortName(const std::string& state_name) {
 }  // namespace
 
 Precision EffectivePrecision(normuon_backend_t backend, normuon_ns_dtype_t ns_dtype) {
-  switch (ns_dtype) {
-    case NORMUON_NS_FP32:
-      return Precision::kFp32;
-    case NORMUON_NS_BF16:
-      return Precision::kBf16;
-    default:
-      return backend == NORMUON_BACKEND_CUDA ? Precision::kBf16 : Precision::kFp32;
-  }
+  return EffectiveNsDtype(backend, ns_dtype) == NORMUON_NS_BF16 ? Precision::kBf16
+                                                                 : Precision::kFp32;
 }
 
 Tolerances TolerancesFor(const RunOptions& options) {

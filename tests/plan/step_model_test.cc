@@ -12,6 +12,8 @@
 #include "gtest/gtest.h"
 #include "sharding/buckets.h"
 #include "sharding/plan.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/model_layout.h"
 #include "tools/model_shapes.h"
 
 namespace normuon::plan {
@@ -47,8 +49,8 @@ SimOptions HandMachine(MachineKind kind = MachineKind::kCluster) {
   return o;
 }
 
-StepPlan MakePlan(const normuon_tools::ModelShapes& m, int world, Schedule s, int64_t wire = 4,
-                  int64_t bucket_bytes = int64_t{32} << 20,
+StepPlan MakePlan(const normuon_tools::ModelShapes& m, int world, normuon_schedule_t s,
+                  int64_t wire = 4, int64_t bucket_bytes = int64_t{32} << 20,
                   sharding::OwnerPolicy policy = sharding::OwnerPolicy::kRoundRobin) {
   PlanOptions o;
   o.world = world;
@@ -82,8 +84,9 @@ constexpr double kTol = 1e-9;  // ms
 TEST(SimulateTest, OneMatrixTwoRanksCluster) {
   const auto m = Parse("w 4x8 matrix\n");
   const SimOptions o = HandMachine();
-  for (Schedule s : {Schedule::kSequential, Schedule::kPerMatrix, Schedule::kBucketed}) {
-    SCOPED_TRACE(ScheduleName(s));
+  for (normuon_schedule_t s :
+       {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    SCOPED_TRACE(normuon_tools::ScheduleName(s));
     const StepPlan plan = MakePlan(m, 2, s);
     ASSERT_EQ(plan.buckets.size(), 1u);
     EXPECT_EQ(plan.matrices[0].owner, 0);
@@ -118,8 +121,8 @@ TEST(SimulateTest, OneMatrixTwoRanksCluster) {
 TEST(SimulateTest, OneMatrixTwoRanksInProcessOneCore) {
   const auto m = Parse("w 4x8 matrix\n");
   const SimOptions o = HandMachine(MachineKind::kCpuInprocess);
-  for (Schedule s : {Schedule::kSequential, Schedule::kPerMatrix}) {
-    SCOPED_TRACE(ScheduleName(s));
+  for (normuon_schedule_t s : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX}) {
+    SCOPED_TRACE(normuon_tools::ScheduleName(s));
     EXPECT_NEAR(StepMs(MakePlan(m, 2, s), o), 3.472, kTol);
   }
 }
@@ -138,10 +141,10 @@ TEST(SimulateTest, OneMatrixTwoRanksInProcessOneCore) {
 TEST(SimulateTest, TwoMatricesTwoRanksPipelineBeatsSequential) {
   const auto m = Parse("a 4x8 matrix\nb 4x8 matrix\n");
   const SimOptions o = HandMachine();
-  const StepPlan seq = MakePlan(m, 2, Schedule::kSequential);
+  const StepPlan seq = MakePlan(m, 2, NORMUON_SCHEDULE_SEQUENTIAL);
   EXPECT_EQ(seq.matrices[0].owner, 0);
   EXPECT_EQ(seq.matrices[1].owner, 1);
-  const StepPlan pm = MakePlan(m, 2, Schedule::kPerMatrix);
+  const StepPlan pm = MakePlan(m, 2, NORMUON_SCHEDULE_PER_MATRIX);
   ASSERT_EQ(pm.buckets.size(), 2u);
   EXPECT_EQ(pm.buckets[0].matrices, std::vector<int>{1});
   EXPECT_EQ(pm.matrices[1].owner, 0);
@@ -162,9 +165,9 @@ TEST(SimulateTest, BackwardOverlapPerMatrix) {
   const auto m = Parse("h.0.a 4x8 matrix\nh.1.b 4x8 matrix\n");
   SimOptions o = HandMachine();
   o.backward_ms_per_layer = 5.0;
-  o.layers = BackwardLayers(m);
+  o.layers = normuon_tools::BackwardLayers(m);
   ASSERT_EQ(o.layers, (std::vector<std::vector<int>>{{1}, {0}}));
-  const StepPlan pm = MakePlan(m, 2, Schedule::kPerMatrix);
+  const StepPlan pm = MakePlan(m, 2, NORMUON_SCHEDULE_PER_MATRIX);
   absl::StatusOr<SimResult> r = SimulateStep(pm, o);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->backward);
@@ -173,7 +176,7 @@ TEST(SimulateTest, BackwardOverlapPerMatrix) {
   EXPECT_NEAR(r->ranks[0].last_grad_ms, 10.0, kTol);
   EXPECT_NEAR(r->ranks[0].end_ms, 12.637375, kTol);
   // Sequential starts nothing before step: everything is exposed.
-  const StepPlan seq = MakePlan(m, 2, Schedule::kSequential);
+  const StepPlan seq = MakePlan(m, 2, NORMUON_SCHEDULE_SEQUENTIAL);
   absl::StatusOr<SimResult> rs = SimulateStep(seq, o);
   ASSERT_TRUE(rs.ok());
   EXPECT_NEAR(rs->step_ms, 2.831375, kTol);
@@ -193,8 +196,8 @@ TEST(SimulateTest, BackwardSharingTheDevice) {
   SimOptions o = HandMachine();
   o.machine.backward_shares_compute = true;
   o.backward_ms_per_layer = 1.0;
-  o.layers = BackwardLayers(m);
-  const StepPlan pm = MakePlan(m, 1, Schedule::kPerMatrix);
+  o.layers = normuon_tools::BackwardLayers(m);
+  const StepPlan pm = MakePlan(m, 1, NORMUON_SCHEDULE_PER_MATRIX);
   absl::StatusOr<SimResult> r = SimulateStep(pm, o);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NEAR(r->backward_ms, 3.0, kTol);
@@ -215,10 +218,10 @@ TEST(SimulateTest, OneRankAllSchedulesEqual) {
   const auto m = Load("tiny");
   SimOptions o;
   o.machine.kernel_us = 0.0;
-  const double seq = StepMs(MakePlan(m, 1, Schedule::kSequential, 2), o);
+  const double seq = StepMs(MakePlan(m, 1, NORMUON_SCHEDULE_SEQUENTIAL, 2), o);
   EXPECT_GT(seq, 0.0);
-  EXPECT_NEAR(StepMs(MakePlan(m, 1, Schedule::kPerMatrix, 2), o), seq, 1e-9);
-  EXPECT_NEAR(StepMs(MakePlan(m, 1, Schedule::kBucketed, 2, 1 << 16), o), seq, 1e-9);
+  EXPECT_NEAR(StepMs(MakePlan(m, 1, NORMUON_SCHEDULE_PER_MATRIX, 2), o), seq, 1e-9);
+  EXPECT_NEAR(StepMs(MakePlan(m, 1, NORMUON_SCHEDULE_BUCKETED, 2, 1 << 16), o), seq, 1e-9);
 }
 
 // Where the pipeline has work to overlap (two ranks, equal matrices, two per bucket so both
@@ -232,9 +235,9 @@ TEST(SimulateTest, SequentialNotFasterThanPipelinedWhenBalanced) {
   SimOptions o;
   o.machine.intra = {20.0, 5.0};
   o.rates.ns.set_default_tflops(50.0);
-  const double seq = StepMs(MakePlan(m, 2, Schedule::kSequential, 2), o);
-  const double bucketed = StepMs(MakePlan(m, 2, Schedule::kBucketed, 2, 2 * 256 * 256 * 2), o);
-  const double per_matrix = StepMs(MakePlan(m, 2, Schedule::kPerMatrix, 2), o);
+  const double seq = StepMs(MakePlan(m, 2, NORMUON_SCHEDULE_SEQUENTIAL, 2), o);
+  const double bucketed = StepMs(MakePlan(m, 2, NORMUON_SCHEDULE_BUCKETED, 2, 2 * 256 * 256 * 2), o);
+  const double per_matrix = StepMs(MakePlan(m, 2, NORMUON_SCHEDULE_PER_MATRIX, 2), o);
   EXPECT_LT(bucketed, seq);
   EXPECT_GT(per_matrix, seq);
   // And on the in-process machine, where only two cores exist anyway.
@@ -242,8 +245,8 @@ TEST(SimulateTest, SequentialNotFasterThanPipelinedWhenBalanced) {
   cpu.machine.cores = 2;
   cpu.rates.ns.set_default_tflops(0.01);
   cpu.rates.mem_gbps = 2.0;
-  const double cseq = StepMs(MakePlan(m, 2, Schedule::kSequential, 4), cpu);
-  const double cbuck = StepMs(MakePlan(m, 2, Schedule::kBucketed, 4, 2 * 256 * 256 * 4), cpu);
+  const double cseq = StepMs(MakePlan(m, 2, NORMUON_SCHEDULE_SEQUENTIAL, 4), cpu);
+  const double cbuck = StepMs(MakePlan(m, 2, NORMUON_SCHEDULE_BUCKETED, 4, 2 * 256 * 256 * 4), cpu);
   EXPECT_LE(cbuck, cseq * (1.0 + 1e-12));
 }
 
@@ -262,8 +265,8 @@ TEST(SimulateTest, PerMatrixPipelineKeepsEveryRankBusy) {
   o.rates.mem_gbps = 1e9;
   o.rates.ns.set_default_tflops(1.0);
   const double ns_ms = sharding::Ns5Flops(512, 512) / 1e12 * 1e3;
-  const double seq = StepMs(MakePlan(m, 8, Schedule::kSequential, 2), o);
-  const double pm = StepMs(MakePlan(m, 8, Schedule::kPerMatrix, 2), o);
+  const double seq = StepMs(MakePlan(m, 8, NORMUON_SCHEDULE_SEQUENTIAL, 2), o);
+  const double pm = StepMs(MakePlan(m, 8, NORMUON_SCHEDULE_PER_MATRIX, 2), o);
   EXPECT_NEAR(seq, ns_ms, 0.01 * ns_ms);
   EXPECT_NEAR(pm, ns_ms, 0.01 * ns_ms);
 }
@@ -273,7 +276,7 @@ TEST(SimulateTest, PerMatrixPipelineKeepsEveryRankBusy) {
 TEST(SimulateTest, MaxOverRanks) {
   const auto m = Load("gpt2-124m");
   SimOptions o;
-  for (Schedule s : {Schedule::kSequential, Schedule::kBucketed}) {
+  for (normuon_schedule_t s : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_BUCKETED}) {
     const StepPlan plan = MakePlan(m, 4, s, 2);
     absl::StatusOr<SimResult> r = SimulateStep(plan, o);
     ASSERT_TRUE(r.ok());
@@ -285,7 +288,7 @@ TEST(SimulateTest, MaxOverRanks) {
 
 TEST(SimulateTest, RejectsBadMachineAndRates) {
   const auto m = Parse("w 4x8 matrix\n");
-  const StepPlan plan = MakePlan(m, 2, Schedule::kSequential);
+  const StepPlan plan = MakePlan(m, 2, NORMUON_SCHEDULE_SEQUENTIAL);
   SimOptions o;
   o.rates.mem_gbps = 0.0;
   EXPECT_NE(SimulateStep(plan, o).status().message().find("mem_gbps"), std::string::npos);
@@ -349,21 +352,22 @@ TEST(PlanTest, BytesEqualTheShardingPlan) {
     const auto model = Load(name);
     std::vector<sharding::MatrixShape> shapes;
     for (const auto& e : model.entries) {
-      if (e.kind == normuon_tools::ShapeKind::kMatrix) shapes.push_back({e.name, e.rows, e.cols});
+      if (e.kind == ParamKind::kMatrix) shapes.push_back({e.name, e.rows, e.cols});
     }
     for (int world : {1, 2, 3, 5, 8}) {
-      for (Schedule s : {Schedule::kSequential, Schedule::kPerMatrix, Schedule::kBucketed}) {
-        for (auto policy : {sharding::OwnerPolicy::kRoundRobin,
-                            sharding::OwnerPolicy::kCostBalanced}) {
+      for (normuon_schedule_t s :
+           {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+        for (auto policy :
+             {sharding::OwnerPolicy::kRoundRobin, sharding::OwnerPolicy::kCostBalanced}) {
           for (int64_t wire : {2, 4}) {
-            SCOPED_TRACE(absl::StrCat(name, " world ", world, " ", ScheduleName(s), " ",
-                                      sharding::OwnerPolicyName(policy), " wire ", wire));
+            SCOPED_TRACE(absl::StrCat(name, " world ", world, " ", normuon_tools::ScheduleName(s),
+                                      " ", sharding::OwnerPolicyName(policy), " wire ", wire));
             const int64_t bucket = 3 << 20;
             const StepPlan plan = MakePlan(model, world, s, wire, bucket, policy);
             const std::vector<std::vector<int>> members = *sharding::ScheduleBuckets(
                 shapes, wire,
-                s == Schedule::kSequential  ? sharding::BucketRule::kAll
-                : s == Schedule::kPerMatrix ? sharding::BucketRule::kPerMatrix
+                s == NORMUON_SCHEDULE_SEQUENTIAL  ? sharding::BucketRule::kAll
+                : s == NORMUON_SCHEDULE_PER_MATRIX ? sharding::BucketRule::kPerMatrix
                                             : sharding::BucketRule::kBytes,
                 bucket, world);
             const std::vector<int> owners =
@@ -423,7 +427,7 @@ TEST(PlanTest, StateBytes) {
       "b 5x2 adamw\n"      // 2, 2, 1, 0
       "c 7 adamw\n"        // 2, 2, 2, 1
       "d 2x6 matrix\n");   // 1, 1, 0, 0
-  const StepPlan plan = MakePlan(m, 4, Schedule::kBucketed);
+  const StepPlan plan = MakePlan(m, 4, NORMUON_SCHEDULE_BUCKETED);
   const int64_t a_rows[] = {3, 3, 3, 1}, b_rows[] = {2, 2, 1, 0}, c_rows[] = {2, 2, 2, 1},
                 d_rows[] = {1, 1, 0, 0};
   for (int r = 0; r < 4; ++r) {
@@ -440,7 +444,7 @@ TEST(PlanTest, StateBytes) {
 
 TEST(PlanTest, NsFlopsAndOwnersCoverEveryMatrix) {
   const auto m = Load("gpt2-124m");
-  const StepPlan plan = MakePlan(m, 5, Schedule::kBucketed, 2);
+  const StepPlan plan = MakePlan(m, 5, NORMUON_SCHEDULE_BUCKETED, 2);
   double total = 0.0, want = 0.0;
   size_t owned = 0;
   for (const RankSummary& r : plan.ranks) {
@@ -471,7 +475,7 @@ TEST(PlanTest, Llama70bAt256Ranks) {
   const auto m = Load("llama-70b");
   EXPECT_EQ(m.num_matrices(), 560);
   EXPECT_EQ(m.total_elements(), 70553706496);
-  const StepPlan plan = MakePlan(m, 256, Schedule::kBucketed, 2);
+  const StepPlan plan = MakePlan(m, 256, NORMUON_SCHEDULE_BUCKETED, 2);
   EXPECT_EQ(plan.ranks.size(), 256u);
   SimOptions o;
   absl::StatusOr<SimResult> r = SimulateStep(plan, o);
@@ -480,10 +484,10 @@ TEST(PlanTest, Llama70bAt256Ranks) {
 }
 
 TEST(LayersTest, AsNormuonRun) {
-  EXPECT_EQ(LayerOf("h.11.mlp.c_fc.weight"), 11);
-  EXPECT_EQ(LayerOf("model.layers.3.self_attn.q_proj.weight"), 3);
-  EXPECT_EQ(LayerOf("wte.weight"), -1);
-  EXPECT_EQ(LayerOf("xh.1.w"), -1);
+  EXPECT_EQ(normuon_tools::LayerOf("h.11.mlp.c_fc.weight"), 11);
+  EXPECT_EQ(normuon_tools::LayerOf("model.layers.3.self_attn.q_proj.weight"), 3);
+  EXPECT_EQ(normuon_tools::LayerOf("wte.weight"), -1);
+  EXPECT_EQ(normuon_tools::LayerOf("xh.1.w"), -1);
   const auto m = Parse(
       "embed 10x4 matrix\n"
       "layers.0.a 4x4 matrix\n"
@@ -491,7 +495,8 @@ TEST(LayersTest, AsNormuonRun) {
       "layers.2.b 4x4 matrix\n"
       "head 10x4 matrix\n");
   // Layers 2, 1 (empty), 0, then the rest.
-  EXPECT_EQ(BackwardLayers(m), (std::vector<std::vector<int>>{{2}, {}, {1}, {0, 3}}));
+  EXPECT_EQ(normuon_tools::BackwardLayers(m),
+            (std::vector<std::vector<int>>{{2}, {}, {1}, {0, 3}}));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 // The CPU backend's memory-bound kernels, timed for the planner (normuon_plan --rates): blend,
 // row statistics, matrix commit, AdamW commit, and a plain copy (how the in-process group moves
 // messages and how the compute stage packs them). Each reports "GB/s" = the planner's own byte
-// count for the call (step_model.h: BlendBytes, RowStatsBytes, ...) / wall time, so the planner
-// divides by exactly what was measured. Single-threaded, as every rank's kernels are.
+// count for the call (tools/plan/cost_model.h: BlendBytes, RowStatsBytes, ...) / wall time, so
+// the planner divides by exactly what was measured. Single-threaded, as every rank's kernels are.
 //
-//   bazel run -c opt --define=cuda=off //tools/plan:cpu_kernel_rates_bench --
+//   bazel run -c opt --define=cuda=off //bench:cpu_kernel_rates_bench --
 //       --benchmark_format=json > /tmp/kernels.json   (one command line)
 //
 // Sizes: a 1024 x 2048 fp32 shard (8 MiB per array), larger than this machine's L2 and about the
@@ -16,7 +16,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/backend.h"
-#include "tools/plan/step_model.h"
+#include "tools/plan/cost_model.h"
 
 namespace {
 
