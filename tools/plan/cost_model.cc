@@ -39,7 +39,7 @@ int64_t RowStatsBytes(int64_t elements, int64_t rows, int64_t wire) {
 int64_t FinishNormsBytes(int64_t global_rows) { return global_rows * 2 * 4; }
 
 int64_t CommitMatrixBytes(int64_t elements, int64_t rows, int64_t wire) {
-  return elements * (4 * 4 + wire + 2 * 4) + rows * (4 + 4);
+  return elements * (3 * 4 + wire + 2 * 4) + rows * (4 + 4);
 }
 
 int64_t CommitAdamwBytes(int64_t elements) { return elements * (4 * 4 + 3 * 4); }

@@ -26,7 +26,8 @@ int64_t BlendBytes(int64_t elements, int64_t wire);
 int64_t RowStatsBytes(int64_t elements, int64_t rows, int64_t wire);
 // Norms from the summed slots: two floats read per global row.
 int64_t FinishNormsBytes(int64_t global_rows);
-// Matrix commit: G, M, O and W read, M and W written; per row v_new read and v written.
+// Matrix commit: G, M, O and W read (three fp32 arrays and O), M and W written; per row v_new
+// read and v written.
 int64_t CommitMatrixBytes(int64_t elements, int64_t rows, int64_t wire);
 // AdamW commit: G, m, v and W read, m, v and W written.
 int64_t CommitAdamwBytes(int64_t elements);
