@@ -68,7 +68,7 @@
 #include "tools/common/api_flags.h"
 #include "tools/common/model_layout.h"
 #include "tools/common/random_fill.h"
-#include "tools/common/register_entry.h"
+#include "tools/common/api_calls.h"
 #include "tools/model_shapes.h"
 
 #ifdef NORMUON_WITH_CUDA
@@ -234,14 +234,13 @@ class CpuStepRig {
       const normuon_status_t st = normuon_step(s.rt, -1.0f, -1.0f, nullptr);
       s.t1 = Clock::now();
       if (st != NORMUON_SUCCESS) {
-        s.error = absl::StrCat("normuon_step on rank ", r, ": ", normuon_status_string(st), ": ",
-                               normuon_last_error(s.rt));
+        s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_step", st));
         return;
       }
       normuon_step_profile_init(&s.profile);
-      if (normuon_last_step_profile(s.rt, &s.profile) != NORMUON_SUCCESS) {
-        s.error = absl::StrCat("normuon_last_step_profile on rank ", r, ": ",
-                               normuon_last_error(s.rt));
+      const normuon_status_t got = normuon_last_step_profile(s.rt, &s.profile);
+      if (got != NORMUON_SUCCESS) {
+        s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_last_step_profile", got));
       }
     });
     std::string error = FirstError();
@@ -278,7 +277,7 @@ class CpuStepRig {
     config.weight_decay = 0.01f;
     normuon_status_t st = normuon_create(&config, ranks_ > 1 ? comms_[r] : 0, &s.rt);
     if (st != NORMUON_SUCCESS) {
-      s.error = absl::StrCat("normuon_create on rank ", r, ": ", normuon_last_error(0));
+      s.error = RankError(r, normuon_tools::ApiError(0, "normuon_create", st));
       return;
     }
     const std::vector<ModelShape>& entries = model_.entries;
@@ -297,13 +296,18 @@ class CpuStepRig {
           normuon_tools::RegisterEntry(s.rt, e, rows, n > 0 ? s.params[i].data() : nullptr,
                                        n > 0 ? s.grads[i].data() : nullptr, &handle);
       if (!registered.ok()) {
-        s.error = absl::StrCat("rank ", r, ": ", registered.message());
+        s.error = RankError(r, registered);
         return;
       }
     }
-    if (normuon_finalize(s.rt) != NORMUON_SUCCESS) {
-      s.error = absl::StrCat("normuon_finalize on rank ", r, ": ", normuon_last_error(s.rt));
+    st = normuon_finalize(s.rt);
+    if (st != NORMUON_SUCCESS) {
+      s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_finalize", st));
     }
+  }
+
+  static std::string RankError(int rank, const absl::Status& status) {
+    return absl::StrCat("rank ", rank, ": ", status.message());
   }
 
   std::string FirstError() {
@@ -466,8 +470,9 @@ class CudaStepRig {
     config.ns_dtype = ns;
     config.weight_decay = 0.01f;
     config.cuda_graph = graph ? 1 : 0;
-    if (normuon_create(&config, 0, &rt_) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_create: ", normuon_last_error(0));
+    normuon_status_t created = normuon_create(&config, 0, &rt_);
+    if (created != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(0, "normuon_create", created).message());
     }
     buffers_.resize(2 * m.entries.size());
     for (size_t i = 0; i < m.entries.size(); ++i) {
@@ -485,8 +490,9 @@ class CudaStepRig {
                                         g.get(), &handle);
       if (!st.ok()) return std::string(st.message());
     }
-    if (normuon_finalize(rt_) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_finalize: ", normuon_last_error(rt_));
+    const normuon_status_t finalized = normuon_finalize(rt_);
+    if (finalized != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(rt_, "normuon_finalize", finalized).message());
     }
     st = timer_.Init();
     if (!st.ok()) return std::string(st.message());
@@ -501,15 +507,16 @@ class CudaStepRig {
     const normuon_status_t s = normuon_step(rt_, -1.0f, -1.0f, stream_);
     *enqueue_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (s != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_step: ", normuon_status_string(s), ": ", normuon_last_error(rt_));
+      return std::string(normuon_tools::ApiError(rt_, "normuon_step", s).message());
     }
     absl::StatusOr<double> t = timer_.StopMs(stream_);
     if (!t.ok()) return std::string(t.status().message());
     *ms = *t;
     normuon_step_info_t info;
     normuon_step_info_init(&info);
-    if (normuon_step_result(rt_, &info) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_step_result: ", normuon_last_error(rt_));
+    const normuon_status_t result = normuon_step_result(rt_, &info);
+    if (result != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(rt_, "normuon_step_result", result).message());
     }
     if (info.last_skipped) return "the step was skipped (non-finite gradient?)";
     return "";

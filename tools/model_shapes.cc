@@ -4,9 +4,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -14,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "tools/common/text_file.h"
 
 namespace normuon_tools {
 namespace {
@@ -145,12 +144,9 @@ absl::StatusOr<ModelShapes> ParseModelShapes(absl::string_view text, absl::strin
 }
 
 absl::StatusOr<ModelShapes> ReadModelShapesFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open shape list '", path, "'"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return ParseModelShapes(buffer.str(), path);
+  absl::StatusOr<std::string> text = ReadTextFile(path, "shape list");
+  if (!text.ok()) return text.status();
+  return ParseModelShapes(*text, path);
 }
 
 std::vector<std::string> ModelSearchDirs(absl::string_view argv0) {

@@ -42,7 +42,6 @@ class EventEngine {
     j.updated = now_;
     j.done = std::move(done);
     j.live = true;
-    ++started_;
     if (resource < 0) {
       Push(now_ + j.remaining, id);
       return;
@@ -77,7 +76,6 @@ class EventEngine {
   }
 
   double now() const { return now_; }
-  int64_t started() const { return started_; }
 
  private:
   struct Job {
@@ -131,7 +129,6 @@ class EventEngine {
 
   double now_ = 0.0;
   uint64_t seq_ = 0;
-  int64_t started_ = 0;
   std::vector<Job> jobs_;
   std::vector<int> free_;
   std::vector<Resource> resources_;

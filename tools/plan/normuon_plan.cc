@@ -24,8 +24,6 @@
 // backward pass: "exposed_after_last_grad_ms", "hidden_fraction") and "ranks" (owned, ns5_flops,
 // bytes_sent, bytes_received, step_ms; "owned_names" with --verbose).
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -35,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tools/common/api_flags.h"
+#include "tools/common/text_file.h"
 #include "tools/model_shapes.h"
 #include "tools/plan/plan_flags.h"
 #include "tools/plan/report.h"
@@ -97,15 +96,6 @@ namespace {
 int Fail(const std::string& message) {
   std::fprintf(stderr, "normuon_plan: %s\n", message.c_str());
   return 1;
-}
-
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  *out = ss.str();
-  return static_cast<bool>(f) || f.eof();
 }
 
 }  // namespace
@@ -175,11 +165,11 @@ int main(int argc, char** argv) {
   if (!rate_files.empty()) {
     rates.source = rate_files;
     for (absl::string_view file : absl::StrSplit(rate_files, ',', absl::SkipEmpty())) {
-      std::string text;
       const std::string path(file);
-      if (!ReadFile(path, &text)) return Fail(absl::StrCat("--rates: cannot read '", path, "'"));
+      absl::StatusOr<std::string> text = normuon_tools::ReadTextFile(path, "rates file");
+      if (!text.ok()) return Fail(absl::StrCat("--rates: ", text.status().message()));
       const absl::Status s =
-          normuon::plan::AddBenchmarkRates(text, path, in.options.wire_bytes, &rates);
+          normuon::plan::AddBenchmarkRates(*text, path, in.options.wire_bytes, &rates);
       if (!s.ok()) return Fail(absl::StrCat("--rates: ", s.message()));
     }
   }

@@ -91,7 +91,6 @@ class Simulator {
     }
     SimResult result;
     result.backward = backward_;
-    result.events = engine_.started();
     for (int r = 0; r < world_; ++r) {
       const RankState& rs = ranks_[r];
       if (!rs.ended) {

@@ -96,7 +96,6 @@ struct SimResult {
   double exposed_comm_ms = 0.0;  // max over ranks
   bool backward = false;
   double backward_ms = 0.0;      // with a backward pass: the slowest rank's backward duration
-  int64_t events = 0;            // jobs simulated (for the curious)
 };
 
 // Runs one step of plan on the machine. With a backward pass, step_ms is the time exposed after

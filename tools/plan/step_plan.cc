@@ -40,7 +40,6 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
     std::vector<sharding::RowShard>& shards = layout[i];
     if (e.kind == ParamKind::kMatrix) {
       MatrixInfo m;
-      m.entry = static_cast<int>(i);
       m.name = e.name;
       m.rows = e.rows;
       m.cols = e.cols;

@@ -49,7 +49,6 @@ struct BucketPlan {
 };
 
 struct MatrixInfo {
-  int entry = 0;  // index into the model's entries
   std::string name;
   int64_t rows = 0, cols = 0;
   std::vector<sharding::RowShard> shards;  // one per rank (FSDP2)

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -13,14 +12,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/common/api_calls.h"
 #include "tools/common/api_flags.h"
 #include "tools/common/model_layout.h"
+#include "tools/common/param_buffers.h"
 #include "tools/common/random_fill.h"
-#include "tools/common/register_entry.h"
-
-#ifdef NORMUON_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 namespace normuon_tools::run {
 namespace {
@@ -30,106 +26,6 @@ using Clock = std::chrono::steady_clock;
 double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
-
-// One parameter's buffers: host memory (CPU backend) or device memory (CUDA backend).
-struct ParamBuffers {
-  float* param = nullptr;
-  float* grad = nullptr;
-  std::unique_ptr<float[]> host_param;  // CPU backend
-  std::unique_ptr<float[]> host_grad;   // CPU backend
-};
-
-class Storage {
- public:
-  Storage(bool cuda, int device) : cuda_(cuda), device_(device) {}
-  ~Storage() {
-#ifdef NORMUON_WITH_CUDA
-    if (cuda_) {
-      for (ParamBuffers& b : buffers_) {
-        if (b.param != nullptr) cudaFree(b.param);
-        if (b.grad != nullptr) cudaFree(b.grad);
-      }
-    }
-#endif
-  }
-
-  // Allocates one parameter's buffers and sets the parameter to `init` (n floats).
-  bool Add(int64_t n, const float* init, std::string* error) {
-    ParamBuffers b;
-    if (!cuda_) {
-      b.host_param.reset(new float[n]);
-      b.host_grad.reset(new float[n]);
-      std::memcpy(b.host_param.get(), init, n * sizeof(float));
-      std::memset(b.host_grad.get(), 0, n * sizeof(float));
-      b.param = b.host_param.get();
-      b.grad = b.host_grad.get();
-      buffers_.push_back(std::move(b));
-      return true;
-    }
-#ifdef NORMUON_WITH_CUDA
-    cudaError_t err = cudaSetDevice(device_);
-    if (err == cudaSuccess) err = cudaMalloc(reinterpret_cast<void**>(&b.param), n * sizeof(float));
-    if (err == cudaSuccess) err = cudaMalloc(reinterpret_cast<void**>(&b.grad), n * sizeof(float));
-    if (err == cudaSuccess) {
-      err = cudaMemcpy(b.param, init, n * sizeof(float), cudaMemcpyHostToDevice);
-    }
-    if (err == cudaSuccess) err = cudaMemset(b.grad, 0, n * sizeof(float));
-    buffers_.push_back(std::move(b));
-    if (err != cudaSuccess) {
-      *error = absl::StrCat("CUDA: ", cudaGetErrorString(err));
-      return false;
-    }
-    return true;
-#else
-    *error = "this build of normuon_run has no CUDA support (built without NORMUON_WITH_CUDA)";
-    return false;
-#endif
-  }
-
-  ParamBuffers& at(size_t i) { return buffers_[i]; }
-
-  // Copies n floats from host `src` into parameter i's gradient (a no-op when src is the
-  // gradient buffer itself, as on CPU).
-  bool SetGrad(size_t i, const float* src, int64_t n, std::string* error) {
-    if (!cuda_) {
-      if (src != buffers_[i].grad) std::memcpy(buffers_[i].grad, src, n * sizeof(float));
-      return true;
-    }
-#ifdef NORMUON_WITH_CUDA
-    cudaError_t err = cudaMemcpy(buffers_[i].grad, src, n * sizeof(float), cudaMemcpyHostToDevice);
-    if (err != cudaSuccess) {
-      *error = absl::StrCat("CUDA: ", cudaGetErrorString(err));
-      return false;
-    }
-    return true;
-#else
-    return false;
-#endif
-  }
-
-  // Copies parameter i (n floats) into host memory dst.
-  bool GetParam(size_t i, float* dst, int64_t n, std::string* error) {
-    if (!cuda_) {
-      std::memcpy(dst, buffers_[i].param, n * sizeof(float));
-      return true;
-    }
-#ifdef NORMUON_WITH_CUDA
-    cudaError_t err = cudaMemcpy(dst, buffers_[i].param, n * sizeof(float), cudaMemcpyDeviceToHost);
-    if (err != cudaSuccess) {
-      *error = absl::StrCat("CUDA: ", cudaGetErrorString(err));
-      return false;
-    }
-    return true;
-#else
-    return false;
-#endif
-  }
-
- private:
-  bool cuda_;
-  int device_;
-  std::vector<ParamBuffers> buffers_;
-};
 
 void AddPhases(normuon_step_profile_t* into, const normuon_step_profile_t& p) {
   into->total_ms += p.total_ms;
@@ -148,13 +44,14 @@ void AddPhases(normuon_step_profile_t* into, const normuon_step_profile_t& p) {
 
 RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int world) {
   RankOutcome out;
-  auto api_fail = [&](normuon_runtime_t rt, const char* call, normuon_status_t st) {
-    out.error = absl::StrCat(call, " failed on rank ", rank, ": ", normuon_status_string(st),
-                             ": ", normuon_last_error(rt));
+  auto fail = [&](const absl::Status& status) {
+    out.error = absl::StrCat("rank ", rank, ": ", status.message());
     return out;
   };
+  auto api_fail = [&](normuon_runtime_t rt, const char* call, normuon_status_t st) {
+    return fail(ApiError(rt, call, st));
+  };
   const std::vector<ModelShape>& entries = cfg.model->entries;
-  const bool cuda = cfg.backend == NORMUON_BACKEND_CUDA;
   const Clock::time_point setup_start = Clock::now();
   normuon_config_t config;
   normuon_config_init(&config);
@@ -169,12 +66,9 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   normuon_runtime_t rt = 0;
   normuon_status_t st = normuon_create(&config, comm, &rt);
   if (st != NORMUON_SUCCESS) return api_fail(0, "normuon_create", st);
-  struct Destroy {
-    normuon_runtime_t rt;
-    ~Destroy() { normuon_destroy(rt); }
-  } destroy{rt};
+  const RuntimeGuard guard(rt);
 
-  Storage storage(cuda, cfg.device);
+  std::vector<std::unique_ptr<ParamBuffers>> buffers;
   std::vector<normuon::sharding::RowShard> rows(entries.size());
   int64_t largest = 1;
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -187,17 +81,15 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
     const ModelShape& e = entries[i];
     const int64_t n = rows[i].row_count * e.cols;
     FillNormal(staging.data(), n, 0.02f, cfg.seed, i, 0, rows[i].row_begin * e.cols);
-    std::string error;
-    if (!storage.Add(std::max<int64_t>(n, 1), staging.data(), &error)) {
-      out.error = error;
-      return out;
+    absl::StatusOr<std::unique_ptr<ParamBuffers>> b =
+        ParamBuffers::Make(cfg.backend, cfg.device, n);
+    if (!b.ok()) return fail(b.status());
+    buffers.push_back(*std::move(b));
+    absl::Status ready = buffers[i]->SetParam(staging.data(), n);
+    if (ready.ok()) {
+      ready = RegisterEntry(rt, e, rows[i], buffers[i]->param(), buffers[i]->grad(), &handles[i]);
     }
-    const absl::Status registered =
-        RegisterEntry(rt, e, rows[i], storage.at(i).param, storage.at(i).grad, &handles[i]);
-    if (!registered.ok()) {
-      out.error = absl::StrCat("rank ", rank, ": ", registered.message());
-      return out;
-    }
+    if (!ready.ok()) return fail(ready);
   }
   st = normuon_finalize(rt);
   if (st != NORMUON_SUCCESS) return api_fail(rt, "normuon_finalize", st);
@@ -215,14 +107,12 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
     for (size_t i = 0; i < entries.size(); ++i) {
       const int64_t n = rows[i].row_count * entries[i].cols;
       if (n == 0) continue;
-      float* dst = cuda ? staging.data() : storage.at(i).grad;
+      // On the CPU the values go straight into the gradient (SetGrad is then a no-op).
+      float* dst = buffers[i]->on_device() ? staging.data() : buffers[i]->grad();
       FillNormal(dst, n, 1.0f, cfg.seed, i, static_cast<uint64_t>(s) + 1,
                  rows[i].row_begin * entries[i].cols);
-      std::string error;
-      if (!storage.SetGrad(i, dst, n, &error)) {
-        out.error = error;
-        return out;
-      }
+      const absl::Status copied = buffers[i]->SetGrad(dst, n);
+      if (!copied.ok()) return fail(copied);
     }
     out.grad_ms += MsSince(gen_start);
 
@@ -307,11 +197,8 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   for (size_t i = 0; i < entries.size(); ++i) {
     const int64_t n = rows[i].row_count * entries[i].cols;
     std::vector<float> values(static_cast<size_t>(n));
-    std::string error;
-    if (n > 0 && !storage.GetParam(i, values.data(), n, &error)) {
-      out.error = error;
-      return out;
-    }
+    const absl::Status copied = buffers[i]->GetParam(values.data(), n);
+    if (!copied.ok()) return fail(copied);
     for (float v : values) {
       out.sum += v;
       out.sum_sq += static_cast<double>(v) * v;
