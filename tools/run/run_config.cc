@@ -125,7 +125,11 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
   absl::StatusOr<ModelShapes> shapes = shapes_path.empty()
                                            ? LoadModel(setup->model, argv0)
                                            : ReadModelShapesFile(shapes_path);
-  if (!shapes.ok()) return shapes.status();
+  if (!shapes.ok()) {
+    return absl::Status(shapes.status().code(),
+                        absl::StrCat(shapes_path.empty() ? "--model: " : "--shapes: ",
+                                     shapes.status().message()));
+  }
   setup->shapes = *std::move(shapes);
   absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> layout =
       Fsdp2Layout(setup->shapes, setup->ranks);

@@ -45,13 +45,17 @@ struct RankConfig {
   std::vector<std::vector<int>> layers;  // matrix ordinals per layer, backward order
 };
 
-// The whole run of normuon_run.
+// The whole run of normuon_run. Not copyable: rank.model and rank.layout point into it.
 struct RunSetup {
+  RunSetup() = default;
+  RunSetup(const RunSetup&) = delete;
+  RunSetup& operator=(const RunSetup&) = delete;
+
   ModelShapes shapes;
   std::vector<std::vector<normuon::sharding::RowShard>> layout;  // on `ranks` ranks
   std::string model;  // the --model name, or the --shapes path
   int ranks = 1;
-  RankConfig rank;    // rank.model and rank.layout point into this RunSetup: do not copy it
+  RankConfig rank;
   bool json = false;
   bool check = false;
   CheckAgainst check_against = CheckAgainst::kSame;
