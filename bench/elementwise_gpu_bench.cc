@@ -9,7 +9,8 @@
 // beyond the L2 cache, so every call streams from device memory.
 //
 // Bytes are the fewest each kernel must move, every input read once and every output written
-// once (n = elements, r = rows, p = 4 bytes for fp32 tensors, q = U/O element size):
+// once, as the planner counts them (tools/plan/cost_model.h; n = elements, r = rows, p = 4 bytes
+// for fp32 tensors, q = U/O element size):
 //   Blend         n*(p grad + p momentum + q U)
 //   RowStats      n*q O + r*(4 v + 4 v_new + 8 row slots)
 //   CommitMatrix  n*(p grad + 2p momentum + 2p param + q O) + r*(4 v_new + 4 v)
@@ -44,8 +45,10 @@ int main() {
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/gpu_ceilings.h"
+#include "bench/gpu_regions.h"
 #include "benchmark/benchmark.h"
 #include "kernels/backend.h"
+#include "tools/plan/cost_model.h"
 #include "base/status_macros.h"
 
 namespace {
@@ -75,30 +78,25 @@ struct Shape {
 };
 const Shape kShapes[] = {{"llama-1b mlp", 8192, 2048}, {"llama-8b mlp", 14336, 4096}};
 
-// The bytes a kernel must read and write (see the header comment).
+// The bytes a kernel must read and write: the planner's own counts (tools/plan/cost_model.h), so
+// that normuon_plan --rates divides by exactly what this benchmark measured.
 double KernelBytes(Kernel k, int64_t rows, int64_t cols, DType ns) {
-  const double n = static_cast<double>(rows) * cols, r = static_cast<double>(rows);
-  const double p = 4.0, q = static_cast<double>(normuon::SizeOf(ns));
+  const int64_t n = rows * cols, q = static_cast<int64_t>(normuon::SizeOf(ns));
   switch (k) {
     case Kernel::kBlend:
-      return n * (p + p + q);
+      return static_cast<double>(normuon::plan::BlendBytes(n, q));
     case Kernel::kRowStats:
-      return n * q + r * 16.0;
+      return static_cast<double>(normuon::plan::RowStatsBytes(n, rows, q));
     case Kernel::kCommitMatrix:
-      return n * (p + 2 * p + 2 * p + q) + r * 8.0;
+      return static_cast<double>(normuon::plan::CommitMatrixBytes(n, rows, q));
     case Kernel::kCommitAdamW:
-      return n * (p + 2 * p + 2 * p + 2 * p);
+      return static_cast<double>(normuon::plan::CommitAdamwBytes(n));
   }
   return 0.0;
 }
 
-struct Gpu {
-  std::unique_ptr<normuon::Backend> backend;
-  cudaStream_t stream = nullptr;
-  DeviceBuffer scalars;  // GroupScalars: NorMuon group at [0], AdamW group at [1]
-  DeviceBuffer control;  // StepControl
-};
-Gpu* g_gpu = nullptr;
+// The backend under test on its stream; its scalars: the NorMuon group at [0], AdamW at [1].
+normuon_bench::BenchGpu* g_gpu = nullptr;
 
 // One shape's tensors, in the dtypes of one mode; kept across the cases that share them.
 struct Tensors {
@@ -205,31 +203,17 @@ void BM_Elementwise(benchmark::State& state, Kernel k, Shape shape, DType ns) {
     }
   }
   const double bytes = KernelBytes(k, shape.rows, shape.cols, ns);
-  // Warm-up, then one timed call sizes the timed regions: a region repeats the call until it
-  // lasts about a millisecond, so launch latency does not count against a 20-microsecond kernel.
-  normuon_bench::EventTimer timer;
-  absl::Status st = timer.Init();
-  for (int i = 0; st.ok() && i < 2; ++i) st = RunKernel(k, *g_tensors);
-  if (st.ok()) st = timer.Start(g_gpu->stream);
-  if (st.ok()) st = RunKernel(k, *g_tensors);
-  absl::StatusOr<double> first = st.ok() ? timer.StopMs(g_gpu->stream) : st;
-  if (!first.ok()) {
-    state.SkipWithError(std::string(first.status().message()).c_str());
+  // Regions of about a millisecond, so launch latency does not count against a 20-microsecond
+  // kernel; two warm-up calls.
+  normuon_bench::RegionTimer regions;
+  const absl::Status st =
+      regions.Init(g_gpu->stream, [&k] { return RunKernel(k, *g_tensors); }, 2);
+  if (!st.ok()) {
+    state.SkipWithError(std::string(st.message()).c_str());
     return;
   }
-  const int inner = static_cast<int>(std::clamp(1.0 / std::max(*first, 1e-4), 1.0, 1000.0));
-  double total_seconds = 0.0;
-  for (auto _ : state) {
-    st = timer.Start(g_gpu->stream);
-    for (int i = 0; st.ok() && i < inner; ++i) st = RunKernel(k, *g_tensors);
-    absl::StatusOr<double> ms = st.ok() ? timer.StopMs(g_gpu->stream) : st;
-    if (!ms.ok()) {
-      state.SkipWithError(std::string(ms.status().message()).c_str());
-      return;
-    }
-    state.SetIterationTime(*ms * 1e-3 / inner);
-    total_seconds += *ms * 1e-3 / inner;
-  }
+  const double total_seconds = normuon_bench::TimeRegions(state, regions);
+  if (total_seconds < 0.0) return;
   absl::StatusOr<double> copy =
       normuon_bench::CopyRate(g_gpu->stream, static_cast<size_t>(bytes));
   if (!copy.ok()) {
@@ -241,7 +225,7 @@ void BM_Elementwise(benchmark::State& state, Kernel k, Shape shape, DType ns) {
   state.counters["copy_GB/s"] = *copy * 1e-9;
   state.counters["ratio_to_copy"] = rate / *copy;
   state.counters["MB"] = bytes * 1e-6;
-  state.counters["calls_per_region"] = inner;
+  state.counters["calls_per_region"] = regions.calls();
   state.SetLabel(absl::StrFormat("%s %lldx%lld, U/O %s", shape.what,
                                  static_cast<long long>(shape.rows),
                                  static_cast<long long>(shape.cols),
@@ -253,39 +237,23 @@ void BM_Elementwise(benchmark::State& state, Kernel k, Shape shape, DType ns) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const std::string no_device = normuon_bench::NoDeviceReason();
-  if (!no_device.empty()) {
-    std::printf("elementwise_gpu_bench: %s: skipped\n", no_device.c_str());
-    return 0;
-  }
-  absl::StatusOr<std::unique_ptr<normuon::Backend>> backend = normuon::MakeCudaBackend(0);
-  if (!backend.ok()) {
-    std::printf("elementwise_gpu_bench: no CUDA device: %s: skipped\n",
-                std::string(backend.status().message()).c_str());
-    return 0;
-  }
-  Gpu gpu;
-  gpu.backend = std::move(*backend);
   // Group 0 NorMuon, group 1 AdamW, as the tests use them.
-  const normuon::GroupScalars groups[2] = {{0.02f, 0.01f, 0.95f, 0.95f, 1e-10f, {0, 0, 0}},
-                                           {3e-4f, 0.01f, 0.9f, 0.95f, 1e-10f, {0, 0, 0}}};
-  absl::Status st = normuon_bench::CudaCheck(
-      cudaStreamCreateWithFlags(&gpu.stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  if (st.ok()) st = gpu.scalars.Allocate(sizeof(groups));
-  if (st.ok()) st = gpu.control.Allocate(sizeof(normuon::StepControl));
-  // BeginStep binds the backend to our stream, copies the scalars and clears the control block
-  // (so the commits are not skipped).
-  if (st.ok()) {
-    st = gpu.backend->BeginStep(gpu.stream, groups, gpu.scalars.get(), sizeof(groups),
-                                gpu.control.as<normuon::StepControl>());
-  }
-  if (st.ok()) st = normuon_bench::CudaCheck(cudaStreamSynchronize(gpu.stream), "BeginStep");
-  if (!st.ok()) {
+  const std::vector<normuon::GroupScalars> groups = {
+      {0.02f, 0.01f, 0.95f, 0.95f, 1e-10f, {0, 0, 0}},
+      {3e-4f, 0.01f, 0.9f, 0.95f, 1e-10f, {0, 0, 0}}};
+  std::string skip;
+  absl::StatusOr<std::unique_ptr<normuon_bench::BenchGpu>> gpu =
+      normuon_bench::OpenBenchGpu(groups, &skip);
+  if (!gpu.ok()) {
     std::fprintf(stderr, "elementwise_gpu_bench: set-up failed: %s\n",
-                 std::string(st.message()).c_str());
+                 std::string(gpu.status().message()).c_str());
     return 1;
   }
-  g_gpu = &gpu;
+  if (*gpu == nullptr) {
+    std::printf("elementwise_gpu_bench: %s: skipped\n", skip.c_str());
+    return 0;
+  }
+  g_gpu = gpu->get();
   benchmark::AddCustomContext("device", normuon_bench::DeviceDescription(0));
   benchmark::AddCustomContext("ceiling", "cudaMemcpyAsync D2D of the same bytes, same run");
 
@@ -307,8 +275,7 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   g_tensors.reset();
-  gpu.backend.reset();
-  cudaStreamDestroy(gpu.stream);
+  gpu->reset();  // the backend, then its stream
   return 0;
 }
 

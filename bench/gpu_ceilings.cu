@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "bench/bench_util.h"
 #include "base/bf16.h"
 #include "base/status_macros.h"
+#include "tools/common/random_fill.h"
 
 namespace normuon_bench {
 
@@ -59,6 +59,35 @@ std::string DeviceDescription(int device) {
                          runtime);
 }
 
+BenchGpu::~BenchGpu() {
+  backend.reset();
+  if (stream != nullptr) cudaStreamDestroy(stream);
+}
+
+absl::StatusOr<std::unique_ptr<BenchGpu>> OpenBenchGpu(
+    const std::vector<normuon::GroupScalars>& groups, std::string* skip_reason) {
+  *skip_reason = NoDeviceReason();
+  if (!skip_reason->empty()) return std::unique_ptr<BenchGpu>();
+  absl::StatusOr<std::unique_ptr<normuon::Backend>> backend = normuon::MakeCudaBackend(0);
+  if (!backend.ok()) {
+    *skip_reason = absl::StrCat("no CUDA device: ", backend.status().message());
+    return std::unique_ptr<BenchGpu>();
+  }
+  auto gpu = std::make_unique<BenchGpu>();
+  gpu->backend = *std::move(backend);
+  const size_t scalar_bytes = groups.size() * sizeof(normuon::GroupScalars);
+  NORMUON_RETURN_IF_ERROR(
+      CudaCheck(cudaStreamCreateWithFlags(&gpu->stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+  if (scalar_bytes > 0) NORMUON_RETURN_IF_ERROR(gpu->scalars.Allocate(scalar_bytes));
+  NORMUON_RETURN_IF_ERROR(gpu->control.Allocate(sizeof(normuon::StepControl)));
+  NORMUON_RETURN_IF_ERROR(gpu->backend->BeginStep(
+      gpu->stream, scalar_bytes > 0 ? groups.data() : nullptr,
+      scalar_bytes > 0 ? gpu->scalars.get() : nullptr, scalar_bytes,
+      gpu->control.as<normuon::StepControl>()));
+  NORMUON_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(gpu->stream), "BeginStep"));
+  return gpu;
+}
+
 DeviceBuffer::~DeviceBuffer() { Reset(); }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
@@ -100,7 +129,10 @@ absl::Status FillRandom(void* dev, normuon::DType dtype, int64_t n, float mean, 
   constexpr int64_t kPool = int64_t{1} << 22;
   const int64_t pool_n = std::min(n, kPool);
   std::vector<float> pool(static_cast<size_t>(pool_n));
-  FillNormalHost(pool.data(), pool_n, mean, sigma, seed, abs);
+  normuon_tools::FillNormal(pool.data(), pool_n, sigma, seed, 0, 0);
+  if (mean != 0.0f || abs) {
+    for (float& x : pool) x = mean + (abs ? std::fabs(x) : x);
+  }
   const size_t elem = normuon::SizeOf(dtype);
   const int64_t tile = std::max<int64_t>(1, pool_n / 2);
   std::vector<uint16_t> bf16(dtype == normuon::DType::kBF16 ? static_cast<size_t>(pool_n) : 0);
@@ -153,24 +185,37 @@ absl::StatusOr<double> EventTimer::StopMs(cudaStream_t stream) {
   return static_cast<double>(ms);
 }
 
+absl::Status RegionTimer::Init(cudaStream_t stream, std::function<absl::Status()> work,
+                               int warmup, double target_ms, int max_calls) {
+  stream_ = stream;
+  work_ = std::move(work);
+  NORMUON_RETURN_IF_ERROR(timer_.Init());
+  for (int i = 0; i < warmup; ++i) NORMUON_RETURN_IF_ERROR(work_());
+  // One timed call sizes the regions.
+  NORMUON_RETURN_IF_ERROR(timer_.Start(stream_));
+  NORMUON_RETURN_IF_ERROR(work_());
+  NORMUON_ASSIGN_OR_RETURN(const double one_ms, timer_.StopMs(stream_));
+  calls_ = static_cast<int>(
+      std::clamp(target_ms / std::max(one_ms, 1e-4), 1.0, static_cast<double>(max_calls)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> RegionTimer::Region() {
+  NORMUON_RETURN_IF_ERROR(timer_.Start(stream_));
+  for (int i = 0; i < calls_; ++i) NORMUON_RETURN_IF_ERROR(work_());
+  NORMUON_ASSIGN_OR_RETURN(const double ms, timer_.StopMs(stream_));
+  return ms * 1e-3 / calls_;
+}
+
 absl::StatusOr<double> MedianSeconds(cudaStream_t stream,
                                      const std::function<absl::Status()>& work, int warmup,
                                      int reps, double target_ms) {
-  EventTimer timer;
-  NORMUON_RETURN_IF_ERROR(timer.Init());
-  for (int i = 0; i < warmup; ++i) NORMUON_RETURN_IF_ERROR(work());
-  // One timed call sizes the regions.
-  NORMUON_RETURN_IF_ERROR(timer.Start(stream));
-  NORMUON_RETURN_IF_ERROR(work());
-  NORMUON_ASSIGN_OR_RETURN(const double one_ms, timer.StopMs(stream));
-  const int inner =
-      static_cast<int>(std::clamp(target_ms / std::max(one_ms, 1e-4), 1.0, 1000.0));
+  RegionTimer regions;
+  NORMUON_RETURN_IF_ERROR(regions.Init(stream, work, warmup, target_ms));
   std::vector<double> seconds;
   for (int r = 0; r < reps; ++r) {
-    NORMUON_RETURN_IF_ERROR(timer.Start(stream));
-    for (int i = 0; i < inner; ++i) NORMUON_RETURN_IF_ERROR(work());
-    NORMUON_ASSIGN_OR_RETURN(const double ms, timer.StopMs(stream));
-    seconds.push_back(ms * 1e-3 / inner);
+    NORMUON_ASSIGN_OR_RETURN(const double s, regions.Region());
+    seconds.push_back(s);
   }
   NORMUON_RETURN_IF_ERROR(CudaCheck(cudaGetLastError(), "kernel launch"));
   std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());

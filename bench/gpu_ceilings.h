@@ -19,7 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -63,6 +65,26 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// The CUDA backend of device 0 for a benchmark's whole run, bound by BeginStep to a stream of its
+// own (non-blocking), with `groups` copied to device memory as the step's scalars (none: no
+// scalars) and a cleared control block, so commits are not skipped.
+struct BenchGpu {
+  BenchGpu() = default;
+  ~BenchGpu();  // the backend, then the stream
+  BenchGpu(const BenchGpu&) = delete;
+  BenchGpu& operator=(const BenchGpu&) = delete;
+
+  std::unique_ptr<normuon::Backend> backend;
+  cudaStream_t stream = nullptr;
+  DeviceBuffer scalars;  // the GroupScalars given to OpenBenchGpu
+  DeviceBuffer control;  // StepControl
+};
+
+// Null, with *skip_reason set ("no CUDA device: ..."), when this process sees no usable GPU: the
+// benchmark prints it and exits 0. An error when a set-up call fails.
+absl::StatusOr<std::unique_ptr<BenchGpu>> OpenBenchGpu(
+    const std::vector<normuon::GroupScalars>& groups, std::string* skip_reason);
+
 // Fills n elements of `dtype` at dev with approximately N(mean, sigma^2) values (abs: |x|).
 // Made on the host from a pool of a few million draws, tiled with shifting offsets, so large
 // buffers fill quickly and no two tiles are alike.
@@ -87,6 +109,24 @@ class EventTimer {
  private:
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
+};
+
+// Times `work` (which queues on `stream`) in event-timed regions of back-to-back calls, so that
+// launch latency does not pose as a slow kernel: Init makes `warmup` untimed calls (the first
+// picks cuBLAS kernels) and one timed call that sizes a region to about target_ms (1 to
+// max_calls calls); each Region() then runs one region and returns the seconds of one call.
+class RegionTimer {
+ public:
+  absl::Status Init(cudaStream_t stream, std::function<absl::Status()> work, int warmup,
+                    double target_ms = 1.0, int max_calls = 1000);
+  absl::StatusOr<double> Region();
+  int calls() const { return calls_; }  // per region
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  std::function<absl::Status()> work_;
+  EventTimer timer_;
+  int calls_ = 1;
 };
 
 // Median seconds of one call of `work` (which queues on `stream`), timed with events: `warmup`

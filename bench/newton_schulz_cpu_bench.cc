@@ -1,6 +1,6 @@
 // Newton-Schulz throughput on the CPU backend against the machine's own ceiling: a plain fp32
 // sgemm of the same short side, measured in the same run. Counters: TFLOP/s of the NS step
-// (5 iterations of 4*s^2*l + 2*s^3 flops) and its ratio to the GEMM rate.
+// (sharding::Ns5Flops: 5 iterations of 4*s^2*l + 2*s^3 flops) and its ratio to the GEMM rate.
 //
 //   bazel run -c opt //bench:newton_schulz_cpu_bench -- --benchmark_format=json
 #include <cblas.h>
@@ -13,6 +13,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/newton_schulz_cpu.h"
+#include "sharding/owner_assignment.h"
 
 namespace {
 
@@ -24,12 +25,6 @@ std::vector<float> Random(size_t n) {
   std::vector<float> v(n);
   for (float& x : v) x = dist(gen);
   return v;
-}
-
-double NsFlops(int64_t rows, int64_t cols) {
-  const double s = static_cast<double>(std::min(rows, cols));
-  const double l = static_cast<double>(std::max(rows, cols));
-  return 5.0 * (4.0 * s * s * l + 2.0 * s * s * s);
 }
 
 // The ceiling: one s x s x l sgemm (the shape of A = X X^T), flops 2*s*s*l.
@@ -58,7 +53,7 @@ void BM_NewtonSchulzCpu(benchmark::State& state) {
     benchmark::DoNotOptimize(o.data());
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double rate = NsFlops(rows, cols) * static_cast<double>(state.iterations()) / sec;
+  const double rate = normuon::sharding::Ns5Flops(rows, cols) * static_cast<double>(state.iterations()) / sec;
   const double gemm = GemmRate(std::min(rows, cols), std::max(rows, cols));
   state.counters["TFLOP/s"] = rate * 1e-12;
   state.counters["gemm_TFLOP/s"] = gemm * 1e-12;

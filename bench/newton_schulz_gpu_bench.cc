@@ -8,8 +8,8 @@
 // default) runs every shape; fp32 mode (sgemm, no TF32) runs the GPT-2 and Llama-1B shapes (an
 // 8B fp32 batch takes seconds per call).
 //
-// Counters (FLOPs: 5 iterations of 4*s^2*l + 2*s^3 per matrix; the normalization and the copies
-// between GEMMs are not counted):
+// Counters (FLOPs: sharding::Ns5Flops, 5 iterations of 4*s^2*l + 2*s^3 per matrix; the
+// normalization and the copies between GEMMs are not counted):
 //   TFLOP/s               NS5 rate
 //   gemm_TFLOP/s          one s x s x l GEMM (cublasGemmEx bf16 with CUBLAS_COMPUTE_32F, or
 //                         cublasSgemm), default cuBLAS settings, same run
@@ -46,12 +46,13 @@ int main() {
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "bench/bench_util.h"
 #include "bench/gpu_ceilings.h"
+#include "bench/gpu_regions.h"
 #include "benchmark/benchmark.h"
 #include "kernels/backend.h"
 #include "base/bf16.h"
 #include "base/status_macros.h"
+#include "sharding/owner_assignment.h"
 
 namespace {
 
@@ -84,15 +85,10 @@ const NsCase kCases[] = {
 
 const std::vector<std::array<float, 3>> kQuintic5(5, {3.4445f, -4.7750f, 2.0315f});
 
-// Process-wide GPU state: the backend under test, the stream, and the plain cuBLAS handle of
-// the ceiling.
-struct Gpu {
-  std::unique_ptr<normuon::Backend> backend;
-  cudaStream_t stream = nullptr;
-  normuon_bench::PlainCublas cublas;
-  DeviceBuffer control;  // StepControl for BeginStep (binds the backend to `stream`)
-};
-Gpu* g_gpu = nullptr;
+// Process-wide GPU state: the backend under test on its stream, and the plain cuBLAS handle of
+// the ceiling on the same stream.
+normuon_bench::BenchGpu* g_gpu = nullptr;
+const normuon_bench::PlainCublas* g_cublas = nullptr;
 
 // The buffers of the case being run; kept across Google Benchmark's repeated calls of one case
 // and replaced when the next case starts (the Llama-8B batches need several GiB).
@@ -103,6 +99,19 @@ struct NsFixture {
 };
 std::unique_ptr<NsFixture> g_fixture;
 
+// The case's batch on the fixture's buffers, as the runtime hands it to the backend.
+normuon::NsBatch Batch(const NsCase& c, DType dtype, const NsFixture& f) {
+  normuon::NsBatch b;
+  b.rows = c.rows;
+  b.cols = c.cols;
+  b.count = c.count;
+  b.u = f.u.get();
+  b.o = f.o.get();
+  b.dtype = dtype;
+  b.coefficients = kQuintic5;
+  return b;
+}
+
 absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) {
   g_fixture.reset();  // free the previous case's memory first
   auto f = std::make_unique<NsFixture>();
@@ -112,19 +121,11 @@ absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) 
   NORMUON_RETURN_IF_ERROR(f->u.Allocate(bytes));
   NORMUON_RETURN_IF_ERROR(f->o.Allocate(bytes));
   NORMUON_RETURN_IF_ERROR(normuon_bench::FillRandom(f->u.get(), dtype, n, 0.0f, 1.0f, 1));
-  normuon::NsBatch b;
-  b.rows = c.rows;
-  b.cols = c.cols;
-  b.count = c.count;
-  b.u = f->u.get();
-  b.o = f->o.get();
-  b.dtype = dtype;
-  b.coefficients = kQuintic5;
-  NORMUON_RETURN_IF_ERROR(g_gpu->backend->Prepare({b}));
+  NORMUON_RETURN_IF_ERROR(g_gpu->backend->Prepare({Batch(c, dtype, *f)}));
   const int64_t s = std::min(c.rows, c.cols), l = std::max(c.rows, c.cols);
-  NORMUON_ASSIGN_OR_RETURN(f->gemm, normuon_bench::GemmRate(g_gpu->cublas, g_gpu->stream, dtype, s, l, 1));
+  NORMUON_ASSIGN_OR_RETURN(f->gemm, normuon_bench::GemmRate(*g_cublas, g_gpu->stream, dtype, s, l, 1));
   NORMUON_ASSIGN_OR_RETURN(f->gemm_batched,
-                   normuon_bench::GemmRate(g_gpu->cublas, g_gpu->stream, dtype, s, l, c.count));
+                   normuon_bench::GemmRate(*g_cublas, g_gpu->stream, dtype, s, l, c.count));
   g_fixture = std::move(f);
   return absl::OkStatus();
 }
@@ -162,47 +163,25 @@ void BM_NewtonSchulzCuda(benchmark::State& state, NsCase c, DType dtype) {
       return;
     }
   }
-  normuon::NsBatch b;
-  b.rows = c.rows;
-  b.cols = c.cols;
-  b.count = c.count;
-  b.u = g_fixture->u.get();
-  b.o = g_fixture->o.get();
-  b.dtype = dtype;
-  b.coefficients = kQuintic5;
-  // Warm-up (the first call picks cuBLAS kernels), then one timed call sizes the timed regions:
-  // a region repeats the call until it lasts about a millisecond, so launch latency does not
-  // count against the small GPT-2 batches.
-  normuon_bench::EventTimer timer;
-  absl::Status st = timer.Init();
-  if (st.ok()) st = g_gpu->backend->NewtonSchulz(b);
-  if (st.ok()) st = timer.Start(g_gpu->stream);
-  if (st.ok()) st = g_gpu->backend->NewtonSchulz(b);
-  absl::StatusOr<double> first = st.ok() ? timer.StopMs(g_gpu->stream) : st;
-  if (!first.ok()) {
-    state.SkipWithError(std::string(first.status().message()).c_str());
+  const normuon::NsBatch b = Batch(c, dtype, *g_fixture);
+  // Regions of about a millisecond (at most 100 calls), so launch latency does not count against
+  // the small GPT-2 batches; one warm-up call (it picks the cuBLAS kernels).
+  normuon_bench::RegionTimer regions;
+  absl::Status st = regions.Init(
+      g_gpu->stream, [&b] { return g_gpu->backend->NewtonSchulz(b); }, 1, 1.0, 100);
+  if (!st.ok()) {
+    state.SkipWithError(std::string(st.message()).c_str());
     return;
   }
-  const int inner = static_cast<int>(std::clamp(1.0 / std::max(*first, 1e-4), 1.0, 100.0));
-  double total_seconds = 0.0;
-  for (auto _ : state) {
-    st = timer.Start(g_gpu->stream);
-    for (int i = 0; st.ok() && i < inner; ++i) st = g_gpu->backend->NewtonSchulz(b);
-    absl::StatusOr<double> ms = st.ok() ? timer.StopMs(g_gpu->stream) : st;
-    if (!ms.ok()) {
-      state.SkipWithError(std::string(ms.status().message()).c_str());
-      return;
-    }
-    state.SetIterationTime(*ms * 1e-3 / inner);
-    total_seconds += *ms * 1e-3 / inner;
-  }
+  const double total_seconds = normuon_bench::TimeRegions(state, regions);
+  if (total_seconds < 0.0) return;
   st = CheckOutput(b.o, dtype, c.rows * c.cols);
   if (!st.ok()) {
     state.SkipWithError(std::string(st.message()).c_str());
     return;
   }
   // The rate of the mean call, as Google Benchmark's manual time reports it.
-  const double flops = normuon_bench::NsFlops(c.rows, c.cols) * static_cast<double>(c.count);
+  const double flops = normuon::sharding::Ns5Flops(c.rows, c.cols) * static_cast<double>(c.count);
   const double rate = flops * static_cast<double>(state.iterations()) / total_seconds;
   const double gemm = g_fixture->gemm, batched = g_fixture->gemm_batched;
   state.counters["TFLOP/s"] = rate * 1e-12;
@@ -221,33 +200,23 @@ void BM_NewtonSchulzCuda(benchmark::State& state, NsCase c, DType dtype) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const std::string no_device = normuon_bench::NoDeviceReason();
-  if (!no_device.empty()) {
-    std::printf("newton_schulz_gpu_bench: %s: skipped\n", no_device.c_str());
-    return 0;
-  }
-  absl::StatusOr<std::unique_ptr<normuon::Backend>> backend = normuon::MakeCudaBackend(0);
-  if (!backend.ok()) {
-    std::printf("newton_schulz_gpu_bench: no CUDA device: %s: skipped\n",
-                std::string(backend.status().message()).c_str());
-    return 0;
-  }
-  Gpu gpu;
-  gpu.backend = std::move(*backend);
-  absl::Status st = normuon_bench::CudaCheck(
-      cudaStreamCreateWithFlags(&gpu.stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  if (st.ok()) st = gpu.cublas.Init(gpu.stream);
-  if (st.ok()) st = gpu.control.Allocate(sizeof(normuon::StepControl));
-  if (st.ok()) {
-    st = gpu.backend->BeginStep(gpu.stream, nullptr, nullptr, 0,
-                                gpu.control.as<normuon::StepControl>());
-  }
+  std::string skip;
+  absl::StatusOr<std::unique_ptr<normuon_bench::BenchGpu>> gpu =
+      normuon_bench::OpenBenchGpu({}, &skip);  // Newton-Schulz takes no step scalars
+  normuon_bench::PlainCublas cublas;
+  absl::Status st = gpu.status();
+  if (st.ok() && *gpu != nullptr) st = cublas.Init((*gpu)->stream);
   if (!st.ok()) {
     std::fprintf(stderr, "newton_schulz_gpu_bench: set-up failed: %s\n",
                  std::string(st.message()).c_str());
     return 1;
   }
-  g_gpu = &gpu;
+  if (*gpu == nullptr) {
+    std::printf("newton_schulz_gpu_bench: %s: skipped\n", skip.c_str());
+    return 0;
+  }
+  g_gpu = gpu->get();
+  g_cublas = &cublas;
   benchmark::AddCustomContext("device", normuon_bench::DeviceDescription(0));
   benchmark::AddCustomContext("ceiling", "plain cuBLAS GEMM of s x s x l, same run");
 
@@ -267,8 +236,7 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   g_fixture.reset();
-  gpu.backend.reset();
-  cudaStreamDestroy(gpu.stream);
+  gpu->reset();  // the backend, then its stream
   return 0;
 }
 

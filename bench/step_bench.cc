@@ -3,15 +3,15 @@
 //
 // CPU (always): N in-process ranks (normuon_comm_create_inprocess_group, one thread per rank),
 // each holding its FSDP2 rows (ceil(rows/N) per rank) of every parameter, fp32, random
-// parameters and gradients. Args: model index, ranks, schedule (0 sequential, 1 per_matrix,
+// parameters and gradients (tools/common: the layout and values normuon_run uses). Args: model index, ranks, schedule (0 sequential, 1 per_matrix,
 // 2 bucketed). The time of a step is the wall time from the first rank entering normuon_step to
 // the last rank returning (UseManualTime); one untimed step runs first.
 // Counters:
 //   step_ms           the mean step time
 //   exposed_comm_ms   normuon_last_step_profile's exposed communication, max over ranks
 //   bytes_sent        bytes on the wire per step, summed over ranks; buckets: rank 0's count
-//   floor_ms          the NS5 floor: the model's Newton-Schulz FLOPs (5 iterations of
-//                     4*s^2*l + 2*s^3 per matrix) over the same-run sgemm rate of those shapes
+//   floor_ms          the NS5 floor: the model's Newton-Schulz FLOPs (sharding::Ns5Flops:
+//                     5 iterations of 4*s^2*l + 2*s^3 per matrix) over the same-run sgemm rate of those shapes
 //                     (s x s x l, the Gram product), run as min(N, cores) concurrent one-thread
 //                     sgemms for N > 1 ranks (the ranks share the cores; one BLAS thread each,
 //                     as the runtime sets), one sgemm with OpenBLAS's own threads for 1 rank;
@@ -34,7 +34,8 @@
 //   bazel run -c opt //bench:step_bench -- --benchmark_format=json         # tiny, CPU (+ GPU)
 //   bazel run -c opt //bench:step_bench -- --benchmark_filter='StepCpu/model:1/ranks:(1|8)/'
 //   .device/bin/step_bench --benchmark_filter=StepCuda                        (GPU machine)
-// Extra flag: --bucket_mb=X, the bucketed schedule's bucket size (default 32, the library's).
+// Extra flag (Abseil, parsed after Google Benchmark takes its own): --bucket_mb=X, the bucketed
+// schedule's bucket size (default 32, the library's).
 #include <cblas.h>
 
 #include <algorithm>
@@ -44,8 +45,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -56,12 +55,20 @@
 #include <utility>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "normuon/comm.h"
 #include "normuon/normuon.h"
+#include "sharding/owner_assignment.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/model_layout.h"
+#include "tools/common/random_fill.h"
+#include "tools/common/api_calls.h"
 #include "tools/model_shapes.h"
 
 #ifdef NORMUON_WITH_CUDA
@@ -74,18 +81,26 @@
 #include "base/status_macros.h"
 #endif
 
+ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket (> 0)");
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using normuon::ParamKind;
 using normuon_tools::ModelShape;
 using normuon_tools::ModelShapes;
-using normuon_tools::ShapeKind;
 
 const char* const kModels[] = {"tiny", "gpt2-124m", "llama-1b-layer", "llama-1b",
                                "llama-8b-layer"};
-const char* const kSchedules[] = {"sequential", "per_matrix", "bucketed"};
-const normuon_schedule_t kScheduleValues[] = {
-    NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED};
+
+// True when argv holds --benchmark_filter=... (or "--benchmark_filter X"): the user chose which
+// cases to run, so the expensive ones may be registered too.
+bool FilterGiven(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (absl::StartsWith(argv[i], "--benchmark_filter")) return true;
+  }
+  return false;
+}
 
 std::string g_argv0;
 int g_blas_threads = 1;           // OpenBLAS's own thread count, read at start
@@ -104,21 +119,14 @@ const ModelShapes* Model(int index, std::string* error) {
   return (cache[index] = std::make_unique<ModelShapes>(std::move(*m))).get();
 }
 
-// FSDP2's dim-0 layout: ceil(rows / world) rows per rank, the last ranks short or empty.
-void Fsdp2Rows(int64_t rows, int rank, int world, int64_t* begin, int64_t* count) {
-  const int64_t chunk = (rows + world - 1) / world;
-  *begin = std::min<int64_t>(rows, chunk * rank);
-  *count = std::min<int64_t>(rows, chunk * (rank + 1)) - *begin;
-}
-
 // Newton-Schulz FLOPs of the model's matrices, grouped by (s, l).
 std::map<std::pair<int64_t, int64_t>, std::pair<double, int64_t>> NsWorkByShape(
     const ModelShapes& m) {
   std::map<std::pair<int64_t, int64_t>, std::pair<double, int64_t>> work;
   for (const ModelShape& e : m.entries) {
-    if (e.kind != ShapeKind::kMatrix) continue;
+    if (e.kind != ParamKind::kMatrix) continue;
     auto& w = work[{std::min(e.rows, e.cols), std::max(e.rows, e.cols)}];
-    w.first += normuon_bench::NsFlops(e.rows, e.cols);
+    w.first += normuon::sharding::Ns5Flops(e.rows, e.cols);
     w.second += 1;
   }
   return work;
@@ -201,6 +209,10 @@ class CpuStepRig {
 
   // Creates, registers and finalizes every rank, then runs one untimed step. "" on success.
   std::string SetUp() {
+    absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> layout =
+        normuon_tools::Fsdp2Layout(model_, ranks_);
+    if (!layout.ok()) return std::string(layout.status().message());
+    layout_ = *std::move(layout);
     if (ranks_ > 1) {
       comms_.resize(ranks_);
       if (normuon_comm_create_inprocess_group(ranks_, 3600.0, comms_.data()) != NORMUON_SUCCESS) {
@@ -222,14 +234,13 @@ class CpuStepRig {
       const normuon_status_t st = normuon_step(s.rt, -1.0f, -1.0f, nullptr);
       s.t1 = Clock::now();
       if (st != NORMUON_SUCCESS) {
-        s.error = absl::StrCat("normuon_step on rank ", r, ": ", normuon_status_string(st), ": ",
-                               normuon_last_error(s.rt));
+        s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_step", st));
         return;
       }
       normuon_step_profile_init(&s.profile);
-      if (normuon_last_step_profile(s.rt, &s.profile) != NORMUON_SUCCESS) {
-        s.error = absl::StrCat("normuon_last_step_profile on rank ", r, ": ",
-                               normuon_last_error(s.rt));
+      const normuon_status_t got = normuon_last_step_profile(s.rt, &s.profile);
+      if (got != NORMUON_SUCCESS) {
+        s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_last_step_profile", got));
       }
     });
     std::string error = FirstError();
@@ -266,7 +277,7 @@ class CpuStepRig {
     config.weight_decay = 0.01f;
     normuon_status_t st = normuon_create(&config, ranks_ > 1 ? comms_[r] : 0, &s.rt);
     if (st != NORMUON_SUCCESS) {
-      s.error = absl::StrCat("normuon_create on rank ", r, ": ", normuon_last_error(0));
+      s.error = RankError(r, normuon_tools::ApiError(0, "normuon_create", st));
       return;
     }
     const std::vector<ModelShape>& entries = model_.entries;
@@ -274,39 +285,29 @@ class CpuStepRig {
     s.grads.resize(entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
       const ModelShape& e = entries[i];
-      int64_t begin = 0, count = 0;
-      Fsdp2Rows(e.rows, r, ranks_, &begin, &count);
-      const int64_t n = count * e.cols;
+      const normuon::sharding::RowShard& rows = layout_[i][r];
+      const int64_t n = rows.row_count * e.cols;
       s.params[i].resize(static_cast<size_t>(n));
       s.grads[i].resize(static_cast<size_t>(n));
-      normuon_bench::FillNormalHost(s.params[i].data(), n, 0.0f, 0.02f, 1000 * i + 2 * r + 1);
-      normuon_bench::FillNormalHost(s.grads[i].data(), n, 0.0f, 1.0f, 1000 * i + 2 * r + 2);
-      normuon_param_desc_t d;
-      normuon_param_desc_init(&d);
-      d.name = e.name.c_str();
-      d.rows = e.rows;
-      d.cols = e.cols;
-      d.row_begin = begin;
-      d.row_count = count;
-      d.param = n > 0 ? s.params[i].data() : nullptr;
-      d.grad = n > 0 ? s.grads[i].data() : nullptr;
-      d.param_dtype = d.grad_dtype = NORMUON_DTYPE_FP32;
+      normuon_tools::FillNormal(s.params[i].data(), n, 0.02f, 1, i, 0, rows.row_begin * e.cols);
+      normuon_tools::FillNormal(s.grads[i].data(), n, 1.0f, 1, i, 1, rows.row_begin * e.cols);
       normuon_param_t handle;
-      if (e.kind == ShapeKind::kMatrix) {
-        d.group = NORMUON_GROUP_MATRIX_DEFAULT;
-        st = normuon_register_matrix(s.rt, &d, &handle);
-      } else {
-        d.group = NORMUON_GROUP_ADAMW_DEFAULT;
-        st = normuon_register_adamw(s.rt, &d, &handle);
-      }
-      if (st != NORMUON_SUCCESS) {
-        s.error = absl::StrCat("register ", e.name, " on rank ", r, ": ", normuon_last_error(s.rt));
+      const absl::Status registered =
+          normuon_tools::RegisterEntry(s.rt, e, rows, n > 0 ? s.params[i].data() : nullptr,
+                                       n > 0 ? s.grads[i].data() : nullptr, &handle);
+      if (!registered.ok()) {
+        s.error = RankError(r, registered);
         return;
       }
     }
-    if (normuon_finalize(s.rt) != NORMUON_SUCCESS) {
-      s.error = absl::StrCat("normuon_finalize on rank ", r, ": ", normuon_last_error(s.rt));
+    st = normuon_finalize(s.rt);
+    if (st != NORMUON_SUCCESS) {
+      s.error = RankError(r, normuon_tools::ApiError(s.rt, "normuon_finalize", st));
     }
+  }
+
+  static std::string RankError(int rank, const absl::Status& status) {
+    return absl::StrCat("rank ", rank, ": ", status.message());
   }
 
   std::string FirstError() {
@@ -319,6 +320,7 @@ class CpuStepRig {
   const ModelShapes& model_;
   const int ranks_;
   const normuon_schedule_t schedule_;
+  std::vector<std::vector<normuon::sharding::RowShard>> layout_;  // [entry][rank]
   RankPool pool_;
   std::vector<RankState> states_;
   std::vector<normuon_comm_t> comms_;
@@ -340,7 +342,7 @@ double AggregateSgemmRate(int64_t s, int64_t l, int workers, int blas_threads) {
   for (int w = 0; w < workers; ++w) {
     x[w].resize(static_cast<size_t>(s * l));
     c[w].resize(static_cast<size_t>(s * s));
-    normuon_bench::FillNormalHost(x[w].data(), s * l, 0.0f, 1.0f, 77 + w);
+    normuon_tools::FillNormal(x[w].data(), s * l, 1.0f, 77 + w, 0, 0);
   }
   double best = 0.0;
   for (int trial = 0; trial < 3; ++trial) {
@@ -407,7 +409,7 @@ void BM_StepCpu(benchmark::State& state) {
   const std::string key = absl::StrCat(model_index, "/", ranks, "/", schedule);
   if (rig == nullptr || rig_key != key) {
     rig.reset();
-    rig = std::make_unique<CpuStepRig>(*m, ranks, kScheduleValues[schedule]);
+    rig = std::make_unique<CpuStepRig>(*m, ranks, normuon_tools::kSchedules[schedule]);
     error = rig->SetUp();
     if (!error.empty()) {
       rig.reset();
@@ -443,7 +445,8 @@ void BM_StepCpu(benchmark::State& state) {
   state.counters["ratio_to_floor"] = (total_ms / n) / floor_ms;
   state.counters["sgemm_GFLOP/s"] = rate * 1e-9;
   state.SetLabel(absl::StrFormat("%s, %d rank%s, %s", kModels[model_index], ranks,
-                                 ranks == 1 ? "" : "s", kSchedules[schedule]));
+                                 ranks == 1 ? "" : "s",
+                                 normuon_tools::ScheduleName(normuon_tools::kSchedules[schedule])));
 }
 
 #ifdef NORMUON_WITH_CUDA
@@ -467,8 +470,9 @@ class CudaStepRig {
     config.ns_dtype = ns;
     config.weight_decay = 0.01f;
     config.cuda_graph = graph ? 1 : 0;
-    if (normuon_create(&config, 0, &rt_) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_create: ", normuon_last_error(0));
+    normuon_status_t created = normuon_create(&config, 0, &rt_);
+    if (created != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(0, "normuon_create", created).message());
     }
     buffers_.resize(2 * m.entries.size());
     for (size_t i = 0; i < m.entries.size(); ++i) {
@@ -481,29 +485,14 @@ class CudaStepRig {
       if (st.ok()) st = normuon_bench::FillRandom(p.get(), normuon::DType::kF32, n, 0, 0.02f, 2 * i);
       if (st.ok()) st = normuon_bench::FillRandom(g.get(), normuon::DType::kF32, n, 0, 1, 2 * i + 1);
       if (!st.ok()) return absl::StrCat(e.name, ": ", st.message());
-      normuon_param_desc_t d;
-      normuon_param_desc_init(&d);
-      d.name = e.name.c_str();
-      d.rows = e.rows;
-      d.cols = e.cols;
-      d.row_begin = 0;
-      d.row_count = e.rows;
-      d.param = p.get();
-      d.grad = g.get();
-      d.param_dtype = d.grad_dtype = NORMUON_DTYPE_FP32;
       normuon_param_t handle;
-      normuon_status_t s;
-      if (e.kind == ShapeKind::kMatrix) {
-        d.group = NORMUON_GROUP_MATRIX_DEFAULT;
-        s = normuon_register_matrix(rt_, &d, &handle);
-      } else {
-        d.group = NORMUON_GROUP_ADAMW_DEFAULT;
-        s = normuon_register_adamw(rt_, &d, &handle);
-      }
-      if (s != NORMUON_SUCCESS) return absl::StrCat("register ", e.name, ": ", normuon_last_error(rt_));
+      st = normuon_tools::RegisterEntry(rt_, e, normuon::sharding::RowShard{0, e.rows}, p.get(),
+                                        g.get(), &handle);
+      if (!st.ok()) return std::string(st.message());
     }
-    if (normuon_finalize(rt_) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_finalize: ", normuon_last_error(rt_));
+    const normuon_status_t finalized = normuon_finalize(rt_);
+    if (finalized != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(rt_, "normuon_finalize", finalized).message());
     }
     st = timer_.Init();
     if (!st.ok()) return std::string(st.message());
@@ -518,15 +507,16 @@ class CudaStepRig {
     const normuon_status_t s = normuon_step(rt_, -1.0f, -1.0f, stream_);
     *enqueue_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (s != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_step: ", normuon_status_string(s), ": ", normuon_last_error(rt_));
+      return std::string(normuon_tools::ApiError(rt_, "normuon_step", s).message());
     }
     absl::StatusOr<double> t = timer_.StopMs(stream_);
     if (!t.ok()) return std::string(t.status().message());
     *ms = *t;
     normuon_step_info_t info;
     normuon_step_info_init(&info);
-    if (normuon_step_result(rt_, &info) != NORMUON_SUCCESS) {
-      return absl::StrCat("normuon_step_result: ", normuon_last_error(rt_));
+    const normuon_status_t result = normuon_step_result(rt_, &info);
+    if (result != NORMUON_SUCCESS) {
+      return std::string(normuon_tools::ApiError(rt_, "normuon_step_result", result).message());
     }
     if (info.last_skipped) return "the step was skipped (non-finite gradient?)";
     return "";
@@ -566,7 +556,7 @@ absl::StatusOr<double> CudaFloorMs(const ModelShapes& m, normuon::DType dtype, c
     flops += work.first;
   }
   for (const ModelShape& e : m.entries) {
-    bytes += static_cast<double>(e.elements()) * (e.kind == ShapeKind::kMatrix ? 20.0 : 28.0);
+    bytes += static_cast<double>(e.elements()) * (e.kind == ParamKind::kMatrix ? 20.0 : 28.0);
   }
   NORMUON_ASSIGN_OR_RETURN(const double copy,
                    normuon_bench::CopyRate(stream, size_t{1} << 30));  // 1 GiB moved
@@ -634,24 +624,23 @@ void BM_StepCuda(benchmark::State& state) {
 int main(int argc, char** argv) {
   g_argv0 = argv[0];
   g_blas_threads = openblas_get_num_threads();
-  const bool filter_given = normuon_bench::FilterGiven(argc, argv);
+  const bool filter_given = FilterGiven(argc, argv);
+  // Google Benchmark takes its own flags (--benchmark_*) out of argv; Abseil parses the rest and
+  // refuses anything it does not know.
   benchmark::Initialize(&argc, argv);
-  // Our own flag, after Google Benchmark has taken its own.
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--bucket_mb=", 12) == 0) {
-      const double mb = std::atof(argv[i] + 12);
-      if (!(mb > 0.0)) {
-        std::fprintf(stderr, "step_bench: --bucket_mb must be > 0\n");
-        return 1;
-      }
-      g_bucket_bytes = static_cast<uint64_t>(mb * 1048576.0);
-    } else {
-      argv[kept++] = argv[i];
-    }
+  absl::SetProgramUsageMessage(
+      "step_bench [--benchmark_* flags] [--bucket_mb=X]: whole optimizer steps per schedule");
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "step_bench: unexpected argument '%s'\n", positional[1]);
+    return 1;
   }
-  argc = kept;
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
+  if (!(bucket_mb > 0.0 && bucket_mb < 1e7)) {
+    std::fprintf(stderr, "step_bench: --bucket_mb must be > 0\n");
+    return 1;
+  }
+  g_bucket_bytes = static_cast<uint64_t>(bucket_mb * 1048576.0);
 
   benchmark::AddCustomContext("cpu_cores", absl::StrCat(std::thread::hardware_concurrency()));
   benchmark::AddCustomContext("openblas_threads", absl::StrCat(g_blas_threads));

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/param_kind.h"
 #include "fuzz/fuzz_input.h"
 #include "tools/model_shapes.h"
 
@@ -22,17 +23,17 @@ namespace {
 
 using normuon_tools::ModelShape;
 using normuon_tools::ModelShapes;
-using normuon_tools::ShapeKind;
-
-constexpr int64_t kMaxElements = int64_t{1} << 40;  // the parser's documented bound
+using normuon::kMaxElements;  // the parser's documented bound
+using normuon::ParamKind;
+using normuon::ParamKindName;
 
 std::string Write(const ModelShapes& shapes) {
   std::string out;
   for (const ModelShape& e : shapes.entries) {
     if (e.one_dim) {
-      absl::StrAppend(&out, e.name, " ", e.rows, " ", ShapeKindName(e.kind), "\n");
+      absl::StrAppend(&out, e.name, " ", e.rows, " ", ParamKindName(e.kind), "\n");
     } else {
-      absl::StrAppend(&out, e.name, " ", e.rows, "x", e.cols, " ", ShapeKindName(e.kind), "\n");
+      absl::StrAppend(&out, e.name, " ", e.rows, "x", e.cols, " ", ParamKindName(e.kind), "\n");
     }
   }
   return out;
@@ -57,10 +58,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(e.rows > 0 && e.cols > 0);
     FUZZ_CHECK(e.rows <= kMaxElements / e.cols);
     FUZZ_CHECK(!e.one_dim || e.cols == 1);
-    FUZZ_CHECK(!(e.one_dim && e.kind == ShapeKind::kMatrix));
+    FUZZ_CHECK(!(e.one_dim && e.kind == ParamKind::kMatrix));
     FUZZ_CHECK(e.elements() == e.rows * e.cols);
     // Inputs are bounded (libFuzzer's -max_len), so these sums stay far below 2^63.
-    if (e.kind == ShapeKind::kMatrix) {
+    if (e.kind == ParamKind::kMatrix) {
       ++matrices;
       matrix_elements += e.elements();
     }

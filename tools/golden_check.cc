@@ -19,9 +19,13 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "normuon/normuon.h"
+#include "tools/common/api_flags.h"
 #include "tools/golden_format.h"
 #include "tools/golden_runner.h"
 
+// --backend and --ns_dtype are strings read with the C API enums' flag parsers
+// (tools/common/api_flags.h) after absl::ParseCommandLine, not Abseil flag types: a bad value is
+// a usage error, and golden_check's usage errors exit 2 (Abseil's own parser exits 1).
 ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
 ABSL_FLAG(int, device, 0, "CUDA device ordinal (--backend=cuda)");
 ABSL_FLAG(std::string, ns_dtype, "default",
@@ -68,10 +72,15 @@ int main(int argc, char** argv) {
 
   RunOptions options;
   const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend == "cpu") {
-    options.backend = NORMUON_BACKEND_CPU;
-  } else if (backend == "cuda") {
-    options.backend = NORMUON_BACKEND_CUDA;
+  const std::string ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
+  auto usage_error = [](const std::string& value, const std::string& error) {
+    std::fprintf(stderr, "golden_check: illegal value '%s': %s\n", value.c_str(), error.c_str());
+    return 2;
+  };
+  std::string error;
+  if (!AbslParseFlag(backend, &options.backend, &error)) return usage_error(backend, error);
+  if (!AbslParseFlag(ns_dtype, &options.ns_dtype, &error)) return usage_error(ns_dtype, error);
+  if (options.backend == NORMUON_BACKEND_CUDA) {
     if (!normuon_tools::ToolsHaveCuda()) {
       std::fprintf(stderr,
                    "golden_check: this build has no CUDA support (built without "
@@ -82,24 +91,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "golden_check: the normuon library was built without CUDA\n");
       return 2;
     }
-  } else {
-    std::fprintf(stderr, "golden_check: --backend must be cpu or cuda, got '%s'\n",
-                 backend.c_str());
-    return 2;
   }
   options.device = absl::GetFlag(FLAGS_device);
-  const std::string ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
-  if (ns_dtype == "default") {
-    options.ns_dtype = NORMUON_NS_DEFAULT;
-  } else if (ns_dtype == "fp32") {
-    options.ns_dtype = NORMUON_NS_FP32;
-  } else if (ns_dtype == "bf16") {
-    options.ns_dtype = NORMUON_NS_BF16;
-  } else {
-    std::fprintf(stderr, "golden_check: --ns_dtype must be default, fp32 or bf16, got '%s'\n",
-                 ns_dtype.c_str());
-    return 2;
-  }
   const double tol = absl::GetFlag(FLAGS_tol);
   if (tol >= 0.0) options.update_tol = tol;
   const bool verbose = absl::GetFlag(FLAGS_verbose);

@@ -2,11 +2,9 @@
 #include "tools/golden_format.h"
 
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -15,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "tools/common/text_file.h"
 
 namespace normuon_tools {
 namespace {
@@ -167,14 +166,13 @@ class Parser {
     const absl::string_view value = tokens[1];
     GoldenCase& c = *current_;
     if (key == "kind") {
-      if (value == "normuon") {
-        c.kind = GoldenKind::kNormuon;
-      } else if (value == "adamw") {
-        c.kind = GoldenKind::kAdamw;
-      } else {
-        return Error(line_no, absl::StrCat("kind: '", value, "' is not normuon or adamw"));
+      for (GoldenKind kind : {GoldenKind::kNormuon, GoldenKind::kAdamw}) {
+        if (value == GoldenKindName(kind)) {
+          c.kind = kind;
+          return absl::OkStatus();
+        }
       }
-      return absl::OkStatus();
+      return Error(line_no, absl::StrCat("kind: '", value, "' is not normuon or adamw"));
     }
     if (key == "nesterov" || key == "ns_steps" || key == "steps") {
       absl::StatusOr<int64_t> v = ParseInt(value, key, line_no);
@@ -364,12 +362,9 @@ absl::StatusOr<std::vector<GoldenCase>> ParseGolden(absl::string_view text,
 }
 
 absl::StatusOr<std::vector<GoldenCase>> ReadGoldenFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open golden file '", path, "'"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return ParseGolden(buffer.str(), path);
+  absl::StatusOr<std::string> text = ReadTextFile(path, "golden file");
+  if (!text.ok()) return text.status();
+  return ParseGolden(*text, path);
 }
 
 std::string FormatGolden(const std::vector<GoldenCase>& cases) {

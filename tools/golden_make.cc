@@ -22,11 +22,25 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "tools/common/enum_flags.h"
 #include "tools/golden_format.h"
 #include "tools/golden_reference.h"
 
 ABSL_FLAG(std::string, shapes, "", "comma-separated RxC shapes, one case each");
-ABSL_FLAG(std::string, kind, "normuon", "normuon or adamw");
+// --kind's flag type: the names of golden_format.h.
+namespace normuon_tools {
+
+bool AbslParseFlag(absl::string_view text, GoldenKind* out, std::string* error) {
+  constexpr GoldenKind kKinds[] = {GoldenKind::kNormuon, GoldenKind::kAdamw};
+  return ParseEnumFlag(text, "kind", kKinds, GoldenKindName, out, error);
+}
+
+std::string AbslUnparseFlag(GoldenKind kind) { return GoldenKindName(kind); }
+
+}  // namespace normuon_tools
+
+ABSL_FLAG(normuon_tools::GoldenKind, kind, normuon_tools::GoldenKind::kNormuon,
+          "normuon or adamw");
 ABSL_FLAG(int, steps, 3, "steps per case");
 ABSL_FLAG(double, lr, -1.0, "learning rate (negative: the kind's default)");
 ABSL_FLAG(double, beta1, -1.0, "momentum / Adam beta1 (negative: the kind's default)");
@@ -49,18 +63,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   normuon_tools::RandomCaseSpec base;
-  const std::string kind = absl::GetFlag(FLAGS_kind);
-  if (kind == "normuon") {
-    base.kind = normuon_tools::GoldenKind::kNormuon;
+  base.kind = absl::GetFlag(FLAGS_kind);
+  const std::string kind = normuon_tools::GoldenKindName(base.kind);
+  if (base.kind == normuon_tools::GoldenKind::kNormuon) {
     base.lr = 0.02;
     base.beta1 = 0.95;
-  } else if (kind == "adamw") {
-    base.kind = normuon_tools::GoldenKind::kAdamw;
+  } else {
     base.lr = 3e-4;
     base.beta1 = 0.9;
-  } else {
-    std::fprintf(stderr, "golden_make: --kind must be normuon or adamw\n");
-    return 2;
   }
   if (absl::GetFlag(FLAGS_lr) >= 0.0) base.lr = absl::GetFlag(FLAGS_lr);
   if (absl::GetFlag(FLAGS_beta1) >= 0.0) base.beta1 = absl::GetFlag(FLAGS_beta1);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tools/common/random_fill.h"
 
 namespace normuon_tools {
 namespace {
@@ -142,11 +143,7 @@ class Normal {
 
  private:
   double Uniform() {  // [0, 1), 53 bits
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+    return static_cast<double>(SplitMix64(&state_) >> 11) * (1.0 / 9007199254740992.0);
   }
   uint64_t state_;
   double spare_ = 0.0;

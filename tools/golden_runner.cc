@@ -9,135 +9,18 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-
-#ifdef NORMUON_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
+#include "tools/common/api_calls.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/param_buffers.h"
 
 namespace normuon_tools {
 namespace {
-
-// An error status for a failed C API call, with the runtime's message.
-absl::Status ApiError(normuon_runtime_t rt, const char* call, normuon_status_t status) {
-  const char* message = normuon_last_error(rt);
-  return absl::InternalError(absl::StrCat(call, " failed: ", normuon_status_string(status), ": ",
-                                          message != nullptr ? message : "(no message)"));
-}
 
 #define RETURN_IF_API_ERROR(rt, call)                                              \
   do {                                                                             \
     const normuon_status_t api_status_ = (call);                                   \
     if (api_status_ != NORMUON_SUCCESS) return ApiError((rt), #call, api_status_); \
   } while (0)
-
-// Destroys the runtime when the run ends, however it ends.
-class RuntimeGuard {
- public:
-  explicit RuntimeGuard(normuon_runtime_t rt) : rt_(rt) {}
-  ~RuntimeGuard() {
-    if (rt_ != 0) normuon_destroy(rt_);
-  }
-  RuntimeGuard(const RuntimeGuard&) = delete;
-  RuntimeGuard& operator=(const RuntimeGuard&) = delete;
-
- private:
-  normuon_runtime_t rt_;
-};
-
-// The parameter and gradient buffers of one case: host vectors (CPU) or device memory (CUDA).
-class Buffers {
- public:
-  virtual ~Buffers() = default;
-  virtual void* param() = 0;
-  virtual const void* grad() = 0;
-  virtual absl::Status SetParam(const std::vector<float>& values) = 0;
-  virtual absl::Status SetGrad(const std::vector<float>& values) = 0;
-  virtual absl::Status GetParam(std::vector<float>* values) = 0;
-};
-
-class HostBuffers : public Buffers {
- public:
-  explicit HostBuffers(size_t n) : param_(n), grad_(n) {}
-  void* param() override { return param_.data(); }
-  const void* grad() override { return grad_.data(); }
-  absl::Status SetParam(const std::vector<float>& values) override {
-    std::copy(values.begin(), values.end(), param_.begin());
-    return absl::OkStatus();
-  }
-  absl::Status SetGrad(const std::vector<float>& values) override {
-    std::copy(values.begin(), values.end(), grad_.begin());
-    return absl::OkStatus();
-  }
-  absl::Status GetParam(std::vector<float>* values) override {
-    *values = param_;
-    return absl::OkStatus();
-  }
-
- private:
-  std::vector<float> param_;
-  std::vector<float> grad_;
-};
-
-#ifdef NORMUON_WITH_CUDA
-absl::Status CudaError(const char* what, cudaError_t err) {
-  return absl::InternalError(
-      absl::StrCat(what, " failed: ", cudaGetErrorName(err), ": ", cudaGetErrorString(err)));
-}
-
-class DeviceBuffers : public Buffers {
- public:
-  ~DeviceBuffers() override {
-    if (param_ != nullptr) cudaFree(param_);
-    if (grad_ != nullptr) cudaFree(grad_);
-  }
-  absl::Status Allocate(int device, size_t n) {
-    n_ = n;
-    cudaError_t err = cudaSetDevice(device);
-    if (err != cudaSuccess) return CudaError("cudaSetDevice", err);
-    err = cudaMalloc(reinterpret_cast<void**>(&param_), n * sizeof(float));
-    if (err != cudaSuccess) return CudaError("cudaMalloc(param)", err);
-    err = cudaMalloc(reinterpret_cast<void**>(&grad_), n * sizeof(float));
-    if (err != cudaSuccess) return CudaError("cudaMalloc(grad)", err);
-    return absl::OkStatus();
-  }
-  void* param() override { return param_; }
-  const void* grad() override { return grad_; }
-  absl::Status SetParam(const std::vector<float>& values) override {
-    return Copy(param_, values.data(), cudaMemcpyHostToDevice, "cudaMemcpy(param in)");
-  }
-  absl::Status SetGrad(const std::vector<float>& values) override {
-    return Copy(grad_, values.data(), cudaMemcpyHostToDevice, "cudaMemcpy(grad in)");
-  }
-  absl::Status GetParam(std::vector<float>* values) override {
-    values->resize(n_);
-    return Copy(values->data(), param_, cudaMemcpyDeviceToHost, "cudaMemcpy(param out)");
-  }
-
- private:
-  absl::Status Copy(void* dst, const void* src, cudaMemcpyKind kind, const char* what) {
-    // The step runs on the legacy default stream, so a plain cudaMemcpy is ordered after it.
-    cudaError_t err = cudaMemcpy(dst, src, n_ * sizeof(float), kind);
-    if (err != cudaSuccess) return CudaError(what, err);
-    return absl::OkStatus();
-  }
-  size_t n_ = 0;
-  float* param_ = nullptr;
-  float* grad_ = nullptr;
-};
-#endif  // NORMUON_WITH_CUDA
-
-absl::StatusOr<std::unique_ptr<Buffers>> MakeBuffers(const RunOptions& options, size_t n) {
-  if (options.backend == NORMUON_BACKEND_CPU) return std::make_unique<HostBuffers>(n);
-#ifdef NORMUON_WITH_CUDA
-  auto buffers = std::make_unique<DeviceBuffers>();
-  absl::Status status = buffers->Allocate(options.device, n);
-  if (!status.ok()) return status;
-  return std::unique_ptr<Buffers>(std::move(buffers));
-#else
-  return absl::UnimplementedError(
-      "this build of the tools has no CUDA support (built without NORMUON_WITH_CUDA)");
-#endif
-}
 
 std::vector<float> ToFloat(const std::vector<double>& values) {
   std::vector<float> out(values.size());
@@ -182,14 +65,8 @@ std::string ShortName(const std::string& state_name) {
 }  // namespace
 
 Precision EffectivePrecision(normuon_backend_t backend, normuon_ns_dtype_t ns_dtype) {
-  switch (ns_dtype) {
-    case NORMUON_NS_FP32:
-      return Precision::kFp32;
-    case NORMUON_NS_BF16:
-      return Precision::kBf16;
-    default:
-      return backend == NORMUON_BACKEND_CUDA ? Precision::kBf16 : Precision::kFp32;
-  }
+  return EffectiveNsDtype(backend, ns_dtype) == NORMUON_NS_BF16 ? Precision::kBf16
+                                                                 : Precision::kFp32;
 }
 
 Tolerances TolerancesFor(const RunOptions& options) {
@@ -301,34 +178,24 @@ absl::StatusOr<CaseResult> RunGoldenCase(const GoldenCase& golden, const RunOpti
   RETURN_IF_API_ERROR(0, normuon_create(&config, 0, &rt));
   RuntimeGuard guard(rt);
 
-  absl::StatusOr<std::unique_ptr<Buffers>> buffers_or = MakeBuffers(options, n);
+  absl::StatusOr<std::unique_ptr<ParamBuffers>> buffers_or =
+      ParamBuffers::Make(options.backend, options.device, static_cast<int64_t>(n));
   if (!buffers_or.ok()) return buffers_or.status();
-  Buffers& buffers = **buffers_or;
+  ParamBuffers& buffers = **buffers_or;
   std::vector<float> before = ToFloat(golden.param_init.values);
-  absl::Status status = buffers.SetParam(before);
-  if (!status.ok()) return status;
-  status = buffers.SetGrad(std::vector<float>(n, 0.0f));
+  absl::Status status = buffers.SetParam(before.data(), static_cast<int64_t>(n));
   if (!status.ok()) return status;
 
-  normuon_param_desc_t desc;
-  normuon_param_desc_init(&desc);
-  desc.name = golden.name.c_str();
-  desc.rows = golden.rows();
-  desc.cols = golden.cols();
-  desc.row_begin = 0;
-  desc.row_count = golden.rows();
-  desc.param = buffers.param();
-  desc.param_dtype = NORMUON_DTYPE_FP32;
-  desc.grad = buffers.grad();
-  desc.grad_dtype = NORMUON_DTYPE_FP32;
+  // The case as a one-entry shape list: one matrix (NorMuon) or one AdamW parameter.
+  ModelShape entry;
+  entry.name = golden.name;
+  entry.rows = golden.rows();
+  entry.cols = golden.cols();
+  entry.kind = is_matrix ? normuon::ParamKind::kMatrix : normuon::ParamKind::kAdamW;
   normuon_param_t param = -1;
-  if (is_matrix) {
-    desc.group = NORMUON_GROUP_MATRIX_DEFAULT;
-    RETURN_IF_API_ERROR(rt, normuon_register_matrix(rt, &desc, &param));
-  } else {
-    desc.group = NORMUON_GROUP_ADAMW_DEFAULT;
-    RETURN_IF_API_ERROR(rt, normuon_register_adamw(rt, &desc, &param));
-  }
+  status = RegisterEntry(rt, entry, normuon::sharding::RowShard{0, entry.rows}, buffers.param(),
+                         buffers.grad(), &param);
+  if (!status.ok()) return status;
   RETURN_IF_API_ERROR(rt, normuon_finalize(rt));
 
   // lr and wd of group 0 (the NorMuon group) per call; an AdamW case keeps the config's values.
@@ -337,7 +204,8 @@ absl::StatusOr<CaseResult> RunGoldenCase(const GoldenCase& golden, const RunOpti
   std::vector<float> after;
   bool pass = true;
   for (int s = 0; s < golden.steps; ++s) {
-    status = buffers.SetGrad(ToFloat(golden.grads[s].values));
+    const std::vector<float> grad = ToFloat(golden.grads[s].values);
+    status = buffers.SetGrad(grad.data(), static_cast<int64_t>(n));
     if (!status.ok()) return status;
     RETURN_IF_API_ERROR(rt, normuon_step(rt, step_lr, step_wd, nullptr));
     normuon_step_info_t info;
@@ -349,7 +217,8 @@ absl::StatusOr<CaseResult> RunGoldenCase(const GoldenCase& golden, const RunOpti
                                               "gradient reported for parameter ",
                                               info.nonfinite_param, ")"));
     }
-    status = buffers.GetParam(&after);
+    after.resize(n);
+    status = buffers.GetParam(after.data(), static_cast<int64_t>(n));
     if (!status.ok()) return status;
     const std::vector<double>& ref_before =
         s == 0 ? golden.param_init.values : golden.params[s - 1].values;

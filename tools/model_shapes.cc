@@ -4,9 +4,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -14,11 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "tools/common/text_file.h"
 
 namespace normuon_tools {
 namespace {
-
-constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 absl::Status LineError(absl::string_view source, int line, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(source, ":", line, ": ", message));
@@ -54,13 +51,9 @@ constexpr char kModelsSubdir[] = "tools/models";
 
 }  // namespace
 
-const char* ShapeKindName(ShapeKind kind) {
-  return kind == ShapeKind::kMatrix ? "matrix" : "adamw";
-}
-
 int64_t ModelShapes::num_matrices() const {
   int64_t n = 0;
-  for (const ModelShape& e : entries) n += e.kind == ShapeKind::kMatrix;
+  for (const ModelShape& e : entries) n += e.kind == normuon::ParamKind::kMatrix;
   return n;
 }
 
@@ -71,7 +64,7 @@ int64_t ModelShapes::num_adamw() const {
 int64_t ModelShapes::matrix_elements() const {
   int64_t n = 0;
   for (const ModelShape& e : entries) {
-    if (e.kind == ShapeKind::kMatrix) n += e.elements();
+    if (e.kind == normuon::ParamKind::kMatrix) n += e.elements();
   }
   return n;
 }
@@ -103,11 +96,14 @@ absl::StatusOr<ModelShapes> ParseModelShapes(absl::string_view text, absl::strin
     ModelShape e;
     e.name = std::string(tokens[0]);
     e.line = line_no;
-    if (tokens[2] == "matrix") {
-      e.kind = ShapeKind::kMatrix;
-    } else if (tokens[2] == "adamw") {
-      e.kind = ShapeKind::kAdamw;
-    } else {
+    bool known_kind = false;
+    for (normuon::ParamKind kind : {normuon::ParamKind::kMatrix, normuon::ParamKind::kAdamW}) {
+      if (tokens[2] == normuon::ParamKindName(kind)) {
+        e.kind = kind;
+        known_kind = true;
+      }
+    }
+    if (!known_kind) {
       return LineError(source, line_no,
                        absl::StrCat("kind '", tokens[2], "' is not matrix or adamw"));
     }
@@ -119,7 +115,7 @@ absl::StatusOr<ModelShapes> ParseModelShapes(absl::string_view text, absl::strin
       }
       e.cols = 1;
       e.one_dim = true;
-      if (e.kind == ShapeKind::kMatrix) {
+      if (e.kind == normuon::ParamKind::kMatrix) {
         return LineError(source, line_no,
                          absl::StrCat("'", e.name, "' is 1-D (", tokens[1],
                                       "): only 2-D parameters can be 'matrix'"));
@@ -133,7 +129,7 @@ absl::StatusOr<ModelShapes> ParseModelShapes(absl::string_view text, absl::strin
     } else {
       return LineError(source, line_no, absl::StrCat("shape '", tokens[1], "' is not ROWSxCOLS"));
     }
-    if (e.rows > kMaxElements / e.cols) {
+    if (e.rows > normuon::kMaxElements / e.cols) {
       return LineError(source, line_no, absl::StrCat("shape '", tokens[1], "' is too large"));
     }
     if (!names.insert(e.name).second) {
@@ -148,12 +144,9 @@ absl::StatusOr<ModelShapes> ParseModelShapes(absl::string_view text, absl::strin
 }
 
 absl::StatusOr<ModelShapes> ReadModelShapesFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open shape list '", path, "'"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return ParseModelShapes(buffer.str(), path);
+  absl::StatusOr<std::string> text = ReadTextFile(path, "shape list");
+  if (!text.ok()) return text.status();
+  return ParseModelShapes(*text, path);
 }
 
 std::vector<std::string> ModelSearchDirs(absl::string_view argv0) {

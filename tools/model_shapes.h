@@ -24,19 +24,17 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/param_kind.h"
 
 namespace normuon_tools {
 
-enum class ShapeKind { kMatrix, kAdamw };
-
-// "matrix" or "adamw".
-const char* ShapeKindName(ShapeKind kind);
-
+// An entry's kind is written as normuon::ParamKindName spells it ("matrix" or "adamw"); its
+// element count is at most normuon::kMaxElements.
 struct ModelShape {
   std::string name;
   int64_t rows = 0;
   int64_t cols = 0;  // 1 for a 1-D parameter
-  ShapeKind kind = ShapeKind::kMatrix;
+  normuon::ParamKind kind = normuon::ParamKind::kMatrix;
   bool one_dim = false;  // written as `NAME N` (1-D)
   int line = 0;
 

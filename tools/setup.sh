@@ -1,11 +1,12 @@
 #!/bin/bash
-# Installs the Debian packages the build needs (idempotent; silent when everything is there) and
-# checks for the CUDA toolkit. The Bazel flags the build then needs ("--define=cuda=off" without
-# CUDA, else nothing) are written to the file named by $NORMUON_BAZEL_FLAGS_FILE, when set.
+# Installs the Debian packages the build needs, and any named as arguments (idempotent; silent
+# when everything is there), and checks for the CUDA toolkit. The Bazel flags the build then
+# needs ("--define=cuda=off" without CUDA, else nothing) are written to the file named by
+# $NORMUON_BAZEL_FLAGS_FILE, when set.
 set -euo pipefail
 
-packages=(bazel-bootstrap libabsl-dev libgtest-dev libbenchmark-dev libopenblas-dev python3-torch
-  zlib1g-dev)
+packages=(bazel-bootstrap libabsl-dev libgtest-dev libbenchmark-dev libopenblas-dev
+          nlohmann-json3-dev python3-torch zlib1g-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -11,12 +11,7 @@
 # NORMUON_SANITIZERS=0 skips 1 and 2; NORMUON_FUZZ_SECONDS=0 skips 3 (default 20 per fuzzer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-flags_file=$(mktemp)
-trap 'rm -f "$flags_file"' EXIT
-NORMUON_BAZEL_FLAGS_FILE="$flags_file" bash tools/setup.sh
-read -r -a extra < "$flags_file" || true
-cache="${NORMUON_BAZEL_CACHE:-$HOME/.cache/normuon-bazel-disk}"
-mkdir -p "$cache"
+source tools/bazel_setup.sh  # sets cache and extra
 bazel test --disk_cache="$cache" "${extra[@]}" //...
 # The layer rule on the dependency graph (docs/ARCHITECTURE.md section 4).
 bash tools/check_layers.sh
@@ -70,10 +65,7 @@ if [ "$fuzz_seconds" != "0" ]; then
     missing+=(libclang-rt-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing ${missing[*]} for the fuzzers" >&2
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+    bash tools/setup.sh "${missing[@]}"
   fi
   fuzz_rc=0
   NORMUON_BAZEL_CACHE="$cache" NORMUON_FUZZ_OUTPUT_BASE="$cache_root/normuon-bazel-fuzz" \

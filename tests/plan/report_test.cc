@@ -1,12 +1,13 @@
-// Tests of tools/plan/report: the JSON report is well-formed (read back with the parser of
-// json.h) and holds, per schedule and rank, the numbers of the plan and the simulation it was
+// Tests of tools/plan/report: the JSON report is well-formed (read back with
+// tools/common/json.h) and holds, per schedule and rank, the numbers of the plan and the simulation it was
 // made from; the text report names every schedule.
 #include "tools/plan/report.h"
 
 #include <string>
 
 #include "gtest/gtest.h"
-#include "tools/plan/json.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/json.h"
 
 namespace normuon::plan {
 namespace {
@@ -19,7 +20,8 @@ ReportInputs Inputs(const std::string& model, int world, double backward_ms) {
   in.shapes = *m;
   in.options.world = world;
   in.options.wire_bytes = 2;
-  in.schedules = {Schedule::kSequential, Schedule::kPerMatrix, Schedule::kBucketed};
+  in.schedules = {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX,
+                  NORMUON_SCHEDULE_BUCKETED};
   in.sim.backward_ms_per_layer = backward_ms;
   return in;
 }
@@ -30,43 +32,43 @@ TEST(ReportTest, JsonIsWellFormedAndComplete) {
     absl::StatusOr<Report> report = MakeReport(Inputs("gpt2-124m", 12, backward));
     ASSERT_TRUE(report.ok()) << report.status();
     const std::string text = ReportJson(*report, /*verbose=*/true);
-    absl::StatusOr<JsonValue> doc = ParseJson(text);
+    absl::StatusOr<nlohmann::json> doc = normuon_tools::ParseJson(text);
     ASSERT_TRUE(doc.ok()) << doc.status() << "\n" << text.substr(0, 2000);
-    EXPECT_EQ(doc->Find("model")->string(), "gpt2-124m");
-    EXPECT_EQ(doc->Find("world")->number(), 12);
-    EXPECT_EQ(doc->Find("matrices")->number(), 48);
-    EXPECT_EQ(doc->Find("machine")->Find("nodes")->number(), 2);
-    EXPECT_EQ(doc->Find("ns_dtype")->string(), "bf16");
-    ASSERT_EQ(doc->Find("state")->items().size(), 12u);
-    EXPECT_EQ(doc->Find("state")->items()[0].Find("state_bytes")->number(),
+    EXPECT_EQ(doc->at("model"), "gpt2-124m");
+    EXPECT_EQ(doc->at("world"), 12);
+    EXPECT_EQ(doc->at("matrices"), 48);
+    EXPECT_EQ(doc->at("machine").at("nodes"), 2);
+    EXPECT_EQ(doc->at("ns_dtype"), "bf16");
+    ASSERT_EQ(doc->at("state").size(), 12u);
+    EXPECT_EQ(doc->at("state")[0].at("state_bytes").get<double>(),
               static_cast<double>(report->schedules[0].plan.ranks[0].state_bytes()));
-    const JsonValue* schedules = doc->Find("schedules");
-    ASSERT_EQ(schedules->items().size(), 3u);
+    const nlohmann::json& schedules = doc->at("schedules");
+    ASSERT_EQ(schedules.size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
-      const JsonValue& s = schedules->items()[i];
+      const nlohmann::json& s = schedules[i];
       const ScheduleReport& sr = report->schedules[i];
-      EXPECT_EQ(s.Find("schedule")->string(), ScheduleName(sr.schedule));
-      EXPECT_NEAR(s.Find("step_ms")->number(), sr.plain.step_ms, 1e-3);
-      EXPECT_EQ(s.Find("buckets")->number(), static_cast<double>(sr.plan.buckets.size()));
+      EXPECT_EQ(s.at("schedule").get<std::string>(), normuon_tools::ScheduleName(sr.schedule));
+      EXPECT_NEAR(s.at("step_ms").get<double>(), sr.plain.step_ms, 1e-3);
+      EXPECT_EQ(s.at("buckets").get<double>(), static_cast<double>(sr.plan.buckets.size()));
       for (const char* key : {"momentum_ms", "gather_ms", "newton_schulz_ms", "scatter_ms",
                               "row_stats_ms", "update_ms", "adamw_ms", "exposed_comm_ms"}) {
-        EXPECT_NE(s.Find("phases_rank0")->Find(key), nullptr) << key;
+        EXPECT_TRUE(s.at("phases_rank0").contains(key)) << key;
       }
-      EXPECT_EQ(s.Find("overlap_backward") != nullptr, backward > 0.0);
+      EXPECT_EQ(s.contains("overlap_backward"), backward > 0.0);
       if (backward > 0.0) {
-        EXPECT_NEAR(s.Find("overlap_backward")->Find("exposed_after_last_grad_ms")->number(),
+        EXPECT_NEAR(s.at("overlap_backward").at("exposed_after_last_grad_ms").get<double>(),
                     sr.backward.step_ms, 1e-3);
       }
-      const JsonValue* ranks = s.Find("ranks");
-      ASSERT_EQ(ranks->items().size(), 12u);
+      const nlohmann::json& ranks = s.at("ranks");
+      ASSERT_EQ(ranks.size(), 12u);
       size_t owned = 0;
       for (int r = 0; r < 12; ++r) {
-        const JsonValue& row = ranks->items()[r];
-        EXPECT_EQ(row.Find("rank")->number(), r);
-        EXPECT_EQ(row.Find("bytes_sent")->number(),
+        const nlohmann::json& row = ranks[r];
+        EXPECT_EQ(row.at("rank"), r);
+        EXPECT_EQ(row.at("bytes_sent").get<double>(),
                   static_cast<double>(sr.plan.ranks[r].bytes_sent));
-        EXPECT_EQ(row.Find("owned_names")->items().size(), sr.plan.ranks[r].owned.size());
-        owned += static_cast<size_t>(row.Find("owned")->number());
+        EXPECT_EQ(row.at("owned_names").size(), sr.plan.ranks[r].owned.size());
+        owned += row.at("owned").get<size_t>();
       }
       EXPECT_EQ(owned, 48u);
     }

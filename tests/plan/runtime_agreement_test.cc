@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "normuon/comm.h"
 #include "normuon/normuon.h"
+#include "tools/common/api_flags.h"
 #include "tools/model_shapes.h"
 #include "tools/plan/step_model.h"
 
@@ -26,18 +27,9 @@ struct RankResult {
   uint64_t momentum = 0, v = 0, adam = 0;
 };
 
-normuon_schedule_t ApiSchedule(Schedule s) {
-  switch (s) {
-    case Schedule::kSequential: return NORMUON_SCHEDULE_SEQUENTIAL;
-    case Schedule::kPerMatrix: return NORMUON_SCHEDULE_PER_MATRIX;
-    case Schedule::kBucketed: return NORMUON_SCHEDULE_BUCKETED;
-  }
-  return NORMUON_SCHEDULE_SEQUENTIAL;
-}
-
 // One step of `model` on `world` in-process ranks; every rank's profile and state sizes.
 std::vector<RankResult> RunRuntime(const normuon_tools::ModelShapes& model, int world,
-                                   Schedule schedule, uint64_t bucket_bytes,
+                                   normuon_schedule_t schedule, uint64_t bucket_bytes,
                                    normuon_owner_policy_t policy) {
   std::vector<normuon_comm_t> comms(world);
   EXPECT_EQ(normuon_comm_create_inprocess_group(world, 30.0, comms.data()), NORMUON_SUCCESS);
@@ -47,7 +39,7 @@ std::vector<RankResult> RunRuntime(const normuon_tools::ModelShapes& model, int 
     normuon_config_t c;
     normuon_config_init(&c);
     c.ns_dtype = NORMUON_NS_FP32;
-    c.schedule = ApiSchedule(schedule);
+    c.schedule = schedule;
     c.bucket_bytes = bucket_bytes;
     c.owner_policy = policy;
     normuon_runtime_t rt = 0;
@@ -73,7 +65,7 @@ std::vector<RankResult> RunRuntime(const normuon_tools::ModelShapes& model, int 
       d.row_count = count;
       d.param = param[i].data();
       d.grad = grad[i].data();
-      const bool matrix = e.kind == normuon_tools::ShapeKind::kMatrix;
+      const bool matrix = e.kind == ParamKind::kMatrix;
       d.group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
       const normuon_status_t st = matrix ? normuon_register_matrix(rt, &d, &handles[i])
                                          : normuon_register_adamw(rt, &d, &handles[i]);
@@ -93,7 +85,7 @@ std::vector<RankResult> RunRuntime(const normuon_tools::ModelShapes& model, int 
       res.buckets = prof.buckets;
     }
     for (size_t i = 0; res.error.empty() && i < model.entries.size(); ++i) {
-      const bool matrix = model.entries[i].kind == normuon_tools::ShapeKind::kMatrix;
+      const bool matrix = model.entries[i].kind == ParamKind::kMatrix;
       uint64_t a = 0, b = 0;
       normuon_state_size(rt, handles[i],
                          matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG, &a);
@@ -120,9 +112,11 @@ TEST(RuntimeAgreementTest, BytesBucketsAndStateEqualThePlan) {
   ASSERT_TRUE(model.ok()) << model.status();
   const uint64_t bucket_bytes = 64 << 10;  // tiny's matrices are 16-48 KiB in fp32
   for (int world : {2, 3, 5}) {
-    for (Schedule s : {Schedule::kSequential, Schedule::kPerMatrix, Schedule::kBucketed}) {
+    for (normuon_schedule_t s :
+         {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
       for (auto policy : {NORMUON_OWNER_ROUND_ROBIN, NORMUON_OWNER_COST_BALANCED}) {
-        SCOPED_TRACE(absl::StrCat("world ", world, " ", ScheduleName(s), " policy ", policy));
+        SCOPED_TRACE(
+            absl::StrCat("world ", world, " ", normuon_tools::ScheduleName(s), " policy ", policy));
         PlanOptions o;
         o.world = world;
         o.schedule = s;

@@ -38,7 +38,7 @@ TEST(ModelShapesTest, ParsesEntries) {
   EXPECT_EQ(e0.name, "wte.weight");
   EXPECT_EQ(e0.rows, 512);
   EXPECT_EQ(e0.cols, 64);
-  EXPECT_EQ(e0.kind, ShapeKind::kAdamw);
+  EXPECT_EQ(e0.kind, normuon::ParamKind::kAdamW);
   EXPECT_FALSE(e0.one_dim);
   EXPECT_EQ(e0.line, 3);
   const ModelShape& e1 = shapes->entries[1];
@@ -46,7 +46,7 @@ TEST(ModelShapesTest, ParsesEntries) {
   EXPECT_EQ(e1.rows, 64);
   EXPECT_EQ(e1.cols, 1);
   EXPECT_TRUE(e1.one_dim);
-  EXPECT_EQ(shapes->entries[2].kind, ShapeKind::kMatrix);
+  EXPECT_EQ(shapes->entries[2].kind, normuon::ParamKind::kMatrix);
   EXPECT_EQ(shapes->entries[2].rows, 192);
   EXPECT_EQ(shapes->entries[3].rows, 1);
   EXPECT_EQ(shapes->entries[3].cols, 7);
@@ -54,7 +54,7 @@ TEST(ModelShapesTest, ParsesEntries) {
   EXPECT_EQ(shapes->num_adamw(), 2);
   EXPECT_EQ(shapes->matrix_elements(), 192 * 64 + 7);
   EXPECT_EQ(shapes->total_elements(), 512 * 64 + 64 + 192 * 64 + 7);
-  EXPECT_STREQ(ShapeKindName(ShapeKind::kMatrix), "matrix");
+  EXPECT_STREQ(normuon::ParamKindName(normuon::ParamKind::kMatrix), "matrix");
 }
 
 TEST(ModelShapesTest, BadLinesNameTheLine) {

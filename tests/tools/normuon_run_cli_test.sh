@@ -1,6 +1,7 @@
 #!/bin/bash
 # normuon_run end to end on the tiny model: single rank, and 3 in-process ranks checked against
-# the single-rank step (the CPU path must be bitwise equal); bad flags fail with a message.
+# the single-rank step (the CPU path must be bitwise equal); --overlap_backward's schedule; bad
+# flags fail with a message.
 set -euo pipefail
 run="$1"
 out=$("$run" --model=tiny --steps=2 --json)
@@ -24,7 +25,33 @@ echo "$out" | grep -q '"hidden_fraction"' || { echo "no overlap figures: $out"; 
 for name in '"backward layer"' '"newton_schulz"' '"gather"' '"traceEvents"'; do
   grep -q "$name" "$trace" || { echo "trace lacks $name"; exit 1; }
 done
-if "$run" --model=tiny --schedule=eventually 2>/dev/null; then echo "bad schedule accepted"; exit 1; fi
+# --overlap_backward without --schedule runs the bucketed schedule (as the PyTorch front end) and
+# says so on stderr; with an explicit --schedule=sequential (nothing could start early) it is
+# refused.
+err="${TEST_TMPDIR:-/tmp}/overlap_err.txt"
+fail() { echo "$1"; exit 1; }
+out=$("$run" --model=tiny --steps=2 --ranks=2 --overlap_backward --backward_ms_per_layer=1 \
+      --json 2>"$err")
+echo "$out" | grep -q '"schedule": "bucketed"' || fail "overlap did not pick bucketed: $out"
+echo "$out" | grep -q '"hidden_fraction"' || fail "no overlap figures: $out"
+grep -q "using the bucketed schedule" "$err" || fail "no note on the schedule: $(cat "$err")"
+if "$run" --model=tiny --steps=1 --overlap_backward --schedule=sequential 2>"$err" >/dev/null; then
+  fail "--overlap_backward with --schedule=sequential accepted"
+fi
+grep -q -- "--overlap_backward needs a pipelined schedule" "$err" ||
+  fail "unclear refusal: $(cat "$err")"
+out=$("$run" --model=tiny --steps=1 --schedule=sequential --json)
+echo "$out" | grep -q '"schedule": "sequential"' || fail "explicit sequential not kept: $out"
+# Bad enum values are refused by the flag parser, naming the flag and what it accepts.
+if "$run" --model=tiny --schedule=eventually 2>"$err"; then fail "bad schedule accepted"; fi
+grep -q -- "--schedule must be one of sequential, per_matrix, bucketed" "$err" ||
+  fail "bad schedule message: $(cat "$err")"
+if "$run" --model=tiny --backend=tpu 2>"$err"; then fail "bad backend accepted"; fi
+grep -q -- "--backend must be one of cpu, cuda" "$err" || fail "bad backend message: $(cat "$err")"
+if "$run" --model=tiny --check --check_against=gpu 2>/dev/null; then
+  fail "bad --check_against accepted"
+fi
+if "$run" --model=tiny --ns_dtype=fp8 2>/dev/null; then fail "bad --ns_dtype accepted"; fi
 if "$run" --model=tiny --ranks=0 2>/dev/null; then echo "--ranks=0 accepted"; exit 1; fi
 if "$run" --model=tiny --owner_policy=fastest 2>/dev/null; then echo "bad policy accepted"; exit 1; fi
 if "$run" --model=no-such-model 2>/dev/null; then echo "unknown model accepted"; exit 1; fi

@@ -24,8 +24,6 @@
 // backward pass: "exposed_after_last_grad_ms", "hidden_fraction") and "ranks" (owned, ns5_flops,
 // bytes_sent, bytes_received, step_ms; "owned_names" with --verbose).
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -34,8 +32,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "sharding/owner_assignment.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/text_file.h"
 #include "tools/model_shapes.h"
+#include "tools/plan/plan_flags.h"
 #include "tools/plan/report.h"
 #include "tools/plan/step_model.h"
 
@@ -44,7 +44,7 @@ ABSL_FLAG(std::string, model, "gpt2-124m",
           "llama-8b, llama-70b, ...); ignored when --shapes is given");
 ABSL_FLAG(std::string, shapes, "", "path of a shape-list file (instead of --model)");
 ABSL_FLAG(int, world, 8, "ranks (GPUs, or in-process ranks with --machine=cpu_inprocess)");
-ABSL_FLAG(std::string, machine, "cluster",
+ABSL_FLAG(normuon::plan::MachineKind, machine, normuon::plan::MachineKind::kCluster,
           "cluster (one GPU per rank, NVLink inside a node, InfiniBand across) or cpu_inprocess "
           "(the in-process group on this machine's cores, to check against normuon_run)");
 ABSL_FLAG(int, gpus_per_node, 8, "cluster: GPUs per node");
@@ -52,7 +52,7 @@ ABSL_FLAG(double, intra_gbps, 300.0, "cluster: intra-node bandwidth per GPU per 
 ABSL_FLAG(double, intra_latency_us, 3.0, "cluster: intra-node latency per exchange, us");
 ABSL_FLAG(double, inter_gbps, 50.0, "cluster: inter-node bandwidth per GPU per direction, GB/s");
 ABSL_FLAG(double, inter_latency_us, 10.0, "cluster: inter-node latency per exchange, us");
-ABSL_FLAG(std::string, link_model, "port",
+ABSL_FLAG(normuon::plan::LinkModel, link_model, normuon::plan::LinkModel::kPort,
           "cluster: port (a GPU's bytes to all peers of a link class share its port) or peer "
           "(one full-duplex link per peer)");
 ABSL_FLAG(double, kernel_us, -1.0,
@@ -63,15 +63,17 @@ ABSL_FLAG(int, cores, 2, "cpu_inprocess: cores shared by all ranks");
 ABSL_FLAG(int, blas_threads, 0,
           "cpu_inprocess: cores one Newton-Schulz call uses; 0 = 1 when --world > 1 (the runtime "
           "sets one OpenBLAS thread per rank), else --cores");
-ABSL_FLAG(std::string, schedule, "all", "all, sequential, per_matrix or bucketed");
+ABSL_FLAG(normuon::plan::ScheduleList, schedule, normuon::plan::AllSchedules(),
+          "all, sequential, per_matrix or bucketed");
 ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket");
-ABSL_FLAG(std::string, owner_policy, "round_robin", "round_robin or cost_balanced");
-ABSL_FLAG(std::string, ns_dtype, "default",
+ABSL_FLAG(normuon_owner_policy_t, owner_policy, NORMUON_OWNER_ROUND_ROBIN,
+          "round_robin or cost_balanced");
+ABSL_FLAG(normuon_ns_dtype_t, ns_dtype, NORMUON_NS_DEFAULT,
           "Newton-Schulz wire and GEMM dtype: default (bf16 on a cluster, fp32 on "
           "cpu_inprocess, as the backends), bf16 or fp32");
 ABSL_FLAG(std::string, rates, "",
           "comma-separated Google Benchmark JSON files: Newton-Schulz TFLOP/s per shape "
-          "(BM_NewtonSchulz*/ROWS/COLS) and kernel GB/s (tools/plan:cpu_kernel_rates_bench); "
+          "(BM_NewtonSchulz*/ROWS/COLS) and kernel GB/s (bench:cpu_kernel_rates_bench); "
           "the best entry per shape wins. cpu_inprocess: measure with one BLAS thread, and "
           "where cores share FMA units or memory, as --cores concurrent copies of the benchmark "
           "(tools/plan/README.md)");
@@ -96,15 +98,6 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  *out = ss.str();
-  return static_cast<bool>(f) || f.eof();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,14 +112,7 @@ int main(int argc, char** argv) {
 
   normuon::plan::ReportInputs in;
   normuon::plan::Machine& m = in.sim.machine;
-  const std::string machine = absl::GetFlag(FLAGS_machine);
-  if (machine == "cluster") {
-    m.kind = MachineKind::kCluster;
-  } else if (machine == "cpu_inprocess") {
-    m.kind = MachineKind::kCpuInprocess;
-  } else {
-    return Fail("--machine must be cluster or cpu_inprocess");
-  }
+  m.kind = absl::GetFlag(FLAGS_machine);
   const bool cluster = m.kind == MachineKind::kCluster;
 
   const int world = absl::GetFlag(FLAGS_world);
@@ -140,14 +126,7 @@ int main(int argc, char** argv) {
   if (!(m.inter.gbps > 0.0)) return Fail("--inter_gbps must be > 0");
   if (!(m.intra.latency_us >= 0.0)) return Fail("--intra_latency_us must be >= 0");
   if (!(m.inter.latency_us >= 0.0)) return Fail("--inter_latency_us must be >= 0");
-  const std::string link_model = absl::GetFlag(FLAGS_link_model);
-  if (link_model == "port") {
-    m.link_model = normuon::plan::LinkModel::kPort;
-  } else if (link_model == "peer") {
-    m.link_model = normuon::plan::LinkModel::kPeer;
-  } else {
-    return Fail("--link_model must be port or peer");
-  }
+  m.link_model = absl::GetFlag(FLAGS_link_model);
   const double kernel_us = absl::GetFlag(FLAGS_kernel_us);
   if (kernel_us != -1.0 && !(kernel_us >= 0.0)) {
     return Fail("--kernel_us must be >= 0 (or -1 for the default)");
@@ -160,33 +139,18 @@ int main(int argc, char** argv) {
   if (blas < 0) return Fail("--blas_threads must be >= 0");
   m.blas_threads = blas > 0 ? blas : (world > 1 ? 1 : m.cores);
 
-  const std::string schedule = absl::GetFlag(FLAGS_schedule);
-  if (schedule == "all") {
-    in.schedules = {normuon::plan::Schedule::kSequential, normuon::plan::Schedule::kPerMatrix,
-                    normuon::plan::Schedule::kBucketed};
-  } else {
-    absl::StatusOr<normuon::plan::Schedule> s = normuon::plan::ParseSchedule(schedule);
-    if (!s.ok()) return Fail("--schedule must be all, sequential, per_matrix or bucketed");
-    in.schedules = {*s};
-  }
+  in.schedules = absl::GetFlag(FLAGS_schedule).schedules;
   const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);
   if (!(bucket_mb > 0.0 && bucket_mb < 1e7)) return Fail("--bucket_mb must be > 0 (and < 1e7)");
   in.options.bucket_bytes = static_cast<int64_t>(bucket_mb * 1048576.0);
   if (in.options.bucket_bytes < 1) in.options.bucket_bytes = 1;
-  absl::StatusOr<normuon::sharding::OwnerPolicy> policy =
-      normuon::sharding::ParseOwnerPolicy(absl::GetFlag(FLAGS_owner_policy));
-  if (!policy.ok()) return Fail("--owner_policy must be round_robin or cost_balanced");
-  in.options.policy = *policy;
-  const std::string ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
-  if (ns_dtype == "bf16") {
-    in.options.wire_bytes = 2;
-  } else if (ns_dtype == "fp32") {
-    in.options.wire_bytes = 4;
-  } else if (ns_dtype == "default") {
-    in.options.wire_bytes = cluster ? 2 : 4;
-  } else {
-    return Fail("--ns_dtype must be default, bf16 or fp32");
-  }
+  in.options.policy = normuon_tools::ShardingOwnerPolicy(absl::GetFlag(FLAGS_owner_policy));
+  // The backends' own default: bf16 on a GPU cluster, fp32 on the CPU.
+  in.options.wire_bytes =
+      normuon_tools::EffectiveNsDtype(cluster ? NORMUON_BACKEND_CUDA : NORMUON_BACKEND_CPU,
+                                      absl::GetFlag(FLAGS_ns_dtype)) == NORMUON_NS_BF16
+          ? 2
+          : 4;
 
   normuon::plan::KernelRates& rates = in.sim.rates;
   const double ns_tflops = absl::GetFlag(FLAGS_ns_tflops);
@@ -201,11 +165,11 @@ int main(int argc, char** argv) {
   if (!rate_files.empty()) {
     rates.source = rate_files;
     for (absl::string_view file : absl::StrSplit(rate_files, ',', absl::SkipEmpty())) {
-      std::string text;
       const std::string path(file);
-      if (!ReadFile(path, &text)) return Fail(absl::StrCat("--rates: cannot read '", path, "'"));
+      absl::StatusOr<std::string> text = normuon_tools::ReadTextFile(path, "rates file");
+      if (!text.ok()) return Fail(absl::StrCat("--rates: ", text.status().message()));
       const absl::Status s =
-          normuon::plan::AddBenchmarkRates(text, path, in.options.wire_bytes, &rates);
+          normuon::plan::AddBenchmarkRates(*text, path, in.options.wire_bytes, &rates);
       if (!s.ok()) return Fail(absl::StrCat("--rates: ", s.message()));
     }
   }

@@ -9,10 +9,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
-#include "tools/plan/json.h"
+#include "tools/common/api_flags.h"
+#include "tools/common/json.h"
+#include "tools/common/model_layout.h"
 
 namespace normuon::plan {
 namespace {
+
+using normuon_tools::JsonQuote;
+using normuon_tools::ScheduleName;
 
 constexpr double kMiB = 1048576.0;
 
@@ -83,10 +88,10 @@ absl::StatusOr<Report> MakeReport(ReportInputs in) {
   if (in.schedules.empty()) return absl::InvalidArgumentError("no schedule to report");
   const bool backward = in.sim.backward_ms_per_layer > 0.0;
   if (backward) {
-    in.sim.layers = BackwardLayers(in.shapes);
+    in.sim.layers = normuon_tools::BackwardLayers(in.shapes);
     report.layers = static_cast<int>(in.sim.layers.size());
   }
-  for (Schedule s : in.schedules) {
+  for (normuon_schedule_t s : in.schedules) {
     ScheduleReport sr;
     sr.schedule = s;
     PlanOptions o = in.options;
@@ -247,10 +252,10 @@ std::string ReportText(const Report& report, bool verbose, int max_rank_lines) {
   // Say why a pipeline loses, when it does: the reason is structural, not a rate.
   const ScheduleReport* seq = nullptr;
   for (const ScheduleReport& sr : report.schedules) {
-    if (sr.schedule == Schedule::kSequential) seq = &sr;
+    if (sr.schedule == NORMUON_SCHEDULE_SEQUENTIAL) seq = &sr;
   }
   for (const ScheduleReport& sr : report.schedules) {
-    if (seq == nullptr || sr.schedule == Schedule::kSequential || world < 3) continue;
+    if (seq == nullptr || sr.schedule == NORMUON_SCHEDULE_SEQUENTIAL || world < 3) continue;
     if (sr.plain.step_ms <= 1.1 * seq->plain.step_ms) continue;
     absl::StrAppendFormat(&out,
                           "note: %s is %.1fx slower than sequential here. Its %d buckets of ~%.1f "

@@ -1,6 +1,6 @@
 // The planner's report: runs the static plan and the simulation of every requested schedule
 // (step_model.h) and renders the result as text or JSON. Kept apart from the command line so the
-// tests can check the JSON with the parser of json.h.
+// tests can read the JSON back (tools/common/json.h).
 #ifndef NORMUON_TOOLS_PLAN_REPORT_H_
 #define NORMUON_TOOLS_PLAN_REPORT_H_
 
@@ -17,12 +17,12 @@ struct ReportInputs {
   std::string model;   // name or path, for the header
   normuon_tools::ModelShapes shapes;
   PlanOptions options;               // options.schedule is ignored: see schedules
-  std::vector<Schedule> schedules;   // in the order to report
+  std::vector<normuon_schedule_t> schedules;  // in the order to report
   SimOptions sim;                    // sim.layers is filled from the shapes when a backward runs
 };
 
 struct ScheduleReport {
-  Schedule schedule;
+  normuon_schedule_t schedule;
   StepPlan plan;
   SimResult plain;      // the step alone, from time 0
   bool overlap = false;

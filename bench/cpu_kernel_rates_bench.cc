@@ -1,10 +1,10 @@
 // The CPU backend's memory-bound kernels, timed for the planner (normuon_plan --rates): blend,
 // row statistics, matrix commit, AdamW commit, and a plain copy (how the in-process group moves
 // messages and how the compute stage packs them). Each reports "GB/s" = the planner's own byte
-// count for the call (step_model.h: BlendBytes, RowStatsBytes, ...) / wall time, so the planner
-// divides by exactly what was measured. Single-threaded, as every rank's kernels are.
+// count for the call (tools/plan/cost_model.h: BlendBytes, RowStatsBytes, ...) / wall time, so
+// the planner divides by exactly what was measured. Single-threaded, as every rank's kernels are.
 //
-//   bazel run -c opt --define=cuda=off //tools/plan:cpu_kernel_rates_bench --
+//   bazel run -c opt --define=cuda=off //bench:cpu_kernel_rates_bench --
 //       --benchmark_format=json > /tmp/kernels.json   (one command line)
 //
 // Sizes: a 1024 x 2048 fp32 shard (8 MiB per array), larger than this machine's L2 and about the
@@ -16,7 +16,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/backend.h"
-#include "tools/plan/step_model.h"
+#include "tools/plan/cost_model.h"
 
 namespace {
 
@@ -94,30 +94,32 @@ void Timed(benchmark::State& state, int64_t bytes, F call) {
   state.counters["GB/s"] = static_cast<double>(bytes) * state.iterations() / sec * 1e-9;
 }
 
-void BM_Blend(benchmark::State& state) {
+// One matrix kernel of the CPU backend on a rows x cols shard (the benchmark's arguments): `call`
+// makes the backend call on the shard's MatrixWork; `bytes` is the planner's count for it.
+template <typename Call>
+void MatrixKernel(benchmark::State& state, int64_t bytes, Call call) {
   const int64_t rows = state.range(0), cols = state.range(1);
   Buffers b(rows, cols);
   std::unique_ptr<Backend> be = normuon::MakeCpuBackend();
   const MatrixWork w = Work(&b, rows, cols);
-  Timed(state, normuon::plan::BlendBytes(rows * cols, 4), [&] { (void)be->Blend(w); });
+  Timed(state, bytes, [&] { (void)call(*be, w, &b.control); });
+}
+
+void BM_Blend(benchmark::State& state) {
+  MatrixKernel(state, normuon::plan::BlendBytes(state.range(0) * state.range(1), 4),
+               [](Backend& be, const MatrixWork& w, StepControl*) { return be.Blend(w); });
 }
 
 void BM_RowStats(benchmark::State& state) {
-  const int64_t rows = state.range(0), cols = state.range(1);
-  Buffers b(rows, cols);
-  std::unique_ptr<Backend> be = normuon::MakeCpuBackend();
-  const MatrixWork w = Work(&b, rows, cols);
-  Timed(state, normuon::plan::RowStatsBytes(rows * cols, rows, 4),
-        [&] { (void)be->RowStats(w); });
+  MatrixKernel(state,
+               normuon::plan::RowStatsBytes(state.range(0) * state.range(1), state.range(0), 4),
+               [](Backend& be, const MatrixWork& w, StepControl*) { return be.RowStats(w); });
 }
 
 void BM_CommitMatrix(benchmark::State& state) {
-  const int64_t rows = state.range(0), cols = state.range(1);
-  Buffers b(rows, cols);
-  std::unique_ptr<Backend> be = normuon::MakeCpuBackend();
-  const MatrixWork w = Work(&b, rows, cols);
-  Timed(state, normuon::plan::CommitMatrixBytes(rows * cols, rows, 4),
-        [&] { (void)be->CommitMatrix(w, &b.control); });
+  MatrixKernel(
+      state, normuon::plan::CommitMatrixBytes(state.range(0) * state.range(1), state.range(0), 4),
+      [](Backend& be, const MatrixWork& w, StepControl* c) { return be.CommitMatrix(w, c); });
 }
 
 void BM_CommitAdamW(benchmark::State& state) {

@@ -1,0 +1,69 @@
+// api_calls.h: C API calls the tools make the same way: the error of a failed call, a runtime
+// destroyed with its scope, and the registration of one entry of a model's shape list
+// (normuon_run, golden_check's runner, the step benchmark). Header-
+// only, so that //tools:tool_common does not link the library: the binaries that call the C API
+// link //capi themselves.
+#ifndef NORMUON_TOOLS_COMMON_API_CALLS_H_
+#define NORMUON_TOOLS_COMMON_API_CALLS_H_
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "normuon/normuon.h"
+#include "sharding/shard.h"
+#include "tools/model_shapes.h"
+
+namespace normuon_tools {
+
+// "CALL failed: STATUS: the runtime's last error" (rt may be 0: the thread's last error).
+inline absl::Status ApiError(normuon_runtime_t rt, absl::string_view call,
+                             normuon_status_t status) {
+  const char* message = normuon_last_error(rt);
+  return absl::InternalError(absl::StrCat(call, " failed: ", normuon_status_string(status), ": ",
+                                          message != nullptr ? message : "(no message)"));
+}
+
+// Destroys a runtime when the scope ends, however it ends.
+class RuntimeGuard {
+ public:
+  explicit RuntimeGuard(normuon_runtime_t rt) : rt_(rt) {}
+  ~RuntimeGuard() {
+    if (rt_ != 0) normuon_destroy(rt_);
+  }
+  RuntimeGuard(const RuntimeGuard&) = delete;
+  RuntimeGuard& operator=(const RuntimeGuard&) = delete;
+
+ private:
+  normuon_runtime_t rt_;
+};
+
+// Registers the rows `rows` of one entry, held in param and grad (fp32), in the default group of
+// its kind: normuon_register_matrix for a matrix, normuon_register_adamw for AdamW. On failure
+// the message names the call and the entry (ApiError).
+inline absl::Status RegisterEntry(normuon_runtime_t rt, const ModelShape& entry,
+                                  const normuon::sharding::RowShard& rows, void* param,
+                                  const void* grad, normuon_param_t* handle) {
+  normuon_param_desc_t desc;
+  normuon_param_desc_init(&desc);
+  desc.name = entry.name.c_str();
+  desc.rows = entry.rows;
+  desc.cols = entry.cols;
+  desc.row_begin = rows.row_begin;
+  desc.row_count = rows.row_count;
+  desc.param = param;
+  desc.grad = grad;
+  desc.param_dtype = desc.grad_dtype = NORMUON_DTYPE_FP32;
+  const bool matrix = entry.kind == normuon::ParamKind::kMatrix;
+  desc.group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+  const normuon_status_t st = matrix ? normuon_register_matrix(rt, &desc, handle)
+                                     : normuon_register_adamw(rt, &desc, handle);
+  if (st == NORMUON_SUCCESS) return absl::OkStatus();
+  return ApiError(rt,
+                  absl::StrCat(matrix ? "normuon_register_matrix" : "normuon_register_adamw",
+                               " of '", entry.name, "'"),
+                  st);
+}
+
+}  // namespace normuon_tools
+
+#endif  // NORMUON_TOOLS_COMMON_API_CALLS_H_

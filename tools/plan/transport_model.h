@@ -1,0 +1,54 @@
+// transport_model.h: the planner's machines (step_model.h): how long an exchange of messages and
+// the slot all-reduce take on a cluster's links.
+#ifndef NORMUON_TOOLS_PLAN_TRANSPORT_MODEL_H_
+#define NORMUON_TOOLS_PLAN_TRANSPORT_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace normuon::plan {
+
+// ---------------------------------------------------------------------------------------------
+// Machines.
+
+struct Link {
+  double gbps = 0.0;        // per direction, GB/s (1e9 bytes/s)
+  double latency_us = 0.0;  // per message exchange
+};
+
+enum class MachineKind { kCluster, kCpuInprocess };
+enum class LinkModel { kPort, kPeer };
+
+const char* MachineKindName(MachineKind k);  // "cluster", "cpu_inprocess"
+const char* LinkModelName(LinkModel m);      // "port", "peer"
+
+struct Machine {
+  MachineKind kind = MachineKind::kCluster;
+  // kCluster:
+  int gpus_per_node = 8;
+  Link intra{300.0, 3.0};  // NVLink-class
+  Link inter{50.0, 10.0};  // InfiniBand-class, per GPU
+  LinkModel link_model = LinkModel::kPort;
+  double kernel_us = 0.0;               // added per kernel launched
+  bool backward_shares_compute = true;  // the simulated backward competes for the GPU
+  // kCpuInprocess:
+  int cores = 2;
+  int blas_threads = 1;  // cores one Newton-Schulz call may use (OpenBLAS threads)
+};
+
+// A message of the gather: rank src's rows of matrices dst owns, in one bucket. The scatter
+// sends the same bytes from dst back to src. One flow per (src, dst) pair and bucket.
+struct Flow {
+  int src = 0, dst = 0;
+  int64_t bytes = 0;
+};
+
+// The building blocks, exposed for tests: the duration in seconds of bucket b's gather on a
+// kCluster machine (the scatter moves the same bytes the other way and takes as long), and of
+// the slot all-reduce of `bytes` per rank.
+double ClusterExchangeSeconds(const std::vector<Flow>& flows, int world, const Machine& machine);
+double ClusterAllReduceSeconds(int64_t bytes, int world, const Machine& machine);
+
+}  // namespace normuon::plan
+
+#endif  // NORMUON_TOOLS_PLAN_TRANSPORT_MODEL_H_
