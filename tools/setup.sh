@@ -4,7 +4,7 @@
 # CUDA, else nothing) are written to the file named by $NORMUON_BAZEL_FLAGS_FILE, when set.
 set -euo pipefail
 
-packages=(bazel-bootstrap libabsl-dev libgtest-dev libbenchmark-dev libopenblas-dev python3-torch)
+packages=(bazel-bootstrap libabsl-dev libgtest-dev libbenchmark-dev libopenblas-dev python3-torch libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
