@@ -31,9 +31,9 @@
  *   tag per collective; MPI's non-overtaking order matches the i-th send from rank a to rank b
  *   with the i-th receive on b from a, as comm.h requires. Transfers to the calling rank itself
  *   are local copies. A byte count that disagrees with the peer's fails the collective on the
- *   receiving side (MPI_ERR_TRUNCATE, or a short message detected from its status), naming the
- *   peer and both counts; nothing is truncated silently. Transfers above INT_MAX bytes travel
- *   as one message of a derived datatype.
+ *   receiving side (MPI_ERR_TRUNCATE when the message is longer; for a shorter one, found from
+ *   the status, the message names both counts), naming the peer; nothing is truncated
+ *   silently. Transfers above INT_MAX bytes travel as one message of a derived datatype.
  * - all_reduce_sum_f32: a reduce-scatter and an all-gather over point-to-point messages. The
  *   vector is cut into world_size contiguous chunks; the rank that owns chunk c receives chunk c
  *   of every rank and sums each element in rank order (rank 0's value, plus rank 1's, ..., as
