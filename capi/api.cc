@@ -82,75 +82,6 @@ int normuon_version(void) {
   return NORMUON_VERSION_MAJOR * 10000 + NORMUON_VERSION_MINOR * 100 + NORMUON_VERSION_PATCH;
 }
 
-void normuon_config_init(normuon_config_t* c) {
-  if (c == nullptr) return;
-  std::memset(c, 0, sizeof(*c));
-  c->struct_size = sizeof(*c);
-  c->api_version = NORMUON_API_VERSION;
-  c->backend = NORMUON_BACKEND_CPU;
-  c->device = 0;
-  c->variant = NORMUON_VARIANT_NORMUON;
-  c->ns_dtype = NORMUON_NS_DEFAULT;
-  c->ns_steps = 5;
-  c->nesterov = 1;
-  c->ns_eps = 0.0f;  // the orthogonalizer's own
-  c->check_finite = 0;
-  c->lr = 0.02f;
-  c->momentum = 0.95f;
-  c->beta2 = 0.95f;
-  c->weight_decay = 0.0f;
-  c->eps = 1e-10f;
-  c->adamw_lr = 3e-4f;
-  c->adamw_beta1 = 0.9f;
-  c->adamw_beta2 = 0.95f;
-  c->adamw_eps = 1e-10f;
-  c->adamw_weight_decay = 0.0f;
-  c->owner_policy = NORMUON_OWNER_ROUND_ROBIN;
-  c->schedule = NORMUON_SCHEDULE_SEQUENTIAL;
-  c->bucket_bytes = uint64_t{32} << 20;
-  c->lr_adjust = NORMUON_LR_ADJUST_DEFAULT;
-  c->orthogonalizer = NORMUON_ORTHO_QUINTIC;
-  c->ns_coefficients = nullptr;
-  c->ns_norm_scale = 0.0f;
-  c->cautious_weight_decay = 0;
-  c->neuron_axis = NORMUON_NEURON_ROWS;
-  c->cuda_graph = 0;
-}
-
-void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {
-  if (d == nullptr) return;
-  std::memset(d, 0, sizeof(*d));
-  d->struct_size = sizeof(*d);
-  d->kind = kind;
-  if (kind == NORMUON_GROUP_ADAMW) {
-    d->lr = 3e-4f;
-    d->beta1 = 0.9f;
-    d->beta2 = 0.95f;
-    d->eps = 1e-10f;
-  } else {
-    d->lr = 0.02f;
-    d->beta1 = 0.95f;
-    d->beta2 = 0.95f;
-    d->eps = 1e-10f;
-  }
-}
-
-void normuon_param_desc_init(normuon_param_desc_t* d) {
-  if (d == nullptr) return;
-  std::memset(d, 0, sizeof(*d));
-  d->struct_size = sizeof(*d);
-  d->param_dtype = NORMUON_DTYPE_FP32;
-  d->grad_dtype = NORMUON_DTYPE_FP32;
-  d->group = -1;  // the default group of the parameter's kind (resolved at registration)
-}
-
-void normuon_step_info_init(normuon_step_info_t* info) {
-  if (info == nullptr) return;
-  std::memset(info, 0, sizeof(*info));
-  info->struct_size = sizeof(*info);
-  info->nonfinite_param = -1;
-}
-
 normuon_status_t normuon_create(const normuon_config_t* config, normuon_comm_t comm,
                                 normuon_runtime_t* out) {
   normuon_runtime_t handle = 0;
@@ -304,12 +235,6 @@ normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* 
   });
 }
 
-void normuon_step_profile_init(normuon_step_profile_t* profile) {
-  if (profile == nullptr) return;
-  std::memset(profile, 0, sizeof(*profile));
-  profile->struct_size = sizeof(*profile);
-}
-
 normuon_status_t normuon_last_step_profile(normuon_runtime_t rt, normuon_step_profile_t* profile) {
   return normuon::WithRuntime(rt, [&](Runtime& r) -> absl::Status {
     absl::Status s = normuon::CheckStructOut(profile, normuon::kStepProfileLayout);
@@ -349,6 +274,48 @@ normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
     *bytes = *size;
     return absl::OkStatus();
   });
+}
+
+normuon_status_t normuon_param_state_size(const normuon_config_t* config,
+                                          const normuon_param_desc_t* desc, int32_t is_matrix,
+                                          normuon_state_kind_t kind, uint64_t* bytes) {
+  const absl::Status s = normuon::Guarded([&]() -> absl::Status {
+    normuon_config_t config_defaults;
+    normuon_config_init(&config_defaults);
+    absl::StatusOr<normuon_config_t> c =
+        normuon::CopyStructIn(config, normuon::kConfigLayout, config_defaults);
+    if (!c.ok()) return c.status();
+    normuon_param_desc_t desc_defaults;
+    normuon_param_desc_init(&desc_defaults);
+    absl::StatusOr<normuon_param_desc_t> d =
+        normuon::CopyStructIn(desc, normuon::kParamDescLayout, desc_defaults);
+    if (!d.ok()) return d.status();
+    if (is_matrix != 0 && is_matrix != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("is_matrix = ", is_matrix, " must be 0 or 1"));
+    }
+    if (bytes == nullptr) return absl::InvalidArgumentError("bytes is null");
+    if (c->variant < NORMUON_VARIANT_NORMUON || c->variant > NORMUON_VARIANT_ADAMUON) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.variant = ", static_cast<int>(c->variant), " is unknown"));
+    }
+    if (c->neuron_axis != NORMUON_NEURON_ROWS && c->neuron_axis != NORMUON_NEURON_COLUMNS) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.neuron_axis = ", static_cast<int>(c->neuron_axis), " is unknown"));
+    }
+    const normuon::ParamKind kind_of =
+        is_matrix ? normuon::ParamKind::kMatrix : normuon::ParamKind::kAdamW;
+    if (d->group == -1) d->group = is_matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+    absl::StatusOr<normuon::ParamSpec> spec = normuon::ValidateParamDesc(
+        kind_of, *d, {NORMUON_GROUP_NORMUON, NORMUON_GROUP_ADAMW});
+    if (!spec.ok()) return spec.status();
+    absl::StatusOr<uint64_t> size =
+        normuon::StateBytes(kind_of, c->variant, c->neuron_axis, spec->row_count, spec->cols,
+                            static_cast<int64_t>(spec->splits.size()), kind);
+    if (!size.ok()) return size.status();
+    *bytes = *size;
+    return absl::OkStatus();
+  });
+  return s.ok() ? NORMUON_SUCCESS : normuon::Fail(&normuon::g_thread_error, s);
 }
 
 normuon_status_t normuon_get_state(normuon_runtime_t rt, normuon_param_t param,

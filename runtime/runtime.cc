@@ -528,23 +528,8 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
 absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t kind) const {
   NORMUON_RETURN_IF_ERROR(CheckParam(param));
   const Param& p = params_[param];
-  const uint64_t local = static_cast<uint64_t>(p.row_count * p.cols);
-  switch (kind) {
-    case NORMUON_STATE_MOMENTUM:
-      return p.kind == Kind::kMatrix ? local * 4 : 0;
-    case NORMUON_STATE_SECOND_MOMENT:
-      return p.kind == Kind::kMatrix ? SecondStateCount(p) * 4 : 0;
-    case NORMUON_STATE_EXP_AVG:
-      return p.kind == Kind::kAdamW ? local * 4 : 0;
-    case NORMUON_STATE_EXP_AVG_SQ:
-      return p.kind == Kind::kAdamW ? SecondStateCount(p) * 4 : 0;
-    case NORMUON_STATE_STEP:
-      return p.kind == Kind::kAdamW ? 8 : 0;
-    case NORMUON_STATE_KIND_MIN_ENUM:
-    case NORMUON_STATE_KIND_MAX_ENUM:
-      break;
-  }
-  return Invalid(absl::StrCat("kind = ", static_cast<int>(kind), " is not a state kind"));
+  return StateBytes(p.kind, config_.variant, config_.neuron_axis, p.row_count, p.cols,
+                    static_cast<int64_t>(p.splits.size()), kind);
 }
 
 absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t kind,

@@ -32,6 +32,25 @@ StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
   return s;
 }
 
+absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
+                                    normuon_neuron_axis_t neuron_axis, int64_t row_count,
+                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state) {
+  const StateFloats f = StateFloatsOf(kind, variant, neuron_axis, row_count, cols, row_blocks);
+  const bool matrix = kind == ParamKind::kMatrix;
+  switch (state) {
+    case NORMUON_STATE_MOMENTUM: return matrix ? f.momentum * 4 : 0;
+    case NORMUON_STATE_SECOND_MOMENT: return matrix ? f.state_second * 4 : 0;
+    case NORMUON_STATE_EXP_AVG: return matrix ? 0 : f.momentum * 4;
+    case NORMUON_STATE_EXP_AVG_SQ: return matrix ? 0 : f.state_second * 4;
+    case NORMUON_STATE_STEP: return matrix ? 0 : 8;
+    case NORMUON_STATE_KIND_MIN_ENUM:
+    case NORMUON_STATE_KIND_MAX_ENUM:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("kind = ", static_cast<int>(state), " is not a state kind"));
+}
+
 const char* BufferRoleName(BufferRole role) {
   switch (role) {
     case BufferRole::kControl: return "control";

@@ -60,6 +60,12 @@ StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
                           normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
                           int64_t row_blocks);
 
+// Bytes of one state buffer as normuon_state_size and checkpoints see it (0: the kind does not
+// apply to this parameter); InvalidArgument naming `kind` for an unknown state kind.
+absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
+                                    normuon_neuron_axis_t neuron_axis, int64_t row_count,
+                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state);
+
 // "Matrix k": one row block of a matrix parameter, the unit of gather, Newton-Schulz and scatter.
 struct MatrixUnit {
   int32_t param = 0;          // the parameter (registration index)

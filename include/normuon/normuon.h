@@ -563,9 +563,21 @@ typedef enum normuon_state_kind {
 NORMUON_API normuon_status_t normuon_state_size(normuon_runtime_t rt, normuon_param_t param,
                                                 normuon_state_kind_t kind, uint64_t* bytes);
 
+/* The same rule without a runtime: the bytes of one state buffer of a parameter described by
+ * desc (registered as a matrix when is_matrix is 1, as AdamW when 0) under config, which is what
+ * normuon_state_size returns once such a parameter is registered (for a front end that checks a
+ * loaded state before it creates its runtime). [in] config, desc: versioned structs, read during
+ * the call (desc.param and desc.grad are not read). [out] bytes. The descriptor is checked as
+ * registration checks it; config.variant and config.neuron_axis must be known values. Never
+ * blocks; not collective. */
+NORMUON_API normuon_status_t normuon_param_state_size(const normuon_config_t* config,
+                                                      const normuon_param_desc_t* desc,
+                                                      int32_t is_matrix, normuon_state_kind_t kind,
+                                                      uint64_t* bytes);
+
 /* Copies a state buffer to host memory. [out] dst: exactly bytes = normuon_state_size bytes.
- * After finalize, between steps: refused (NORMUON_ERROR_INVALID_STATE) while a step begun by
- * normuon_grad_ready is not finished. On CUDA waits for the last step, then copies
+ * After finalize; also inside a step begun by normuon_grad_ready (nothing writes state before the
+ * commit, so this is the state before the step). On CUDA waits for the last step, then copies
  * synchronously (no stream argument). Not collective. */
 NORMUON_API normuon_status_t normuon_get_state(normuon_runtime_t rt, normuon_param_t param,
                                                normuon_state_kind_t kind, void* dst,

@@ -435,6 +435,7 @@ _SIGNATURES = {
     "normuon_last_step_profile": (_enum, [_u64, _P(StepProfile)]),
     "normuon_last_step_trace": (_enum, [_u64, ctypes.c_void_p, _u64, _P(_u64)]),
     "normuon_state_size": (_enum, [_u64, _i32, _enum, _P(_u64)]),
+    "normuon_param_state_size": (_enum, [_P(Config), _P(ParamDesc), _i32, _enum, _P(_u64)]),
     "normuon_get_state": (_enum, [_u64, _i32, _enum, ctypes.c_void_p, _u64]),
     "normuon_set_state": (_enum, [_u64, _i32, _enum, ctypes.c_void_p, _u64]),
     "normuon_save_checkpoint": (_enum, [_u64, ctypes.c_char_p]),

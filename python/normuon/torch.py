@@ -264,15 +264,23 @@ def _checked_grad(p, lay, who):
 
 
 def _state_numel(layout, kind, variant):
-    """Floats in one state buffer (as normuon_state_size / 4), 0 if it does not apply."""
-    local = layout.row_count * layout.cols
-    if kind == _capi.StateKind.MOMENTUM:
-        return local if layout.matrix else 0
-    if kind == _capi.StateKind.SECOND_MOMENT:
-        return layout.row_count if layout.matrix and variant != "muon" else 0
-    if kind in (_capi.StateKind.EXP_AVG, _capi.StateKind.EXP_AVG_SQ):
-        return 0 if layout.matrix else local
-    return 0
+    """Floats in one state buffer, 0 if it does not apply: the runtime's own rule
+    (normuon_param_state_size, the same as normuon_state_size once registered)."""
+    if kind == _capi.StateKind.STEP:
+        return 0
+    lib = _capi.lib()
+    cfg = _capi.Config.defaults()
+    cfg.variant = _VARIANTS[variant]
+    desc = _capi.ParamDesc.defaults()
+    desc.name = b"state"
+    desc.rows, desc.cols = layout.rows, layout.cols
+    desc.row_begin, desc.row_count = layout.row_begin, layout.row_count
+    nbytes = ctypes.c_uint64()
+    _capi.check(lib.normuon_param_state_size(ctypes.byref(cfg), ctypes.byref(desc),
+                                             1 if layout.matrix else 0, int(kind),
+                                             ctypes.byref(nbytes)),
+                0, "normuon_param_state_size")
+    return nbytes.value // 4
 
 
 # state_dict key -> the runtime's state kind

@@ -779,3 +779,84 @@ TEST(StateTest, MemoryQueryCountsStateBeforeFinalize) {
 }
 
 }  // namespace
+
+namespace {
+
+// normuon_param_state_size (no runtime) and normuon_state_size (registered) are one rule: every
+// kind, for matrices (row blocks too) and AdamW parameters, under every variant and both axes.
+TEST(ApiTest, StateSizeWithoutARuntimeIsTheRegisteredOne) {
+  struct Case {
+    normuon_variant_t variant;
+    normuon_neuron_axis_t axis;
+  };
+  const std::vector<Case> cases = {{NORMUON_VARIANT_NORMUON, NORMUON_NEURON_ROWS},
+                                   {NORMUON_VARIANT_NORMUON, NORMUON_NEURON_COLUMNS},
+                                   {NORMUON_VARIANT_NORMUON_PAPER, NORMUON_NEURON_COLUMNS},
+                                   {NORMUON_VARIANT_MUON, NORMUON_NEURON_ROWS},
+                                   {NORMUON_VARIANT_ADAMUON, NORMUON_NEURON_ROWS}};
+  for (const Case& c : cases) {
+    normuon_config_t cfg;
+    normuon_config_init(&cfg);
+    cfg.variant = c.variant;
+    cfg.neuron_axis = c.axis;
+    normuon_runtime_t rt = 0;
+    ASSERT_EQ(normuon_create(&cfg, 0, &rt), NORMUON_SUCCESS);
+    std::vector<float> w(12 * 5), g(12 * 5);
+    int64_t splits[3] = {4, 4, 4};
+    std::vector<normuon_param_desc_t> descs(3);
+    for (int i = 0; i < 3; ++i) {
+      normuon_param_desc_init(&descs[i]);
+      descs[i].name = i == 0 ? "plain" : i == 1 ? "blocks" : "bias";
+      descs[i].rows = 12;
+      descs[i].cols = i == 2 ? 1 : 5;
+      descs[i].row_count = 12;
+      descs[i].param = w.data();
+      descs[i].grad = g.data();
+    }
+    descs[1].row_splits = splits;
+    descs[1].num_row_splits = 3;
+    normuon_param_t ids[3];
+    ASSERT_EQ(normuon_register_matrix(rt, &descs[0], &ids[0]), NORMUON_SUCCESS);
+    ASSERT_EQ(normuon_register_matrix(rt, &descs[1], &ids[1]), NORMUON_SUCCESS);
+    ASSERT_EQ(normuon_register_adamw(rt, &descs[2], &ids[2]), NORMUON_SUCCESS);
+    for (int i = 0; i < 3; ++i) {
+      for (normuon_state_kind_t kind :
+           {NORMUON_STATE_MOMENTUM, NORMUON_STATE_SECOND_MOMENT, NORMUON_STATE_EXP_AVG,
+            NORMUON_STATE_EXP_AVG_SQ, NORMUON_STATE_STEP}) {
+        uint64_t registered = 1, described = 2;
+        ASSERT_EQ(normuon_state_size(rt, ids[i], kind, &registered), NORMUON_SUCCESS);
+        ASSERT_EQ(normuon_param_state_size(&cfg, &descs[i], i < 2 ? 1 : 0, kind, &described),
+                  NORMUON_SUCCESS)
+            << normuon_last_error(0);
+        EXPECT_EQ(described, registered) << "variant " << c.variant << " axis " << c.axis
+                                         << " param " << i << " kind " << kind;
+      }
+    }
+    normuon_destroy(rt);
+  }
+  // AdaMuon keeps one v per element; the column axis one per column of each row block.
+  normuon_config_t cfg;
+  normuon_config_init(&cfg);
+  normuon_param_desc_t d;
+  normuon_param_desc_init(&d);
+  d.name = "m";
+  d.rows = 12;
+  d.cols = 5;
+  d.row_count = 6;
+  uint64_t bytes = 0;
+  cfg.variant = NORMUON_VARIANT_ADAMUON;
+  ASSERT_EQ(normuon_param_state_size(&cfg, &d, 1, NORMUON_STATE_SECOND_MOMENT, &bytes),
+            NORMUON_SUCCESS);
+  EXPECT_EQ(bytes, 6u * 5u * 4u);
+  // Bad input is named.
+  d.cols = 0;
+  EXPECT_EQ(normuon_param_state_size(&cfg, &d, 1, NORMUON_STATE_MOMENTUM, &bytes),
+            NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("desc.cols"), std::string::npos);
+  d.cols = 5;
+  EXPECT_EQ(normuon_param_state_size(&cfg, &d, 2, NORMUON_STATE_MOMENTUM, &bytes),
+            NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(normuon_last_error(0)).find("is_matrix"), std::string::npos);
+}
+
+}  // namespace
