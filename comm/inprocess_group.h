@@ -31,7 +31,7 @@
 // order 0, 1, ..., N-1 into one buffer that every rank copies (bitwise-same result everywhere);
 // AllGather concatenates in rank order.
 //
-// Synchronization uses std::mutex and std::condition_variable only (DESIGN.md section 6:
+// Synchronization uses std::mutex and std::condition_variable only (docs/ARCHITECTURE.md section 6:
 // Debian's Abseil is not built for ThreadSanitizer, which then reports races in absl::Mutex).
 #ifndef NORMUON_COMM_INPROCESS_GROUP_H_
 #define NORMUON_COMM_INPROCESS_GROUP_H_

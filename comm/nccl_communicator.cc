@@ -19,7 +19,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Every failure after which the communicator is gone ends with this (DESIGN.md section 6 and
+// Every failure after which the communicator is gone ends with this (docs/ARCHITECTURE.md section 6 and
 // issue 6: on NCCL a failure may leave a step half-applied on the device).
 constexpr char kRestore[] = " \u2014 the step's parameters must be restored from a checkpoint";
 

@@ -1,5 +1,5 @@
 // BucketPipeline: runs the per-bucket stages of a step on two worker threads, so that one
-// bucket's communication overlaps another bucket's Newton-Schulz (DESIGN.md section 3, the
+// bucket's communication overlaps another bucket's Newton-Schulz (docs/ARCHITECTURE.md section 3, the
 // per-matrix and bucketed schedules) and so that a bucket can start as soon as its gradients
 // are final (issue "overlap with the backward pass").
 //

@@ -1,4 +1,4 @@
-// The order of work of the bucketed schedule (DESIGN.md section 6, "Order of work"): matrices
+// The order of work of the bucketed schedule (docs/ARCHITECTURE.md section 6, "Order of work"): matrices
 // grouped into buckets of about B bytes, taken in reverse registration order (the order backward
 // produces gradients), and owners balanced within each bucket so that no rank owns a whole
 // bucket and every rank has NS5 work while the next bucket's gather is in flight.

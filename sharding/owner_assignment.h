@@ -1,5 +1,5 @@
 // Which rank orthogonalizes each matrix (its owner: it gathers the full matrix, runs
-// Newton-Schulz on it and scatters the rows back; DESIGN.md section 2).
+// Newton-Schulz on it and scatters the rows back; docs/ARCHITECTURE.md section 2).
 //
 // Both policies are deterministic functions of the shapes, their registration order and the
 // world size, computed in exact integer arithmetic, so every rank derives the same owners

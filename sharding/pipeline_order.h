@@ -1,4 +1,4 @@
-// The order in which the pipelined schedules issue their collectives (DESIGN.md section 3),
+// The order in which the pipelined schedules issue their collectives (docs/ARCHITECTURE.md section 3),
 // shared by the runtime's BucketPipeline and the planner's simulation so both follow one rule.
 //
 // Every rank must issue the same collectives in the same order, so the order is a pure function

@@ -1,7 +1,7 @@
 // The per-rank plan of a sharded step: which matrices this rank orthogonalizes, how its owned
 // matrices batch by shape, and the exact layout and size of every message of the gather (each
 // rank's rows of U -> the matrix's owner) and the scatter (the owner's rows of O -> each rank).
-// Also the per-global-row slot layout of the exact cross-rank reductions (DESIGN.md section 6,
+// Also the per-global-row slot layout of the exact cross-rank reductions (docs/ARCHITECTURE.md section 6,
 // "Exactness").
 //
 // Every rank builds its plan from the same global inputs (all ranks' shards, the owners), so the

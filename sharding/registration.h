@@ -1,4 +1,4 @@
-// The cross-rank registration check of finalize (DESIGN.md section 2): every rank encodes what it
+// The cross-rank registration check of finalize (docs/ARCHITECTURE.md section 2): every rank encodes what it
 // registered as bytes, the ranks all-gather those bytes, and every rank runs the same check on
 // the same gathered bytes, so all ranks fail with the same message naming the first mismatch
 // instead of hanging in, or corrupting, the first step's collectives.

@@ -1,6 +1,6 @@
 // Shard metadata for FSDP-style dim-0 sharding: a matrix's global shape, the contiguous block of
 // rows one rank holds, FSDP2's split as a helper, and the checks that a rank's block fits its
-// matrix and that the blocks of all ranks tile the matrix exactly (DESIGN.md section 2).
+// matrix and that the blocks of all ranks tile the matrix exactly (docs/ARCHITECTURE.md section 2).
 //
 // Every function here is pure (no communication, no allocation beyond its result) and gives the
 // same answer on every rank for the same arguments, so ranks can plan without talking.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device_check.sh: the one prepared GPU check of normuon (DESIGN.md section 6, "Machine
+# tools/device_check.sh: the one prepared GPU check of normuon (docs/ARCHITECTURE.md section 6, "Machine
 # limits"; ../.library/device/METHOD.md): a smoke tier first, then equivalence, then benchmarks,
 # each tier with its own time budget, every log under $OUT.
 #

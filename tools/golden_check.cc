@@ -5,7 +5,7 @@
 //
 // Prints one line per case (name, kind, shape, precision mode, the largest relative error of a
 // step's update, the relative error of each final state buffer, PASS/FAIL) and, for a failing
-// case or with --verbose, one line per step. Tolerances are DESIGN.md section 6's (fp32 mode:
+// case or with --verbose, one line per step. Tolerances are docs/ARCHITECTURE.md section 6's (fp32 mode:
 // update 1e-5, state 1e-5; bf16 mode: update 7e-2, momentum and AdamW state 1e-6, v 1.5e-1);
 // --tol replaces the update tolerance. Exit status: 0 when every case passes, 1 when a case is
 // over tolerance, 2 on a usage error, an unreadable or malformed file, or a failed API call

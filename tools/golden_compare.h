@@ -1,4 +1,4 @@
-// golden_compare.h: the arithmetic of a golden check (DESIGN.md section 6, "Tolerances").
+// golden_compare.h: the arithmetic of a golden check (docs/ARCHITECTURE.md section 6, "Tolerances").
 //
 // A step's update is the parameter after the step minus the parameter before it. Ours (fp32
 // parameters, differenced in double) is compared with the reference's (float64) by
@@ -36,7 +36,7 @@ struct Tolerances {
   double floor_factor = kUpdateFloorFactor;
 };
 
-// The tolerances DESIGN.md section 6 sets for a precision mode.
+// The tolerances docs/ARCHITECTURE.md section 6 sets for a precision mode.
 Tolerances DefaultTolerances(Precision precision);
 
 struct UpdateError {

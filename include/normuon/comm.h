@@ -20,7 +20,7 @@
  * user lets go. The functions below may be called from any thread; none of them takes a
  * stream (the runtime passes its step's stream to the collectives).
  *
- * Failure is a state (DESIGN.md section 6, "Blocking"): every blocking wait has a timeout that
+ * Failure is a state (docs/ARCHITECTURE.md section 6, "Blocking"): every blocking wait has a timeout that
  * becomes NORMUON_ERROR_TIMEOUT, never a hang; a failed collective leaves the communicator failed
  * (later collectives fail at once) and normuon_comm_get_async_error reports it.
  *

@@ -135,7 +135,7 @@ typedef enum normuon_ns_dtype {
   NORMUON_NS_DTYPE_MAX_ENUM = 0x7fffffff
 } normuon_ns_dtype_t;
 
-/* Which rank orthogonalizes each matrix (DESIGN.md section 2). */
+/* Which rank orthogonalizes each matrix (docs/ARCHITECTURE.md section 2). */
 typedef enum normuon_owner_policy {
   NORMUON_OWNER_ROUND_ROBIN = 0,  /* size-sorted matrices dealt to ranks in turn (the paper's) */
   NORMUON_OWNER_COST_BALANCED = 1, /* greedy longest-processing-time on the NS5 FLOP count */
@@ -143,7 +143,7 @@ typedef enum normuon_owner_policy {
   NORMUON_OWNER_POLICY_MAX_ENUM = 0x7fffffff
 } normuon_owner_policy_t;
 
-/* How the communication of a step is ordered against its compute (DESIGN.md section 3). Every
+/* How the communication of a step is ordered against its compute (docs/ARCHITECTURE.md section 3). Every
  * schedule gives the same parameters (bitwise on CPU). Buckets are contiguous runs of matrices
  * in reverse registration order (the order a backward pass finishes them). */
 typedef enum normuon_schedule {
@@ -155,7 +155,7 @@ typedef enum normuon_schedule {
   NORMUON_SCHEDULE_MAX_ENUM = 0x7fffffff
 } normuon_schedule_t;
 
-/* Post-orthogonalization rule (DESIGN.md section 1 and 6, "Variants, pinned"). */
+/* Post-orthogonalization rule (docs/ARCHITECTURE.md section 1 and 6, "Variants, pinned"). */
 typedef enum normuon_variant {
   NORMUON_VARIANT_NORMUON = 0,       /* official: norm restore, then sqrt(max(1, m/n)) */
   NORMUON_VARIANT_NORMUON_PAPER = 1, /* O' * 0.2 * sqrt(m*n) / (||O'||_F + eps) */

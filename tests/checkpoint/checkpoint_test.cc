@@ -4,7 +4,7 @@
 // The acceptance test of issue 5: train at world size 4 with ragged row splits, save, load at
 // world size 3, 1 and 4 (another split), continue; parameters and every state buffer must equal
 // an uninterrupted single-rank run bitwise (the CPU sharded step is bitwise equal to the
-// single-rank step, DESIGN.md section 6, so re-sharding must not change a bit either).
+// single-rank step, docs/ARCHITECTURE.md section 6, so re-sharding must not change a bit either).
 // And the failures: a wrong variant, other hyper-parameters, other shapes or names, corrupt,
 // truncated, missing or stale files fail on every rank with the same message and change nothing
 // (state compared bitwise before and after); a save that fails on one rank fails on all and

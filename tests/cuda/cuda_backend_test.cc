@@ -4,7 +4,7 @@
 // rule and run-to-run determinism.
 //
 // Without a CUDA device (CI, CPU-only builds) every comparison skips; only the factory test
-// runs. Tolerances follow DESIGN.md section 6: elementwise stages agree to a few fp32 roundings
+// runs. Tolerances follow docs/ARCHITECTURE.md section 6: elementwise stages agree to a few fp32 roundings
 // (the GPU contracts a*b+c into one FMA, the CPU does not), fp32 Newton-Schulz to 1e-4 (cuBLAS
 // sums in another order than OpenBLAS), bf16 Newton-Schulz to 7e-2 of the fp32 result.
 #include <gtest/gtest.h>
@@ -111,7 +111,7 @@ std::vector<float> Minus(const std::vector<float>& a, const std::vector<float>& 
   return d;
 }
 
-// The DESIGN.md update check: ||ours - ref|| <= tol * ||ref|| + 2.4e-7 * ||W_after||, on the
+// The update check of docs/ARCHITECTURE.md section 6: ||ours - ref|| <= tol * ||ref|| + 2.4e-7 * ||W_after||, on the
 // updates (W after minus W before).
 void ExpectUpdateNear(const std::vector<float>& before, const std::vector<float>& got_after,
                       const std::vector<float>& want_after, double tol, const std::string& what) {

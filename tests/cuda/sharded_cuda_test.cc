@@ -12,7 +12,7 @@
 //    no rows of some matrix: no step skipped; parameters and state (momentum, v, Adam moments)
 //    match the CPU backend's single-rank run of the same precision (fp32 Newton-Schulz: update
 //    within 1e-4 relative, momentum and AdamW state within 1e-6; bf16 Newton-Schulz: update
-//    within 7e-2, v within 1.5e-1; DESIGN.md section 6), and match the CUDA single-rank run per
+//    within 7e-2, v within 1.5e-1; docs/ARCHITECTURE.md section 6), and match the CUDA single-rank run per
 //    row (the max over rows of each row's relative update error, so one misrouted row cannot
 //    hide in a global norm); the max |difference| from the CUDA single-rank run is printed and
 //    recorded as a test property (it may well be 0; bitwise equality is not asserted);
@@ -617,7 +617,7 @@ std::vector<float> InitialValues(size_t param) {
   return w;
 }
 
-// DESIGN.md section 6 on the updates (W after minus W initial), over [begin, begin + n):
+// docs/ARCHITECTURE.md section 6 on the updates (W after minus W initial), over [begin, begin + n):
 // ||ours - ref|| <= tol * ||ref|| + floor, floor = 2.4e-7 * ||W_after|| per step (the fp32
 // rounding of W itself). Returns ||ours - ref|| / ||ref|| for reporting.
 ::testing::AssertionResult UpdateNear(const float* init, const float* got, const float* want,
@@ -656,7 +656,7 @@ struct Tolerances {
   double momentum;  // momentum and the AdamW moments (they never touch the Newton-Schulz dtype)
   double v;         // the per-row second moment
 };
-// DESIGN.md section 6. fp32 Newton-Schulz on the GPU: 1e-4 of the CPU's (cuBLAS sums in another
+// docs/ARCHITECTURE.md section 6. fp32 Newton-Schulz on the GPU: 1e-4 of the CPU's (cuBLAS sums in another
 // order than OpenBLAS; cuda_backend_test uses the same bound).
 constexpr Tolerances kFp32Tol = {1e-4, 1e-6, 1e-4};
 constexpr Tolerances kBf16Tol = {7e-2, 1e-6, 1.5e-1};
@@ -699,7 +699,7 @@ void ExpectNear(const RunResult& got, const RunResult& want, const Tolerances& t
   }
 }
 
-// `got` against `want` row by row (DESIGN.md section 6, GPU sharded vs GPU single rank): every
+// `got` against `want` row by row (docs/ARCHITECTURE.md section 6, GPU sharded vs GPU single rank): every
 // row's update within the tolerance (one failure per parameter, naming the failing rows and the
 // worst). Returns the max |difference| of any parameter value and the worst row's relative
 // update error.

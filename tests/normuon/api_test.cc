@@ -507,7 +507,7 @@ TEST(StepTest, AdamWMatchesTheBiasCorrectedReference) {
       num += (got - want) * (got - want);
       den += want * want;
     }
-    // DESIGN.md section 6: fp32 storage of W adds up to 2.4e-7 * ||W|| to a small update.
+    // docs/ARCHITECTURE.md section 6: fp32 storage of W adds up to 2.4e-7 * ||W|| to a small update.
     EXPECT_LE(std::sqrt(num), 1e-5 * std::sqrt(den) + 2.4e-7 * std::sqrt(norm_after))
         << "step " << s << " rel err " << std::sqrt(num) / std::sqrt(den);
   }

@@ -1,4 +1,4 @@
-// DESIGN.md section 5: once finalized, a step allocates nothing. This binary counts every
+// docs/ARCHITECTURE.md section 5: once finalized, a step allocates nothing. This binary counts every
 // operator new of the process (the library's C++ allocations go through it) and checks that a
 // step, with each schedule, on one rank and on in-process ranks, performs none after the first.
 #include <atomic>

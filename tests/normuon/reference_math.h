@@ -1,4 +1,4 @@
-// An independent float64 model of one optimizer step (DESIGN.md section 1), written plainly for
+// An independent float64 model of one optimizer step (docs/ARCHITECTURE.md section 1), written plainly for
 // the tests: naive loops, no BLAS, no shared code with the library.
 #ifndef NORMUON_TESTS_NORMUON_REFERENCE_MATH_H_
 #define NORMUON_TESTS_NORMUON_REFERENCE_MATH_H_

@@ -1,6 +1,6 @@
 // The sharded step on the CPU backend through the in-process group: N ranks as N threads, each
 // with its own runtime and its own rows, must end bitwise equal to the single-rank run's rows
-// (DESIGN.md sections 2 and 6), for every world size, split, shape and owner policy. Also the
+// (docs/ARCHITECTURE.md sections 2 and 6), for every world size, split, shape and owner policy. Also the
 // cross-rank failure modes: mismatched registration, a missing rank, a failed collective, a
 // non-finite gradient on one rank.
 #include <algorithm>

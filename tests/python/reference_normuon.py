@@ -1,6 +1,6 @@
 """An independent pure-PyTorch NorMuon (+ AdamW) for the tests of normuon.torch.
 
-Written from DESIGN.md section 1 (the math), not from the runtime or the official code. Runs in
+Written from docs/ARCHITECTURE.md section 1 (the math), not from the runtime or the official code. Runs in
 float32 throughout (Newton-Schulz included) by default, or in float64 (dtype=torch.float64, on
 float64 parameters) as the "truth" the fp32 results are measured against. It is not an
 optimizer class: `Reference.step(grads)` applies one step to its own parameter list, with the

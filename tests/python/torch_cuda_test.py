@@ -5,7 +5,7 @@ Every test skips, saying so, when torch sees no CUDA device or the library was b
 CUDA (CI has no GPU). On the GPU machine: tools/device_check.sh runs this file with that machine's
 PyTorch and the packed libnormuon.so.
 
-Tolerances (DESIGN.md section 6): with fp32 Newton-Schulz the CUDA update matches the CPU update
+Tolerances (docs/ARCHITECTURE.md section 6): with fp32 Newton-Schulz the CUDA update matches the CPU update
 to ||cuda - cpu|| <= 1e-4 ||cpu|| (cuBLAS and OpenBLAS sum in different orders); with the CUDA
 default, bf16 Newton-Schulz, to 7e-2 (bf16 operands).
 """

@@ -1,14 +1,14 @@
 """Tests of normuon.torch.NorMuon on CPU against the independent pure-PyTorch reference in
-reference_normuon.py (DESIGN.md section 1; fp32 Newton-Schulz; AdamW for biases).
+reference_normuon.py (docs/ARCHITECTURE.md section 1; fp32 Newton-Schulz; AdamW for biases).
 
-Tolerances (DESIGN.md section 6):
+Tolerances (docs/ARCHITECTURE.md section 6):
   * "Loss-curve parity": a free-running training run is chaotic after ~100 steps (measured
     below: a 1-ulp change of one weight moves the reference's own loss by tens of percent by
     step 200), so free-running curves are compared over the first 60 steps only, and the full
     200 steps are teacher-forced: both implementations get the same parameters and gradients
     every step.
   * Each teacher-forced update (W after - W before) is measured against a float64 run of
-    the same update: ||ours - truth|| <= 1e-5 ||truth|| + 2.4e-7 ||W_after|| (DESIGN's
+    the same update: ||ours - truth|| <= 1e-5 ||truth|| + 2.4e-7 ||W_after|| (ARCHITECTURE.md's
     tolerance).
 
 Run by Bazel (//tests/python:torch_optimizer_test) with Debian's /usr/bin/python3 and
@@ -88,7 +88,7 @@ def norm64(t):
 class TeacherForced:
     """Runs ours, the fp32 reference and the float64 reference side by side from the same
     parameters and gradients each step (teacher forcing). Each of our updates is measured
-    against the float64 update ("truth") with DESIGN.md section 6's bound:
+    against the float64 update ("truth") with docs/ARCHITECTURE.md section 6's bound:
 
         ||ours - truth|| <= 1e-5 ||truth|| + 2.4e-7 ||W_after||
 
@@ -146,7 +146,7 @@ class TeacherForced:
             self.worst = max(self.worst, err / bound)
             self.worst_design[name] = max(self.worst_design.get(name, 0.0), err / tol)
             self.test.assertLessEqual(
-                err, bound, f"{name}: update error {err:.3e} > {bound:.3e} (DESIGN tol "
+                err, bound, f"{name}: update error {err:.3e} > {bound:.3e} (tolerance "
                             f"{tol:.3e}, fp32 reference's own error {err_ref:.3e})")
         if eval_xy is not None:
             with torch.no_grad():
@@ -155,7 +155,7 @@ class TeacherForced:
 
     def summary(self):
         design = ", ".join(f"{k} {v:.2f}" for k, v in self.worst_design.items())
-        return (f"worst error / bound {self.worst:.2f}; worst error / DESIGN tol per "
+        return (f"worst error / bound {self.worst:.2f}; worst error / tolerance per "
                 f"parameter: {design}")
 
 

@@ -1,5 +1,5 @@
 // golden_test: every case of tests/data/normuon_reference.txt through the C API on the CPU
-// backend, each step's update and the final state within the fp32 tolerance (DESIGN.md section
+// backend, each step's update and the final state within the fp32 tolerance (docs/ARCHITECTURE.md section
 // 6); and proof that the check can fail: altered references must be reported as FAIL.
 #include <cmath>
 #include <cstdio>

@@ -2,7 +2,7 @@
 // with NCCL's names and C ABI (the types of comm/nccl_types.h), implemented on host memory with
 // threads. Two NCCL ranks cannot share one GPU, and CI machines have none, so the adapter's own
 // logic (grouping, polling of non-blocking calls, async errors, abort, timeouts, ownership) is
-// tested against this library instead (DESIGN.md section 6). It is not a model of NCCL's
+// tested against this library instead (docs/ARCHITECTURE.md section 6). It is not a model of NCCL's
 // performance or of its device-side behaviour; streams are ignored and buffers are host memory.
 //
 // Model:
