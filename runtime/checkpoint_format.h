@@ -77,6 +77,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/param_kind.h"
 
 namespace normuon::checkpoint {
 
@@ -109,11 +110,12 @@ std::string RankFileName(int64_t rank, int64_t world);
 // dir + "/" + name (no "/" added when dir already ends with one).
 std::string JoinPath(absl::string_view dir, absl::string_view name);
 
-enum class ParamKind : uint32_t { kMatrix = 0, kAdamW = 1 };
+// A parameter's kind: the one enum of base/param_kind.h (its values are the format's).
+using ::normuon::ParamKind;
 enum class GroupKind : uint32_t { kNorMuon = 0, kAdamW = 1 };
 
-// "matrix" / "adamw", or "kind <n>" for a value outside the enum.
-std::string ParamKindName(ParamKind kind);
+// "matrix" / "adamw", or "kind <n>" for a value a file holds outside the enum.
+std::string KindName(ParamKind kind);
 
 struct GroupInfo {
   GroupKind kind = GroupKind::kNorMuon;

@@ -398,8 +398,8 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
           q.group != static_cast<uint32_t>(p.group)) {
         return absl::InvalidArgumentError(absl::StrCat(
             mismatch, "parameter ", i, " was saved as '", q.name, "' (",
-            ck::ParamKindName(q.kind), ", ", q.rows, " x ", q.cols, ", group ", q.group,
-            "), this runtime registered '", p.name, "' (", ck::ParamKindName(kind), ", ",
+            ck::KindName(q.kind), ", ", q.rows, " x ", q.cols, ", group ", q.group,
+            "), this runtime registered '", p.name, "' (", ck::KindName(kind), ", ",
             p.rows, " x ", p.cols, ", group ", p.group, ")"));
       }
     }
