@@ -939,26 +939,6 @@ class NorMuon(torch.optim.Optimizer):
                     self._runtime, "normuon_step_result")
         return info
 
-    def _read_raw_state(self, reg):
-        """The state of one parameter as _write_state takes it: {kind: flat fp32 CPU tensor,
-        or int for the step count}."""
-        lib, rt = _capi.lib(), self._runtime
-        out = {}
-        for key, kind in self._state_kinds(reg.layout):
-            if kind == _capi.StateKind.STEP:
-                v = ctypes.c_int64()
-                _capi.check(lib.normuon_get_state(rt, reg.index, kind, ctypes.byref(v), 8), rt,
-                            f"normuon_get_state ({reg.name}, {key})")
-                out[kind] = v.value
-                continue
-            n = _state_numel(reg.layout, kind, self._switches["variant"])
-            host = torch.empty(n, dtype=torch.float32)
-            if n:
-                _capi.check(lib.normuon_get_state(rt, reg.index, kind, host.data_ptr(), n * 4),
-                            rt, f"normuon_get_state ({reg.name}, {key})")
-            out[kind] = host
-        return out
-
     def zero_grad(self, *args, **kwargs):
         """As torch's. With overlap_backward, a step that the gradient hooks began but
         step() did not take (backward, then no step) is discarded first: nothing changes."""
