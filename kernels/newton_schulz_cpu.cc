@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "base/bf16.h"
+#include "kernels/elementwise_math.h"
 
 namespace normuon {
 
@@ -49,8 +50,7 @@ void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
   if (round_bf16) RoundAll(x, xn);
   double sq = 0.0;
   for (size_t i = 0; i < xn; ++i) sq += static_cast<double>(x[i]) * x[i];
-  const float inv = static_cast<float>(
-      1.0 / (std::sqrt(sq) * static_cast<double>(norm_scale) + static_cast<double>(ns_eps)));
+  const float inv = NsInputScale(sq, norm_scale, ns_eps);
   for (size_t i = 0; i < xn; ++i) x[i] *= inv;
   if (round_bf16) RoundAll(x, xn);
 
