@@ -318,7 +318,10 @@ class Backend {
 // shared object of the build. libnormuon.so still exports only the C API (normuon.lds).
 #define NORMUON_INTERNAL_VISIBLE __attribute__((visibility("default")))
 
-NORMUON_INTERNAL_VISIBLE std::unique_ptr<Backend> MakeCpuBackend();
+// threads: how many threads run the tiles of the CPU Newton-Schulz GEMMs (one OpenBLAS thread
+// each; kernels/newton_schulz_cpu.h); 0: as many as OpenBLAS is set to use at Prepare. The results
+// are the same bits for every value.
+NORMUON_INTERNAL_VISIBLE std::unique_ptr<Backend> MakeCpuBackend(int threads = 0);
 // Fails (Unimplemented in a CPU-only build, Unavailable without a device) when there is no
 // usable CUDA device.
 NORMUON_INTERNAL_VISIBLE absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);

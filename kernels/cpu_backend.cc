@@ -1,5 +1,6 @@
 // The CPU backend: the readable reference of every stage of a step (DESIGN.md section 1),
-// executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc);
+// executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc: fixed
+// output tiles on the backend's own threads, so its bits do not depend on any thread count);
 // the elementwise stages are plain loops over the formulas of kernels/elementwise_math.h, which
 // the CUDA kernels share. Reductions run in a fixed order in double, so results
 // are bitwise reproducible and do not depend on how rows are split across ranks.
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
@@ -44,6 +46,8 @@ float BiasCorrection2(const MatrixWork& w) {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(int threads) { ws_.threads = threads; }
+
   const char* name() const override { return "cpu"; }
   bool IsSynchronous() const override { return true; }
 
@@ -77,12 +81,16 @@ class CpuBackend final : public Backend {
       l = std::max(l, std::max(b.rows, b.cols));
       max_elems_ = std::max(max_elems_, b.rows * b.cols);
     }
+    if (batches.empty()) return absl::OkStatus();  // no matrices: no workspace, no threads
     try {
       ws_.Reserve(s, l);
       u32_.resize(static_cast<size_t>(max_elems_));
       o32_.resize(static_cast<size_t>(max_elems_));
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError("cannot allocate the Newton-Schulz workspace");
+    } catch (const std::system_error& e) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot start the Newton-Schulz threads: ", e.what()));
     }
     return absl::OkStatus();
   }
@@ -327,6 +335,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> MakeCpuBackend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace normuon
