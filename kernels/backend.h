@@ -22,6 +22,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
+// Functions of this header and of kernels/elementwise_math.h that the CUDA kernels call too.
+#ifdef __CUDACC__
+#define NORMUON_HOST_DEVICE __host__ __device__
+#else
+#define NORMUON_HOST_DEVICE
+#endif
+
 namespace normuon {
 
 enum class DType : int32_t { kF32 = 0, kBF16 = 1 };
@@ -31,7 +38,7 @@ inline size_t SizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 enum class Variant : int32_t { kNorMuon = 0, kNorMuonPaper = 1, kMuon = 2, kAdaMuon = 3 };
 
 // v holds one value per element (AdaMuon) or per row (NorMuon variants); Muon has none.
-inline bool PerElementV(Variant v) { return v == Variant::kAdaMuon; }
+NORMUON_HOST_DEVICE inline bool PerElementV(Variant v) { return v == Variant::kAdaMuon; }
 
 // Sentinel for StepControl::nonfinite_param: no non-finite gradient seen.
 inline constexpr int32_t kNoParam = 0x7fffffff;
@@ -56,7 +63,7 @@ struct StepControl {
 };
 
 // A step is skipped when any check failed; Commit* test this on the device.
-inline bool StepSkipped(const StepControl& c) {
+NORMUON_HOST_DEVICE inline bool StepSkipped(const StepControl& c) {
   return c.nonfinite_param != kNoParam || c.comm_error != 0;
 }
 
@@ -64,12 +71,6 @@ inline bool StepSkipped(const StepControl& c) {
 // kMarkedSetsDiffer + r) rank r marked another set of parameters with grad_ready than rank 0.
 inline constexpr int32_t kCommFailed = 1;
 inline constexpr int32_t kMarkedSetsDiffer = 2;
-
-#ifdef __CUDACC__
-#define NORMUON_HOST_DEVICE __host__ __device__
-#else
-#define NORMUON_HOST_DEVICE
-#endif
 
 // The step's flags in a sharded step (3 * world floats after the row slots, summed over ranks by
 // the slot all-reduce): [r] = 1 + the first non-finite parameter of rank r (0: none);
@@ -317,7 +318,10 @@ class Backend {
 // shared object of the build. libnormuon.so still exports only the C API (normuon.lds).
 #define NORMUON_INTERNAL_VISIBLE __attribute__((visibility("default")))
 
-NORMUON_INTERNAL_VISIBLE std::unique_ptr<Backend> MakeCpuBackend();
+// threads: how many threads run the tiles of the CPU Newton-Schulz GEMMs (one OpenBLAS thread
+// each; kernels/newton_schulz_cpu.h); 0: as many as OpenBLAS is set to use at Prepare. The results
+// are the same bits for every value.
+NORMUON_INTERNAL_VISIBLE std::unique_ptr<Backend> MakeCpuBackend(int threads = 0);
 // Fails (Unimplemented in a CPU-only build, Unavailable without a device) when there is no
 // usable CUDA device.
 NORMUON_INTERNAL_VISIBLE absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);

@@ -1,6 +1,8 @@
 // The CPU backend: the readable reference of every stage of a step (DESIGN.md section 1),
-// executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc);
-// the elementwise stages are plain loops. Reductions run in a fixed order in double, so results
+// executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc: fixed
+// output tiles on the backend's own threads, so its bits do not depend on any thread count);
+// the elementwise stages are plain loops over the formulas of kernels/elementwise_math.h, which
+// the CUDA kernels share. Reductions run in a fixed order in double, so results
 // are bitwise reproducible and do not depend on how rows are split across ranks.
 #include <cblas.h>
 
@@ -10,10 +12,12 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "base/bf16.h"
+#include "kernels/elementwise_math.h"
 #include "kernels/newton_schulz_cpu.h"
 
 namespace normuon {
@@ -32,38 +36,18 @@ void Store(void* p, DType d, int64_t i, float v) {
   }
 }
 
-// start + weight * (end - start), evaluated as torch's lerp does: from the nearer end, so the
-// Nesterov blend (weight b1 = 0.95) keeps its precision (g + b1*(m - g) loses ~3 bits).
-float Lerp(float start, float end, float weight) {
-  return weight < 0.5f ? start + weight * (end - start) : end - (end - start) * (1.0f - weight);
-}
-
 // The gradient element, or 0 when the parameter has no gradient this step.
 float Grad(const void* g, DType d, int64_t i) { return g == nullptr ? 0.0f : Load(g, d, i); }
 
-// The normalization factor f of one row (or, for AdaMuon, one element): 1/(sqrt(v) + eps) with
-// AdaMuon's v bias-corrected by bc2 = 1 - b2^t; 1 for Muon.
-float NormFactor(Variant variant, float v_new, float eps, float bc2) {
-  if (variant == Variant::kMuon) return 1.0f;
-  if (variant == Variant::kAdaMuon) return 1.0f / (std::sqrt(v_new / bc2) + eps);
-  return 1.0f / (std::sqrt(v_new) + eps);
-}
-
-// AdaMuon's bias correction 1 - b2^t for this step (t = committed steps + 1).
+// AdaMuon's bias correction of v for this step (1 for the other variants).
 float BiasCorrection2(const MatrixWork& w) {
-  if (w.variant != Variant::kAdaMuon) return 1.0f;
-  const double t = static_cast<double>(w.control->steps_taken + 1);
-  return static_cast<float>(1.0 - std::pow(static_cast<double>(w.scalars->beta2), t));
-}
-
-// Decoupled weight decay of one element: cautious decay only where the update d and the weight
-// p agree in sign.
-float Decay(float decay, bool cautious, float d, float p) {
-  return cautious && !(d * p > 0.0f) ? 1.0f : decay;
+  return VarianceBiasCorrection(w.variant, w.scalars->beta2, w.control->steps_taken);
 }
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(int threads) { ws_.threads = threads; }
+
   const char* name() const override { return "cpu"; }
   bool IsSynchronous() const override { return true; }
 
@@ -97,12 +81,16 @@ class CpuBackend final : public Backend {
       l = std::max(l, std::max(b.rows, b.cols));
       max_elems_ = std::max(max_elems_, b.rows * b.cols);
     }
+    if (batches.empty()) return absl::OkStatus();  // no matrices: no workspace, no threads
     try {
       ws_.Reserve(s, l);
       u32_.resize(static_cast<size_t>(max_elems_));
       o32_.resize(static_cast<size_t>(max_elems_));
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError("cannot allocate the Newton-Schulz workspace");
+    } catch (const std::system_error& e) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot start the Newton-Schulz threads: ", e.what()));
     }
     return absl::OkStatus();
   }
@@ -154,9 +142,8 @@ class CpuBackend final : public Backend {
     const int64_t n = w.row_count * w.cols;
     for (int64_t i = 0; i < n; ++i) {
       const float g = Grad(w.grad, w.grad_dtype, i);
-      const float m = w.momentum[i] + (1.0f - b1) * (g - w.momentum[i]);
-      const float u = w.nesterov ? Lerp(g, m, b1) : m;
-      Store(w.u_rows, w.ns_dtype, i, u);
+      const float m = Ema(w.momentum[i], g, b1);
+      Store(w.u_rows, w.ns_dtype, i, BlendedUpdate(g, m, b1, w.nesterov));
     }
     return absl::OkStatus();
   }
@@ -205,7 +192,7 @@ class CpuBackend final : public Backend {
         for (int64_t j = 0; j < w.cols; ++j) {
           const int64_t i = r * w.cols + j;
           const float o = Load(w.o_rows, w.ns_dtype, i);
-          const float v_new = w.v[i] + (1.0f - b2) * (o * o - w.v[i]);
+          const float v_new = Ema(w.v[i], o * o, b2);
           w.v_new[i] = v_new;
           const double x = o * NormFactor(w.variant, v_new, eps, bc2);
           sq_scaled += x * x;
@@ -213,8 +200,7 @@ class CpuBackend final : public Backend {
       } else {
         float v_new = 0.0f;
         if (w.variant != Variant::kMuon) {
-          const float mean = static_cast<float>(sq / static_cast<double>(w.cols));
-          v_new = w.v[r] + (1.0f - b2) * (mean - w.v[r]);
+          v_new = Ema(w.v[r], MeanOf(sq, w.cols), b2);
           w.v_new[r] = v_new;
         }
         const float f = NormFactor(w.variant, v_new, eps, bc2);
@@ -240,9 +226,8 @@ class CpuBackend final : public Backend {
         const double o = Load(o_full, w.ns_dtype, i * w.cols + j);
         sq += o * o;
       }
-      means[j] = static_cast<float>(sq / static_cast<double>(w.rows));
-      const float v_new = w.v[j] + (1.0f - b2) * (means[j] - w.v[j]);
-      col_f_[j] = 1.0f / (std::sqrt(v_new) + eps);
+      means[j] = MeanOf(sq, w.rows);
+      col_f_[j] = InverseRootPlusEps(Ema(w.v[j], means[j], b2), eps);
     }
     for (int64_t r = 0; r < w.rows; ++r) {
       double sq = 0.0, sq_scaled = 0.0;
@@ -261,7 +246,7 @@ class CpuBackend final : public Backend {
   absl::Status ColumnUpdate(const MatrixWork& w) override {
     const float b2 = w.scalars->beta2;
     const float* means = w.row_slots_total + 2 * w.rows;
-    for (int64_t j = 0; j < w.cols; ++j) w.v_new[j] = w.v[j] + (1.0f - b2) * (means[j] - w.v[j]);
+    for (int64_t j = 0; j < w.cols; ++j) w.v_new[j] = Ema(w.v[j], means[j], b2);
     return absl::OkStatus();
   }
 
@@ -271,37 +256,21 @@ class CpuBackend final : public Backend {
       sq += w.row_slots_total[r];
       sq_scaled += w.row_slots_total[w.rows + r];
     }
-    const double eps = w.scalars->eps;
-    const double m = static_cast<double>(w.rows), n = static_cast<double>(w.cols);
-    double norm_part = 1.0;  // Muon
-    switch (w.variant) {
-      case Variant::kNorMuon:
-        norm_part = std::sqrt(sq) / (std::sqrt(sq_scaled) + eps);
-        break;
-      case Variant::kNorMuonPaper:
-        norm_part = 1.0 / (std::sqrt(sq_scaled) + eps);
-        break;
-      case Variant::kAdaMuon:
-        norm_part = std::sqrt(std::min(m, n)) / (std::sqrt(sq_scaled) + eps);
-        break;
-      case Variant::kMuon:
-        break;
-    }
-    const double scale = norm_part * static_cast<double>(w.shape_factor);
-    *w.scale = static_cast<float>(scale);
+    *w.scale = UpdateScale(w.variant, sq, sq_scaled, w.scalars->eps, w.rows, w.cols,
+                           w.shape_factor);
     return absl::OkStatus();
   }
 
   absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
     if (StepSkipped(*control)) return absl::OkStatus();
     const GroupScalars& s = *w.scalars;
-    const float decay = w.grad == nullptr ? 1.0f : 1.0f - s.lr * s.weight_decay;
-    const float step = s.lr * *w.scale;
+    const float decay = DecayMultiplier(w.grad != nullptr, s.lr, s.weight_decay);
+    const float step = MatrixStepSize(s.lr, *w.scale);
     const float bc2 = BiasCorrection2(w);
     const bool per_element = PerElementV(w.variant);
     if (w.column_axis) {
       col_f_.resize(static_cast<size_t>(w.cols));
-      for (int64_t j = 0; j < w.cols; ++j) col_f_[j] = 1.0f / (std::sqrt(w.v_new[j]) + s.eps);
+      for (int64_t j = 0; j < w.cols; ++j) col_f_[j] = InverseRootPlusEps(w.v_new[j], s.eps);
     }
     for (int64_t r = 0; r < w.row_count; ++r) {
       const float row_f =
@@ -312,13 +281,13 @@ class CpuBackend final : public Backend {
       for (int64_t j = 0; j < w.cols; ++j) {
         const int64_t i = r * w.cols + j;
         const float g = Grad(w.grad, w.grad_dtype, i);
-        w.momentum[i] += (1.0f - s.beta1) * (g - w.momentum[i]);
+        w.momentum[i] = Ema(w.momentum[i], g, s.beta1);
         const float f = per_element     ? NormFactor(w.variant, w.v_new[i], s.eps, bc2)
                         : w.column_axis ? col_f_[j]
                                         : row_f;
-        const float d = step * (Load(w.o_rows, w.ns_dtype, i) * f);
+        const float d = MatrixDelta(step, Load(w.o_rows, w.ns_dtype, i), f);
         const float p = Load(w.param, w.param_dtype, i);
-        Store(w.param, w.param_dtype, i, p * Decay(decay, w.cautious_wd, d, p) - d);
+        Store(w.param, w.param_dtype, i, DecayedStep(p, decay, w.cautious_wd, d));
         if (per_element) w.v[i] = w.v_new[i];
       }
       if (w.variant != Variant::kMuon && !per_element && !w.column_axis) w.v[r] = w.v_new[r];
@@ -331,18 +300,16 @@ class CpuBackend final : public Backend {
   absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) override {
     if (StepSkipped(*control)) return absl::OkStatus();
     const GroupScalars& s = *w.scalars;
-    const double t = static_cast<double>(*w.step + 1);
-    const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta1), t));
-    const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta2), t));
-    const float decay = w.grad == nullptr ? 1.0f : 1.0f - s.lr * s.weight_decay;
+    const float bc1 = BiasCorrection(s.beta1, *w.step + 1);
+    const float bc2 = BiasCorrection(s.beta2, *w.step + 1);
+    const float decay = DecayMultiplier(w.grad != nullptr, s.lr, s.weight_decay);
     for (int64_t i = 0; i < w.count; ++i) {
       const float g = Grad(w.grad, w.grad_dtype, i);
-      w.exp_avg[i] += (1.0f - s.beta1) * (g - w.exp_avg[i]);
-      w.exp_avg_sq[i] += (1.0f - s.beta2) * (g * g - w.exp_avg_sq[i]);
-      const float upd = (w.exp_avg[i] / bc1) / (std::sqrt(w.exp_avg_sq[i] / bc2) + s.eps);
+      w.exp_avg[i] = Ema(w.exp_avg[i], g, s.beta1);
+      w.exp_avg_sq[i] = Ema(w.exp_avg_sq[i], g * g, s.beta2);
+      const float d = AdamWDelta(s.lr, w.exp_avg[i], w.exp_avg_sq[i], bc1, bc2, s.eps);
       const float p = Load(w.param, w.param_dtype, i);
-      const float d = s.lr * upd;
-      Store(w.param, w.param_dtype, i, p * Decay(decay, w.cautious_wd, d, p) - d);
+      Store(w.param, w.param_dtype, i, DecayedStep(p, decay, w.cautious_wd, d));
     }
     return absl::OkStatus();
   }
@@ -368,6 +335,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> MakeCpuBackend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace normuon

@@ -2,28 +2,67 @@
 // (DESIGN.md section 1), on OpenBLAS sgemm. fp32 mode keeps every value in fp32; bf16 mode
 // rounds the GEMM inputs and every stored intermediate (X, A, B) to bf16 as the CUDA bf16 path
 // stores them, with fp32 accumulation inside each product.
+//
+// Bitwise whatever the thread count (docs/ARCHITECTURE.md section 6, Determinism). A threaded
+// OpenBLAS sgemm cuts C into pieces per thread, and with some of OpenBLAS's kernels (Haswell/Zen,
+// AVX2) the elements at the cuts are summed in another order: the bits then depend on the
+// thread count. So every GEMM here is cut into a fixed grid of output tiles (kNsTile square,
+// set by the shape alone), each tile is one single-threaded sgemm call, and the tiles run on the
+// workspace's own threads. The result depends on the shapes and the data only: not on how many
+// threads run the tiles, nor on OpenBLAS's thread setting. See NsCpuWorkspace for the one
+// process-wide effect this has on OpenBLAS.
 #ifndef NORMUON_NEWTON_SCHULZ_CPU_H_
 #define NORMUON_NEWTON_SCHULZ_CPU_H_
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace normuon {
 
-// Scratch for one matrix of up to max_short x max_long (short side squared).
+class WorkerPool;
+
+// The side of the square output tiles each GEMM is cut into (edge tiles are smaller). Changing
+// it changes the bits of every result of a matrix side above it.
+inline constexpr int64_t kNsTile = 192;
+
+// Scratch for one matrix of up to max_short x max_long (short side squared), and the threads that
+// run the tiles.
+//
+// OpenBLAS: while any NewtonSchulzCpu call is running in the process, OpenBLAS is set to one
+// thread (openblas_set_num_threads(1), a process-wide setting: other BLAS calls the program
+// makes meanwhile run on one thread too), and the setting found before the first of the
+// overlapping calls is put back when the last one returns. Changing OpenBLAS's setting while a
+// call runs is not supported (its GEMMs could then be threaded, and the result change bits).
 struct NsCpuWorkspace {
+  NsCpuWorkspace();
+  ~NsCpuWorkspace();
+  NsCpuWorkspace(const NsCpuWorkspace&) = delete;
+  NsCpuWorkspace& operator=(const NsCpuWorkspace&) = delete;
+
   std::vector<float> x, x_next, a, b;
+  // How many threads run the tiles, the caller included. 0 (the default): OpenBLAS's thread
+  // setting (outside NewtonSchulzCpu calls) when the first Reserve runs. Only the speed depends
+  // on it. Set it before the first Reserve.
+  int threads = 0;
+  std::unique_ptr<WorkerPool> pool;  // started by the first Reserve
+
+  // Sizes the buffers and starts the threads (no allocation afterwards for matrices this size).
   void Reserve(int64_t short_side, int64_t long_side);
 };
 
 // o = NS(u): u and o are rows x cols row-major fp32 (o may not alias u). Works on u^T when
 // rows > cols. X0 = u / (||u||_F * norm_scale + ns_eps); per (a, b, c): A = X X^T,
 // B = b A + c A A, X = a X + B X. round_bf16: emulate bf16 storage of X, A, B (see the file
-// comment).
+// comment). Calls on different workspaces may run at once (in-process ranks).
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
                      float norm_scale, bool round_bf16, NsCpuWorkspace* ws);
+
+// OpenBLAS's thread setting as the program made it: the value found before the running
+// NewtonSchulzCpu calls set it to one thread, or the current value when none runs.
+int CallerBlasThreads();
 
 }  // namespace normuon
 

@@ -1,8 +1,8 @@
 // The elementwise and per-row kernels of a step on CUDA: control block upkeep, the finite check,
 // the momentum/Nesterov blend, row statistics, the norm completion and the two commit passes
 // (DESIGN.md sections 1 and 6). Each mirrors the CPU backend's loop of the same name
-// (kernels/cpu_backend.cc) and uses the same formulas in the same precision, so the two agree to
-// a few fp32 roundings.
+// (kernels/cpu_backend.cc) and calls the same formulas (kernels/elementwise_math.h), so the two
+// agree to a few fp32 roundings (nvcc may fuse a multiply and an add into an FMA).
 //
 // Determinism: every output element is computed by one thread from its own inputs, and the
 // only reductions (row sums, norm sums) run in an order that depends on the shape alone. The one
@@ -16,6 +16,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/kernels.cuh"
+#include "kernels/elementwise_math.h"
 
 namespace normuon {
 namespace gpu {
@@ -46,33 +47,7 @@ __device__ __forceinline__ float GradAt(const G* g, int64_t i) {
   return g == nullptr ? 0.0f : ToFloat(g[i]);
 }
 
-// Device twin of StepSkipped() (backend.h), which is host-only.
-__device__ __forceinline__ bool Skipped(const StepControl* c) {
-  return c->nonfinite_param != kNoParam || c->comm_error != 0;
-}
-
-// 1 / (sqrt(v) + eps): the per-row factor of the NorMuon normalization (1 for Muon). RowStats
-// and CommitMatrix both call this, so the factor is the same float in both passes.
-// The normalization factor f of a row (or an AdaMuon element): 1/(sqrt(v) + eps), AdaMuon's v
-// bias-corrected by bc2 = 1 - b2^t; 1 for Muon. The CPU backend's formula.
-__device__ __forceinline__ float NormFactor(Variant variant, float v_new, float eps, float bc2) {
-  if (variant == Variant::kMuon) return 1.0f;
-  if (variant == Variant::kAdaMuon) return 1.0f / (sqrtf(v_new / bc2) + eps);
-  return 1.0f / (sqrtf(v_new) + eps);
-}
-
-// AdaMuon's 1 - b2^t for this step, t = committed steps + 1 (1 for the other variants).
-__device__ __forceinline__ float BiasCorrection2(Variant variant, const StepControl* control,
-                                                 float b2) {
-  if (variant != Variant::kAdaMuon) return 1.0f;
-  const double t = static_cast<double>(control->steps_taken + 1);
-  return static_cast<float>(1.0 - pow(static_cast<double>(b2), t));
-}
-
-// Cautious weight decay: no decay where the update d and the weight p disagree in sign.
-__device__ __forceinline__ float DecayOf(float decay, bool cautious, float d, float p) {
-  return cautious && !(d * p > 0.0f) ? 1.0f : decay;
-}
+__device__ __forceinline__ bool Skipped(const StepControl* c) { return StepSkipped(*c); }
 
 __device__ __forceinline__ double WarpSum(double x) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
@@ -133,20 +108,17 @@ __global__ void CheckFiniteKernel(int32_t index, const T* grad, int64_t count,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Blend: U = nesterov ? G + b1*(M' - G) : M', M' = M + (1-b1)*(G - M). M is not written.
+// Blend: U = nesterov ? lerp(G, M', b1) : M', M' = M + (1-b1)*(G - M). M is not written.
 
 template <typename G, typename U>
 __global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t count,
                             const GroupScalars* scalars, bool nesterov) {
   const float b1 = scalars->beta1;
-  const float one_minus_b1 = 1.0f - b1;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float g = GradAt(grad, i);
-    const float m = momentum[i] + one_minus_b1 * (g - momentum[i]);
-    // lerp(g, m, b1) from the nearer end, as torch and the CPU backend evaluate it.
-    const float blend = b1 < 0.5f ? g + b1 * (m - g) : m - (m - g) * (1.0f - b1);
-    StoreFloat(u + i, nesterov ? blend : m);
+    const float m = Ema(momentum[i], g, b1);
+    StoreFloat(u + i, BlendedUpdate(g, m, b1, nesterov));
   }
 }
 
@@ -163,8 +135,8 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
   const int64_t warps_per_block = blockDim.x / kWarp;
   const float b2 = scalars->beta2;
   const float eps = scalars->eps;
-  const float bc2 = BiasCorrection2(variant, control, b2);
-  const bool per_element = variant == Variant::kAdaMuon;  // PerElementV, in device code
+  const float bc2 = VarianceBiasCorrection(variant, b2, control->steps_taken);
+  const bool per_element = PerElementV(variant);
   // The loop bound is the same for all lanes of a warp, so the shuffles see a full warp.
   for (int64_t r = blockIdx.x * warps_per_block + threadIdx.x / kWarp; r < row_count;
        r += static_cast<int64_t>(gridDim.x) * warps_per_block) {
@@ -181,7 +153,7 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
       for (int64_t j = lane; j < cols; j += kWarp) {
         const int64_t i = r * cols + j;
         const float x = ToFloat(row[j]);
-        const float vn = v[i] + (1.0f - b2) * (x * x - v[i]);
+        const float vn = Ema(v[i], x * x, b2);
         v_new[i] = vn;
         const double y = x * NormFactor(variant, vn, eps, bc2);
         sq_scaled += y * y;
@@ -190,8 +162,7 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
     } else {
       float v_next = 0.0f;
       if (variant != Variant::kMuon) {
-        const float mean = static_cast<float>(sq / static_cast<double>(cols));
-        v_next = v[r] + (1.0f - b2) * (mean - v[r]);
+        v_next = Ema(v[r], MeanOf(sq, cols), b2);
         if (lane == 0) v_new[r] = v_next;
       }
       const float f = NormFactor(variant, v_next, eps, bc2);
@@ -222,14 +193,13 @@ __global__ void ColumnMeansKernel(const O* o, int64_t rows, int64_t cols, float*
       const double x = ToFloat(o[i * cols + j]);
       sq += x * x;
     }
-    means[j] = static_cast<float>(sq / static_cast<double>(rows));
+    means[j] = MeanOf(sq, rows);
   }
 }
 
 __device__ __forceinline__ float ColumnFactor(const float* v, const float* means, int64_t j,
                                               float b2, float eps) {
-  const float v_new = v[j] + (1.0f - b2) * (means[j] - v[j]);
-  return 1.0f / (sqrtf(v_new) + eps);
+  return InverseRootPlusEps(Ema(v[j], means[j], b2), eps);
 }
 
 template <typename O>
@@ -262,7 +232,7 @@ __global__ void ColumnUpdateKernel(const float* v, float* v_new, const float* me
   const float b2 = scalars->beta2;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    v_new[j] = v[j] + (1.0f - b2) * (means[j] - v[j]);
+    v_new[j] = Ema(v[j], means[j], b2);
   }
 }
 
@@ -303,17 +273,8 @@ __global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t 
     __syncthreads();
   }
   if (threadIdx.x != 0) return;
-  const double eps = scalars->eps;
-  const double m = static_cast<double>(rows), n = static_cast<double>(cols);
-  double norm_part = 1.0;  // Muon
-  if (variant == Variant::kNorMuon) {
-    norm_part = sqrt(sq_part[0]) / (sqrt(scaled_part[0]) + eps);
-  } else if (variant == Variant::kNorMuonPaper) {
-    norm_part = 1.0 / (sqrt(scaled_part[0]) + eps);
-  } else if (variant == Variant::kAdaMuon) {
-    norm_part = sqrt(fmin(m, n)) / (sqrt(scaled_part[0]) + eps);
-  }
-  *scale = static_cast<float>(norm_part * static_cast<double>(shape_factor));
+  *scale = UpdateScale(variant, sq_part[0], scaled_part[0], scalars->eps, rows, cols,
+                       shape_factor);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -330,10 +291,10 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
   const float b1 = scalars->beta1;
   const float lr = scalars->lr;
   const float eps = scalars->eps;
-  const float decay = grad == nullptr ? 1.0f : 1.0f - lr * scalars->weight_decay;
-  const float step = lr * *scale;
-  const float bc2 = BiasCorrection2(variant, control, scalars->beta2);
-  const bool per_element = variant == Variant::kAdaMuon;  // PerElementV, in device code
+  const float decay = DecayMultiplier(grad != nullptr, lr, scalars->weight_decay);
+  const float step = MatrixStepSize(lr, *scale);
+  const float bc2 = VarianceBiasCorrection(variant, scalars->beta2, control->steps_taken);
+  const bool per_element = PerElementV(variant);
   const bool muon = variant == Variant::kMuon;
   for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < row_count;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
@@ -346,14 +307,14 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       const int64_t i = r * cols + j;
       const float g = GradAt(grad, i);
-      momentum[i] += (1.0f - b1) * (g - momentum[i]);
+      momentum[i] = Ema(momentum[i], g, b1);
       const float f = per_element   ? NormFactor(variant, v_new[i], eps, bc2)
-                      : column_axis ? 1.0f / (sqrtf(v_new[j]) + eps)
+                      : column_axis ? InverseRootPlusEps(v_new[j], eps)
                                     : row_f;
       if (per_element) v[i] = v_new[i];
-      const float d = step * (ToFloat(o[i]) * f);
+      const float d = MatrixDelta(step, ToFloat(o[i]), f);
       const float p = ToFloat(param[i]);
-      StoreFloat(param + i, p * DecayOf(decay, cautious, d, p) - d);
+      StoreFloat(param + i, DecayedStep(p, decay, cautious, d));
     }
   }
 }
@@ -368,21 +329,19 @@ __global__ void CommitAdamWKernel(W* param, const G* grad, float* exp_avg, float
   if (Skipped(control)) return;
   const float b1 = scalars->beta1, b2 = scalars->beta2;
   const float lr = scalars->lr, eps = scalars->eps;
-  const double t = static_cast<double>(*step + 1);
-  const float bc1 = static_cast<float>(1.0 - pow(static_cast<double>(b1), t));
-  const float bc2 = static_cast<float>(1.0 - pow(static_cast<double>(b2), t));
-  const float decay = grad == nullptr ? 1.0f : 1.0f - lr * scalars->weight_decay;
+  const float bc1 = BiasCorrection(b1, *step + 1);
+  const float bc2 = BiasCorrection(b2, *step + 1);
+  const float decay = DecayMultiplier(grad != nullptr, lr, scalars->weight_decay);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float g = GradAt(grad, i);
-    const float m = exp_avg[i] + (1.0f - b1) * (g - exp_avg[i]);
-    const float v = exp_avg_sq[i] + (1.0f - b2) * (g * g - exp_avg_sq[i]);
+    const float m = Ema(exp_avg[i], g, b1);
+    const float v = Ema(exp_avg_sq[i], g * g, b2);
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
-    const float upd = (m / bc1) / (sqrtf(v / bc2) + eps);
+    const float d = AdamWDelta(lr, m, v, bc1, bc2, eps);
     const float p = ToFloat(param[i]);
-    const float d = lr * upd;
-    StoreFloat(param + i, p * DecayOf(decay, cautious, d, p) - d);
+    StoreFloat(param + i, DecayedStep(p, decay, cautious, d));
   }
 }
 

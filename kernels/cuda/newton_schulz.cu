@@ -15,6 +15,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/kernels.cuh"
+#include "kernels/elementwise_math.h"
 
 namespace normuon {
 namespace gpu {
@@ -65,7 +66,7 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
 
 // Stage two: every block first completes its matrix's norm from the partials (warp 0: lane l
 // sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
-// x = u * (float)(1 / (norm * norm_scale + eps)), the CPU backend's formula.
+// x = u * NsInputScale (kernels/elementwise_math.h), the CPU backend's formula.
 template <typename T>
 __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count, int num_partials,
                             float eps, float norm_scale, const double* partials) {
@@ -78,8 +79,7 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
         sq += __shfl_down_sync(kFullMask, sq, offset);
       }
       if (threadIdx.x == 0) {
-        inv_norm = static_cast<float>(
-            1.0 / (sqrt(sq) * static_cast<double>(norm_scale) + static_cast<double>(eps)));
+        inv_norm = NsInputScale(sq, norm_scale, eps);
       }
     }
     __syncthreads();
