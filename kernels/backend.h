@@ -4,7 +4,7 @@
 //
 // Every pointer in the work structs below is backend memory (host memory for CPU, device memory
 // for CUDA), allocated by Backend::Alloc at finalize, except param/grad, which are the caller's.
-// The math of each call is DESIGN.md section 1; the commit rule is section 6: nothing writes
+// The math of each call is docs/ARCHITECTURE.md section 1; the commit rule is section 6: nothing writes
 // parameters or optimizer state before Commit*, and Commit* do nothing when the step's control
 // block says the step is skipped.
 #ifndef NORMUON_BACKEND_H_

@@ -1,4 +1,4 @@
-// The CPU backend: the readable reference of every stage of a step (DESIGN.md section 1),
+// The CPU backend: the readable reference of every stage of a step (docs/ARCHITECTURE.md section 1),
 // executed to completion on each call. Newton-Schulz runs on OpenBLAS (newton_schulz_cpu.cc: fixed
 // output tiles on the backend's own threads, so its bits do not depend on any thread count);
 // the elementwise stages are plain loops over the formulas of kernels/elementwise_math.h, which

@@ -1,5 +1,5 @@
 // Newton-Schulz orthogonalization on the CPU: the readable reference of the NS step
-// (DESIGN.md section 1), on OpenBLAS sgemm. fp32 mode keeps every value in fp32; bf16 mode
+// (docs/ARCHITECTURE.md section 1), on OpenBLAS sgemm. fp32 mode keeps every value in fp32; bf16 mode
 // rounds the GEMM inputs and every stored intermediate (X, A, B) to bf16 as the CUDA bf16 path
 // stores them, with fp32 accumulation inside each product.
 //

@@ -1,6 +1,6 @@
 // The CUDA backend: normuon::Backend (kernels/backend.h) on one GPU. Every call of a step is
 // queued on the step's stream (the one given to BeginStep) and returns without waiting; nothing
-// between BeginStep and EndStep allocates or synchronizes with the host (DESIGN.md section 5), so
+// between BeginStep and EndStep allocates or synchronizes with the host (docs/ARCHITECTURE.md section 5), so
 // a step can be captured in a CUDA graph. The kernels live in elementwise.cu and
 // newton_schulz.cu; this file holds the memory entry points, the cuBLAS Newton-Schulz driver and
 // the error handling.

@@ -1,6 +1,6 @@
 // The elementwise and per-row kernels of a step on CUDA: control block upkeep, the finite check,
 // the momentum/Nesterov blend, row statistics, the norm completion and the two commit passes
-// (DESIGN.md sections 1 and 6). Each mirrors the CPU backend's loop of the same name
+// (docs/ARCHITECTURE.md sections 1 and 6). Each mirrors the CPU backend's loop of the same name
 // (kernels/cpu_backend.cc) and calls the same formulas (kernels/elementwise_math.h), so the two
 // agree to a few fp32 roundings (nvcc may fuse a multiply and an add into an FMA).
 //

@@ -1,4 +1,4 @@
-// Launchers of the CUDA kernels of one optimizer step (DESIGN.md section 3), shared by the
+// Launchers of the CUDA kernels of one optimizer step (docs/ARCHITECTURE.md section 3), shared by the
 // CUDA backend (cuda_backend.cu) and the files that hold the kernels (elementwise.cu,
 // newton_schulz.cu).
 //
@@ -6,7 +6,7 @@
 // host and returns the launch's error (cudaGetLastError) so the backend can turn it into a
 // status. Pointers are device memory. No kernel uses floating-point atomics, and every
 // reduction runs in an order fixed by the shape alone, so results are bitwise reproducible run
-// to run (DESIGN.md section 6, Determinism).
+// to run (docs/ARCHITECTURE.md section 6, Determinism).
 #ifndef NORMUON_CUDA_KERNELS_CUH_
 #define NORMUON_CUDA_KERNELS_CUH_
 

@@ -1,5 +1,5 @@
 // The kernels of the Newton-Schulz pre-scaling on CUDA: X0 = U / (||U||_F + ns_eps) for each
-// matrix of a batch (DESIGN.md section 1). The GEMMs of the iteration itself are cuBLAS calls
+// matrix of a batch (docs/ARCHITECTURE.md section 1). The GEMMs of the iteration itself are cuBLAS calls
 // issued by the backend (cuda_backend.cu).
 //
 // The Frobenius norm is a two-stage reduction without atomics: stage one writes a fixed number
