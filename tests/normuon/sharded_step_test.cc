@@ -189,16 +189,21 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
       if (s == o.cancel_step) {
         // A begun step with stale gradients, abandoned: parameters and state must not move.
         const std::vector<std::vector<float>> params_before = p;
-        std::vector<float> state_before;
-        for (size_t i = 0; i < specs.size(); ++i) {
-          uint64_t bytes = 0;
-          const normuon_state_kind_t kind =
-              specs[i].matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG;
-          normuon_state_size(rt, ids[i], kind, &bytes);
-          std::vector<float> st(bytes / 4);
-          if (bytes) normuon_get_state(rt, ids[i], kind, st.data(), bytes);
-          state_before.insert(state_before.end(), st.begin(), st.end());
-        }
+        // Every parameter's first state buffer (momentum or exp_avg), concatenated.
+        auto first_state = [&] {
+          std::vector<float> all;
+          for (size_t i = 0; i < specs.size(); ++i) {
+            uint64_t bytes = 0;
+            const normuon_state_kind_t kind =
+                specs[i].matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG;
+            normuon_state_size(rt, ids[i], kind, &bytes);
+            std::vector<float> st(bytes / 4);
+            if (bytes) normuon_get_state(rt, ids[i], kind, st.data(), bytes);
+            all.insert(all.end(), st.begin(), st.end());
+          }
+          return all;
+        };
+        const std::vector<float> state_before = first_state();
         std::vector<std::vector<float>> saved_grads = g;
         for (auto& v : g) std::fill(v.begin(), v.end(), 0.0f);
         for (size_t m = rank % 2; m < marks.size(); m += 2) {
@@ -209,16 +214,7 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
         if (normuon_step_cancel(rt) != NORMUON_SUCCESS) fail(normuon_last_error(rt));
         if (normuon_step_cancel(rt) != NORMUON_SUCCESS) fail("a second cancel is not a no-op");
         if (p != params_before) fail("normuon_step_cancel changed a parameter");
-        std::vector<float> state_after;
-        for (size_t i = 0; i < specs.size(); ++i) {
-          uint64_t bytes = 0;
-          const normuon_state_kind_t kind =
-              specs[i].matrix ? NORMUON_STATE_MOMENTUM : NORMUON_STATE_EXP_AVG;
-          normuon_state_size(rt, ids[i], kind, &bytes);
-          std::vector<float> st(bytes / 4);
-          if (bytes) normuon_get_state(rt, ids[i], kind, st.data(), bytes);
-          state_after.insert(state_after.end(), st.begin(), st.end());
-        }
+        const std::vector<float> state_after = first_state();
         if (state_after != state_before) fail("normuon_step_cancel changed optimizer state");
         normuon_step_info_t info;
         normuon_step_info_init(&info);

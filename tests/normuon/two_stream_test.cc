@@ -25,74 +25,20 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "runtime/runtime.h"
+#include "tests/testing/forwarding_backend.h"
 
 namespace normuon {
 namespace {
 
 // The CPU backend behind an asynchronous face: every call forwards; marks are host clock
 // readings; the communication stream is a token and the hand-offs check their slots only.
-class AsyncCpuShim final : public Backend {
+class AsyncCpuShim final : public testing::ForwardingBackend {
  public:
-  explicit AsyncCpuShim(std::atomic<int>* handoffs) : cpu_(MakeCpuBackend()), handoffs_(handoffs) {}
+  explicit AsyncCpuShim(std::atomic<int>* handoffs)
+      : ForwardingBackend(MakeCpuBackend()), handoffs_(handoffs) {}
 
   const char* name() const override { return "async-cpu-shim"; }
   bool IsSynchronous() const override { return false; }
-
-  absl::StatusOr<void*> Alloc(size_t bytes) override { return cpu_->Alloc(bytes); }
-  void Free(void* p) override { cpu_->Free(p); }
-  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
-    return cpu_->CopyToHost(dst, src, bytes);
-  }
-  absl::Status CopyFromHost(void* dst, const void* src, size_t bytes) override {
-    return cpu_->CopyFromHost(dst, src, bytes);
-  }
-  absl::Status CheckPointer(const void* p, absl::string_view field) override {
-    return cpu_->CheckPointer(p, field);
-  }
-  absl::Status Prepare(const std::vector<NsBatch>& batches) override {
-    return cpu_->Prepare(batches);
-  }
-  absl::Status BeginStep(void* stream, const void* host_scalars, void* dev_scalars, size_t bytes,
-                         StepControl* control) override {
-    return cpu_->BeginStep(stream, host_scalars, dev_scalars, bytes, control);
-  }
-  absl::Status RefreshScalars(const void* host_scalars, void* dev_scalars,
-                              size_t bytes) override {
-    return cpu_->RefreshScalars(host_scalars, dev_scalars, bytes);
-  }
-  absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
-                           StepControl* control) override {
-    return cpu_->CheckFinite(index, grad, dtype, count, control);
-  }
-  absl::Status Blend(const MatrixWork& w) override { return cpu_->Blend(w); }
-  absl::Status CopyAsync(void* dst, const void* src, size_t bytes) override {
-    return cpu_->CopyAsync(dst, src, bytes);
-  }
-  absl::Status NewtonSchulz(const NsBatch& b) override { return cpu_->NewtonSchulz(b); }
-  absl::Status RowStats(const MatrixWork& w) override { return cpu_->RowStats(w); }
-  absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
-    return cpu_->ColumnStats(w, o_full);
-  }
-  absl::Status ColumnUpdate(const MatrixWork& w) override { return cpu_->ColumnUpdate(w); }
-  absl::Status FinishNorms(const MatrixWork& w) override { return cpu_->FinishNorms(w); }
-  absl::Status CommitMatrix(const MatrixWork& w, const StepControl* control) override {
-    return cpu_->CommitMatrix(w, control);
-  }
-  absl::Status CommitAdamW(const AdamWWork& w, const StepControl* control) override {
-    return cpu_->CommitAdamW(w, control);
-  }
-  absl::Status WriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
-                              const StepControl* control) override {
-    return cpu_->WriteStepFlags(flags, rank, world, marked_hash, control);
-  }
-  absl::Status FoldStepFlags(const float* flags, int world, StepControl* control) override {
-    return cpu_->FoldStepFlags(flags, world, control);
-  }
-  absl::Status SetCommError(StepControl* control) override { return cpu_->SetCommError(control); }
-  absl::Status EndStep(int64_t* adamw_steps, int64_t n, StepControl* control) override {
-    return cpu_->EndStep(adamw_steps, n, control);
-  }
-  absl::Status WaitStep() override { return cpu_->WaitStep(); }
 
   absl::Status PrepareMarks(int count) override {
     if (count > static_cast<int>(marks_.size())) marks_ = std::vector<Clock::time_point>(count);
@@ -133,7 +79,6 @@ class AsyncCpuShim final : public Backend {
     return absl::OkStatus();
   }
 
-  std::unique_ptr<Backend> cpu_;
   std::atomic<int>* handoffs_;
   std::vector<Clock::time_point> marks_;
   int events_ = 0;
