@@ -220,7 +220,7 @@ char* Runtime::OwnerRows(void* base, int32_t k, int64_t row) const {
   return static_cast<char*>(base) + row * w.cols * static_cast<int64_t>(SizeOf(ns_dtype_));
 }
 
-absl::StatusOr<std::vector<void*>> Runtime::AllocateBuffers() {
+absl::StatusOr<Runtime::BufferCursor> Runtime::AllocateBuffers() {
   std::vector<void*> buffers;
   buffers.reserve(layout_.buffers.size());
   for (const BufferLayout& b : layout_.buffers) {
@@ -229,7 +229,7 @@ absl::StatusOr<std::vector<void*>> Runtime::AllocateBuffers() {
     allocated_bytes_ += b.bytes;
     buffers.push_back(p);
   }
-  return buffers;
+  return BufferCursor(layout_, std::move(buffers));
 }
 
 absl::Status Runtime::Finalize() {
@@ -249,20 +249,21 @@ absl::Status Runtime::Wire() {
     // "Machine limits").
     openblas_set_num_threads(1);
   }
-  NORMUON_ASSIGN_OR_RETURN(std::vector<void*> buffers, AllocateBuffers());
-  // The buffers in layout order: control, scalars, slots (one or two), then the rest by role.
-  size_t next = 0;
-  control_ = static_cast<StepControl*>(buffers[next++]);
-  const StepControl init{kNoParam, 0, 0, 0};
-  NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
-  dev_scalars_ = static_cast<GroupScalars*>(buffers[next++]);
+  NORMUON_ASSIGN_OR_RETURN(BufferCursor buffers, AllocateBuffers());
+  control_ = buffers.Take<StepControl>(BufferRole::kControl);
+  dev_scalars_ = buffers.Take<GroupScalars>(BufferRole::kScalars);
   host_scalars_.resize(groups_.size());
-  slots_local_ = static_cast<float*>(buffers[next++]);
+  slots_local_ = buffers.Take<float>(BufferRole::kSlotsLocal);
   // One rank: its slots are the complete ones.
-  slots_total_ = world_ > 1 ? static_cast<float*>(buffers[next++]) : slots_local_;
+  slots_total_ = world_ > 1 ? buffers.Take<float>(BufferRole::kSlotsTotal) : slots_local_;
   NORMUON_RETURN_IF_ERROR(WireBuckets(shards, buffers));
   WireMatrices(buffers);
   WireAdamW(buffers);
+  if (!buffers.Done()) {
+    return absl::InternalError("finalize: the wiring does not follow the step layout's buffers");
+  }
+  const StepControl init{kNoParam, 0, 0, 0};
+  NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
 
   grad_ready_.assign(params_.size(), 0);
   bucket_pending_.resize(buckets_.size());
@@ -311,7 +312,7 @@ void Runtime::Unwire() {
 // Per bucket: its segment plan from every rank's rows, its message buffers, one region per peer
 // as the plan lays them out, and the owner's U and O per batch.
 absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowShard>>& shards,
-                                  const std::vector<void*>& buffers) {
+                                  BufferCursor& buffers) {
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
   sharding::PlanInputs in;
   in.shapes = layout_.shapes;
@@ -323,7 +324,6 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowSha
   const size_t nmat = layout_.matrices.size();
   owner_u_.assign(nmat, nullptr);
   owner_o_.assign(nmat, nullptr);
-  size_t next = world_ > 1 ? 4 : 3;
   for (const BucketLayout& bl : layout_.buckets) {
     Bucket b;
     b.matrices = bl.matrices;
@@ -345,8 +345,8 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowSha
           "finalize: the step layout and the plan disagree on a bucket (send ", bl.send_bytes,
           " vs ", send_total, " bytes, receive ", bl.recv_bytes, " vs ", recv_total, ")"));
     }
-    b.send_buf = static_cast<char*>(buffers[next++]);
-    b.recv_buf = static_cast<char*>(buffers[next++]);
+    b.send_buf = buffers.Take<char>(BufferRole::kSend);
+    b.recv_buf = buffers.Take<char>(BufferRole::kRecv);
     // The scatter sends from the gather's receive layout and receives into its send layout.
     for (int p = 0; p < world_; ++p) {
       const uint64_t out = static_cast<uint64_t>(b.plan.gather_send_bytes[p]);
@@ -366,8 +366,8 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowSha
   // The owner's full U and O, one pair of buffers per same-shape batch of owned matrices.
   for (const BatchLayout& bl : layout_.batches) {
     const int64_t elems = bl.rows * bl.cols;
-    char* u = static_cast<char*>(buffers[next++]);
-    char* o = static_cast<char*>(buffers[next++]);
+    char* u = buffers.Take<char>(BufferRole::kBatchU);
+    char* o = buffers.Take<char>(BufferRole::kBatchO);
     NsBatch b;
     b.rows = bl.rows;
     b.cols = bl.cols;
@@ -387,17 +387,16 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowSha
   return absl::OkStatus();
 }
 
-void Runtime::WireMatrices(const std::vector<void*>& buffers) {
+void Runtime::WireMatrices(BufferCursor& buffers) {
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
   const bool column_axis = config_.neuron_axis == NORMUON_NEURON_COLUMNS;
-  size_t next = (world_ > 1 ? 4 : 3) + 2 * layout_.buckets.size() + 2 * layout_.batches.size();
   for (int32_t k = 0; k < static_cast<int32_t>(layout_.matrices.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
     Param& p = params_[u.param];
     if (p.blocks.empty()) {  // the parameter's state; its blocks point inside it
-      p.momentum = static_cast<float*>(buffers[next++]);
-      p.second = static_cast<float*>(buffers[next++]);
-      p.v_new = static_cast<float*>(buffers[next++]);
+      p.momentum = buffers.Take<float>(BufferRole::kMomentum);
+      p.second = buffers.Take<float>(BufferRole::kSecond);
+      p.v_new = buffers.Take<float>(BufferRole::kVNew);
       p.work = k;
     }
     p.blocks.push_back(k);
@@ -432,7 +431,7 @@ void Runtime::WireMatrices(const std::vector<void*>& buffers) {
     w.row_slots = slots_local_ + u.slot_offset;
     w.row_slots_total = slots_total_ + u.slot_offset;
     w.column_axis = column_axis;
-    w.scale = static_cast<float*>(buffers[next++]);
+    w.scale = buffers.Take<float>(BufferRole::kScale);
     w.scalars = dev_scalars_ + p.group;
     w.variant = static_cast<Variant>(config_.variant);
     w.nesterov = config_.nesterov != 0;
@@ -445,13 +444,12 @@ void Runtime::WireMatrices(const std::vector<void*>& buffers) {
   }
 }
 
-void Runtime::WireAdamW(const std::vector<void*>& buffers) {
-  size_t next = layout_.buffers.size() - 1 - 2 * layout_.adamw_params.size();
-  adamw_steps_ = static_cast<int64_t*>(buffers[next++]);
+void Runtime::WireAdamW(BufferCursor& buffers) {
+  adamw_steps_ = buffers.Take<int64_t>(BufferRole::kAdamWSteps);
   for (int32_t i : layout_.adamw_params) {
     Param& p = params_[i];
-    p.momentum = static_cast<float*>(buffers[next++]);
-    p.second = static_cast<float*>(buffers[next++]);
+    p.momentum = buffers.Take<float>(BufferRole::kMomentum);
+    p.second = buffers.Take<float>(BufferRole::kSecond);
     AdamWWork w;
     w.index = i;
     w.count = p.row_count * p.cols;

@@ -115,12 +115,35 @@ class Runtime {
   // changes nothing but the failure.
   absl::Status Wire();
   void Unwire();
-  // Allocates layout_.buffers in order; returns the pointers.
-  absl::StatusOr<std::vector<void*>> AllocateBuffers();
+  // The buffers finalize allocated, handed out in the layout's order (layout_.buffers). Each Take
+  // names the role it expects, so the wiring cannot drift from the layout: a mismatch or a buffer
+  // left over fails finalize (Done).
+  class BufferCursor {
+   public:
+    BufferCursor(const StepLayout& layout, std::vector<void*> buffers)
+        : layout_(&layout), buffers_(std::move(buffers)) {}
+    template <typename T>
+    T* Take(BufferRole role) {
+      if (next_ >= buffers_.size() || layout_->buffers[next_].role != role) {
+        ok_ = false;
+        return nullptr;
+      }
+      return static_cast<T*>(buffers_[next_++]);
+    }
+    bool Done() const { return ok_ && next_ == buffers_.size(); }
+
+   private:
+    const StepLayout* layout_;
+    std::vector<void*> buffers_;
+    size_t next_ = 0;
+    bool ok_ = true;
+  };
+  // Allocates layout_.buffers in order.
+  absl::StatusOr<BufferCursor> AllocateBuffers();
   absl::Status WireBuckets(const std::vector<std::vector<sharding::RowShard>>& shards,
-                           const std::vector<void*>& buffers);
-  void WireMatrices(const std::vector<void*>& buffers);
-  void WireAdamW(const std::vector<void*>& buffers);
+                           BufferCursor& buffers);
+  void WireMatrices(BufferCursor& buffers);
+  void WireAdamW(BufferCursor& buffers);
   absl::Status MakePipeline();
   // Floats of param's second state buffer as the state API and checkpoints see it.
   uint64_t SecondStateCount(const Param& p) const;
@@ -141,6 +164,8 @@ class Runtime {
   absl::Status RowStatsBucket(int b);
   // A bucket stage on the two-stream pipeline: hand-off waits, marks, hand-off records.
   absl::Status TwoStreamStage(int stage, int b);
+  // Two streams: the step's stream waits for everything queued on the communication stream.
+  absl::Status JoinCommStream();
   // All buckets' stages of one step, by the configured schedule.
   absl::Status RunBuckets();
   // Checks a grad_ready/step/cancel stream against the step's (one stream per step).

@@ -117,6 +117,12 @@ absl::Status Runtime::TwoStreamStage(int stage, int b) {
   return absl::OkStatus();
 }
 
+absl::Status Runtime::JoinCommStream() {
+  const int32_t join = 4 * static_cast<int32_t>(buckets_.size());  // the last hand-off slot
+  NORMUON_RETURN_IF_ERROR(backend_->RecordHandoff(join, /*on_comm=*/true));
+  return backend_->WaitHandoff(join, /*on_comm=*/false);
+}
+
 absl::Status Runtime::RunBuckets() {
   timing_.SetBuckets(static_cast<int32_t>(buckets_.size()));
   for (const Bucket& b : buckets_) {
@@ -131,10 +137,8 @@ absl::Status Runtime::RunBuckets() {
     if (two_streams_) {
       // The step's stream waits for everything queued on the communication stream, also after a
       // failure (a later step must not overwrite buffers a copy still reads).
-      const int32_t join = 4 * static_cast<int32_t>(buckets_.size());
       absl::Status joined = timing_.JoinBegin();
-      if (joined.ok()) joined = backend_->RecordHandoff(join, /*on_comm=*/true);
-      if (joined.ok()) joined = backend_->WaitHandoff(join, /*on_comm=*/false);
+      if (joined.ok()) joined = JoinCommStream();
       timing_.JoinEnd();  // the next mark (the all-reduce's start) ends the wait
       if (s.ok()) s = joined;
       if (!s.ok()) timing_.ClearPipeline();
@@ -299,9 +303,7 @@ absl::Status Runtime::StepCancel() {
     std::fill(skip_momentum_.begin(), skip_momentum_.end(), 0);
     if (two_streams_) {
       // Nothing may still read the step's buffers when the next step starts.
-      const int32_t join = 4 * static_cast<int32_t>(buckets_.size());
-      absl::Status joined = backend_->RecordHandoff(join, /*on_comm=*/true);
-      if (joined.ok()) joined = backend_->WaitHandoff(join, /*on_comm=*/false);
+      const absl::Status joined = JoinCommStream();
       if (s.ok()) s = joined;
       timing_.ClearPipeline();
     }
