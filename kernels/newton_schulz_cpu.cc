@@ -37,6 +37,13 @@ class SingleThreadedBlas {
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
 };
 
+// OpenBLAS's thread setting as the program made it: the value found before the running calls
+// set it to one thread, or the current value when none runs.
+int CallerBlasThreads() {
+  std::lock_guard<std::mutex> lock(g_blas_mu);
+  return g_blas_users > 0 ? g_blas_saved : openblas_get_num_threads();
+}
+
 void RoundAll(float* p, size_t n) {
   for (size_t i = 0; i < n; ++i) p[i] = RoundToBf16(p[i]);
 }
@@ -118,11 +125,6 @@ void RunTile(void* context, int64_t t) {
 }
 
 }  // namespace
-
-int CallerBlasThreads() {
-  std::lock_guard<std::mutex> lock(g_blas_mu);
-  return g_blas_users > 0 ? g_blas_saved : openblas_get_num_threads();
-}
 
 NsCpuWorkspace::NsCpuWorkspace() = default;
 NsCpuWorkspace::~NsCpuWorkspace() = default;

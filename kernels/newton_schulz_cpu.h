@@ -4,13 +4,16 @@
 // stores them, with fp32 accumulation inside each product.
 //
 // Bitwise whatever the thread count (docs/ARCHITECTURE.md section 6, Determinism). A threaded
-// OpenBLAS sgemm cuts C into pieces per thread, and with some of OpenBLAS's kernels (Haswell/Zen,
-// AVX2) the elements at the cuts are summed in another order: the bits then depend on the
-// thread count. So every GEMM here is cut into a fixed grid of output tiles (kNsTile square,
-// set by the shape alone), each tile is one single-threaded sgemm call, and the tiles run on the
-// workspace's own threads. The result depends on the shapes and the data only: not on how many
-// threads run the tiles, nor on OpenBLAS's thread setting. See NsCpuWorkspace for the one
-// process-wide effect this has on OpenBLAS.
+// OpenBLAS sgemm (measured on 0.3.21) does not give a single-threaded call's bits: it cuts C
+// into pieces per thread, and with the Haswell/Zen (AVX2) kernels the elements at the cuts go
+// through the kernel's edge paths (128x128x128: 18% of the elements differ at 2 threads, 36% at
+// 4); and with every kernel its threaded driver blocks K differently (200x200xK with the AVX-512
+// kernels: 70-80% differ at 2 threads for most K >= 328 not a multiple of 32). A single-threaded
+// call's bits depend on its shape and data only. So every GEMM here is cut into a fixed grid of
+// output tiles (kNsTile square, set by the shape alone), each tile is one single-threaded sgemm
+// call, and the tiles run on the workspace's own threads: the result depends on the shapes and
+// the data only, not on how many threads run the tiles nor on OpenBLAS's thread setting. See
+// NsCpuWorkspace for the one process-wide effect this has on OpenBLAS.
 #ifndef NORMUON_NEWTON_SCHULZ_CPU_H_
 #define NORMUON_NEWTON_SCHULZ_CPU_H_
 
@@ -24,8 +27,11 @@ namespace normuon {
 class WorkerPool;
 
 // The side of the square output tiles each GEMM is cut into (edge tiles are smaller). Changing
-// it changes the bits of every result of a matrix side above it.
-inline constexpr int64_t kNsTile = 192;
+// it changes the bits of every result with a matrix side above it. Each tile packs its rows and
+// columns of the two factors again, so smaller tiles cost more (one thread, OpenBLAS 0.3.21,
+// GPT-2 shapes: +7-16% time at 192, +1-6% at 384, against one untiled call) but leave more
+// tiles to share among threads (a 768 x 768 product has 4 tiles of 384).
+inline constexpr int64_t kNsTile = 384;
 
 // Scratch for one matrix of up to max_short x max_long (short side squared), and the threads that
 // run the tiles.
@@ -59,10 +65,6 @@ struct NsCpuWorkspace {
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
                      float norm_scale, bool round_bf16, NsCpuWorkspace* ws);
-
-// OpenBLAS's thread setting as the program made it: the value found before the running
-// NewtonSchulzCpu calls set it to one thread, or the current value when none runs.
-int CallerBlasThreads();
 
 }  // namespace normuon
 

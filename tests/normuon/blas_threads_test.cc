@@ -2,7 +2,7 @@
 // section 6, Determinism): the single-rank step and the sharded step through the in-process
 // group (world 2, 3, 4), each with OpenBLAS set to 1, 2 and 4 threads, end bitwise equal after
 // three steps, on shapes big enough for OpenBLAS to thread its GEMMs (128x128, 96x200, 300x64)
-// and one cut into several Newton-Schulz tiles each way (200x420). Also: a step leaves the
+// and one cut into several Newton-Schulz tiles each way (400x390). Also: a step leaves the
 // caller's OpenBLAS thread count as it found it; the CPU Newton-Schulz itself gives the same bits
 // on any number of its own threads; and the worker pool it runs on.
 #include <algorithm>
@@ -45,13 +45,13 @@ struct Spec {
 };
 
 // Square, wide and tall matrices above OpenBLAS's threading threshold (m*n*k > 2^18), two of
-// one shape (a batch of two), one bigger than a Newton-Schulz tile (kNsTile = 192) on both
+// one shape (a batch of two), one bigger than a Newton-Schulz tile (kNsTile = 384) on both
 // sides, a small one and an AdamW vector.
-static_assert(normuon::kNsTile < 200, "keep \"big\" bigger than one tile each way");
+static_assert(normuon::kNsTile < 390, "keep \"big\" bigger than one tile each way");
 const std::vector<Spec>& Model() {
   static const auto* specs = new std::vector<Spec>{
       {"sq.a", 128, 128, true}, {"wide", 96, 200, true},  {"tall", 300, 64, true},
-      {"bias", 50, 1, false},   {"sq.b", 128, 128, true}, {"big", 200, 420, true},
+      {"bias", 50, 1, false},   {"sq.b", 128, 128, true}, {"big", 400, 390, true},
       {"small", 24, 40, true},
   };
   return *specs;
@@ -89,7 +89,8 @@ class Barrier {
 struct Outcome {
   std::vector<std::vector<float>> param, momentum;  // full values after the steps
   std::vector<std::string> errors;                  // per rank: "" or the failure
-  int blas_threads_after = -1;                      // OpenBLAS's setting after the last step
+  int blas_threads_before = -1;                     // OpenBLAS's setting for the steps
+  int blas_threads_after = -1;                      // and after the last step
 };
 
 struct Options {
@@ -174,7 +175,10 @@ Outcome RunSteps(const Options& o) {
     }
     // Every rank has finalized (or failed) before the setting is made for the steps. A failed
     // rank still meets the others at every barrier, so none waits forever.
-    barrier.Wait([&] { openblas_set_num_threads(o.blas_threads); });
+    barrier.Wait([&] {
+      openblas_set_num_threads(o.blas_threads);
+      run.blas_threads_before = openblas_get_num_threads();  // 1 with a single-threaded OpenBLAS
+    });
     for (int s = 0; ok && s < 3; ++s) {
       for (size_t i = 0; i < specs.size(); ++i) {
         const Range r = ranges[i][rank];
@@ -283,7 +287,8 @@ TEST_F(BlasThreadsTest, SingleRankAndShardedStepsAreBitwiseEqualAtEveryBlasThrea
           "world " + std::to_string(world) + ", " + std::to_string(threads) + " BLAS threads";
       const Outcome run = RunSteps(o);
       ExpectSame(ref, run, what);
-      EXPECT_EQ(run.blas_threads_after, threads) << what << ": the step changed OpenBLAS's setting";
+      EXPECT_EQ(run.blas_threads_after, run.blas_threads_before)
+          << what << ": the step changed OpenBLAS's setting";
     }
   }
 }
@@ -309,16 +314,13 @@ TEST_F(BlasThreadsTest, RaggedSplitsPipelinedScheduleAndBf16AreBitwiseEqualToo) 
   }
 }
 
-// The orthogonalization alone, on shapes cut into tiles every way (tall, wide, square, edge tiles
-// of one row or column), with its own threads at 1, 2, 3 and 8 and OpenBLAS at 1, 2 and 4: the
+// The orthogonalization alone, on shapes cut into tiles (a tall one with edge tiles of 7 and 1,
+// a wide one one tile high), with its own threads at 1, 3 and 8 and OpenBLAS at 1 and 4: the
 // same bits as one thread with OpenBLAS at one thread, in fp32 and in bf16 mode.
 TEST_F(BlasThreadsTest, NewtonSchulzGivesTheSameBitsOnAnyNumberOfThreads) {
   using normuon::kNsTile;
   const std::vector<std::array<float, 3>> quintic(5, {3.4445f, -4.7750f, 2.0315f});
-  const int64_t shapes[][2] = {{2 * kNsTile + 1, kNsTile + 7},
-                               {kNsTile + 1, 3 * kNsTile - 5},
-                               {kNsTile + 40, kNsTile + 40},
-                               {kNsTile / 2, 2 * kNsTile}};
+  const int64_t shapes[][2] = {{2 * kNsTile + 1, kNsTile + 7}, {kNsTile / 2, 2 * kNsTile + 3}};
   for (const auto& shape : shapes) {
     const int64_t rows = shape[0], cols = shape[1];
     const std::vector<float> u = Random(static_cast<size_t>(rows * cols), 5, 1.0f);
@@ -340,9 +342,10 @@ TEST_F(BlasThreadsTest, NewtonSchulzGivesTheSameBitsOnAnyNumberOfThreads) {
       }
       EXPECT_GT(sq, 0.25 * static_cast<double>(std::min(rows, cols)));
       EXPECT_LT(top, 1.5);
-      for (int blas : {1, 2, 4}) {
-        for (int threads : {1, 2, 3, 8}) {
+      for (int blas : {1, 4}) {
+        for (int threads : {1, 3, 8}) {
           openblas_set_num_threads(blas);
+          const int setting = openblas_get_num_threads();
           normuon::NsCpuWorkspace ws;
           ws.threads = threads;
           std::vector<float> o(u.size());
@@ -350,7 +353,7 @@ TEST_F(BlasThreadsTest, NewtonSchulzGivesTheSameBitsOnAnyNumberOfThreads) {
           EXPECT_TRUE(BitwiseEqual(o, ref))
               << rows << "x" << cols << (bf16 ? " bf16" : " fp32") << ", " << threads
               << " threads, OpenBLAS at " << blas;
-          EXPECT_EQ(openblas_get_num_threads(), blas) << "OpenBLAS's setting was not put back";
+          EXPECT_EQ(openblas_get_num_threads(), setting) << "OpenBLAS's setting was not put back";
         }
       }
     }
@@ -368,13 +371,14 @@ TEST_F(BlasThreadsTest, ConcurrentNewtonSchulzCallsGiveTheSameBits) {
   ref_ws.threads = 1;
   normuon::NewtonSchulzCpu(u.data(), ref.data(), rows, cols, quintic, 1e-7f, 1.0f, false, &ref_ws);
   openblas_set_num_threads(2);
+  const int setting = openblas_get_num_threads();
   std::vector<std::vector<float>> out(4, std::vector<float>(u.size()));
   std::vector<std::thread> threads;
   for (int k = 0; k < 4; ++k) {
     threads.emplace_back([&, k] {
       normuon::NsCpuWorkspace ws;
       ws.threads = 1 + k % 3;
-      for (int rep = 0; rep < 3; ++rep) {
+      for (int rep = 0; rep < 2; ++rep) {
         normuon::NewtonSchulzCpu(u.data(), out[k].data(), rows, cols, quintic, 1e-7f, 1.0f,
                                  false, &ws);
       }
@@ -382,7 +386,7 @@ TEST_F(BlasThreadsTest, ConcurrentNewtonSchulzCallsGiveTheSameBits) {
   }
   for (std::thread& t : threads) t.join();
   for (int k = 0; k < 4; ++k) EXPECT_TRUE(BitwiseEqual(out[k], ref)) << "thread " << k;
-  EXPECT_EQ(openblas_get_num_threads(), 2);
+  EXPECT_EQ(openblas_get_num_threads(), setting);
 }
 
 TEST(WorkerPoolTest, RunsEveryTaskOnceInEveryJobOnAnyNumberOfThreads) {
