@@ -9,6 +9,7 @@
 #include <array>
 #include <chrono>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -59,6 +60,55 @@ void BM_NewtonSchulzCpu(benchmark::State& state) {
   state.counters["gemm_TFLOP/s"] = gemm * 1e-12;
   state.counters["ratio_to_gemm"] = rate / gemm;
 }
+
+// The Newton-Schulz phase of one GPT-2 124M layer (c_attn 768x2304, attn c_proj 768x768, c_fc
+// 768x3072, mlp c_proj 3072x768; the model is 12 such layers, so the phase's ratios are the
+// layer's): arg 0 = standard, 1 = Gram with dense products, 2 = Gram with symmetric products
+// (the default). Gram runs with the quintic's default restart (before iteration 3). Each reports its time per layer
+// and, for Gram, speedup_vs_standard against the standard benchmark of the same run (which runs
+// first).
+double g_standard_layer_seconds = 0.0;
+
+void BM_Gpt2LayerNsPhase(benchmark::State& state) {
+  const int method = static_cast<int>(state.range(0));
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {2304, 768}, {768, 768}, {3072, 768}, {768, 3072}};
+  std::vector<std::vector<float>> u, o;
+  for (const auto& [r, c] : shapes) {
+    u.push_back(Random(static_cast<size_t>(r * c)));
+    o.emplace_back(static_cast<size_t>(r * c));
+  }
+  normuon::NsCpuOptions opt;
+  opt.coefficients = kQuintic5;
+  opt.method = method == 0 ? normuon::NsMethod::kStandard : normuon::NsMethod::kGram;
+  opt.restarts = normuon::DefaultGramRestarts(5, false);
+  normuon::NsCpuWorkspace ws;
+  ws.symmetric_products = method == 2;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    for (size_t k = 0; k < shapes.size(); ++k) {
+      normuon::NewtonSchulzCpu(u[k].data(), o[k].data(), shapes[k].first, shapes[k].second, opt,
+                               &ws);
+    }
+    benchmark::DoNotOptimize(o[0].data());
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                     static_cast<double>(state.iterations());
+  if (method == 0) g_standard_layer_seconds = sec;
+  state.counters["layer_ms"] = sec * 1e3;
+  state.counters["gpt2_124m_phase_ms"] = 12.0 * sec * 1e3;
+  if (method != 0 && g_standard_layer_seconds > 0.0) {
+    state.counters["speedup_vs_standard"] = g_standard_layer_seconds / sec;
+  }
+  state.SetLabel(method == 0 ? "standard" : method == 1 ? "gram_dense" : "gram_symmetric");
+}
+BENCHMARK(BM_Gpt2LayerNsPhase)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
 
 // GPT-2 124M's matrix shapes (c_attn, c_proj, c_fc, mlp c_proj), and a tiny one.
 BENCHMARK(BM_NewtonSchulzCpu)

@@ -19,8 +19,8 @@ namespace normuon {
 #define NORMUON_F_(T, f) NORMUON_STRUCT_FIELD(T, f)
 
 // normuon_config_t. First version: through adamw_weight_decay (80 bytes); owner_policy, schedule
-// and bucket_bytes, then lr_adjust to cautious_weight_decay, neuron_axis and cuda_graph came
-// later.
+// and bucket_bytes, then lr_adjust to cautious_weight_decay, neuron_axis, cuda_graph, and
+// ns_method to ns_restarts came later.
 inline constexpr StructField kConfigFields[] = {
     NORMUON_F_(normuon_config_t, struct_size),
     NORMUON_F_(normuon_config_t, api_version),
@@ -52,6 +52,9 @@ inline constexpr StructField kConfigFields[] = {
     NORMUON_F_(normuon_config_t, cautious_weight_decay),
     NORMUON_F_(normuon_config_t, neuron_axis),
     NORMUON_F_(normuon_config_t, cuda_graph),
+    NORMUON_F_(normuon_config_t, ns_method),
+    NORMUON_F_(normuon_config_t, ns_restart_count),
+    NORMUON_F_(normuon_config_t, ns_restarts),
 };
 inline constexpr StructLayout kConfigLayout = {
     "config", "normuon_config_t", "normuon_config_init",
@@ -104,13 +107,17 @@ inline constexpr StructLayout kParamDescLayout = {
 static_assert(StructLayoutDescribes<normuon_param_desc_t>(kParamDescLayout),
               "kParamDescFields does not match normuon.h");
 
-// normuon_step_info_t (output): one version.
+// normuon_step_info_t (output). First version: through nonfinite_param; the ns_fallback fields
+// came with Gram Newton-Schulz.
 inline constexpr StructField kStepInfoFields[] = {
     NORMUON_F_(normuon_step_info_t, struct_size),
     NORMUON_F_(normuon_step_info_t, steps_taken),
     NORMUON_F_(normuon_step_info_t, steps_skipped),
     NORMUON_F_(normuon_step_info_t, last_skipped),
     NORMUON_F_(normuon_step_info_t, nonfinite_param),
+    NORMUON_F_(normuon_step_info_t, ns_fallbacks),
+    NORMUON_F_(normuon_step_info_t, ns_fallback_param),
+    NORMUON_F_(normuon_step_info_t, ns_fallback_reason),
 };
 inline constexpr StructLayout kStepInfoLayout = {
     "info", "normuon_step_info_t", "normuon_step_info_init",

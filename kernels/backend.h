@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "kernels/ns_method.h"
 
 // Functions of this header and of kernels/elementwise_math.h that the CUDA kernels call too.
 #ifdef __CUDACC__
@@ -60,6 +61,12 @@ struct StepControl {
   int32_t comm_error;       // non-zero: a collective failed, the commit is skipped
   int64_t steps_taken;      // committed steps so far (kept across steps)
   int64_t steps_skipped;    // skipped steps so far (kept across steps)
+  // Gram Newton-Schulz results this rank redid with the standard iteration (ns_method.h): the
+  // first such matrix's parameter index this step (kNoParam: none) and why (NsFallback), and how
+  // many over all steps (kept across steps). Written on the matrix's owner only.
+  int32_t ns_fallback_param;
+  int32_t ns_fallback_reason;
+  int64_t ns_fallbacks;
 };
 
 // A step is skipped when any check failed; Commit* test this on the device.
@@ -149,6 +156,10 @@ struct NsBatch {
   float ns_eps = 1e-7f;
   float ns_norm_scale = 1.0f;  // X0 = U / (||U||_F * ns_norm_scale + ns_eps); Polar Express: 1.02
   std::vector<std::array<float, 3>> coefficients;  // (a, b, c) per iteration
+  NsMethod method = NsMethod::kStandard;
+  std::vector<int32_t> restarts;  // Gram: iterations (0-based, ascending) preceded by a restart
+  std::vector<int32_t> params;    // the parameter index of each matrix (fallback reports)
+  StepControl* control = nullptr; // where Gram fallbacks are recorded
 };
 
 // One AdamW parameter (elementwise, purely local).

@@ -76,14 +76,20 @@ class CpuBackend final : public Backend {
 
   absl::Status Prepare(const std::vector<NsBatch>& batches) override {
     int64_t s = 1, l = 1;
+    bool gram = false;
     for (const NsBatch& b : batches) {
+      gram = gram || UsesGram(b.method, b.rows, b.cols);
       s = std::max(s, std::min(b.rows, b.cols));
       l = std::max(l, std::max(b.rows, b.cols));
       max_elems_ = std::max(max_elems_, b.rows * b.cols);
     }
     if (batches.empty()) return absl::OkStatus();  // no matrices: no workspace, no threads
     try {
-      ws_.Reserve(s, l);
+      ws_.Reserve(s, l, gram);
+      if (!batches.empty()) {  // the step's options; assigning them later reuses this storage
+        ns_options_.coefficients = batches[0].coefficients;
+        ns_options_.restarts = batches[0].restarts;
+      }
       u32_.resize(static_cast<size_t>(max_elems_));
       o32_.resize(static_cast<size_t>(max_elems_));
     } catch (const std::bad_alloc&) {
@@ -100,6 +106,8 @@ class CpuBackend final : public Backend {
     std::memcpy(dev_scalars, host_scalars, bytes);
     control->nonfinite_param = kNoParam;
     control->comm_error = 0;
+    control->ns_fallback_param = kNoParam;
+    control->ns_fallback_reason = 0;
     return absl::OkStatus();
   }
 
@@ -156,6 +164,12 @@ class CpuBackend final : public Backend {
   absl::Status NewtonSchulz(const NsBatch& b) override {
     const int64_t n = b.rows * b.cols;
     const bool bf16 = b.dtype == DType::kBF16;
+    ns_options_.coefficients = b.coefficients;  // capacity kept: no allocation after the first
+    ns_options_.ns_eps = b.ns_eps;
+    ns_options_.norm_scale = b.ns_norm_scale;
+    ns_options_.round_bf16 = bf16;
+    ns_options_.method = b.method;
+    ns_options_.restarts = b.restarts;
     for (int64_t k = 0; k < b.count; ++k) {
       const float* u;
       float* o;
@@ -168,7 +182,16 @@ class CpuBackend final : public Backend {
         u = static_cast<const float*>(b.u) + k * n;
         o = static_cast<float*>(b.o) + k * n;
       }
-      NewtonSchulzCpu(u, o, b.rows, b.cols, b.coefficients, b.ns_eps, b.ns_norm_scale, bf16, &ws_);
+      const NsFallback why = NewtonSchulzCpu(u, o, b.rows, b.cols, ns_options_, &ws_);
+      if (why != NsFallback::kNone && b.control != nullptr) {
+        StepControl* c = b.control;
+        const int32_t param = k < static_cast<int64_t>(b.params.size()) ? b.params[k] : kNoParam;
+        if (c->ns_fallback_param == kNoParam || param < c->ns_fallback_param) {
+          c->ns_fallback_param = param;
+          c->ns_fallback_reason = static_cast<int32_t>(why);
+        }
+        ++c->ns_fallbacks;
+      }
       if (bf16) {
         Bf16* dst = static_cast<Bf16*>(b.o) + k * n;
         for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBf16(o[i]);
@@ -328,6 +351,7 @@ class CpuBackend final : public Backend {
 
  private:
   NsCpuWorkspace ws_;
+  NsCpuOptions ns_options_;
   int64_t max_elems_ = 0;
   std::vector<float> u32_, o32_;  // fp32 staging for bf16 batches
   std::vector<float> col_f_;      // per-column normalization factors (neuron axis = columns)

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <type_traits>
 
 #include "base/bf16.h"
 #include "kernels/elementwise_math.h"
@@ -58,70 +59,324 @@ void RoundRegion(float* p, int64_t ld, const Region& g) {
     RoundAll(p + r * ld + g.c0, static_cast<size_t>(g.c1 - g.c0));
   }
 }
+void RoundRegion(double*, int64_t, const Region&) {}  // float64 runs keep every value
 
-void CopyRegion(const float* src, float* dst, int64_t ld, const Region& g) {
+template <typename T>
+void CopyRegion(const T* src, T* dst, int64_t ld, const Region& g) {
   for (int64_t r = g.r0; r < g.r1; ++r) {
     std::copy(src + r * ld + g.c0, src + r * ld + g.c1, dst + r * ld + g.c0);
   }
 }
 
-// The output tiles of an m x n product: kNsTile x kNsTile squares in row-major order, the last
-// row and column of tiles cut short by the matrix's edge. Set by (m, n) alone.
-struct TileGrid {
-  int64_t m = 0, n = 0, col_tiles = 0, count = 0;
-  TileGrid(int64_t rows, int64_t cols)
-      : m(rows), n(cols), col_tiles((cols + kNsTile - 1) / kNsTile),
-        count(((rows + kNsTile - 1) / kNsTile) * col_tiles) {}
-  Region Tile(int64_t t) const {
-    const int64_t r0 = (t / col_tiles) * kNsTile, c0 = (t % col_tiles) * kNsTile;
-    return {r0, std::min(m, r0 + kNsTile), c0, std::min(n, c0 + kNsTile)};
-  }
-};
+// One single-threaded BLAS call per tile (row-major): C = alpha A op(B) + beta C, and the lower
+// triangle of C = alpha A A^T + beta C.
+void Gemm(bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+          int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+              lda, b, ldb, beta, c, ldc);
+}
+void Gemm(bool trans_b, int m, int n, int k, double alpha, const double* a, int lda,
+          const double* b, int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+              lda, b, ldb, beta, c, ldc);
+}
+void SyrkLower(int n, int k, float alpha, const float* a, int lda, float beta, float* c, int ldc) {
+  cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n, k, alpha, a, lda, beta, c, ldc);
+}
+void SyrkLower(int n, int k, double alpha, const double* a, int lda, double beta, double* c,
+               int ldc) {
+  cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, n, k, alpha, a, lda, beta, c, ldc);
+}
 
-// One Newton-Schulz iteration's three products on X (s x l), A and B (s x s):
-//   kGram    A = X X^T
-//   kPoly    B = b A + c A A
-//   kUpdate  X_next = a X + B X
-// each computed tile by tile: a tile of the output is one single-threaded sgemm of its rows of
-// the left factor by its columns of the right one, so its bits depend on the tile alone.
-enum class Product { kGram, kPoly, kUpdate };
-
-struct Iteration {
-  int64_t s = 0, l = 0;
-  const float* x = nullptr;
-  float* x_next = nullptr;
-  float* a = nullptr;
-  float* b = nullptr;
-  std::array<float, 3> abc{};
+// One product of the iteration, cut into output tiles of kNsTile (set by the shape alone):
+//   C (m x n) = alpha * A (m x k) * B (k x n) [+ beta * C0],
+// with B = A^T when `gram` (then n = m). C0 (leading dimension ldc, may be C itself) is copied
+// into the tile first, so the tile's bits depend on the tile alone. `lower_only`: C is known to
+// be symmetric (a Gram product, or a product of two commuting symmetric matrices): only the tiles
+// on and below the diagonal are computed (a Gram product's diagonal tiles through syrk), and each
+// is mirrored into the upper triangle, so C is exactly symmetric.
+template <typename T>
+struct TiledProduct {
+  int64_t m = 0, n = 0, k = 0;
+  const T* a = nullptr;
+  int64_t lda = 0;
+  const T* b = nullptr;
+  int64_t ldb = 0;
+  bool gram = false;
+  bool lower_only = false;
+  T alpha = 1, beta = 0;
+  const T* c0 = nullptr;  // null: no beta term
+  T* c = nullptr;
+  int64_t ldc = 0;
   bool round_bf16 = false;
-  Product product = Product::kGram;
-  TileGrid grid{0, 0};
+
+  int64_t RowTiles() const { return (m + kNsTile - 1) / kNsTile; }
+  int64_t ColTiles() const { return (n + kNsTile - 1) / kNsTile; }
+  int64_t Tasks() const {
+    const int64_t rt = RowTiles();
+    return lower_only ? rt * (rt + 1) / 2 : rt * ColTiles();
+  }
+  // Task t's tile (row block i, column block j): row-major order, or the lower triangle's
+  // (i, j <= i) in row-major order.
+  void TileOf(int64_t t, int64_t* i, int64_t* j) const {
+    if (!lower_only) {
+      *i = t / ColTiles();
+      *j = t % ColTiles();
+      return;
+    }
+    int64_t row = 0;
+    while ((row + 1) * (row + 2) / 2 <= t) ++row;
+    *i = row;
+    *j = t - row * (row + 1) / 2;
+  }
 };
 
-void RunTile(void* context, int64_t t) {
-  const Iteration& it = *static_cast<const Iteration*>(context);
-  const Region g = it.grid.Tile(t);
+template <typename T>
+void RunProductTile(void* context, int64_t t) {
+  const TiledProduct<T>& p = *static_cast<const TiledProduct<T>*>(context);
+  int64_t ti = 0, tj = 0;
+  p.TileOf(t, &ti, &tj);
+  const Region g{ti * kNsTile, std::min(p.m, (ti + 1) * kNsTile), tj * kNsTile,
+                 std::min(p.n, (tj + 1) * kNsTile)};
   const int rows = static_cast<int>(g.r1 - g.r0), cols = static_cast<int>(g.c1 - g.c0);
-  const int s = static_cast<int>(it.s), l = static_cast<int>(it.l);
-  switch (it.product) {
-    case Product::kGram:
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, l, 1.0f, it.x + g.r0 * l, l,
-                  it.x + g.c0 * l, l, 0.0f, it.a + g.r0 * s + g.c0, s);
-      if (it.round_bf16) RoundRegion(it.a, s, g);
-      break;
-    case Product::kPoly:
-      CopyRegion(it.a, it.b, s, g);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, s, it.abc[2],
-                  it.a + g.r0 * s, s, it.a + g.c0, s, it.abc[1], it.b + g.r0 * s + g.c0, s);
-      if (it.round_bf16) RoundRegion(it.b, s, g);
-      break;
-    case Product::kUpdate:
-      CopyRegion(it.x, it.x_next, l, g);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, s, 1.0f, it.b + g.r0 * s,
-                  s, it.x + g.c0, l, it.abc[0], it.x_next + g.r0 * l + g.c0, l);
-      if (it.round_bf16) RoundRegion(it.x_next, l, g);
-      break;
+  const int k = static_cast<int>(p.k), lda = static_cast<int>(p.lda),
+            ldb = static_cast<int>(p.ldb), ldc = static_cast<int>(p.ldc);
+  if (p.c0 != nullptr && p.c0 != p.c) CopyRegion(p.c0, p.c, p.ldc, g);
+  const T beta = p.c0 != nullptr ? p.beta : T(0);
+  T* c = p.c + g.r0 * p.ldc + g.c0;
+  const T* a_rows = p.a + g.r0 * p.lda;
+  if (p.gram && p.lower_only && ti == tj) {
+    SyrkLower(rows, k, p.alpha, a_rows, lda, beta, c, ldc);
+  } else if (p.gram) {
+    Gemm(true, rows, cols, k, p.alpha, a_rows, lda, p.a + g.c0 * p.lda, lda, beta, c, ldc);
+  } else {
+    Gemm(false, rows, cols, k, p.alpha, a_rows, lda, p.b + g.c0, ldb, beta, c, ldc);
   }
+  if (p.round_bf16) RoundRegion(p.c, p.ldc, g);
+  if (!p.lower_only) return;
+  for (int64_t r = g.r0; r < g.r1; ++r) {
+    const int64_t last = ti == tj ? r : g.c1;  // the diagonal tile: its strict lower triangle
+    for (int64_t col = g.c0; col < last; ++col) p.c[col * p.ldc + r] = p.c[r * p.ldc + col];
+  }
+}
+
+template <typename T>
+void Run(WorkerPool* pool, TiledProduct<T>& p) {
+  if (pool != nullptr) {
+    pool->Run(p.Tasks(), RunProductTile<T>, &p);
+  } else {
+    for (int64_t t = 0; t < p.Tasks(); ++t) RunProductTile<T>(&p, t);
+  }
+}
+
+// The buffers one orthogonalization of an s x l X uses.
+template <typename T>
+struct Buffers {
+  T* x;       // s x l: X0 on entry
+  T* x_next;  // s x l
+  T* a;       // s x s: A (standard) or R (Gram)
+  T* b;       // s x s: B (standard) or Z' (Gram)
+  T* q;       // s x s: Gram only (the three below)
+  T* q_next;
+  T* rz;
+};
+
+// X <- a X + (b A + c A A) X per coefficient triple. Returns the buffer holding the result.
+template <typename T>
+T* StandardIterations(Buffers<T> m, int64_t s, int64_t l, const NsCpuOptions& opt,
+                      WorkerPool* pool) {
+  for (const auto& abc : opt.coefficients) {
+    TiledProduct<T> gram_p;  // A = X X^T
+    gram_p.m = gram_p.n = s;
+    gram_p.k = l;
+    gram_p.a = m.x;
+    gram_p.lda = l;
+    gram_p.gram = true;
+    gram_p.c = m.a;
+    gram_p.ldc = s;
+    gram_p.round_bf16 = opt.round_bf16;
+    Run(pool, gram_p);
+    TiledProduct<T> poly;  // B = c A A + b A
+    poly.m = poly.n = poly.k = s;
+    poly.a = poly.b = m.a;
+    poly.lda = poly.ldb = s;
+    poly.alpha = abc[2];
+    poly.beta = abc[1];
+    poly.c0 = m.a;
+    poly.c = m.b;
+    poly.ldc = s;
+    poly.round_bf16 = opt.round_bf16;
+    Run(pool, poly);
+    TiledProduct<T> update;  // X_next = B X + a X
+    update.m = s;
+    update.n = l;
+    update.k = s;
+    update.a = m.b;
+    update.lda = s;
+    update.b = m.x;
+    update.ldb = l;
+    update.beta = abc[0];
+    update.c0 = m.x;
+    update.c = m.x_next;
+    update.ldc = l;
+    update.round_bf16 = opt.round_bf16;
+    Run(pool, update);
+    std::swap(m.x, m.x_next);
+  }
+  return m.x;
+}
+
+// The s x s symmetric product C = A B + beta C0 of two commuting symmetric matrices (or the
+// Gram product A A^T when b is null).
+template <typename T>
+void SquareProduct(WorkerPool* pool, int64_t s, const T* a, const T* b, T alpha, T beta,
+                   const T* c0, T* c, bool symmetric, bool round) {
+  TiledProduct<T> p;
+  p.m = p.n = p.k = s;
+  p.a = a;
+  p.lda = s;
+  p.b = b;
+  p.ldb = s;
+  p.gram = b == nullptr;
+  p.lower_only = symmetric;
+  p.alpha = alpha;
+  p.beta = beta;
+  p.c0 = c0;
+  p.c = c;
+  p.ldc = s;
+  p.round_bf16 = round;
+  Run(pool, p);
+}
+
+// out (s x l) = Q (s x s) X (s x l).
+template <typename T>
+void ApplyQ(WorkerPool* pool, int64_t s, int64_t l, const T* q, const T* x, T* out, bool round) {
+  TiledProduct<T> p;
+  p.m = s;
+  p.n = l;
+  p.k = s;
+  p.a = q;
+  p.lda = s;
+  p.b = x;
+  p.ldb = l;
+  p.c = out;
+  p.ldc = l;
+  p.round_bf16 = round;
+  Run(pool, p);
+}
+
+// R = X X^T (s x s) from X (s x l).
+template <typename T>
+void GramOf(WorkerPool* pool, int64_t s, int64_t l, const T* x, T* r, bool symmetric, bool round) {
+  TiledProduct<T> p;
+  p.m = p.n = s;
+  p.k = l;
+  p.a = x;
+  p.lda = l;
+  p.gram = true;
+  p.lower_only = symmetric;
+  p.c = r;
+  p.ldc = s;
+  p.round_bf16 = round;
+  Run(pool, p);
+}
+
+// The Gram iteration (ns_method.h): R = X X^T, Q = I; per triple Z' = b R + c R R,
+// Q = Q Z' + a Q (Z' + a I while Q = I), and, when the next iteration uses it,
+// R = Z' (R Z' + a R) + a (R Z' + a R); a restart before iteration i sets X = Q X, R = X X^T,
+// Q = I; the output is Q X. Returns the buffer holding it.
+template <typename T>
+T* GramIterations(Buffers<T> m, int64_t s, int64_t l, const NsCpuOptions& opt, bool symmetric,
+                  WorkerPool* pool) {
+  const bool round = opt.round_bf16;
+  const size_t iterations = opt.coefficients.size();
+  size_t next_restart = 0;
+  auto restarts_before = [&](size_t i) {
+    return next_restart < opt.restarts.size() &&
+           static_cast<size_t>(opt.restarts[next_restart]) == i;
+  };
+  GramOf(pool, s, l, m.x, m.a, symmetric, round);
+  bool q_identity = true;
+  for (size_t i = 0; i < iterations; ++i) {
+    if (restarts_before(i)) {
+      ++next_restart;
+      if (!q_identity) {
+        ApplyQ(pool, s, l, m.q, m.x, m.x_next, round);
+        std::swap(m.x, m.x_next);
+        GramOf(pool, s, l, m.x, m.a, symmetric, round);
+        q_identity = true;
+      }
+    }
+    const auto& abc = opt.coefficients[i];
+    const T ca = abc[0], cb = abc[1], cc = abc[2];
+    // Z' = c R R + b R
+    SquareProduct<T>(pool, s, m.a, nullptr, cc, cb, m.a, m.b, symmetric, round);
+    if (q_identity) {  // Q = Z' + a I
+      std::copy(m.b, m.b + s * s, m.q);
+      for (int64_t d = 0; d < s; ++d) m.q[d * s + d] += ca;
+      if (round) RoundRegion(m.q, s, Region{0, s, 0, s});
+      q_identity = false;
+    } else {  // Q = Q Z' + a Q
+      SquareProduct<T>(pool, s, m.q, m.b, T(1), ca, m.q, m.q_next, symmetric, round);
+      std::swap(m.q, m.q_next);
+    }
+    if (i + 1 < iterations && !restarts_before(i + 1)) {
+      // R Z' + a R, then R = Z' (R Z' + a R) + a (R Z' + a R)
+      SquareProduct<T>(pool, s, m.a, m.b, T(1), ca, m.a, m.rz, symmetric, round);
+      SquareProduct<T>(pool, s, m.b, m.rz, T(1), ca, m.rz, m.a, symmetric, round);
+    }
+  }
+  ApplyQ(pool, s, l, m.q, m.x, m.x_next, round);
+  return m.x_next;
+}
+
+// X = u (or u^T when rows > cols), rounded to the wire precision, scaled to unit Frobenius norm
+// (times 1 / norm_scale). Returns the sum of squares it scaled by.
+template <typename T>
+double LoadScaled(const T* u, int64_t rows, int64_t cols, T* x, const NsCpuOptions& opt) {
+  const int64_t l = std::max(rows, cols);
+  const size_t xn = static_cast<size_t>(rows * cols);
+  if (rows > cols) {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) x[j * l + i] = u[i * cols + j];
+  } else {
+    std::copy(u, u + xn, x);
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (opt.round_bf16) RoundAll(x, xn);
+  }
+  double sq = 0.0;
+  for (size_t i = 0; i < xn; ++i) sq += static_cast<double>(x[i]) * x[i];
+  if constexpr (std::is_same_v<T, float>) {
+    const float inv = NsInputScale(sq, opt.norm_scale, opt.ns_eps);
+    for (size_t i = 0; i < xn; ++i) x[i] *= inv;
+    if (opt.round_bf16) RoundAll(x, xn);
+  } else {
+    const double inv = 1.0 / (std::sqrt(sq) * opt.norm_scale + opt.ns_eps);
+    for (size_t i = 0; i < xn; ++i) x[i] *= inv;
+  }
+  return sq;
+}
+
+template <typename T>
+void Store(const T* x, int64_t rows, int64_t cols, T* o) {
+  const int64_t l = std::max(rows, cols);
+  if (rows > cols) {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) o[i * cols + j] = x[j * l + i];
+  } else {
+    std::copy(x, x + rows * cols, o);
+  }
+}
+
+// Why a Gram result (s x l) cannot be returned, or kNone.
+NsFallback CheckGramResult(const float* x, int64_t s, int64_t l, const NsCpuOptions& opt) {
+  double sq = 0.0;
+  const size_t n = static_cast<size_t>(s * l);
+  for (size_t i = 0; i < n; ++i) sq += static_cast<double>(x[i]) * x[i];
+  if (!std::isfinite(sq)) return NsFallback::kNonFinite;
+  const double bound = NsOutputNormBound(opt.coefficients, opt.norm_scale, s);
+  return std::sqrt(sq) > bound ? NsFallback::kNormBound : NsFallback::kNone;
 }
 
 }  // namespace
@@ -129,72 +384,76 @@ void RunTile(void* context, int64_t t) {
 NsCpuWorkspace::NsCpuWorkspace() = default;
 NsCpuWorkspace::~NsCpuWorkspace() = default;
 
-void NsCpuWorkspace::Reserve(int64_t short_side, int64_t long_side) {
+void NsCpuWorkspace::Reserve(int64_t short_side, int64_t long_side, bool gram) {
   const size_t xs = static_cast<size_t>(short_side * long_side);
   const size_t as = static_cast<size_t>(short_side * short_side);
   if (x.size() < xs) x.resize(xs);
   if (x_next.size() < xs) x_next.resize(xs);
   if (a.size() < as) a.resize(as);
   if (b.size() < as) b.resize(as);
+  if (gram) {
+    if (q.size() < as) q.resize(as);
+    if (q_next.size() < as) q_next.resize(as);
+    if (rz.size() < as) rz.resize(as);
+  }
   if (pool == nullptr) {
     pool = std::make_unique<WorkerPool>(threads > 0 ? threads : CallerBlasThreads());
   }
 }
 
+uint64_t NsCpuWorkspace::Bytes() const {
+  return sizeof(float) * (x.size() + x_next.size() + a.size() + b.size() + q.size() +
+                          q_next.size() + rz.size());
+}
+
+NsFallback NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
+                           const NsCpuOptions& options, NsCpuWorkspace* ws) {
+  const int64_t s = std::min(rows, cols);  // X is s x l, s <= l
+  const int64_t l = std::max(rows, cols);
+  bool gram = UsesGram(options.method, rows, cols);
+  ws->Reserve(s, l, gram);
+  const SingleThreadedBlas blas_scope;
+  Buffers<float> m{ws->x.data(), ws->x_next.data(), ws->a.data(),     ws->b.data(),
+                   ws->q.data(), ws->q_next.data(), ws->rz.data()};
+  const double sq = LoadScaled(u, rows, cols, m.x, options);
+  NsFallback why = NsFallback::kNone;
+  const float* out = nullptr;
+  if (gram && std::isfinite(sq)) {
+    out = GramIterations(m, s, l, options, ws->symmetric_products, ws->pool.get());
+    why = CheckGramResult(out, s, l, options);
+    if (why != NsFallback::kNone) LoadScaled(u, rows, cols, m.x, options);  // X0 again
+  }
+  if (out == nullptr || why != NsFallback::kNone) {
+    out = StandardIterations(m, s, l, options, ws->pool.get());
+  }
+  Store(out, rows, cols, o);
+  return why;
+}
+
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
                      float norm_scale, bool round_bf16, NsCpuWorkspace* ws) {
-  const bool transposed = rows > cols;
-  const int64_t s = std::min(rows, cols);  // X is s x l, s <= l
+  NsCpuOptions options;
+  options.coefficients = coefficients;
+  options.ns_eps = ns_eps;
+  options.norm_scale = norm_scale;
+  options.round_bf16 = round_bf16;
+  NewtonSchulzCpu(u, o, rows, cols, options, ws);
+}
+
+void NewtonSchulzCpuF64(const double* u, double* o, int64_t rows, int64_t cols,
+                        const NsCpuOptions& options, bool symmetric_products) {
+  const int64_t s = std::min(rows, cols);
   const int64_t l = std::max(rows, cols);
-  ws->Reserve(s, l);
+  std::vector<double> x(s * l), x_next(s * l), a(s * s), b(s * s), q(s * s), q_next(s * s),
+      rz(s * s);
+  Buffers<double> m{x.data(), x_next.data(), a.data(), b.data(), q.data(), q_next.data(), rz.data()};
   const SingleThreadedBlas blas_scope;
-  float* x = ws->x.data();
-  float* x_next = ws->x_next.data();
-  const size_t xn = static_cast<size_t>(s * l);
-
-  // X = u (or u^T), rounded to the wire precision, then scaled to unit Frobenius norm.
-  if (transposed) {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) x[j * l + i] = u[i * cols + j];
-  } else {
-    std::copy(u, u + xn, x);
-  }
-  if (round_bf16) RoundAll(x, xn);
-  double sq = 0.0;
-  for (size_t i = 0; i < xn; ++i) sq += static_cast<double>(x[i]) * x[i];
-  const float inv = NsInputScale(sq, norm_scale, ns_eps);
-  for (size_t i = 0; i < xn; ++i) x[i] *= inv;
-  if (round_bf16) RoundAll(x, xn);
-
-  Iteration it;
-  it.s = s;
-  it.l = l;
-  it.a = ws->a.data();
-  it.b = ws->b.data();
-  it.round_bf16 = round_bf16;
-  const TileGrid square(s, s), wide(s, l);
-  for (const auto& abc : coefficients) {
-    it.x = x;
-    it.x_next = x_next;
-    it.abc = abc;
-    it.product = Product::kGram;
-    it.grid = square;
-    ws->pool->Run(it.grid.count, RunTile, &it);
-    it.product = Product::kPoly;
-    ws->pool->Run(it.grid.count, RunTile, &it);
-    it.product = Product::kUpdate;
-    it.grid = wide;
-    ws->pool->Run(it.grid.count, RunTile, &it);
-    std::swap(x, x_next);
-  }
-
-  if (transposed) {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) o[i * cols + j] = x[j * l + i];
-  } else {
-    std::copy(x, x + xn, o);
-  }
+  LoadScaled(u, rows, cols, m.x, options);
+  const double* out = UsesGram(options.method, rows, cols)
+                          ? GramIterations(m, s, l, options, symmetric_products, nullptr)
+                          : StandardIterations(m, s, l, options, nullptr);
+  Store(out, rows, cols, o);
 }
 
 }  // namespace normuon

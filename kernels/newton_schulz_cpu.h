@@ -22,6 +22,8 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/ns_method.h"
+
 namespace normuon {
 
 class WorkerPool;
@@ -47,24 +49,60 @@ struct NsCpuWorkspace {
   NsCpuWorkspace(const NsCpuWorkspace&) = delete;
   NsCpuWorkspace& operator=(const NsCpuWorkspace&) = delete;
 
-  std::vector<float> x, x_next, a, b;
+  // Standard: X, X_next (s x l), A, B (s x s). Gram adds Q, Q_next and R Z (s x s), and uses A
+  // for R, B for Z'.
+  std::vector<float> x, x_next, a, b, q, q_next, rz;
   // How many threads run the tiles, the caller included. 0 (the default): OpenBLAS's thread
   // setting (outside NewtonSchulzCpu calls) when the first Reserve runs. Only the speed depends
   // on it. Set it before the first Reserve.
   int threads = 0;
+  // Gram: products known to be symmetric compute the tiles on and below the diagonal only (Gram
+  // products X X^T and R R through ssyrk on the diagonal tiles) and mirror the rest. false: every
+  // tile through sgemm (the dense variant, kept to measure against). Changes bits.
+  bool symmetric_products = true;
   std::unique_ptr<WorkerPool> pool;  // started by the first Reserve
 
-  // Sizes the buffers and starts the threads (no allocation afterwards for matrices this size).
-  void Reserve(int64_t short_side, int64_t long_side);
+  // Sizes the buffers (gram: the Gram iteration's too) and starts the threads (no allocation
+  // afterwards for matrices this size).
+  void Reserve(int64_t short_side, int64_t long_side, bool gram = false);
+  // Bytes held by the buffers above.
+  uint64_t Bytes() const;
+};
+
+// What NewtonSchulzCpu computes and how.
+struct NsCpuOptions {
+  std::vector<std::array<float, 3>> coefficients;  // (a, b, c) per iteration
+  float ns_eps = 1e-7f;
+  float norm_scale = 1.0f;
+  bool round_bf16 = false;  // emulate bf16 storage of every stored intermediate
+  NsMethod method = NsMethod::kStandard;
+  // Gram: the iterations (0-based, in [1, iterations)) before which it restarts, ascending.
+  std::vector<int32_t> restarts;
 };
 
 // o = NS(u): u and o are rows x cols row-major fp32 (o may not alias u). Works on u^T when
 // rows > cols. X0 = u / (||u||_F * norm_scale + ns_eps); per (a, b, c): A = X X^T,
-// B = b A + c A A, X = a X + B X. round_bf16: emulate bf16 storage of X, A, B (see the file
-// comment). Calls on different workspaces may run at once (in-process ranks).
+// B = b A + c A A, X = a X + B X (standard; Gram computes the same polynomial, ns_method.h).
+// round_bf16: emulate bf16 storage of X, A, B (see the file comment). Calls on different
+// workspaces may run at once (in-process ranks).
+//
+// Gram results are checked before they are returned: a non-finite result, or one whose Frobenius
+// norm exceeds NsOutputNormBound, is computed again with the standard iteration, and the return
+// value says why (kNone otherwise; always kNone for the standard method and square matrices).
+// A non-finite input runs the standard iteration directly (there is nothing to protect).
+NsFallback NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
+                           const NsCpuOptions& options, NsCpuWorkspace* ws);
+
+// The standard iteration (the form the tests and benchmarks of the standard method call).
 void NewtonSchulzCpu(const float* u, float* o, int64_t rows, int64_t cols,
                      const std::vector<std::array<float, 3>>& coefficients, float ns_eps,
                      float norm_scale, bool round_bf16, NsCpuWorkspace* ws);
+
+// The same algorithms in float64 (same tiles, same product order, dgemm/dsyrk), without the
+// divergence check: the tests' "same map" check of the Gram iteration against the standard one.
+// Allocates; runs on the calling thread.
+void NewtonSchulzCpuF64(const double* u, double* o, int64_t rows, int64_t cols,
+                        const NsCpuOptions& options, bool symmetric_products);
 
 }  // namespace normuon
 

@@ -58,6 +58,39 @@ absl::Status ValidateLrAndWeightDecay(float lr, float weight_decay) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// ns_restart_count and ns_restarts (normuon.h): -1, or a count in [0, NORMUON_MAX_NS_RESTARTS]
+// of strictly ascending iteration indices in [1, ns_steps - 1].
+absl::Status ValidateRestarts(const normuon_config_t& c) {
+  if (c.ns_restart_count == -1) return absl::OkStatus();
+  if (c.ns_restart_count < 0 || c.ns_restart_count > NORMUON_MAX_NS_RESTARTS) {
+    return Invalid(absl::StrCat("config.ns_restart_count = ", c.ns_restart_count,
+                                " must be -1 (the default) or in [0, ", NORMUON_MAX_NS_RESTARTS,
+                                "]"));
+  }
+  if (c.ns_restart_count > 0 && c.ns_restarts == nullptr) {
+    return Invalid(absl::StrCat("config.ns_restarts is null but config.ns_restart_count = ",
+                                c.ns_restart_count));
+  }
+  for (int i = 0; i < c.ns_restart_count; ++i) {
+    const int32_t at = c.ns_restarts[i];
+    if (at < 1 || at >= c.ns_steps) {
+      return Invalid(absl::StrCat("config.ns_restarts[", i, "] = ", at,
+                                  " is outside the iterations a restart can precede, [1, ",
+                                  c.ns_steps - 1, "] for ns_steps = ", c.ns_steps));
+    }
+    if (i > 0 && at <= c.ns_restarts[i - 1]) {
+      return Invalid(absl::StrCat("config.ns_restarts[", i, "] = ", at,
+                                  " must be above config.ns_restarts[", i - 1,
+                                  "] = ", c.ns_restarts[i - 1], " (strictly ascending)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const Communicator& comm_ref) {
   const Communicator* comm = &comm_ref;
   // The C edge copied the caller's struct of any version into a whole one (base/versioned_struct.h).
@@ -75,11 +108,27 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
     return Invalid(absl::StrCat("config.variant = ", static_cast<int>(c.variant), " is unknown"));
   }
   if (c.ns_dtype != NORMUON_NS_DEFAULT && c.ns_dtype != NORMUON_NS_FP32 &&
-      c.ns_dtype != NORMUON_NS_BF16) {
+      c.ns_dtype != NORMUON_NS_BF16 && c.ns_dtype != NORMUON_NS_FP16) {
     return Invalid(absl::StrCat("config.ns_dtype = ", static_cast<int>(c.ns_dtype), " is unknown"));
+  }
+  if (c.ns_dtype == NORMUON_NS_FP16 && c.backend != NORMUON_BACKEND_CUDA) {
+    return Invalid("config.ns_dtype = NORMUON_NS_FP16 needs config.backend = "
+                   "NORMUON_BACKEND_CUDA; the CPU backend computes Newton-Schulz in fp32 "
+                   "(NORMUON_NS_FP32) or emulates bf16 storage (NORMUON_NS_BF16)");
   }
   if (c.ns_steps < 1 || c.ns_steps > 100) {
     return Invalid(absl::StrCat("config.ns_steps = ", c.ns_steps, " must be in [1, 100]"));
+  }
+  if (c.ns_method != NORMUON_NS_METHOD_STANDARD && c.ns_method != NORMUON_NS_METHOD_GRAM) {
+    return Invalid(absl::StrCat("config.ns_method = ", static_cast<int>(c.ns_method),
+                                " is unknown (NORMUON_NS_METHOD_STANDARD or NORMUON_NS_METHOD_GRAM)"));
+  }
+  NORMUON_RETURN_IF_ERROR(ValidateRestarts(c));
+  if (c.backend == NORMUON_BACKEND_CUDA &&
+      (c.ns_method == NORMUON_NS_METHOD_GRAM || c.ns_dtype == NORMUON_NS_FP16)) {
+    return absl::UnimplementedError(
+        "config.ns_method = NORMUON_NS_METHOD_GRAM and config.ns_dtype = NORMUON_NS_FP16 run on the CPU "
+        "backend only in this version (the CUDA Gram iteration is not built yet)");
   }
   if (c.nesterov != 0 && c.nesterov != 1) {
     return Invalid(absl::StrCat("config.nesterov = ", c.nesterov, " must be 0 or 1"));
@@ -190,8 +239,21 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
   if (c.ns_dtype == NORMUON_NS_DEFAULT) {
     r.ns_dtype = c.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
   } else {
-    r.ns_dtype = c.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
+    // fp16 computes inside Newton-Schulz only: U and O travel as bf16.
+    r.ns_dtype = c.ns_dtype == NORMUON_NS_FP32 ? DType::kF32 : DType::kBF16;
   }
+  r.ns_fp16 = c.ns_dtype == NORMUON_NS_FP16;
+  r.ns_method = c.ns_method == NORMUON_NS_METHOD_GRAM ? NsMethod::kGram : NsMethod::kStandard;
+  if (r.ns_method == NsMethod::kGram) {
+    if (c.ns_restart_count < 0) {
+      r.restarts =
+          DefaultGramRestarts(c.ns_steps, c.orthogonalizer == NORMUON_ORTHO_POLAR_EXPRESS);
+    } else if (c.ns_restart_count > 0) {
+      r.restarts.assign(c.ns_restarts, c.ns_restarts + c.ns_restart_count);
+    }
+  }
+  c.ns_restart_count = static_cast<int32_t>(r.restarts.size());
+  c.ns_restarts = nullptr;  // copied into r.restarts; the caller's array may go away
   const bool polar = c.orthogonalizer == NORMUON_ORTHO_POLAR_EXPRESS;
   for (int i = 0; i < c.ns_steps; ++i) {
     if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {

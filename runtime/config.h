@@ -29,7 +29,11 @@ struct ResolvedConfig {
   DType ns_dtype = DType::kF32;                      // ns_dtype DEFAULT resolved per backend
   std::vector<std::array<float, 3>> coefficients;    // (a, b, c) per Newton-Schulz iteration
   normuon_group_desc_t matrix_group, adamw_group;    // groups 0 and 1, from the config's fields
+  NsMethod ns_method = NsMethod::kStandard;
+  std::vector<int32_t> restarts;  // Gram: resolved (ns_restart_count -1 = the default)
+  bool ns_fp16 = false;           // NORMUON_NS_FP16 (CUDA): fp16 inside Newton-Schulz
 };
+
 
 // `config` is a whole, current normuon_config_t (the C edge copies older sizes first). Fails
 // with InvalidArgument naming the first bad field, or Unimplemented for a combination this

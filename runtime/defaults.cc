@@ -40,6 +40,8 @@ void normuon_config_init(normuon_config_t* c) {
   c->cautious_weight_decay = 0;
   c->neuron_axis = NORMUON_NEURON_ROWS;
   c->cuda_graph = 0;
+  c->ns_method = NORMUON_NS_METHOD_STANDARD;
+  c->ns_restart_count = -1;  // the orthogonalizer's measured default (ResolveConfig)
 }
 
 void normuon_group_desc_init(normuon_group_desc_t* d, normuon_group_kind_t kind) {
@@ -74,6 +76,7 @@ void normuon_step_info_init(normuon_step_info_t* info) {
   std::memset(info, 0, sizeof(*info));
   info->struct_size = sizeof(*info);
   info->nonfinite_param = -1;
+  info->ns_fallback_param = -1;
 }
 
 void normuon_step_profile_init(normuon_step_profile_t* profile) {

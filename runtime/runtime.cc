@@ -53,7 +53,9 @@ Runtime::Runtime(ResolvedConfig resolved, std::unique_ptr<Backend> backend,
       rank_(comm_->rank()),
       world_(comm_->world_size()),
       ns_dtype_(resolved.ns_dtype),
-      coefficients_(std::move(resolved.coefficients)) {
+      coefficients_(std::move(resolved.coefficients)),
+      ns_method_(resolved.ns_method),
+      ns_restarts_(std::move(resolved.restarts)) {
   groups_.push_back(Group{resolved.matrix_group});
   groups_.push_back(Group{resolved.adamw_group});
 }
@@ -262,7 +264,7 @@ absl::Status Runtime::Wire() {
   if (!buffers.Done()) {
     return absl::InternalError("finalize: the wiring does not follow the step layout's buffers");
   }
-  const StepControl init{kNoParam, 0, 0, 0};
+  const StepControl init{kNoParam, 0, 0, 0, kNoParam, 0, 0};
   NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(control_, &init, sizeof(init)));
 
   grad_ready_.assign(params_.size(), 0);
@@ -378,7 +380,11 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowSha
     b.ns_eps = config_.ns_eps;
     b.ns_norm_scale = config_.ns_norm_scale;
     b.coefficients = coefficients_;
+    b.method = ns_method_;
+    b.restarts = ns_restarts_;
+    b.control = control_;
     for (size_t j = 0; j < bl.matrices.size(); ++j) {
+      b.params.push_back(layout_.matrices[bl.matrices[j]].param);
       owner_u_[bl.matrices[j]] = u + static_cast<int64_t>(j) * elems * ns;
       owner_o_[bl.matrices[j]] = o + static_cast<int64_t>(j) * elems * ns;
     }

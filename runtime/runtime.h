@@ -197,6 +197,8 @@ class Runtime {
   int rank_ = 0, world_ = 1;
   DType ns_dtype_;
   std::vector<std::array<float, 3>> coefficients_;
+  NsMethod ns_method_ = NsMethod::kStandard;
+  std::vector<int32_t> ns_restarts_;
   std::vector<Group> groups_;
   std::vector<Param> params_;
   bool finalized_ = false;

@@ -446,6 +446,9 @@ absl::Status Runtime::StepResult(normuon_step_info_t* info) {
   info->steps_skipped = c.steps_skipped;
   info->last_skipped = stepped_ && StepSkipped(c) ? 1 : 0;
   info->nonfinite_param = c.nonfinite_param == kNoParam ? -1 : c.nonfinite_param;
+  info->ns_fallbacks = c.ns_fallbacks;
+  info->ns_fallback_param = !stepped_ || c.ns_fallback_param == kNoParam ? -1 : c.ns_fallback_param;
+  info->ns_fallback_reason = info->ns_fallback_param == -1 ? 0 : c.ns_fallback_reason;
   return absl::OkStatus();
 }
 

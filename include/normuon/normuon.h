@@ -131,6 +131,9 @@ typedef enum normuon_ns_dtype {
   NORMUON_NS_DEFAULT = 0, /* fp32 on CPU, bf16 on CUDA */
   NORMUON_NS_FP32 = 1,    /* fp32 everywhere (cuBLAS sgemm with TF32 off on CUDA) */
   NORMUON_NS_BF16 = 2,     /* bf16 wire and GEMM inputs, fp32 accumulation */
+  NORMUON_NS_FP16 = 3,     /* CUDA only (refused on CPU): fp16 GEMM inputs and Newton-Schulz
+                              intermediates, fp32 accumulation; bf16 on the wire. The published
+                              choice for ns_method = GRAM (fp16's 10-bit mantissa) */
   NORMUON_NS_DTYPE_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
   NORMUON_NS_DTYPE_MAX_ENUM = 0x7fffffff
 } normuon_ns_dtype_t;
@@ -206,8 +209,25 @@ typedef enum normuon_orthogonalizer {
   NORMUON_ORTHOGONALIZER_MAX_ENUM = 0x7fffffff
 } normuon_orthogonalizer_t;
 
+/* How the orthogonalization evaluates its polynomial (docs/ARCHITECTURE.md section 1, "Gram
+ * Newton-Schulz"). Both compute the same map in exact arithmetic, with the same coefficients. */
+typedef enum normuon_ns_method {
+  NORMUON_NS_METHOD_STANDARD = 0, /* iterate on X (short side x long side): the official numerics */
+  NORMUON_NS_METHOD_GRAM = 1,     /* iterate on the small symmetric R = X X^T and a polynomial Q of it,
+                              output Q X; restarts (X = Q X, R = X X^T, Q = I) before the
+                              iterations in config.ns_restarts. Fewer FLOPs on rectangular
+                              matrices; square ones run the standard iteration. A result that is
+                              non-finite or larger than any orthogonalization can be is computed
+                              again with the standard iteration (normuon_step_info_t reports it). */
+  NORMUON_NS_METHOD_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
+  NORMUON_NS_METHOD_MAX_ENUM = 0x7fffffff
+} normuon_ns_method_t;
+
+/* The most restarts config.ns_restarts holds. */
+#define NORMUON_MAX_NS_RESTARTS 8
+
 /* Versions: the first ended after adamw_weight_decay (80 bytes on 64-bit platforms);
- * owner_policy through cuda_graph came later. */
+ * owner_policy through cuda_graph, then ns_method to ns_restarts came later. */
 typedef struct normuon_config {
   uint32_t struct_size; /* sizeof(normuon_config_t) as the caller compiled it */
   uint32_t api_version; /* NORMUON_API_VERSION */
@@ -254,6 +274,17 @@ typedef struct normuon_config {
                          (the legacy default stream cannot be captured); use a non-blocking one.
                          A failed capture runs nothing of that step (NORMUON_ERROR_CUDA, or the
                          failing call's status) and the next step captures again. */
+  normuon_ns_method_t ns_method;       /* default NORMUON_NS_METHOD_STANDARD */
+  int32_t ns_restart_count;            /* NORMUON_NS_METHOD_GRAM: how many restarts ns_restarts lists,
+                                          in [0, NORMUON_MAX_NS_RESTARTS]; -1 (default) = the
+                                          measured default: before iteration ns_steps - 2
+                                          (0-based), and also before ns_steps - 1 with Polar
+                                          Express; none when ns_steps < 3 (README, "Gram
+                                          Newton-Schulz") */
+  const int32_t* ns_restarts;          /* ns_restart_count 0-based iteration indices, strictly
+                                          ascending, each in [1, ns_steps - 1]: restart before
+                                          them. Copied by normuon_create; NULL when the count
+                                          is 0 or -1 */
 } normuon_config_t;
 
 /* [out] config: filled with the reference defaults listed above and struct_size = this
@@ -471,8 +502,9 @@ NORMUON_API normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const norm
  * collective. No pointers, no stream argument (it uses the stream that began the step). */
 NORMUON_API normuon_status_t normuon_step_cancel(normuon_runtime_t rt);
 
-/* The outcome of the last step (an output struct). Versions: one so far (the first is the whole
- * struct, 32 bytes on 64-bit platforms). */
+/* The outcome of the last step (an output struct). Versions: the first ended after
+ * nonfinite_param (32 bytes on 64-bit platforms); the ns_fallback fields came with
+ * ns_method = GRAM. */
 typedef struct normuon_step_info {
   uint32_t struct_size;
   int64_t steps_taken;     /* steps committed so far */
@@ -481,9 +513,16 @@ typedef struct normuon_step_info {
                               differed across ranks */
   int32_t last_skipped;    /* 1 if the last step was skipped (for any of those reasons) */
   normuon_param_t nonfinite_param; /* the first parameter with a NaN/Inf gradient, or -1 */
+  /* ns_method = GRAM: Gram results this rank redid with the standard iteration because they
+   * were non-finite or larger than an orthogonalization can be. Only the matrix's owner (the rank
+   * that orthogonalizes it) sees it; the step is not skipped (the standard result is used, the
+   * same bits on every rank). */
+  int64_t ns_fallbacks;            /* over all steps so far, on this rank */
+  normuon_param_t ns_fallback_param; /* the first such parameter in the last step, or -1 */
+  int32_t ns_fallback_reason;      /* for it: 0 none, 1 non-finite result, 2 norm above the bound */
 } normuon_step_info_t;
 
-/* [out] info: zeroed, struct_size set, nonfinite_param = -1. NULL: does nothing. Returns
+/* [out] info: zeroed, struct_size set, nonfinite_param = ns_fallback_param = -1. NULL: does nothing. Returns
  * nothing; any thread, never blocks. */
 NORMUON_API void normuon_step_info_init(normuon_step_info_t* info);
 

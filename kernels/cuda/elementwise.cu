@@ -62,6 +62,8 @@ __device__ __forceinline__ double WarpSum(double x) {
 __global__ void ResetControlKernel(StepControl* control) {
   control->nonfinite_param = kNoParam;
   control->comm_error = 0;
+  control->ns_fallback_param = kNoParam;
+  control->ns_fallback_reason = 0;
 }
 
 __global__ void WriteStepFlagsKernel(float* flags, int rank, int world, uint32_t marked_hash,

@@ -68,6 +68,7 @@ class NsDType(enum.IntEnum):
     DEFAULT = 0
     FP32 = 1
     BF16 = 2
+    FP16 = 3
 
 
 class OwnerPolicy(enum.IntEnum):
@@ -98,6 +99,11 @@ class LrAdjust(enum.IntEnum):
 class NeuronAxis(enum.IntEnum):
     ROWS = 0
     COLUMNS = 1
+
+
+class NsMethod(enum.IntEnum):
+    STANDARD = 0
+    GRAM = 1
 
 
 class Orthogonalizer(enum.IntEnum):
@@ -170,6 +176,9 @@ class Config(ctypes.Structure):
         ("cautious_weight_decay", ctypes.c_int32),
         ("neuron_axis", _enum),
         ("cuda_graph", ctypes.c_int32),
+        ("ns_method", _enum),
+        ("ns_restart_count", ctypes.c_int32),
+        ("ns_restarts", ctypes.POINTER(ctypes.c_int32)),
     ]
 
     @classmethod
@@ -234,6 +243,9 @@ class StepInfo(ctypes.Structure):
         ("steps_skipped", ctypes.c_int64),
         ("last_skipped", ctypes.c_int32),
         ("nonfinite_param", ctypes.c_int32),
+        ("ns_fallbacks", ctypes.c_int64),
+        ("ns_fallback_param", ctypes.c_int32),
+        ("ns_fallback_reason", ctypes.c_int32),
     ]
 
     @classmethod

@@ -136,7 +136,8 @@ _VARIANTS = {
     "muon": _capi.Variant.MUON,
 }
 _NS_DTYPES = {"default": _capi.NsDType.DEFAULT, "fp32": _capi.NsDType.FP32,
-              "bf16": _capi.NsDType.BF16}
+              "bf16": _capi.NsDType.BF16, "fp16": _capi.NsDType.FP16}
+_NS_METHODS = {"standard": _capi.NsMethod.STANDARD, "gram": _capi.NsMethod.GRAM}
 _OWNER_POLICIES = {"round_robin": _capi.OwnerPolicy.ROUND_ROBIN,
                    "cost_balanced": _capi.OwnerPolicy.COST_BALANCED}
 _SCHEDULES = {"sequential": _capi.Schedule.SEQUENTIAL, "per_matrix": _capi.Schedule.PER_MATRIX,
@@ -148,10 +149,12 @@ _MATRIX_EPS = 1e-10  # sqrt(v) + eps and the norm restore (normuon_config_t.eps 
 _POST_ACCUMULATE_HOOKS = hasattr(torch.Tensor, "register_post_accumulate_grad_hook")
 
 StepResult = namedtuple("StepResult",
-                        "steps_taken steps_skipped last_skipped nonfinite_param")
+                        "steps_taken steps_skipped last_skipped nonfinite_param ns_fallbacks",
+                        defaults=(0,))
 StepResult.__doc__ = """Outcome of the steps so far (normuon_step_result): counts of committed
-and skipped steps, whether the last one was skipped, and the name of the first parameter with a
-non-finite gradient in it (None if none)."""
+and skipped steps, whether the last one was skipped, the name of the first parameter with a
+non-finite gradient in it (None if none), and (ns_method="gram") how many Gram Newton-Schulz
+results this rank redid with the standard iteration because they diverged."""
 
 
 # --- tensors: plain or DTensor ------------------------------------------------------------
@@ -351,8 +354,12 @@ class NorMuon(torch.optim.Optimizer):
       adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: defaults of AdamW groups
         (3e-4, (0.9, 0.95), 1e-10, 0).
       variant: "normuon" (official), "normuon_paper" or "muon".
-      ns_dtype: "default" (fp32 on CPU, bf16 on CUDA), "fp32" or "bf16".
+      ns_dtype: "default" (fp32 on CPU, bf16 on CUDA), "fp32", "bf16" or "fp16" (CUDA only).
       ns_steps: Newton-Schulz iterations (5). nesterov: True.
+      ns_method: "standard" (the official numerics) or "gram" (Gram Newton-Schulz: the same map
+        with fewer FLOPs on rectangular matrices; README, "Gram Newton-Schulz").
+      ns_restarts: with "gram", the 0-based iterations to restart before (a list), or None for
+        the library's measured default.
       owner_policy: "round_robin" or "cost_balanced" (which rank orthogonalizes each matrix).
       schedule: "sequential", "per_matrix" or "bucketed" (how a step pipelines its buckets;
         same result); None (default): "bucketed" with overlap_backward, else "sequential".
@@ -374,7 +381,7 @@ class NorMuon(torch.optim.Optimizer):
     def __init__(self, params, lr=0.02, momentum=0.95, beta2=0.95, weight_decay=0.0, *,
                  adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_eps=1e-10,
                  adamw_weight_decay=0.0, variant="normuon", ns_dtype="default", ns_steps=5,
-                 nesterov=True, owner_policy="round_robin", schedule=None,
+                 ns_method="standard", ns_restarts=None, nesterov=True, owner_policy="round_robin", schedule=None,
                  bucket_bytes=None, check_finite=False, comm_timeout=600.0,
                  overlap_backward=False):
         if variant not in _VARIANTS:
@@ -382,6 +389,15 @@ class NorMuon(torch.optim.Optimizer):
         if ns_dtype not in _NS_DTYPES:
             raise ValueError(f"NorMuon: ns_dtype={ns_dtype!r}; expected one of "
                              f"{list(_NS_DTYPES)}")
+        if ns_method not in _NS_METHODS:
+            raise ValueError(f"NorMuon: ns_method={ns_method!r}; expected one of "
+                             f"{list(_NS_METHODS)}")
+        if ns_restarts is not None:
+            if not (isinstance(ns_restarts, (list, tuple)) and
+                    all(isinstance(i, int) for i in ns_restarts)):
+                raise TypeError(f"NorMuon: ns_restarts={ns_restarts!r}; expected a list of ints "
+                                f"or None")
+            ns_restarts = [int(i) for i in ns_restarts]
         if owner_policy not in _OWNER_POLICIES:
             raise ValueError(f"NorMuon: owner_policy={owner_policy!r}; expected one of "
                              f"{list(_OWNER_POLICIES)}")
@@ -399,6 +415,7 @@ class NorMuon(torch.optim.Optimizer):
             raise TypeError(f"NorMuon: overlap_backward={overlap_backward!r}; expected True or "
                             f"False")
         self._switches = dict(variant=variant, ns_dtype=ns_dtype, ns_steps=int(ns_steps),
+                              ns_method=ns_method, ns_restarts=ns_restarts,
                               nesterov=bool(nesterov), owner_policy=owner_policy,
                               schedule=schedule, bucket_bytes=bucket_bytes,
                               check_finite=bool(check_finite),
@@ -660,6 +677,12 @@ class NorMuon(torch.optim.Optimizer):
         cfg.variant = _VARIANTS[sw["variant"]]
         cfg.ns_dtype = _NS_DTYPES[sw["ns_dtype"]]
         cfg.ns_steps = sw["ns_steps"]
+        cfg.ns_method = _NS_METHODS[sw["ns_method"]]
+        if sw["ns_restarts"] is not None:  # the library checks the values (naming the field)
+            self._ns_restarts_buf = (ctypes.c_int32 * max(1, len(sw["ns_restarts"])))(
+                *sw["ns_restarts"])
+            cfg.ns_restart_count = len(sw["ns_restarts"])
+            cfg.ns_restarts = ctypes.cast(self._ns_restarts_buf, ctypes.POINTER(ctypes.c_int32))
         cfg.nesterov = int(sw["nesterov"])
         cfg.check_finite = int(sw["check_finite"])
         cfg.owner_policy = _OWNER_POLICIES[sw["owner_policy"]]
@@ -956,7 +979,7 @@ class NorMuon(torch.optim.Optimizer):
         if self._result_last is not None:
             last_skipped, bad = self._result_last
         return StepResult(info.steps_taken, info.steps_skipped, last_skipped,
-                          self._registered[bad].name if bad >= 0 else None)
+                          self._registered[bad].name if bad >= 0 else None, info.ns_fallbacks)
 
     def last_step_profile(self):
         """Per-phase wall times (ms) of the last step as a dict (CPU backend only)."""

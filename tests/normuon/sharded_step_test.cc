@@ -50,6 +50,7 @@ struct RunOptions {
   normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
   int steps = 3;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD;
   normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
   uint64_t bucket_bytes = 2048;  // a few small matrices per bucket
   // Faults and misuse, for the failure tests:
@@ -123,6 +124,7 @@ Result RunRanks(const std::vector<ParamSpec>& specs, const RunOptions& o) {
     normuon_config_t c;
     normuon_config_init(&c);
     c.ns_dtype = o.ns_dtype;
+    c.ns_method = o.ns_method;
     c.owner_policy = o.policy;
     c.schedule = o.schedule;
     c.bucket_bytes = o.bucket_bytes;
@@ -728,3 +730,77 @@ TEST(ShardedStepTest, ANonFiniteGradientOnOneRankSkipsTheStepOnEveryRank) {
 }
 
 }  // namespace
+
+// Gram Newton-Schulz (docs/ARCHITECTURE.md section 1): the owner computes the same function of the
+// gathered matrix at every world size, so the sharded Gram step is bitwise the single-rank Gram
+// step, on every schedule, split, owner policy, arrival order, variant and neuron axis.
+TEST(GramShardedTest, EveryWorldSizeScheduleAndSplitMatchesTheSingleRankGramRunBitwise) {
+  RunOptions o;
+  o.ns_method = NORMUON_NS_METHOD_GRAM;
+  const Result single = RunRanks(Model(), o);
+  for (const auto& e : single.errors) ASSERT_EQ(e, "");
+  // The Gram run really ran another iteration: close to the standard one, not the same bits.
+  const Result standard = RunRanks(Model(), RunOptions{});
+  bool any_differs = false;
+  for (size_t i = 0; i < Model().size(); ++i) {
+    any_differs = any_differs || !BitwiseEqual(single.param[i], standard.param[i]);
+    for (size_t j = 0; j < single.param[i].size(); ++j) {
+      ASSERT_NEAR(single.param[i][j], standard.param[i][j], 1e-4f) << Model()[i].name;
+    }
+  }
+  EXPECT_TRUE(any_differs);
+  for (auto schedule :
+       {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    for (int world : {1, 2, 3, 4, 8}) {
+      for (int split = 0; split < 2; ++split) {
+        RunOptions r = o;
+        r.world = world;
+        r.split = split == 0 ? Split(Fsdp2) : Split(RaggedReversed);
+        r.policy = split == 0 ? NORMUON_OWNER_ROUND_ROBIN : NORMUON_OWNER_COST_BALANCED;
+        r.schedule = schedule;
+        r.arrival = world == 3 ? 2 : 0;
+        ExpectSameAsSingleRank(single, RunRanks(Model(), r),
+                               "gram schedule " + std::to_string(schedule) + " world " +
+                                   std::to_string(world) + " split " + std::to_string(split));
+      }
+    }
+  }
+}
+
+TEST(GramShardedTest, VariantsRowSplitsAndColumnAxisAreExactAcrossRanks) {
+  struct Case {
+    normuon_variant_t variant;
+    normuon_orthogonalizer_t ortho;
+    normuon_neuron_axis_t axis;
+    normuon_ns_dtype_t dtype;
+  } cases[] = {{NORMUON_VARIANT_ADAMUON, NORMUON_ORTHO_QUINTIC, NORMUON_NEURON_ROWS, NORMUON_NS_FP32},
+               {NORMUON_VARIANT_MUON, NORMUON_ORTHO_POLAR_EXPRESS, NORMUON_NEURON_ROWS,
+                NORMUON_NS_FP32},
+               {NORMUON_VARIANT_NORMUON, NORMUON_ORTHO_POLAR_EXPRESS, NORMUON_NEURON_COLUMNS,
+                NORMUON_NS_FP32},
+               {NORMUON_VARIANT_NORMUON, NORMUON_ORTHO_QUINTIC, NORMUON_NEURON_ROWS,
+                NORMUON_NS_BF16}};
+  for (const auto* model : {&Model(), &BlockModel()}) {
+    for (const Case& k : cases) {
+      RunOptions o;
+      o.ns_method = NORMUON_NS_METHOD_GRAM;
+      o.variant = k.variant;
+      o.orthogonalizer = k.ortho;
+      o.neuron_axis = k.axis;
+      o.ns_dtype = k.dtype;
+      const Result single = RunRanks(*model, o);
+      for (const auto& e : single.errors) ASSERT_EQ(e, "");
+      o.world = 3;
+      o.split = RaggedReversed;
+      o.schedule = NORMUON_SCHEDULE_BUCKETED;
+      const Result r = RunRanks(*model, o);
+      for (size_t k2 = 0; k2 < r.errors.size(); ++k2) ASSERT_EQ(r.errors[k2], "") << "rank " << k2;
+      for (size_t i = 0; i < model->size(); ++i) {
+        EXPECT_TRUE(BitwiseEqual(r.param[i], single.param[i]))
+            << (*model)[i].name << " variant " << k.variant << " ortho " << k.ortho << " axis "
+            << k.axis << " dtype " << k.dtype;
+        EXPECT_TRUE(BitwiseEqual(r.second[i], single.second[i])) << (*model)[i].name;
+      }
+    }
+  }
+}

@@ -84,6 +84,7 @@ class StructLayoutTest(unittest.TestCase):
         self.assertEqual(e["NORMUON_GROUP_ADAMW_DEFAULT"], _capi.GROUP_ADAMW_DEFAULT)
         prefixes = [(_capi.Status, "NORMUON_"), (_capi.Backend, "NORMUON_BACKEND_"),
                     (_capi.DType, "NORMUON_DTYPE_"), (_capi.NsDType, "NORMUON_NS_"),
+                    (_capi.NsMethod, "NORMUON_NS_METHOD_"),
                     (_capi.OwnerPolicy, "NORMUON_OWNER_"),
                     (_capi.Schedule, "NORMUON_SCHEDULE_"), (_capi.LrAdjust, "NORMUON_LR_ADJUST_"),
                     (_capi.NeuronAxis, "NORMUON_NEURON_"),
@@ -94,9 +95,15 @@ class StructLayoutTest(unittest.TestCase):
             for member in enum_cls:
                 with self.subTest(member=f"{prefix}{member.name}"):
                     self.assertEqual(e[prefix + member.name], member.value)
-        # Every C constant of a bound enum has a member.
+        # Every C constant of a bound enum has a member (of the enum with the longest matching
+        # prefix: NORMUON_NS_METHOD_* is ns_method's, not ns_dtype's).
         for cname in e:
-            for enum_cls, prefix in prefixes:
+            matching = [(enum_cls, prefix) for enum_cls, prefix in prefixes
+                        if cname.startswith(prefix)]
+            longest = max((len(p) for _, p in matching), default=0)
+            for enum_cls, prefix in matching:
+                if len(prefix) != longest:
+                    continue
                 if enum_cls is _capi.Status:
                     if cname.startswith(("NORMUON_ERROR_", "NORMUON_SUCCESS")):
                         self.assertIn(cname[len(prefix):], _capi.Status.__members__)

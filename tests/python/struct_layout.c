@@ -47,6 +47,9 @@ int main(void) {
   FIELD(normuon_config_t, cautious_weight_decay);
   FIELD(normuon_config_t, neuron_axis);
   FIELD(normuon_config_t, cuda_graph);
+  FIELD(normuon_config_t, ns_method);
+  FIELD(normuon_config_t, ns_restart_count);
+  FIELD(normuon_config_t, ns_restarts);
 
   STRUCT(normuon_group_desc_t);
   FIELD(normuon_group_desc_t, struct_size);
@@ -78,6 +81,9 @@ int main(void) {
   FIELD(normuon_step_info_t, steps_skipped);
   FIELD(normuon_step_info_t, last_skipped);
   FIELD(normuon_step_info_t, nonfinite_param);
+  FIELD(normuon_step_info_t, ns_fallbacks);
+  FIELD(normuon_step_info_t, ns_fallback_param);
+  FIELD(normuon_step_info_t, ns_fallback_reason);
 
   STRUCT(normuon_step_profile_t);
   FIELD(normuon_step_profile_t, struct_size);
@@ -142,6 +148,10 @@ int main(void) {
   ENUM(NORMUON_NS_DEFAULT);
   ENUM(NORMUON_NS_FP32);
   ENUM(NORMUON_NS_BF16);
+  ENUM(NORMUON_NS_FP16);
+  ENUM(NORMUON_NS_METHOD_STANDARD);
+  ENUM(NORMUON_NS_METHOD_GRAM);
+  ENUM(NORMUON_MAX_NS_RESTARTS);
   ENUM(NORMUON_OWNER_ROUND_ROBIN);
   ENUM(NORMUON_OWNER_COST_BALANCED);
   ENUM(NORMUON_SCHEDULE_SEQUENTIAL);
@@ -159,6 +169,7 @@ int main(void) {
   ENUM(NORMUON_BACKEND_MIN_ENUM);
   ENUM(NORMUON_DTYPE_MIN_ENUM);
   ENUM(NORMUON_NS_DTYPE_MIN_ENUM);
+  ENUM(NORMUON_NS_METHOD_MIN_ENUM);
   ENUM(NORMUON_OWNER_POLICY_MIN_ENUM);
   ENUM(NORMUON_SCHEDULE_MIN_ENUM);
   ENUM(NORMUON_VARIANT_MIN_ENUM);
@@ -173,6 +184,7 @@ int main(void) {
   ENUM(NORMUON_BACKEND_MAX_ENUM);
   ENUM(NORMUON_DTYPE_MAX_ENUM);
   ENUM(NORMUON_NS_DTYPE_MAX_ENUM);
+  ENUM(NORMUON_NS_METHOD_MAX_ENUM);
   ENUM(NORMUON_OWNER_POLICY_MAX_ENUM);
   ENUM(NORMUON_SCHEDULE_MAX_ENUM);
   ENUM(NORMUON_VARIANT_MAX_ENUM);

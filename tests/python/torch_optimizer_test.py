@@ -628,5 +628,48 @@ class MisuseTest(unittest.TestCase):
         self.assertEqual(self.opt.step_result().steps_taken, 1)
 
 
+class GramNewtonSchulzTest(unittest.TestCase):
+    """ns_method="gram" (README, "Gram Newton-Schulz"): the same map as the standard iteration,
+    so training follows the standard run closely; bad settings are refused naming the field."""
+
+    def train(self, steps=60, **kwargs):
+        data = make_data()
+        model = make_mlp()
+        opt = NorMuon(groups_of(model), **kwargs)
+        losses = []
+        for step in range(steps):
+            loss = mse(model, *batch(data, step))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return model, opt, losses
+
+    def test_gram_trains_like_standard_and_reports_no_fallback(self):
+        std_model, _, std_loss = self.train()
+        gram_model, opt, gram_loss = self.train(ns_method="gram")
+        rel = max_rel(gram_loss, std_loss)
+        print(f"\n  gram vs standard, 60 steps: final loss {gram_loss[-1]:.6f} vs "
+              f"{std_loss[-1]:.6f}, max relative difference {rel:.2e}", file=sys.stderr)
+        self.assertLess(gram_loss[-1], 0.1 * gram_loss[0])
+        self.assertLessEqual(rel, 1e-2)
+        # Another iteration really ran: the bits differ.
+        self.assertFalse(all(torch.equal(a, b) for a, b in
+                             zip(gram_model.parameters(), std_model.parameters())))
+        self.assertEqual(opt.step_result().ns_fallbacks, 0)
+        _, _, explicit = self.train(steps=3, ns_method="gram", ns_restarts=[1, 3])
+        self.assertEqual(len(explicit), 3)
+
+    def test_bad_settings_are_refused_naming_the_field(self):
+        with self.assertRaisesRegex(ValueError, "ns_method='newton'"):
+            NorMuon(groups_of(make_mlp()), ns_method="newton")
+        with self.assertRaisesRegex(TypeError, "ns_restarts"):
+            NorMuon(groups_of(make_mlp()), ns_method="gram", ns_restarts="2")
+        with self.assertRaisesRegex(normuon.InvalidArgumentError, r"config\.ns_restarts\[0\] = 5"):
+            self.train(steps=1, ns_method="gram", ns_restarts=[5])
+        with self.assertRaisesRegex(normuon.InvalidArgumentError, "NORMUON_NS_FP16"):
+            self.train(steps=1, ns_dtype="fp16")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -20,9 +20,10 @@ namespace {
 constexpr size_t kConfigV1 = offsetof(normuon_config_t, adamw_weight_decay) + 4;
 constexpr size_t kGroupDescV1 = sizeof(normuon_group_desc_t);
 constexpr size_t kParamDescV1 = offsetof(normuon_param_desc_t, group) + 4;
-constexpr size_t kStepInfoV1 = sizeof(normuon_step_info_t);
+constexpr size_t kStepInfoV1 = offsetof(normuon_step_info_t, nonfinite_param) + 4;
 constexpr size_t kStepProfileV1 = offsetof(normuon_step_profile_t, adamw_ms) + 8;
-static_assert(kConfigV1 == 80 && kParamDescV1 == 80 && kStepProfileV1 == 80, "LP64 layouts");
+static_assert(kConfigV1 == 80 && kParamDescV1 == 80 && kStepProfileV1 == 80 && kStepInfoV1 == 32,
+              "LP64 layouts");
 
 std::string Below(const std::string& arg, size_t size, size_t first) {
   return arg + ".struct_size " + std::to_string(size) + " is smaller than the first version (" +
@@ -255,7 +256,7 @@ TEST(ParamDescVersionTest, InitLeavesGroupMinusOneTheDefaultGroupOfTheKind) {
   EXPECT_EQ(normuon_destroy(rt), NORMUON_SUCCESS);
 }
 
-// ---- normuon_step_info_t (output, one version) ----
+// ---- normuon_step_info_t (output; the ns_fallback fields came later) ----
 
 TEST(StepInfoVersionTest, SizesAreCheckedAndANewerStructIsWrittenOnlyUpToThisVersion) {
   SmallModel m;
@@ -280,7 +281,17 @@ TEST(StepInfoVersionTest, SizesAreCheckedAndANewerStructIsWrittenOnlyUpToThisVer
   EXPECT_EQ(n.info.steps_taken, 1);
   EXPECT_EQ(n.info.steps_skipped, 0);
   EXPECT_EQ(n.info.nonfinite_param, -1);
+  EXPECT_EQ(n.info.ns_fallbacks, 0);
+  EXPECT_EQ(n.info.ns_fallback_param, -1);
   for (unsigned char b : n.more) EXPECT_EQ(b, 0x77);
+  // A first-version caller (32 bytes) gets its fields and nothing past them.
+  normuon_step_info_t old;
+  std::memset(&old, 0x55, sizeof(old));
+  old.struct_size = static_cast<uint32_t>(kStepInfoV1);
+  ASSERT_EQ(normuon_step_result(m.rt, &old), NORMUON_SUCCESS) << LastError(m.rt);
+  EXPECT_EQ(old.steps_taken, 1);
+  const auto* tail = reinterpret_cast<const unsigned char*>(&old) + kStepInfoV1;
+  for (size_t i = 0; i < sizeof(old) - kStepInfoV1; ++i) EXPECT_EQ(tail[i], 0x55) << i;
 }
 
 // ---- normuon_step_profile_t (output) ----

@@ -1,0 +1,45 @@
+// How the orthogonalization computes its polynomial (docs/ARCHITECTURE.md section 1, "Gram
+// Newton-Schulz"), shared by both backends and the runtime. Pure functions of the coefficients and
+// the shape; host only.
+#ifndef NORMUON_KERNELS_NS_METHOD_H_
+#define NORMUON_KERNELS_NS_METHOD_H_
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+namespace normuon {
+
+// kStandard iterates on X (s x l, s <= l): A = X X^T, X = a X + (b A + c A A) X.
+// kGram iterates on the s x s Gram matrix R = X X^T and a polynomial Q of it:
+//   Z' = b R + c R R;  Q = Q Z' + a Q;  R = Z' (R Z' + a R) + a (R Z' + a R);
+// output Q X0. A restart before iteration i sets X = Q X, R = X X^T, Q = I. Same map as kStandard
+// in exact arithmetic.
+enum class NsMethod : int32_t { kStandard = 0, kGram = 1 };
+
+// Why a Gram orthogonalization was redone with the standard iteration (normuon.h,
+// normuon_step_info_t.ns_fallback_reason).
+enum class NsFallback : int32_t { kNone = 0, kNonFinite = 1, kNormBound = 2 };
+
+// Whether a rows x cols matrix runs the Gram iteration under `method`: square matrices gain
+// nothing from it (R is as large as X) and run the standard one.
+inline bool UsesGram(NsMethod method, int64_t rows, int64_t cols) {
+  return method == NsMethod::kGram && rows != cols;
+}
+
+// The Gram iteration's default restarts (0-based iterations preceded by a restart), chosen by
+// measurement (bench/gram_accuracy, bench/RESULTS.md "Gram Newton-Schulz"): the quintic and custom
+// coefficients restart once, before the second-to-last iteration; Polar Express, whose early
+// coefficients are larger, before each of the last two. None below 3 iterations.
+std::vector<int32_t> DefaultGramRestarts(int32_t iterations, bool polar_express);
+
+// An upper bound of the Frobenius norm of a correct orthogonalization of a matrix with short side
+// `short_side`, from the coefficients: the iterated polynomial's largest magnitude over the
+// singular values the normalized input can have ([0, max(1, 1/norm_scale)]), times sqrt(s), with
+// a margin of 1.5 for sampling and rounding. A result above it (or non-finite) has diverged.
+double NsOutputNormBound(const std::vector<std::array<float, 3>>& coefficients, float norm_scale,
+                         int64_t short_side);
+
+}  // namespace normuon
+
+#endif  // NORMUON_KERNELS_NS_METHOD_H_
