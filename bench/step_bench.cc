@@ -82,6 +82,8 @@
 #endif
 
 ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket (> 0)");
+ABSL_FLAG(normuon_ns_method_t, ns_method, NORMUON_NS_METHOD_STANDARD,
+          "orthogonalization of every case: standard or gram (Gram Newton-Schulz)");
 
 namespace {
 
@@ -272,6 +274,7 @@ class CpuStepRig {
     normuon_config_t config;
     normuon_config_init(&config);
     config.backend = NORMUON_BACKEND_CPU;
+    config.ns_method = absl::GetFlag(FLAGS_ns_method);
     config.schedule = schedule_;
     config.bucket_bytes = g_bucket_bytes;
     config.weight_decay = 0.01f;
@@ -468,6 +471,7 @@ class CudaStepRig {
     config.backend = NORMUON_BACKEND_CUDA;
     config.device = 0;
     config.ns_dtype = ns;
+    config.ns_method = absl::GetFlag(FLAGS_ns_method);
     config.weight_decay = 0.01f;
     config.cuda_graph = graph ? 1 : 0;
     normuon_status_t created = normuon_create(&config, 0, &rt_);
@@ -645,6 +649,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("cpu_cores", absl::StrCat(std::thread::hardware_concurrency()));
   benchmark::AddCustomContext("openblas_threads", absl::StrCat(g_blas_threads));
   benchmark::AddCustomContext("bucket_bytes", absl::StrCat(g_bucket_bytes));
+  benchmark::AddCustomContext(
+      "ns_method", std::string(normuon_tools::NsMethodName(absl::GetFlag(FLAGS_ns_method))));
   benchmark::AddCustomContext(
       "floor", "NS5 FLOPs / same-run sgemm rate (min(ranks, cores) concurrent one-thread sgemms)");
 

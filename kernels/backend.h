@@ -202,6 +202,14 @@ class Backend {
   // cuBLAS handles, workspaces, streams and events are created here.
   virtual absl::Status Prepare(const std::vector<NsBatch>& batches) = 0;
 
+  // The bytes of Newton-Schulz workspace Prepare(batches) holds outside Alloc (the CPU backend's
+  // matrices X, A, B and, for Gram, Q, Q', R Z, and its conversion buffers), a pure function of
+  // the batches' shapes, dtypes and methods; 0 when a backend has none it counts (the CUDA
+  // backend's cuBLAS workspace is not counted). normuon_memory_required adds it.
+  virtual uint64_t NsWorkspaceBytes(const std::vector<NsBatch>& batches) const { return 0; }
+  // What the backend holds of that workspace now (tests compare it with the above).
+  virtual uint64_t NsWorkspaceHeld() const { return 0; }
+
   // A step, in this order, all on `stream` (ignored by CPU):
   // BeginStep copies `bytes` of host_scalars to dev_scalars and clears the control block's
   // per-step fields.

@@ -74,6 +74,24 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  uint64_t NsWorkspaceBytes(const std::vector<NsBatch>& batches) const override {
+    if (batches.empty()) return 0;
+    int64_t s = 1, l = 1, max_elems = 0;
+    bool gram = false;
+    for (const NsBatch& b : batches) {  // as Prepare sizes them
+      gram = gram || UsesGram(b.method, b.rows, b.cols);
+      s = std::max(s, std::min(b.rows, b.cols));
+      l = std::max(l, std::max(b.rows, b.cols));
+      max_elems = std::max(max_elems, b.rows * b.cols);
+    }
+    const uint64_t square = static_cast<uint64_t>(s * s);
+    return sizeof(float) * (2 * static_cast<uint64_t>(s * l) + (gram ? 5 : 2) * square +
+                            2 * static_cast<uint64_t>(max_elems));
+  }
+  uint64_t NsWorkspaceHeld() const override {
+    return ws_.Bytes() + sizeof(float) * (u32_.size() + o32_.size());
+  }
+
   absl::Status Prepare(const std::vector<NsBatch>& batches) override {
     int64_t s = 1, l = 1;
     bool gram = false;

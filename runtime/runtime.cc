@@ -168,9 +168,21 @@ absl::StatusOr<StepLayout> Runtime::Layout() const {
 }
 
 uint64_t Runtime::MemoryRequired() const {
-  if (finalized_) return allocated_bytes_;
+  if (finalized_) return allocated_bytes_ + backend_->NsWorkspaceBytes(batches_);
   absl::StatusOr<StepLayout> layout = Layout();
-  return layout.ok() ? layout->total_bytes : 0;
+  if (!layout.ok()) return 0;
+  // The workspace of every same-shape batch, as if this rank owned them all.
+  std::vector<NsBatch> batches;
+  for (const BatchLayout& bl : layout->batches) {
+    NsBatch b;
+    b.rows = bl.rows;
+    b.cols = bl.cols;
+    b.count = static_cast<int64_t>(bl.matrices.size());
+    b.dtype = ns_dtype_;
+    b.method = ns_method_;
+    batches.push_back(b);
+  }
+  return layout->total_bytes + backend_->NsWorkspaceBytes(batches);
 }
 
 absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes) {

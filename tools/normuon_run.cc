@@ -2,7 +2,8 @@
 //
 //   normuon_run [--model=NAME | --shapes=FILE] [--backend=cpu|cuda] [--device=N] [--steps=N]
 //               [--ranks=N] [--owner_policy=round_robin|cost_balanced] [--check]
-//               [--ns_dtype=default|fp32|bf16] [--seed=S] [--lr=X] [--weight_decay=X] [--json]
+//               [--ns_dtype=default|fp32|bf16|fp16] [--ns_method=standard|gram] [--seed=S]
+//               [--lr=X] [--weight_decay=X] [--json]
 //
 // Every `matrix` entry of the shape list is registered with normuon_register_matrix (NorMuon),
 // every `adamw` entry with normuon_register_adamw. With --ranks=N, N threads form an in-process
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "normuon_run [--model=NAME | --shapes=FILE] [--backend=cpu|cuda] [--steps=N]\n"
       "            [--ranks=N] [--owner_policy=round_robin|cost_balanced] [--check]\n"
-      "            [--ns_dtype=default|fp32|bf16] [--seed=S] [--json]\n"
+      "            [--ns_dtype=default|fp32|bf16|fp16] [--ns_method=standard|gram] [--seed=S]\n"
+      "            [--json]\n"
       "Runs NorMuon/AdamW steps over a model's parameter shapes with random gradients and\n"
       "prints the time per step and per phase. --ranks=N runs the sharded step on N in-process\n"
       "ranks (threads, FSDP2 row split); --check also runs the single-rank step and reports the\n"

@@ -421,7 +421,9 @@ NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
 NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
 
 /* The memory query. [out] bytes. After finalize: the bytes of optimizer state and step buffers
- * the runtime allocated (backend scratch such as the cuBLAS workspace excluded). Before
+ * the runtime allocated, plus the CPU backend's Newton-Schulz workspace (with ns_method = GRAM,
+ * its R, Q and R Z matrices too), all allocated at finalize (the CUDA backend's cuBLAS workspace
+ * is not counted). Before
  * finalize: an upper bound for what is registered so far, as if this rank owned
  * (orthogonalized) every matrix. Never blocks; not collective. */
 NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint64_t* bytes);

@@ -178,6 +178,61 @@ TEST(GramFallbackTest, ADivergingGramIterationIsRedoneWithTheStandardOneAndSaysW
   EXPECT_EQ(why2, NsFallback::kNone);
 }
 
+// Through the C API: the step uses the standard result (bitwise a standard runtime's step) and
+// normuon_step_result names the matrix and the reason.
+TEST(GramFallbackTest, TheRuntimeReportsTheFallbackAndStepsWithTheStandardResult) {
+  std::vector<double> sigma(48, 0.0);
+  for (int i = 0; i < 8; ++i) sigma[i] = 1.0;
+  const Matrix m = WithSingularValues(48, 160, sigma, 5);
+  const std::vector<float> grad(m.v.begin(), m.v.end());
+  std::vector<std::vector<float>> params;
+  std::vector<normuon_step_info_t> infos;
+  for (normuon_ns_method_t method : {NORMUON_NS_METHOD_GRAM, NORMUON_NS_METHOD_STANDARD}) {
+    normuon_config_t c;
+    normuon_config_init(&c);
+    c.ns_method = method;
+    c.ns_steps = 30;
+    c.ns_restart_count = 0;
+    normuon_runtime_t rt = 0;
+    ASSERT_EQ(normuon_create(&c, 0, &rt), NORMUON_SUCCESS) << normuon_last_error(0);
+    std::vector<float> w(grad.size(), 0.01f), b(4, 0.0f), gb(4, 1.0f);
+    normuon_param_desc_t d;
+    normuon_param_desc_init(&d);
+    d.name = "bias";
+    d.rows = 4;
+    d.cols = 1;
+    d.row_count = 4;
+    d.param = b.data();
+    d.grad = gb.data();
+    normuon_param_t id = -1;
+    ASSERT_EQ(normuon_register_adamw(rt, &d, &id), NORMUON_SUCCESS) << normuon_last_error(rt);
+    d.name = "w";
+    d.rows = 48;
+    d.cols = 160;
+    d.row_count = 48;
+    d.param = w.data();
+    d.grad = grad.data();
+    ASSERT_EQ(normuon_register_matrix(rt, &d, &id), NORMUON_SUCCESS) << normuon_last_error(rt);
+    ASSERT_EQ(id, 1);
+    ASSERT_EQ(normuon_finalize(rt), NORMUON_SUCCESS) << normuon_last_error(rt);
+    ASSERT_EQ(normuon_step(rt, 0.02f, 0.0f, nullptr), NORMUON_SUCCESS) << normuon_last_error(rt);
+    normuon_step_info_t info;
+    normuon_step_info_init(&info);
+    ASSERT_EQ(normuon_step_result(rt, &info), NORMUON_SUCCESS);
+    infos.push_back(info);
+    params.push_back(w);
+    normuon_destroy(rt);
+  }
+  EXPECT_EQ(infos[0].ns_fallbacks, 1);
+  EXPECT_EQ(infos[0].ns_fallback_param, 1);
+  EXPECT_TRUE(infos[0].ns_fallback_reason == 1 || infos[0].ns_fallback_reason == 2)
+      << infos[0].ns_fallback_reason;
+  EXPECT_EQ(infos[0].last_skipped, 0);
+  EXPECT_EQ(infos[1].ns_fallbacks, 0);
+  EXPECT_EQ(infos[1].ns_fallback_param, -1);
+  EXPECT_EQ(params[0], params[1]);
+}
+
 TEST(GramFallbackTest, TheBoundHoldsForEveryCorrectOrthogonalization) {
   // The bound is above what the iterated polynomial can reach, for every coefficient set.
   for (bool polar : {false, true}) {

@@ -69,7 +69,8 @@ struct Outcome {
 };
 
 std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_variant_t variant,
-                         normuon_neuron_axis_t axis, const testing::Split& split) {
+                         normuon_neuron_axis_t axis, const testing::Split& split,
+                         normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD) {
   absl::StatusOr<std::vector<std::shared_ptr<InProcessRank>>> group =
       CreateInProcessGroup(world, 30.0);
   EXPECT_TRUE(group.ok());
@@ -82,6 +83,7 @@ std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_va
     c.bucket_bytes = 1500;
     c.variant = variant;
     c.neuron_axis = axis;
+    c.ns_method = ns_method;
     auto backend = std::make_unique<CountingBackend>();
     CountingBackend* counter = backend.get();
     absl::StatusOr<std::unique_ptr<Runtime>> rt = Runtime::Create(c, (*group)[rank], std::move(backend));
@@ -120,7 +122,7 @@ std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_va
       return;
     }
     o.after = (*rt)->MemoryRequired();
-    o.held = counter->live();
+    o.held = counter->live() + counter->NsWorkspaceHeld();
     for (int s = 0; s < 2; ++s) {
       const absl::Status st = (*rt)->Step(0.02f, 0.01f, nullptr);
       if (!st.ok()) {
@@ -128,7 +130,7 @@ std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_va
         return;
       }
     }
-    o.held_after_steps = counter->live();
+    o.held_after_steps = counter->live() + counter->NsWorkspaceHeld();
   };
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) threads.emplace_back(rank_main, r);
@@ -173,6 +175,29 @@ TEST(MemoryQueryTest, EveryVariantsStateIsCounted) {
       EXPECT_EQ(out[r].before, out[r].held) << variant << " rank " << r;
       EXPECT_EQ(out[r].after, out[r].held) << variant << " rank " << r;
     }
+  }
+}
+
+// Gram Newton-Schulz's extra workspace (R, Q, Q', R Z per owned batch's largest shape) is
+// allocated at finalize and counted by the query, before and after finalize.
+TEST(MemoryQueryTest, GramWorkspaceIsCountedBeforeAndAfterFinalize) {
+  for (int world : {1, 3}) {
+    const std::vector<Outcome> gram =
+        RunRanks(world, NORMUON_SCHEDULE_BUCKETED, NORMUON_VARIANT_NORMUON, NORMUON_NEURON_ROWS,
+                 testing::Fsdp2, NORMUON_NS_METHOD_GRAM);
+    const std::vector<Outcome> standard =
+        RunRanks(world, NORMUON_SCHEDULE_BUCKETED, NORMUON_VARIANT_NORMUON, NORMUON_NEURON_ROWS,
+                 testing::Fsdp2);
+    uint64_t extra = 0;
+    for (int r = 0; r < world; ++r) {
+      ASSERT_EQ(gram[r].error, "") << "rank " << r;
+      EXPECT_EQ(gram[r].before, gram[r].held) << "world " << world << " rank " << r;
+      EXPECT_EQ(gram[r].after, gram[r].held) << "world " << world << " rank " << r;
+      EXPECT_EQ(gram[r].held_after_steps, gram[r].held) << "world " << world << " rank " << r;
+      EXPECT_GE(gram[r].held, standard[r].held);
+      extra += gram[r].held - standard[r].held;
+    }
+    EXPECT_GT(extra, 0u) << "world " << world;  // some rank owns a rectangular matrix
   }
 }
 

@@ -6,6 +6,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -69,12 +70,15 @@ void RegisterModel(Rank* r, const normuon_config_t& c, normuon_comm_t comm, int 
   }
 }
 
-class NoAllocationTest : public ::testing::TestWithParam<normuon_schedule_t> {};
+// (schedule, ns_method)
+class NoAllocationTest
+    : public ::testing::TestWithParam<std::tuple<normuon_schedule_t, normuon_ns_method_t>> {};
 
 TEST_P(NoAllocationTest, AStepOnOneRankAllocatesNothing) {
   normuon_config_t c;
   normuon_config_init(&c);
-  c.schedule = GetParam();
+  c.schedule = std::get<0>(GetParam());
+  c.ns_method = std::get<1>(GetParam());
   c.check_finite = 1;
   Rank r;
   RegisterModel(&r, c, 0, 0, 1);
@@ -92,7 +96,8 @@ TEST_P(NoAllocationTest, AStepOnInProcessRanksAllocatesNothing) {
   constexpr int kWorld = 3;
   normuon_config_t c;
   normuon_config_init(&c);
-  c.schedule = GetParam();
+  c.schedule = std::get<0>(GetParam());
+  c.ns_method = std::get<1>(GetParam());
   c.bucket_bytes = 1024;
   std::vector<normuon_comm_t> comms(kWorld);
   ASSERT_EQ(normuon_comm_create_inprocess_group(kWorld, 20.0, comms.data()), NORMUON_SUCCESS);
@@ -133,9 +138,11 @@ TEST_P(NoAllocationTest, AStepOnInProcessRanksAllocatesNothing) {
   for (normuon_comm_t cm : comms) normuon_comm_destroy(cm);
 }
 
-INSTANTIATE_TEST_SUITE_P(EverySchedule, NoAllocationTest,
-                         ::testing::Values(NORMUON_SCHEDULE_SEQUENTIAL,
-                                           NORMUON_SCHEDULE_PER_MATRIX,
-                                           NORMUON_SCHEDULE_BUCKETED));
+INSTANTIATE_TEST_SUITE_P(EveryScheduleAndNsMethod, NoAllocationTest,
+                         ::testing::Combine(::testing::Values(NORMUON_SCHEDULE_SEQUENTIAL,
+                                                              NORMUON_SCHEDULE_PER_MATRIX,
+                                                              NORMUON_SCHEDULE_BUCKETED),
+                                            ::testing::Values(NORMUON_NS_METHOD_STANDARD,
+                                                              NORMUON_NS_METHOD_GRAM)));
 
 }  // namespace

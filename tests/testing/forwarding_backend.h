@@ -28,6 +28,10 @@ class ForwardingBackend : public Backend {
   absl::Status CheckPointer(const void* p, absl::string_view field) override {
     return inner_->CheckPointer(p, field);
   }
+  uint64_t NsWorkspaceBytes(const std::vector<NsBatch>& batches) const override {
+    return inner_->NsWorkspaceBytes(batches);
+  }
+  uint64_t NsWorkspaceHeld() const override { return inner_->NsWorkspaceHeld(); }
   absl::Status Prepare(const std::vector<NsBatch>& batches) override {
     return inner_->Prepare(batches);
   }

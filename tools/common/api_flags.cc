@@ -18,12 +18,23 @@ absl::string_view NsDtypeName(normuon_ns_dtype_t ns_dtype) {
     case NORMUON_NS_DEFAULT: return "default";
     case NORMUON_NS_FP32: return "fp32";
     case NORMUON_NS_BF16: return "bf16";
+    case NORMUON_NS_FP16: return "fp16";
+    default: return "unknown";
+  }
+}
+
+absl::string_view NsMethodName(normuon_ns_method_t method) {
+  switch (method) {
+    case NORMUON_NS_METHOD_STANDARD: return "standard";
+    case NORMUON_NS_METHOD_GRAM: return "gram";
     default: return "unknown";
   }
 }
 
 normuon_ns_dtype_t EffectiveNsDtype(normuon_backend_t backend, normuon_ns_dtype_t ns_dtype) {
-  if (ns_dtype == NORMUON_NS_FP32 || ns_dtype == NORMUON_NS_BF16) return ns_dtype;
+  if (ns_dtype == NORMUON_NS_FP32 || ns_dtype == NORMUON_NS_BF16 || ns_dtype == NORMUON_NS_FP16) {
+    return ns_dtype;
+  }
   return backend == NORMUON_BACKEND_CUDA ? NORMUON_NS_BF16 : NORMUON_NS_FP32;
 }
 
@@ -60,6 +71,11 @@ bool AbslParseFlag(absl::string_view text, normuon_ns_dtype_t* out, std::string*
                                       normuon_tools::NsDtypeName, out, error);
 }
 
+bool AbslParseFlag(absl::string_view text, normuon_ns_method_t* out, std::string* error) {
+  return normuon_tools::ParseEnumFlag(text, "ns_method", normuon_tools::kNsMethods,
+                                      normuon_tools::NsMethodName, out, error);
+}
+
 bool AbslParseFlag(absl::string_view text, normuon_owner_policy_t* out, std::string* error) {
   return normuon_tools::ParseEnumFlag(text, "owner_policy", normuon_tools::kOwnerPolicies,
                                       normuon_tools::OwnerPolicyName, out, error);
@@ -76,6 +92,10 @@ std::string AbslUnparseFlag(normuon_backend_t value) {
 
 std::string AbslUnparseFlag(normuon_ns_dtype_t value) {
   return std::string(normuon_tools::NsDtypeName(value));
+}
+
+std::string AbslUnparseFlag(normuon_ns_method_t value) {
+  return std::string(normuon_tools::NsMethodName(value));
 }
 
 std::string AbslUnparseFlag(normuon_owner_policy_t value) {

@@ -58,6 +58,7 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   config.backend = cfg.backend;
   config.device = cfg.device;
   config.ns_dtype = cfg.ns_dtype;
+  config.ns_method = cfg.ns_method;
   config.owner_policy = cfg.policy;
   config.schedule = cfg.schedule;
   config.bucket_bytes = cfg.bucket_bytes;

@@ -19,7 +19,11 @@ ABSL_FLAG(normuon_backend_t, backend, NORMUON_BACKEND_CPU, "cpu or cuda");
 ABSL_FLAG(int, device, 0, "CUDA device ordinal (--backend=cuda)");
 ABSL_FLAG(int, steps, 3, "optimizer steps to run");
 ABSL_FLAG(normuon_ns_dtype_t, ns_dtype, NORMUON_NS_DEFAULT,
-          "Newton-Schulz precision: default (fp32 on cpu, bf16 on cuda), fp32 or bf16");
+          "Newton-Schulz precision: default (fp32 on cpu, bf16 on cuda), fp32, bf16 or fp16 "
+          "(cuda only)");
+ABSL_FLAG(normuon_ns_method_t, ns_method, NORMUON_NS_METHOD_STANDARD,
+          "orthogonalization: standard, or gram (Gram Newton-Schulz with the library's default "
+          "restarts)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the parameters and gradients");
 ABSL_FLAG(double, lr, 0.02, "NorMuon learning rate");
 ABSL_FLAG(double, weight_decay, 0.01, "NorMuon weight decay");
@@ -78,6 +82,7 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
   }
   rc.device = absl::GetFlag(FLAGS_device);
   rc.ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
+  rc.ns_method = absl::GetFlag(FLAGS_ns_method);
   rc.steps = absl::GetFlag(FLAGS_steps);
   if (rc.steps < 1) return absl::InvalidArgumentError("--steps must be at least 1");
   setup->ranks = absl::GetFlag(FLAGS_ranks);

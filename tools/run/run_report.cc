@@ -14,8 +14,10 @@
 namespace normuon_tools::run {
 namespace {
 
+// The Newton-Schulz precision, and " gram" with ns_method = gram.
 std::string Mode(const RankConfig& rc) {
-  return std::string(NsDtypeName(EffectiveNsDtype(rc.backend, rc.ns_dtype)));
+  return absl::StrCat(NsDtypeName(EffectiveNsDtype(rc.backend, rc.ns_dtype)),
+                      rc.ns_method == NORMUON_NS_METHOD_GRAM ? " gram" : "");
 }
 
 std::string PhaseLine(const normuon_step_profile_t& p, int steps) {
