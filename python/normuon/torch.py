@@ -32,8 +32,9 @@ only when sharded), schedule ("sequential", "per_matrix", "bucketed"; default "s
 "bucketed" with overlap_backward) and bucket_bytes (how a step pipelines its buckets and
 overlaps communication with compute; same results), check_finite (False; True: a NaN/Inf
 gradient skips the whole step and leaves parameters and state untouched; `step_result()`
-reports it), comm_timeout (seconds bounding each NCCL collective), overlap_backward (False;
-see below).
+reports it), comm_timeout (seconds bounding each collective of a sharded step: NCCL, or gloo
+on CPU), overlap_backward (False; see below), shards and process_group (manual row sharding
+without DTensor; see "Parameters and devices").
 
 Overlap with the backward pass (overlap_backward=True)
   A matrix's momentum, Newton-Schulz and row statistics (and, sharded, its exchanges) depend
@@ -93,9 +94,25 @@ Parameters and devices
     (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
   * FSDP2: parameters that are DTensors sharded on dim 0 (Shard(0) on a 1-D mesh) are
     registered with their local rows and the global shape (FSDP2's torch.chunk layout: ceil(m/P)
-    rows per rank). World size 1 needs no communicator; larger worlds use an NCCL communicator
-    whose id is broadcast over the default torch.distributed group (needs the library's NCCL
-    C API; until it exists this raises NotImplementedError).
+    rows per rank). World size 1 needs no communicator; larger worlds use, for CUDA tensors, an
+    NCCL communicator whose id is broadcast over the default torch.distributed group, and for
+    CPU tensors the torch.distributed communicator below.
+  * Manual row shards (no DTensor, e.g. Debian's PyTorch 1.13): `shards={param or name:
+    (global_shape, row_begin)}` (or {"global_shape": ..., "row_begin": ...}) says, for every
+    parameter, that the local tensor is rows [row_begin, row_begin + local.shape[0]) of a
+    tensor of global_shape (other dims equal; 0 local rows allowed) on the ranks of
+    `process_group` (default: the default group). Every parameter needs an entry; each entry is
+    checked at construction (a missing or unknown entry, an unknown key, a bad global_shape or
+    row_begin raise ValueError/TypeError naming it), and the runtime checks at the first step
+    that the ranks' blocks tile the rows. Gradients are this rank's rows of the reduced full
+    gradient (the trainer reduce-scatters). Only row blocks: column pieces are not supported.
+  * torch.distributed communicator (CPU, sharded): normuon._dist_comm, the C API's custom ops
+    with callbacks that call torch.distributed on a private gloo group over the same ranks
+    (dist.new_group at the first step, a collective of every rank of the default group), so
+    the runtime's collectives never interleave with the trainer's own. Bitwise the same result
+    as one process. Each collective is bounded by comm_timeout: a dead peer makes step() raise
+    CommError at once, a hung one NorMuonTimeoutError after comm_timeout; nothing changes on
+    the surviving ranks and the communicator stays failed (later steps raise at once).
 
 Misuse (a tensor with fewer than 2 dims in a matrix group, a non-contiguous tensor, tensors on
 different devices, a shape/dtype/device change after the first step, an unsupported dtype, a
@@ -413,12 +430,17 @@ class NorMuon(torch.optim.Optimizer):
         same result); None (default): "bucketed" with overlap_backward, else "sequential".
         bucket_bytes: bucket size of "bucketed" (None: the library's default, 32 MiB).
       check_finite: skip a step whose gradients hold NaN/Inf (see step_result()).
-      comm_timeout: seconds that bound each NCCL collective of a sharded step (FSDP2).
+      comm_timeout: seconds that bound each collective of a sharded step (NCCL, or gloo on
+        CPU).
       overlap_backward: start each matrix's work from a hook once its gradient is
         accumulated, during backward (normuon_grad_ready; module docstring, "Overlap with the
         backward pass"). Bitwise the same result. With gradient accumulation, run all but the
         last backward inside `with opt.no_overlap():`; gradients must not change between
         backward and step (no clipping).
+      shards: manual row sharding without DTensor: {param or name: (global_shape,
+        row_begin)} for every parameter (module docstring, "Manual row shards").
+      process_group: the torch.distributed group whose ranks hold `shards` (default: the
+        default group); only with shards.
 
     Attributes:
       overlap_backward_enabled: whether the hooks mark gradients ready (initially
