@@ -329,8 +329,8 @@ def main():
     ap.add_argument("--d_model", type=int, default=64)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--normuon_lr", type=float, default=0.02)
-    ap.add_argument("--adamw_lr", type=float, default=4e-3,
+    ap.add_argument("--normuon_lr", type=float, default=0.04)
+    ap.add_argument("--adamw_lr", type=float, default=2e-3,
                     help="torch.optim.AdamW's lr, and NorMuon's AdamW part's")
     ap.add_argument("--weight_decay", type=float, default=0.0)
     ap.add_argument("--eval_every", type=int, default=25)

@@ -94,25 +94,37 @@ class _GlooComm:
                 self.keep.extend(staging)
                 raise _Failure(_capi.Status.ERROR_COMM, f"{self._where(kind)}: aborted "
                                f"(normuon_comm_abort) while waiting for peers")
+            # At least 1 ms: torch's Work.wait reads a timeout of 0 ms as "no timeout".
             left = deadline - time.monotonic()
             try:
-                work.wait(timeout=datetime.timedelta(seconds=max(0.0, min(_POLL_SECONDS, left))))
+                slice_s = max(0.001, min(_POLL_SECONDS, left))
+                work.wait(timeout=datetime.timedelta(seconds=slice_s))
                 return
-            except RuntimeError as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-                gloo_timeout = work.is_completed() and "timed out" in msg.lower()
-                if gloo_timeout or time.monotonic() >= deadline:
-                    # gloo's own timeout (the group's, the same seconds) or ours.
+            except RuntimeError:
+                pass  # this slice ended (or the work failed): look at the work itself
+            if work.is_completed():
+                # Done, possibly just after the slice ended: its own outcome decides (a failed
+                # work keeps its exception; a second wait returns or raises it at once).
+                try:
+                    work.wait()
+                    return
+                except RuntimeError as e:
                     self.keep.extend(staging)
-                    raise _Failure(_capi.Status.ERROR_TIMEOUT,
-                                   f"{self._where(kind)}: not complete after {self.timeout:g} "
-                                   f"s: a peer did not take part in time (dead, hung, or no "
-                                   f"longer calling step)" +
-                                   (f"; gloo: {msg}" if gloo_timeout else ""))
-                if work.is_completed() or "timed out" not in msg.lower():
-                    self.keep.extend(staging)
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+                    if "timed out" in msg.lower():  # gloo's own timeout (the same seconds)
+                        raise _Failure(_capi.Status.ERROR_TIMEOUT,
+                                       f"{self._where(kind)}: not complete after "
+                                       f"{self.timeout:g} s: a peer did not take part in time "
+                                       f"(dead, hung, or no longer calling step); gloo: "
+                                       f"{msg}") from None
                     raise _Failure(_capi.Status.ERROR_COMM, f"{self._where(kind)}: gloo failed "
                                    f"(a peer died or left the group?): {msg}") from None
+            if time.monotonic() >= deadline:
+                self.keep.extend(staging)
+                raise _Failure(_capi.Status.ERROR_TIMEOUT,
+                               f"{self._where(kind)}: not complete after {self.timeout:g} s: a "
+                               f"peer did not take part in time (dead, hung, or no longer "
+                               f"calling step)")
 
     def _gather(self, src, kind):
         """All-gather of a 1-D tensor of the same size on every rank -> (world, n) tensor."""

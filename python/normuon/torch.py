@@ -284,28 +284,28 @@ def _row_shard(spec, world, who):
     if isinstance(spec, dict):
         unknown = sorted(set(spec) - set(_SHARD_FIELDS))
         if unknown:
-            raise ValueError(f"NorMuon: shards[{who}] has unknown keys {unknown}; expected "
+            raise ValueError(f"NorMuon: {who}: shards[...] has unknown keys {unknown}; expected "
                              f"{list(_SHARD_FIELDS)} (rows only: column pieces are not "
                              f"supported)")
         missing = [k for k in _SHARD_FIELDS if k not in spec]
         if missing:
-            raise ValueError(f"NorMuon: shards[{who}] lacks {missing}")
+            raise ValueError(f"NorMuon: {who}: shards[...] lacks {missing}")
         shape, begin = spec["global_shape"], spec["row_begin"]
     elif isinstance(spec, (tuple, list)) and len(spec) == 2:
         shape, begin = spec
     else:
-        raise TypeError(f"NorMuon: shards[{who}] = {spec!r}; expected (global_shape, "
+        raise TypeError(f"NorMuon: {who}: shards[...] = {spec!r}; expected (global_shape, "
                         f"row_begin) or {{'global_shape': ..., 'row_begin': ...}}")
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
     if (not isinstance(shape, (tuple, list)) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
                        for d in shape)):
-        raise ValueError(f"NorMuon: shards[{who}].global_shape = {shape!r}; expected a "
+        raise ValueError(f"NorMuon: {who}: shards[...].global_shape = {shape!r}; expected a "
                          f"non-empty sequence of positive ints (a 0-dim parameter cannot be "
                          f"split by rows: make it shape [1])")
     if not isinstance(begin, int) or isinstance(begin, bool) or begin < 0:
-        raise ValueError(f"NorMuon: shards[{who}].row_begin = {begin!r}; expected an int "
+        raise ValueError(f"NorMuon: {who}: shards[...].row_begin = {begin!r}; expected an int "
                          f">= 0")
     return RowShard(tuple(shape), begin, world)
 
@@ -515,8 +515,9 @@ class NorMuon(torch.optim.Optimizer):
                                  f"parameters of any param group")
 
     def _parse_shards(self, shards, process_group):
-        """The constructor's `shards`, checked: {key: (tensor or None, RowShard, [used])} with
-        key the parameter name or a description of the tensor. None without shards."""
+        """The constructor's `shards`: {key: (tensor or None, entry, [used])} with key the
+        parameter name or a description of the tensor (entries are checked when their
+        parameter is added, naming it). None without shards."""
         if shards is None:
             if process_group is not None:
                 raise ValueError("NorMuon: process_group is the group of the ranks that hold "
@@ -530,15 +531,13 @@ class NorMuon(torch.optim.Optimizer):
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("NorMuon: shards needs an initialized torch.distributed "
                                "default group (the process group's ranks hold the rows)")
-        world = dist.get_world_size(process_group)
+        self._shard_world = dist.get_world_size(process_group)
         out = {}
         for key, spec in shards.items():
             if isinstance(key, str):
-                who = f"'{key}'"
-                out[who] = (None, _row_shard(spec, world, who), [False])
+                out[f"'{key}'"] = (None, spec, [False])
             elif isinstance(key, torch.Tensor):
-                who = f"<tensor {list(key.shape)} at {key.data_ptr():#x}>"
-                out[who] = (key, _row_shard(spec, world, who), [False])
+                out[f"<tensor {list(key.shape)} at {key.data_ptr():#x}>"] = (key, spec, [False])
             else:
                 raise TypeError(f"NorMuon: shards keys are parameters or their names, got "
                                 f"{type(key).__name__} ({key!r})")
@@ -557,7 +556,8 @@ class NorMuon(torch.optim.Optimizer):
         if len(found) > 1:
             raise ValueError(f"NorMuon: {who} has two entries in shards (by tensor and by "
                              f"name)")
-        _, (_, spec, used) = found[0]
+        _, (_, entry, used) = found[0]
+        spec = _row_shard(entry, self._shard_world, who)
         used[0] = True
         self._shard_of[id(t)] = spec
         return spec

@@ -382,6 +382,168 @@ class GlooFaultTest(unittest.TestCase):
         self.run_fault("shape", 10, ["NorMuonError"], "w2")
 
 
+class _FakeWork:
+    """A torch.distributed Work stand-in: completes after `slices` waits with a timeout (the
+    wait that sees it complete still raises "Operation timed out!", as when completion lands
+    just after a slice ends), with `error` as its outcome; never, if slices is None."""
+
+    def __init__(self, slices, error=None):
+        self.slices, self.error, self.waits, self.done = slices, error, [], False
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if timeout is None or self.done:
+            if not self.done:
+                raise AssertionError("an unbounded wait on a work that is not complete")
+            if self.error:
+                raise RuntimeError(self.error)
+            return True
+        if timeout.total_seconds() * 1000 < 1:
+            raise AssertionError(f"a wait of {timeout}: torch reads 0 ms as no timeout")
+        if self.slices is not None and len(self.waits) >= self.slices:
+            self.done = True
+        raise RuntimeError("Operation timed out!")
+
+    def is_completed(self):
+        return self.done
+
+
+class AdapterWaitTest(unittest.TestCase):
+    """_GlooComm._wait's reading of torch's Work: a slice that ends as the work completes, a
+    work that failed, a work that never completes, and abort."""
+
+    def comm(self, timeout=0.3):
+        from normuon import _dist_comm
+        return _dist_comm._GlooComm(None, 0, 2, timeout), _dist_comm._Failure
+
+    def test_completion_at_the_end_of_a_slice_is_success(self):
+        comm, _ = self.comm()
+        work = _FakeWork(slices=1)
+        comm._wait(work, "test", [])
+        self.assertEqual(len(work.waits), 2)
+
+    def test_a_failed_work_is_a_comm_error_with_gloo_message(self):
+        from normuon import _capi
+        comm, failure = self.comm()
+        with self.assertRaises(failure) as cm:
+            comm._wait(_FakeWork(slices=2, error="Connection closed by peer"), "test", [])
+        self.assertEqual(cm.exception.status, _capi.Status.ERROR_COMM)
+        self.assertIn("Connection closed by peer", str(cm.exception))
+
+    def test_gloo_timeout_is_a_timeout(self):
+        from normuon import _capi
+        comm, failure = self.comm()
+        with self.assertRaises(failure) as cm:
+            comm._wait(_FakeWork(slices=1, error="Timed out waiting 300ms for recv"), "t", [])
+        self.assertEqual(cm.exception.status, _capi.Status.ERROR_TIMEOUT)
+
+    def test_a_work_that_never_completes_times_out(self):
+        from normuon import _capi
+        comm, failure = self.comm(timeout=0.3)
+        keep = [torch.zeros(1)]
+        start = time.monotonic()
+        with self.assertRaises(failure) as cm:
+            comm._wait(_FakeWork(slices=None), "test", keep)
+        self.assertEqual(cm.exception.status, _capi.Status.ERROR_TIMEOUT)
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertIs(comm.keep[0], keep[0])  # staging kept alive for gloo
+
+    def test_abort_ends_a_wait(self):
+        import threading
+        from normuon import _capi
+        comm, failure = self.comm(timeout=60)
+        threading.Timer(0.2, lambda: setattr(comm, "aborted", True)).start()
+        start = time.monotonic()
+        with self.assertRaises(failure) as cm:
+            comm._wait(_FakeWork(slices=None), "test", [])
+        self.assertEqual(cm.exception.status, _capi.Status.ERROR_COMM)
+        self.assertLess(time.monotonic() - start, 5)
+
+
+class ShardsArgumentTest(unittest.TestCase):
+    """`shards` is checked at construction, naming the parameter and the field; nothing is
+    created on an error. Runs in this process on a one-rank gloo group."""
+
+    @classmethod
+    def setUpClass(cls):
+        import torch.distributed as dist
+        cls.tmp = tempfile.TemporaryDirectory()
+        dist.init_process_group("gloo", init_method=f"file://{cls.tmp.name}/store", rank=0,
+                                world_size=1)
+
+    @classmethod
+    def tearDownClass(cls):
+        import torch.distributed as dist
+        dist.destroy_process_group()
+        cls.tmp.cleanup()
+
+    def params(self):
+        return {n: torch.nn.Parameter(t) for n, t in full_params().items()}
+
+    def good(self, p):
+        return {p[n]: (SHAPES[n], 0) for n in SHAPES}
+
+    def assert_refused(self, shards, *fragments, error=ValueError, p=None):
+        p = p or self.params()
+        with self.assertRaises(error) as cm:
+            make_optimizer(p, shards(p) if callable(shards) else shards)
+        for f in fragments:
+            self.assertIn(f, str(cm.exception))
+
+    def test_world_one_runs_and_matches_unsharded(self):
+        p, q = self.params(), self.params()
+        a, b = make_optimizer(p, self.good(p)), make_optimizer(q)
+        for step in range(3):
+            x, y = micro_batch(step, 0)
+            for params, opt in ((p, a), (q, b)):
+                opt.zero_grad()
+                loss_of(params, x, y).backward()
+                opt.step()
+        for n in SHAPES:
+            self.assertTrue(torch.equal(p[n], q[n]), n)
+
+    def test_names_work_as_keys(self):
+        p = self.params()
+        make_optimizer(p, {n: {"global_shape": SHAPES[n], "row_begin": 0} for n in SHAPES})
+
+    def test_a_parameter_without_an_entry(self):
+        def shards(p):
+            s = self.good(p)
+            del s[p["w2"]]
+            return s
+        self.assert_refused(shards, "'w2'", "no entry in shards")
+
+    def test_an_entry_for_no_parameter(self):
+        def shards(p):
+            s = self.good(p)
+            s["nope"] = ((3, 3), 0)
+            return s
+        self.assert_refused(shards, "'nope'", "not parameters")
+
+    def test_column_pieces_are_refused(self):
+        def shards(p):
+            s = self.good(p)
+            s[p["w1"]] = {"global_shape": SHAPES["w1"], "row_begin": 0, "col_begin": 0}
+            return s
+        self.assert_refused(shards, "col_begin", "unknown keys")
+
+    def test_bad_fields(self):
+        for bad, fragment in ((((16, 8), -1), "row_begin"), (((16, 0), 0), "global_shape"),
+                              (((16, 9), 0), "global_shape"), (((16, 8), 4), "row_begin"),
+                              ((16, 8), "global_shape")):
+            def shards(p, bad=bad):
+                s = self.good(p)
+                s[p["w1"]] = bad
+                return s
+            with self.subTest(bad=bad):
+                self.assert_refused(shards, fragment, "'w1'", error=(ValueError, TypeError))
+
+    def test_process_group_needs_shards(self):
+        with self.assertRaises(ValueError) as cm:
+            NorMuon(list(self.params().values()), process_group=object())
+        self.assertIn("shards", str(cm.exception))
+
+
 def _main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true")
