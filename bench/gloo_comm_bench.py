@@ -12,8 +12,8 @@ One run, one JSON object on stdout:
     arrives later) and the rest (adapter_wall: Python, signatures, staging copies, issuing the
     gloo calls, and any preemption on a busy machine), with the CPU time of the calling thread
     inside the callbacks (adapter_cpu, time.thread_time: what the adapter itself burns,
-    waits included, preemption not), the collectives per step, and a bare torch.distributed all_gather of 8
-    floats on a gloo group (gloo's own latency floor).
+    waits included, preemption not), the collectives per step, and a bare torch.distributed
+    all_gather of 8 floats on a gloo group (gloo's own latency floor).
 Only opt.step() is timed (gradients are fixed tensors set once; no forward/backward).
 """
 

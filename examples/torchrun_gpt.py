@@ -1,8 +1,10 @@
 """A small byte-level GPT trained with normuon.torch.NorMuon sharded over torch.distributed
 (gloo, CPU), beside the same model in one process and beside torch.optim.AdamW.
 
-    torchrun --nproc_per_node=4 examples/torchrun_gpt.py            # or python3 -m torch.distributed.run
-    /usr/bin/python3 examples/torchrun_gpt.py --sweep                # the learning-rate sweeps
+    torchrun --nproc_per_node=4 examples/torchrun_gpt.py   # or python3 -m torch.distributed.run
+    /usr/bin/python3 examples/torchrun_gpt.py --sweep       # the learning-rate sweeps
+
+(Debian 12's torchrun needs --redirects 1 --tee 1: see examples/README.md.)
 
 Data: the license texts Debian ships in /usr/share/common-licenses (every regular file, sorted
 by name, concatenated as bytes); the last 10% is held out. Model: a GPT-style decoder (token and

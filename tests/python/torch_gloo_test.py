@@ -2,7 +2,8 @@
 
 Each test starts its ranks as separate Python processes (this file with --worker, a file://
 rendezvous in a temporary directory) and checks what they write back:
-  * Training (world 2 and 4, with and without overlap_backward): an FSDP-style trainer. Each
+  * Training (world 2 and 4, with and without overlap_backward; one launch per world size runs
+    both trainings one after the other, each with its own optimizer): an FSDP-style trainer. Each
     rank holds a block of rows of every parameter (FSDP's ceil(m/P) chunks, so at world 4 one
     matrix has an empty rank) as its optimizer's parameters, passed with `shards`; the forward
     pass all-gathers the full tensors; every rank computes the gradient of its own micro-batch,
@@ -34,7 +35,6 @@ import unittest
 
 import torch
 
-import normuon  # noqa: F401  (the workers import it; fail early here if it is missing)
 from normuon.torch import NorMuon
 
 torch.set_num_threads(1)
@@ -151,10 +151,20 @@ class _Gather(torch.autograd.Function):
 
 
 def worker(args):
+    """One rank: the training run without and with overlap_backward (one after the other, each
+    with its own optimizer and so its own private gloo group), or one faulty run."""
     import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{args.store}", rank=args.rank,
+                            world_size=args.world, timeout=datetime.timedelta(seconds=60))
+    for overlap in ((False,) if args.fault else (False, True)):
+        train(args, overlap, f"rank{args.rank}_overlap{int(overlap)}")
+    # Also after a failed step (a peer is gone): the runtime and the groups are torn down
+    # without waiting on peers, and the process exits normally.
+    dist.destroy_process_group()
+
+
+def train(args, overlap, tag):
     rank, world = args.rank, args.world
-    dist.init_process_group("gloo", init_method=f"file://{args.store}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
     out = {"rank": rank}
     full = full_params()
     local, shards = {}, {}
@@ -165,8 +175,8 @@ def worker(args):
         if args.fault == "shape" and rank == 1 and n == "w2":
             shape[0] += 1  # a rank started with another model config
         shards[local[n]] = (tuple(shape), begin)
-    kw = dict(comm_timeout=args.timeout, overlap_backward=args.overlap)
-    if args.overlap:
+    kw = dict(comm_timeout=args.timeout, overlap_backward=overlap)
+    if overlap:
         kw.update(bucket_bytes=256)  # several buckets: exchanges start during backward
     opt = make_optimizer(local, shards, **kw)
     if args.fault == "kill" and rank == 1:
@@ -215,13 +225,9 @@ def worker(args):
     if not args.fault:
         torch.save({"params": {n: t.detach() for n, t in local.items()},
                     "state": opt.state_dict()["state"]},
-                    os.path.join(args.out, f"rank{rank}.pt"))
-    with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
+                    os.path.join(args.out, f"{tag}.pt"))
+    with open(os.path.join(args.out, f"{tag}.json"), "w") as f:
         json.dump(out, f)
-    # Also after a failed step (a peer is gone): the runtime and the groups are torn down
-    # without waiting on peers, and the process exits normally.
-    del opt
-    dist.destroy_process_group()
 
 
 # --- the tests ---------------------------------------------------------------------------
@@ -262,8 +268,8 @@ class _Ranks:
         with open(os.path.join(self.out, f"rank{r}.log")) as f:
             return f.read()[-4000:]
 
-    def result(self, r):
-        path = os.path.join(self.out, f"rank{r}.json")
+    def result(self, r, overlap=False):
+        path = os.path.join(self.out, f"rank{r}_overlap{int(overlap)}.json")
         if not os.path.exists(path):
             raise AssertionError(f"rank {r} wrote no result:\n{self.log(r)}")
         with open(path) as f:
@@ -278,43 +284,58 @@ class _Ranks:
 
 
 class GlooTrainingTest(unittest.TestCase):
+    """One launch per world size runs both trainings (without, then with overlap_backward);
+    each test checks one of them."""
     reference = {}
+    launched = {}  # world -> (temporary directory, _Ranks)
+
+    @classmethod
+    def tearDownClass(cls):
+        for tmp, _ in cls.launched.values():
+            tmp.cleanup()
+
+    def launch(self, world):
+        if world not in self.launched:
+            tmp = tempfile.TemporaryDirectory()
+            ranks = _Ranks(world, tmp.name, steps=STEPS, timeout=60)
+            self.launched[world] = (tmp, ranks)
+            try:
+                ranks.wait(range(world), 300)
+            finally:
+                ranks.kill()
+        return self.launched[world]
 
     def run_world(self, world, overlap):
         if world not in self.reference:
             self.reference[world] = reference_run(world)
         ref_params, ref_losses, ref_state = self.reference[world]
-        with tempfile.TemporaryDirectory() as out:
-            ranks = _Ranks(world, out, steps=STEPS, timeout=60, overlap=overlap)
-            try:
-                ranks.wait(range(world), 240)
-            finally:
-                ranks.kill()
-            for r in range(world):
-                self.assertEqual(ranks.procs[r].returncode, 0, ranks.log(r))
-                res = ranks.result(r)
-                saved = torch.load(os.path.join(out, f"rank{r}.pt"))
-                for n, full in ref_params.items():
-                    begin, count, _ = fsdp_rows(full.shape[0], world, r)
-                    self.assertTrue(torch.equal(saved["params"][n], full[begin:begin + count]),
-                                    f"world {world} overlap {overlap}: rank {r}'s rows of {n} "
-                                    f"differ from the single process after {STEPS} steps")
-                names = list(MATRICES) + list(VECTORS)
-                for i, st in saved["state"].items():
-                    n = names[i]
-                    begin, count, _ = fsdp_rows(SHAPES[n][0], world, r)
-                    for k, v in st.items():
-                        want = ref_state[n][k]
-                        want = want if k == "step" else want[begin:begin + count]
-                        self.assertTrue(torch.equal(v, want),
-                                        f"world {world}: rank {r}'s {k} of {n} differs")
-                self.assertEqual([l_ for l_ in res["losses"]],
-                                 [step[r] for step in ref_losses],
-                                 f"world {world}: rank {r}'s loss curve differs")
-            # Sanity: the run trains (the comparison is not between two frozen models).
-            first = sum(ref_losses[0]) / world
-            last = sum(ref_losses[-1]) / world
-            self.assertLess(last, first)
+        tmp, ranks = self.launch(world)
+        out = tmp.name
+        for r in range(world):
+            self.assertEqual(ranks.procs[r].returncode, 0, ranks.log(r))
+            res = ranks.result(r, overlap)
+            saved = torch.load(os.path.join(out, f"rank{r}_overlap{int(overlap)}.pt"))
+            for n, full in ref_params.items():
+                begin, count, _ = fsdp_rows(full.shape[0], world, r)
+                self.assertTrue(torch.equal(saved["params"][n], full[begin:begin + count]),
+                                f"world {world} overlap {overlap}: rank {r}'s rows of {n} "
+                                f"differ from the single process after {STEPS} steps")
+            names = list(MATRICES) + list(VECTORS)
+            for i, st in saved["state"].items():
+                n = names[i]
+                begin, count, _ = fsdp_rows(SHAPES[n][0], world, r)
+                for k, v in st.items():
+                    want = ref_state[n][k]
+                    want = want if k == "step" else want[begin:begin + count]
+                    self.assertTrue(torch.equal(v, want),
+                                    f"world {world}: rank {r}'s {k} of {n} differs")
+            self.assertEqual([l_ for l_ in res["losses"]],
+                             [step[r] for step in ref_losses],
+                             f"world {world}: rank {r}'s loss curve differs")
+        # Sanity: the run trains (the comparison is not between two frozen models).
+        first = sum(ref_losses[0]) / world
+        last = sum(ref_losses[-1]) / world
+        self.assertLess(last, first)
 
     def test_world2(self):
         self.run_world(2, overlap=False)
@@ -553,7 +574,6 @@ def _main():
     parser.add_argument("--out")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--timeout", type=float, default=60)
-    parser.add_argument("--overlap", action="store_true")
     parser.add_argument("--fault", default=None)
     parser.add_argument("--fault_step", type=int, default=-1)
     args, rest = parser.parse_known_args()

@@ -1,6 +1,7 @@
 """Smoke test of examples/torchrun_gpt.py: two ranks started as torchrun starts them (its
-environment variables; CPU, gloo) for a few steps without the baselines, and the one-process sweep for a few steps. Asserts that
-both finish and print their summaries; the numbers are not checked (a demo, not a test)."""
+environment variables; CPU, gloo) for a few steps without the baselines, and the one-process
+sweep for a few steps. Asserts that both finish and print their summaries; the numbers are not
+checked (a demo, not a test)."""
 
 import os
 import socket
