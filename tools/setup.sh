@@ -6,7 +6,8 @@
 set -euo pipefail
 
 packages=(bazel-bootstrap libabsl-dev libgtest-dev libbenchmark-dev libopenblas-dev
-          nlohmann-json3-dev python3-torch zlib1g-dev libopenmpi-dev openmpi-bin "$@")
+          nlohmann-json3-dev python3-torch python3-matplotlib zlib1g-dev libopenmpi-dev
+          openmpi-bin "$@")
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

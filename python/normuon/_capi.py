@@ -300,7 +300,9 @@ AllGatherFn = ctypes.CFUNCTYPE(_enum, ctypes.c_void_p, ctypes.c_void_p, ctypes.c
                                ctypes.c_uint64, ctypes.c_void_p)
 AbortFn = ctypes.CFUNCTYPE(_enum, ctypes.c_void_p)
 DestroyFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-LastErrorFn = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)
+# last_error returns a const char* that ctx owns: c_void_p, so that a Python callback can hand
+# out the address of a buffer it keeps (a c_char_p result would point into a temporary).
+LastErrorFn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
 
 
 class CommOps(ctypes.Structure):

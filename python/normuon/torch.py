@@ -32,8 +32,9 @@ only when sharded), schedule ("sequential", "per_matrix", "bucketed"; default "s
 "bucketed" with overlap_backward) and bucket_bytes (how a step pipelines its buckets and
 overlaps communication with compute; same results), check_finite (False; True: a NaN/Inf
 gradient skips the whole step and leaves parameters and state untouched; `step_result()`
-reports it), comm_timeout (seconds bounding each NCCL collective), overlap_backward (False;
-see below).
+reports it), comm_timeout (seconds bounding each collective of a sharded step: NCCL, or gloo
+on CPU), overlap_backward (False; see below), shards and process_group (manual row sharding
+without DTensor; see "Parameters and devices").
 
 Overlap with the backward pass (overlap_backward=True)
   A matrix's momentum, Newton-Schulz and row statistics (and, sharded, its exchanges) depend
@@ -93,9 +94,25 @@ Parameters and devices
     (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
   * FSDP2: parameters that are DTensors sharded on dim 0 (Shard(0) on a 1-D mesh) are
     registered with their local rows and the global shape (FSDP2's torch.chunk layout: ceil(m/P)
-    rows per rank). World size 1 needs no communicator; larger worlds use an NCCL communicator
-    whose id is broadcast over the default torch.distributed group (needs the library's NCCL
-    C API; until it exists this raises NotImplementedError).
+    rows per rank). World size 1 needs no communicator; larger worlds use, for CUDA tensors, an
+    NCCL communicator whose id is broadcast over the default torch.distributed group, and for
+    CPU tensors the torch.distributed communicator below.
+  * Manual row shards (no DTensor, e.g. Debian's PyTorch 1.13): `shards={param or name:
+    (global_shape, row_begin)}` (or {"global_shape": ..., "row_begin": ...}) says, for every
+    parameter, that the local tensor is rows [row_begin, row_begin + local.shape[0]) of a
+    tensor of global_shape (other dims equal; 0 local rows allowed) on the ranks of
+    `process_group` (default: the default group). Every parameter needs an entry; each entry is
+    checked at construction (a missing or unknown entry, an unknown key, a bad global_shape or
+    row_begin raise ValueError/TypeError naming it), and the runtime checks at the first step
+    that the ranks' blocks tile the rows. Gradients are this rank's rows of the reduced full
+    gradient (the trainer reduce-scatters). Only row blocks: column pieces are not supported.
+  * torch.distributed communicator (CPU, sharded): normuon._dist_comm, the C API's custom ops
+    with callbacks that call torch.distributed on a private gloo group over the same ranks
+    (dist.new_group at the first step, a collective of every rank of the default group), so
+    the runtime's collectives never interleave with the trainer's own. Bitwise the same result
+    as one process. Each collective is bounded by comm_timeout: a dead peer makes step() raise
+    CommError at once, a hung one NorMuonTimeoutError after comm_timeout; nothing changes on
+    the surviving ranks and the communicator stays failed (later steps raise at once).
 
 Misuse (a tensor with fewer than 2 dims in a matrix group, a non-contiguous tensor, tensors on
 different devices, a shape/dtype/device change after the first step, an unsupported dtype, a
@@ -196,8 +213,9 @@ class _Layout(namedtuple("_Layout", "matrix rows cols row_begin row_count local_
     dtype and device, and the world size of its sharding (1 for plain tensors)."""
 
 
-def _layout(p, matrix, who):
-    """The layout of parameter p (checked: dtype, dims, sharding, contiguity). Raises
+def _layout(p, matrix, who, shard=None):
+    """The layout of parameter p (checked: dtype, dims, sharding, contiguity); `shard`: its
+    RowShard from the constructor's `shards` (p is then the local rows). Raises
     ValueError/TypeError/NotImplementedError naming `who`; changes nothing."""
     if p.is_complex() or p.dtype not in _DTYPES:
         raise TypeError(f"NorMuon: {who} has dtype {p.dtype}; only torch.float32 and "
@@ -205,7 +223,18 @@ def _layout(p, matrix, who):
     if getattr(p, "is_sparse", False) or p.layout != torch.strided:
         raise TypeError(f"NorMuon: {who} has layout {p.layout}; only dense (strided) tensors "
                         f"are supported")
-    shape = tuple(p.shape)
+    shape = tuple(p.shape) if shard is None else shard.global_shape
+    if shard is not None:
+        if _is_dtensor(p):
+            raise ValueError(f"NorMuon: {who} is a DTensor and has an entry in shards; a "
+                             f"DTensor says its own sharding: leave it out of shards")
+        if p.dim() != len(shape) or tuple(p.shape[1:]) != shape[1:]:
+            raise ValueError(f"NorMuon: {who} has local shape {list(p.shape)}, which is not "
+                             f"a block of rows of shards[...].global_shape {list(shape)} (the "
+                             f"same dims, all but the first equal)")
+        if shard.row_begin + p.shape[0] > shape[0]:
+            raise ValueError(f"NorMuon: {who}: shards[...].row_begin {shard.row_begin} + its "
+                             f"{p.shape[0]} local rows > global_shape[0] {shape[0]}")
     if matrix and len(shape) < 2:
         raise ValueError(f"NorMuon: {who} has shape {list(shape)} ({len(shape)}-D) but is in a "
                          f"matrix group (use_muon=True); matrix groups take tensors with 2 or "
@@ -229,6 +258,8 @@ def _layout(p, matrix, who):
                                       f"Shard(0) (FSDP2's dim-0 sharding) is supported")
         world = int(mesh.size())
         begin, count = _fsdp_rows(rows, world, _mesh_rank(mesh))
+    elif shard is not None:
+        world, begin, count = shard.world, shard.row_begin, int(p.shape[0])
     local = _local(p)
     if tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
@@ -239,6 +270,47 @@ def _layout(p, matrix, who):
                          f"make the parameter contiguous before creating the optimizer")
     return _Layout(matrix, rows, cols, begin, count, tuple(local.shape), p.dtype,
                    local.device, world)
+
+
+class RowShard(namedtuple("RowShard", "global_shape row_begin world")):
+    """Which rows of which global tensor a local tensor holds (an entry of NorMuon's
+    `shards`, normalized): rows [row_begin, row_begin + local.shape[0]) of a tensor of
+    global_shape, on a process group of `world` ranks."""
+
+
+_SHARD_FIELDS = ("global_shape", "row_begin")
+
+
+def _row_shard(spec, world, who):
+    """Normalizes one entry of `shards` ((global_shape, row_begin) or a dict with those keys)
+    into a RowShard. Raises TypeError/ValueError naming `who` and the field."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(_SHARD_FIELDS))
+        if unknown:
+            raise ValueError(f"NorMuon: {who}: shards[...] has unknown keys {unknown}; expected "
+                             f"{list(_SHARD_FIELDS)} (rows only: column pieces are not "
+                             f"supported)")
+        missing = [k for k in _SHARD_FIELDS if k not in spec]
+        if missing:
+            raise ValueError(f"NorMuon: {who}: shards[...] lacks {missing}")
+        shape, begin = spec["global_shape"], spec["row_begin"]
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        shape, begin = spec
+    else:
+        raise TypeError(f"NorMuon: {who}: shards[...] = {spec!r}; expected (global_shape, "
+                        f"row_begin) or {{'global_shape': ..., 'row_begin': ...}}")
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if (not isinstance(shape, (tuple, list)) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                       for d in shape)):
+        raise ValueError(f"NorMuon: {who}: shards[...].global_shape = {shape!r}; expected a "
+                         f"non-empty sequence of positive ints (a 0-dim parameter cannot be "
+                         f"split by rows: make it shape [1])")
+    if not isinstance(begin, int) or isinstance(begin, bool) or begin < 0:
+        raise ValueError(f"NorMuon: {who}: shards[...].row_begin = {begin!r}; expected an int "
+                         f">= 0")
+    return RowShard(tuple(shape), begin, world)
 
 
 def _checked_grad(p, lay, who):
@@ -365,12 +437,17 @@ class NorMuon(torch.optim.Optimizer):
         same result); None (default): "bucketed" with overlap_backward, else "sequential".
         bucket_bytes: bucket size of "bucketed" (None: the library's default, 32 MiB).
       check_finite: skip a step whose gradients hold NaN/Inf (see step_result()).
-      comm_timeout: seconds that bound each NCCL collective of a sharded step (FSDP2).
+      comm_timeout: seconds that bound each collective of a sharded step (NCCL, or gloo on
+        CPU).
       overlap_backward: start each matrix's work from a hook once its gradient is
         accumulated, during backward (normuon_grad_ready; module docstring, "Overlap with the
         backward pass"). Bitwise the same result. With gradient accumulation, run all but the
         last backward inside `with opt.no_overlap():`; gradients must not change between
         backward and step (no clipping).
+      shards: manual row sharding without DTensor: {param or name: (global_shape,
+        row_begin)} for every parameter (module docstring, "Manual row shards").
+      process_group: the torch.distributed group whose ranks hold `shards` (default: the
+        default group); only with shards.
 
     Attributes:
       overlap_backward_enabled: whether the hooks mark gradients ready (initially
@@ -383,7 +460,7 @@ class NorMuon(torch.optim.Optimizer):
                  adamw_weight_decay=0.0, variant="normuon", ns_dtype="default", ns_steps=5,
                  ns_method="standard", ns_restarts=None, nesterov=True, owner_policy="round_robin", schedule=None,
                  bucket_bytes=None, check_finite=False, comm_timeout=600.0,
-                 overlap_backward=False):
+                 overlap_backward=False, shards=None, process_group=None):
         if variant not in _VARIANTS:
             raise ValueError(f"NorMuon: variant={variant!r}; expected one of {list(_VARIANTS)}")
         if ns_dtype not in _NS_DTYPES:
@@ -444,7 +521,67 @@ class NorMuon(torch.optim.Optimizer):
         self._result_last = None  # (last_skipped, nonfinite_param) of the last kept step
         if overlap_backward:
             weakref.finalize(self, _remove_handles, self._hooks)
+        self._process_group = process_group
+        self._shard_of = {}       # id(param) -> RowShard (manual row sharding, `shards`)
+        self._shards_given = self._parse_shards(shards, process_group)
         super().__init__(self._split(params), {})
+        if self._shards_given is not None:
+            unused = [who for who, (_, _, used) in self._shards_given.items() if not used[0]]
+            if unused:
+                raise ValueError(f"NorMuon: shards has entries for {unused}, which are not "
+                                 f"parameters of any param group")
+
+    def _parse_shards(self, shards, process_group):
+        """The constructor's `shards`: {key: (tensor or None, entry, [used])} with key the
+        parameter name or a description of the tensor (entries are checked when their
+        parameter is added, naming it). None without shards."""
+        if shards is None:
+            if process_group is not None:
+                raise ValueError("NorMuon: process_group is the group of the ranks that hold "
+                                 "the rows given by `shards`; pass shards too (DTensors carry "
+                                 "their own mesh)")
+            return None
+        if not isinstance(shards, dict):
+            raise TypeError(f"NorMuon: shards must be a dict {{parameter or name: "
+                            f"(global_shape, row_begin)}}, got {type(shards).__name__}")
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("NorMuon: shards needs an initialized torch.distributed "
+                               "default group (the process group's ranks hold the rows)")
+        self._shard_world = dist.get_world_size(process_group)
+        out = {}
+        for key, spec in shards.items():
+            if isinstance(key, str):
+                out[f"'{key}'"] = (None, spec, [False])
+            elif isinstance(key, torch.Tensor):
+                out[f"<tensor {list(key.shape)} at {key.data_ptr():#x}>"] = (key, spec, [False])
+            else:
+                raise TypeError(f"NorMuon: shards keys are parameters or their names, got "
+                                f"{type(key).__name__} ({key!r})")
+        return out
+
+    def _take_shard(self, t, name, who):
+        """Finds t's entry in `shards` (by tensor, else by name), marks it used and remembers
+        it; None without shards. Raises ValueError naming `who` if t has none."""
+        if self._shards_given is None:
+            return None
+        found = [(k, v) for k, v in self._shards_given.items()
+                 if (v[0] is t) or (v[0] is None and name is not None and k == f"'{name}'")]
+        if not found:
+            raise ValueError(f"NorMuon: {who} has no entry in shards; with shards every "
+                             f"parameter says which rows it holds (global_shape, row_begin)")
+        if len(found) > 1:
+            raise ValueError(f"NorMuon: {who} has two entries in shards (by tensor and by "
+                             f"name)")
+        _, (_, entry, used) = found[0]
+        spec = _row_shard(entry, self._shard_world, who)
+        used[0] = True
+        self._shard_of[id(t)] = spec
+        return spec
+
+    def _lay(self, p, matrix, who):
+        """_layout of p with its RowShard, if any."""
+        return _layout(p, matrix, who, self._shard_of.get(id(p)))
 
     # --- construction ------------------------------------------------------------------
 
@@ -520,7 +657,7 @@ class NorMuon(torch.optim.Optimizer):
             who = f"parameter '{names.get(t, f'param.{start + j}')}' (group {gi})"
             if not t.is_leaf:
                 raise ValueError(f"NorMuon: {who} is not a leaf tensor")
-            _layout(t, use_muon, who)
+            _layout(t, use_muon, who, self._take_shard(t, names.get(t), who))
         super().add_param_group(group)
         self._names.update(names)
         if use_muon and self._switches["overlap_backward"]:
@@ -586,7 +723,7 @@ class NorMuon(torch.optim.Optimizer):
             who = f"parameter '{self._name(i, p)}' (group {gi})"
             g = self.param_groups[gi]
             lay = (self._registered_layout(i, p, g["use_muon"], who) if self._runtime
-                   else _layout(p, g["use_muon"], who))
+                   else self._lay(p, g["use_muon"], who))
             if device is None:
                 device = lay.device
             elif lay.device != device:
@@ -597,7 +734,8 @@ class NorMuon(torch.optim.Optimizer):
                                  f"are supported")
             out.append((p, lay, _local(p), _checked_grad(p, lay, who)))
         worlds = {lay.world for _, lay, _, _ in out}
-        if len(worlds) > 1 or (worlds != {1} and any(not _is_dtensor(p) for p, *_ in out)):
+        if self._shards_given is None and (
+                len(worlds) > 1 or (worlds != {1} and any(not _is_dtensor(p) for p, *_ in out))):
             raise ValueError("NorMuon: parameters mix sharded DTensors and plain tensors (or "
                              "DTensors of different meshes); use one kind for all")
         return out
@@ -606,7 +744,7 @@ class NorMuon(torch.optim.Optimizer):
         """p's layout now (as a matrix or not), which must be the one registered as runtime
         parameter i (raises ValueError naming both otherwise)."""
         old = self._registered[i].layout
-        lay = _layout(p, matrix, who)
+        lay = self._lay(p, matrix, who)
         if lay != old:
             raise ValueError(
                 f"NorMuon: {who} changed after the first step: now shape "
@@ -618,22 +756,28 @@ class NorMuon(torch.optim.Optimizer):
     # --- the runtime ---------------------------------------------------------------------
 
     def _create_comm(self, world, device):
-        """A communicator for `world` ranks: 0 for one rank, else an NCCL communicator whose
-        unique id rank 0 makes and broadcasts over the default torch.distributed group."""
+        """A communicator for `world` ranks: 0 for one rank; on CPU a torch.distributed
+        communicator over a private gloo group (normuon._dist_comm) of the ranks of
+        process_group (manual `shards`) or of the default group (DTensors); on CUDA an NCCL
+        communicator whose unique id rank 0 makes and broadcasts over the default group."""
         if world == 1:
             return 0
         import torch.distributed as dist
-        if device.type != "cuda":
-            raise NotImplementedError(
-                "NorMuon: sharded CPU parameters need a torch.distributed (gloo) communicator "
-                "adapter, which is not built; sharded training runs on CUDA with NCCL")
         if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("NorMuon: sharded DTensor parameters need an initialized "
+            raise RuntimeError("NorMuon: sharded parameters need an initialized "
                                "torch.distributed default group")
-        if dist.get_world_size() != world:
+        group = self._process_group if self._shards_given is not None else None
+        if dist.get_world_size(group) != world:
             raise NotImplementedError(f"NorMuon: the parameters' mesh has {world} ranks but the "
                                       f"default group {dist.get_world_size()}; only 1-D meshes "
                                       f"over the whole world are supported")
+        if device.type != "cuda":
+            from . import _dist_comm
+            return _dist_comm.create_gloo_comm(group, self._switches["comm_timeout"])
+        if group is not None and group is not dist.group.WORLD:
+            raise NotImplementedError("NorMuon: sharded CUDA parameters use an NCCL "
+                                      "communicator over the default group; process_group "
+                                      "is supported on CPU (gloo) only")
         # comm.h: normuon_nccl_get_unique_id(void* id) on rank 0; the id's bytes go to every
         # rank over the default group; normuon_comm_create_nccl(id, rank, world, device,
         # timeout_seconds, &comm) on each. A library built before these exist lacks them.
@@ -1098,7 +1242,7 @@ class NorMuon(torch.optim.Optimizer):
             params = self._params()
             for i, entry in self._pending_state.items():
                 gi, p = params[i]
-                lay = _layout(p, self.param_groups[gi]["use_muon"], self._name(i, p))
+                lay = self._lay(p, self.param_groups[gi]["use_muon"], self._name(i, p))
                 reg = _Registered(p, i, gi, lay, self._name(i, p))
                 out = {}
                 for key, kind in self._state_kinds(lay):
@@ -1145,7 +1289,7 @@ class NorMuon(torch.optim.Optimizer):
             gi, p = params[i]
             name = self._name(i, p)
             lay = (self._registered[i].layout if self._runtime else
-                   _layout(p, self.param_groups[gi]["use_muon"], f"parameter '{name}'"))
+                   self._lay(p, self.param_groups[gi]["use_muon"], f"parameter '{name}'"))
             expected = {key: kind for key, kind in self._state_kinds(lay)}
             if set(entry) != set(expected):
                 raise ValueError(f"NorMuon: state of parameter '{name}' has keys "
