@@ -102,12 +102,12 @@ typedef struct normuon_p2p {
  *   never hang. A transport that gave up on a collective (NORMUON_ERROR_TIMEOUT) must not let a
  *   later collective be matched with a peer's call of that one: the runtime ends a custom
  *   communicator after a timeout (later collectives are refused at once, without calling the
- *   ops) and after normuon_comm_abort, and after nothing else. Collectives of different kinds or
- *   byte counts that meet (which the runtime never issues on healthy ranks) must fail or time
- *   out, never corrupt memory.
+ *   ops) and after normuon_comm_abort, and after no other status the ops return. Collectives of
+ *   different kinds or byte counts that meet (which the runtime never issues on healthy ranks)
+ *   must fail or time out, never corrupt memory.
  * - What the runtime guarantees in return: no rank commits a step in which any rank's collective
- *   or computation failed before the last collective; no rank steps on, saves a checkpoint or
- *   commits while the ranks' epochs differ; every call returns within the transport's timeouts;
+ *   or computation failed before the last collective; no rank commits a step or saves a
+ *   checkpoint while the ranks' epochs differ; every call returns within the transport's timeouts;
  *   a failure leaves this rank's parameters and state as they were. A transport whose peers
  *   cannot reach one another any more cannot tell them why: they time out
  *   (NORMUON_ERROR_TIMEOUT), and the failing rank's own message says whether the others may have
