@@ -123,10 +123,17 @@ class CustomOpsCommunicator final : public Communicator {
     return s;
   }
 
+  // A timeout ends the communicator: the adapter cannot know whether the peers are still inside
+  // that collective, and the next one could be matched against it. Any other error is the
+  // transport's to judge (normuon/comm.h, "After a failure"): the runtime goes on calling it, so
+  // that a rank whose call failed one-sidedly still takes part in the rest of the step and the
+  // runtime can tell every rank what happened.
   absl::Status Finish(normuon_status_t s, int64_t collective, absl::string_view kind) {
     if (s == NORMUON_SUCCESS) return absl::OkStatus();
-    return Fail(StatusFromC(s, absl::StrCat(Describe(), ", collective #", collective, " (", kind,
-                                            ") returned ", StatusName(s), ": ", ErrorText())));
+    absl::Status status = StatusFromC(s, absl::StrCat(Describe(), ", collective #", collective,
+                                                      " (", kind, ") returned ", StatusName(s),
+                                                      ": ", ErrorText()));
+    return s == NORMUON_ERROR_TIMEOUT ? Fail(std::move(status)) : status;
   }
 
   const normuon_comm_ops_t ops_;

@@ -9,9 +9,13 @@
 // - Host backends complete the collective before returning; device backends enqueue on
 //   `stream` (a cudaStream_t) and return. Buffers stay valid until completion.
 // - No call waits forever: a peer that does not arrive turns into DeadlineExceeded.
-// - Failure is sticky: once a collective fails (or Abort is called) the communicator is done;
-//   later collectives fail at once with Aborted and AsyncError() reports the first failure. The
-//   runtime treats any non-OK collective as "skip the commit of this step on this rank".
+// - Failure is sticky for the library's own transports: once a collective fails (or Abort is
+//   called) the communicator is done; later collectives fail at once with Aborted and
+//   AsyncError() reports the first failure. The adapter over a caller's ops is sticky after an
+//   abort or a timeout only: other errors are the caller's transport's to judge (normuon/comm.h,
+//   "After a failure"). The runtime treats any non-OK collective as "skip the commit of this
+//   step on this rank", still issues the rest of the step's collectives, and says so to the
+//   other ranks in the step's flags (docs/ARCHITECTURE.md section 6, "One-sided failures").
 // Status codes: DeadlineExceeded = a peer did not arrive in time; Aborted = the collective
 // failed across ranks (transport failure, cross-rank mismatch, injected fault, abort, or an
 // earlier failure); InvalidArgument = this rank's own arguments were wrong. Messages name the

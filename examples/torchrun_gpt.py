@@ -155,12 +155,13 @@ def optimizer_groups(named, args, normuon_lr, aux_lr):
 # --- training --------------------------------------------------------------------------------
 
 
-def train_one_process(kind, lr, args, train, val, aux_lr=None, log=None):
-    """One process, full tensors: kind "normuon" (matrix lr `lr`, AdamW part `aux_lr`) or
-    "adamw" (torch.optim.AdamW at `lr`, decay on matrices only). Returns the curve."""
+def train_one_process(kind, lr, args, train, val, aux_lr=None, log=None, normuon_kwargs=None):
+    """One process, full tensors: kind "normuon" (matrix lr `lr`, AdamW part `aux_lr`; more
+    NorMuon arguments in normuon_kwargs, e.g. ns_method) or "adamw" (torch.optim.AdamW at `lr`,
+    decay on matrices only). Returns the curve, with every step's training loss in "losses"."""
     params = {n: torch.nn.Parameter(t) for n, t in init_params(args).items()}
     if kind == "normuon":
-        opt = NorMuon(optimizer_groups(params, args, lr, aux_lr))
+        opt = NorMuon(optimizer_groups(params, args, lr, aux_lr), **(normuon_kwargs or {}))
     else:
         kinds = shapes(args)
         opt = torch.optim.AdamW(
@@ -169,7 +170,7 @@ def train_one_process(kind, lr, args, train, val, aux_lr=None, log=None):
              {"params": [t for n, t in params.items() if kinds[n][1] != "matrix"],
               "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps))
-    curve = {"step": [], "held_out": [], "train": []}
+    curve = {"step": [], "held_out": [], "train": [], "losses": []}
     start = time.time()
     for step in range(args.steps):
         x, y = batch(train, step, args.batch, args.context, args.seed)
@@ -178,6 +179,7 @@ def train_one_process(kind, lr, args, train, val, aux_lr=None, log=None):
         loss.backward()
         opt.step()
         sched.step()
+        curve["losses"].append(loss.item())
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             curve["step"].append(step + 1)
             curve["held_out"].append(held_out_loss(params, val, args))

@@ -75,25 +75,55 @@ NORMUON_HOST_DEVICE inline bool StepSkipped(const StepControl& c) {
 }
 
 // StepControl::comm_error values: a collective or a stage failed on this rank; or (from
-// kMarkedSetsDiffer + r) rank r marked another set of parameters with grad_ready than rank 0.
+// kMarkedSetsDiffer + r) rank r marked another set of parameters with grad_ready than rank 0;
+// kPeerFailed: another rank's collective or stage failed in this step (it said so in its
+// flags); kEpochsDiffer: the ranks have not committed the same number of steps (a one-sided
+// failure of an earlier step's last collective: docs/ARCHITECTURE.md section 6, "One-sided
+// failures").
 inline constexpr int32_t kCommFailed = 1;
 inline constexpr int32_t kMarkedSetsDiffer = 2;
+inline constexpr int32_t kPeerFailed = -1;
+inline constexpr int32_t kEpochsDiffer = -2;
 
-// The step's flags in a sharded step (3 * world floats after the row slots, summed over ranks by
-// the slot all-reduce): [r] = 1 + the first non-finite parameter of rank r (0: none);
-// [world + 2r], [world + 2r + 1] = the two 16-bit halves of the hash of the set of parameters
-// rank r marked with grad_ready (exact in float). Each rank writes only its own three values, the
-// others stay 0, so the sum carries every rank's values exactly. One function for both backends.
+// The step's flags in a sharded step (kStepFlagsPerRank * world floats after the row slots,
+// summed over ranks by the slot all-reduce): [r] = 1 + the first non-finite parameter of rank r
+// (0: none); [world + 2r], [world + 2r + 1] = the two 16-bit halves of the hash of the set of
+// parameters rank r marked with grad_ready; [3 world + 2r], [3 world + 2r + 1] = the two 16-bit
+// halves of rank r's epoch, the low 32 bits of its steps_taken (committed steps) before this
+// step; [5 world + r] = 1 when a collective or a stage of this step failed on rank r
+// (comm_error set before the all-reduce), else 0. Every value is an integer below 2^24, exact in
+// float. Each rank writes only its own values, the others stay 0, so the sum carries every
+// rank's values exactly whatever the summation order. One function for both backends.
+inline constexpr int kStepFlagsPerRank = 6;
+
 NORMUON_HOST_DEVICE inline void WriteStepFlagsOf(float* flags, int rank, int world,
                                                  uint32_t marked_hash, const StepControl& c) {
+  const uint32_t epoch = static_cast<uint32_t>(c.steps_taken);
   flags[rank] = c.nonfinite_param == kNoParam ? 0.0f : static_cast<float>(c.nonfinite_param + 1);
   flags[world + 2 * rank] = static_cast<float>(marked_hash >> 16);
   flags[world + 2 * rank + 1] = static_cast<float>(marked_hash & 0xffffu);
+  flags[3 * world + 2 * rank] = static_cast<float>(epoch >> 16);
+  flags[3 * world + 2 * rank + 1] = static_cast<float>(epoch & 0xffffu);
+  flags[5 * world + rank] = c.comm_error != 0 ? 1.0f : 0.0f;
 }
 
-// After the all-reduce: the first non-finite parameter over all ranks goes to
-// c->nonfinite_param (so every rank skips the same step), and the first rank whose marked set
-// differs from rank 0's to c->comm_error (kMarkedSetsDiffer + r).
+// Rank r's epoch from the summed flags (the low 32 bits of its steps_taken).
+NORMUON_HOST_DEVICE inline uint32_t StepFlagsEpochOf(const float* flags, int world, int r) {
+  return (static_cast<uint32_t>(flags[3 * world + 2 * r]) << 16) |
+         static_cast<uint32_t>(flags[3 * world + 2 * r + 1]);
+}
+
+// Whether rank r said that this step failed on it.
+NORMUON_HOST_DEVICE inline bool StepFlagsFailedOf(const float* flags, int world, int r) {
+  return flags[5 * world + r] != 0.0f;
+}
+
+// After the all-reduce, in this order of precedence for c->comm_error: a rank whose epoch
+// differs from rank 0's (kEpochsDiffer: nothing may be committed while the ranks' states
+// differ); this rank's own failure (kCommFailed, already set); another rank's failure
+// (kPeerFailed); the first rank whose marked set differs from rank 0's (kMarkedSetsDiffer + r).
+// The first non-finite parameter over all ranks goes to c->nonfinite_param. Every rank folds the
+// same sums, so every rank skips the same steps (only a rank's own kCommFailed is its own).
 NORMUON_HOST_DEVICE inline void FoldStepFlagsOf(const float* flags, int world, StepControl* c) {
   for (int r = 0; r < world; ++r) {
     const float f = flags[r];
@@ -102,9 +132,22 @@ NORMUON_HOST_DEVICE inline void FoldStepFlagsOf(const float* flags, int world, S
     }
   }
   for (int r = 1; r < world; ++r) {
+    if (StepFlagsEpochOf(flags, world, r) != StepFlagsEpochOf(flags, world, 0)) {
+      c->comm_error = kEpochsDiffer;
+      return;
+    }
+  }
+  if (c->comm_error != 0) return;
+  for (int r = 0; r < world; ++r) {
+    if (StepFlagsFailedOf(flags, world, r)) {
+      c->comm_error = kPeerFailed;
+      return;
+    }
+  }
+  for (int r = 1; r < world; ++r) {
     if (flags[world + 2 * r] != flags[world] || flags[world + 2 * r + 1] != flags[world + 1]) {
-      if (c->comm_error == 0) c->comm_error = kMarkedSetsDiffer + r;
-      break;
+      c->comm_error = kMarkedSetsDiffer + r;
+      return;
     }
   }
 }
@@ -261,7 +304,8 @@ class Backend {
   // writes this rank's flags (WriteStepFlagsOf) from the control block; FoldStepFlags folds the
   // summed flags of every rank into the control block (FoldStepFlagsOf); on the device, so the
   // step never waits for the host. SetCommError marks the step skipped after a failed collective
-  // (comm_error = kCommFailed).
+  // or stage (comm_error = kCommFailed); the runtime calls it before WriteStepFlags, so the
+  // failure travels to the other ranks in the flags.
   virtual absl::Status WriteStepFlags(float* flags, int rank, int world, uint32_t marked_hash,
                                       const StepControl* control) = 0;
   virtual absl::Status FoldStepFlags(const float* flags, int world, StepControl* control) = 0;

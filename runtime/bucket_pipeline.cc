@@ -92,6 +92,7 @@ void BucketPipeline::ComputeLoop() {
       lock.lock();
       if (!s.ok()) {
         Fail(s);
+        cv_.notify_all();  // the comm thread drains
         break;
       }
       if (action == 1) {
@@ -115,7 +116,9 @@ void BucketPipeline::CommLoop() {
     cv_.wait(lock, [&] { return stop_ || (active_ && seen != generation_); });
     if (stop_) return;
     seen = generation_;
-    for (const sharding::PipelineCollective& c : comm_order_) {
+    size_t next = 0;  // the first collective of comm_order_ not issued yet
+    for (; next < comm_order_.size(); ++next) {
+      const sharding::PipelineCollective& c = comm_order_[next];
       cv_.wait(lock, [&] {
         return stop_ || !error_.ok() ||
                (c.gather ? momentum_done_[c.bucket] != 0 : computed_[c.bucket] != 0);
@@ -126,10 +129,23 @@ void BucketPipeline::CommLoop() {
       lock.lock();
       if (!s.ok()) {
         Fail(s);
+        ++next;
+        cv_.notify_all();  // the compute thread stops at the failure
         break;
       }
       (c.gather ? gathered_ : scattered_)[c.bucket] = 1;
       cv_.notify_all();
+    }
+    if (!stop_ && !error_.ok() && stages_.drain) {
+      // A failure (here or in a compute stage): issue the rest of the fixed order, once the
+      // compute thread has stopped touching the buffers, so that the peers' collectives complete.
+      cv_.wait(lock, [&] { return stop_ || compute_done_; });
+      for (; next < comm_order_.size() && !stop_; ++next) {
+        const sharding::PipelineCollective& c = comm_order_[next];
+        lock.unlock();
+        stages_.drain(c.bucket, c.gather).IgnoreError();
+        lock.lock();
+      }
     }
     comm_done_ = true;
     cv_.notify_all();

@@ -16,8 +16,9 @@
 // bucket is marked ready and every earlier bucket's has run (buckets start in order).
 //
 // The threads exist from construction to destruction; a step is MarkReady calls (any order, any
-// thread) followed by one Wait, which returns when stats ran for every bucket or at the first
-// failure, and re-arms the pipeline for the next step. No allocation per step.
+// thread) followed by one Wait, which returns when stats ran for every bucket or, after the
+// first failure, once the drain (Stages::drain) is done; it re-arms the pipeline for the next
+// step. No allocation per step.
 #ifndef NORMUON_BUCKET_PIPELINE_H_
 #define NORMUON_BUCKET_PIPELINE_H_
 
@@ -37,6 +38,11 @@ class BucketPipeline {
  public:
   struct Stages {
     std::function<absl::Status(int)> momentum, gather, newton_schulz, scatter, row_stats;
+    // After a failure, the comm thread issues the collectives of the fixed order it has not
+    // issued yet through drain(bucket, is_gather), once the compute thread has stopped, and
+    // ignores their outcome: every rank then issues every collective of the step, whatever
+    // failed where (docs/ARCHITECTURE.md section 6, "One-sided failures"). Empty: no drain.
+    std::function<absl::Status(int, bool)> drain;
   };
 
   // order: every bucket's gather and scatter once (sharding::PipelineOrder).
@@ -49,7 +55,7 @@ class BucketPipeline {
   void MarkReady(int k);
 
   // Marks every bucket ready, waits for the step's work and returns the first stage failure (the
-  // others then stop). *exposed_comm_ms: the time the compute thread spent blocked on
+  // compute stages then stop; the remaining collectives are drained). *exposed_comm_ms: the time the compute thread spent blocked on
   // communication with no other work (every bucket's momentum stage had run). Re-arms.
   absl::Status Wait(double* exposed_comm_ms);
 

@@ -504,6 +504,9 @@ absl::Status Runtime::MakePipeline() {
     stages.scatter = [this](int b) { return TwoStreamStage(kStageScatter, b); };
     stages.row_stats = [this](int b) { return TwoStreamStage(kStageRowStats, b); };
   }
+  // After a failure: the bare exchanges (two streams: on the communication stream, without the
+  // hand-off waits; what they move is never committed).
+  stages.drain = [this](int b, bool gather) { return gather ? GatherBucket(b) : ScatterBucket(b); };
   std::vector<int64_t> counts;
   for (const Bucket& b : buckets_) counts.push_back(static_cast<int64_t>(b.matrices.size()));
   pipeline_ = std::make_unique<BucketPipeline>(static_cast<int>(buckets_.size()), stages,

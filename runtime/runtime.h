@@ -168,6 +168,10 @@ class Runtime {
   absl::Status JoinCommStream();
   // All buckets' stages of one step, by the configured schedule.
   absl::Status RunBuckets();
+  // Sequential schedule after `failure`: issues the exchanges this rank has not issued yet,
+  // from bucket b on (its gather too unless gather_done), ignoring their outcome, so that every
+  // rank issues the same collectives; returns failure.
+  absl::Status DrainAfter(int b, bool gather_done, const absl::Status& failure);
   // Checks a grad_ready/step/cancel stream against the step's (one stream per step).
   absl::Status CheckStepStream(void* stream, const char* call) const;
   // Starts a step (first grad_ready, or step itself) on `stream`: in graph mode only records the
@@ -186,9 +190,11 @@ class Runtime {
   void ResetReady();
   void FillHostScalars();
   uint32_t ReadySetHash() const;
-  // After FoldStepFlags on a synchronous backend: FailedPrecondition naming the first rank whose
-  // grad_ready set differs from rank 0's, else OK.
-  absl::Status ReadySetsStatus() const;
+  // After FoldStepFlags, from the control block and the summed flags (both host-readable: a
+  // synchronous backend, or after WaitStep): the step's cross-rank outcome, OK or the error
+  // every rank returns for it (the epochs differ: which ranks did not commit which steps; a
+  // peer failed; the grad_ready sets differ). `control` is a host copy of the control block.
+  absl::Status StepFlagsStatus(const StepControl& control, const float* flags) const;
   void* CollectiveStream();  // the stream the exchanges and the all-reduce are issued on
 
   normuon_config_t config_;

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <new>
 #include <random>
 #include <string>
@@ -37,6 +38,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/file_io.h"
 #include "base/status_macros.h"
 #include "runtime/checkpoint_format.h"
@@ -184,6 +186,26 @@ struct Rows {
   int64_t begin, count;
 };
 
+// OK when every rank that knows its count (>= 0) has committed the same number of steps;
+// otherwise the error every rank returns, naming the ranks and their counts.
+absl::Status CommittedStepsAgree(const std::vector<int64_t>& committed, absl::string_view what) {
+  std::map<int64_t, std::vector<int>> by_count;
+  for (int r = 0; r < static_cast<int>(committed.size()); ++r) {
+    if (committed[r] >= 0) by_count[committed[r]].push_back(r);
+  }
+  if (by_count.size() <= 1) return absl::OkStatus();
+  std::vector<std::string> parts;
+  for (const auto& [count, ranks] : by_count) {
+    parts.push_back(absl::StrCat(ranks.size() == 1 ? "rank " : "ranks ",
+                                 absl::StrJoin(ranks, ", "), " committed ", count));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, " failed: the ranks' optimizer states have diverged (", absl::StrJoin(parts, "; "),
+      " steps: a step failed on some ranks after the others had committed it); nothing was "
+      "written or removed: restore the state on every rank from an earlier checkpoint "
+      "(normuon_load_checkpoint)"));
+}
+
 }  // namespace
 
 absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
@@ -203,31 +225,41 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
 
   absl::Status local = CheckCheckpointDirectory(dir);
 
-  // Rank 0's save id and every rank's rows of every parameter (the index lists them all).
-  const size_t per_rank = 1 + 2 * static_cast<size_t>(np);
+  StepControl control{};
+  if (local.ok()) local = backend_->CopyToHost(&control, control_, sizeof(control));
+
+  // Rank 0's save id, every rank's committed steps (-1: unknown, this rank failed already) and
+  // every rank's rows of every parameter (the index lists them all).
+  const size_t per_rank = 2 + 2 * static_cast<size_t>(np);
   std::vector<int64_t> mine(per_rank), all(per_rank * static_cast<size_t>(world_));
   mine[0] = rank_ == 0 ? static_cast<int64_t>(NewSaveId()) : 0;
+  mine[1] = local.ok() ? control.steps_taken : -1;
   for (int32_t p = 0; p < np; ++p) {
-    mine[1 + 2 * p] = params_[p].row_begin;
-    mine[2 + 2 * p] = params_[p].row_count;
+    mine[2 + 2 * p] = params_[p].row_begin;
+    mine[3 + 2 * p] = params_[p].row_count;
   }
   const absl::Status gathered =
       AllGatherHostBytes(mine.data(), all.data(), per_rank * sizeof(int64_t));
   if (!gathered.ok()) {
     return absl::Status(gathered.code(), absl::StrCat(what, " failed: ", gathered.message()));
   }
+  // Ranks that have not committed the same steps (a one-sided failure: docs/ARCHITECTURE.md
+  // section 6) hold states of different steps: a checkpoint of them would mix the two. Every
+  // rank sees the same counts and fails alike, before anything is written or removed (the last
+  // good checkpoint is what they need).
+  std::vector<int64_t> committed(world_);
+  for (int r = 0; r < world_; ++r) committed[r] = all[r * per_rank + 1];
+  NORMUON_RETURN_IF_ERROR(CommittedStepsAgree(committed, what));
   const uint64_t save_id = static_cast<uint64_t>(all[0]);
   // The index is the commit record, written last; the old one goes first, so that a save that
   // stops part-way leaves no index rather than one that names other rank files.
   if (local.ok() && rank_ == 0) local = RemoveOldIndex(ck::JoinPath(dir, ck::kIndexFileName));
 
   std::vector<int64_t> adamw_steps(adamw_.size());
-  StepControl control{};
   if (local.ok() && !adamw_steps.empty()) {
     local = backend_->CopyToHost(adamw_steps.data(), adamw_steps_,
                                  adamw_steps.size() * sizeof(int64_t));
   }
-  if (local.ok()) local = backend_->CopyToHost(&control, control_, sizeof(control));
 
   // This rank's file: the state of every parameter it holds rows of.
   if (local.ok()) {
@@ -301,7 +333,7 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       x.ranges.assign(world_, std::vector<ck::RowRange>(np));
       for (int r = 0; r < world_; ++r) {
         for (int32_t p = 0; p < np; ++p) {
-          x.ranges[r][p] = {all[r * per_rank + 1 + 2 * p], all[r * per_rank + 2 + 2 * p]};
+          x.ranges[r][p] = {all[r * per_rank + 2 + 2 * p], all[r * per_rank + 3 + 2 * p]};
         }
       }
       const std::string path = ck::JoinPath(dir, ck::kIndexFileName);

@@ -3,8 +3,12 @@
 // CUDA graph mode. The stage names are timing.h's vocabulary.
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "runtime/runtime.h"
 
@@ -146,21 +150,40 @@ absl::Status Runtime::RunBuckets() {
     timing_.EndBuckets(exposed_comm_ms);
     return s;
   }
-  // Sequential: every stage inline, bucket after bucket; all communication is exposed.
+  // Sequential: every stage inline, bucket after bucket; all communication is exposed. After a
+  // failure this rank still issues the step's remaining exchanges, without the compute between
+  // them (DrainAfter), so that its peers' collectives complete and every rank reaches the
+  // all-reduce, where the failure travels in the flags.
   for (int b = 0; b < static_cast<int>(buckets_.size()); ++b) {
-    NORMUON_RETURN_IF_ERROR(MomentumBucket(b));
-    NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageMomentum, b));
-    NORMUON_RETURN_IF_ERROR(GatherBucket(b));
-    NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageGather, b));
-    NORMUON_RETURN_IF_ERROR(NewtonSchulzBucket(b));
-    NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageNewtonSchulz, b));
-    NORMUON_RETURN_IF_ERROR(ScatterBucket(b));
-    NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageScatter, b));
-    NORMUON_RETURN_IF_ERROR(RowStatsBucket(b));
-    NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageRowStats, b));
+    absl::Status s = MomentumBucket(b);
+    if (s.ok()) s = timing_.Mark(kStageMomentum, b);
+    if (!s.ok()) return DrainAfter(b, /*gather_done=*/false, s);
+    s = GatherBucket(b);
+    if (s.ok()) s = timing_.Mark(kStageGather, b);
+    if (!s.ok()) return DrainAfter(b, /*gather_done=*/true, s);
+    s = NewtonSchulzBucket(b);
+    if (s.ok()) s = timing_.Mark(kStageNewtonSchulz, b);
+    if (!s.ok()) return DrainAfter(b, /*gather_done=*/true, s);
+    s = ScatterBucket(b);
+    if (s.ok()) s = timing_.Mark(kStageScatter, b);
+    if (!s.ok()) return DrainAfter(b + 1, /*gather_done=*/false, s);
+    s = RowStatsBucket(b);
+    if (s.ok()) s = timing_.Mark(kStageRowStats, b);
+    if (!s.ok()) return DrainAfter(b + 1, /*gather_done=*/false, s);
   }
   timing_.EndBucketsSequential();
   return absl::OkStatus();
+}
+
+absl::Status Runtime::DrainAfter(int b, bool gather_done, const absl::Status& failure) {
+  // The data these exchanges move is never committed (the step fails on every rank); their own
+  // failures add nothing to the first one, and a failed communicator fails them at once.
+  for (; b < static_cast<int>(buckets_.size()); ++b) {
+    if (!gather_done) GatherBucket(b).IgnoreError();
+    gather_done = false;
+    ScatterBucket(b).IgnoreError();
+  }
+  return failure;
 }
 
 // ---- Starting a step ----
@@ -212,13 +235,50 @@ uint32_t Runtime::ReadySetHash() const {
   return h;
 }
 
-absl::Status Runtime::ReadySetsStatus() const {
-  const int32_t e = control_->comm_error;
-  if (e < kMarkedSetsDiffer) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "ranks disagree on which parameters were marked with normuon_grad_ready this step "
-      "(rank ", e - kMarkedSetsDiffer, " differs from rank 0); every rank must mark the same "
-      "parameters"));
+absl::Status Runtime::StepFlagsStatus(const StepControl& control, const float* flags) const {
+  const int32_t e = control.comm_error;
+  auto rank_list = [](const std::vector<int>& ranks) {
+    return absl::StrCat(ranks.size() == 1 ? "rank " : "ranks ", absl::StrJoin(ranks, ", "));
+  };
+  if (e == kEpochsDiffer) {
+    // Group the ranks by epoch; every rank below the highest did not commit the steps between.
+    std::map<uint32_t, std::vector<int>> by_epoch;
+    for (int r = 0; r < world_; ++r) by_epoch[StepFlagsEpochOf(flags, world_, r)].push_back(r);
+    const uint32_t top = by_epoch.rbegin()->first;
+    std::vector<std::string> lagging;
+    for (const auto& [epoch, ranks] : by_epoch) {
+      if (epoch == top) continue;
+      const uint64_t first = static_cast<uint64_t>(epoch) + 1;
+      lagging.push_back(absl::StrCat(
+          rank_list(ranks), " did not commit ",
+          first == top ? absl::StrCat("step ", first)
+                       : absl::StrCat("steps ", first, " to ", top),
+          " (", epoch, " committed)"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ranks' optimizer states have diverged: ", absl::StrJoin(lagging, "; "), ", which ",
+        rank_list(by_epoch.rbegin()->second), " committed (", top,
+        " committed); an earlier step failed on some ranks after the others had committed it "
+        "(a one-sided failure of its last collective). Nothing was updated on any rank, and "
+        "every step fails until the state is restored on every rank from a checkpoint "
+        "(normuon_load_checkpoint), or the runtimes are created anew"));
+  }
+  if (e == kPeerFailed) {
+    std::vector<int> failed;
+    for (int r = 0; r < world_; ++r) {
+      if (StepFlagsFailedOf(flags, world_, r)) failed.push_back(r);
+    }
+    return absl::AbortedError(absl::StrCat(
+        rank_list(failed), " failed in this step (a collective or a stage returned an error "
+        "there; its own error says which); every rank skipped the step and nothing was updated"));
+  }
+  if (e >= kMarkedSetsDiffer) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ranks disagree on which parameters were marked with normuon_grad_ready this step "
+        "(rank ", e - kMarkedSetsDiffer, " differs from rank 0); every rank must mark the same "
+        "parameters"));
+  }
+  return absl::OkStatus();
 }
 
 void Runtime::ResetReady() {
@@ -369,6 +429,9 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   timing_.Lap(kStageFiniteCheck);
   NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageFiniteCheck, -1));
   absl::Status comm_status;
+  bool last_collective_failed = false;  // this rank's all-reduce failed, after every exchange
+  bool across_ranks = false;            // the flags say the step is lost (another rank, epochs)
+  bool marked_failed = false;           // SetCommError ran before the flags were written
   if (!skip_work) {
     comm_status = RunBuckets();
     if (comm_status.ok()) NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the all-reduce's start
@@ -381,22 +444,38 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
       NORMUON_RETURN_IF_ERROR(backend_->RefreshScalars(
           host_scalars_.data(), dev_scalars_, sizeof(GroupScalars) * host_scalars_.size()));
     }
-    if (comm_status.ok() && world_ > 1) {
-      // This rank's non-finite flag and the hash of the set it marked with grad_ready ride after
-      // the row slots; written and folded on the backend (the device, for CUDA), so every rank
-      // skips the same steps without the host waiting.
+    if (world_ > 1) {
+      // This rank's non-finite flag, the hash of the set it marked with grad_ready, its epoch
+      // (committed steps) and whether the step failed here ride after the row slots; written and
+      // folded on the backend (the device, for CUDA), so every rank skips the same steps without
+      // the host waiting. A rank whose collective or stage failed still takes part (it issued
+      // every exchange: DrainAfter, BucketPipeline's drain) and says so, so that no rank commits
+      // a step that failed anywhere; only a failure of this all-reduce itself can be one-sided,
+      // and the next step's epochs show it (docs/ARCHITECTURE.md section 6, "One-sided failures").
+      if (!comm_status.ok()) {
+        NORMUON_RETURN_IF_ERROR(backend_->SetCommError(control_));
+        marked_failed = true;
+      }
       NORMUON_RETURN_IF_ERROR(backend_->WriteStepFlags(slots_local_ + layout_.flag_base, rank_,
                                                        world_, ready_hash, control_));
-      comm_status = comm_->AllReduceSum(slots_local_, slots_total_,
-                                        static_cast<size_t>(layout_.slot_floats), stream_);
+      const absl::Status reduced = comm_->AllReduceSum(
+          slots_local_, slots_total_, static_cast<size_t>(layout_.slot_floats), stream_);
       timing_.AddBytes(static_cast<uint64_t>(layout_.slot_floats) * 4,
                        static_cast<uint64_t>(layout_.slot_floats) * 4);
-      if (comm_status.ok()) {
+      if (!reduced.ok()) {
+        if (comm_status.ok()) {
+          comm_status = reduced;
+          last_collective_failed = true;
+        }
+      } else {
         NORMUON_RETURN_IF_ERROR(
             backend_->FoldStepFlags(slots_total_ + layout_.flag_base, world_, control_));
         // A synchronous backend can say so now; on CUDA the step shows as skipped in
-        // normuon_step_result.
-        if (backend_->IsSynchronous()) comm_status = ReadySetsStatus();
+        // normuon_step_result (which reports diverged epochs as an error).
+        if (comm_status.ok() && backend_->IsSynchronous()) {
+          comm_status = StepFlagsStatus(*control_, slots_total_ + layout_.flag_base);
+          across_ranks = !comm_status.ok();
+        }
       }
     }
     if (comm_status.ok()) {
@@ -414,19 +493,31 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
       for (const AdamWWork& w : adamw_) NORMUON_RETURN_IF_ERROR(backend_->CommitAdamW(w, control_));
       timing_.Lap(kStageAdamW);
       NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageAdamW, -1));
-    } else {
-      // A failed collective: nothing was committed; count the step as skipped.
+    } else if (!marked_failed && !across_ranks) {
+      // A failed collective: nothing was committed; count the step as skipped. (The step's flags
+      // may have said why already: kept for normuon_step_result.)
       NORMUON_RETURN_IF_ERROR(backend_->SetCommError(control_));
     }
   }
   NORMUON_RETURN_IF_ERROR(
       backend_->EndStep(adamw_steps_, static_cast<int64_t>(adamw_.size()), control_));
   timing_.EndStep();
+  if (across_ranks) {
+    return absl::Status(comm_status.code(), absl::StrCat("step skipped on ", comm_->Describe(),
+                                                         ": ", comm_status.message()));
+  }
   if (!comm_status.ok()) {
+    // The step's last collective: the other ranks' may have succeeded, and they commit.
+    const absl::string_view one_sided =
+        last_collective_failed
+            ? "; it was the step's last collective, so ranks where it succeeded may have "
+              "committed the step: then the next step fails on every rank, naming this rank, "
+              "and the state must be restored from a checkpoint"
+            : "";
     return absl::Status(comm_status.code(),
                         absl::StrCat("step skipped on ", comm_->Describe(),
                                      ": a collective or a stage failed, nothing was updated: ",
-                                     comm_status.message()));
+                                     comm_status.message(), one_sided));
   }
   if (backend_->IsSynchronous() && control_->nonfinite_param != kNoParam) {
     const Param& bad = params_[control_->nonfinite_param];
@@ -442,6 +533,14 @@ absl::Status Runtime::StepResult(normuon_step_info_t* info) {
   NORMUON_RETURN_IF_ERROR(backend_->WaitStep());
   StepControl c;
   NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(&c, control_, sizeof(c)));
+  if (stepped_ && world_ > 1 && c.comm_error == kEpochsDiffer) {
+    // The ranks' states diverged: an error, not only a skipped step (a synchronous backend's
+    // step returned it already; an asynchronous one's step could not).
+    std::vector<float> flags(static_cast<size_t>(kStepFlagsPerRank * world_));
+    NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(flags.data(), slots_total_ + layout_.flag_base,
+                                                 flags.size() * sizeof(float)));
+    return StepFlagsStatus(c, flags.data());
+  }
   info->steps_taken = c.steps_taken;
   info->steps_skipped = c.steps_skipped;
   info->last_skipped = stepped_ && StepSkipped(c) ? 1 : 0;

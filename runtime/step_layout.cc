@@ -149,14 +149,14 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   for (size_t k = 0; k < L.matrices.size(); ++k) L.matrices[k].owner = owners[k];
 
   // Slots per matrix: two floats per global row, and with the column axis one per column; then
-  // the step flags (3 per rank).
+  // the step flags (kStepFlagsPerRank per rank).
   int64_t slots = 0;
   for (MatrixUnit& u : L.matrices) {
     u.slot_offset = slots;
     slots += 2 * u.rows + (column_axis ? u.cols : 0);
   }
   L.flag_base = slots;
-  L.slot_floats = slots + 3 * static_cast<int64_t>(o.world);
+  L.slot_floats = slots + kStepFlagsPerRank * static_cast<int64_t>(o.world);
 
   for (const std::vector<int>& m : members) {
     BucketLayout b;

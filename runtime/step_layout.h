@@ -130,7 +130,7 @@ struct StepLayout {
   std::vector<int32_t> matrix_records;
   std::vector<sharding::MatrixShape> shapes;  // per matrix k
   int64_t slot_floats = 0;   // the slot vectors' length: row (and column) slots, then flags
-  int64_t flag_base = 0;     // index of the step flags (3 * world floats) in the slot vectors
+  int64_t flag_base = 0;     // index of the step flags (kStepFlagsPerRank * world floats)
   std::vector<BufferLayout> buffers;
   uint64_t total_bytes = 0;  // the sum of buffers[].bytes
 };

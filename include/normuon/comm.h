@@ -21,8 +21,10 @@
  * stream (the runtime passes its step's stream to the collectives).
  *
  * Failure is a state (docs/ARCHITECTURE.md section 6, "Blocking"): every blocking wait has a timeout that
- * becomes NORMUON_ERROR_TIMEOUT, never a hang; a failed collective leaves the communicator failed
- * (later collectives fail at once) and normuon_comm_get_async_error reports it.
+ * becomes NORMUON_ERROR_TIMEOUT, never a hang; a failed collective leaves the library's own
+ * communicators (in-process, NCCL) failed (later collectives fail at once) and
+ * normuon_comm_get_async_error reports it. A custom communicator's errors are its transport's to
+ * judge: see "After a failure" below normuon_comm_ops_t.
  *
  * Pure C99 (no bool, no C++): usable from C, C++, Python ctypes, Rust.
  */
@@ -64,11 +66,52 @@ typedef struct normuon_p2p {
  * - Blocking: no call may block forever. A host backend that waits on peers must give up after
  *   its own timeout and return NORMUON_ERROR_TIMEOUT; a device backend must turn a hang into an
  *   error by its watchdog and abort. The runtime cannot interrupt a call.
+ * - Completion: NORMUON_SUCCESS means the collective is complete on this rank (host backend:
+ *   every receive of this rank written, every send read; device backend: queued so that it
+ *   completes in `stream` order). It says nothing about the peers: their calls of the same
+ *   collective may still fail.
  * - Statuses: NORMUON_SUCCESS, NORMUON_ERROR_TIMEOUT (a peer did not arrive in time),
  *   NORMUON_ERROR_COMM (the transport failed), NORMUON_ERROR_INVALID_ARGUMENT (bad arguments on
  *   this rank), or any other normuon_status_t. On failure the runtime skips the commit of the
  *   step on this rank, reads last_error for the message, and reports both to its caller.
- * - All counts are in bytes except all_reduce_sum_f32's (floats). */
+ *   An error may be one-sided: seen by this rank only, after the data moved (a TCP reset seen by
+ *   one side, a rank killed after it sent), while the peers' calls succeed. That is allowed; the
+ *   runtime copes with it as "After a failure" says.
+ * - All counts are in bytes except all_reduce_sum_f32's (floats).
+ *
+ * After a failure (what the runtime does, and what it needs from the transport):
+ * - The runtime keeps every rank on the same sequence of collectives. A step issues the same
+ *   collectives on every rank whatever fails where: a rank whose collective or computation
+ *   failed still issues the rest of the step's exchanges (their data is never used) and the
+ *   step's last collective, an all-reduce that carries each rank's flags: whether the step
+ *   failed there, and its epoch (the number of steps it has committed). A rank commits a step
+ *   only if its own collectives all succeeded and the flags say that no rank failed and every
+ *   rank has the same epoch. So a failure on one rank before the last collective fails the step
+ *   on every rank (NORMUON_ERROR_COMM naming the rank that failed), and nothing changes anywhere.
+ * - Only a one-sided failure of the step's last collective lets the ranks whose call succeeded
+ *   commit while the failing one does not. The next step's flags show it (the epochs differ):
+ *   that step, every later one, and a checkpoint save fail on every rank with
+ *   NORMUON_ERROR_INVALID_STATE naming the ranks that did not commit and the step, and change
+ *   nothing, until the state is restored on every rank with normuon_load_checkpoint (or the
+ *   runtimes are created anew). This is detected at the next step's last collective, before
+ *   anything is committed; the collectives before it in that step only move data.
+ * - What the transport must do: after returning an error it is called again (the rest of the
+ *   step, then later steps), so it must either go on working with its peers, if it can (the
+ *   collectives then complete as usual and the runtime tells every rank what happened), or fail
+ *   every later call promptly (a sticky failure of its own, as the library's communicators do),
+ *   never hang. A transport that gave up on a collective (NORMUON_ERROR_TIMEOUT) must not let a
+ *   later collective be matched with a peer's call of that one: the runtime ends a custom
+ *   communicator after a timeout (later collectives are refused at once, without calling the
+ *   ops) and after normuon_comm_abort, and after no other status the ops return. Collectives of
+ *   different kinds or byte counts that meet (which the runtime never issues on healthy ranks)
+ *   must fail or time out, never corrupt memory.
+ * - What the runtime guarantees in return: no rank commits a step in which any rank's collective
+ *   or computation failed before the last collective; no rank commits a step or saves a
+ *   checkpoint while the ranks' epochs differ; every call returns within the transport's timeouts;
+ *   a failure leaves this rank's parameters and state as they were. A transport whose peers
+ *   cannot reach one another any more cannot tell them why: they time out
+ *   (NORMUON_ERROR_TIMEOUT), and the failing rank's own message says whether the others may have
+ *   committed. */
 typedef struct normuon_comm_ops {
   /* sizeof(normuon_comm_ops_t) as the caller compiled it (normuon_comm_ops_init sets it). */
   uint32_t struct_size;
@@ -200,7 +243,8 @@ NORMUON_API normuon_status_t normuon_comm_abort(normuon_comm_t comm);
 
 /* The asynchronous error state (ncclCommGetAsyncError): [out] error = NORMUON_SUCCESS while
  * the communicator is usable, otherwise the status of the failure that ended it (its message
- * then is normuon_comm_last_error(comm)). Does not wait. */
+ * then is normuon_comm_last_error(comm)). A custom communicator is ended by a timeout and by
+ * normuon_comm_abort only (see "After a failure"). Does not wait. */
 NORMUON_API normuon_status_t normuon_comm_get_async_error(normuon_comm_t comm,
                                                           normuon_status_t* error);
 

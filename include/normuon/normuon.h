@@ -457,7 +457,20 @@ NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t 
  * other ranks within the communicator's timeout, and a skipped step returns
  * NORMUON_ERROR_NONFINITE with the parameter's name.
  * With config.cuda_graph = 1 the step is captured once and replayed (see normuon_config_t);
- * stream must not be NULL then (NORMUON_ERROR_INVALID_ARGUMENT). */
+ * stream must not be NULL then (NORMUON_ERROR_INVALID_ARGUMENT).
+ * Failures across ranks (normuon/comm.h, "After a failure"; README, "Failure semantics"): a
+ * rank whose collective or stage fails returns that error and changes nothing; it still issues
+ * the step's remaining collectives and tells the other ranks, which skip the step too and return
+ * NORMUON_ERROR_COMM naming it. Only a one-sided failure of the step's last collective (an
+ * all-reduce) can let the other ranks commit; the failing rank's message then says so. Every
+ * step carries each rank's count of committed steps; when they differ, the step fails on every
+ * rank with NORMUON_ERROR_INVALID_STATE and a message naming the ranks that did not commit which
+ * step (counted as in normuon_step_info_t.steps_taken), and changes nothing. So does every later
+ * step (and normuon_step_result, and normuon_save_checkpoint, which refuses to save diverged
+ * states and leaves the last checkpoint in place) until the state is restored on every rank with
+ * normuon_load_checkpoint, or the runtimes are destroyed and created anew (normuon_set_state does
+ * not restore the step counts). Restore the parameters too: they are not in the checkpoint. On
+ * CUDA the step is skipped on the device and normuon_step_result reports the error. */
 NORMUON_API normuon_status_t normuon_step(normuon_runtime_t rt, float lr, float weight_decay,
                                           void* stream);
 
@@ -530,7 +543,10 @@ NORMUON_API void normuon_step_info_init(normuon_step_info_t* info);
 
 /* Waits for the last step to complete (CUDA: its completion event, on the host) and reports its
  * outcome. [in,out] info: struct_size is read (see "Versioned structs"), the fields are written
- * up to it. After finalize; before the first step it reports zero steps. Not collective. */
+ * up to it. After finalize; before the first step it reports zero steps. Not collective.
+ * NORMUON_ERROR_INVALID_STATE (info not written) when the last step found that the ranks have
+ * not committed the same steps (see normuon_step), with the same message, until
+ * normuon_load_checkpoint or the next step that finds them equal. */
 NORMUON_API normuon_status_t normuon_step_result(normuon_runtime_t rt, normuon_step_info_t* info);
 
 /* Wall time of each phase of the last step, in milliseconds (an output struct). Phases that do
@@ -642,7 +658,10 @@ NORMUON_API normuon_status_t normuon_set_state(normuon_runtime_t rt, normuon_par
  * shared file system across nodes). Both block on file I/O and on the other ranks (within the
  * communicator's timeout); on CUDA they wait for the last step and copy synchronously.
  * save: every rank writes its shard file into the existing directory dir; rank 0 writes the
- * index; returns once every rank's file is complete (or fails on every rank).
+ * index; returns once every rank's file is complete (or fails on every rank). When the ranks
+ * have not committed the same number of steps (a one-sided failure: see normuon_step) it fails
+ * on every rank with NORMUON_ERROR_INVALID_STATE naming the counts, and writes and removes
+ * nothing.
  * load: every rank reads the rows it holds now, from whichever ranks' files hold them, so a
  * checkpoint saved at one world size or row split loads at another. Everything is read and
  * checked (index, checksums, shapes, names, variant, version) before any state is written; on

@@ -215,19 +215,37 @@ TEST(CustomOpsTest, MissingLastErrorStillGivesAMessage) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("ops.last_error is not set"));
 }
 
-TEST(CustomOpsTest, FailedCollectiveRefusesLaterOnesWithoutCallingTheBackend) {
+// A transport's error (other than a timeout) does not end the communicator: the transport
+// decides whether it can go on (normuon/comm.h, "After a failure"), so a rank whose call failed
+// one-sidedly still takes part in the rest of the step.
+TEST(CustomOpsTest, AFailedCollectiveLeavesTheNextOneToTheBackend) {
   FakeBackend fake;
   std::shared_ptr<Communicator> comm = MakeAdapter(&fake);
   fake.result = NORMUON_ERROR_COMM;
   fake.message = "link down";
-  EXPECT_FALSE(comm->Exchange({}, {}, nullptr).ok());
+  const absl::Status first = comm->Exchange({}, {}, nullptr);
+  EXPECT_EQ(first.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(std::string(first.message()), HasSubstr("link down"));
+  fake.result = NORMUON_SUCCESS;
+  EXPECT_TRUE(comm->Exchange({}, {}, nullptr).ok());
+  EXPECT_EQ(fake.exchanges, 2);
+  EXPECT_TRUE(comm->AsyncError().ok());
+}
+
+// A timeout does: the adapter cannot know whether the peers are still inside that collective.
+TEST(CustomOpsTest, ATimeoutRefusesLaterCollectivesWithoutCallingTheBackend) {
+  FakeBackend fake;
+  std::shared_ptr<Communicator> comm = MakeAdapter(&fake);
+  fake.result = NORMUON_ERROR_TIMEOUT;
+  fake.message = "peer 2 did not arrive";
+  EXPECT_EQ(comm->Exchange({}, {}, nullptr).code(), absl::StatusCode::kDeadlineExceeded);
   fake.result = NORMUON_SUCCESS;
   absl::Status s = comm->Exchange({}, {}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
   EXPECT_THAT(std::string(s.message()), HasSubstr("collective #1 (exchange) refused"));
-  EXPECT_THAT(std::string(s.message()), HasSubstr("link down"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("peer 2 did not arrive"));
   EXPECT_EQ(fake.exchanges, 1);
-  EXPECT_EQ(comm->AsyncError().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(comm->AsyncError().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST(CustomOpsTest, AbortCallsTheBackendAndRefusesLaterCollectives) {

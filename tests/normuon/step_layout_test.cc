@@ -50,11 +50,12 @@ TEST(StepLayoutTest, SingleRankOwnsEverythingAndSendsNothing) {
   ASSERT_EQ(l->buckets.size(), 1u);  // sequential: one bucket
   EXPECT_EQ(l->buckets[0].send_bytes, 0);
   EXPECT_EQ(l->buckets[0].recv_bytes, 0);
-  // Two shapes: two batches; slots 2 per row, then 3 flags.
+  // Two shapes: two batches; slots 2 per row, then 6 flags (kStepFlagsPerRank at world 1).
   EXPECT_EQ(l->batches.size(), 2u);
   EXPECT_EQ(l->matrices[1].slot_offset, 16);
   EXPECT_EQ(l->flag_base, 24);
-  EXPECT_EQ(l->slot_floats, 27);
+  EXPECT_EQ(l->slot_floats, 24 + kStepFlagsPerRank);
+  EXPECT_EQ(kStepFlagsPerRank, 6);
   EXPECT_EQ(l->total_bytes, Sum(*l));
   // No all-reduced copy of the slots at one rank.
   for (const BufferLayout& b : l->buffers) EXPECT_NE(b.role, BufferRole::kSlotsTotal);

@@ -84,6 +84,43 @@ class AsyncCpuShim final : public testing::ForwardingBackend {
   int events_ = 0;
 };
 
+// Forwards to an in-process rank; an armed collective returns an error on this rank after it
+// completed there (a one-sided failure, as a caller's transport may report one).
+class OneSided final : public Communicator {
+ public:
+  explicit OneSided(std::shared_ptr<InProcessRank> inner) : inner_(std::move(inner)) {}
+  // The next exchange (or all-reduce) fails on this rank once its data has moved.
+  void FailNext(bool all_reduce) { armed_.store(all_reduce ? kAllReduce : kExchange); }
+
+  int rank() const override { return inner_->rank(); }
+  int world_size() const override { return inner_->world_size(); }
+  std::string Describe() const override { return "one-sided " + inner_->Describe(); }
+  absl::Status Exchange(absl::Span<const P2p> sends, absl::Span<const P2p> recvs,
+                        void* stream) override {
+    return After(inner_->Exchange(sends, recvs, stream), kExchange);
+  }
+  absl::Status AllReduceSum(const float* in, float* out, size_t count, void* stream) override {
+    return After(inner_->AllReduceSum(in, out, count, stream), kAllReduce);
+  }
+  absl::Status AllGather(const void* in, void* out, size_t bytes, void* stream) override {
+    return inner_->AllGather(in, out, bytes, stream);
+  }
+  absl::Status Abort() override { return inner_->Abort(); }
+  absl::Status AsyncError() const override { return inner_->AsyncError(); }
+
+ private:
+  static constexpr int kExchange = 1, kAllReduce = 2;
+  absl::Status After(absl::Status s, int kind) {
+    int expected = kind;
+    if (s.ok() && armed_.compare_exchange_strong(expected, 0)) {
+      return absl::AbortedError("injected one-sided failure after the data moved");
+    }
+    return s;
+  }
+  std::shared_ptr<InProcessRank> inner_;
+  std::atomic<int> armed_{0};
+};
+
 struct Spec {
   const char* name;
   int64_t rows, cols;
@@ -118,6 +155,8 @@ struct Options {
   int check_finite = 0;
   int nan_rank = -1;       // this rank's first gradient element of matrix "a" is NaN at step 1
   int skip_mark_rank = -1;  // with grad_ready: this rank does not mark matrix "a" at step 1
+  int one_sided_rank = -1;  // at step 1, this rank's first exchange (or all-reduce) fails here only
+  bool one_sided_all_reduce = false;
 };
 
 struct RankResult {
@@ -162,6 +201,8 @@ std::vector<RankResult> RunRanks(const Options& o, std::atomic<int>* handoffs) {
     c.check_finite = o.check_finite;
     std::shared_ptr<Communicator> comm =
         o.world > 1 ? std::shared_ptr<Communicator>(group[r]) : MakeSingleRankCommunicator();
+    std::shared_ptr<OneSided> one_sided;
+    if (o.world > 1 && o.one_sided_rank >= 0) comm = one_sided = std::make_shared<OneSided>(group[r]);
     absl::StatusOr<std::unique_ptr<Runtime>> made =
         Runtime::Create(c, comm, o.shim ? std::make_unique<AsyncCpuShim>(handoffs) : nullptr);
     if (!made.ok()) return fail("create", made.status());
@@ -205,6 +246,7 @@ std::vector<RankResult> RunRanks(const Options& o, std::atomic<int>* handoffs) {
         s = group[r]->InjectFault(NORMUON_FAULT_ERROR, group[r]->next_collective());
         if (!s.ok()) return fail("inject", s);
       }
+      if (step == 1 && r == o.one_sided_rank) one_sided->FailNext(o.one_sided_all_reduce);
       if (o.grad_ready) {
         for (size_t i = specs.size(); i-- > 0;) {
           if (!specs[i].matrix) continue;
@@ -380,6 +422,57 @@ TEST(TwoStreamTest, AFailedExchangeFailsTheStepOnEveryRankAndLaterStepsReportIt)
     EXPECT_EQ(run[r].info[1].steps_taken, 1) << "rank " << r;
     EXPECT_EQ(run[r].info[1].last_skipped, 1) << "rank " << r;
   }
+}
+
+// One-sided failures (docs/ARCHITECTURE.md section 6): an exchange that fails on one rank only.
+// That rank still issues the rest of the step's collectives and says so in the flags, folded on
+// the backend: every rank skips the step, and the next one is taken everywhere.
+TEST(TwoStreamTest, AOneSidedExchangeFailureSkipsTheStepOnEveryRank) {
+  std::atomic<int> unused{0};
+  Options o;
+  o.world = 3;
+  o.shim = true;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  o.one_sided_rank = 1;
+  const std::vector<RankResult> run = RunRanks(o, &unused);
+  for (int r = 0; r < o.world; ++r) {
+    ASSERT_EQ(run[r].error, "") << "rank " << r;
+    ASSERT_EQ(run[r].step_status.size(), 3u);
+    // Only the failing rank knows on the host; the others learn it on the backend.
+    EXPECT_EQ(run[r].step_status[1].ok(), r != 1) << "rank " << r << ": " << run[r].step_status[1];
+    EXPECT_EQ(run[r].info[1].last_skipped, 1) << "rank " << r;
+    EXPECT_EQ(run[r].info[1].steps_taken, 1) << "rank " << r;
+    EXPECT_EQ(run[r].info[2].steps_taken, 2) << "rank " << r;
+    EXPECT_EQ(run[r].info[2].last_skipped, 0) << "rank " << r;
+  }
+  EXPECT_NE(run[1].step_status[1].message().find("injected one-sided failure"), std::string::npos)
+      << run[1].step_status[1];
+}
+
+// The step's last collective failing on one rank only: the others commit; the next step is
+// skipped on every rank, and normuon_step_result (the only report on an asynchronous backend)
+// fails on every rank naming the rank that did not commit, and the step.
+TEST(TwoStreamTest, AOneSidedFailureOfTheLastCollectiveIsReportedByTheNextStepOnEveryRank) {
+  std::atomic<int> unused{0};
+  Options o;
+  o.world = 3;
+  o.shim = true;
+  o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  o.one_sided_rank = 1;
+  o.one_sided_all_reduce = true;
+  const std::vector<RankResult> run = RunRanks(o, &unused);
+  for (int r = 0; r < o.world; ++r) {
+    ASSERT_EQ(run[r].info.size(), 2u) << "rank " << r << ": " << run[r].error;
+    EXPECT_EQ(run[r].step_status[1].ok(), r != 1) << "rank " << r << ": " << run[r].step_status[1];
+    EXPECT_EQ(run[r].info[1].steps_taken, r == 1 ? 1 : 2) << "rank " << r;
+    EXPECT_NE(run[r].error.find("step_result: "), std::string::npos) << run[r].error;
+    EXPECT_NE(run[r].error.find("rank 1 did not commit step 2"), std::string::npos)
+        << run[r].error;
+    EXPECT_NE(run[r].error.find("ranks 0, 2 committed"), std::string::npos) << run[r].error;
+  }
+  EXPECT_NE(run[1].step_status[1].message().find("last collective"), std::string::npos)
+      << run[1].step_status[1];
 }
 
 }  // namespace

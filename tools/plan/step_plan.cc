@@ -58,7 +58,9 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
   }
   NORMUON_ASSIGN_OR_RETURN(sharding::RowSlots slots, sharding::MatrixSlotOffsets(shapes));
   plan.total_rows = slots.total_rows;
-  plan.slot_floats = 2 * slots.total_rows + 3 * static_cast<int64_t>(world);
+  // The step flags: kStepFlagsPerRank (kernels/backend.h) = 6 floats per rank
+  // (tests/plan/runtime_agreement_test holds the two together).
+  plan.slot_floats = 2 * slots.total_rows + 6 * static_cast<int64_t>(world);
 
   // Buckets and owners exactly as Runtime::Finalize makes them.
   NORMUON_ASSIGN_OR_RETURN(

@@ -77,7 +77,7 @@ struct StepPlan {
   std::vector<BucketPlan> buckets;   // in the order the step works on them
   std::vector<RankSummary> ranks;
   int64_t total_rows = 0;    // rows of all matrices
-  int64_t slot_floats = 0;   // the all-reduce's length: 2 per global row + 3 per rank
+  int64_t slot_floats = 0;   // the all-reduce's length: 2 per global row + 6 per rank
 };
 
 // Validates options (world in [1, 1 << 20], wire 2 or 4, bucket_bytes >= 1) and the model (at
