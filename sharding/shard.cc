@@ -160,8 +160,17 @@ absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect,
 
 absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiece>& pieces) {
   NORMUON_RETURN_IF_ERROR(ValidateShape(shape));
-  for (const RankPiece& p : pieces) {
-    NORMUON_RETURN_IF_ERROR(ValidateLocalPiece(shape, p.rect, p.rank));
+  // In a canonical order (rank, then the fields), so that the piece named does not depend on the
+  // order the pieces came in.
+  std::vector<int> checked(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) checked[i] = static_cast<int>(i);
+  auto fields = [&](int i) {
+    const PieceRect& r = pieces[i].rect;
+    return std::make_tuple(pieces[i].rank, r.row_begin, r.row_count, r.col_begin, r.col_count);
+  };
+  std::sort(checked.begin(), checked.end(), [&](int a, int b) { return fields(a) < fields(b); });
+  for (int i : checked) {
+    NORMUON_RETURN_IF_ERROR(ValidateLocalPiece(shape, pieces[i].rect, pieces[i].rank));
   }
   // The non-empty pieces, by first row (ties: rank, then position), so that everything below is
   // independent of the order the pieces came in.

@@ -406,11 +406,12 @@ NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
 
 /* Allocates and zeroes all optimizer state and workspace. After this, step allocates nothing
  * and nothing can be registered. Collective: checks (one all-gather of metadata) that every rank
- * registered the same parameters, with the same shapes, in the same order, and that their row
- * ranges cover each parameter exactly; otherwise fails on every rank with the same message
- * naming the first mismatch. Blocks until every rank has arrived (the communicator's timeout
- * bounds it) and, on CUDA, until the state is allocated and zeroed. No stream: the runtime's
- * set-up work is synchronous. */
+ * registered the same parameters, with the same shapes, in the same order, and that their pieces
+ * (row ranges, and column ranges where given) tile each parameter exactly; otherwise fails on
+ * every rank with the same message naming the first mismatch (for pieces: the two ranks and
+ * rectangles that overlap, or the first element no rank holds). Blocks until every rank has
+ * arrived (the communicator's timeout bounds it) and, on CUDA, until the state is allocated and
+ * zeroed. No stream: the runtime's set-up work is synchronous. */
 NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
 
 /* The memory query. [out] bytes. After finalize: the bytes of optimizer state and step buffers
@@ -571,7 +572,8 @@ NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char*
 
 /* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
 typedef enum normuon_state_kind {
-  NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
+  NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols (a column piece: row_count x
+                                      col_count, packed) */
   NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row); AdaMuon:
                                       row_count x cols; neuron axis = columns: cols per row
                                       block (the same on every rank); none for Muon */
