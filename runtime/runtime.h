@@ -247,6 +247,7 @@ class Runtime {
   std::vector<int32_t> bucket_pending_;    // per bucket: matrices not marked yet
   std::vector<char> skip_momentum_;        // per bucket: cancelled before it became ready
   bool stepped_ = false;                   // a step ran (profile, trace, step_result)
+  absl::Status split_v_status_;            // the v all-reduce of this step's start (SyncSplitV)
 };
 
 }  // namespace normuon

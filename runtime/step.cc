@@ -263,8 +263,12 @@ absl::Status Runtime::StartStep(bool copy_scalars) {
       stream_, host_scalars_.data(), dev_scalars_,
       copy_scalars ? sizeof(GroupScalars) * host_scalars_.size() : 0, control_));
   NORMUON_RETURN_IF_ERROR(timing_.Begin());
-  // Before any bucket can start: the owners of column-split blocks need their rows' v.
-  return SyncSplitV();
+  // Before any bucket can start: the owners of column-split blocks need their rows' v. A failed
+  // all-reduce fails the step as any failed collective does: nothing is committed, and step
+  // reports it.
+  split_v_status_ = SyncSplitV();
+  if (!split_v_status_.ok()) NORMUON_RETURN_IF_ERROR(backend_->SetCommError(control_));
+  return absl::OkStatus();
 }
 
 uint32_t Runtime::ReadySetHash() const {
@@ -446,6 +450,7 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   absl::Status comm_status;
   if (!skip_work) {
     comm_status = RunBuckets();
+    if (comm_status.ok()) comm_status = split_v_status_;
     if (comm_status.ok()) NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the all-reduce's start
     timing_.Lap(-1);
     if (begun_by_grad_ready && comm_status.ok()) {

@@ -68,6 +68,8 @@ struct Options {
   int first_step = 0;
   const Result* init = nullptr;
   std::string load_dir, save_dir;
+  int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
+  int64_t fault_call = 0;
 };
 
 // TP cuts of n over tp ranks (cuts[a], cuts[a + 1]) for TP rank a.
@@ -204,6 +206,11 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
       fail(normuon_last_error(rt));
       normuon_destroy(rt);
       return;
+    }
+    if (o.fault_rank == rank &&
+        normuon_comm_inject_fault(comms[rank], NORMUON_FAULT_ERROR, o.fault_call) !=
+            NORMUON_SUCCESS) {
+      fail("inject_fault failed");
     }
     if (normuon_finalize(rt) != NORMUON_SUCCESS) {
       fail(normuon_last_error(rt));
@@ -452,6 +459,29 @@ TEST(TwoDShards, CheckpointsReshardBetweenMeshesBitwise) {
       ExpectBitwise(ms, want, RunMesh(ms, load),
                     "checkpoint TP2 x DP2 -> " + Name(load));
     }
+  }
+}
+
+// The v all-reduce at the start of a step is a collective like the others: when it fails, the
+// step fails on every rank and changes nothing.
+TEST(TwoDShards, AFailedVAllReduceFailsTheStepOnEveryRankAndChangesNothing) {
+  const std::vector<Matrix> ms = Block();
+  Options o;
+  o.tp = 2;
+  o.dp = 2;
+  o.steps = 0;
+  const Result untouched = RunMesh(ms, o);
+  o.steps = 1;
+  o.fault_rank = 3;
+  o.fault_call = 2;  // #0 and #1 are finalize's all-gathers; #2 the step's v all-reduce
+  const Result r = RunMesh(ms, o);
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_NE(r.errors[k].find("step skipped"), std::string::npos) << "rank " << k << ": " << r.errors[k];
+  }
+  for (size_t i = 0; i < ms.size(); ++i) {
+    EXPECT_TRUE(SameBits(r.param[i], untouched.param[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.momentum[i], untouched.momentum[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.v[i], untouched.v[i])) << ms[i].name;
   }
 }
 
