@@ -84,6 +84,10 @@
 ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket (> 0)");
 ABSL_FLAG(normuon_ns_method_t, ns_method, NORMUON_NS_METHOD_STANDARD,
           "orthogonalization of every case: standard or gram (Gram Newton-Schulz)");
+ABSL_FLAG(int, tp, 1,
+          "CPU step cases: tensor-parallel size, the Megatron layout of normuon_run --tp (column- "
+          "and row-parallel pieces, FSDP2 rows inside each TP piece); a case whose rank count it "
+          "does not divide is skipped with that error");
 
 namespace {
 
@@ -107,6 +111,7 @@ bool FilterGiven(int argc, char** argv) {
 std::string g_argv0;
 int g_blas_threads = 1;           // OpenBLAS's own thread count, read at start
 uint64_t g_bucket_bytes = uint64_t{32} << 20;
+int g_tp = 1;
 
 // Model shape lists, loaded once (tools/models through the runfiles or $NORMUON_MODELS_DIR).
 const ModelShapes* Model(int index, std::string* error) {
@@ -211,8 +216,8 @@ class CpuStepRig {
 
   // Creates, registers and finalizes every rank, then runs one untimed step. "" on success.
   std::string SetUp() {
-    absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> layout =
-        normuon_tools::Fsdp2Layout(model_, ranks_);
+    absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> layout =
+        normuon_tools::MegatronLayout(model_, g_tp, ranks_);
     if (!layout.ok()) return std::string(layout.status().message());
     layout_ = *std::move(layout);
     if (ranks_ > 1) {
@@ -288,15 +293,20 @@ class CpuStepRig {
     s.grads.resize(entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
       const ModelShape& e = entries[i];
-      const normuon::sharding::RowShard& rows = layout_[i][r];
-      const int64_t n = rows.row_count * e.cols;
+      const normuon::sharding::PieceRect& rows = layout_[i][r];
+      const int64_t n = rows.row_count * rows.col_count;
       s.params[i].resize(static_cast<size_t>(n));
       s.grads[i].resize(static_cast<size_t>(n));
-      normuon_tools::FillNormal(s.params[i].data(), n, 0.02f, 1, i, 0, rows.row_begin * e.cols);
-      normuon_tools::FillNormal(s.grads[i].data(), n, 1.0f, 1, i, 1, rows.row_begin * e.cols);
+      for (int64_t a = 0; a < rows.row_count; ++a) {  // row by row: a piece's columns
+        const int64_t first = (rows.row_begin + a) * e.cols + rows.col_begin;
+        normuon_tools::FillNormal(s.params[i].data() + a * rows.col_count, rows.col_count, 0.02f,
+                                  1, i, 0, first);
+        normuon_tools::FillNormal(s.grads[i].data() + a * rows.col_count, rows.col_count, 1.0f, 1,
+                                  i, 1, first);
+      }
       normuon_param_t handle;
       const absl::Status registered =
-          normuon_tools::RegisterEntry(s.rt, e, rows, n > 0 ? s.params[i].data() : nullptr,
+          normuon_tools::RegisterPiece(s.rt, e, rows, n > 0 ? s.params[i].data() : nullptr,
                                        n > 0 ? s.grads[i].data() : nullptr, &handle);
       if (!registered.ok()) {
         s.error = RankError(r, registered);
@@ -323,7 +333,7 @@ class CpuStepRig {
   const ModelShapes& model_;
   const int ranks_;
   const normuon_schedule_t schedule_;
-  std::vector<std::vector<normuon::sharding::RowShard>> layout_;  // [entry][rank]
+  std::vector<std::vector<normuon::sharding::PieceRect>> layout_;  // [entry][rank]
   RankPool pool_;
   std::vector<RankState> states_;
   std::vector<normuon_comm_t> comms_;
@@ -645,6 +655,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_bucket_bytes = static_cast<uint64_t>(bucket_mb * 1048576.0);
+  g_tp = absl::GetFlag(FLAGS_tp);
+  if (g_tp < 1) {
+    std::fprintf(stderr, "step_bench: --tp must be >= 1\n");
+    return 1;
+  }
+  benchmark::AddCustomContext("tp", absl::StrCat(g_tp));
 
   benchmark::AddCustomContext("cpu_cores", absl::StrCat(std::thread::hardware_concurrency()));
   benchmark::AddCustomContext("openblas_threads", absl::StrCat(g_blas_threads));

@@ -310,7 +310,7 @@ normuon_status_t normuon_param_state_size(const normuon_config_t* config,
     if (!spec.ok()) return spec.status();
     absl::StatusOr<uint64_t> size =
         normuon::StateBytes(kind_of, c->variant, c->neuron_axis, spec->row_count, spec->cols,
-                            static_cast<int64_t>(spec->splits.size()), kind);
+                            static_cast<int64_t>(spec->splits.size()), kind, spec->col_count);
     if (!size.ok()) return size.status();
     *bytes = *size;
     return absl::OkStatus();

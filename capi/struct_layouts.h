@@ -83,7 +83,7 @@ static_assert(StructLayoutDescribes<normuon_group_desc_t>(kGroupDescLayout),
               "kGroupDescFields does not match normuon.h");
 
 // normuon_param_desc_t. First version: through group (80 bytes); row_splits and
-// num_row_splits came later.
+// num_row_splits, then num_heads, col_begin, col_count and ld came later.
 inline constexpr StructField kParamDescFields[] = {
     NORMUON_F_(normuon_param_desc_t, struct_size),
     NORMUON_F_(normuon_param_desc_t, name),
@@ -98,6 +98,10 @@ inline constexpr StructField kParamDescFields[] = {
     NORMUON_F_(normuon_param_desc_t, group),
     NORMUON_F_(normuon_param_desc_t, row_splits),
     NORMUON_F_(normuon_param_desc_t, num_row_splits),
+    NORMUON_F_(normuon_param_desc_t, num_heads),
+    NORMUON_F_(normuon_param_desc_t, col_begin),
+    NORMUON_F_(normuon_param_desc_t, col_count),
+    NORMUON_F_(normuon_param_desc_t, ld),
 };
 inline constexpr StructLayout kParamDescLayout = {
     "desc", "normuon_param_desc_t", "normuon_param_desc_init",

@@ -133,12 +133,15 @@ def fnv1a64(b):
 
 
 def encode_registration(records):
-    """sharding/registration.h, version 1: records are (kind, name, rows, cols, begin, count)."""
-    out = b"NMRG" + u32(1) + u32(96) + u32(0) + struct.pack("<Q", len(records))
-    for kind, name, rows, cols, begin, count in records:
+    """sharding/registration.h, version 2: records are (kind, name, rows, cols, begin, count)
+    and optionally col_begin, col_count (default 0, -1: every column)."""
+    out = b"NMRG" + u32(2) + u32(112) + u32(0) + struct.pack("<Q", len(records))
+    for record in records:
+        kind, name, rows, cols, begin, count = record[:6]
+        col_begin, col_count = record[6:8] if len(record) > 6 else (0, -1)
         nb = name.encode()
         out += u32(kind) + u32(len(nb)) + struct.pack("<Q", fnv1a64(nb))
-        out += i64(rows) + i64(cols) + i64(begin) + i64(count)
+        out += i64(rows) + i64(cols) + i64(begin) + i64(count) + i64(col_begin) + i64(col_count)
         out += nb[:48] + b"\0" * (48 - len(nb[:48]))
     return out
 
@@ -165,6 +168,12 @@ def registration_seeds():
     whole = encode_registration([(0, long_name, 3072, 768, 0, 3072)])
     write("registration_fuzz", "raw_long_name_one_rank.bin", raw(whole, b""))
     write("registration_fuzz", "raw_truncated.bin", raw(ranks[0][:50], ranks[1]))
+    # Two ranks splitting the columns of a matrix (tensor parallel, row-parallel layer), then the
+    # same with an overlap of one column.
+    tp = [encode_registration([(0, "w", 8, 6, 0, 8, 3 * r, 3)]) for r in range(2)]
+    write("registration_fuzz", "raw_column_pieces.bin", raw(tp[0], tp[1]))
+    bad = encode_registration([(0, "w", 8, 6, 0, 8, 2, 4)])
+    write("registration_fuzz", "raw_column_overlap.bin", raw(tp[0], bad))
 
     # Structured mode: u8 mode(odd), u8 world, u8 count, per parameter kind/name/rows/cols, then
     # per rank and parameter begin/count (+ change byte for ranks > 0).
@@ -212,6 +221,34 @@ def shard_seeds():
                       [(1, 1, 3, 0)], 1, 0))
     write("shard_fuzz", "past_the_end.bin",
           shard_input(8, 8, [(7, 2**63 - 1), (0, 7)], 0, -1, -2**63, -1, [(8, 8, 1, 1)], 0, 1))
+
+
+# ---------------------------------------------------------------- tilings
+
+def tiling_seeds():
+    def free(rows, cols, pieces):
+        out = u8(0) + shape_int(rows) + shape_int(cols) + u8(len(pieces))
+        for rank, rb, rc, cb, cc in pieces:
+            out += u8(rank) + shape_int(rb) + shape_int(rc) + shape_int(cb) + shape_int(cc)
+        return out
+
+    def mesh(rows, cols, tp, dp, split_cols, ragged, seed, edit=0, which=0, sign=0):
+        return (u8(1) + struct.pack("<Q", rows - 1) + struct.pack("<Q", cols - 1) + u8(tp - 1) +
+                u8(dp - 1) + u8(split_cols) + u8(ragged) + u8(seed) + u8(edit) + u8(which) +
+                u8(sign))
+
+    write("tiling_fuzz", "tp2_dp2_columns.bin",
+          free(8, 6, [(0, 0, 4, 0, 3), (1, 4, 4, 0, 3), (2, 0, 4, 3, 3), (3, 4, 4, 3, 3)]))
+    write("tiling_fuzz", "overlap.bin", free(8, 6, [(0, 0, 8, 0, 4), (1, 0, 8, 3, 3)]))
+    write("tiling_fuzz", "gap_and_empty_rank.bin",
+          free(8, 6, [(0, 0, 8, 0, 2), (1, 0, 0, 0, 0), (2, 0, 7, 2, 4)]))
+    write("tiling_fuzz", "huge_values.bin",
+          free(2**62, 2, [(0, 0, 2**62, 0, 2), (1, 2**62, 2**63 - 1, 0, 1), (2, -1, 1, 0, 1)]))
+    write("tiling_fuzz", "mesh_tp4_dp2_rows.bin", mesh(24, 16, 4, 2, 0, 0, 0))
+    write("tiling_fuzz", "mesh_tp2_dp4_cols_ragged.bin", mesh(10, 16, 2, 4, 1, 1, 9))
+    write("tiling_fuzz", "mesh_edit_col_count.bin", mesh(12, 12, 2, 2, 1, 0, 0, 4, 1, 1))
+    write("tiling_fuzz", "mesh_drop_piece.bin", mesh(12, 12, 4, 1, 0, 1, 3, 5, 2, 0))
+    write("tiling_fuzz", "mesh_duplicate_piece.bin", mesh(12, 12, 2, 2, 0, 0, 0, 6, 3, 0))
 
 
 # ---------------------------------------------------------------- C API descriptors
@@ -379,6 +416,7 @@ def main():
     model_seeds()
     registration_seeds()
     shard_seeds()
+    tiling_seeds()
     capi_seeds()
     checkpoint_seeds()
     for fuzzer in sorted(os.listdir(CORPUS)):

@@ -16,6 +16,7 @@
 //   name (u8 length <= 72, then the bytes), ShapeInt rows, ShapeInt cols (see fuzz_input.h),
 //   then per rank and parameter: ShapeInt row_begin, ShapeInt row_count, u8 change (bit 0:
 //   rename, bit 1: one more row, bit 2: other kind; applied to ranks > 0 only).
+// Records keep col_count = kAllColumns (whole rows); raw mode reaches column pieces.
 // Checks: DecodeRegistration(EncodeRegistration(x)) gives x back (name: its first 48 bytes,
 // length and FNV-1a hash); CheckRegistrationsAgree passes exactly when the ranks agree on kinds,
 // names and shapes and every parameter's row ranges pass ValidateCover.
@@ -45,7 +46,12 @@ using normuon::sharding::MatrixShape;
 using normuon::sharding::NameHash;
 using normuon::sharding::ParamKind;
 using normuon::sharding::RegistrationRecord;
+using normuon::sharding::kAllColumns;
+using normuon::sharding::PieceRect;
+using normuon::sharding::RankPiece;
+using normuon::sharding::RecordPiece;
 using normuon::sharding::RowShard;
+using normuon::sharding::ValidateTiling;
 using normuon::sharding::ValidateCover;
 using normuon::sharding::ValidateShape;
 
@@ -69,8 +75,10 @@ void CheckDecodedAgainstBytes(absl::string_view bytes, const std::vector<Decoded
     FUZZ_CHECK(static_cast<uint64_t>(d.record.cols) == ReadU64(bytes, at + 24));
     FUZZ_CHECK(static_cast<uint64_t>(d.record.row_begin) == ReadU64(bytes, at + 32));
     FUZZ_CHECK(static_cast<uint64_t>(d.record.row_count) == ReadU64(bytes, at + 40));
+    FUZZ_CHECK(static_cast<uint64_t>(d.record.col_begin) == ReadU64(bytes, at + 48));
+    FUZZ_CHECK(static_cast<uint64_t>(d.record.col_count) == ReadU64(bytes, at + 56));
     const size_t prefix = std::min<size_t>(d.name_length, kRegistrationNamePrefix);
-    FUZZ_CHECK(d.record.name == bytes.substr(at + 48, prefix));
+    FUZZ_CHECK(d.record.name == bytes.substr(at + 64, prefix));
   }
 }
 
@@ -93,9 +101,19 @@ bool ExpectAgree(const std::vector<std::vector<DecodedRecord>>& ranks) {
   for (size_t i = 0; i < ranks[0].size(); ++i) {
     const DecodedRecord& ref = ranks[0][i];
     MatrixShape shape{ref.record.name, ref.record.rows, ref.record.cols};
+    bool whole_rows = true;
     std::vector<RowShard> shards;
-    for (const auto& r : ranks) shards.push_back({r[i].record.row_begin, r[i].record.row_count});
-    if (!ValidateCover(shape, shards).ok()) return false;
+    std::vector<RankPiece> pieces;
+    for (const auto& r : ranks) {
+      const RegistrationRecord& rec = r[i].record;
+      if (!(rec.col_begin == 0 && rec.col_count == kAllColumns)) whole_rows = false;
+      shards.push_back({rec.row_begin, rec.row_count});
+      pieces.push_back({static_cast<int>(pieces.size()), RecordPiece(rec)});
+    }
+    // Column pieces: the tiling check, whose own model is tiling_fuzz's.
+    if (!(whole_rows ? ValidateCover(shape, shards) : ValidateTiling(shape, pieces)).ok()) {
+      return false;
+    }
   }
   return true;
 }
@@ -118,7 +136,9 @@ void RawMode(FuzzInput& in) {
     FUZZ_CHECK(da.ok());
     for (const DecodedRecord& d : *da) {
       FUZZ_CHECK(ValidateShape({d.record.name, d.record.rows, d.record.cols}).ok());
-      FUZZ_CHECK(d.record.row_begin == 0 && d.record.row_count == d.record.rows);
+      const PieceRect piece = RecordPiece(d.record);
+      FUZZ_CHECK(piece.row_begin == 0 && piece.row_count == d.record.rows);
+      FUZZ_CHECK(piece.col_begin == 0 && piece.col_count == d.record.cols);
     }
   }
 

@@ -23,7 +23,7 @@ if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]]; then
 fi
 seconds=$1
 shift
-all_fuzzers=(golden_fuzz model_shapes_fuzz registration_fuzz shard_fuzz capi_fuzz checkpoint_fuzz)
+all_fuzzers=(golden_fuzz model_shapes_fuzz registration_fuzz shard_fuzz tiling_fuzz capi_fuzz checkpoint_fuzz)
 fuzzers=("$@")
 [ ${#fuzzers[@]} -gt 0 ] || fuzzers=("${all_fuzzers[@]}")
 

@@ -185,7 +185,25 @@ struct MatrixWork {
   // replicated on every rank; row_slots/row_slots_total then have 2*rows + cols floats, the
   // last cols being the column means of O^2 (written by the owner only).
   bool column_axis = false;
+  // Two-dimensional pieces (normuon.h, normuon_param_desc_t): this rank holds the columns
+  // [col_begin, col_begin + col_count) of its rows (col_count 0: every column). param and grad
+  // step ld elements from row to row, u_rows and o_rows u_ld (0: the piece's columns, packed);
+  // momentum and per-element v are packed (row_count x the piece's columns). Blend and
+  // CommitMatrix honour these; RowStats needs whole rows (the runtime gives the owner's full O
+  // for column pieces). Only the CPU backend implements pieces narrower than cols, or strides
+  // other than the piece's width; the runtime refuses them on CUDA at finalize.
+  int64_t col_begin = 0, col_count = 0, ld = 0, u_ld = 0;
 };
+
+// The piece's columns, and the row strides of param/grad and of u_rows/o_rows.
+inline int64_t PieceCols(const MatrixWork& w) { return w.col_count > 0 ? w.col_count : w.cols; }
+inline int64_t ParamLd(const MatrixWork& w) { return w.ld > 0 ? w.ld : PieceCols(w); }
+inline int64_t URowsLd(const MatrixWork& w) { return w.u_ld > 0 ? w.u_ld : PieceCols(w); }
+// True when the work is whole, packed rows: what every backend runs.
+inline bool WholePackedRows(const MatrixWork& w) {
+  return w.col_begin == 0 && PieceCols(w) == w.cols && ParamLd(w) == w.cols &&
+         URowsLd(w) == w.cols;
+}
 
 // A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
 // rows x cols (ns dtype) back to back. Newton-Schulz reads u, writes o; works on X^T when

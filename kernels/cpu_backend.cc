@@ -165,11 +165,15 @@ class CpuBackend final : public Backend {
 
   absl::Status Blend(const MatrixWork& w) override {
     const float b1 = w.scalars->beta1;
-    const int64_t n = w.row_count * w.cols;
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = Grad(w.grad, w.grad_dtype, i);
-      const float m = Ema(w.momentum[i], g, b1);
-      Store(w.u_rows, w.ns_dtype, i, BlendedUpdate(g, m, b1, w.nesterov));
+    // A piece of pc columns: momentum packed, grad with stride ld, U with stride u_ld (whole
+    // packed rows: all three are cols, the flat loop of the row-only layout).
+    const int64_t pc = PieceCols(w), gl = ParamLd(w), ul = URowsLd(w);
+    for (int64_t r = 0; r < w.row_count; ++r) {
+      for (int64_t j = 0; j < pc; ++j) {
+        const float g = Grad(w.grad, w.grad_dtype, r * gl + j);
+        const float m = Ema(w.momentum[r * pc + j], g, b1);
+        Store(w.u_rows, w.ns_dtype, r * ul + j, BlendedUpdate(g, m, b1, w.nesterov));
+      }
     }
     return absl::OkStatus();
   }
@@ -313,22 +317,24 @@ class CpuBackend final : public Backend {
       col_f_.resize(static_cast<size_t>(w.cols));
       for (int64_t j = 0; j < w.cols; ++j) col_f_[j] = InverseRootPlusEps(w.v_new[j], s.eps);
     }
+    const int64_t pc = PieceCols(w), gl = ParamLd(w), ul = URowsLd(w);
     for (int64_t r = 0; r < w.row_count; ++r) {
       const float row_f =
           per_element || w.column_axis
               ? 0.0f
               : NormFactor(w.variant, w.variant == Variant::kMuon ? 0.0f : w.v_new[r], s.eps,
                            bc2);
-      for (int64_t j = 0; j < w.cols; ++j) {
-        const int64_t i = r * w.cols + j;
-        const float g = Grad(w.grad, w.grad_dtype, i);
+      for (int64_t j = 0; j < pc; ++j) {
+        const int64_t i = r * pc + j;   // packed state
+        const int64_t gi = r * gl + j;  // param and grad
+        const float g = Grad(w.grad, w.grad_dtype, gi);
         w.momentum[i] = Ema(w.momentum[i], g, s.beta1);
         const float f = per_element     ? NormFactor(w.variant, w.v_new[i], s.eps, bc2)
-                        : w.column_axis ? col_f_[j]
+                        : w.column_axis ? col_f_[w.col_begin + j]
                                         : row_f;
-        const float d = MatrixDelta(step, Load(w.o_rows, w.ns_dtype, i), f);
-        const float p = Load(w.param, w.param_dtype, i);
-        Store(w.param, w.param_dtype, i, DecayedStep(p, decay, w.cautious_wd, d));
+        const float d = MatrixDelta(step, Load(w.o_rows, w.ns_dtype, r * ul + j), f);
+        const float p = Load(w.param, w.param_dtype, gi);
+        Store(w.param, w.param_dtype, gi, DecayedStep(p, decay, w.cautious_wd, d));
         if (per_element) w.v[i] = w.v_new[i];
       }
       if (w.variant != Variant::kMuon && !per_element && !w.column_axis) w.v[r] = w.v_new[r];

@@ -292,7 +292,34 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
     return Invalid(absl::StrCat(who, ": desc.row_count = ", d.row_count, " with row_begin ",
                                 d.row_begin, " does not fit in ", d.rows, " rows"));
   }
-  // Whether the ranks' rows cover the parameter exactly is checked across ranks at finalize.
+  // Columns (normuon.h, "Two-dimensional pieces"): 0 = every column; else a range of cols.
+  if (d.col_begin < 0 || d.col_begin > d.cols) {
+    return Invalid(absl::StrCat(who, ": desc.col_begin = ", d.col_begin, " is outside [0, ",
+                                d.cols, "]"));
+  }
+  if (d.col_count < 0 || d.col_count > d.cols - d.col_begin) {
+    return Invalid(absl::StrCat(who, ": desc.col_count = ", d.col_count, " with col_begin ",
+                                d.col_begin, " does not fit in ", d.cols, " cols"));
+  }
+  if (d.col_count == 0 && d.col_begin != 0) {
+    return Invalid(absl::StrCat(who, ": desc.col_begin = ", d.col_begin,
+                                " with desc.col_count = 0 (every column): give col_count too"));
+  }
+  const int64_t col_count = d.col_count == 0 ? d.cols : d.col_count;
+  if (d.ld < 0 || (d.ld != 0 && d.ld < col_count)) {
+    return Invalid(absl::StrCat(who, ": desc.ld = ", d.ld, " must be 0 (= the piece's ",
+                                col_count, " columns) or >= it"));
+  }
+  const int64_t ld = d.ld == 0 ? col_count : d.ld;
+  if (d.row_count > 0 && ld > kMaxElements / d.row_count) {
+    return Invalid(absl::StrCat(who, ": desc.ld x desc.row_count = ", ld, " x ", d.row_count,
+                                " is too large (limit 2^40 elements)"));
+  }
+  if (kind != ParamKind::kMatrix && (col_count != d.cols || ld != d.cols)) {
+    return Invalid(absl::StrCat(who, ": desc.col_count / desc.ld: an AdamW parameter is held as "
+                                "whole rows (col_begin 0, col_count 0 or cols, ld 0 or cols)"));
+  }
+  // Whether the ranks' pieces tile the parameter exactly is checked across ranks at finalize.
   if (!ValidDType(d.param_dtype)) {
     return Invalid(absl::StrCat(who, ": desc.param_dtype = ", static_cast<int>(d.param_dtype),
                                 " is not FP32 or BF16"));
@@ -337,6 +364,24 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
       return Invalid(absl::StrCat(who, ": desc.row_splits sum to ", sum, ", not rows = ", d.rows));
     }
   }
+  if (d.num_heads < 0) {
+    return Invalid(absl::StrCat(who, ": desc.num_heads = ", d.num_heads, " must be >= 0"));
+  }
+  if (d.num_heads > 0) {
+    if (kind != ParamKind::kMatrix) {
+      return Invalid(absl::StrCat(who, ": desc.num_heads is for matrices; AdamW is elementwise"));
+    }
+    if (d.num_row_splits > 0) {
+      return Invalid(absl::StrCat(who, ": desc.num_heads = ", d.num_heads,
+                                  " together with desc.row_splits: give one of them (num_heads "
+                                  "is a shorthand for equal row_splits)"));
+    }
+    if (d.rows % d.num_heads != 0) {
+      return Invalid(absl::StrCat(who, ": desc.num_heads = ", d.num_heads,
+                                  " does not divide rows = ", d.rows));
+    }
+    splits.assign(static_cast<size_t>(d.num_heads), d.rows / d.num_heads);
+  }
   if (splits.empty()) splits.push_back(d.rows);
   ParamSpec p;
   p.kind = kind;
@@ -346,6 +391,10 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
   p.cols = d.cols;
   p.row_begin = d.row_begin;
   p.row_count = d.row_count;
+  p.columns_given = d.col_count != 0;
+  p.col_begin = d.col_count == 0 ? 0 : d.col_begin;
+  p.col_count = col_count;
+  p.ld = ld;
   p.param = d.param;
   p.param_dtype = static_cast<DType>(d.param_dtype);
   p.grad = d.grad;

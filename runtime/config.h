@@ -52,6 +52,12 @@ struct ParamSpec {
   ParamKind kind = ParamKind::kMatrix;
   std::string name;
   int64_t rows = 0, cols = 0, row_begin = 0, row_count = 0;
+  // The piece's columns [col_begin, col_begin + col_count) and the leading dimension of param and
+  // grad, resolved: the row-only layout is col_begin 0, col_count = ld = cols (also for a rank
+  // with no rows). `columns_given` records whether the descriptor set col_count (the registration
+  // record then carries the piece; otherwise it says "every column").
+  int64_t col_begin = 0, col_count = 0, ld = 0;
+  bool columns_given = false;
   void* param = nullptr;
   DType param_dtype = DType::kF32;
   const void* grad = nullptr;

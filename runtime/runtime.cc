@@ -114,6 +114,11 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
   std::vector<normuon_group_kind_t> group_kinds;
   for (const Group& g : groups_) group_kinds.push_back(g.desc.kind);
   NORMUON_ASSIGN_OR_RETURN(ParamSpec spec, ValidateParamDesc(kind, d, group_kinds));
+  if (config_.backend != NORMUON_BACKEND_CPU && spec.ld != spec.col_count) {
+    return absl::UnimplementedError(absl::StrCat(
+        "parameter '", spec.name, "': desc.ld = ", spec.ld, " differs from the piece's ",
+        spec.col_count, " columns; the CUDA backend takes packed pieces only in this version"));
+  }
   for (const Param& p : params_) {
     if (p.name == spec.name) {
       return Invalid(absl::StrCat("desc.name: parameter '", spec.name, "' is already registered"));
@@ -144,15 +149,19 @@ absl::Status Runtime::CheckParam(int32_t param) const {
 
 uint64_t Runtime::SecondStateCount(const Param& p) const {
   return StateFloatsOf(p.kind, config_.variant, config_.neuron_axis, p.row_count, p.cols,
-                       static_cast<int64_t>(p.splits.size()))
+                       static_cast<int64_t>(p.splits.size()), p.col_count)
       .state_second;
 }
 
-absl::StatusOr<StepLayout> Runtime::Layout() const {
+absl::StatusOr<StepLayout> Runtime::Layout(std::vector<char> column_split) const {
   std::vector<LayoutParam> params;
   params.reserve(params_.size());
   for (const Param& p : params_) {
-    params.push_back(LayoutParam{p.kind, p.name, p.rows, p.cols, p.row_begin, p.row_count, p.splits});
+    LayoutParam lp{p.kind, p.name, p.rows, p.cols, p.row_begin, p.row_count, p.splits};
+    lp.col_begin = p.col_begin;
+    lp.col_count = p.col_count;
+    lp.columns_given = p.columns_given;
+    params.push_back(std::move(lp));
   }
   LayoutOptions o;
   o.world = world_;
@@ -164,6 +173,7 @@ absl::StatusOr<StepLayout> Runtime::Layout() const {
   o.variant = config_.variant;
   o.neuron_axis = config_.neuron_axis;
   o.groups = static_cast<int32_t>(groups_.size());
+  o.column_split = std::move(column_split);
   return MakeStepLayout(params, o);
 }
 
@@ -201,7 +211,7 @@ absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes
   return s;
 }
 
-absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnRegistrations(
+absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> Runtime::AgreeOnRegistrations(
     const StepLayout& layout) {
   const std::string mine = sharding::EncodeRegistration(layout.records);
   // Headers first (fixed size): the record counts must agree before the records can be
@@ -217,16 +227,16 @@ absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> Runtime::AgreeOnReg
   for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
   NORMUON_RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
   const size_t nmat = layout.matrix_records.size();
-  std::vector<std::vector<sharding::RowShard>> shards(nmat, std::vector<sharding::RowShard>(world_));
+  std::vector<std::vector<sharding::PieceRect>> pieces(
+      nmat, std::vector<sharding::PieceRect>(world_));
   for (int r = 0; r < world_; ++r) {
     NORMUON_ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
                              sharding::DecodeRegistration(per_rank[r]));
     for (size_t k = 0; k < nmat; ++k) {
-      const sharding::RegistrationRecord& rec = decoded[layout.matrix_records[k]].record;
-      shards[k][r] = sharding::RowShard{rec.row_begin, rec.row_count};
+      pieces[k][r] = sharding::RecordPiece(decoded[layout.matrix_records[k]].record);
     }
   }
-  return shards;
+  return pieces;
 }
 
 char* Runtime::OwnerRows(void* base, int32_t k, int64_t row) const {
@@ -257,7 +267,32 @@ absl::Status Runtime::Wire() {
   NORMUON_ASSIGN_OR_RETURN(layout_, Layout());
   // Every rank must agree on what was registered (blocks included), and the rows of every unit
   // must be covered exactly; CheckRegistrationsAgree checks both.
-  NORMUON_ASSIGN_OR_RETURN(auto shards, AgreeOnRegistrations(layout_));
+  NORMUON_ASSIGN_OR_RETURN(auto pieces, AgreeOnRegistrations(layout_));
+  // Two-dimensional pieces: a block is column-split when any rank holds less than all its
+  // columns; every rank decides from the same records, and the layout is remade with the verdict
+  // (its slot and v all-reduce lengths must be the same on every rank).
+  std::vector<char> column_split(pieces.size(), 0);
+  bool any_split = false;
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    for (const sharding::PieceRect& r : pieces[k]) {
+      if (r.row_count > 0 && r.col_count > 0 && r.col_count < layout_.shapes[k].cols) {
+        column_split[k] = 1;
+        any_split = true;
+      }
+    }
+  }
+  if (any_split && config_.backend != NORMUON_BACKEND_CPU) {
+    return absl::UnimplementedError(
+        "finalize: a matrix is split into column pieces (col_count < cols on some rank); this "
+        "version runs column pieces on the CPU backend only (the CUDA kernels take whole rows)");
+  }
+  if (any_split && PerElementV(static_cast<Variant>(config_.variant))) {
+    return absl::UnimplementedError(
+        "finalize: a matrix is split into column pieces, but config.variant = ADAMUON keeps one v "
+        "per element, which the owner would need whole; column pieces run the NorMuon and Muon "
+        "variants in this version");
+  }
+  NORMUON_ASSIGN_OR_RETURN(layout_, Layout(column_split));
   if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {
     // N ranks share this machine's cores: one BLAS thread each (docs/ARCHITECTURE.md section 6,
     // "Machine limits").
@@ -270,9 +305,13 @@ absl::Status Runtime::Wire() {
   slots_local_ = buffers.Take<float>(BufferRole::kSlotsLocal);
   // One rank: its slots are the complete ones.
   slots_total_ = world_ > 1 ? buffers.Take<float>(BufferRole::kSlotsTotal) : slots_local_;
-  NORMUON_RETURN_IF_ERROR(WireBuckets(shards, buffers));
+  NORMUON_RETURN_IF_ERROR(WireBuckets(pieces, buffers));
   WireMatrices(buffers);
   WireAdamW(buffers);
+  if (layout_.vsync_floats > 0) {
+    vsync_local_ = buffers.Take<float>(BufferRole::kVSyncLocal);
+    vsync_total_ = buffers.Take<float>(BufferRole::kVSyncTotal);
+  }
   if (!buffers.Done()) {
     return absl::InternalError("finalize: the wiring does not follow the step layout's buffers");
   }
@@ -318,6 +357,7 @@ void Runtime::Unwire() {
   control_ = nullptr;
   dev_scalars_ = nullptr;
   slots_local_ = slots_total_ = nullptr;
+  vsync_local_ = vsync_total_ = nullptr;
   adamw_steps_ = nullptr;
   two_streams_ = false;
   layout_ = StepLayout();
@@ -325,12 +365,12 @@ void Runtime::Unwire() {
 
 // Per bucket: its segment plan from every rank's rows, its message buffers, one region per peer
 // as the plan lays them out, and the owner's U and O per batch.
-absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::RowShard>>& shards,
+absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceRect>>& pieces,
                                   BufferCursor& buffers) {
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
   sharding::PlanInputs in;
   in.shapes = layout_.shapes;
-  in.shards = shards;
+  in.pieces = pieces;
   in.world = world_;
   in.rank = rank_;
   in.wire_bytes_per_element = ns;
@@ -424,20 +464,27 @@ void Runtime::WireMatrices(BufferCursor& buffers) {
     w.cols = u.cols;
     w.row_begin = u.mine.row_begin;
     w.row_count = u.mine.row_count;
-    w.param = OffsetRows(p.param, u.local_row, p.cols, p.param_dtype);
+    // The piece's columns; param and grad step p.ld elements per row (p.cols for whole rows).
+    w.col_begin = p.col_begin;
+    w.col_count = p.col_count;
+    w.ld = p.ld;
+    w.param = OffsetRows(p.param, u.local_row, p.ld, p.param_dtype);
     w.param_dtype = p.param_dtype;
-    w.grad = OffsetRows(p.grad, u.local_row, p.cols, p.grad_dtype);
+    w.grad = OffsetRows(p.grad, u.local_row, p.ld, p.grad_dtype);
     w.grad_dtype = p.grad_dtype;
-    w.momentum = p.momentum + u.local_row * p.cols;
+    w.momentum = p.momentum + u.local_row * p.col_count;
     w.v = p.second + u.v_offset;
     w.v_new = p.v_new + u.v_offset;
     // This rank's rows of U are written where they travel from: inside the owner's full buffer
     // when this rank owns the matrix, else into the message to the owner. O comes back to the
     // same place.
+    // A column piece owned here is written into the full U at its place (rows of p.cols).
     char* rows_at = nullptr;
     if (u.owner == rank_) {
-      rows_at = owner_u_[k] + w.row_begin * p.cols * ns;
-      w.o_rows = owner_o_[k] + w.row_begin * p.cols * ns;
+      const int64_t at = (w.row_begin * p.cols + p.col_begin) * ns;
+      rows_at = owner_u_[k] + at;
+      w.o_rows = owner_o_[k] + at;
+      w.u_ld = p.cols;
     } else {
       const Bucket& bucket = buckets_[u.bucket];
       for (const sharding::Segment& seg : bucket.plan.gather_sends[u.owner]) {
@@ -533,8 +580,8 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
     if (p.kind == Kind::kMatrix) {
       for (int32_t k : p.blocks) {
         const int64_t row = layout_.matrices[k].local_row;
-        matrices_[k].param = OffsetRows(param_ptr, row, p.cols, p.param_dtype);
-        matrices_[k].grad = OffsetRows(grad_ptr, row, p.cols, p.grad_dtype);
+        matrices_[k].param = OffsetRows(param_ptr, row, p.ld, p.param_dtype);
+        matrices_[k].grad = OffsetRows(grad_ptr, row, p.ld, p.grad_dtype);
       }
     } else {
       adamw_[p.work].param = param_ptr;
@@ -548,7 +595,7 @@ absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t 
   NORMUON_RETURN_IF_ERROR(CheckParam(param));
   const Param& p = params_[param];
   return StateBytes(p.kind, config_.variant, config_.neuron_axis, p.row_count, p.cols,
-                    static_cast<int64_t>(p.splits.size()), kind);
+                    static_cast<int64_t>(p.splits.size()), kind, p.col_count);
 }
 
 absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t kind,

@@ -103,13 +103,14 @@ class Runtime {
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
   absl::Status CheckParam(int32_t param) const;
   absl::Status ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr);
-  absl::StatusOr<StepLayout> Layout() const;
+  // column_split: finalize's per-block verdict (MakeStepLayout's LayoutOptions::column_split).
+  absl::StatusOr<StepLayout> Layout(std::vector<char> column_split = {}) const;
   // comm_->AllGather of host bytes at set-up; a device communicator's goes through scratch
   // device memory.
   absl::Status AllGatherHostBytes(const void* in, void* out, size_t bytes);
   // Finalize's collective part: checks every rank's registrations agree (same message on every
-  // rank otherwise) and returns every rank's rows of each matrix block: shards[k][r].
-  absl::StatusOr<std::vector<std::vector<sharding::RowShard>>> AgreeOnRegistrations(
+  // rank otherwise) and returns every rank's piece of each matrix block: pieces[k][r].
+  absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> AgreeOnRegistrations(
       const StepLayout& layout);
   // Finalize's work; Unwire undoes a partial Wire (frees, forgets), so that a failed finalize
   // changes nothing but the failure.
@@ -140,7 +141,7 @@ class Runtime {
   };
   // Allocates layout_.buffers in order.
   absl::StatusOr<BufferCursor> AllocateBuffers();
-  absl::Status WireBuckets(const std::vector<std::vector<sharding::RowShard>>& shards,
+  absl::Status WireBuckets(const std::vector<std::vector<sharding::PieceRect>>& pieces,
                            BufferCursor& buffers);
   void WireMatrices(BufferCursor& buffers);
   void WireAdamW(BufferCursor& buffers);
@@ -154,6 +155,16 @@ class Runtime {
   // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
   char* OwnerRows(void* base, int32_t k, int64_t row) const;
 
+  // Checkpoints of parameters split into column pieces (runtime_checkpoint.cc): the holder of
+  // element (0, 0) receives every piece's momentum and its rows' v, and saves the parameter as a
+  // rank holding all its rows would. Collective; the same list of parameters on every rank.
+  struct WholeState {
+    int32_t param = 0;
+    int holder = 0;
+    std::vector<float> first, second;  // on the holder: momentum rows x cols, v
+  };
+  absl::Status GatherColumnSplitState(std::vector<WholeState>* out);
+
   // ---- step.cc: execution ----
   // The stages of bucket b (see bucket_pipeline.h); run inline by the sequential schedule and
   // on the pipeline's threads by the overlapping ones.
@@ -162,6 +173,13 @@ class Runtime {
   absl::Status NewtonSchulzBucket(int b);
   absl::Status ScatterBucket(int b);
   absl::Status RowStatsBucket(int b);
+  // Column-split blocks (two-dimensional pieces): the v all-reduce at the start of a step, and
+  // after the slot all-reduce each piece's v_new from the owner's.
+  absl::Status SyncSplitV();
+  absl::Status TakeSplitVNew();
+  // Moves one segment between a message and the owner's full buffer (row by row for a column
+  // piece); to_owner: message -> full buffer.
+  absl::Status CopySegment(const sharding::Segment& seg, char* message, void* full, bool to_owner);
   // A bucket stage on the two-stream pipeline: hand-off waits, marks, hand-off records.
   absl::Status TwoStreamStage(int stage, int b);
   // Two streams: the step's stream waits for everything queued on the communication stream.
@@ -218,6 +236,8 @@ class Runtime {
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_
+  float* vsync_local_ = nullptr;  // column-split blocks' v rows (layout_.vsync_floats), or null
+  float* vsync_total_ = nullptr;  // their all-reduce
   std::vector<void*> allocations_;
   uint64_t allocated_bytes_ = 0;
   GroupScalars* dev_scalars_ = nullptr;
@@ -235,6 +255,7 @@ class Runtime {
   std::vector<int32_t> bucket_pending_;    // per bucket: matrices not marked yet
   std::vector<char> skip_momentum_;        // per bucket: cancelled before it became ready
   bool stepped_ = false;                   // a step ran (profile, trace, step_result)
+  absl::Status split_v_status_;            // the v all-reduce of this step's start (SyncSplitV)
 };
 
 }  // namespace normuon

@@ -251,6 +251,22 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
   for (int r = 0; r < world_; ++r) committed[r] = all[r * per_rank + 1];
   NORMUON_RETURN_IF_ERROR(CommittedStepsAgree(committed, what));
   const uint64_t save_id = static_cast<uint64_t>(all[0]);
+  // Parameters split into column pieces are saved whole by one rank, as the row-only layout
+  // would hold them; the index and rank files then never record columns (section 8).
+  std::vector<WholeState> whole;
+  {
+    const absl::Status gathered_whole = GatherColumnSplitState(&whole);
+    if (!gathered_whole.ok()) {
+      return absl::Status(gathered_whole.code(),
+                          absl::StrCat(what, " failed: ", gathered_whole.message()));
+    }
+  }
+  for (const WholeState& w : whole) {
+    for (int r = 0; r < world_; ++r) {
+      all[r * per_rank + 2 + 2 * w.param] = 0;
+      all[r * per_rank + 3 + 2 * w.param] = r == w.holder ? params_[w.param].rows : 0;
+    }
+  }
   // The index is the commit record, written last; the old one goes first, so that a save that
   // stops part-way leaves no index rather than one that names other rank files.
   if (local.ok() && rank_ == 0) local = RemoveOldIndex(ck::JoinPath(dir, ck::kIndexFileName));
@@ -272,6 +288,24 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
       f.matrix_second_moment = second_kind;
       for (int32_t i = 0; i < np; ++i) {
         const Param& p = params_[i];
+        const WholeState* w = nullptr;
+        for (const WholeState& c : whole) {
+          if (c.param == i) w = &c;
+        }
+        if (w != nullptr) {
+          if (w->holder != rank_) continue;
+          ck::ShardState s;
+          s.param = static_cast<uint32_t>(i);
+          s.kind = ck::ParamKind::kMatrix;
+          s.name = p.name;
+          s.row_begin = 0;
+          s.row_count = p.rows;
+          s.cols = p.cols;
+          s.first = w->first;
+          s.second = w->second;
+          f.shards.push_back(std::move(s));
+          continue;
+        }
         if (p.row_count == 0) continue;
         ck::ShardState s;
         s.param = static_cast<uint32_t>(i);
@@ -342,6 +376,83 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
     });
   }
   return Agree(host_all_gather, world_, local, what, "; the rank files are written but the index is not");
+}
+
+absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
+  out->clear();
+  const int32_t np = static_cast<int32_t>(params_.size());
+  std::vector<int32_t> split;  // the same list on every rank (finalize's verdict)
+  for (int32_t i = 0; i < np; ++i) {
+    bool any = false;
+    for (int32_t k : params_[i].blocks) any = any || layout_.matrices[k].column_split;
+    if (any) split.push_back(i);
+  }
+  if (split.empty()) return absl::OkStatus();
+  // Every rank's piece of every parameter: row_begin, row_count, col_begin, col_count.
+  std::vector<int64_t> mine(4 * static_cast<size_t>(np)), all(mine.size() * world_);
+  for (int32_t i = 0; i < np; ++i) {
+    mine[4 * i] = params_[i].row_begin;
+    mine[4 * i + 1] = params_[i].row_count;
+    mine[4 * i + 2] = params_[i].col_begin;
+    mine[4 * i + 3] = params_[i].col_count;
+  }
+  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size() * 8));
+  const bool row_v = SecondMomentLayout(config_) == ck::kSecondMomentPerRow;
+  for (int32_t i : split) {
+    const Param& p = params_[i];
+    auto at = [&](int r, int field) { return all[(static_cast<size_t>(r) * np + i) * 4 + field]; };
+    auto floats = [&](int r) {  // what rank r sends: its momentum rectangle, then its rows' v
+      return at(r, 1) * at(r, 3) + (row_v && at(r, 2) == 0 ? at(r, 1) : 0);
+    };
+    WholeState w;
+    w.param = i;
+    w.holder = -1;
+    for (int r = 0; r < world_ && w.holder < 0; ++r) {
+      if (at(r, 0) == 0 && at(r, 1) > 0 && at(r, 2) == 0 && at(r, 3) > 0) w.holder = r;
+    }
+    if (w.holder < 0) return absl::InternalError("no rank holds element (0, 0) of '" + p.name + "'");
+    // This rank's part, from the backend.
+    std::vector<float> part(static_cast<size_t>(floats(rank_)));
+    const size_t rect = static_cast<size_t>(p.row_count * p.col_count);
+    if (rect > 0) NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(part.data(), p.momentum, rect * 4));
+    if (part.size() > rect) {
+      NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(part.data() + rect, p.second, (part.size() - rect) * 4));
+    }
+    std::vector<std::vector<float>> parts(world_);
+    std::vector<P2p> sends, recvs;
+    if (rank_ != w.holder && !part.empty()) {
+      sends.push_back({w.holder, part.data(), part.size() * 4});
+    }
+    if (rank_ == w.holder) {
+      for (int r = 0; r < world_; ++r) {
+        if (r == rank_) continue;
+        parts[r].resize(static_cast<size_t>(floats(r)));
+        if (!parts[r].empty()) recvs.push_back({r, parts[r].data(), parts[r].size() * 4});
+      }
+    }
+    NORMUON_RETURN_IF_ERROR(comm_->Exchange(sends, recvs, nullptr));
+    if (rank_ == w.holder) {
+      parts[rank_] = part;
+      w.first.assign(static_cast<size_t>(p.rows * p.cols), 0.0f);
+      w.second.assign(static_cast<size_t>(row_v ? p.rows : SecondStateCount(p)), 0.0f);
+      if (!row_v) {  // replicated (column axis) or none (Muon): this rank's copy
+        if (!w.second.empty()) {
+          NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(w.second.data(), p.second, w.second.size() * 4));
+        }
+      }
+      for (int r = 0; r < world_; ++r) {
+        const int64_t rb = at(r, 0), rc = at(r, 1), cb = at(r, 2), cc = at(r, 3);
+        for (int64_t a = 0; a < rc; ++a) {
+          std::copy_n(parts[r].begin() + a * cc, cc, w.first.begin() + (rb + a) * p.cols + cb);
+        }
+        if (row_v && cb == 0 && rc > 0) {
+          std::copy_n(parts[r].begin() + rc * cc, rc, w.second.begin() + rb);
+        }
+      }
+    }
+    out->push_back(std::move(w));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
@@ -446,6 +557,7 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     std::vector<char> v_loaded(np, 0);       // column axis: v staged
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
+      // Whole rows, also for a column piece (its columns are taken when written below).
       first[i].resize(static_cast<size_t>(p.row_count * p.cols));
       second[i].resize(static_cast<size_t>(SecondStateCount(p)));
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
@@ -544,6 +656,15 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   const absl::Status written = [&]() -> absl::Status {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
+      if (!first[i].empty() && p.col_count < p.cols) {
+        // A column piece: its columns of the staged whole rows.
+        std::vector<float> piece(static_cast<size_t>(p.row_count * p.col_count));
+        for (int64_t r = 0; r < p.row_count; ++r) {
+          std::copy_n(first[i].begin() + r * p.cols + p.col_begin, p.col_count,
+                      piece.begin() + r * p.col_count);
+        }
+        first[i] = std::move(piece);
+      }
       if (!first[i].empty()) {
         NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p.momentum, first[i].data(), first[i].size() * 4));
       }

@@ -48,34 +48,95 @@ absl::Status Runtime::GatherBucket(int b) {
   return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, CollectiveStream());
 }
 
+absl::Status Runtime::CopySegment(const sharding::Segment& seg, char* message, void* full,
+                                  bool to_owner) {
+  char* at = OwnerRows(full, seg.matrix, seg.row_begin);
+  if (seg.col_count == 0) {  // whole rows: one contiguous block
+    return to_owner ? backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes))
+                    : backend_->CopyAsync(message, at, static_cast<size_t>(seg.bytes));
+  }
+  // A column piece: packed in the message, row by row in the full buffer.
+  const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
+  const int64_t row_bytes = matrices_[seg.matrix].cols * ns;
+  const size_t piece_row = static_cast<size_t>(seg.col_count * ns);
+  for (int64_t r = 0; r < seg.row_count; ++r) {
+    char* full_row = at + r * row_bytes + seg.col_begin * ns;
+    char* packed_row = message + r * static_cast<int64_t>(piece_row);
+    NORMUON_RETURN_IF_ERROR(to_owner ? backend_->CopyAsync(full_row, packed_row, piece_row)
+                                     : backend_->CopyAsync(packed_row, full_row, piece_row));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Runtime::NewtonSchulzBucket(int b) {
   StepTiming::StageTimer timer(&timing_, kStageNewtonSchulz, b);
   const Bucket& bucket = buckets_[b];
-  // Unpack every peer's rows into the owner's full U.
+  // Unpack every peer's rows (or rectangles) into the owner's full U.
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
-      NORMUON_RETURN_IF_ERROR(
-          backend_->CopyAsync(OwnerRows(owner_u_[seg.matrix], seg.matrix, seg.row_begin),
-                              bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
-                              static_cast<size_t>(seg.bytes)));
+      NORMUON_RETURN_IF_ERROR(CopySegment(seg, bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
+                                          owner_u_[seg.matrix], /*to_owner=*/true));
     }
   }
   for (int32_t i : bucket.batches) NORMUON_RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
-  // Neuron axis = columns: the owner, which holds O whole, makes the column statistics.
   for (int32_t k : bucket.matrices) {
-    if (matrices_[k].column_axis && owner_o_[k] != nullptr) {
+    if (owner_o_[k] == nullptr) continue;
+    if (matrices_[k].column_axis) {
+      // Neuron axis = columns: the owner, which holds O whole, makes the column statistics.
       NORMUON_RETURN_IF_ERROR(backend_->ColumnStats(matrices_[k], owner_o_[k]));
+    } else if (layout_.matrices[k].column_split) {
+      // Rows split across column pieces: the owner makes every row's statistics from the whole
+      // O, with the arithmetic (and so the bits) of a rank holding the rows whole. v comes from
+      // the step's v all-reduce; v_new goes to the slots, for the pieces to take after the slot
+      // all-reduce.
+      const MatrixUnit& u = layout_.matrices[k];
+      MatrixWork ow = matrices_[k];
+      ow.row_begin = 0;
+      ow.row_count = u.rows;
+      ow.o_rows = owner_o_[k];
+      ow.col_begin = ow.col_count = ow.ld = ow.u_ld = 0;
+      if (u.vsync_offset >= 0) {
+        ow.v = vsync_total_ + u.vsync_offset;
+        ow.v_new = slots_local_ + u.vnew_slot;
+      }
+      NORMUON_RETURN_IF_ERROR(backend_->RowStats(ow));
     }
   }
   // Pack each peer's rows of O into the gather's receive layout; the scatter sends them back,
   // landing where that peer's U rows left from (its MatrixWork::o_rows).
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
-      NORMUON_RETURN_IF_ERROR(
-          backend_->CopyAsync(bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
-                              OwnerRows(owner_o_[seg.matrix], seg.matrix, seg.row_begin),
-                              static_cast<size_t>(seg.bytes)));
+      NORMUON_RETURN_IF_ERROR(CopySegment(seg, bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
+                                          owner_o_[seg.matrix], /*to_owner=*/false));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::SyncSplitV() {
+  if (layout_.vsync_floats == 0 || world_ == 1) return absl::OkStatus();
+  // Each row's v from the piece holding its column 0 (exactly one, the pieces tiling the block);
+  // the other entries stay 0 from allocation, so the sum is that value exactly.
+  for (size_t k = 0; k < matrices_.size(); ++k) {
+    const MatrixUnit& u = layout_.matrices[k];
+    const MatrixWork& w = matrices_[k];
+    if (u.vsync_offset < 0 || w.row_count == 0 || u.col_begin != 0) continue;
+    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(vsync_local_ + u.vsync_offset + w.row_begin, w.v,
+                                                static_cast<size_t>(w.row_count) * 4));
+  }
+  timing_.AddBytes(static_cast<uint64_t>(layout_.vsync_floats) * 4,
+                   static_cast<uint64_t>(layout_.vsync_floats) * 4);
+  return comm_->AllReduceSum(vsync_local_, vsync_total_,
+                             static_cast<size_t>(layout_.vsync_floats), stream_);
+}
+
+absl::Status Runtime::TakeSplitVNew() {
+  for (size_t k = 0; k < matrices_.size(); ++k) {
+    const MatrixUnit& u = layout_.matrices[k];
+    const MatrixWork& w = matrices_[k];
+    if (u.vnew_slot < 0 || w.row_count == 0) continue;
+    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(w.v_new, slots_total_ + u.vnew_slot + w.row_begin,
+                                                static_cast<size_t>(w.row_count) * 4));
   }
   return absl::OkStatus();
 }
@@ -90,8 +151,11 @@ absl::Status Runtime::ScatterBucket(int b) {
 absl::Status Runtime::RowStatsBucket(int b) {
   StepTiming::StageTimer timer(&timing_, kStageRowStats, b);
   for (int32_t k : buckets_[b].matrices) {
-    // Column-axis statistics were made by the owner (NewtonSchulzBucket).
-    if (!matrices_[k].column_axis) NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+    // Column-axis statistics, and those of rows split across column pieces, were made by the
+    // owner (NewtonSchulzBucket).
+    if (!matrices_[k].column_axis && !layout_.matrices[k].column_split) {
+      NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+    }
   }
   return absl::OkStatus();
 }
@@ -221,7 +285,13 @@ absl::Status Runtime::StartStep(bool copy_scalars) {
   NORMUON_RETURN_IF_ERROR(backend_->BeginStep(
       stream_, host_scalars_.data(), dev_scalars_,
       copy_scalars ? sizeof(GroupScalars) * host_scalars_.size() : 0, control_));
-  return timing_.Begin();
+  NORMUON_RETURN_IF_ERROR(timing_.Begin());
+  // Before any bucket can start: the owners of column-split blocks need their rows' v. A failed
+  // all-reduce fails the step as any failed collective does: nothing is committed, and step
+  // reports it.
+  split_v_status_ = SyncSplitV();
+  if (!split_v_status_.ok()) NORMUON_RETURN_IF_ERROR(backend_->SetCommError(control_));
+  return absl::OkStatus();
 }
 
 uint32_t Runtime::ReadySetHash() const {
@@ -415,8 +485,17 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the finite check's start
   if (config_.check_finite) {
     for (const MatrixWork& w : matrices_) {
-      NORMUON_RETURN_IF_ERROR(
-          backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * w.cols, control_));
+      const int64_t pc = PieceCols(w), ld = ParamLd(w);
+      if (ld == pc) {
+        NORMUON_RETURN_IF_ERROR(
+            backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * pc, control_));
+      } else if (w.grad != nullptr) {  // a strided piece: row by row
+        for (int64_t r = 0; r < w.row_count; ++r) {
+          NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(
+              w.index, static_cast<const char*>(w.grad) + r * ld * SizeOf(w.grad_dtype),
+              w.grad_dtype, pc, control_));
+        }
+      }
     }
     for (const AdamWWork& w : adamw_) {
       NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
@@ -434,6 +513,7 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   bool marked_failed = false;           // SetCommError ran before the flags were written
   if (!skip_work) {
     comm_status = RunBuckets();
+    if (comm_status.ok()) comm_status = split_v_status_;
     if (comm_status.ok()) NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the all-reduce's start
     timing_.Lap(-1);
     if (begun_by_grad_ready && comm_status.ok()) {
@@ -479,6 +559,7 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
       }
     }
     if (comm_status.ok()) {
+      NORMUON_RETURN_IF_ERROR(TakeSplitVNew());
       for (const MatrixWork& w : matrices_) {
         if (w.column_axis) NORMUON_RETURN_IF_ERROR(backend_->ColumnUpdate(w));
       }

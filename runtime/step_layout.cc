@@ -12,8 +12,8 @@ namespace normuon {
 
 StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
                           normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
-                          int64_t row_blocks) {
-  const uint64_t local = static_cast<uint64_t>(row_count * cols);
+                          int64_t row_blocks, int64_t local_cols) {
+  const uint64_t local = static_cast<uint64_t>(row_count * (local_cols < 0 ? cols : local_cols));
   StateFloats s;
   s.momentum = local;
   if (kind == ParamKind::kAdamW) {
@@ -34,8 +34,10 @@ StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
 
 absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
                                     normuon_neuron_axis_t neuron_axis, int64_t row_count,
-                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state) {
-  const StateFloats f = StateFloatsOf(kind, variant, neuron_axis, row_count, cols, row_blocks);
+                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state,
+                                    int64_t local_cols) {
+  const StateFloats f =
+      StateFloatsOf(kind, variant, neuron_axis, row_count, cols, row_blocks, local_cols);
   const bool matrix = kind == ParamKind::kMatrix;
   switch (state) {
     case NORMUON_STATE_MOMENTUM: return matrix ? f.momentum * 4 : 0;
@@ -66,6 +68,8 @@ const char* BufferRoleName(BufferRole role) {
     case BufferRole::kVNew: return "v scratch";
     case BufferRole::kScale: return "scale";
     case BufferRole::kAdamWSteps: return "AdamW steps";
+    case BufferRole::kVSyncLocal: return "v of column-split blocks";
+    case BufferRole::kVSyncTotal: return "v of column-split blocks (all-reduced)";
   }
   return "unknown";
 }
@@ -97,8 +101,9 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   // AdamW parameters, in registration order.
   for (int32_t i = 0; i < static_cast<int32_t>(params.size()); ++i) {
     const LayoutParam& p = params[i];
+    const int64_t piece_cols = p.col_count > 0 ? p.col_count : p.cols;  // 0: whole rows
     L.state.push_back(StateFloatsOf(p.kind, o.variant, o.neuron_axis, p.row_count, p.cols,
-                                    static_cast<int64_t>(p.splits.size())));
+                                    static_cast<int64_t>(p.splits.size()), piece_cols));
     if (p.kind != ParamKind::kMatrix) {
       L.adamw_params.push_back(i);
       L.records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count, ParamKind::kAdamW});
@@ -120,12 +125,19 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
       u.cols = p.cols;
       u.mine = sharding::RowShard{hi > lo ? lo - first : empty_at, std::max<int64_t>(hi - lo, 0)};
       u.local_row = u.mine.row_count > 0 ? first + u.mine.row_begin - p.row_begin : 0;
-      u.v_offset = per_element_v ? u.local_row * p.cols
+      u.col_begin = p.col_begin;
+      u.col_count = piece_cols;
+      u.v_offset = per_element_v ? u.local_row * piece_cols
                    : column_axis ? static_cast<int64_t>(b) * p.cols
                                  : u.local_row;
       L.matrix_records.push_back(static_cast<int32_t>(L.records.size()));
-      L.records.push_back({u.name, rows, p.cols, u.mine.row_begin, u.mine.row_count,
-                           ParamKind::kMatrix});
+      sharding::RegistrationRecord record{u.name, rows, p.cols, u.mine.row_begin,
+                                          u.mine.row_count, ParamKind::kMatrix};
+      if (p.columns_given) {
+        record.col_begin = p.col_begin;
+        record.col_count = p.col_count;
+      }
+      L.records.push_back(record);
       L.shapes.push_back({u.name, rows, p.cols});
       L.matrices.push_back(std::move(u));
       first += rows;
@@ -148,12 +160,30 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   }
   for (size_t k = 0; k < L.matrices.size(); ++k) L.matrices[k].owner = owners[k];
 
-  // Slots per matrix: two floats per global row, and with the column axis one per column; then
-  // the step flags (kStepFlagsPerRank per rank).
+  // Column-split blocks (finalize's verdict, or before it this rank's own pieces).
+  if (!o.column_split.empty() && o.column_split.size() != L.matrices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("step layout: column_split has ",
+                                                   o.column_split.size(), " entries for ",
+                                                   L.matrices.size(), " matrix blocks"));
+  }
+  // Slots per matrix: two floats per global row, and with the column axis one per column, and
+  // for a column-split block under a NorMuon per-row v the owner's v_new; then the step flags
+  // (kStepFlagsPerRank per rank). The v all-reduce: rows floats per such block.
+  const bool row_v = !column_axis && !per_element_v && o.variant != NORMUON_VARIANT_MUON;
   int64_t slots = 0;
-  for (MatrixUnit& u : L.matrices) {
+  for (size_t k = 0; k < L.matrices.size(); ++k) {
+    MatrixUnit& u = L.matrices[k];
+    u.column_split = o.column_split.empty()
+                         ? (u.mine.row_count > 0 && u.col_count < u.cols)
+                         : o.column_split[k] != 0;
     u.slot_offset = slots;
     slots += 2 * u.rows + (column_axis ? u.cols : 0);
+    if (u.column_split && row_v) {
+      u.vnew_slot = slots;
+      slots += u.rows;
+      u.vsync_offset = L.vsync_floats;
+      L.vsync_floats += u.rows;
+    }
   }
   L.flag_base = slots;
   L.slot_floats = slots + kStepFlagsPerRank * static_cast<int64_t>(o.world);
@@ -166,12 +196,13 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
       MatrixUnit& u = L.matrices[k];
       u.bucket = index;
       b.matrices.push_back(k);
-      const int64_t row_bytes = u.cols * ns;
+      // This rank's piece of the block travels to the owner, the rest of the block to it.
+      const int64_t mine = u.mine.row_count * u.col_count * ns;
       if (u.owner == o.rank) {
         owned.push_back(k);
-        b.recv_bytes += (u.rows - u.mine.row_count) * row_bytes;
+        b.recv_bytes += u.rows * u.cols * ns - mine;
       } else {
-        b.send_bytes += u.mine.row_count * row_bytes;
+        b.send_bytes += mine;
       }
     }
     for (sharding::ShapeBatch& sb : sharding::BatchByShape(L.shapes, owned)) {
@@ -217,6 +248,10 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   for (int32_t param : L.adamw_params) {
     add(BufferRole::kMomentum, param, L.state[param].momentum * 4);
     add(BufferRole::kSecond, param, L.state[param].second * 4);
+  }
+  if (L.vsync_floats > 0) {
+    add(BufferRole::kVSyncLocal, -1, static_cast<uint64_t>(L.vsync_floats) * 4);
+    add(BufferRole::kVSyncTotal, -1, static_cast<uint64_t>(L.vsync_floats) * 4);
   }
   return L;
 }

@@ -32,6 +32,10 @@ struct LayoutParam {
   std::string name;
   int64_t rows = 0, cols = 0, row_begin = 0, row_count = 0;
   std::vector<int64_t> splits;  // matrices: row blocks summing to rows (one block when unsplit)
+  // The piece's columns (ParamSpec's; col_count 0 also means every column), and whether
+  // the descriptor gave them (the registration record then carries them).
+  int64_t col_begin = 0, col_count = 0;
+  bool columns_given = false;
 };
 
 // What the layout depends on besides the parameters.
@@ -45,6 +49,10 @@ struct LayoutOptions {
   normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
   normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
   int32_t groups = 2;
+  // Per matrix unit k (in layout order): 1 when some rank holds less than all of its columns
+  // (finalize knows it from every rank's records). Empty (before finalize): judged from this
+  // rank's own pieces.
+  std::vector<char> column_split;
 };
 
 // The state-size rule, in floats, of one parameter's state on this rank (row_count x cols local
@@ -56,15 +64,18 @@ struct LayoutOptions {
 struct StateFloats {
   uint64_t momentum = 0, second = 0, v_new = 0, state_second = 0;
 };
+// `local_cols` is the piece's columns (-1: cols, the row-only layout): momentum and per-element
+// state are row_count x local_cols; the column axis's v stays per global column.
 StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
                           normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
-                          int64_t row_blocks);
+                          int64_t row_blocks, int64_t local_cols = -1);
 
 // Bytes of one state buffer as normuon_state_size and checkpoints see it (0: the kind does not
 // apply to this parameter); InvalidArgument naming `kind` for an unknown state kind.
 absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
                                     normuon_neuron_axis_t neuron_axis, int64_t row_count,
-                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state);
+                                    int64_t cols, int64_t row_blocks, normuon_state_kind_t state,
+                                    int64_t local_cols = -1);
 
 // "Matrix k": one row block of a matrix parameter, the unit of gather, Newton-Schulz and scatter.
 struct MatrixUnit {
@@ -78,6 +89,17 @@ struct MatrixUnit {
   int32_t owner = 0;          // the rank that orthogonalizes the block
   int32_t bucket = 0;
   int64_t slot_offset = 0;    // floats into the slot vectors: 2 * rows (+ cols, column axis)
+  // Two-dimensional pieces: this rank's columns of the block (the parameter's piece's), and
+  // whether some rank holds less than all columns of it ("column-split"). A column-split block's
+  // row statistics are made by its owner over the whole O (docs/ARCHITECTURE.md section 2,
+  // "Two-dimensional pieces"): NorMuon's per-row v then travels to the owner in the step's v
+  // all-reduce (rows floats at vsync_offset, written by the piece holding column 0 of each row)
+  // and v_new comes back in the slot all-reduce (rows floats at vnew_slot, written by the owner);
+  // both are -1 when unused.
+  int64_t col_begin = 0, col_count = 0;
+  bool column_split = false;
+  int64_t vsync_offset = -1;
+  int64_t vnew_slot = -1;
 };
 
 struct BucketLayout {
@@ -109,6 +131,8 @@ enum class BufferRole : int32_t {
   kVNew,        // per matrix parameter: v's scratch
   kScale,       // per matrix block: the update's multiplier
   kAdamWSteps,  // one int64 per AdamW parameter (at least one)
+  kVSyncLocal,  // column-split blocks' v rows, as this rank holds them (only when there are any)
+  kVSyncTotal,  // their all-reduce
 };
 const char* BufferRoleName(BufferRole role);
 
@@ -131,6 +155,7 @@ struct StepLayout {
   std::vector<sharding::MatrixShape> shapes;  // per matrix k
   int64_t slot_floats = 0;   // the slot vectors' length: row (and column) slots, then flags
   int64_t flag_base = 0;     // index of the step flags (kStepFlagsPerRank * world floats)
+  int64_t vsync_floats = 0;  // length of the v all-reduce of column-split blocks (0: none)
   std::vector<BufferLayout> buffers;
   uint64_t total_bytes = 0;  // the sum of buffers[].bytes
 };

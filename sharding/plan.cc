@@ -14,20 +14,31 @@ absl::Status Overflow(const char* what, int peer) {
                                                  " overflows a 64-bit byte count"));
 }
 
-// Appends rows [shard.row_begin, +row_count) of matrix k to a message whose size so far is
-// *bytes; returns false on overflow.
-bool Append(int k, const MatrixShape& shape, const RowShard& shard, int64_t wire_bytes,
+// Appends the rectangle `piece` of matrix k to a message whose size so far is *bytes (whole
+// rows when it holds every column: Segment::col_count 0); returns false on overflow.
+bool Append(int k, const MatrixShape& shape, const PieceRect& piece, int64_t wire_bytes,
             std::vector<Segment>* segments, int64_t* bytes) {
   int64_t seg_bytes, end;
-  // row_count * cols * wire_bytes <= rows * cols * kMaxElementBytes, bounded by ValidateShape.
-  if (!CheckedMul(shard.row_count * shape.cols, wire_bytes, &seg_bytes) ||
+  // row_count * col_count * wire_bytes <= rows * cols * kMaxElementBytes (ValidateShape).
+  if (!CheckedMul(piece.row_count * piece.col_count, wire_bytes, &seg_bytes) ||
       !CheckedAdd(*bytes, seg_bytes, &end)) {
     return false;
   }
-  segments->push_back(Segment{k, shard.row_begin, shard.row_count, *bytes, seg_bytes});
+  const bool whole = piece.col_begin == 0 && piece.col_count == shape.cols;
+  segments->push_back(Segment{k, piece.row_begin, piece.row_count, *bytes, seg_bytes,
+                              whole ? 0 : piece.col_begin, whole ? 0 : piece.col_count});
   *bytes = end;
   return true;
 }
+
+// Rank p's piece of matrix k: its rectangle, or its rows with every column.
+PieceRect PieceOf(const PlanInputs& in, int k, int p) {
+  if (!in.pieces.empty()) return in.pieces[k][p];
+  const RowShard& s = in.shards[k][p];
+  return PieceRect{s.row_begin, s.row_count, 0, in.shapes[k].cols};
+}
+
+bool EmptyPiece(const PieceRect& r) { return r.row_count == 0 || r.col_count == 0; }
 
 }  // namespace
 
@@ -45,6 +56,36 @@ absl::Status ValidatePlanInputs(const PlanInputs& in) {
                      ", must be in [1, ", kMaxElementBytes, "]"));
   }
   const size_t n = in.shapes.size();
+  if (!in.pieces.empty()) {
+    if (in.pieces.size() != n) {
+      return absl::InvalidArgumentError(absl::StrCat("plan: piece lists for ", in.pieces.size(),
+                                                     " matrices, but ", n, " shapes"));
+    }
+    if (in.owners.size() != n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan: ", in.owners.size(), " owners, but ", n, " shapes"));
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const MatrixShape& shape = in.shapes[k];
+      if (in.pieces[k].size() != static_cast<size_t>(in.world)) {
+        return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, " ('", shape.name,
+                                                       "') has ", in.pieces[k].size(),
+                                                       " pieces, but world = ", in.world));
+      }
+      if (in.owners[k] < 0 || in.owners[k] >= in.world) {
+        return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, " ('", shape.name,
+                                                       "') has owner ", in.owners[k],
+                                                       ", outside [0, ", in.world, ")"));
+      }
+      std::vector<RankPiece> pieces;
+      for (int r = 0; r < in.world; ++r) pieces.push_back(RankPiece{r, in.pieces[k][r]});
+      absl::Status s = ValidateTiling(shape, pieces);
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, ": ", s.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
   if (in.shards.size() != n) {
     return absl::InvalidArgumentError(
         absl::StrCat("plan: shard lists for ", in.shards.size(), " matrices, but ", n, " shapes"));
@@ -106,8 +147,8 @@ absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
       plan.owned.push_back(k);
       // Receive every other rank's rows; this rank's own rows are the local copy.
       for (int p = 0; p < in.world; ++p) {
-        const RowShard& shard = in.shards[k][p];
-        if (shard.row_count == 0) continue;
+        const PieceRect shard = PieceOf(in, k, p);
+        if (EmptyPiece(shard)) continue;
         if (p == me) {
           if (!Append(k, shape, shard, wire, &plan.self_segments, &plan.self_bytes)) {
             return Overflow("local copy", p);
@@ -118,8 +159,8 @@ absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
         }
       }
     } else {
-      const RowShard& mine = in.shards[k][me];
-      if (mine.row_count == 0) continue;
+      const PieceRect mine = PieceOf(in, k, me);
+      if (EmptyPiece(mine)) continue;
       if (!Append(k, shape, mine, wire, &plan.gather_sends[owner],
                   &plan.gather_send_bytes[owner])) {
         return Overflow("gather send", owner);

@@ -26,6 +26,10 @@ struct PlanInputs {
   int world = 1;
   int rank = 0;                        // the rank this plan is for
   int64_t wire_bytes_per_element = 4;  // 4 for the fp32 mode, 2 for bf16
+  // Optional, two-dimensional pieces: when not empty, pieces[k][r] is rank r's rectangle of
+  // matrix k and replaces shards[k][r] (which may then be empty); the pieces of each matrix must
+  // tile it (ValidateTiling). A segment then moves the rectangle, packed row-major.
+  std::vector<std::vector<PieceRect>> pieces;
 };
 
 // Sizes agree (one shard per rank for every matrix, one owner per matrix), world >= 1,
@@ -49,17 +53,23 @@ std::vector<ShapeBatch> BatchByShape(const std::vector<MatrixShape>& shapes,
 
 // A block of one matrix's rows inside a message: rows [row_begin, row_begin + row_count) of
 // matrix, bytes = row_count * cols * wire bytes, starting at byte offset within the message.
+// With pieces (PlanInputs::pieces) the block is the rectangle of columns [col_begin, col_begin +
+// col_count) of those rows, packed row-major: bytes = row_count * col_count * wire bytes.
+// col_count 0 means every column (whole rows, contiguous in the full matrix).
 struct Segment {
   int matrix = 0;
   int64_t row_begin = 0;
   int64_t row_count = 0;
   int64_t offset = 0;
   int64_t bytes = 0;
+  int64_t col_begin = 0;
+  int64_t col_count = 0;
 };
 
 inline bool operator==(const Segment& a, const Segment& b) {
   return a.matrix == b.matrix && a.row_begin == b.row_begin && a.row_count == b.row_count &&
-         a.offset == b.offset && a.bytes == b.bytes;
+         a.offset == b.offset && a.bytes == b.bytes && a.col_begin == b.col_begin &&
+         a.col_count == b.col_count;
 }
 inline bool operator!=(const Segment& a, const Segment& b) { return !(a == b); }
 

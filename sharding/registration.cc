@@ -76,6 +76,13 @@ std::string Describe(const DecodedRecord& d) {
 
 }  // namespace
 
+PieceRect RecordPiece(const RegistrationRecord& r) {
+  if (r.col_count == kAllColumns && r.col_begin == 0) {
+    return PieceRect{r.row_begin, r.row_count, 0, r.cols};
+  }
+  return PieceRect{r.row_begin, r.row_count, r.col_begin, r.col_count};
+}
+
 uint64_t NameHash(absl::string_view name) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (char c : name) {
@@ -102,6 +109,8 @@ std::string EncodeRegistration(const std::vector<RegistrationRecord>& records) {
     PutU64(static_cast<uint64_t>(r.cols), &out);
     PutU64(static_cast<uint64_t>(r.row_begin), &out);
     PutU64(static_cast<uint64_t>(r.row_count), &out);
+    PutU64(static_cast<uint64_t>(r.col_begin), &out);
+    PutU64(static_cast<uint64_t>(r.col_count), &out);
     const size_t prefix = std::min(r.name.size(), kRegistrationNamePrefix);
     out.append(r.name, 0, prefix);
     out.append(kRegistrationNamePrefix - prefix, '\0');
@@ -134,8 +143,10 @@ absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view 
     d.record.cols = static_cast<int64_t>(GetU64(bytes, at + 24));
     d.record.row_begin = static_cast<int64_t>(GetU64(bytes, at + 32));
     d.record.row_count = static_cast<int64_t>(GetU64(bytes, at + 40));
+    d.record.col_begin = static_cast<int64_t>(GetU64(bytes, at + 48));
+    d.record.col_count = static_cast<int64_t>(GetU64(bytes, at + 56));
     const size_t prefix = std::min<size_t>(d.name_length, kRegistrationNamePrefix);
-    d.record.name = std::string(bytes.substr(at + 48, prefix));
+    d.record.name = std::string(bytes.substr(at + 64, prefix));
   }
   return records;
 }
@@ -191,11 +202,24 @@ absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_en
     const DecodedRecord& ref = decoded[0][i];
     MatrixShape shape{ref.record.name, ref.record.rows, ref.record.cols};
     if (ref.name_length > kRegistrationNamePrefix) shape.name += "...";
-    std::vector<RowShard> shards(world);
+    // Whole rows everywhere: the row cover check and its messages. Any column piece: the tiling.
+    bool whole_rows = true;
+    std::vector<RankPiece> pieces(world);
     for (size_t r = 0; r < world; ++r) {
-      shards[r] = RowShard{decoded[r][i].record.row_begin, decoded[r][i].record.row_count};
+      const RegistrationRecord& rec = decoded[r][i].record;
+      if (!(rec.col_begin == 0 && rec.col_count == kAllColumns)) whole_rows = false;
+      pieces[r] = RankPiece{static_cast<int>(r), RecordPiece(rec)};
     }
-    absl::Status s = ValidateCover(shape, shards);
+    absl::Status s;
+    if (whole_rows) {
+      std::vector<RowShard> shards(world);
+      for (size_t r = 0; r < world; ++r) {
+        shards[r] = RowShard{decoded[r][i].record.row_begin, decoded[r][i].record.row_count};
+      }
+      s = ValidateCover(shape, shards);
+    } else {
+      s = ValidateTiling(shape, pieces);
+    }
     if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("parameter ", i, " (", ParamKindName(ref.record.kind), "): ", s.message()));

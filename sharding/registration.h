@@ -3,13 +3,16 @@
 // the same gathered bytes, so all ranks fail with the same message naming the first mismatch
 // instead of hanging in, or corrupting, the first step's collectives.
 //
-// Encoding, version 1, all integers little-endian whatever the host:
+// Encoding, version 2, all integers little-endian whatever the host:
 //   header, kRegistrationHeaderBytes = 24:
 //     "NMRG"  u32 version  u32 record size (kRegistrationRecordBytes)  u32 0  u64 record count
-//   then one record of kRegistrationRecordBytes = 96 per parameter, in registration order:
+//   then one record of kRegistrationRecordBytes = 112 per parameter, in registration order:
 //     u32 kind  u32 name length (saturated at 2^32 - 1)  u64 FNV-1a 64 of the whole name
-//     i64 rows  i64 cols  i64 row_begin  i64 row_count
+//     i64 rows  i64 cols  i64 row_begin  i64 row_count  i64 col_begin  i64 col_count
 //     the name's first kRegistrationNamePrefix = 48 bytes, zero-padded
+// (Version 1 had no column fields: 96-byte records. Both ends of the exchange are one build, so
+// only the current version is read.) col_count = kAllColumns (-1) means all cols columns from
+// col_begin = 0: the row-only layout.
 // Records are fixed size so the message is a plain byte array. Names longer than the prefix are
 // kept as prefix + length + hash: two names are taken as equal when all three are; messages show
 // the prefix followed by "...".
@@ -29,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/param_kind.h"
+#include "sharding/shard.h"
 
 namespace normuon::sharding {
 
@@ -36,7 +40,11 @@ namespace normuon::sharding {
 using ::normuon::ParamKind;
 using ::normuon::ParamKindName;
 
-// One registered parameter as a rank registered it: global shape and this rank's rows.
+// col_count of a record that holds every column (the row-only layout).
+inline constexpr int64_t kAllColumns = -1;
+
+// One registered parameter as a rank registered it: global shape and this rank's piece, rows
+// [row_begin, +row_count) x columns [col_begin, +col_count) (kAllColumns: every column).
 struct RegistrationRecord {
   std::string name;
   int64_t rows = 0;
@@ -44,11 +52,17 @@ struct RegistrationRecord {
   int64_t row_begin = 0;
   int64_t row_count = 0;
   ParamKind kind = ParamKind::kMatrix;
+  int64_t col_begin = 0;
+  int64_t col_count = kAllColumns;
 };
 
-inline constexpr uint32_t kRegistrationVersion = 1;
+// The piece of a record: col_count == kAllColumns (with col_begin 0) resolved to all columns.
+// Other values are returned as they are (ValidateLocalPiece judges them).
+PieceRect RecordPiece(const RegistrationRecord& record);
+
+inline constexpr uint32_t kRegistrationVersion = 2;
 inline constexpr size_t kRegistrationHeaderBytes = 24;
-inline constexpr size_t kRegistrationRecordBytes = 96;
+inline constexpr size_t kRegistrationRecordBytes = 112;
 inline constexpr size_t kRegistrationNamePrefix = 48;
 
 // The encoding above; its size is kRegistrationHeaderBytes + records.size() * 96. Never fails:
@@ -79,7 +93,10 @@ absl::Status CheckRegistrationHeadersAgree(const std::vector<std::string>& per_r
 // above; then, parameter by parameter in registration order and within one parameter rank by
 // rank, that kind, name and global shape equal rank 0's ("rank 2 registered parameter 3 as
 // matrix 'h.0.attn' 64x48 but rank 0 has matrix 'h.0.mlp' 64x64"); then, parameter by
-// parameter, that the ranks' row ranges form a cover (ValidateCover). Returns the first failure.
+// parameter, that the ranks' pieces tile it exactly: ValidateCover (the same messages as
+// before the column fields) when every rank holds whole rows, else ValidateTiling (naming the two
+// ranks and rectangles that overlap, or the first element no rank holds). Returns the first
+// failure.
 absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_encodings);
 
 }  // namespace normuon::sharding

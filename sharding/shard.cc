@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -118,6 +119,121 @@ absl::StatusOr<std::vector<RowShard>> BalancedSplit(int64_t rows, int world) {
     begin += count;
   }
   return shards;
+}
+
+std::string DescribeRect(const PieceRect& r) {
+  return absl::StrCat("rows [", r.row_begin, ", ", r.row_begin + r.row_count, ") x cols [",
+                      r.col_begin, ", ", r.col_begin + r.col_count, ")");
+}
+
+absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank) {
+  absl::Status s = ValidateShape(shape);
+  if (!s.ok()) {
+    if (rank < 0) return s;
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, ": ", s.message()));
+  }
+  struct Axis {
+    const char* begin_name;
+    const char* count_name;
+    int64_t begin, count, extent;
+    const char* extent_name;
+  };
+  const Axis axes[2] = {
+      {"row_begin", "row_count", rect.row_begin, rect.row_count, shape.rows, "rows"},
+      {"col_begin", "col_count", rect.col_begin, rect.col_count, shape.cols, "cols"},
+  };
+  for (const Axis& a : axes) {
+    if (a.begin < 0 || a.begin > a.extent) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(shape, rank), ": ", a.begin_name,
+                                                     " = ", a.begin, " is outside [0, ", a.extent,
+                                                     "] (", a.extent_name, " = ", a.extent, ")"));
+    }
+    // begin <= extent here, so extent - begin cannot overflow.
+    if (a.count < 0 || a.count > a.extent - a.begin) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(shape, rank), ": ", a.count_name, " = ", a.count, " with ", a.begin_name, " = ",
+          a.begin, " does not fit in ", a.extent_name, " = ", a.extent));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiece>& pieces) {
+  NORMUON_RETURN_IF_ERROR(ValidateShape(shape));
+  // In a canonical order (rank, then the fields), so that the piece named does not depend on the
+  // order the pieces came in.
+  std::vector<int> checked(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) checked[i] = static_cast<int>(i);
+  auto fields = [&](int i) {
+    const PieceRect& r = pieces[i].rect;
+    return std::make_tuple(pieces[i].rank, r.row_begin, r.row_count, r.col_begin, r.col_count);
+  };
+  std::sort(checked.begin(), checked.end(), [&](int a, int b) { return fields(a) < fields(b); });
+  for (int i : checked) {
+    NORMUON_RETURN_IF_ERROR(ValidateLocalPiece(shape, pieces[i].rect, pieces[i].rank));
+  }
+  // The non-empty pieces, by first row (ties: rank, then position), so that everything below is
+  // independent of the order the pieces came in.
+  std::vector<int> order;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (pieces[i].rect.row_count > 0 && pieces[i].rect.col_count > 0) {
+      order.push_back(static_cast<int>(i));
+    }
+  }
+  auto key = [&](int i) {
+    const PieceRect& r = pieces[i].rect;
+    return std::make_tuple(r.row_begin, r.col_begin, pieces[i].rank, r.row_count, r.col_count, i);
+  };
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return key(a) < key(b); });
+  // Band boundaries: 0, rows, and every piece's first and past-the-end row.
+  std::vector<int64_t> cuts = {0, shape.rows};
+  for (int i : order) {
+    cuts.push_back(pieces[i].rect.row_begin);
+    cuts.push_back(pieces[i].rect.row_begin + pieces[i].rect.row_count);
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  auto gap = [&](int64_t row, int64_t col) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "matrix '", shape.name, "' (", shape.rows, "x", shape.cols, "): element (", row, ", ",
+        col, ") (row ", row, ", column ", col,
+        ") is held by no piece: the pieces must tile the matrix exactly (a gap)"));
+  };
+  std::vector<int> active;  // pieces holding the current band's rows
+  size_t next = 0;          // the next piece of `order` to enter a band
+  for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+    const int64_t y = cuts[c];
+    active.erase(std::remove_if(active.begin(), active.end(),
+                                [&](int i) {
+                                  return pieces[i].rect.row_begin + pieces[i].rect.row_count <= y;
+                                }),
+                 active.end());
+    while (next < order.size() && pieces[order[next]].rect.row_begin <= y) {
+      active.push_back(order[next++]);
+    }
+    std::sort(active.begin(), active.end(), [&](int a, int b) {
+      return std::make_tuple(pieces[a].rect.col_begin, key(a)) <
+             std::make_tuple(pieces[b].rect.col_begin, key(b));
+    });
+    int64_t covered = 0;  // columns [0, covered) of row y are held so far
+    int reach = -1;       // the piece whose columns end at `covered`
+    for (int i : active) {
+      const PieceRect& r = pieces[i].rect;
+      if (r.col_begin > covered) return gap(y, covered);
+      if (r.col_begin < covered) {
+        const RankPiece& a = pieces[reach];
+        return absl::InvalidArgumentError(absl::StrCat(
+            "matrix '", shape.name, "' (", shape.rows, "x", shape.cols, "): rank ", a.rank,
+            "'s piece ", DescribeRect(a.rect), " overlaps rank ", pieces[i].rank, "'s piece ",
+            DescribeRect(r), " (both hold element (", y, ", ", r.col_begin,
+            ")): the pieces must tile the matrix exactly"));
+      }
+      covered = r.col_begin + r.col_count;
+      reach = i;
+    }
+    if (covered < shape.cols) return gap(y, covered);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateCover(const MatrixShape& shape, const std::vector<RowShard>& shards) {

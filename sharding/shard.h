@@ -66,6 +66,50 @@ absl::StatusOr<std::vector<RowShard>> BalancedSplit(int64_t rows, int world);
 // shards (world >= 1).
 absl::Status ValidateCover(const MatrixShape& shape, const std::vector<RowShard>& shards);
 
+// ---- Two-dimensional pieces (tensor parallel x FSDP; docs/ARCHITECTURE.md section 2) ----
+
+// The rectangle of a matrix one piece holds: rows [row_begin, row_begin + row_count) x columns
+// [col_begin, col_begin + col_count). A piece with no element (row_count == 0 or col_count == 0)
+// is "no piece": it is checked for range but covers nothing.
+struct PieceRect {
+  int64_t row_begin = 0;
+  int64_t row_count = 0;
+  int64_t col_begin = 0;
+  int64_t col_count = 0;
+};
+
+inline bool operator==(const PieceRect& a, const PieceRect& b) {
+  return a.row_begin == b.row_begin && a.row_count == b.row_count && a.col_begin == b.col_begin &&
+         a.col_count == b.col_count;
+}
+inline bool operator!=(const PieceRect& a, const PieceRect& b) { return !(a == b); }
+
+// One piece and the rank that holds it (a rank may hold several pieces, or none).
+struct RankPiece {
+  int rank = 0;
+  PieceRect rect;
+};
+
+// "rows [0, 4) x cols [2, 6)"
+std::string DescribeRect(const PieceRect& rect);
+
+// ValidateShape, then every field in range: row_begin in [0, rows], row_count >= 0 and
+// row_begin + row_count <= rows, the same for the columns against cols. The message names the
+// field (row_begin, row_count, col_begin, col_count), the matrix and the rank (rank >= 0; -1 when
+// unknown). Never overflows, whatever the values.
+absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank = -1);
+
+// The tiling check of finalize: every piece passes ValidateLocalPiece, and the non-empty pieces
+// tile the matrix exactly, with no element held twice and none held by nobody. Pure, the same
+// verdict and message on every rank for the same pieces (in any order). Scans the matrix in
+// row-major order (in bands between the pieces' row boundaries) and reports the first problem:
+//   "matrix 'w': rank 1's piece rows [0, 4) x cols [2, 6) overlaps rank 3's piece rows [2, 8) x
+//    cols [0, 4) (both hold element (2, 2))", or
+//   "matrix 'w': element (4, 2) (row 4, column 2) is held by no piece (a gap ...)".
+// An empty `pieces` (or only empty pieces) reports element (0, 0). O(n log n + bands * a log a)
+// for n pieces, a of them in one band.
+absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiece>& pieces);
+
 // Arithmetic shared by the sharding targets: *out = a * b or a + b; false (and *out untouched)
 // when the exact result does not fit in int64_t.
 bool CheckedMul(int64_t a, int64_t b, int64_t* out);

@@ -53,7 +53,9 @@
  *   Refused, NORMUON_ERROR_INVALID_ARGUMENT naming <argument>.struct_size: a size below the
  *   first version, a size that ends inside a field, a size above 4096.
  * - Matrices are row-major, rows = output neurons. A rank holds the contiguous rows
- *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding).
+ *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding), and of a
+ *   matrix optionally only the columns [col_begin, col_begin + col_count) (tensor parallel x
+ *   FSDP: see normuon_param_desc_t).
  * - Pure C99: usable from C, C++, Python ctypes, Rust.
  */
 #ifndef NORMUON_NORMUON_H_
@@ -323,7 +325,7 @@ NORMUON_API void normuon_group_desc_init(normuon_group_desc_t* desc, normuon_gro
  * same descriptor (a 1-D parameter of N elements is rows = N, cols = 1). A rank with no rows of
  * the parameter passes row_count = 0 and may pass NULL pointers.
  * Versions: the first ended after group (80 bytes on 64-bit platforms); row_splits and
- * num_row_splits came later. */
+ * num_row_splits, then num_heads, col_begin, col_count and ld came later. */
 typedef struct normuon_param_desc {
   uint32_t struct_size;
   const char* name;          /* unique, non-empty; copied */
@@ -347,6 +349,28 @@ typedef struct normuon_param_desc {
    * parts of blocks. NULL / 0 = one block. The sizes are copied. */
   const int64_t* row_splits;
   int32_t num_row_splits;
+  /* Matrices only, optional: per-head orthogonalization, a shorthand for num_heads equal
+   * row_splits of rows / num_heads rows each (each head orthogonalized and normalized as its own
+   * matrix; under grouped-query attention a fused QKV of q_heads + 2 * kv_heads heads of one
+   * head size is num_heads = q_heads + 2 * kv_heads). 0 (default) = none. num_heads must divide
+   * rows, and is refused together with row_splits. */
+  int32_t num_heads;
+  /* Two-dimensional pieces (tensor parallel x FSDP), optional: this rank's piece is rows
+   * [row_begin, row_begin + row_count) x columns [col_begin, col_begin + col_count), and param
+   * and grad hold it row-major with ld elements from one row to the next (ld >= col_count).
+   * Defaults (0): col_begin 0, col_count 0 = every column (col_begin must then be 0), ld 0 =
+   * col_count: the row-only layout. The pieces of all ranks must tile the matrix exactly
+   * (finalize checks it and names the two ranks whose pieces overlap, or the first element no
+   * rank holds). One piece per rank and parameter; a rank with no piece passes row_count = 0.
+   * A rank that holds two separate rectangles of one weight registers a piece per rectangle
+   * only when they form one rectangle; otherwise lay the weight out so that each rank's part is
+   * one rectangle (Megatron interleaves fused QKV so that each TP rank's heads are contiguous
+   * rows). Matrices only: an AdamW parameter is held as whole rows. The CUDA backend runs
+   * pieces of all columns only (ld = cols); column pieces are NORMUON_ERROR_UNSUPPORTED there at
+   * finalize. See README, "Two-dimensional shards". */
+  int64_t col_begin;
+  int64_t col_count;
+  int64_t ld;
 } normuon_param_desc_t;
 
 /* [out] desc: zeroes it and sets struct_size, param_dtype = grad_dtype = NORMUON_DTYPE_FP32 and
@@ -413,11 +437,12 @@ NORMUON_API normuon_status_t normuon_register_adamw(normuon_runtime_t rt,
 
 /* Allocates and zeroes all optimizer state and workspace. After this, step allocates nothing
  * and nothing can be registered. Collective: checks (one all-gather of metadata) that every rank
- * registered the same parameters, with the same shapes, in the same order, and that their row
- * ranges cover each parameter exactly; otherwise fails on every rank with the same message
- * naming the first mismatch. Blocks until every rank has arrived (the communicator's timeout
- * bounds it) and, on CUDA, until the state is allocated and zeroed. No stream: the runtime's
- * set-up work is synchronous. */
+ * registered the same parameters, with the same shapes, in the same order, and that their pieces
+ * (row ranges, and column ranges where given) tile each parameter exactly; otherwise fails on
+ * every rank with the same message naming the first mismatch (for pieces: the two ranks and
+ * rectangles that overlap, or the first element no rank holds). Blocks until every rank has
+ * arrived (the communicator's timeout bounds it) and, on CUDA, until the state is allocated and
+ * zeroed. No stream: the runtime's set-up work is synchronous. */
 NORMUON_API normuon_status_t normuon_finalize(normuon_runtime_t rt);
 
 /* The memory query. [out] bytes. After finalize: the bytes of optimizer state and step buffers
@@ -604,7 +629,8 @@ NORMUON_API normuon_status_t normuon_last_step_trace(normuon_runtime_t rt, char*
 
 /* Optimizer state of one parameter, for checkpoints. Host buffers, fp32 unless noted. */
 typedef enum normuon_state_kind {
-  NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols */
+  NORMUON_STATE_MOMENTUM = 0,      /* matrix: row_count x cols (a column piece: row_count x
+                                      col_count, packed) */
   NORMUON_STATE_SECOND_MOMENT = 1, /* matrix: row_count (one value per row); AdaMuon:
                                       row_count x cols; neuron axis = columns: cols per row
                                       block (the same on every rank); none for Muon */

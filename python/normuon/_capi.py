@@ -226,6 +226,10 @@ class ParamDesc(ctypes.Structure):
         ("group", ctypes.c_int32),
         ("row_splits", ctypes.POINTER(ctypes.c_int64)),
         ("num_row_splits", ctypes.c_int32),
+        ("num_heads", ctypes.c_int32),
+        ("col_begin", ctypes.c_int64),
+        ("col_count", ctypes.c_int64),
+        ("ld", ctypes.c_int64),
     ]
 
     @classmethod

@@ -74,6 +74,10 @@ int main(void) {
   FIELD(normuon_param_desc_t, group);
   FIELD(normuon_param_desc_t, row_splits);
   FIELD(normuon_param_desc_t, num_row_splits);
+  FIELD(normuon_param_desc_t, num_heads);
+  FIELD(normuon_param_desc_t, col_begin);
+  FIELD(normuon_param_desc_t, col_count);
+  FIELD(normuon_param_desc_t, ld);
 
   STRUCT(normuon_step_info_t);
   FIELD(normuon_step_info_t, struct_size);

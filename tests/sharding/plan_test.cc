@@ -269,5 +269,36 @@ TEST(MatrixSlotOffsetsTest, RejectsATotalThatOverflows) {
   EXPECT_TRUE(IsInvalidWith(MatrixSlotOffsets(shapes).status(), {"overflows", "matrix 15"}));
 }
 
+TEST(RankPlanTest, MovesRectanglesOfColumnPiecesPacked) {
+  // An 8x6 matrix owned by rank 0; rank 1 holds columns [3, 6) of rows [0, 8), rank 0 the rest,
+  // rank 2 nothing.
+  PlanInputs in;
+  in.world = 3;
+  in.wire_bytes_per_element = 2;
+  in.shapes = {{"w", 8, 6}};
+  in.owners = {0};
+  in.pieces = {{{0, 8, 0, 3}, {0, 8, 3, 3}, {0, 0, 0, 0}}};
+  in.rank = 0;
+  absl::StatusOr<RankPlan> owner = MakeRankPlan(in);
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  ASSERT_EQ(owner->gather_recvs[1].size(), 1u);
+  EXPECT_EQ(owner->gather_recvs[1][0], (Segment{0, 0, 8, 0, 8 * 3 * 2, 3, 3}));
+  EXPECT_EQ(owner->self_segments[0], (Segment{0, 0, 8, 0, 8 * 3 * 2, 0, 3}));
+  EXPECT_EQ(owner->gather_recv_bytes[2], 0);
+  in.rank = 1;
+  absl::StatusOr<RankPlan> peer = MakeRankPlan(in);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_EQ(peer->gather_sends[0], owner->gather_recvs[1]);
+  // A whole-row piece travels as whole rows (col_count 0), as without pieces.
+  in.pieces = {{{0, 4, 0, 6}, {4, 4, 0, 6}, {0, 0, 0, 0}}};
+  in.rank = 0;
+  owner = MakeRankPlan(in);
+  ASSERT_TRUE(owner.ok());
+  EXPECT_EQ(owner->gather_recvs[1][0], (Segment{0, 4, 4, 0, 4 * 6 * 2, 0, 0}));
+  // Pieces that do not tile are refused.
+  in.pieces = {{{0, 8, 0, 3}, {0, 8, 2, 4}, {0, 0, 0, 0}}};
+  EXPECT_TRUE(IsInvalidWith(MakeRankPlan(in).status(), {"matrix 0", "overlaps"}));
+}
+
 }  // namespace
 }  // namespace normuon::sharding

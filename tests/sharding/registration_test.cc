@@ -67,7 +67,9 @@ TEST(EncodeRegistrationTest, WritesIntegersLittleEndian) {
   EXPECT_EQ(bytes[record + 4], 1);      // name length
   EXPECT_EQ(bytes[record + 16], 0x02);  // rows, low byte first
   EXPECT_EQ(bytes[record + 17], 0x01);
-  EXPECT_EQ(bytes[record + 48], 'w');
+  EXPECT_EQ(bytes[record + 48], 0);     // col_begin
+  EXPECT_EQ(static_cast<uint8_t>(bytes[record + 56]), 0xff);  // col_count: kAllColumns (-1)
+  EXPECT_EQ(bytes[record + 64], 'w');
 }
 
 TEST(DecodeRegistrationTest, ReadsBackWhatWasEncoded) {

@@ -204,5 +204,50 @@ TEST(CheckedArithmeticTest, ReportsOverflowAndLeavesTheOutputAlone) {
   EXPECT_EQ(out, int64_t{1} << 62);
 }
 
+// ---- Two-dimensional pieces ----
+
+std::vector<RankPiece> Tp2Dp2() {  // a row-parallel 8x6: TP splits columns, DP the rows
+  return {{0, {0, 4, 0, 3}}, {1, {4, 4, 0, 3}}, {2, {0, 4, 3, 3}}, {3, {4, 4, 3, 3}}};
+}
+
+TEST(ValidateTilingTest, AcceptsMeshesInAnyOrderWithEmptyPieces) {
+  std::vector<RankPiece> p = Tp2Dp2();
+  EXPECT_TRUE(ValidateTiling({"w", 8, 6}, p).ok());
+  std::swap(p[0], p[3]);
+  p.push_back({4, {0, 0, 0, 0}});
+  p.push_back({5, {8, 0, 6, 0}});
+  EXPECT_TRUE(ValidateTiling({"w", 8, 6}, p).ok());
+}
+
+TEST(ValidateTilingTest, NamesBothRanksAndRectanglesOfAnOverlap) {
+  std::vector<RankPiece> p = Tp2Dp2();
+  p[3].rect = {3, 5, 3, 3};  // rows 3 of columns 3-5 held by ranks 2 and 3
+  EXPECT_TRUE(IsInvalidWith(ValidateTiling({"w", 8, 6}, p),
+                            {"'w'", "rank 2's piece rows [0, 4) x cols [3, 6)",
+                             "overlaps rank 3's piece rows [3, 8) x cols [3, 6)",
+                             "both hold element (3, 3)"}));
+}
+
+TEST(ValidateTilingTest, NamesTheFirstUncoveredElement) {
+  std::vector<RankPiece> p = Tp2Dp2();
+  p[3].rect = {4, 4, 4, 2};  // column 3 of rows 4-7 held by nobody
+  EXPECT_TRUE(IsInvalidWith(ValidateTiling({"w", 8, 6}, p),
+                            {"element (4, 3)", "held by no piece"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateTiling({"w", 8, 6}, {}), {"element (0, 0)"}));
+}
+
+TEST(ValidateTilingTest, RefusesOutOfRangeAndHugeValuesNamingTheField) {
+  const MatrixShape shape{"w", 8, 6};
+  EXPECT_TRUE(IsInvalidWith(ValidateLocalPiece(shape, {-1, 2, 0, 6}, 3), {"rank 3", "row_begin = -1"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateLocalPiece(shape, {0, kInt64Max, 0, 6}, 1), {"row_count"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateLocalPiece(shape, {0, 8, 7, 0}, 1), {"col_begin = 7"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateLocalPiece(shape, {0, 8, 2, kInt64Max}, 1), {"col_count"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateLocalPiece(shape, {0, 8, 2, -5}, 1), {"col_count = -5"}));
+  EXPECT_TRUE(IsInvalidWith(ValidateTiling(shape, {{2, {0, 8, 0, 7}}}), {"rank 2", "col_count"}));
+  // A huge matrix tiled by two huge pieces: no overflow, no sweep over its rows.
+  const int64_t big = int64_t{1} << 58;  // 2^58 x 2 x 8 bytes still fits in int64_t
+  EXPECT_TRUE(ValidateTiling({"big", big, 2}, {{0, {0, big, 0, 1}}, {1, {0, big, 1, 1}}}).ok());
+}
+
 }  // namespace
 }  // namespace normuon::sharding

@@ -15,6 +15,18 @@ for schedule in per_matrix bucketed; do
   out=$("$run" --model=tiny --steps=2 --ranks=4 --schedule=$schedule --bucket_mb=0.05 --check --json)
   echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "schedule $schedule differs: $out"; exit 1; }
 done
+# Tensor parallel x FSDP (Megatron layout, column pieces for c_proj): bitwise equal to one rank.
+for mesh in "2 4" "4 4" "2 6" "4 8"; do
+  set -- $mesh
+  out=$("$run" --model=tiny --steps=2 --tp=$1 --ranks=$2 --schedule=bucketed --bucket_mb=0.05 \
+        --check --json)
+  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "TP$1 on $2 ranks differs: $out"; exit 1; }
+done
+if "$run" --model=tiny --steps=1 --tp=3 --ranks=4 2>"${TEST_TMPDIR:-/tmp}/tp_err.txt"; then
+  echo "--tp not dividing --ranks accepted"; exit 1
+fi
+grep -q -- "--tp = 3 must be >= 1 and divide --ranks = 4" "${TEST_TMPDIR:-/tmp}/tp_err.txt" ||
+  { echo "unclear --tp refusal: $(cat "${TEST_TMPDIR:-/tmp}/tp_err.txt")"; exit 1; }
 # A simulated backward with grad_ready: same parameters as the plain single-rank steps, a trace
 # with the backward track, and the exposed time reported.
 trace="${TEST_TMPDIR:-/tmp}/trace.json"

@@ -64,6 +64,33 @@ inline absl::Status RegisterEntry(normuon_runtime_t rt, const ModelShape& entry,
                   st);
 }
 
+// The same for a two-dimensional piece (normuon_param_desc_t's col_begin / col_count), packed.
+inline absl::Status RegisterPiece(normuon_runtime_t rt, const ModelShape& entry,
+                                  const normuon::sharding::PieceRect& piece, void* param,
+                                  const void* grad, normuon_param_t* handle) {
+  normuon_param_desc_t desc;
+  normuon_param_desc_init(&desc);
+  desc.name = entry.name.c_str();
+  desc.rows = entry.rows;
+  desc.cols = entry.cols;
+  desc.row_begin = piece.row_begin;
+  desc.row_count = piece.row_count;
+  desc.col_begin = piece.col_count > 0 ? piece.col_begin : 0;
+  desc.col_count = piece.col_count;
+  desc.param = param;
+  desc.grad = grad;
+  desc.param_dtype = desc.grad_dtype = NORMUON_DTYPE_FP32;
+  const bool matrix = entry.kind == normuon::ParamKind::kMatrix;
+  desc.group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+  const normuon_status_t st = matrix ? normuon_register_matrix(rt, &desc, handle)
+                                     : normuon_register_adamw(rt, &desc, handle);
+  if (st == NORMUON_SUCCESS) return absl::OkStatus();
+  return ApiError(rt,
+                  absl::StrCat(matrix ? "normuon_register_matrix" : "normuon_register_adamw",
+                               " of '", entry.name, "'"),
+                  st);
+}
+
 }  // namespace normuon_tools
 
 #endif  // NORMUON_TOOLS_COMMON_API_CALLS_H_

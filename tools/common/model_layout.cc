@@ -23,6 +23,62 @@ absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> Fsdp2Layou
   return layout;
 }
 
+bool RowParallel(absl::string_view name) {
+  for (absl::string_view part : {"c_proj", "o_proj", "out_proj", "down_proj", "dense_4h_to_h",
+                                 "wo", "w2"}) {
+    size_t at = name.find(part);
+    while (at != absl::string_view::npos) {
+      const size_t end = at + part.size();
+      const bool starts = at == 0 || name[at - 1] == '.';
+      const bool ends = end == name.size() || name[end] == '.';
+      if (starts && ends) return true;
+      at = name.find(part, at + 1);
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> MegatronLayout(
+    const ModelShapes& model, int tp, int world) {
+  using normuon::sharding::PieceRect;
+  using normuon::sharding::RowShard;
+  if (tp < 1 || world < 1 || world % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor parallel size ", tp, " must be >= 1 and divide ", world, " ranks"));
+  }
+  const int dp = world / tp;
+  std::vector<std::vector<PieceRect>> layout;
+  for (const ModelShape& e : model.entries) {
+    std::vector<PieceRect> pieces(world);
+    if (e.kind != normuon::ParamKind::kMatrix) {
+      absl::StatusOr<std::vector<RowShard>> rows = normuon::sharding::Fsdp2Split(e.rows, world);
+      if (!rows.ok()) return absl::InvalidArgumentError(absl::StrCat(e.name, ": ", rows.status().message()));
+      for (int r = 0; r < world; ++r) pieces[r] = {(*rows)[r].row_begin, (*rows)[r].row_count, 0, e.cols};
+    } else {
+      const bool by_cols = RowParallel(e.name);
+      absl::StatusOr<std::vector<RowShard>> t =
+          normuon::sharding::Fsdp2Split(by_cols ? e.cols : e.rows, tp);
+      if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(e.name, ": ", t.status().message()));
+      for (int a = 0; a < tp; ++a) {
+        const RowShard& c = (*t)[a];
+        const PieceRect piece = by_cols ? PieceRect{0, e.rows, c.row_begin, c.row_count}
+                                        : PieceRect{c.row_begin, c.row_count, 0, e.cols};
+        absl::StatusOr<std::vector<RowShard>> d =
+            normuon::sharding::Fsdp2Split(piece.col_count > 0 ? piece.row_count : 0, dp);
+        if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat(e.name, ": ", d.status().message()));
+        for (int k = 0; k < dp; ++k) {
+          PieceRect r{piece.row_begin + (*d)[k].row_begin, (*d)[k].row_count, piece.col_begin,
+                      piece.col_count};
+          if (r.row_count == 0 || r.col_count == 0) r = PieceRect{0, 0, 0, 0};
+          pieces[a * dp + k] = r;
+        }
+      }
+    }
+    layout.push_back(std::move(pieces));
+  }
+  return layout;
+}
+
 int LayerOf(absl::string_view name) {
   for (absl::string_view prefix : {absl::string_view("h."), absl::string_view("layers.")}) {
     const size_t at = name.find(prefix);

@@ -19,6 +19,21 @@ namespace normuon_tools {
 absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> Fsdp2Layout(
     const ModelShapes& model, int world);
 
+// Megatron-style tensor parallelism on `world` ranks, tp of them per TP group (tp divides
+// world; rank r = t * (world / tp) + d is TP rank t, data-parallel rank d): a matrix is split
+// over the TP ranks as torch.chunk splits it, by rows when it is column-parallel (attention QKV,
+// MLP up and gate projections, embeddings, the head) and by columns when it is row-parallel
+// (RowParallel: attention output and MLP down projections); FSDP2 then splits each TP piece's
+// rows over the data-parallel ranks. AdamW entries are FSDP2 rows over all ranks. A rank with
+// no piece gets an empty rectangle. [entry][rank]. tp = 1 is Fsdp2Layout with every column.
+absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> MegatronLayout(
+    const ModelShapes& model, int tp, int world);
+
+// Whether a matrix is row-parallel under Megatron's layout, by its name: GPT-2's "attn.c_proj"
+// and "mlp.c_proj", Llama's "o_proj" and "down_proj" (also "out_proj", "dense_4h_to_h", "wo",
+// "w2" as the last name parts).
+bool RowParallel(absl::string_view name);
+
 // The layer of a parameter name: the number after "h." or "layers." (GPT-2, Llama naming) at the
 // start of the name or after a '.', else -1.
 int LayerOf(absl::string_view name);

@@ -21,6 +21,16 @@
 namespace normuon_tools::run {
 namespace {
 
+// The random values of a piece of a rows x cols matrix: row by row, each row's values those a
+// rank holding the whole matrix generates there (FillNormal's counter-based stream).
+void FillPiece(float* out, const normuon::sharding::PieceRect& p, int64_t cols, float sigma,
+               uint64_t seed, uint64_t stream, uint64_t sub) {
+  for (int64_t a = 0; a < p.row_count; ++a) {
+    FillNormal(out + a * p.col_count, p.col_count, sigma, seed, stream, sub,
+               (p.row_begin + a) * cols + p.col_begin);
+  }
+}
+
 using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point start) {
@@ -70,25 +80,25 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   const RuntimeGuard guard(rt);
 
   std::vector<std::unique_ptr<ParamBuffers>> buffers;
-  std::vector<normuon::sharding::RowShard> rows(entries.size());
+  std::vector<normuon::sharding::PieceRect> rows(entries.size());
   int64_t largest = 1;
   for (size_t i = 0; i < entries.size(); ++i) {
     rows[i] = (*cfg.layout)[i][rank];
-    largest = std::max(largest, rows[i].row_count * entries[i].cols);
+    largest = std::max(largest, rows[i].row_count * rows[i].col_count);
   }
   std::vector<float> staging(static_cast<size_t>(largest));
   std::vector<normuon_param_t> handles(entries.size(), -1);
   for (size_t i = 0; i < entries.size(); ++i) {
     const ModelShape& e = entries[i];
-    const int64_t n = rows[i].row_count * e.cols;
-    FillNormal(staging.data(), n, 0.02f, cfg.seed, i, 0, rows[i].row_begin * e.cols);
+    const int64_t n = rows[i].row_count * rows[i].col_count;
+    FillPiece(staging.data(), rows[i], e.cols, 0.02f, cfg.seed, i, 0);
     absl::StatusOr<std::unique_ptr<ParamBuffers>> b =
         ParamBuffers::Make(cfg.backend, cfg.device, n);
     if (!b.ok()) return fail(b.status());
     buffers.push_back(*std::move(b));
     absl::Status ready = buffers[i]->SetParam(staging.data(), n);
     if (ready.ok()) {
-      ready = RegisterEntry(rt, e, rows[i], buffers[i]->param(), buffers[i]->grad(), &handles[i]);
+      ready = RegisterPiece(rt, e, rows[i], buffers[i]->param(), buffers[i]->grad(), &handles[i]);
     }
     if (!ready.ok()) return fail(ready);
   }
@@ -106,12 +116,11 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   for (int s = 0; s < total_steps; ++s) {
     const Clock::time_point gen_start = Clock::now();
     for (size_t i = 0; i < entries.size(); ++i) {
-      const int64_t n = rows[i].row_count * entries[i].cols;
+      const int64_t n = rows[i].row_count * rows[i].col_count;
       if (n == 0) continue;
       // On the CPU the values go straight into the gradient (SetGrad is then a no-op).
       float* dst = buffers[i]->on_device() ? staging.data() : buffers[i]->grad();
-      FillNormal(dst, n, 1.0f, cfg.seed, i, static_cast<uint64_t>(s) + 1,
-                 rows[i].row_begin * entries[i].cols);
+      FillPiece(dst, rows[i], entries[i].cols, 1.0f, cfg.seed, i, static_cast<uint64_t>(s) + 1);
       const absl::Status copied = buffers[i]->SetGrad(dst, n);
       if (!copied.ok()) return fail(copied);
     }
@@ -196,7 +205,7 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   }
 
   for (size_t i = 0; i < entries.size(); ++i) {
-    const int64_t n = rows[i].row_count * entries[i].cols;
+    const int64_t n = rows[i].row_count * rows[i].col_count;
     std::vector<float> values(static_cast<size_t>(n));
     const absl::Status copied = buffers[i]->GetParam(values.data(), n);
     if (!copied.ok()) return fail(copied);
@@ -236,8 +245,8 @@ absl::StatusOr<std::vector<RankOutcome>> RunRanks(const RankConfig& cfg, int wor
 
 absl::StatusOr<double> MaxDifferenceFromOneRank(const RunSetup& setup,
                                                 const std::vector<RankOutcome>& outcomes) {
-  absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> whole =
-      Fsdp2Layout(setup.shapes, 1);
+  absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> whole =
+      MegatronLayout(setup.shapes, 1, 1);
   if (!whole.ok()) return whole.status();
   RankConfig single = setup.rank;
   single.layout = &*whole;
@@ -257,10 +266,14 @@ absl::StatusOr<double> MaxDifferenceFromOneRank(const RunSetup& setup,
   for (int r = 0; r < setup.ranks; ++r) {
     for (size_t i = 0; i < setup.shapes.entries.size(); ++i) {
       const std::vector<float>& mine = outcomes[r].params[i];
-      const float* want =
-          ref.params[i].data() + setup.layout[i][r].row_begin * setup.shapes.entries[i].cols;
-      for (size_t k = 0; k < mine.size(); ++k) {
-        max_diff = std::max(max_diff, static_cast<double>(std::fabs(mine[k] - want[k])));
+      const normuon::sharding::PieceRect& p = setup.layout[i][r];
+      const int64_t cols = setup.shapes.entries[i].cols;
+      for (int64_t a = 0; a < p.row_count; ++a) {
+        for (int64_t b = 0; b < p.col_count; ++b) {
+          const float want = ref.params[i][(p.row_begin + a) * cols + p.col_begin + b];
+          const float got = mine[a * p.col_count + b];
+          max_diff = std::max(max_diff, static_cast<double>(std::fabs(got - want)));
+        }
       }
     }
   }

@@ -31,6 +31,12 @@ ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
 ABSL_FLAG(int, ranks, 1,
           "in-process ranks (threads) of the sharded step, FSDP2 row split (CUDA: the ranks share "
           "one GPU through a device-memory in-process group)");
+ABSL_FLAG(int, tp, 1,
+          "tensor-parallel size: the Megatron layout on --ranks ranks, --tp per TP group (must "
+          "divide --ranks): attention QKV, MLP up/gate, embeddings and head split by rows over "
+          "the TP ranks (column-parallel), attention output and MLP down projections by columns "
+          "(row-parallel); FSDP2 rows inside each TP piece over the --ranks / --tp data-parallel "
+          "ranks; AdamW entries FSDP2 rows over all ranks. CPU backend only for --tp > 1");
 ABSL_FLAG(normuon_owner_policy_t, owner_policy, NORMUON_OWNER_ROUND_ROBIN,
           "which rank orthogonalizes each matrix: round_robin or cost_balanced");
 ABSL_FLAG(std::optional<normuon_schedule_t>, schedule, std::nullopt,
@@ -136,9 +142,15 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
                                      shapes.status().message()));
   }
   setup->shapes = *std::move(shapes);
-  absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> layout =
-      Fsdp2Layout(setup->shapes, setup->ranks);
-  if (!layout.ok()) return layout.status();
+  setup->tp = absl::GetFlag(FLAGS_tp);
+  if (setup->tp < 1 || setup->ranks % setup->tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--tp = ", setup->tp,
+                                                   " must be >= 1 and divide --ranks = ",
+                                                   setup->ranks));
+  }
+  absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> layout =
+      MegatronLayout(setup->shapes, setup->tp, setup->ranks);
+  if (!layout.ok()) return absl::InvalidArgumentError(absl::StrCat("--tp: ", layout.status().message()));
   setup->layout = *std::move(layout);
 
   rc.model = &setup->shapes;

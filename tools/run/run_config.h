@@ -25,8 +25,9 @@ std::string AbslUnparseFlag(CheckAgainst value);
 // What every rank of a run does (RunRank, rank_run.h).
 struct RankConfig {
   const ModelShapes* model = nullptr;
-  // FSDP2 rows of every entry on the run's ranks: [entry][rank] (Fsdp2Layout).
-  const std::vector<std::vector<normuon::sharding::RowShard>>* layout = nullptr;
+  // Every rank's piece of every entry: [entry][rank] (MegatronLayout: FSDP2 rows, inside the TP
+  // pieces with --tp).
+  const std::vector<std::vector<normuon::sharding::PieceRect>>* layout = nullptr;
   normuon_backend_t backend = NORMUON_BACKEND_CPU;
   int device = 0;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_DEFAULT;
@@ -53,9 +54,10 @@ struct RunSetup {
   RunSetup& operator=(const RunSetup&) = delete;
 
   ModelShapes shapes;
-  std::vector<std::vector<normuon::sharding::RowShard>> layout;  // on `ranks` ranks
+  std::vector<std::vector<normuon::sharding::PieceRect>> layout;  // on `ranks` ranks
   std::string model;  // the --model name, or the --shapes path
   int ranks = 1;
+  int tp = 1;  // --tp: tensor-parallel ranks per group (divides ranks)
   RankConfig rank;
   bool json = false;
   bool check = false;

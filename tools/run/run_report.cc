@@ -85,10 +85,10 @@ RunSummary Summarize(const RunSetup& setup, const std::vector<RankOutcome>& outc
 std::string HeaderText(const RunSetup& setup) {
   const ModelShapes& m = setup.shapes;
   return absl::StrFormat(
-      "normuon_run: model %s (%s), backend %s, mode %s, %d rank%s (%s), %d matrices (%d "
+      "normuon_run: model %s (%s), backend %s, mode %s, %d rank%s (tp %d, %s), %d matrices (%d "
       "elements), %d adamw parameters, %d elements in all\n",
       setup.model, m.source, BackendName(setup.rank.backend), Mode(setup.rank), setup.ranks,
-      setup.ranks == 1 ? "" : "s", OwnerPolicyName(setup.rank.policy), m.num_matrices(),
+      setup.ranks == 1 ? "" : "s", setup.tp, OwnerPolicyName(setup.rank.policy), m.num_matrices(),
       m.matrix_elements(), m.num_adamw(), m.total_elements());
 }
 
@@ -128,6 +128,7 @@ std::string ReportJson(const RunSetup& setup, const RunSummary& s) {
   absl::StrAppend(&out, "\"model\": ", JsonQuote(setup.model), ", \"source\": ",
                   JsonQuote(m.source), ", \"backend\": ", JsonQuote(BackendName(rc.backend)),
                   ", \"mode\": ", JsonQuote(Mode(rc)), ", \"ranks\": ", setup.ranks,
+                  ", \"tp\": ", setup.tp,
                   ", \"owner_policy\": ", JsonQuote(OwnerPolicyName(rc.policy)),
                   ", \"matrices\": ", m.num_matrices(), ", \"matrix_elements\": ",
                   m.matrix_elements(), ", \"adamw_params\": ", m.num_adamw(),
