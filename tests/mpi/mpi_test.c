@@ -32,6 +32,10 @@
  *                2 more steps: bitwise equal to a single-rank run that saved and loaded its own
  *                checkpoint at the same step.
  *   funneled     MPI initialized with MPI_THREAD_FUNNELED: the create must refuse.
+ *   nccl         normuon_comm_create_nccl_mpi where rank 0 cannot make an NCCL unique id (a
+ *                CPU-only libnormuon, or NORMUON_NCCL_LIBRARY naming no file): every rank must
+ *                return rank 0's NORMUON_ERROR_UNSUPPORTED promptly, with rank 0's reason, and
+ *                write nothing; bad arguments are refused by name.
  *
  * OpenBLAS runs one thread in every process (openblas_set_num_threads(1), and the script sets
  * OPENBLAS_NUM_THREADS=1): the single-rank reference must use the same BLAS thread count as the
@@ -810,6 +814,44 @@ static void test_fault(double timeout, int how) {
   EXPECT(normuon_comm_abort(comm) == NORMUON_SUCCESS, "abort");
 }
 
+/* ---- NCCL over MPI ---- */
+
+static void test_nccl_over_mpi(void) {
+  normuon_comm_t comm = 0;
+  char why[1024];
+  normuon_status_t s;
+  double t0, took;
+  /* No NCCL to be found, whatever this machine has: rank 0 cannot make the id. */
+  setenv("NORMUON_NCCL_LIBRARY", "/nonexistent/normuon-test/libnccl.so.2", 1);
+  t0 = MPI_Wtime();
+  s = normuon_comm_create_nccl_mpi(MPI_COMM_WORLD, -1, 20.0, &comm, why, sizeof why);
+  took = MPI_Wtime() - t0;
+  fprintf(stderr, "rank %d: create_nccl_mpi returned %s after %.2f s: %s\n", g_rank,
+          normuon_status_string(s), took, why);
+  EXPECT(s == NORMUON_ERROR_UNSUPPORTED, "create_nccl_mpi: %s, expected NORMUON_ERROR_UNSUPPORTED",
+         normuon_status_string(s));
+  EXPECT(contains(why, "rank 0 could not make the NCCL unique id"),
+         "the message does not say rank 0 failed: %s", why);
+  /* Rank 0's own reason travels to every rank: a CPU-only library says so; otherwise the
+   * message names the library it tried. */
+  EXPECT(contains(why, normuon_has_cuda() ? "/nonexistent/normuon-test/libnccl.so.2" : "CUDA"),
+         "rank 0's reason is missing: %s", why);
+  EXPECT(took < 10.0, "create_nccl_mpi took %.2f s to fail", took);
+  EXPECT(comm == 0, "a failed create wrote *out");
+  s = normuon_comm_create_nccl_mpi(MPI_COMM_WORLD, -2, 20.0, &comm, why, sizeof why);
+  EXPECT(s == NORMUON_ERROR_INVALID_ARGUMENT && contains(why, "device = -2"), "device -2: %s",
+         why);
+  s = normuon_comm_create_nccl_mpi(MPI_COMM_WORLD, 0, 0.0, &comm, why, sizeof why);
+  EXPECT(s == NORMUON_ERROR_INVALID_ARGUMENT && contains(why, "timeout_seconds = 0"),
+         "timeout 0: %s", why);
+  s = normuon_comm_create_nccl_mpi(MPI_COMM_NULL, 0, 5.0, &comm, why, sizeof why);
+  EXPECT(s == NORMUON_ERROR_INVALID_ARGUMENT && contains(why, "MPI_COMM_NULL"), "null comm: %s",
+         why);
+  s = normuon_comm_create_nccl_mpi(MPI_COMM_WORLD, 0, 5.0, NULL, why, sizeof why);
+  EXPECT(s == NORMUON_ERROR_INVALID_ARGUMENT && contains(why, "out is NULL"), "out NULL: %s", why);
+  EXPECT(comm == 0, "a failed create wrote *out");
+}
+
 /* ---- registration mismatch ---- */
 
 /* The last rank registers differently (g_mismatch): finalize must fail on every rank, at once
@@ -1001,6 +1043,8 @@ int main(int argc, char** argv) {
   } else if (strcmp(mode, "mismatch") == 0) {
     test_mismatch_registration(argc > 2 && strcmp(argv[2], "order") == 0 ? kMismatchOrder
                                                                          : kMismatchShape);
+  } else if (strcmp(mode, "nccl") == 0) {
+    test_nccl_over_mpi();
   } else if (strcmp(mode, "ckpt_save") == 0) {
     test_ckpt_save();
   } else if (strcmp(mode, "ckpt_load") == 0) {
