@@ -75,6 +75,21 @@
  * restart the job from a checkpoint. Not detected: a peer that runs the same collectives with
  * different arguments of equal byte counts.
  *
+ * Failures of processes, as tested over real mpirun processes (tests/mpi):
+ * - a rank killed (SIGKILL) in the middle of a step, or one that exits: MPI cannot tell the
+ *   survivors, whose pending transfers never complete; each survivor's normuon_step returns
+ *   NORMUON_ERROR_TIMEOUT after timeout_seconds, naming the rank it waited on, with nothing
+ *   committed. With Open MPI, keep the survivors alive with `mpirun --enable-recovery` (by
+ *   default mpirun kills the whole job when one rank dies), and end them without MPI_Finalize,
+ *   which may wait on the dead rank;
+ * - a rank that stops calling step: the same, on every rank that did call it;
+ * - a rank started with another shape or another parameter order: normuon_finalize fails at
+ *   once on every rank with the same message, naming the rank, the parameter and both
+ *   registrations; nothing is pending then, so destroy the runtime and the communicator and
+ *   finalize MPI as usual;
+ * - a checkpoint (normuon_save_checkpoint) written by one set of processes loads in a job of
+ *   another world size (normuon_load_checkpoint reshards), exactly.
+ *
  * abort (normuon_comm_abort) only marks the communicator: a call waiting on another thread
  * notices within a millisecond, cancels its requests and returns NORMUON_ERROR_COMM; every later
  * call fails at once. It makes no MPI call, so it is safe from any thread at any time.
