@@ -20,9 +20,8 @@
 namespace normuon_tools::run {
 namespace {
 
-// The tool's own messages (outcomes to rank 0) travel on a duplicate of
-// MPI_COMM_WORLD, apart from the trainer-side world and from normuon's own
-// duplicate.
+// The tool's own messages (outcomes to rank 0) travel on a duplicate of MPI_COMM_WORLD, apart
+// from the trainer-side world and from normuon's own duplicate.
 MPI_Comm g_tool_comm = MPI_COMM_NULL;
 
 std::string MpiErrorText(int code) {
@@ -32,10 +31,9 @@ std::string MpiErrorText(int code) {
   return std::string(text, static_cast<size_t>(len));
 }
 
-// Waits for a request, sleeping between polls (from 20 us up to 1 ms): a rank
-// waiting for rank 0 (which may be computing the --check reference) must not
-// spin on a shared core.
-int WaitGently(MPI_Request *request) {
+// Waits for a request, sleeping between polls (from 20 us up to 1 ms): a rank waiting for rank 0
+// (which may be computing the --check reference) must not spin on a shared core.
+int WaitGently(MPI_Request* request) {
   auto pause = std::chrono::microseconds(20);
   for (;;) {
     int done = 0;
@@ -46,25 +44,27 @@ int WaitGently(MPI_Request *request) {
   }
 }
 
-// A rank's outcome as bytes (the same binary runs on every rank: fixed-size
-// fields travel as they are in memory).
+// A rank's outcome as bytes (the same binary runs on every rank: fixed-size fields travel as they
+// are in memory).
 class Writer {
  public:
-  void Raw(const void *p, size_t n) { bytes_.append(static_cast<const char *>(p), n); }
+  void Raw(const void* p, size_t n) {
+    if (n > 0) bytes_.append(static_cast<const char*>(p), n);  // p may be null when n is 0
+  }
   template <typename T>
-  void Value(const T &v) {
+  void Value(const T& v) {
     Raw(&v, sizeof v);
   }
   template <typename T>
-  void Vector(const std::vector<T> &v) {
+  void Vector(const std::vector<T>& v) {
     Value<uint64_t>(v.size());
     Raw(v.data(), v.size() * sizeof(T));
   }
-  void String(const std::string &s) {
+  void String(const std::string& s) {
     Value<uint64_t>(s.size());
     Raw(s.data(), s.size());
   }
-  std::string &bytes() { return bytes_; }
+  std::string& bytes() { return bytes_; }
 
  private:
   std::string bytes_;
@@ -72,9 +72,10 @@ class Writer {
 
 class Reader {
  public:
-  explicit Reader(const std::string &bytes) : p_(bytes.data()), left_(bytes.size()) {}
+  explicit Reader(const std::string& bytes) : p_(bytes.data()), left_(bytes.size()) {}
   bool ok() const { return ok_; }
-  void Raw(void *dst, size_t n) {
+  void Raw(void* dst, size_t n) {
+    if (n == 0) return;  // dst may be null (an empty vector's data())
     if (!ok_ || n > left_) {
       ok_ = false;
       return;
@@ -84,11 +85,11 @@ class Reader {
     left_ -= n;
   }
   template <typename T>
-  void Value(T *v) {
+  void Value(T* v) {
     Raw(v, sizeof *v);
   }
   template <typename T>
-  void Vector(std::vector<T> *v) {
+  void Vector(std::vector<T>* v) {
     uint64_t n = 0;
     Value(&n);
     if (!ok_ || n > left_ / sizeof(T)) {
@@ -98,7 +99,7 @@ class Reader {
     v->resize(n);
     Raw(v->data(), n * sizeof(T));
   }
-  void String(std::string *s) {
+  void String(std::string* s) {
     uint64_t n = 0;
     Value(&n);
     if (!ok_ || n > left_) {
@@ -111,19 +112,19 @@ class Reader {
   }
 
  private:
-  const char *p_;
+  const char* p_;
   size_t left_;
   bool ok_ = true;
 };
 
-std::string Serialize(const RankOutcome &o) {
+std::string Serialize(const RankOutcome& o) {
   Writer w;
   w.String(o.error);
   w.Vector(o.step_ms);
   w.Value(o.phases);
   w.Value<uint8_t>(o.have_phases ? 1 : 0);
   w.Value<uint64_t>(o.params.size());
-  for (const std::vector<float> &p : o.params) w.Vector(p);
+  for (const std::vector<float>& p : o.params) w.Vector(p);
   w.Value(o.sum);
   w.Value(o.sum_sq);
   w.Value(o.state_bytes);
@@ -135,7 +136,7 @@ std::string Serialize(const RankOutcome &o) {
   return std::move(w.bytes());
 }
 
-bool Deserialize(const std::string &bytes, RankOutcome *o) {
+bool Deserialize(const std::string& bytes, RankOutcome* o) {
   Reader r(bytes);
   uint8_t have_phases = 0;
   uint64_t entries = 0;
@@ -147,7 +148,7 @@ bool Deserialize(const std::string &bytes, RankOutcome *o) {
   r.Value(&entries);
   if (!r.ok() || entries > bytes.size()) return false;
   o->params.resize(entries);
-  for (std::vector<float> &p : o->params) r.Vector(&p);
+  for (std::vector<float>& p : o->params) r.Vector(&p);
   r.Value(&o->sum);
   r.Value(&o->sum_sq);
   r.Value(&o->state_bytes);
@@ -163,7 +164,7 @@ bool Deserialize(const std::string &bytes, RankOutcome *o) {
 constexpr uint64_t kChunk = uint64_t{1} << 30;
 constexpr int kTagSize = 1, kTagData = 2;
 
-absl::Status SendTo0(const std::string &bytes) {
+absl::Status SendTo0(const std::string& bytes) {
   uint64_t size = bytes.size();
   MPI_Request request;
   int rc = MPI_Isend(&size, 1, MPI_UINT64_T, 0, kTagSize, g_tool_comm, &request);
@@ -203,8 +204,8 @@ absl::StatusOr<std::string> ReceiveFrom(int rank) {
 
 absl::StatusOr<std::unique_ptr<MpiWorld>> MpiWorld::Start() {
   int provided = 0;
-  // MULTIPLE: the pipelined schedules call MPI from the runtime's worker thread
-  // while this thread may be elsewhere (mpi.h, "Threads").
+  // MULTIPLE: the pipelined schedules call MPI from the runtime's worker thread while this thread
+  // may be elsewhere (mpi.h, "Threads").
   int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
   if (rc != MPI_SUCCESS) {
     return absl::UnavailableError(absl::StrCat("MPI_Init_thread: ", MpiErrorText(rc)));
@@ -244,7 +245,7 @@ void MpiWorld::Abort(int code) {
   std::_Exit(code);  // MPI_Abort does not return; in case it does
 }
 
-absl::StatusOr<std::vector<RankOutcome>> MpiWorld::Run(const RunSetup &setup) {
+absl::StatusOr<std::vector<RankOutcome>> MpiWorld::Run(const RunSetup& setup) {
   if (setup.ranks != world_) {
     return absl::InternalError(
         absl::StrCat("the run has ", setup.ranks, " ranks for ", world_, " MPI processes"));
@@ -261,8 +262,8 @@ absl::StatusOr<std::vector<RankOutcome>> MpiWorld::Run(const RunSetup &setup) {
   if (mine.error.empty()) {
     normuon_comm_destroy(comm);
   } else {
-    // A failed collective ends the communicator; its duplicate and any request
-    // MPI could not cancel stay as they are (the job ends with Abort).
+    // A failed collective ends the communicator; its duplicate and any request MPI could not
+    // cancel stay as they are (the job ends with Abort).
     normuon_comm_abort(comm);
   }
   std::vector<RankOutcome> outcomes;
