@@ -4,6 +4,14 @@
 //               [--ranks=N] [--owner_policy=round_robin|cost_balanced] [--check]
 //               [--ns_dtype=default|fp32|bf16|fp16] [--ns_method=standard|gram] [--seed=S]
 //               [--lr=X] [--weight_decay=X] [--json]
+//   mpirun -np N normuon_run_mpi --comm=mpi [--timeout=S] [the flags above but --ranks]
+//
+// Ranks as processes. The MPI build of this file (//tools:normuon_run_mpi, compiled with
+// NORMUON_RUN_WITH_MPI and linked with Open MPI) takes --comm=mpi: each process that mpirun
+// starts is one rank, joined by include/normuon/mpi.h's communicator over MPI_COMM_WORLD; rank 0
+// prints the one report (tools/run/mpi_world.h). The plain build links no MPI, so a user
+// without MPI builds and runs it as before; it refuses --comm=mpi, and refuses to run as one of
+// several processes of a launcher (each would run the whole model alone).
 //
 // Every `matrix` entry of the shape list is registered with normuon_register_matrix (NorMuon),
 // every `adamw` entry with normuon_register_adamw. With --ranks=N, N threads form an in-process
@@ -20,6 +28,7 @@
 // The files of tools/run/ hold the parts: run_config (flags), rank_run (the run loop),
 // run_report (what is printed).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,11 +39,24 @@
 #include "tools/run/rank_run.h"
 #include "tools/run/run_config.h"
 #include "tools/run/run_report.h"
+#ifdef NORMUON_RUN_WITH_MPI
+#include "tools/run/mpi_world.h"
+#endif
 
 namespace {
 
 int Fail(absl::string_view message) {
   std::fprintf(stderr, "normuon_run: %s\n", std::string(message).c_str());
+  return 1;
+}
+
+// The number of processes a launcher (mpirun, or a PMI launcher such as srun or MPICH's
+// hydra) started this one among; 1 without one.
+int LauncherWorldSize() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && std::atoi(v) > 1) return std::atoi(v);
+  }
   return 1;
 }
 
@@ -51,27 +73,87 @@ int main(int argc, char** argv) {
       "prints the time per step and per phase. --ranks=N runs the sharded step on N in-process\n"
       "ranks (threads, FSDP2 row split); --check also runs the single-rank step and reports the\n"
       "largest difference of any parameter element (0 expected: the CPU path is exact);\n"
-      "--check_against=cpu compares with the CPU backend instead (for --backend=cuda).");
+      "--check_against=cpu compares with the CPU backend instead (for --backend=cuda).\n"
+      "mpirun -np N normuon_run_mpi --comm=mpi ... runs the N ranks as N processes over MPI.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() > 1) return Fail(absl::StrCat("unexpected argument '", args[1], "'"));
 
+  using normuon_tools::run::CommKind;
+  const CommKind comm = normuon_tools::run::CommFromFlags();
+  if (comm == CommKind::kInProcess && LauncherWorldSize() > 1) {
+    return Fail(absl::StrCat(
+        "started as one of ", LauncherWorldSize(),
+        " processes (by mpirun?) with --comm=inprocess: every process would run the whole "
+        "model alone. Run bazel-bin/tools/normuon_run_mpi --comm=mpi under the launcher, or "
+        "one process with --ranks=N"));
+  }
+  int process_world = 0;
+  bool reporter = true;  // the process that prints: rank 0
+#ifdef NORMUON_RUN_WITH_MPI
+  std::unique_ptr<normuon_tools::run::MpiWorld> mpi;
+  if (comm == CommKind::kMpi) {
+    absl::StatusOr<std::unique_ptr<normuon_tools::run::MpiWorld>> started =
+        normuon_tools::run::MpiWorld::Start();
+    if (!started.ok()) return Fail(started.status().message());
+    mpi = *std::move(started);
+    process_world = mpi->world();
+    reporter = mpi->rank() == 0;
+  }
+#endif
+
   absl::StatusOr<std::unique_ptr<RunSetup>> setup_or =
-      normuon_tools::run::SetupFromFlags(argv[0]);
+      normuon_tools::run::SetupFromFlags(argv[0], process_world);
+#ifdef NORMUON_RUN_WITH_MPI
+  // Every process reads the same flags, but the files they name may differ: all go on, or all
+  // stop (the lowest rank that failed says why).
+  if (mpi != nullptr) {
+    const int first_failed = mpi->FirstFailed(setup_or.ok());
+    if (first_failed >= 0) {
+      if (mpi->rank() == first_failed) {
+        std::fprintf(stderr, "normuon_run: rank %d: %s\n", mpi->rank(),
+                     std::string(setup_or.status().message()).c_str());
+      }
+      return 1;
+    }
+  }
+#endif
   if (!setup_or.ok()) return Fail(setup_or.status().message());
   const RunSetup& setup = **setup_or;
-  for (const std::string& note : setup.notes) {
-    std::fprintf(stderr, "normuon_run: %s\n", note.c_str());
-  }
-  if (!setup.json) {
-    std::fputs(normuon_tools::run::HeaderText(setup).c_str(), stdout);
-    std::fflush(stdout);
+  if (reporter) {
+    for (const std::string& note : setup.notes) {
+      std::fprintf(stderr, "normuon_run: %s\n", note.c_str());
+    }
+    if (!setup.json) {
+      std::fputs(normuon_tools::run::HeaderText(setup).c_str(), stdout);
+      std::fflush(stdout);
+    }
   }
 
-  absl::StatusOr<std::vector<normuon_tools::run::RankOutcome>> outcomes =
-      normuon_tools::run::RunRanks(setup.rank, setup.ranks);
-  if (!outcomes.ok()) return Fail(outcomes.status().message());
-  for (const normuon_tools::run::RankOutcome& o : *outcomes) {
-    if (!o.error.empty()) return Fail(o.error);
+  absl::StatusOr<std::vector<normuon_tools::run::RankOutcome>> outcomes;
+#ifdef NORMUON_RUN_WITH_MPI
+  if (mpi != nullptr) {
+    outcomes = mpi->Run(setup);
+    if (!outcomes.ok()) {
+      std::fprintf(stderr, "normuon_run: %s\n", std::string(outcomes.status().message()).c_str());
+      mpi->Abort(1);
+    }
+    if (!reporter) return 0;  // rank 0 reports, and ends the job if any rank failed
+    bool failed = false;
+    for (const normuon_tools::run::RankOutcome& o : *outcomes) {
+      if (o.error.empty()) continue;
+      std::fprintf(stderr, "normuon_run: %s\n", o.error.c_str());
+      failed = true;
+    }
+    // After a failed step MPI may still hold requests into freed buffers: no rank finalizes.
+    if (failed) mpi->Abort(1);
+  }
+#endif
+  if (comm == CommKind::kInProcess) {
+    outcomes = normuon_tools::run::RunRanks(setup.rank, setup.ranks);
+    if (!outcomes.ok()) return Fail(outcomes.status().message());
+    for (const normuon_tools::run::RankOutcome& o : *outcomes) {
+      if (!o.error.empty()) return Fail(o.error);
+    }
   }
   double max_diff = -1.0;
   if (setup.check) {

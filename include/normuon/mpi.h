@@ -75,6 +75,21 @@
  * restart the job from a checkpoint. Not detected: a peer that runs the same collectives with
  * different arguments of equal byte counts.
  *
+ * Failures of processes, as tested over real mpirun processes (tests/mpi):
+ * - a rank killed (SIGKILL) in the middle of a step, or one that exits: MPI cannot tell the
+ *   survivors, whose pending transfers never complete; each survivor's normuon_step returns
+ *   NORMUON_ERROR_TIMEOUT after timeout_seconds, naming the rank it waited on, with nothing
+ *   committed. With Open MPI, keep the survivors alive with `mpirun --enable-recovery` (by
+ *   default mpirun kills the whole job when one rank dies), and end them without MPI_Finalize,
+ *   which may wait on the dead rank;
+ * - a rank that stops calling step: the same, on every rank that did call it;
+ * - a rank started with another shape or another parameter order: normuon_finalize fails at
+ *   once on every rank with the same message, naming the rank, the parameter and both
+ *   registrations; nothing is pending then, so destroy the runtime and the communicator and
+ *   finalize MPI as usual;
+ * - a checkpoint (normuon_save_checkpoint) written by one set of processes loads in a job of
+ *   another world size (normuon_load_checkpoint reshards), exactly.
+ *
  * abort (normuon_comm_abort) only marks the communicator: a call waiting on another thread
  * notices within a millisecond, cancels its requests and returns NORMUON_ERROR_COMM; every later
  * call fails at once. It makes no MPI call, so it is safe from any thread at any time.
@@ -89,6 +104,10 @@
  * MPI then); a trainer that overlaps its own MPI traffic with the step needs
  * MPI_THREAD_MULTIPLE. Destroy normuon's runtimes and communicators before MPI_Finalize (a
  * communicator destroyed after it leaks its duplicate instead of freeing it).
+ *
+ * NCCL over MPI. normuon_comm_create_nccl_mpi makes an NCCL communicator (device buffers, the
+ * CUDA backend) over the processes of an MPI_Comm in one call: MPI carries only the NCCL unique
+ * id from rank 0 to the others, with rank 0's failure instead when it cannot make one.
  *
  * Requires MPI 3.0 or newer (MPI_Comm_idup, MPI_Get_elements_x). C99 or C++.
  */
@@ -158,6 +177,39 @@ extern "C" {
 static inline normuon_status_t normuon_comm_create_mpi(MPI_Comm comm, double timeout_seconds,
                                                        normuon_comm_t* out, char* error,
                                                        size_t error_size);
+
+/* Creates this rank's rank of a new NCCL communicator (comm.h, "NCCL") over the ranks of
+ * `comm`, for the CUDA backend of a trainer whose processes MPI already joins: no channel of
+ * its own is needed for the NCCL unique id. Collective over comm (an intra-communicator; every
+ * rank calls it, as for any MPI collective, and no other call on comm may be in flight): rank 0
+ * of comm makes the id (normuon_nccl_get_unique_id) and broadcasts it with its status
+ * (MPI_Ibcast, polled and bounded by timeout_seconds); then every rank calls
+ * normuon_comm_create_nccl(id, its rank in comm, comm's size, device, timeout_seconds, out).
+ * NCCL's rank r is comm's rank r. If rank 0 cannot make the id (no NCCL, a CPU-only build of
+ * libnormuon, NCCL failing), it still broadcasts, with the failure instead of an id: every rank
+ * returns rank 0's status, and a message that says rank 0 failed and why, within the timeout;
+ * no rank waits for an id that will never come. MPI only carries the id: MPI needs no thread
+ * level beyond MPI_THREAD_SINGLE for this call, and the communicator made uses no MPI.
+ * device: as for normuon_comm_create_nccl (-1: the device current on the calling thread).
+ * timeout_seconds (> 0, <= 1e7, finite) bounds the broadcast, then the NCCL creation, and every
+ * later collective of the NCCL communicator. On success writes *out (destroy it with
+ * normuon_comm_destroy). On failure writes a message to error[0..error_size) (as
+ * normuon_comm_create_mpi) and leaves *out alone:
+ *   NORMUON_ERROR_INVALID_ARGUMENT  out NULL, a bad timeout or device, comm MPI_COMM_NULL or an
+ *                                   inter-communicator, error NULL with error_size > 0 (this
+ *                                   rank alone: its peers then time out in the broadcast);
+ *   NORMUON_ERROR_INVALID_STATE     MPI not initialized, or already finalized;
+ *   NORMUON_ERROR_TIMEOUT           not every rank of comm joined the broadcast in time (the
+ *                                   pending broadcast cannot be cancelled: end the job), or not
+ *                                   every rank joined the NCCL communicator in time;
+ *   NORMUON_ERROR_COMM              an MPI call failed (MPI's message);
+ *   otherwise the status of normuon_nccl_get_unique_id on rank 0 (NORMUON_ERROR_UNSUPPORTED
+ *   without a usable NCCL or in a CPU-only build, NORMUON_ERROR_COMM), or of
+ *   normuon_comm_create_nccl on this rank. */
+static inline normuon_status_t normuon_comm_create_nccl_mpi(MPI_Comm comm, int32_t device,
+                                                            double timeout_seconds,
+                                                            normuon_comm_t* out, char* error,
+                                                            size_t error_size);
 
 /* ---- Implementation. Everything below is private to this header (names end in '_'). ---- */
 
@@ -1076,6 +1128,121 @@ static inline normuon_status_t normuon_comm_create_mpi(MPI_Comm comm, double tim
     normuon_mpi_destroy_(ctx);
     return s;
   }
+  return NORMUON_SUCCESS;
+}
+
+/* What rank 0 broadcasts in normuon_comm_create_nccl_mpi: its status, the id, and (on failure)
+ * why. Bytes only: the layout is the same on every rank of one program. */
+typedef struct normuon_mpi_nccl_id_ {
+  int32_t status; /* normuon_status_t of rank 0's normuon_nccl_get_unique_id */
+  unsigned char id[NORMUON_NCCL_UNIQUE_ID_BYTES];
+  char message[512];
+} normuon_mpi_nccl_id_;
+
+static inline normuon_status_t normuon_comm_create_nccl_mpi(MPI_Comm comm, int32_t device,
+                                                            double timeout_seconds,
+                                                            normuon_comm_t* out, char* error,
+                                                            size_t error_size) {
+  int initialized = 0, finalized = 0, inter = 0, rank = 0, world = 0, rc, done = 0;
+  long pause_ns = 20000;
+  double deadline;
+  MPI_Request request = MPI_REQUEST_NULL;
+  normuon_mpi_nccl_id_ msg;
+  normuon_comm_t made = 0;
+  normuon_status_t s;
+  char text[MPI_MAX_ERROR_STRING + 64];
+  if (error == NULL && error_size > 0) return NORMUON_ERROR_INVALID_ARGUMENT;
+  if (error != NULL && error_size > 0) error[0] = '\0';
+  if (out == NULL) {
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_INVALID_ARGUMENT,
+                                     "normuon_comm_create_nccl_mpi: out is NULL");
+  }
+  if (!(timeout_seconds > 0.0 && timeout_seconds <= 1e7)) {
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_INVALID_ARGUMENT,
+                                     "normuon_comm_create_nccl_mpi: timeout_seconds = %g must be "
+                                     "finite, > 0 and <= 1e7",
+                                     timeout_seconds);
+  }
+  if (device < -1) {
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_INVALID_ARGUMENT,
+                                     "normuon_comm_create_nccl_mpi: device = %d must be >= -1",
+                                     (int)device);
+  }
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) {
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_INVALID_STATE,
+                                     "normuon_comm_create_nccl_mpi: MPI is %s",
+                                     finalized ? "already finalized" : "not initialized");
+  }
+  if (comm == MPI_COMM_NULL) {
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_INVALID_ARGUMENT,
+                                     "normuon_comm_create_nccl_mpi: comm is MPI_COMM_NULL");
+  }
+  rc = MPI_Comm_test_inter(comm, &inter);
+  if (rc != MPI_SUCCESS || inter) {
+    if (rc != MPI_SUCCESS) normuon_mpi_error_text_(rc, text, sizeof text);
+    return normuon_mpi_create_error_(
+        error, error_size, rc != MPI_SUCCESS ? NORMUON_ERROR_COMM : NORMUON_ERROR_INVALID_ARGUMENT,
+        "normuon_comm_create_nccl_mpi: %s%s",
+        rc != MPI_SUCCESS ? "MPI_Comm_test_inter(comm) failed: "
+                          : "comm is an inter-communicator; pass an intra-communicator",
+        rc != MPI_SUCCESS ? text : "");
+  }
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &world);
+  memset(&msg, 0, sizeof msg);
+  if (rank == 0) {
+    /* Whatever happens, rank 0 broadcasts: the id, or the failure instead of it. */
+    msg.status = (int32_t)normuon_nccl_get_unique_id(msg.id);
+    if (msg.status != (int32_t)NORMUON_SUCCESS) {
+      normuon_mpi_format_(msg.message, sizeof msg.message, "%s", normuon_comm_last_error(0));
+    }
+  }
+  rc = MPI_Ibcast(&msg, (int)sizeof msg, MPI_BYTE, 0, comm, &request);
+  if (rc != MPI_SUCCESS) {
+    normuon_mpi_error_text_(rc, text, sizeof text);
+    return normuon_mpi_create_error_(error, error_size, NORMUON_ERROR_COMM,
+                                     "normuon_comm_create_nccl_mpi: MPI_Ibcast failed: %s", text);
+  }
+  deadline = MPI_Wtime() + timeout_seconds;
+  for (;;) {
+    rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      normuon_mpi_error_text_(rc, text, sizeof text);
+      return normuon_mpi_create_error_(
+          error, error_size, NORMUON_ERROR_COMM,
+          "normuon_comm_create_nccl_mpi: the broadcast of the NCCL unique id failed: %s", text);
+    }
+    if (done) break;
+    if (MPI_Wtime() >= deadline) {
+      return normuon_mpi_create_error_(
+          error, error_size, NORMUON_ERROR_TIMEOUT,
+          "normuon_comm_create_nccl_mpi: rank %d of %d: the broadcast of the NCCL unique id from "
+          "rank 0 did not complete within %g s: every rank of comm must call "
+          "normuon_comm_create_nccl_mpi (the pending broadcast cannot be cancelled: end the job)",
+          rank, world, timeout_seconds);
+    }
+    normuon_mpi_pause_(pause_ns);
+    if (pause_ns < 1000000) pause_ns *= 2;
+  }
+  if (msg.status != (int32_t)NORMUON_SUCCESS) {
+    msg.message[sizeof msg.message - 1] = '\0';
+    return normuon_mpi_create_error_(
+        error, error_size, (normuon_status_t)msg.status,
+        "normuon_comm_create_nccl_mpi: rank %d of %d: rank 0 could not make the NCCL unique id "
+        "(normuon_nccl_get_unique_id: %s): %s",
+        rank, world, normuon_status_string((normuon_status_t)msg.status), msg.message);
+  }
+  s = normuon_comm_create_nccl(msg.id, (int32_t)rank, (int32_t)world, device, timeout_seconds,
+                               &made);
+  if (s != NORMUON_SUCCESS) {
+    return normuon_mpi_create_error_(
+        error, error_size, s,
+        "normuon_comm_create_nccl_mpi: rank %d of %d: normuon_comm_create_nccl: %s: %s", rank,
+        world, normuon_status_string(s), normuon_comm_last_error(0));
+  }
+  *out = made;
   return NORMUON_SUCCESS;
 }
 

@@ -24,6 +24,17 @@ int main(int argc, char** argv) {
     }
     normuon_comm_destroy(comm);
   }
+  // The NCCL call compiles as C++ and returns on every rank (no GPU needed: without a usable
+  // NCCL every rank gets rank 0's failure; mpi_test's "nccl" mode checks that in detail).
+  normuon_comm_t nccl = 0;
+  const normuon_status_t s = normuon_comm_create_nccl_mpi(MPI_COMM_WORLD, -1, 10.0, &nccl, why,
+                                                          sizeof why);
+  if (s == NORMUON_SUCCESS) {
+    normuon_comm_destroy(nccl);
+  } else if (why[0] == '\0') {
+    std::fprintf(stderr, "FAIL rank %d: create_nccl_mpi failed without a message\n", rank);
+    ++failures;
+  }
   if (failures == 0) std::printf("collectives OK rank %d\n", rank);
   std::fflush(stdout);
   MPI_Finalize();

@@ -30,7 +30,7 @@ while [ $# -ge 3 ]; do
     # The fault modes stall or kill a rank; --enable-recovery keeps mpirun from killing the
     # others when one exits without MPI_Finalize (Open MPI 4.1), so they can report.
     [ "$word" = fault ] && extra=(--enable-recovery)
-    case "$mode" in *" exit") want=$((np - 1)) ;; esac
+    case "$mode" in *" exit" | *" kill") want=$((np - 1)) ;; esac
     # Every process of this run carries a marker in its environment (the shell itself does not).
     marker="$$.$np.$RANDOM.$(date +%s%N)"
     # shellcheck disable=SC2086

@@ -127,6 +127,18 @@ TEST(SimulateTest, OneMatrixTwoRanksInProcessOneCore) {
   }
 }
 
+// The same with a fixed 50 us per collective (Machine::collective_us, ranks that are processes):
+// the gather, the scatter and the all-reduce are each on the critical path: 3512 + 3 * 50 us.
+TEST(SimulateTest, OneMatrixTwoRanksInProcessCollectiveTime) {
+  const auto m = Parse("w 4x8 matrix\n");
+  SimOptions o = HandMachine(MachineKind::kCpuInprocess);
+  o.machine.collective_us = 50.0;
+  for (normuon_schedule_t s : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX}) {
+    SCOPED_TRACE(normuon_tools::ScheduleName(s));
+    EXPECT_NEAR(StepMs(MakePlan(m, 2, s), o), 3.662, kTol);
+  }
+}
+
 // Two 4 x 8 matrices on two ranks.
 // Sequential: one bucket, owners by round robin over (size, index): matrix 0 -> rank 0,
 // matrix 1 -> rank 1. Blend 32 * 12 = 384 -> gather (each sends and receives 64 B) 386 ->

@@ -60,6 +60,10 @@ ABSL_FLAG(double, kernel_us, -1.0,
 ABSL_FLAG(bool, backward_shares_gpu, true,
           "cluster: the simulated backward's kernels share the GPU with the optimizer's");
 ABSL_FLAG(int, cores, 2, "cpu_inprocess: cores shared by all ranks");
+ABSL_FLAG(double, collective_us, 0.0,
+          "cpu_inprocess: fixed microseconds of every collective before its copies (thread "
+          "hand-offs; for ranks that are MPI processes on this machine, the message protocol "
+          "and polling: about 150-500 here, bench/RESULTS.md); 0 = not modelled");
 ABSL_FLAG(int, blas_threads, 0,
           "cpu_inprocess: cores one Newton-Schulz call uses; 0 = 1 when --world > 1 (the runtime "
           "sets one OpenBLAS thread per rank), else --cores");
@@ -138,6 +142,10 @@ int main(int argc, char** argv) {
   const int blas = absl::GetFlag(FLAGS_blas_threads);
   if (blas < 0) return Fail("--blas_threads must be >= 0");
   m.blas_threads = blas > 0 ? blas : (world > 1 ? 1 : m.cores);
+  m.collective_us = absl::GetFlag(FLAGS_collective_us);
+  if (!(m.collective_us >= 0.0 && m.collective_us < 1e9)) {
+    return Fail("--collective_us must be >= 0");
+  }
 
   in.schedules = absl::GetFlag(FLAGS_schedule).schedules;
   const double bucket_mb = absl::GetFlag(FLAGS_bucket_mb);

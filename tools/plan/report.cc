@@ -43,7 +43,8 @@ std::string PhasesJson(const PhaseTimes& p) {
 std::string MachineJson(const Machine& m, int world) {
   if (m.kind == MachineKind::kCpuInprocess) {
     return absl::StrCat("{\"kind\": \"cpu_inprocess\", \"cores\": ", m.cores,
-                        ", \"blas_threads\": ", m.blas_threads, "}");
+                        ", \"blas_threads\": ", m.blas_threads,
+                        ", \"collective_us\": ", m.collective_us, "}");
   }
   const int nodes = (world + m.gpus_per_node - 1) / m.gpus_per_node;
   return absl::StrCat(
@@ -202,8 +203,9 @@ std::string ReportText(const Report& report, bool verbose, int max_rank_lines) {
   } else {
     absl::StrAppendFormat(&out,
                           "machine: cpu_inprocess, %d ranks sharing %d cores, %d BLAS thread%s "
-                          "per Newton-Schulz call, exchanges are copies\n",
-                          world, m.cores, m.blas_threads, m.blas_threads == 1 ? "" : "s");
+                          "per Newton-Schulz call, exchanges are copies after %g us\n",
+                          world, m.cores, m.blas_threads, m.blas_threads == 1 ? "" : "s",
+                          m.collective_us);
   }
   absl::StrAppendFormat(&out, "numerics: Newton-Schulz %s (wire %d bytes), owners %s, buckets of %g MiB\n",
                         DtypeName(in.options.wire_bytes), in.options.wire_bytes,

@@ -304,8 +304,17 @@ class Simulator {
       engine_.Start(-1, d, 1.0, [this, id] { FinishCollective(id); });
       return;
     }
-    // In process: once all posted, each rank copies what it receives; the all-reduce first sums
-    // every rank's slots on one thread.
+    // On this machine: a fixed hand-off time (Machine::collective_us), then the copies.
+    if (m_.collective_us > 0.0) {
+      engine_.Start(-1, m_.collective_us * 1e-6, 1.0, [this, id] { StartCopies(id); });
+      return;
+    }
+    StartCopies(id);
+  }
+
+  // In process: once all posted, each rank copies what it receives; the all-reduce first sums
+  // every rank's slots on one thread.
+  void StartCopies(int id) {
     if (id == 2 * nb_) {
       const int64_t n = 4 * plan_.slot_floats;
       engine_.Start(compute_res_[0], Mem(Kernel::kCopy, (world_ + 1) * n), 1.0, [this, id, n] {

@@ -34,6 +34,10 @@ struct Machine {
   // kCpuInprocess:
   int cores = 2;
   int blas_threads = 1;  // cores one Newton-Schulz call may use (OpenBLAS threads)
+  // Fixed time of every collective between the last rank's arrival and its copies: the thread
+  // hand-off of the in-process group, or for ranks that are processes on this machine (MPI
+  // over shared memory) the message protocol and the adapter's polling. 0: not modelled.
+  double collective_us = 0.0;
 };
 
 // A message of the gather: rank src's rows of matrices dst owns, in one bucket. The scatter

@@ -37,6 +37,13 @@ ABSL_FLAG(int, tp, 1,
           "the TP ranks (column-parallel), attention output and MLP down projections by columns "
           "(row-parallel); FSDP2 rows inside each TP piece over the --ranks / --tp data-parallel "
           "ranks; AdamW entries FSDP2 rows over all ranks. CPU backend only for --tp > 1");
+ABSL_FLAG(normuon_tools::run::CommKind, comm, normuon_tools::run::CommKind::kInProcess,
+          "how the ranks are joined: inprocess (--ranks threads of this process) or mpi (one "
+          "rank per process, started by mpirun; needs the MPI build: "
+          "bazel-bin/tools/normuon_run_mpi)");
+ABSL_FLAG(double, timeout, 600.0,
+          "--comm=mpi: seconds the MPI communicator waits for any collective before it fails the "
+          "step with NORMUON_ERROR_TIMEOUT");
 ABSL_FLAG(normuon_owner_policy_t, owner_policy, NORMUON_OWNER_ROUND_ROBIN,
           "which rank orthogonalizes each matrix: round_robin or cost_balanced");
 ABSL_FLAG(std::optional<normuon_schedule_t>, schedule, std::nullopt,
@@ -67,7 +74,20 @@ namespace normuon_tools::run {
 
 namespace {
 constexpr CheckAgainst kCheckAgainst[] = {CheckAgainst::kSame, CheckAgainst::kCpu};
+constexpr CommKind kCommKinds[] = {CommKind::kInProcess, CommKind::kMpi};
 }  // namespace
+
+absl::string_view CommKindName(CommKind c) {
+  return c == CommKind::kInProcess ? "inprocess" : "mpi";
+}
+
+bool AbslParseFlag(absl::string_view text, CommKind* out, std::string* error) {
+  return ParseEnumFlag(text, "comm", kCommKinds, CommKindName, out, error);
+}
+
+std::string AbslUnparseFlag(CommKind value) { return std::string(CommKindName(value)); }
+
+CommKind CommFromFlags() { return absl::GetFlag(FLAGS_comm); }
 
 absl::string_view CheckAgainstName(CheckAgainst c) {
   return c == CheckAgainst::kSame ? "same" : "cpu";
@@ -79,7 +99,8 @@ bool AbslParseFlag(absl::string_view text, CheckAgainst* out, std::string* error
 
 std::string AbslUnparseFlag(CheckAgainst value) { return std::string(CheckAgainstName(value)); }
 
-absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0) {
+absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0,
+                                                         int process_world) {
   auto setup = std::make_unique<RunSetup>();
   RankConfig& rc = setup->rank;
   rc.backend = absl::GetFlag(FLAGS_backend);
@@ -94,6 +115,25 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
   setup->ranks = absl::GetFlag(FLAGS_ranks);
   if (setup->ranks < 1 || setup->ranks > 4096) {
     return absl::InvalidArgumentError("--ranks must be in [1, 4096]");
+  }
+  setup->comm = absl::GetFlag(FLAGS_comm);
+  setup->timeout_s = absl::GetFlag(FLAGS_timeout);
+  if (!(setup->timeout_s > 0.0 && setup->timeout_s <= 1e7)) {
+    return absl::InvalidArgumentError("--timeout must be > 0 and <= 1e7 seconds");
+  }
+  if (setup->comm == CommKind::kMpi) {
+    if (process_world < 1) {
+      return absl::FailedPreconditionError(
+          "--comm=mpi: this normuon_run is built without MPI; build //tools:normuon_run_mpi and "
+          "start it with mpirun (mpirun -np 4 bazel-bin/tools/normuon_run_mpi --comm=mpi ...)");
+    }
+    // One rank per process: --ranks may only repeat the number of processes.
+    if (setup->ranks != 1 && setup->ranks != process_world) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--ranks=", setup->ranks, " disagrees with --comm=mpi's ", process_world,
+          " processes: with --comm=mpi every process is one rank (leave --ranks out)"));
+    }
+    setup->ranks = process_world;
   }
   rc.policy = absl::GetFlag(FLAGS_owner_policy);
   setup->check = absl::GetFlag(FLAGS_check);

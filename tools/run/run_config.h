@@ -22,6 +22,15 @@ absl::string_view CheckAgainstName(CheckAgainst c);  // "same", "cpu"
 bool AbslParseFlag(absl::string_view text, CheckAgainst* out, std::string* error);
 std::string AbslUnparseFlag(CheckAgainst value);
 
+// --comm: how the ranks of a run are joined.
+//   kInProcess  --ranks threads of this process, joined by the in-process group;
+//   kMpi        one rank per process, started by mpirun, joined by the MPI communicator
+//               (include/normuon/mpi.h); only in the MPI build, //tools:normuon_run_mpi.
+enum class CommKind { kInProcess, kMpi };
+absl::string_view CommKindName(CommKind c);  // "inprocess", "mpi"
+bool AbslParseFlag(absl::string_view text, CommKind* out, std::string* error);
+std::string AbslUnparseFlag(CommKind value);
+
 // What every rank of a run does (RunRank, rank_run.h).
 struct RankConfig {
   const ModelShapes* model = nullptr;
@@ -58,6 +67,8 @@ struct RunSetup {
   std::string model;  // the --model name, or the --shapes path
   int ranks = 1;
   int tp = 1;  // --tp: tensor-parallel ranks per group (divides ranks)
+  CommKind comm = CommKind::kInProcess;
+  double timeout_s = 600.0;  // --timeout: the MPI communicator's bound on every collective
   RankConfig rank;
   bool json = false;
   bool check = false;
@@ -68,9 +79,15 @@ struct RunSetup {
   std::vector<std::string> notes;
 };
 
-// Reads the parsed flags (absl::ParseCommandLine first) into a run; argv0 finds the models. An
-// error names the flag at fault.
-absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0);
+// The parsed --comm flag.
+CommKind CommFromFlags();
+
+// Reads the parsed flags (absl::ParseCommandLine first) into a run; argv0 finds the models.
+// process_world: with --comm=mpi, the number of MPI processes, which becomes the run's ranks
+// (--ranks must then be left out or equal it); 0 for --comm=inprocess. An error names the flag
+// at fault.
+absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0,
+                                                         int process_world = 0);
 
 }  // namespace normuon_tools::run
 

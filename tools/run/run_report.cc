@@ -41,6 +41,15 @@ std::string PhaseJson(const normuon_step_profile_t& p, int steps) {
       p.exposed_comm_ms / n);
 }
 
+// How the ranks run: " as MPI processes", " as threads" (in-process group), or "" for one
+// in-process rank.
+const char* RanksAre(const RunSetup& setup) {
+  if (setup.comm == CommKind::kMpi) {
+    return setup.ranks == 1 ? " as an MPI process" : " as MPI processes";
+  }
+  return setup.ranks == 1 ? "" : " as threads";
+}
+
 }  // namespace
 
 RunSummary Summarize(const RunSetup& setup, const std::vector<RankOutcome>& outcomes,
@@ -85,20 +94,20 @@ RunSummary Summarize(const RunSetup& setup, const std::vector<RankOutcome>& outc
 std::string HeaderText(const RunSetup& setup) {
   const ModelShapes& m = setup.shapes;
   return absl::StrFormat(
-      "normuon_run: model %s (%s), backend %s, mode %s, %d rank%s (tp %d, %s), %d matrices (%d "
-      "elements), %d adamw parameters, %d elements in all\n",
+      "normuon_run: model %s (%s), backend %s, mode %s, %d rank%s%s (tp %d, %s), %d matrices "
+      "(%d elements), %d adamw parameters, %d elements in all\n",
       setup.model, m.source, BackendName(setup.rank.backend), Mode(setup.rank), setup.ranks,
-      setup.ranks == 1 ? "" : "s", setup.tp, OwnerPolicyName(setup.rank.policy), m.num_matrices(),
-      m.matrix_elements(), m.num_adamw(), m.total_elements());
+      setup.ranks == 1 ? "" : "s", RanksAre(setup), setup.tp, OwnerPolicyName(setup.rank.policy),
+      m.num_matrices(), m.matrix_elements(), m.num_adamw(), m.total_elements());
 }
 
 std::string ReportText(const RunSetup& setup, const RunSummary& s) {
   std::string out = absl::StrFormat(
-      "summary: %d steps: %.1f ms/step (mean), %.1f ms/step (without step 0), %.1f ms min; "
-      "setup %.0f ms; state+buffers %.1f MiB (largest rank); gradient generation %.0f ms "
-      "(untimed)\n",
-      setup.rank.steps, s.mean_ms, s.steady_ms, s.min_ms, s.setup_ms, s.state_bytes / 1048576.0,
-      s.grad_ms);
+      "summary: world %d%s, %d steps: %.1f ms/step (mean), %.1f ms/step (without step 0), %.1f "
+      "ms min; setup %.0f ms; state+buffers %.1f MiB (largest rank); gradient generation %.0f "
+      "ms (untimed)\n",
+      setup.ranks, RanksAre(setup), setup.rank.steps, s.mean_ms, s.steady_ms, s.min_ms,
+      s.setup_ms, s.state_bytes / 1048576.0, s.grad_ms);
   if (s.have_phases) {
     absl::StrAppend(&out, "phases (rank 0): ", PhaseLine(s.phases, s.phase_steps), "\n");
   }
@@ -129,6 +138,7 @@ std::string ReportJson(const RunSetup& setup, const RunSummary& s) {
                   JsonQuote(m.source), ", \"backend\": ", JsonQuote(BackendName(rc.backend)),
                   ", \"mode\": ", JsonQuote(Mode(rc)), ", \"ranks\": ", setup.ranks,
                   ", \"tp\": ", setup.tp,
+                  ", \"comm\": ", JsonQuote(CommKindName(setup.comm)),
                   ", \"owner_policy\": ", JsonQuote(OwnerPolicyName(rc.policy)),
                   ", \"matrices\": ", m.num_matrices(), ", \"matrix_elements\": ",
                   m.matrix_elements(), ", \"adamw_params\": ", m.num_adamw(),
