@@ -110,8 +110,10 @@ struct TiledProduct {
   int64_t ldc = 0;
   bool round_bf16 = false;
 
-  int64_t RowTiles() const { return (m + kNsTile - 1) / kNsTile; }
-  int64_t ColTiles() const { return (n + kNsTile - 1) / kNsTile; }
+  // Triangle-only products use smaller tiles (more of the upper triangle skipped).
+  int64_t Tile() const { return lower_only ? kNsSymmetricTile : kNsTile; }
+  int64_t RowTiles() const { return (m + Tile() - 1) / Tile(); }
+  int64_t ColTiles() const { return (n + Tile() - 1) / Tile(); }
   int64_t Tasks() const {
     const int64_t rt = RowTiles();
     return lower_only ? rt * (rt + 1) / 2 : rt * ColTiles();
@@ -136,8 +138,9 @@ void RunProductTile(void* context, int64_t t) {
   const TiledProduct<T>& p = *static_cast<const TiledProduct<T>*>(context);
   int64_t ti = 0, tj = 0;
   p.TileOf(t, &ti, &tj);
-  const Region g{ti * kNsTile, std::min(p.m, (ti + 1) * kNsTile), tj * kNsTile,
-                 std::min(p.n, (tj + 1) * kNsTile)};
+  const int64_t tile = p.Tile();
+  const Region g{ti * tile, std::min(p.m, (ti + 1) * tile), tj * tile,
+                 std::min(p.n, (tj + 1) * tile)};
   const int rows = static_cast<int>(g.r1 - g.r0), cols = static_cast<int>(g.c1 - g.c0);
   const int k = static_cast<int>(p.k), lda = static_cast<int>(p.lda),
             ldb = static_cast<int>(p.ldb), ldc = static_cast<int>(p.ldc);
