@@ -7,8 +7,10 @@ namespace normuon {
 
 std::vector<int32_t> DefaultGramRestarts(int32_t iterations, bool polar_express) {
   if (iterations < 3) return {};
-  if (polar_express) return {iterations - 2, iterations - 1};
-  return {iterations - 2};
+  if (!polar_express) return {iterations - 2};
+  std::vector<int32_t> r;
+  for (int32_t i = std::max(1, iterations - 3); i < iterations; ++i) r.push_back(i);
+  return r;
 }
 
 double NsOutputNormBound(const std::vector<std::array<float, 3>>& coefficients, float norm_scale,

@@ -30,7 +30,8 @@ inline bool UsesGram(NsMethod method, int64_t rows, int64_t cols) {
 // The Gram iteration's default restarts (0-based iterations preceded by a restart), chosen by
 // measurement (bench/gram_accuracy, bench/RESULTS.md "Gram Newton-Schulz"): the quintic and custom
 // coefficients restart once, before the second-to-last iteration; Polar Express, whose early
-// coefficients are larger, before each of the last two. None below 3 iterations.
+// coefficients are larger, before each of the last three (from iteration 1 on). None below 3
+// iterations.
 std::vector<int32_t> DefaultGramRestarts(int32_t iterations, bool polar_express);
 
 // An upper bound of the Frobenius norm of a correct orthogonalization of a matrix with short side

@@ -280,8 +280,8 @@ typedef struct normuon_config {
   int32_t ns_restart_count;            /* NORMUON_NS_METHOD_GRAM: how many restarts ns_restarts lists,
                                           in [0, NORMUON_MAX_NS_RESTARTS]; -1 (default) = the
                                           measured default: before iteration ns_steps - 2
-                                          (0-based), and also before ns_steps - 1 with Polar
-                                          Express; none when ns_steps < 3 (README, "Gram
+                                          (0-based); with Polar Express before each of the
+                                          last three; none when ns_steps < 3 (README, "Gram
                                           Newton-Schulz") */
   const int32_t* ns_restarts;          /* ns_restart_count 0-based iteration indices, strictly
                                           ascending, each in [1, ns_steps - 1]: restart before
