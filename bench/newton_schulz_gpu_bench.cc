@@ -94,13 +94,13 @@ const normuon_bench::PlainCublas* g_cublas = nullptr;
 // and replaced when the next case starts (the Llama-8B batches need several GiB).
 struct NsFixture {
   std::string key;
-  DeviceBuffer u, o;
+  DeviceBuffer u, o, control;  // control: the Gram divergence check's StepControl
   double gemm = 0.0, gemm_batched = 0.0;
 };
 std::unique_ptr<NsFixture> g_fixture;
 
 // The case's batch on the fixture's buffers, as the runtime hands it to the backend.
-normuon::NsBatch Batch(const NsCase& c, DType dtype, const NsFixture& f) {
+normuon::NsBatch Batch(const NsCase& c, DType dtype, const NsFixture& f, bool gram) {
   normuon::NsBatch b;
   b.rows = c.rows;
   b.cols = c.cols;
@@ -109,10 +109,16 @@ normuon::NsBatch Batch(const NsCase& c, DType dtype, const NsFixture& f) {
   b.o = f.o.get();
   b.dtype = dtype;
   b.coefficients = kQuintic5;
+  if (gram) {  // Gram Newton-Schulz with the library's default restarts and its check
+    b.method = normuon::NsMethod::kGram;
+    b.restarts = normuon::DefaultGramRestarts(5, false);
+    for (int64_t k = 0; k < c.count; ++k) b.params.push_back(static_cast<int32_t>(k));
+    b.control = static_cast<normuon::StepControl*>(f.control.get());
+  }
   return b;
 }
 
-absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) {
+absl::Status BuildFixture(const NsCase& c, DType dtype, bool gram, const std::string& key) {
   g_fixture.reset();  // free the previous case's memory first
   auto f = std::make_unique<NsFixture>();
   f->key = key;
@@ -120,8 +126,9 @@ absl::Status BuildFixture(const NsCase& c, DType dtype, const std::string& key) 
   const size_t bytes = static_cast<size_t>(n) * normuon::SizeOf(dtype);
   NORMUON_RETURN_IF_ERROR(f->u.Allocate(bytes));
   NORMUON_RETURN_IF_ERROR(f->o.Allocate(bytes));
+  NORMUON_RETURN_IF_ERROR(f->control.Allocate(sizeof(normuon::StepControl)));
   NORMUON_RETURN_IF_ERROR(normuon_bench::FillRandom(f->u.get(), dtype, n, 0.0f, 1.0f, 1));
-  NORMUON_RETURN_IF_ERROR(g_gpu->backend->Prepare({Batch(c, dtype, *f)}));
+  NORMUON_RETURN_IF_ERROR(g_gpu->backend->Prepare({Batch(c, dtype, *f, gram)}));
   const int64_t s = std::min(c.rows, c.cols), l = std::max(c.rows, c.cols);
   NORMUON_ASSIGN_OR_RETURN(f->gemm, normuon_bench::GemmRate(*g_cublas, g_gpu->stream, dtype, s, l, 1));
   NORMUON_ASSIGN_OR_RETURN(f->gemm_batched,
@@ -153,17 +160,20 @@ absl::Status CheckOutput(const void* o, DType dtype, int64_t n) {
   return absl::OkStatus();
 }
 
-void BM_NewtonSchulzCuda(benchmark::State& state, NsCase c, DType dtype) {
-  const std::string key = absl::StrCat(c.model, c.rows, "x", c.cols, "/", static_cast<int>(dtype));
+// gram: Gram Newton-Schulz (TFLOP/s then counts the standard iteration's FLOPs: an effective
+// rate, comparable with the standard case's).
+void BM_NewtonSchulzCuda(benchmark::State& state, NsCase c, DType dtype, bool gram) {
+  const std::string key =
+      absl::StrCat(c.model, c.rows, "x", c.cols, "/", static_cast<int>(dtype), gram ? "/gram" : "");
   if (g_fixture == nullptr || g_fixture->key != key) {
-    const absl::Status st = BuildFixture(c, dtype, key);
+    const absl::Status st = BuildFixture(c, dtype, gram, key);
     if (!st.ok()) {
       g_fixture.reset();
       state.SkipWithError(std::string(st.message()).c_str());
       return;
     }
   }
-  const normuon::NsBatch b = Batch(c, dtype, *g_fixture);
+  const normuon::NsBatch b = Batch(c, dtype, *g_fixture, gram);
   // Regions of about a millisecond (at most 100 calls), so launch latency does not count against
   // the small GPT-2 batches; one warm-up call (it picks the cuBLAS kernels).
   normuon_bench::RegionTimer regions;
@@ -228,10 +238,21 @@ int main(int argc, char** argv) {
                                                static_cast<long long>(c.rows),
                                                static_cast<long long>(c.cols),
                                                static_cast<long long>(c.count));
-      benchmark::RegisterBenchmark(name.c_str(), BM_NewtonSchulzCuda, c, dtype)
+      benchmark::RegisterBenchmark(name.c_str(), BM_NewtonSchulzCuda, c, dtype, false)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
     }
+  }
+  // Gram Newton-Schulz (bf16) on the rectangular batches (square ones run the standard iteration).
+  for (const NsCase& c : kCases) {
+    if (c.rows == c.cols) continue;
+    const std::string name =
+        absl::StrFormat("GramNS5/bf16/%s/%lldx%lld/batch:%lld", c.model,
+                        static_cast<long long>(c.rows), static_cast<long long>(c.cols),
+                        static_cast<long long>(c.count));
+    benchmark::RegisterBenchmark(name.c_str(), BM_NewtonSchulzCuda, c, DType::kBF16, true)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

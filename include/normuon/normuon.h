@@ -220,7 +220,9 @@ typedef enum normuon_ns_method {
                               iterations in config.ns_restarts. Fewer FLOPs on rectangular
                               matrices; square ones run the standard iteration. A result that is
                               non-finite or larger than any orthogonalization can be is computed
-                              again with the standard iteration (normuon_step_info_t reports it). */
+                              again with the standard iteration on CPU; on CUDA (checked on the
+                              device, no host sync) it skips the step on every rank, reported as
+                              that matrix in nonfinite_param. normuon_step_info_t reports both. */
   NORMUON_NS_METHOD_MIN_ENUM = -0x7fffffff - 1, /* with MAX_ENUM: the enum holds any int32 */
   NORMUON_NS_METHOD_MAX_ENUM = 0x7fffffff
 } normuon_ns_method_t;
@@ -553,10 +555,10 @@ typedef struct normuon_step_info {
                               differed across ranks */
   int32_t last_skipped;    /* 1 if the last step was skipped (for any of those reasons) */
   normuon_param_t nonfinite_param; /* the first parameter with a NaN/Inf gradient, or -1 */
-  /* ns_method = GRAM: Gram results this rank redid with the standard iteration because they
-   * were non-finite or larger than an orthogonalization can be. Only the matrix's owner (the rank
-   * that orthogonalizes it) sees it; the step is not skipped (the standard result is used, the
-   * same bits on every rank). */
+  /* ns_method = GRAM: Gram results this rank found non-finite or larger than an
+   * orthogonalization can be. Only the matrix's owner (the rank that orthogonalizes it) counts
+   * them. CPU: redone with the standard iteration, the step is not skipped (the same bits on
+   * every rank). CUDA: the step is skipped on every rank (nonfinite_param names the matrix). */
   int64_t ns_fallbacks;            /* over all steps so far, on this rank */
   normuon_param_t ns_fallback_param; /* the first such parameter in the last step, or -1 */
   int32_t ns_fallback_reason;      /* for it: 0 none, 1 non-finite result, 2 norm above the bound */

@@ -40,6 +40,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -99,6 +100,7 @@ struct NsNeeds {
   size_t x = 0;         // one copy of the batch's X
   size_t square = 0;    // the batch's s x s matrices (A or B)
   size_t partials = 0;  // norm partial sums
+  size_t gram_square = 0;  // Gram: the batch's s x s matrices (Q, Q', R Z), 0 without Gram
 };
 
 NsNeeds NeedsOf(const NsBatch& b) {
@@ -111,6 +113,7 @@ NsNeeds NeedsOf(const NsBatch& b) {
   n.square = count * s * s * elem;
   n.partials =
       count * static_cast<size_t>(gpu::NormPartialBlocks(b.rows * b.cols)) * sizeof(double);
+  if (UsesGram(b.method, b.rows, b.cols)) n.gram_square = n.square;
   return n;
 }
 
@@ -243,6 +246,7 @@ class CudaBackend final : public Backend {
       need.x = std::max(need.x, n.x);
       need.square = std::max(need.square, n.square);
       need.partials = std::max(need.partials, n.partials);
+      need.gram_square = std::max(need.gram_square, n.gram_square);
     }
     if (cublas_ == nullptr) {
       RETURN_IF_CUBLAS_ERROR(cublasCreate(&cublas_));
@@ -265,6 +269,23 @@ class CudaBackend final : public Backend {
       NORMUON_ASSIGN_OR_RETURN(ns_b_, Alloc(need.square));
       NORMUON_ASSIGN_OR_RETURN(void* partials, Alloc(need.partials));
       ns_partials_ = static_cast<double*>(partials);
+    }
+    if (need.gram_square > 0) {
+      NORMUON_ASSIGN_OR_RETURN(ns_q_, Alloc(need.gram_square));
+      NORMUON_ASSIGN_OR_RETURN(ns_qn_, Alloc(need.gram_square));
+      NORMUON_ASSIGN_OR_RETURN(ns_rz_, Alloc(need.gram_square));
+      // Every Gram batch's parameter indices on the device, for the divergence check.
+      std::vector<int32_t> params;
+      for (const NsBatch& b : batches) {
+        if (!UsesGram(b.method, b.rows, b.cols)) continue;
+        gram_params_at_[b.u] = static_cast<int64_t>(params.size());
+        params.insert(params.end(), b.params.begin(), b.params.end());
+        params.resize(gram_params_at_[b.u] + b.count, kNoParam);
+      }
+      NORMUON_ASSIGN_OR_RETURN(void* dev, Alloc(params.size() * sizeof(int32_t)));
+      gram_params_ = static_cast<int32_t*>(dev);
+      NORMUON_RETURN_IF_ERROR(CopyFromHost(gram_params_, params.data(),
+                                           params.size() * sizeof(int32_t)));
     }
     capacity_ = need;
     return BindStream(stream_);
@@ -330,7 +351,8 @@ class CudaBackend final : public Backend {
     NORMUON_RETURN_IF_ERROR(CheckBatchShape(b));
     const NsNeeds need = NeedsOf(b);
     if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
-        need.partials > capacity_.partials) {
+        need.partials > capacity_.partials || need.gram_square > capacity_.gram_square ||
+        (need.gram_square > 0 && gram_params_at_.count(b.u) == 0)) {
       return absl::FailedPreconditionError(
           absl::StrCat("NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
                        " was not passed to Prepare (its workspace is not allocated)"));
@@ -347,6 +369,7 @@ class CudaBackend final : public Backend {
     const size_t x_bytes = static_cast<size_t>(count) * x_stride * elem;
     const size_t sq_bytes = static_cast<size_t>(count) * sq_stride * elem;
     const cudaDataType type = CudaType(b.dtype);
+    if (UsesGram(b.method, b.rows, b.cols)) return GramNewtonSchulz(b);
 
     // X ping-pongs between b.o and the workspace; start where an even number of swaps ends in
     // b.o. (Normalizing straight into b.o is fine even if b.o aliases b.u: elementwise.)
@@ -382,6 +405,94 @@ class CudaBackend final : public Backend {
                              sq_stride, coef_a, x_next, l, x_stride, count, type));
       }
       std::swap(x, x_next);
+    }
+    return absl::OkStatus();
+  }
+
+  // The Gram iteration (kernels/ns_method.h; the CPU's GramIterations, here on batched dense
+  // cuBLAS GEMMs in the batch's dtype), then the divergence check: a diverged matrix skips the
+  // step on every rank (its parameter goes to nonfinite_param, folded across ranks by the step's
+  // all-reduce) and is reported in the ns_fallback fields. A device-side redo with the standard
+  // iteration would need a host sync or running both; the CPU backend redoes it instead.
+  absl::Status GramNewtonSchulz(const NsBatch& b) {
+    const bool tall = b.rows > b.cols;
+    const int s = static_cast<int>(std::min(b.rows, b.cols));
+    const int l = static_cast<int>(std::max(b.rows, b.cols));
+    const int count = static_cast<int>(b.count);
+    const long long xs = static_cast<long long>(b.rows) * b.cols;  // X stride
+    const long long ss = static_cast<long long>(s) * s;            // square stride
+    const size_t elem = SizeOf(b.dtype);
+    const size_t x_bytes = static_cast<size_t>(count) * xs * elem;
+    const size_t sq_bytes = static_cast<size_t>(count) * ss * elem;
+    const cudaDataType type = CudaType(b.dtype);
+    // X is s x l (column-major view of the row-major matrix: tall stores X with ld s, wide X^T
+    // with ld l); every s x s matrix is symmetric, so its layout is the same either way.
+    auto gram_of = [&](const void* x, void* r) {  // R = X X^T
+      return tall ? Gemm(CUBLAS_OP_N, CUBLAS_OP_T, s, s, l, 1.0f, x, s, xs, x, s, xs, 0.0f, r, s,
+                         ss, count, type)
+                  : Gemm(CUBLAS_OP_T, CUBLAS_OP_N, s, s, l, 1.0f, x, l, xs, x, l, xs, 0.0f, r, s,
+                         ss, count, type);
+    };
+    auto apply_q = [&](const void* q, const void* x, void* out) {  // out = Q X
+      return tall ? Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, l, s, 1.0f, q, s, ss, x, s, xs, 0.0f, out,
+                         s, xs, count, type)
+                  : Gemm(CUBLAS_OP_N, CUBLAS_OP_N, l, s, s, 1.0f, x, l, xs, q, s, ss, 0.0f, out,
+                         l, xs, count, type);
+    };
+    // c = a_ * b_ + beta * c0 for s x s batches (c0 copied into c first).
+    auto square = [&](const void* a_, const void* b_, float alpha, float beta, const void* c0,
+                      void* c) -> absl::Status {
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(c, c0, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
+      return Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, alpha, a_, s, ss, b_, s, ss, beta, c, s, ss,
+                  count, type);
+    };
+    void* x = ns_x_;  // X0 here; restarts ping-pong it with b.o
+    void* x_next = b.o;
+    void *r = ns_a_, *z = ns_b_, *q = ns_q_, *qn = ns_qn_, *rz = ns_rz_;
+    RETURN_IF_CUDA_ERROR(gpu::LaunchNormalize(b.u, x, b.dtype, xs, b.count, b.ns_eps,
+                                              b.ns_norm_scale, ns_partials_, stream_));
+    NORMUON_RETURN_IF_ERROR(gram_of(x, r));
+    const size_t iterations = b.coefficients.size();
+    size_t next_restart = 0;
+    auto restarts_before = [&](size_t i) {
+      return next_restart < b.restarts.size() && static_cast<size_t>(b.restarts[next_restart]) == i;
+    };
+    bool q_identity = true;
+    for (size_t i = 0; i < iterations; ++i) {
+      if (restarts_before(i)) {
+        ++next_restart;
+        if (!q_identity) {
+          NORMUON_RETURN_IF_ERROR(apply_q(q, x, x_next));
+          std::swap(x, x_next);
+          NORMUON_RETURN_IF_ERROR(gram_of(x, r));
+          q_identity = true;
+        }
+      }
+      const float ca = b.coefficients[i][0], cb = b.coefficients[i][1], cc = b.coefficients[i][2];
+      NORMUON_RETURN_IF_ERROR(square(r, r, cc, cb, r, z));  // Z' = c R R + b R
+      if (q_identity) {                                     // Q = Z' + a I
+        RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(q, z, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
+        RETURN_IF_CUDA_ERROR(gpu::LaunchAddDiagonal(q, b.dtype, s, b.count, ca, stream_));
+        q_identity = false;
+      } else {  // Q = Q Z' + a Q
+        NORMUON_RETURN_IF_ERROR(square(q, z, 1.0f, ca, q, qn));
+        std::swap(q, qn);
+      }
+      if (i + 1 < iterations && !restarts_before(i + 1)) {
+        NORMUON_RETURN_IF_ERROR(square(r, z, 1.0f, ca, r, rz));   // R Z' + a R
+        NORMUON_RETURN_IF_ERROR(square(z, rz, 1.0f, ca, rz, r));  // Z' (R Z') + a (R Z')
+      }
+    }
+    if (x == b.o) {  // the output goes to b.o: move X out of the way first
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(ns_x_, x, x_bytes, cudaMemcpyDeviceToDevice, stream_));
+      x = ns_x_;
+    }
+    NORMUON_RETURN_IF_ERROR(apply_q(q, x, b.o));
+    if (b.control != nullptr) {
+      const double bound = NsOutputNormBound(b.coefficients, b.ns_norm_scale, s);
+      RETURN_IF_CUDA_ERROR(gpu::LaunchGramCheck(b.o, b.dtype, xs, b.count, bound * bound,
+                                                gram_params_ + gram_params_at_.at(b.u), b.control,
+                                                stream_));
     }
     return absl::OkStatus();
   }
@@ -746,6 +857,13 @@ class CudaBackend final : public Backend {
     cudaFree(ns_a_);
     cudaFree(ns_b_);
     cudaFree(ns_partials_);
+    cudaFree(ns_q_);
+    cudaFree(ns_qn_);
+    cudaFree(ns_rz_);
+    cudaFree(gram_params_);
+    ns_q_ = ns_qn_ = ns_rz_ = nullptr;
+    gram_params_ = nullptr;
+    gram_params_at_.clear();
     ns_x_ = ns_a_ = ns_b_ = nullptr;
     ns_partials_ = nullptr;
     capacity_ = NsNeeds();
@@ -765,6 +883,12 @@ class CudaBackend final : public Backend {
   void* ns_a_ = nullptr;
   void* ns_b_ = nullptr;
   double* ns_partials_ = nullptr;
+  // Gram: Q, Q', R Z, and every Gram batch's parameter indices (offset per batch, by its u).
+  void* ns_q_ = nullptr;
+  void* ns_qn_ = nullptr;
+  void* ns_rz_ = nullptr;
+  int32_t* gram_params_ = nullptr;
+  std::map<const void*, int64_t> gram_params_at_;
   NsNeeds capacity_;
   // Graph mode: the open capture, the executable graph, and the scalar staging ring.
   bool capturing_ = false;

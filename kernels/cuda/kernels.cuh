@@ -113,6 +113,18 @@ int NormPartialBlocks(int64_t per_matrix);
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
                             float eps, float norm_scale, double* partials, cudaStream_t stream);
 
+// Gram Newton-Schulz (kernels/ns_method.h). q[k] += a * I for each of `count` s x s matrices
+// (stored in `dtype`), the a I term of Q = Z' + a I.
+cudaError_t LaunchAddDiagonal(void* q, DType dtype, int64_t s, int64_t count, float a,
+                              cudaStream_t stream);
+// The divergence check of `count` Gram results of `per_matrix` elements each: a result whose sum
+// of squares (double) is non-finite or above bound_sq records params[k] in the control block
+// (ns_fallback_param and nonfinite_param: the minimum over such matrices, so that the step is
+// skipped on every rank; ns_fallback_reason; ns_fallbacks counts them). No host sync.
+cudaError_t LaunchGramCheck(const void* o, DType dtype, int64_t per_matrix, int64_t count,
+                            double bound_sq, const int32_t* params, StepControl* control,
+                            cudaStream_t stream);
+
 }  // namespace gpu
 }  // namespace normuon
 

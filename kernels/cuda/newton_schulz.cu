@@ -111,7 +111,76 @@ cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count,
   return cudaGetLastError();
 }
 
+template <typename T>
+__global__ void AddDiagonalKernel(T* q, int64_t s, int64_t count, float a) {
+  const int64_t n = s * count;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / s, d = i % s;
+    T* e = q + k * s * s + d * s + d;
+    StoreFloat(e, ToFloat(*e) + a);
+  }
+}
+
+// One block per matrix (grid-stride over matrices): the sum of squares in double, a fixed tree.
+template <typename T>
+__global__ void GramCheckKernel(const T* o, int64_t per_matrix, int64_t count, double bound_sq,
+                                const int32_t* params, StepControl* control) {
+  __shared__ double part[kThreads];
+  for (int64_t k = blockIdx.x; k < count; k += gridDim.x) {
+    const T* m = o + k * per_matrix;
+    double sq = 0.0;
+    for (int64_t i = threadIdx.x; i < per_matrix; i += kThreads) {
+      const double x = ToFloat(m[i]);
+      sq += x * x;
+    }
+    part[threadIdx.x] = sq;
+    __syncthreads();
+    for (int half = kThreads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0 && !(part[0] <= bound_sq)) {  // NaN compares false: also caught
+      const int32_t p = params[k];
+      atomicMin(&control->ns_fallback_param, p);
+      atomicMin(&control->nonfinite_param, p);
+      control->ns_fallback_reason = isfinite(part[0]) ? 2 : 1;
+      atomicAdd(reinterpret_cast<unsigned long long*>(&control->ns_fallbacks), 1ull);
+    }
+    __syncthreads();  // part[] is reused by the next matrix
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchAddDiagonal(void* q, DType dtype, int64_t s, int64_t count, float a,
+                              cudaStream_t stream) {
+  if (s <= 0 || count <= 0) return cudaSuccess;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>(kMaxScaleBlocks, (s * count + kThreads - 1) / kThreads));
+  if (dtype == DType::kF32) {
+    AddDiagonalKernel<float><<<blocks, kThreads, 0, stream>>>(static_cast<float*>(q), s, count, a);
+  } else {
+    AddDiagonalKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
+        static_cast<__nv_bfloat16*>(q), s, count, a);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGramCheck(const void* o, DType dtype, int64_t per_matrix, int64_t count,
+                            double bound_sq, const int32_t* params, StepControl* control,
+                            cudaStream_t stream) {
+  if (per_matrix <= 0 || count <= 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(count, kMaxGridY));
+  if (dtype == DType::kF32) {
+    GramCheckKernel<float><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const float*>(o), per_matrix, count, bound_sq, params, control);
+  } else {
+    GramCheckKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(o), per_matrix, count, bound_sq, params, control);
+  }
+  return cudaGetLastError();
+}
 
 int NormPartialBlocks(int64_t per_matrix) {
   const int64_t n = (per_matrix + kElemsPerPartial - 1) / kElemsPerPartial;

@@ -203,6 +203,7 @@ struct Options {
   int world = 1;
   bool ragged = false;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD;
   normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
   // A pipelined schedule at world > 1 runs the exchanges on a second stream (two-stream
   // pipelining); grad_ready marks every matrix before step, last registered first.
@@ -243,6 +244,7 @@ std::string Describe(const Options& o) {
         : o.comm == CommKind::kNccl ? " nccl"
                                     : " devgroup")
     << (o.ragged ? " ragged" : " fsdp2") << (o.ns_dtype == NORMUON_NS_BF16 ? " bf16" : " fp32")
+    << (o.ns_method == NORMUON_NS_METHOD_GRAM ? " gram" : "")
     << (o.policy == NORMUON_OWNER_COST_BALANCED ? " cost-balanced" : " round-robin")
     << (o.schedule == NORMUON_SCHEDULE_PER_MATRIX ? " per-matrix"
         : o.schedule == NORMUON_SCHEDULE_BUCKETED ? " bucketed"
@@ -438,6 +440,7 @@ RunResult RunRanks(const Options& o) {
     c.backend = o.backend;
     c.device = 0;
     c.ns_dtype = o.ns_dtype;
+    c.ns_method = o.ns_method;
     c.owner_policy = o.policy;
     c.check_finite = o.check_finite;
     c.schedule = o.schedule;
@@ -780,15 +783,18 @@ class ShardedCudaTest : public ::testing::Test {
     RunResult cpu;   // CPU backend, one rank
     RunResult cuda;  // CUDA backend, one rank, comm 0
   };
-  static References MakeReferences(normuon_ns_dtype_t ns_dtype, int steps) {
+  static References MakeReferences(normuon_ns_dtype_t ns_dtype, int steps,
+                                   normuon_ns_method_t method = NORMUON_NS_METHOD_STANDARD) {
     References ref;
     Options cpu;
     cpu.backend = NORMUON_BACKEND_CPU;
     cpu.ns_dtype = ns_dtype;
+    cpu.ns_method = method;
     cpu.steps = steps;
     ref.cpu = RunRanks(cpu);
     Options cuda;
     cuda.ns_dtype = ns_dtype;
+    cuda.ns_method = method;
     cuda.steps = steps;
     ref.cuda = RunRanks(cuda);
     return ref;
@@ -813,10 +819,11 @@ class ShardedCudaTest : public ::testing::Test {
     return true;
   }
 
-  static void SweepWorlds(normuon_ns_dtype_t ns_dtype, const std::vector<int>& worlds) {
+  static void SweepWorlds(normuon_ns_dtype_t ns_dtype, const std::vector<int>& worlds,
+                          normuon_ns_method_t method = NORMUON_NS_METHOD_STANDARD) {
     constexpr int kSteps = 3;
     const Tolerances& tol = TolFor(ns_dtype);
-    const References ref = MakeReferences(ns_dtype, kSteps);
+    const References ref = MakeReferences(ns_dtype, kSteps, method);
     ExpectRunOk(ref.cpu, "cpu reference", kSteps);
     ExpectRunOk(ref.cuda, "cuda reference", kSteps);
     ExpectNear(ref.cuda, ref.cpu, tol, kSteps, "cuda world 1 (comm 0) vs cpu");
@@ -827,6 +834,7 @@ class ShardedCudaTest : public ::testing::Test {
         o.world = world;
         o.ragged = ragged;
         o.ns_dtype = ns_dtype;
+        o.ns_method = method;
         o.steps = kSteps;
         RowReport rows;
         if (!RunAndCompare(o, ref, tol, tol, &rows)) return;
@@ -864,6 +872,14 @@ TEST_F(ShardedCudaTest, Fp32EveryWorldSizeAndSplitMatchesTheCpuAndTheSingleRankR
 
 TEST_F(ShardedCudaTest, Bf16EveryWorldSizeAndSplitMatchesTheCpuBf16AndTheSingleRankRun) {
   SweepWorlds(NORMUON_NS_BF16, {1, 2, 3, 4});
+}
+
+// Gram Newton-Schulz on CUDA (batched dense cuBLAS products in the batch's dtype) against the CPU
+// backend's Gram run of the same precision, at every world size (docs/ARCHITECTURE.md
+// section 1.2a). Not yet run on a GPU (bench/RESULTS.md).
+TEST_F(ShardedCudaTest, GramFp32AndBf16MatchTheCpuGramAndTheSingleRankRun) {
+  SweepWorlds(NORMUON_NS_FP32, {1, 2, 3}, NORMUON_NS_METHOD_GRAM);
+  SweepWorlds(NORMUON_NS_BF16, {1, 2, 3}, NORMUON_NS_METHOD_GRAM);
 }
 
 TEST_F(ShardedCudaTest, BothOwnerPoliciesMatchTheSingleRankRun) {
