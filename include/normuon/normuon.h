@@ -218,8 +218,9 @@ typedef enum normuon_ns_method {
   NORMUON_NS_METHOD_GRAM = 1,     /* iterate on the small symmetric R = X X^T and a polynomial Q of it,
                               output Q X; restarts (X = Q X, R = X X^T, Q = I) before the
                               iterations in config.ns_restarts. Fewer FLOPs on rectangular
-                              matrices; square ones run the standard iteration. A result that is
-                              non-finite or larger than any orthogonalization can be is computed
+                              matrices; square ones and single rows or columns run the
+                              standard one. A result that is non-finite or larger than any
+                              orthogonalization can be is computed
                               again with the standard iteration on CPU; on CUDA (checked on the
                               device, no host sync) it skips the step on every rank, reported as
                               that matrix in nonfinite_param. normuon_step_info_t reports both. */
