@@ -184,53 +184,9 @@ struct Buffers {
   T* rz;
 };
 
-// X <- a X + (b A + c A A) X per coefficient triple. Returns the buffer holding the result.
-template <typename T>
-T* StandardIterations(Buffers<T> m, int64_t s, int64_t l, const NsCpuOptions& opt,
-                      WorkerPool* pool) {
-  for (const auto& abc : opt.coefficients) {
-    TiledProduct<T> gram_p;  // A = X X^T
-    gram_p.m = gram_p.n = s;
-    gram_p.k = l;
-    gram_p.a = m.x;
-    gram_p.lda = l;
-    gram_p.gram = true;
-    gram_p.c = m.a;
-    gram_p.ldc = s;
-    gram_p.round_bf16 = opt.round_bf16;
-    Run(pool, gram_p);
-    TiledProduct<T> poly;  // B = c A A + b A
-    poly.m = poly.n = poly.k = s;
-    poly.a = poly.b = m.a;
-    poly.lda = poly.ldb = s;
-    poly.alpha = abc[2];
-    poly.beta = abc[1];
-    poly.c0 = m.a;
-    poly.c = m.b;
-    poly.ldc = s;
-    poly.round_bf16 = opt.round_bf16;
-    Run(pool, poly);
-    TiledProduct<T> update;  // X_next = B X + a X
-    update.m = s;
-    update.n = l;
-    update.k = s;
-    update.a = m.b;
-    update.lda = s;
-    update.b = m.x;
-    update.ldb = l;
-    update.beta = abc[0];
-    update.c0 = m.x;
-    update.c = m.x_next;
-    update.ldc = l;
-    update.round_bf16 = opt.round_bf16;
-    Run(pool, update);
-    std::swap(m.x, m.x_next);
-  }
-  return m.x;
-}
-
-// The s x s symmetric product C = A B + beta C0 of two commuting symmetric matrices (or the
-// Gram product A A^T when b is null).
+// The s x s product C = alpha A B + beta C0 (C0 copied into C first; null: no beta term), or the
+// Gram product alpha A A^T + beta C0 when b is null. symmetric: C is known to be symmetric (a
+// Gram product, or two commuting symmetric factors): triangle-only tiles.
 template <typename T>
 void SquareProduct(WorkerPool* pool, int64_t s, const T* a, const T* b, T alpha, T beta,
                    const T* c0, T* c, bool symmetric, bool round) {
@@ -251,9 +207,10 @@ void SquareProduct(WorkerPool* pool, int64_t s, const T* a, const T* b, T alpha,
   Run(pool, p);
 }
 
-// out (s x l) = Q (s x s) X (s x l).
+// out (s x l) = Q (s x s) X (s x l) + beta X0 (x0 null: no beta term).
 template <typename T>
-void ApplyQ(WorkerPool* pool, int64_t s, int64_t l, const T* q, const T* x, T* out, bool round) {
+void ApplyLeft(WorkerPool* pool, int64_t s, int64_t l, const T* q, const T* x, T beta,
+               const T* x0, T* out, bool round) {
   TiledProduct<T> p;
   p.m = s;
   p.n = l;
@@ -262,6 +219,8 @@ void ApplyQ(WorkerPool* pool, int64_t s, int64_t l, const T* q, const T* x, T* o
   p.lda = s;
   p.b = x;
   p.ldb = l;
+  p.beta = beta;
+  p.c0 = x0;
   p.c = out;
   p.ldc = l;
   p.round_bf16 = round;
@@ -282,6 +241,26 @@ void GramOf(WorkerPool* pool, int64_t s, int64_t l, const T* x, T* r, bool symme
   p.ldc = s;
   p.round_bf16 = round;
   Run(pool, p);
+}
+
+template <typename T>
+void ApplyQ(WorkerPool* pool, int64_t s, int64_t l, const T* q, const T* x, T* out, bool round) {
+  ApplyLeft<T>(pool, s, l, q, x, T(0), nullptr, out, round);
+}
+
+// X <- a X + (b A + c A A) X per coefficient triple, every tile through sgemm (the official
+// numerics' tiles). Returns the buffer holding the result.
+template <typename T>
+T* StandardIterations(Buffers<T> m, int64_t s, int64_t l, const NsCpuOptions& opt,
+                      WorkerPool* pool) {
+  const bool round = opt.round_bf16;
+  for (const auto& abc : opt.coefficients) {
+    GramOf(pool, s, l, m.x, m.a, false, round);                                     // A = X X^T
+    SquareProduct<T>(pool, s, m.a, m.a, abc[2], abc[1], m.a, m.b, false, round);    // B
+    ApplyLeft<T>(pool, s, l, m.b, m.x, abc[0], m.x, m.x_next, round);             // B X + a X
+    std::swap(m.x, m.x_next);
+  }
+  return m.x;
 }
 
 // The Gram iteration (ns_method.h): R = X X^T, Q = I; per triple Z' = b R + c R R,

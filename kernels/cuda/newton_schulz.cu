@@ -38,6 +38,25 @@ __device__ __forceinline__ void StoreFloat(__nv_bfloat16* p, float x) {
   *p = __float2bfloat16_rn(x);
 }
 
+// The block's sum of squares of m[first + j * stride] (j = 0, 1, ... below n), in double: each
+// thread's strided share, then a fixed shared-memory tree. The result is in part[0]; every
+// thread must call it (it synchronizes the block).
+template <typename T>
+__device__ void BlockSumOfSquares(const T* m, int64_t first, int64_t stride, int64_t n,
+                                  double* part) {
+  double sq = 0.0;
+  for (int64_t i = first + threadIdx.x; i < n; i += stride) {
+    const double x = ToFloat(m[i]);
+    sq += x * x;
+  }
+  part[threadIdx.x] = sq;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+}
+
 // Stage one: block (p, k) sums the squares of elements p*kThreads + t + q*(partials*kThreads)
 // of matrix k, then a shared-memory tree; writes partials[k*num_partials + p].
 template <typename T>
@@ -46,19 +65,8 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
   __shared__ double part[kThreads];
   const int64_t num_partials = gridDim.x;
   for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
-    const T* m = u + k * per_matrix;
-    double sq = 0.0;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < per_matrix;
-         i += num_partials * kThreads) {
-      const double x = ToFloat(m[i]);
-      sq += x * x;
-    }
-    part[threadIdx.x] = sq;
-    __syncthreads();
-    for (int half = kThreads / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-      __syncthreads();
-    }
+    BlockSumOfSquares(u + k * per_matrix, blockIdx.x * static_cast<int64_t>(kThreads),
+                      num_partials * kThreads, per_matrix, part);
     if (threadIdx.x == 0) partials[k * num_partials + blockIdx.x] = part[0];
     __syncthreads();  // part[] is reused by the next matrix
   }
@@ -128,18 +136,7 @@ __global__ void GramCheckKernel(const T* o, int64_t per_matrix, int64_t count, d
                                 const int32_t* params, StepControl* control) {
   __shared__ double part[kThreads];
   for (int64_t k = blockIdx.x; k < count; k += gridDim.x) {
-    const T* m = o + k * per_matrix;
-    double sq = 0.0;
-    for (int64_t i = threadIdx.x; i < per_matrix; i += kThreads) {
-      const double x = ToFloat(m[i]);
-      sq += x * x;
-    }
-    part[threadIdx.x] = sq;
-    __syncthreads();
-    for (int half = kThreads / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-      __syncthreads();
-    }
+    BlockSumOfSquares(o + k * per_matrix, 0, kThreads, per_matrix, part);
     if (threadIdx.x == 0 && !(part[0] <= bound_sq)) {  // NaN compares false: also caught
       const int32_t p = params[k];
       atomicMin(&control->ns_fallback_param, p);
