@@ -123,6 +123,8 @@ std::string ReportJson(const Report& report, bool verbose) {
   absl::StrAppend(&out, ", \"machine\": ", MachineJson(in.sim.machine, world),
                   ", \"ns_dtype\": ", JsonQuote(DtypeName(in.options.wire_bytes)),
                   ", \"wire_bytes\": ", in.options.wire_bytes,
+                  ", \"ns_method\": ", JsonQuote(sharding::NsMethodName(in.options.ns_cost.method)),
+                  ", \"ns_cost\": ", JsonQuote(sharding::NsCostDescription(in.options.ns_cost)),
                   ", \"owner_policy\": ", JsonQuote(sharding::OwnerPolicyName(in.options.policy)),
                   ", \"bucket_mb\": ", Num(static_cast<double>(in.options.bucket_bytes) / kMiB),
                   ", \"rates\": ", RatesJson(in.sim.rates),
@@ -205,8 +207,9 @@ std::string ReportText(const Report& report, bool verbose, int max_rank_lines) {
                           "per Newton-Schulz call, exchanges are copies\n",
                           world, m.cores, m.blas_threads, m.blas_threads == 1 ? "" : "s");
   }
-  absl::StrAppendFormat(&out, "numerics: Newton-Schulz %s (wire %d bytes), owners %s, buckets of %g MiB\n",
-                        DtypeName(in.options.wire_bytes), in.options.wire_bytes,
+  absl::StrAppendFormat(&out, "numerics: Newton-Schulz %s, %s (wire %d bytes), owners %s, buckets of %g MiB\n",
+                        DtypeName(in.options.wire_bytes),
+                        sharding::NsCostDescription(in.options.ns_cost), in.options.wire_bytes,
                         sharding::OwnerPolicyName(in.options.policy),
                         static_cast<double>(in.options.bucket_bytes) / kMiB);
   const KernelRates& rt = in.sim.rates;
