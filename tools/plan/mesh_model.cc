@@ -64,6 +64,31 @@ class Mesh {
 
 double Seconds(double flops, double tflops) { return flops / (tflops * 1e12); }
 
+// What a rank spends around its NS on the segments a point-to-point gather brought it, as the
+// event simulation charges the runtime's owner (step_model.cc): one unpack and one pack kernel
+// per segment, and a copy of the received bytes each way.
+double UnpackSeconds(const ClusterExchange& x, int rank, const Machine& machine,
+                     const KernelRates& rates) {
+  return 2.0 * static_cast<double>(x.segments_received(rank)) * machine.kernel_us * 1e-6 +
+         2.0 * static_cast<double>(CopyBytes(x.received(rank))) / (rates.Gbps(Kernel::kCopy) * 1e9);
+}
+
+// ns_ms and allreduce_ms from per-rank NS seconds (with their all-reduces) plus each rank's
+// unpack of the gather: the slowest rank decides.
+void SlowestRank(const std::vector<double>& ns_s, const std::vector<double>& allreduce_s,
+                 const ClusterExchange& gather, const Machine& machine, const KernelRates& rates,
+                 MeshStrategyResult* out) {
+  double worst = -1.0;
+  for (size_t r = 0; r < ns_s.size(); ++r) {
+    const double t = ns_s[r] + UnpackSeconds(gather, static_cast<int>(r), machine, rates);
+    if (t > worst) {
+      worst = t;
+      out->ns_ms = t * 1e3;
+      out->allreduce_ms = allreduce_s[r] * 1e3;
+    }
+  }
+}
+
 int64_t StandardLaunches(int steps) { return 3 * static_cast<int64_t>(steps); }
 int64_t GramLaunches(const NsCost& c) {
   const int64_t t = c.steps, r = static_cast<int64_t>(c.restarts.size());
@@ -163,7 +188,7 @@ absl::StatusOr<MeshStrategyResult> GatherToOwner(const std::vector<Mat>& mats, c
   tally.AddExchange(gather, 2);  // the scatter moves the same bytes back
   tally.Finish(&out);
   out.before_ms = out.after_ms = gather.Seconds() * 1e3;
-  out.ns_ms = *std::max_element(ns_s.begin(), ns_s.end()) * 1e3;
+  SlowestRank(ns_s, std::vector<double>(world, 0.0), gather, machine, rates, &out);
   return out;
 }
 
@@ -233,10 +258,13 @@ absl::StatusOr<MeshStrategyResult> TpStrategy(MeshStrategy which, const std::vec
   tally.Finish(&out);
   out.before_ms = (dp_gather.Seconds() + tp_gather.Seconds()) * 1e3;
   out.after_ms = dp_gather.Seconds() * 1e3;
-  const int slowest = static_cast<int>(std::max_element(group_s.begin(), group_s.end()) -
-                                       group_s.begin());
-  out.ns_ms = group_s[slowest] * 1e3;
-  out.allreduce_ms = group_allreduce_s[slowest] * 1e3;
+  // Every rank of a DP index's TP group works through that index's matrices.
+  std::vector<double> rank_s(world), rank_allreduce_s(world);
+  for (int r = 0; r < world; ++r) {
+    rank_s[r] = group_s[r / tp];
+    rank_allreduce_s[r] = group_allreduce_s[r / tp];
+  }
+  SlowestRank(rank_s, rank_allreduce_s, dp_gather, machine, rates, &out);
   return out;
 }
 
@@ -307,10 +335,12 @@ MeshStrategyResult SplitGram(const std::vector<Mat>& mats, const Mesh& mesh, con
   tally.AddExchange(gather, 2);
   tally.Finish(&out);
   out.before_ms = out.after_ms = gather.Seconds() * 1e3;
-  const int slowest = static_cast<int>(std::max_element(group_s.begin(), group_s.end()) -
-                                       group_s.begin());
-  out.ns_ms = group_s[slowest] * 1e3;
-  out.allreduce_ms = group_allreduce_s[slowest] * 1e3;
+  std::vector<double> rank_s(world), rank_allreduce_s(world);
+  for (int r = 0; r < world; ++r) {
+    rank_s[r] = group_s[r / k];
+    rank_allreduce_s[r] = group_allreduce_s[r / k];
+  }
+  SlowestRank(rank_s, rank_allreduce_s, gather, machine, rates, &out);
   return out;
 }
 

@@ -40,7 +40,10 @@
 // bandwidth); an all-reduce within a group is NCCL's ring over the group's slowest link class
 // (ClusterGroupAllReduceSeconds); NS FLOPs (sharding/ns_cost.h) run at the rate table's TFLOP/s
 // for the shape each rank multiplies (the full matrix in a and b, the local block in c and d),
-// plus kernel_us per product launched. Step = the exchanges before NS + the slowest rank's NS
+// plus kernel_us per product launched, plus, on every rank a point-to-point gather feeds, what
+// the event simulation charges the runtime's owner for it: an unpack and a pack kernel per
+// segment received (one segment per source rank and matrix) and a copy of the bytes each way
+// (NCCL's all-gather and all-reduce write in place and are not charged). Step = the exchanges before NS + the slowest rank's NS
 // (with its in-NS all-reduces) + the exchanges after; all communication is exposed (a
 // bulk-synchronous phase: nothing overlaps). The memory-bound kernels and the slot all-reduce,
 // the same in every strategy, are left out; normuon_plan's event simulation gives the whole
@@ -88,7 +91,7 @@ struct MeshStrategyResult {
   int64_t total_bytes = 0;    // bytes sent summed over ranks: exchanges and all-reduces
   int64_t max_rank_bytes = 0; // the most bytes one rank sends plus receives
   double before_ms = 0.0;     // exchanges before NS (a, d: gather; b: DP gather + TP all-gather)
-  double ns_ms = 0.0;         // the slowest rank's (or group's) NS, its all-reduces included
+  double ns_ms = 0.0;         // the slowest rank's NS, its all-reduces, unpacks and packs included
   double allreduce_ms = 0.0;  // the all-reduces inside that slowest NS
   double after_ms = 0.0;      // the scatter
   double step_ms = 0.0;       // before + ns + after

@@ -76,11 +76,13 @@ ClusterExchange::ClusterExchange(int world, const Machine& machine)
       intra_out_(world, 0),
       intra_in_(world, 0),
       inter_out_(world, 0),
-      inter_in_(world, 0) {}
+      inter_in_(world, 0),
+      segments_in_(world, 0) {}
 
 void ClusterExchange::Add(int src, int dst, int64_t bytes) {
   if (src == dst || bytes <= 0) return;
   total_ += bytes;
+  ++segments_in_[dst];
   if (SameNode(src, dst, machine_)) {
     intra_out_[src] += bytes;
     intra_in_[dst] += bytes;

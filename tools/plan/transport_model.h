@@ -68,12 +68,13 @@ class ClusterExchange {
   double Seconds() const;
   int64_t sent(int rank) const { return intra_out_[rank] + inter_out_[rank]; }
   int64_t received(int rank) const { return intra_in_[rank] + inter_in_[rank]; }
+  int64_t segments_received(int rank) const { return segments_in_[rank]; }  // Add calls
   int64_t total_bytes() const { return total_; }
 
  private:
   int world_;
   Machine machine_;
-  std::vector<int64_t> intra_out_, intra_in_, inter_out_, inter_in_;
+  std::vector<int64_t> intra_out_, intra_in_, inter_out_, inter_in_, segments_in_;
   std::map<std::pair<int, int>, int64_t> pairs_;  // LinkModel::kPeer only
   int64_t total_ = 0;
 };
