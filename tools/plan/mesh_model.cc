@@ -280,9 +280,18 @@ MeshStrategyResult SplitGram(const std::vector<Mat>& mats, const Mesh& mesh, con
   // Each matrix's time in a group, its all-reduce part and its per-member FLOPs.
   std::vector<double> time(mats.size()), allreduce(mats.size());
   std::vector<SplitGramFlops> flops(mats.size());
+  // A square matrix gains nothing from Gram on one rank, so it runs standard NS on its group's
+  // first rank, unless splitting it over the group costs each rank no more FLOPs than that
+  // ((28 + 8 / k) n^3 against 30 n^3 with dense products: k >= 4).
+  std::vector<bool> split(mats.size(), true);
   for (size_t i = 0; i < mats.size(); ++i) {
     const Mat& m = mats[i];
     if (m.rows == m.cols) {
+      const double single = sharding::NsFlops(m.rows, m.cols, square_cost);
+      const SplitGramFlops shared = SplitGramRankFlops(m.rows, m.cols, k, o.gram_cost);
+      split[i] = k > 1 && shared.block + shared.replicated <= single;
+    }
+    if (!split[i]) {
       const double f = sharding::NsFlops(m.rows, m.cols, square_cost);
       flops[i] = SplitGramFlops{f, 0.0, 0};
       time[i] = Seconds(f, rates.ns.TflopsFor(m.rows, m.cols)) +
@@ -307,15 +316,16 @@ MeshStrategyResult SplitGram(const std::vector<Mat>& mats, const Mesh& mesh, con
     const int first = group[i] * k;
     group_s[group[i]] += time[i];
     group_allreduce_s[group[i]] += allreduce[i];
-    const bool square = m.rows == m.cols;
-    const int members = square ? 1 : k;
+    const int members = split[i] ? k : 1;
     for (int j = 0; j < members; ++j) {
       tally.flops[first + j] += flops[i].block + flops[i].replicated;
     }
-    if (!square) tally.AddAllReduce(first, k, m.n() * m.n() * o.wire_bytes, flops[i].allreduces);
+    if (split[i]) tally.AddAllReduce(first, k, m.n() * m.n() * o.wire_bytes, flops[i].allreduces);
     // Receivers' blocks of the long side: ceil(m / members) each.
     const int64_t chunk = (m.m() + members - 1) / members;
-    const bool long_is_cols = m.cols >= m.rows;
+    // A square matrix's blocks may run either way: along the side TP split, so that each
+    // receiver's block comes from as few pieces as possible.
+    const bool long_is_cols = m.cols > m.rows || (m.cols == m.rows && m.row_parallel);
     for (int d = 0; d < dp; ++d) {
       for (int t = 0; t < o.tp; ++t) {
         const Rect p = mesh.Piece(m, t, d);

@@ -30,7 +30,8 @@
 //     side (n x m/k), computes its partial Gram matrix, the n x n Gram matrix is all-reduced in
 //     the group at the start and at each restart, the n x n iterations are replicated, and each
 //     multiplies its own block (Q X_j) at each restart and at the end. A square matrix runs
-//     standard NS on its group's first rank. Groups (world / k of them) take matrices
+//     standard NS on its group's first rank unless the split costs each rank no more FLOPs
+//     ((28 + 8 / k) n^3 against 30 n^3 dense: k >= 4), when it is split too. Groups (world / k of them) take matrices
 //     cost-balanced on their predicted time and work through them one after another. k is a
 //     power of two up to world (and up to m); with split_k = 0 the one with the least predicted
 //     step is reported.
