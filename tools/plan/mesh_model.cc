@@ -199,15 +199,52 @@ absl::StatusOr<MeshStrategyResult> TpStrategy(MeshStrategy which, const std::vec
   MeshStrategyResult out;
   out.strategy = which;
   const int world = mesh.world(), tp = o.tp, dp = o.world / o.tp;
-  NORMUON_ASSIGN_OR_RETURN(std::vector<int> home,
-                           sharding::AssignOwners(Shapes(mats), dp,
-                                                  sharding::OwnerPolicy::kCostBalanced, o.ns_cost));
+  // c's cost per matrix, before the matrices are dealt: per iteration, each TP rank's partial
+  // Gram matrix over the dimension TP split (g x g, g the other side), its all-reduce in the TP
+  // group, the polynomial replicated, each block updated (standard NS, the step's iteration
+  // count and product kind). With tp = 1 nothing is split and g is the short side.
+  const double sym = o.ns_cost.symmetric ? 1.0 : 2.0;
+  std::vector<std::vector<double>> c_flops(mats.size(), std::vector<double>(tp, 0.0));
+  std::vector<double> c_time(mats.size(), 0.0), c_allreduce(mats.size(), 0.0);
+  std::vector<int64_t> c_gram(mats.size(), 0);
+  if (which == MeshStrategy::kGramAllReduceTp) {
+    for (size_t k = 0; k < mats.size(); ++k) {
+      const Mat& m = mats[k];
+      const int64_t split_len = m.row_parallel ? m.cols : m.rows;
+      const int64_t g = tp == 1 ? m.n() : (m.row_parallel ? m.rows : m.cols);
+      double slowest = 0.0;
+      int64_t widest = 0;
+      for (int t = 0; t < tp; ++t) {
+        const int64_t kt = tp == 1 ? m.m() : split_len * (t + 1) / tp - split_len * t / tp;
+        const double gd = static_cast<double>(g), kd = static_cast<double>(kt);
+        c_flops[k][t] =
+            o.ns_cost.steps * (sym * gd * gd * kd + sym * gd * gd * gd + 2 * gd * gd * kd);
+        if (c_flops[k][t] > slowest) {
+          slowest = c_flops[k][t];
+          widest = kt;
+        }
+      }
+      // TP groups are aligned blocks of tp ranks: one all-reduce time serves them all.
+      c_allreduce[k] = o.ns_cost.steps *
+                       ClusterGroupAllReduceSeconds(g * g * o.wire_bytes, 0, tp, machine);
+      c_gram[k] = g;
+      c_time[k] = Seconds(slowest, rates.ns.TflopsFor(g, std::max<int64_t>(widest, 1))) +
+                  StandardLaunches(o.ns_cost.steps) * machine.kernel_us * 1e-6 + c_allreduce[k];
+    }
+  }
+  // b deals whole matrices over DP as the runtime deals them over ranks (cost-balanced on the
+  // step's NS FLOPs); c by its own predicted time per matrix.
+  std::vector<int> home;
+  if (which == MeshStrategy::kDuplicatedTp) {
+    NORMUON_ASSIGN_OR_RETURN(home, sharding::AssignOwners(Shapes(mats), dp,
+                                                          sharding::OwnerPolicy::kCostBalanced,
+                                                          o.ns_cost));
+  } else {
+    home = BalanceByTime(c_time, dp);
+  }
   ClusterExchange dp_gather(world, machine), tp_gather(world, machine);
   Tally tally(world);
   std::vector<double> group_s(dp, 0.0), group_allreduce_s(dp, 0.0);
-  NsCost standard = o.ns_cost;
-  standard.method = NsMethod::kStandard;
-  const double sym = o.ns_cost.symmetric ? 1.0 : 2.0;
   for (size_t k = 0; k < mats.size(); ++k) {
     const Mat& m = mats[k];
     const int h = home[k];
@@ -228,30 +265,11 @@ absl::StatusOr<MeshStrategyResult> TpStrategy(MeshStrategy which, const std::vec
                     Launches(m, o.ns_cost) * machine.kernel_us * 1e-6;
       continue;
     }
-    // c: per iteration, partial Gram over the split dimension (g x g, g the other side),
-    // all-reduced in the TP group, the polynomial replicated, each block updated. With tp = 1
-    // nothing is split and the Gram side is the short one, as in standard NS.
-    const int64_t split_len = m.row_parallel ? m.cols : m.rows;
-    const int64_t g = tp == 1 ? m.n() : (m.row_parallel ? m.rows : m.cols);
-    double slowest = 0.0;
-    int64_t widest = 0;
-    for (int t = 0; t < tp; ++t) {
-      const int64_t kt = tp == 1 ? m.m() : split_len * (t + 1) / tp - split_len * t / tp;
-      const double gd = static_cast<double>(g), kd = static_cast<double>(kt);
-      const double f = o.ns_cost.steps * (sym * gd * gd * kd + sym * gd * gd * gd + 2 * gd * gd * kd);
-      tally.flops[mesh.Rank(t, h)] += f;
-      if (f > slowest) {
-        slowest = f;
-        widest = kt;
-      }
-    }
-    const double allreduce =
-        ClusterGroupAllReduceSeconds(g * g * o.wire_bytes, mesh.Rank(0, h), tp, machine);
-    group_s[h] += Seconds(slowest, rates.ns.TflopsFor(g, std::max<int64_t>(widest, 1))) +
-                  StandardLaunches(o.ns_cost.steps) * machine.kernel_us * 1e-6 +
-                  o.ns_cost.steps * allreduce;
-    group_allreduce_s[h] += o.ns_cost.steps * allreduce;
-    tally.AddAllReduce(mesh.Rank(0, h), tp, g * g * o.wire_bytes, o.ns_cost.steps);
+    for (int t = 0; t < tp; ++t) tally.flops[mesh.Rank(t, h)] += c_flops[k][t];
+    group_s[h] += c_time[k];
+    group_allreduce_s[h] += c_allreduce[k];
+    tally.AddAllReduce(mesh.Rank(0, h), tp, c_gram[k] * c_gram[k] * o.wire_bytes,
+                       o.ns_cost.steps);
   }
   tally.AddExchange(dp_gather, 2);
   tally.AddExchange(tp_gather);

@@ -19,7 +19,8 @@
 //     all-gathers the full matrix, and every one of its tp ranks runs NS on it, keeping its own
 //     piece of the result, which goes back over DP. Exchanges: DP gather, TP all-gather, DP
 //     scatter. tp times the FLOPs of (a).
-//  c. kGramAllReduceTp (Megatron, a Gram all-reduce per iteration): as (b) over DP, then each TP
+//  c. kGramAllReduceTp (Megatron, a Gram all-reduce per iteration): as (b) over DP (but dealt
+//     cost-balanced on c's own predicted time per matrix), then each TP
 //     rank keeps its TP block; every iteration each computes its partial Gram matrix over the
 //     dimension TP split (g x g, g = the unsplit side), the partial Grams are all-reduced within
 //     the TP group (g^2 wire elements), the polynomial in the Gram matrix is computed on every
