@@ -74,7 +74,8 @@ absl::Status ValidateBuckets(const std::vector<MatrixShape>& shapes,
 
 absl::StatusOr<std::vector<int>> AssignOwnersPerBucket(const std::vector<MatrixShape>& shapes,
                                                        const std::vector<std::vector<int>>& buckets,
-                                                       int world, OwnerPolicy policy) {
+                                                       int world, OwnerPolicy policy,
+                                                       const NsCost& cost) {
   if (world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("owner assignment: world = ", world, " < 1"));
   }
@@ -82,7 +83,8 @@ absl::StatusOr<std::vector<int>> AssignOwnersPerBucket(const std::vector<MatrixS
   std::vector<int> owners(shapes.size(), 0);
   OwnerTally tally(world);
   for (const std::vector<int>& bucket : buckets) {
-    NORMUON_RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, bucket, world, policy, &tally, &owners));
+    NORMUON_RETURN_IF_ERROR(
+        AssignOwnersOfSubset(shapes, bucket, world, policy, &tally, &owners, cost));
   }
   return owners;
 }

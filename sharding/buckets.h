@@ -52,10 +52,13 @@ absl::Status ValidateBuckets(const std::vector<MatrixShape>& shapes,
 // order with AssignOwnersOfSubset and one OwnerTally carried across buckets: within a bucket the
 // policy balances that bucket (round-robin deals from where the previous bucket stopped;
 // cost-balanced breaks ties by the total assigned so far), so a bucket of >= 2 matrices is never
-// owned by one rank when world >= 2, and the totals stay balanced too.
+// owned by one rank when world >= 2, and the totals stay balanced too. cost: how the step
+// orthogonalizes (ns_cost.h; kCostBalanced weighs matrices by NsFlopsExact under it). The
+// runtime passes its config's method here (NsCost{method, 5, restarts, symmetric}).
 absl::StatusOr<std::vector<int>> AssignOwnersPerBucket(const std::vector<MatrixShape>& shapes,
                                                        const std::vector<std::vector<int>>& buckets,
-                                                       int world, OwnerPolicy policy);
+                                                       int world, OwnerPolicy policy,
+                                                       const NsCost& cost = NsCost{});
 
 }  // namespace normuon::sharding
 

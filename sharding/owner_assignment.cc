@@ -40,7 +40,8 @@ double Ns5Flops(int64_t rows, int64_t cols, int steps) {
 
 absl::Status AssignOwnersOfSubset(const std::vector<MatrixShape>& shapes,
                                   const std::vector<int>& subset, int world, OwnerPolicy policy,
-                                  OwnerTally* tally, std::vector<int>* owners) {
+                                  OwnerTally* tally, std::vector<int>* owners,
+                                  const NsCost& cost) {
   if (world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("owner assignment: world = ", world, " < 1"));
   }
@@ -53,6 +54,9 @@ absl::Status AssignOwnersOfSubset(const std::vector<MatrixShape>& shapes,
   if (owners->size() != shapes.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "owner assignment: ", owners->size(), " owner slots for ", shapes.size(), " matrices"));
+  }
+  if (absl::Status s = ValidateNsCost(cost); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("owner assignment: ", s.message()));
   }
   std::vector<bool> seen(shapes.size(), false);
   for (int k : subset) {
@@ -68,12 +72,12 @@ absl::Status AssignOwnersOfSubset(const std::vector<MatrixShape>& shapes,
     NORMUON_RETURN_IF_ERROR(ValidateShape(shapes[k]));
   }
 
-  // Sort keys, computed once: element count (round-robin) or NS5 cost (cost-balanced).
+  // Sort keys, computed once: element count (round-robin) or NS cost (cost-balanced).
   std::vector<absl::uint128> key(shapes.size(), 0);
   for (int k : subset) {
     key[k] = policy == OwnerPolicy::kRoundRobin
                  ? absl::uint128(static_cast<uint64_t>(shapes[k].rows * shapes[k].cols))
-                 : Ns5FlopsExact(shapes[k].rows, shapes[k].cols);
+                 : NsFlopsExact(shapes[k].rows, shapes[k].cols, cost);
   }
   std::vector<int> order = subset;
   std::sort(order.begin(), order.end(), [&](int a, int b) {
@@ -96,16 +100,16 @@ absl::Status AssignOwnersOfSubset(const std::vector<MatrixShape>& shapes,
         }
       }
     }
-    const absl::uint128 cost = Ns5FlopsExact(shapes[k].rows, shapes[k].cols);
-    subset_cost[owner] += cost;
-    tally->total_cost[owner] += cost;
+    const absl::uint128 flops = NsFlopsExact(shapes[k].rows, shapes[k].cols, cost);
+    subset_cost[owner] += flops;
+    tally->total_cost[owner] += flops;
     (*owners)[k] = owner;
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int>> AssignOwners(const std::vector<MatrixShape>& shapes, int world,
-                                              OwnerPolicy policy) {
+                                              OwnerPolicy policy, const NsCost& cost) {
   if (world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("owner assignment: world = ", world, " < 1"));
   }
@@ -113,18 +117,23 @@ absl::StatusOr<std::vector<int>> AssignOwners(const std::vector<MatrixShape>& sh
   for (size_t k = 0; k < shapes.size(); ++k) all[k] = static_cast<int>(k);
   std::vector<int> owners(shapes.size(), 0);
   OwnerTally tally(world);
-  NORMUON_RETURN_IF_ERROR(AssignOwnersOfSubset(shapes, all, world, policy, &tally, &owners));
+  NORMUON_RETURN_IF_ERROR(
+      AssignOwnersOfSubset(shapes, all, world, policy, &tally, &owners, cost));
   return owners;
 }
 
 absl::StatusOr<std::vector<absl::uint128>> OwnerLoads(const std::vector<MatrixShape>& shapes,
-                                                      const std::vector<int>& owners, int world) {
+                                                      const std::vector<int>& owners, int world,
+                                                      const NsCost& cost) {
   if (world < 1) {
     return absl::InvalidArgumentError(absl::StrCat("owner loads: world = ", world, " < 1"));
   }
   if (owners.size() != shapes.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("owner loads: ", owners.size(), " owners for ", shapes.size(), " matrices"));
+  }
+  if (absl::Status s = ValidateNsCost(cost); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("owner loads: ", s.message()));
   }
   std::vector<absl::uint128> loads(world, 0);
   for (size_t k = 0; k < shapes.size(); ++k) {
@@ -133,7 +142,7 @@ absl::StatusOr<std::vector<absl::uint128>> OwnerLoads(const std::vector<MatrixSh
                                                      shapes[k].name, "') has owner ", owners[k],
                                                      ", outside [0, ", world, ")"));
     }
-    loads[owners[k]] += Ns5FlopsExact(shapes[k].rows, shapes[k].cols);
+    loads[owners[k]] += NsFlopsExact(shapes[k].rows, shapes[k].cols, cost);
   }
   return loads;
 }

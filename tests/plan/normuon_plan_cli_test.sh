@@ -74,4 +74,43 @@ echo '{"benchmarks": []}' > "$tmp/empty.json"
 expect_error --rates --rates="$tmp/empty.json"
 expect_error --model --model=no-such-model
 expect_error --shapes --shapes="$tmp/missing.txt"
+expect_error --ns_method --ns_method=polar
+expect_error --ns_restarts --ns_restarts=5
+expect_error --ns_restarts --ns_restarts=0
+expect_error --ns_restarts --ns_restarts=3,2
+expect_error --ns_restarts --ns_restarts=two
+expect_error --tp --tp=-1
+expect_error --tp --tp=3 --world=8
+expect_error --mesh_worlds --mesh_worlds=64
+expect_error --mesh_worlds --tp=8 --mesh_worlds=60
+expect_error --split_k --tp=2 --split_k=3
+expect_error --split_k --tp=2 --world=8 --split_k=16
+
+# Gram NS: fewer FLOPs on a wide matrix, the method in the JSON; a square one costs the same.
+std_flops=$("$plan" --shapes="$tmp/shapes.txt" --world=1 --json | grep -o '"ns5_flops": [0-9.e+]*' | head -1)
+gram_out=$("$plan" --shapes="$tmp/shapes.txt" --world=1 --json --ns_method=gram)
+gram_flops=$(echo "$gram_out" | grep -o '"ns5_flops": [0-9.e+]*' | head -1)
+echo "$gram_out" | grep -q '"ns_method": "gram"' || fail "ns_method not in JSON: $gram_out"
+[ "$std_flops" != "$gram_flops" ] || fail "gram did not change the FLOPs: $std_flops"
+
+# The TP x DP mesh comparison: four strategies per world, text and JSON.
+out=$("$plan" --model=llama-8b-layer --tp=8 --world=64 --mesh_worlds=128)
+for s in gather_to_owner duplicated_tp gram_allreduce_tp split_gram "world 64 = tp 8 x dp 8" \
+         "world 128 = tp 8 x dp 16"; do
+  echo "$out" | grep -q -- "$s" || fail "mesh report lacks '$s': $out"
+done
+if command -v python3 >/dev/null 2>&1; then
+  "$plan" --model=llama-8b-layer --tp=8 --world=64 --mesh_worlds=128,256 --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert [m["world"] for m in d["mesh"]] == [64, 128, 256], d
+for m in d["mesh"]:
+    s = {x["strategy"]: x for x in m["strategies"]}
+    assert len(s) == 4, s
+    a, b = s["gather_to_owner"], s["duplicated_tp"]
+    assert abs(b["total_flops"] - 8 * a["total_flops"]) <= 1e-9 * b["total_flops"], (a, b)
+    for x in s.values():
+        assert x["busy_ranks"] + x["idle_ranks"] == m["world"], x
+' || fail "mesh JSON"
+fi
 echo "normuon_plan CLI OK"

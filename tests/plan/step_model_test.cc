@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sharding/buckets.h"
+#include "sharding/ns_cost.h"
 #include "sharding/plan.h"
 #include "tools/common/api_flags.h"
 #include "tools/common/model_layout.h"
@@ -469,6 +470,27 @@ TEST(PlanTest, NsFlopsAndOwnersCoverEveryMatrix) {
   EXPECT_NEAR(total, want, 1e-9 * want);
 }
 
+// Gram NS (sharding/ns_cost.h) on the hand machine's 4 x 8 matrix: 4 (1 + 1) 4^2 8 + 28 4^3 =
+// 2816 FLOPs instead of 3200, so the compute phase is 120 us shorter and the plan's FLOPs are
+// Gram's.
+TEST(PlanTest, GramCostChargesGramFlops) {
+  const auto m = Parse("w 4x8 matrix\n");
+  PlanOptions o;
+  o.world = 1;
+  o.schedule = NORMUON_SCHEDULE_SEQUENTIAL;
+  o.wire_bytes = 4;
+  absl::StatusOr<StepPlan> standard = BuildStepPlan(m, o);
+  o.ns_cost = sharding::GramDefaultCost();
+  absl::StatusOr<StepPlan> gram = BuildStepPlan(m, o);
+  ASSERT_TRUE(standard.ok() && gram.ok());
+  EXPECT_EQ(standard->ranks[0].ns5_flops, 3200.0);
+  EXPECT_EQ(gram->ranks[0].ns5_flops, 2816.0);
+  absl::StatusOr<SimResult> rs = SimulateStep(*standard, HandMachine());
+  absl::StatusOr<SimResult> rg = SimulateStep(*gram, HandMachine());
+  ASSERT_TRUE(rs.ok() && rg.ok());
+  EXPECT_NEAR(rs->ranks[0].phases.compute - rg->ranks[0].phases.compute, 0.120, kTol);
+}
+
 TEST(PlanTest, RejectsBadOptions) {
   const auto m = Parse("w 4x8 matrix\n");
   PlanOptions o;
@@ -480,6 +502,10 @@ TEST(PlanTest, RejectsBadOptions) {
   o = PlanOptions();
   o.bucket_bytes = 0;
   EXPECT_NE(BuildStepPlan(m, o).status().message().find("bucket_bytes"), std::string::npos);
+  o = PlanOptions();
+  o.ns_cost = sharding::GramDefaultCost();
+  o.ns_cost.restarts = {5};
+  EXPECT_NE(BuildStepPlan(m, o).status().message().find("ns restarts"), std::string::npos);
 }
 
 // A model too large for any machine here plans and simulates in reasonable time (the per-owner

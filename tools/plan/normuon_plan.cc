@@ -9,6 +9,14 @@
 //                [--owner_policy=round_robin|cost_balanced] [--ns_dtype=default|bf16|fp32]
 //                [--rates=FILE[,FILE...]] [--ns_tflops=X] [--mem_gbps=Y]
 //                [--backward_ms_per_layer=X] [--json] [--verbose] [--max_rank_lines=N]
+//                [--ns_method=standard|gram] [--ns_restarts=2] [--symmetric_products]
+//                [--tp=T [--mesh_worlds=64,128,...] [--split_k=K]]
+//
+// --ns_method, --ns_restarts and --symmetric_products set how Newton-Schulz runs
+// (sharding/ns_cost.h): the FLOPs charged per matrix and the cost-balanced owners' weights.
+// --tp=T (T >= 1) prints instead the TP x DP mesh comparison of mesh_model.h at --world (T x DP
+// GPUs) and at every world of --mesh_worlds: gather-to-owner, NS duplicated on every TP rank, a
+// Gram all-reduce per iteration, and one matrix's Gram NS split over k ranks.
 //
 // Prints, per rank, the owned matrices, their Newton-Schulz FLOPs, the optimizer state, the
 // bytes sent and received, and the predicted step time of each schedule; with
@@ -31,10 +39,14 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "tools/common/api_flags.h"
+#include "tools/common/json.h"
 #include "tools/common/text_file.h"
 #include "tools/model_shapes.h"
+#include "sharding/ns_cost.h"
+#include "tools/plan/mesh_model.h"
 #include "tools/plan/plan_flags.h"
 #include "tools/plan/report.h"
 #include "tools/plan/step_model.h"
@@ -91,6 +103,22 @@ ABSL_FLAG(double, mem_gbps, 0.0,
 ABSL_FLAG(double, backward_ms_per_layer, 0.0,
           "> 0: also simulate a backward pass of this many ms per layer releasing gradients "
           "last layer first, and report the time exposed after the last gradient");
+ABSL_FLAG(std::string, ns_method, "standard",
+          "standard or gram: how Newton-Schulz runs, for its FLOPs and the cost-balanced "
+          "owners (gram: square matrices still run standard)");
+ABSL_FLAG(std::string, ns_restarts, "2",
+          "gram: comma-separated iterations (0-based, in [1, 5)) restarted before; empty = none");
+ABSL_FLAG(bool, symmetric_products, false,
+          "count products with a symmetric result (X X^T, R R, ...) as one triangle (half the "
+          "FLOPs)");
+ABSL_FLAG(int, tp, 0,
+          ">= 1: print the TP x DP mesh comparison (world = tp x dp) instead of the per-rank "
+          "report");
+ABSL_FLAG(std::string, mesh_worlds, "",
+          "with --tp: comma-separated world sizes to compare besides --world (e.g. "
+          "64,128,256,512,1024)");
+ABSL_FLAG(int, split_k, 0,
+          "with --tp: ranks per matrix of the split-Gram strategy; 0 = the best power of two");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
 ABSL_FLAG(bool, verbose, false, "list the names of the matrices each rank owns");
 ABSL_FLAG(int, max_rank_lines, 32, "text: ranks listed (then the slowest); 0 = all");
@@ -187,6 +215,63 @@ int main(int argc, char** argv) {
   const int max_rank_lines = absl::GetFlag(FLAGS_max_rank_lines);
   if (max_rank_lines < 0) return Fail("--max_rank_lines must be >= 0");
 
+  // How Newton-Schulz runs.
+  normuon::sharding::NsCost& ns = in.options.ns_cost;
+  {
+    absl::StatusOr<normuon::sharding::NsMethod> method =
+        normuon::sharding::ParseNsMethod(absl::GetFlag(FLAGS_ns_method));
+    if (!method.ok()) return Fail(absl::StrCat("--ns_method: ", method.status().message()));
+    ns.method = *method;
+  }
+  std::vector<int> restarts;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_ns_restarts), ',', absl::SkipWhitespace())) {
+    int i = 0;
+    if (!absl::SimpleAtoi(part, &i)) {
+      return Fail(absl::StrCat("--ns_restarts: '", part, "' is not an integer"));
+    }
+    restarts.push_back(i);
+  }
+  ns.symmetric = absl::GetFlag(FLAGS_symmetric_products);
+  normuon::sharding::NsCost gram = normuon::sharding::GramDefaultCost();
+  gram.restarts = restarts;
+  gram.symmetric = ns.symmetric;
+  if (const absl::Status s = normuon::sharding::ValidateNsCost(gram); !s.ok()) {
+    return Fail(absl::StrCat("--ns_restarts: ", s.message()));
+  }
+  if (ns.method == normuon::sharding::NsMethod::kGram) ns.restarts = restarts;
+
+  const int tp = absl::GetFlag(FLAGS_tp);
+  if (tp < 0) return Fail("--tp must be >= 1 (or 0: no mesh comparison)");
+  std::vector<int> mesh_worlds = {world};
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_mesh_worlds), ',', absl::SkipWhitespace())) {
+    int w = 0;
+    if (!absl::SimpleAtoi(part, &w) || w < 1 || w > (1 << 20)) {
+      return Fail(absl::StrCat("--mesh_worlds: '", part, "' is not a world size in [1, 1048576]"));
+    }
+    if (tp < 1) return Fail("--mesh_worlds needs --tp");
+    if (w % tp != 0) {
+      return Fail(absl::StrCat("--mesh_worlds: ", w, " is not a multiple of --tp=", tp));
+    }
+    if (w != world) mesh_worlds.push_back(w);
+  }
+  const int split_k = absl::GetFlag(FLAGS_split_k);
+  if (split_k < 0 || (split_k & (split_k - 1)) != 0) {
+    return Fail("--split_k must be 0 or a power of two");
+  }
+  if (tp >= 1) {
+    if (!cluster) return Fail("--tp needs --machine=cluster");
+    if (world % tp != 0) {
+      return Fail(absl::StrCat("--tp=", tp, " does not divide --world=", world));
+    }
+    for (int w : mesh_worlds) {
+      if (split_k > w) {
+        return Fail(absl::StrCat("--split_k=", split_k, " is larger than the world ", w));
+      }
+    }
+  }
+
   const std::string shapes_path = absl::GetFlag(FLAGS_shapes);
   in.model = shapes_path.empty() ? absl::GetFlag(FLAGS_model) : shapes_path;
   absl::StatusOr<normuon_tools::ModelShapes> shapes =
@@ -197,6 +282,36 @@ int main(int argc, char** argv) {
                              shapes.status().message()));
   }
   in.shapes = *std::move(shapes);
+
+  if (tp >= 1) {
+    std::string text, json;
+    for (int w : mesh_worlds) {
+      normuon::plan::MeshOptions mo;
+      mo.world = w;
+      mo.tp = tp;
+      mo.wire_bytes = in.options.wire_bytes;
+      mo.ns_cost = in.options.ns_cost;
+      mo.gram_cost = gram;
+      mo.split_k = split_k;
+      absl::StatusOr<std::vector<normuon::plan::MeshStrategyResult>> results =
+          normuon::plan::CompareMeshStrategies(in.shapes, mo, in.sim.machine, in.sim.rates);
+      if (!results.ok()) return Fail(std::string(results.status().message()));
+      absl::StrAppend(&text, normuon::plan::MeshReportText(*results, mo));
+      absl::StrAppend(&json, json.empty() ? "" : ", ", "{\"world\": ", w, ", \"tp\": ", tp,
+                      ", \"strategies\": ", normuon::plan::MeshReportJson(*results), "}");
+    }
+    const std::string out =
+        absl::GetFlag(FLAGS_json)
+            ? absl::StrCat("{\"model\": ", normuon_tools::JsonQuote(in.model), ", \"ns_cost\": ",
+                           normuon_tools::JsonQuote(normuon::sharding::NsCostDescription(in.options.ns_cost)),
+                           ", \"split_gram_cost\": ",
+                           normuon_tools::JsonQuote(normuon::sharding::NsCostDescription(gram)),
+                           ", \"rates\": ", normuon_tools::JsonQuote(in.sim.rates.source),
+                           ", \"mesh\": [", json, "]}\n")
+            : absl::StrCat("model ", in.model, ", rates: ", in.sim.rates.source, "\n", text);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  }
 
   absl::StatusOr<normuon::plan::Report> report = normuon::plan::MakeReport(std::move(in));
   if (!report.ok()) return Fail(std::string(report.status().message()));

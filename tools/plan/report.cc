@@ -29,6 +29,15 @@ std::string Num(double v, const char* format = "%.6g") {
 
 std::string Ms(double v) { return Num(v, "%.4f"); }
 
+// The step's Newton-Schulz FLOPs over all matrices (sharding::NsFlops under the plan's cost).
+double TotalNsFlops(const ReportInputs& in) {
+  double total = 0.0;
+  for (const normuon_tools::ModelShape& e : in.shapes.entries) {
+    if (e.kind == ParamKind::kMatrix) total += sharding::NsFlops(e.rows, e.cols, in.options.ns_cost);
+  }
+  return total;
+}
+
 const char* DtypeName(int64_t wire) { return wire == 2 ? "bf16" : "fp32"; }
 
 std::string PhasesJson(const PhaseTimes& p) {
@@ -124,6 +133,9 @@ std::string ReportJson(const Report& report, bool verbose) {
   absl::StrAppend(&out, ", \"machine\": ", MachineJson(in.sim.machine, world),
                   ", \"ns_dtype\": ", JsonQuote(DtypeName(in.options.wire_bytes)),
                   ", \"wire_bytes\": ", in.options.wire_bytes,
+                  ", \"ns_method\": ", JsonQuote(sharding::NsMethodName(in.options.ns_cost.method)),
+                  ", \"ns_cost\": ", JsonQuote(sharding::NsCostDescription(in.options.ns_cost)),
+                  ", \"ns_flops_total\": ", Num(TotalNsFlops(in), "%.17g"),
                   ", \"owner_policy\": ", JsonQuote(sharding::OwnerPolicyName(in.options.policy)),
                   ", \"bucket_mb\": ", Num(static_cast<double>(in.options.bucket_bytes) / kMiB),
                   ", \"rates\": ", RatesJson(in.sim.rates),
@@ -207,10 +219,13 @@ std::string ReportText(const Report& report, bool verbose, int max_rank_lines) {
                           world, m.cores, m.blas_threads, m.blas_threads == 1 ? "" : "s",
                           m.collective_us);
   }
-  absl::StrAppendFormat(&out, "numerics: Newton-Schulz %s (wire %d bytes), owners %s, buckets of %g MiB\n",
-                        DtypeName(in.options.wire_bytes), in.options.wire_bytes,
+  absl::StrAppendFormat(&out, "numerics: Newton-Schulz %s, %s (wire %d bytes), owners %s, buckets of %g MiB\n",
+                        DtypeName(in.options.wire_bytes),
+                        sharding::NsCostDescription(in.options.ns_cost), in.options.wire_bytes,
                         sharding::OwnerPolicyName(in.options.policy),
                         static_cast<double>(in.options.bucket_bytes) / kMiB);
+  absl::StrAppendFormat(&out, "Newton-Schulz work per step: %.4f TFLOP over all matrices\n",
+                        TotalNsFlops(in) * 1e-12);
   const KernelRates& rt = in.sim.rates;
   std::string ns = rt.ns.empty()
                        ? absl::StrFormat("%g TFLOP/s for every shape", rt.ns.default_tflops())

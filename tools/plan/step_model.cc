@@ -204,7 +204,8 @@ class Simulator {
       const BucketPlan& bp = plan_.buckets[b];
       std::vector<int32_t> batches(world_, 0);
       for (const OwnedBatch& ob : bp.batches) {
-        const double flops = sharding::Ns5Flops(ob.rows, ob.cols) * ob.count;
+        const double flops =
+            sharding::NsFlops(ob.rows, ob.cols, plan_.options.ns_cost) * ob.count;
         At(compute_s_, b, ob.rank) += flops / (opt_.rates.ns.TflopsFor(ob.rows, ob.cols) * 1e12);
         ++batches[ob.rank];
       }

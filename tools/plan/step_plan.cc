@@ -26,6 +26,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
     return absl::InvalidArgumentError(
         absl::StrCat("bucket_bytes = ", options.bucket_bytes, ", must be >= 1"));
   }
+  NORMUON_RETURN_IF_ERROR(sharding::ValidateNsCost(options.ns_cost));
   if (model.entries.empty()) return absl::InvalidArgumentError("the model has no parameters");
   const int world = options.world;
   NORMUON_ASSIGN_OR_RETURN(std::vector<std::vector<sharding::RowShard>> layout,
@@ -75,7 +76,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
   std::vector<int> owners;
   if (!members.empty()) {
     NORMUON_ASSIGN_OR_RETURN(owners, sharding::AssignOwnersPerBucket(shapes, members, world,
-                                                             options.policy));
+                                                             options.policy, options.ns_cost));
   }
 
   for (size_t b = 0; b < members.size(); ++b) {
@@ -135,7 +136,7 @@ absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
       for (int k : members[b]) {
         if (owners[k] != q) continue;
         rs.owned.push_back(k);
-        rs.ns5_flops += sharding::Ns5Flops(shapes[k].rows, shapes[k].cols);
+        rs.ns5_flops += sharding::NsFlops(shapes[k].rows, shapes[k].cols, options.ns_cost);
       }
     }
     for (int r = 0; r < world; ++r) {

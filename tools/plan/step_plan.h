@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "normuon/normuon.h"
+#include "sharding/ns_cost.h"
 #include "sharding/owner_assignment.h"
 #include "sharding/shard.h"
 #include "tools/model_shapes.h"
@@ -22,6 +23,9 @@ struct PlanOptions {
   int64_t bucket_bytes = int64_t{32} << 20;  // bucketed only, as normuon_config_t.bucket_bytes
   sharding::OwnerPolicy policy = sharding::OwnerPolicy::kRoundRobin;
   int64_t wire_bytes = 2;  // 2: bf16, 4: fp32
+  // How Newton-Schulz runs (standard or Gram, product kind): the FLOPs charged per owned matrix
+  // and the cost-balanced owner assignment's weights (sharding/ns_cost.h).
+  sharding::NsCost ns_cost;
 };
 
 // What one rank does in one bucket.
@@ -59,7 +63,8 @@ struct MatrixInfo {
 // Everything about one rank that does not depend on time.
 struct RankSummary {
   std::vector<int> owned;  // matrix indices, in bucket work order
-  double ns5_flops = 0.0;  // of its owned matrices (sharding::Ns5Flops)
+  double ns5_flops = 0.0;  // of its owned matrices (sharding::NsFlops under options.ns_cost;
+                           // the name is the JSON key's, kept from the standard-only days)
   int64_t momentum_bytes = 0, v_bytes = 0, adam_bytes = 0;
   int64_t state_bytes() const { return momentum_bytes + v_bytes + adam_bytes; }
   // The runtime's profile accounting: every bucket's gather and scatter messages to and from
@@ -80,7 +85,7 @@ struct StepPlan {
   int64_t slot_floats = 0;   // the all-reduce's length: 2 per global row + 6 per rank
 };
 
-// Validates options (world in [1, 1 << 20], wire 2 or 4, bucket_bytes >= 1) and the model (at
+// Validates options (world in [1, 1 << 20], wire 2 or 4, bucket_bytes >= 1, ns_cost valid) and the model (at
 // least one parameter), then plans as Runtime::Finalize does. Errors name the field.
 absl::StatusOr<StepPlan> BuildStepPlan(const normuon_tools::ModelShapes& model,
                                        const PlanOptions& options);

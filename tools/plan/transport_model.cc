@@ -59,6 +59,59 @@ double ClusterExchangeSeconds(const std::vector<Flow>& flows, int world, const M
   return longest;
 }
 
+double ClusterGroupAllReduceSeconds(int64_t bytes, int first_rank, int ranks,
+                                    const Machine& machine) {
+  if (ranks <= 1) return 0.0;
+  const bool multi_node = !SameNode(first_rank, first_rank + ranks - 1, machine);
+  const Link& link = multi_node ? machine.inter : machine.intra;
+  const double p = ranks;
+  const double steps = std::ceil(std::log2(p));
+  return 2.0 * (p - 1.0) / p * static_cast<double>(bytes) / (link.gbps * 1e9) +
+         2.0 * steps * link.latency_us * 1e-6;
+}
+
+ClusterExchange::ClusterExchange(int world, const Machine& machine)
+    : world_(world),
+      machine_(machine),
+      intra_out_(world, 0),
+      intra_in_(world, 0),
+      inter_out_(world, 0),
+      inter_in_(world, 0),
+      segments_in_(world, 0) {}
+
+void ClusterExchange::Add(int src, int dst, int64_t bytes) {
+  if (src == dst || bytes <= 0) return;
+  total_ += bytes;
+  ++segments_in_[dst];
+  if (SameNode(src, dst, machine_)) {
+    intra_out_[src] += bytes;
+    intra_in_[dst] += bytes;
+  } else {
+    inter_out_[src] += bytes;
+    inter_in_[dst] += bytes;
+  }
+  if (machine_.link_model == LinkModel::kPeer) pairs_[{src, dst}] += bytes;
+}
+
+double ClusterExchange::Seconds() const {
+  double longest = 0.0;
+  if (machine_.link_model == LinkModel::kPeer) {
+    for (const auto& [pair, bytes] : pairs_) {
+      const Link& link = SameNode(pair.first, pair.second, machine_) ? machine_.intra
+                                                                      : machine_.inter;
+      longest = std::max(longest, TransferSeconds(bytes, link));
+    }
+    return longest;
+  }
+  for (int r = 0; r < world_; ++r) {
+    const int64_t intra = std::max(intra_out_[r], intra_in_[r]);
+    const int64_t inter = std::max(inter_out_[r], inter_in_[r]);
+    if (intra > 0) longest = std::max(longest, TransferSeconds(intra, machine_.intra));
+    if (inter > 0) longest = std::max(longest, TransferSeconds(inter, machine_.inter));
+  }
+  return longest;
+}
+
 double ClusterAllReduceSeconds(int64_t bytes, int world, const Machine& machine) {
   if (world <= 1) return 0.0;
   const bool multi_node = world > machine.gpus_per_node;

@@ -4,6 +4,8 @@
 #define NORMUON_TOOLS_PLAN_TRANSPORT_MODEL_H_
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <vector>
 
 namespace normuon::plan {
@@ -52,6 +54,34 @@ struct Flow {
 // the slot all-reduce of `bytes` per rank.
 double ClusterExchangeSeconds(const std::vector<Flow>& flows, int world, const Machine& machine);
 double ClusterAllReduceSeconds(int64_t bytes, int world, const Machine& machine);
+
+// The all-reduce of `bytes` per rank within the `ranks` consecutive ranks from first_rank (a TP
+// group, a split-Gram group; mesh_model.h): the same ring as ClusterAllReduceSeconds, over the
+// inter-node link when the group spans nodes, else the intra-node one.
+double ClusterGroupAllReduceSeconds(int64_t bytes, int first_rank, int ranks,
+                                    const Machine& machine);
+
+// One exchange accumulated message by message, without keeping the messages (the mesh model's
+// exchanges have millions): Seconds() is ClusterExchangeSeconds of the same messages, with the
+// bytes between one (src, dst) pair summed into one flow.
+class ClusterExchange {
+ public:
+  ClusterExchange(int world, const Machine& machine);
+  // src, dst in [0, world); a message to itself or of no bytes moves nothing and is ignored.
+  void Add(int src, int dst, int64_t bytes);
+  double Seconds() const;
+  int64_t sent(int rank) const { return intra_out_[rank] + inter_out_[rank]; }
+  int64_t received(int rank) const { return intra_in_[rank] + inter_in_[rank]; }
+  int64_t segments_received(int rank) const { return segments_in_[rank]; }  // Add calls
+  int64_t total_bytes() const { return total_; }
+
+ private:
+  int world_;
+  Machine machine_;
+  std::vector<int64_t> intra_out_, intra_in_, inter_out_, inter_in_, segments_in_;
+  std::map<std::pair<int, int>, int64_t> pairs_;  // LinkModel::kPeer only
+  int64_t total_ = 0;
+};
 
 }  // namespace normuon::plan
 
