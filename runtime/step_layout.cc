@@ -156,7 +156,8 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
                                              ? sharding::OwnerPolicy::kCostBalanced
                                              : sharding::OwnerPolicy::kRoundRobin;
     NORMUON_ASSIGN_OR_RETURN(owners,
-                             sharding::AssignOwnersPerBucket(L.shapes, members, o.world, policy));
+                             sharding::AssignOwnersPerBucket(L.shapes, members, o.world, policy,
+                                                             o.ns_cost));
   }
   for (size_t k = 0; k < L.matrices.size(); ++k) L.matrices[k].owner = owners[k];
 

@@ -21,6 +21,7 @@
 #include "base/param_kind.h"
 #include "kernels/backend.h"
 #include "normuon/normuon.h"
+#include "sharding/ns_cost.h"
 #include "sharding/registration.h"
 #include "sharding/shard.h"
 
@@ -49,6 +50,8 @@ struct LayoutOptions {
   normuon_variant_t variant = NORMUON_VARIANT_NORMUON;
   normuon_neuron_axis_t neuron_axis = NORMUON_NEURON_ROWS;
   int32_t groups = 2;
+  // How the step orthogonalizes: the cost-balanced owner policy weighs matrices by its FLOPs.
+  sharding::NsCost ns_cost;
   // Per matrix unit k (in layout order): 1 when some rank holds less than all of its columns
   // (finalize knows it from every rank's records). Empty (before finalize): judged from this
   // rank's own pieces.
