@@ -321,8 +321,17 @@ def create_gloo_comm(group=None, timeout=600.0):
     if not (0.0 < timeout <= 1e7):
         raise ValueError(f"normuon: timeout={timeout} must be in (0, 1e7] seconds")
     ranks = _group_ranks(dist, group)
-    private = dist.new_group(ranks=ranks, backend="gloo",
-                             timeout=datetime.timedelta(seconds=timeout))
+    # Replica groups (HSDP) run one runtime per shard group: processes then pass different
+    # groups, but torch wants every process to call new_group for every group, in one order.
+    # So learn every process's group and make them all (sorted), keeping this process's one.
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, list(ranks))
+    private = None
+    for members in sorted({tuple(r) for r in everyone}):
+        made = dist.new_group(ranks=list(members), backend="gloo",
+                              timeout=datetime.timedelta(seconds=timeout))
+        if list(members) == list(ranks):
+            private = made
     me = dist.get_rank()
     if me not in ranks:
         raise RuntimeError(f"normuon: this process (global rank {me}) is not in the group "

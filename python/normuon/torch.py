@@ -105,7 +105,15 @@ Parameters and devices
     checked at construction (a missing or unknown entry, an unknown key, a bad global_shape or
     row_begin raise ValueError/TypeError naming it), and the runtime checks at the first step
     that the ranks' blocks tile the rows. Gradients are this rank's rows of the reduced full
-    gradient (the trainer reduce-scatters). Only row blocks: column pieces are not supported.
+    gradient (the trainer reduce-scatters).
+    Rectangles (tensor parallel x FSDP): (global_shape, row_begin, col_begin) or the dict with
+    "col_begin" says that the contiguous 2-D local tensor is rows [row_begin, +shape[0]) x
+    columns [col_begin, +shape[1]) of a 2-D global_shape (ld = its column count); the ranks'
+    rectangles must tile the matrix (checked at the first step). AdamW parameters are held as
+    whole rows. The dict key "num_heads" asks for per-head orthogonalization (num_heads equal
+    row blocks, the C API's desc.num_heads). Replicas (HSDP): ranks holding the same pieces
+    each run their own NorMuon over the process_group of their shard group and compute the
+    same bits, given the same (replica-averaged) gradients.
   * torch.distributed communicator (CPU, sharded): normuon._dist_comm, the C API's custom ops
     with callbacks that call torch.distributed on a private gloo group over the same ranks
     (dist.new_group at the first step, a collective of every rank of the default group), so
@@ -208,9 +216,10 @@ def _mesh_rank(mesh):
 
 
 class _Layout(namedtuple("_Layout", "matrix rows cols row_begin row_count local_shape dtype "
-                                     "device world")):
-    """How one parameter is registered: global rows x cols, this rank's rows, its local shape,
-    dtype and device, and the world size of its sharding (1 for plain tensors)."""
+                                     "device world col_begin col_count num_heads")):
+    """How one parameter is registered: global rows x cols, this rank's rectangle (rows
+    [row_begin, +row_count) x columns [col_begin, +col_count)), its local shape, dtype and
+    device, the world size of its sharding (1 for plain tensors) and num_heads (0 = none)."""
 
 
 def _layout(p, matrix, who, shard=None):
@@ -228,10 +237,34 @@ def _layout(p, matrix, who, shard=None):
         if _is_dtensor(p):
             raise ValueError(f"NorMuon: {who} is a DTensor and has an entry in shards; a "
                              f"DTensor says its own sharding: leave it out of shards")
-        if p.dim() != len(shape) or tuple(p.shape[1:]) != shape[1:]:
+        if shard.col_begin is not None:
+            if len(shape) != 2 or p.dim() != 2:
+                raise ValueError(f"NorMuon: {who}: shards[...].col_begin needs a 2-D "
+                                 f"global_shape and a 2-D local tensor (a rectangle); got "
+                                 f"global_shape {list(shape)}, local shape {list(p.shape)}")
+            if not matrix and (shard.col_begin != 0 or p.shape[1] != shape[1]):
+                raise ValueError(f"NorMuon: {who} is an AdamW parameter (use_muon=False) and "
+                                 f"must be held as whole rows: shards[...].col_begin "
+                                 f"{shard.col_begin} with {p.shape[1]} local columns of "
+                                 f"{shape[1]}")
+            if shard.col_begin >= shape[1]:
+                raise ValueError(f"NorMuon: {who}: shards[...].col_begin {shard.col_begin} is "
+                                 f"out of range for global_shape[1] {shape[1]}")
+            if shard.col_begin + p.shape[1] > shape[1]:
+                raise ValueError(f"NorMuon: {who}: shards[...].col_begin {shard.col_begin} + "
+                                 f"its {p.shape[1]} local columns > global_shape[1] "
+                                 f"{shape[1]} (the rectangle exceeds the global shape)")
+        elif p.dim() != len(shape) or tuple(p.shape[1:]) != shape[1:]:
             raise ValueError(f"NorMuon: {who} has local shape {list(p.shape)}, which is not "
                              f"a block of rows of shards[...].global_shape {list(shape)} (the "
-                             f"same dims, all but the first equal)")
+                             f"same dims, all but the first equal; give col_begin for a "
+                             f"rectangle of a 2-D tensor)")
+        if shard.num_heads and not matrix:
+            raise ValueError(f"NorMuon: {who}: shards[...].num_heads is for matrices "
+                             f"(use_muon=True); {who} is an AdamW parameter")
+        if shard.num_heads and shape[0] % shard.num_heads:
+            raise ValueError(f"NorMuon: {who}: shards[...].num_heads {shard.num_heads} does "
+                             f"not divide global_shape[0] {shape[0]}")
         if shard.row_begin + p.shape[0] > shape[0]:
             raise ValueError(f"NorMuon: {who}: shards[...].row_begin {shard.row_begin} + its "
                              f"{p.shape[0]} local rows > global_shape[0] {shape[0]}")
@@ -244,6 +277,7 @@ def _layout(p, matrix, who, shard=None):
     rows = shape[0] if shape else 1
     cols = math.prod(shape[1:]) if len(shape) > 1 else 1
     world, begin, count = 1, 0, rows
+    col_begin, col_count, heads = 0, cols, 0
     if _is_dtensor(p):
         mesh, placements = p.device_mesh, tuple(p.placements)
         if mesh.ndim != 1 or len(placements) != 1:
@@ -260,8 +294,12 @@ def _layout(p, matrix, who, shard=None):
         begin, count = _fsdp_rows(rows, world, _mesh_rank(mesh))
     elif shard is not None:
         world, begin, count = shard.world, shard.row_begin, int(p.shape[0])
+        heads = shard.num_heads
+        if shard.col_begin is not None:
+            col_begin, col_count = shard.col_begin, int(p.shape[1])
     local = _local(p)
-    if tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
+    # (a rectangle's local shape was checked against global_shape above)
+    if col_count == cols and tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
                          f"FSDP2's dim-0 chunk ({count} of {rows} rows from row {begin})")
     if not local.is_contiguous():
@@ -269,16 +307,19 @@ def _layout(p, matrix, who, shard=None):
                          f"for shape {list(local.shape)}); the runtime reads row-major memory: "
                          f"make the parameter contiguous before creating the optimizer")
     return _Layout(matrix, rows, cols, begin, count, tuple(local.shape), p.dtype,
-                   local.device, world)
+                   local.device, world, col_begin, col_count, heads)
 
 
-class RowShard(namedtuple("RowShard", "global_shape row_begin world")):
-    """Which rows of which global tensor a local tensor holds (an entry of NorMuon's
+class RowShard(namedtuple("RowShard", "global_shape row_begin world col_begin num_heads")):
+    """Which piece of which global tensor a local tensor holds (an entry of NorMuon's
     `shards`, normalized): rows [row_begin, row_begin + local.shape[0]) of a tensor of
-    global_shape, on a process group of `world` ranks."""
+    global_shape, on a process group of `world` ranks; with col_begin (not None) the local
+    tensor is the rectangle of those rows x columns [col_begin, col_begin + local.shape[1]) of
+    a 2-D global_shape. num_heads: per-head orthogonalization (0 = none)."""
 
 
-_SHARD_FIELDS = ("global_shape", "row_begin")
+_SHARD_FIELDS = ("global_shape", "row_begin", "col_begin", "num_heads")
+_SHARD_REQUIRED = ("global_shape", "row_begin")
 
 
 def _row_shard(spec, world, who):
@@ -288,17 +329,20 @@ def _row_shard(spec, world, who):
         unknown = sorted(set(spec) - set(_SHARD_FIELDS))
         if unknown:
             raise ValueError(f"NorMuon: {who}: shards[...] has unknown keys {unknown}; expected "
-                             f"{list(_SHARD_FIELDS)} (rows only: column pieces are not "
-                             f"supported)")
-        missing = [k for k in _SHARD_FIELDS if k not in spec]
+                             f"{list(_SHARD_FIELDS)}")
+        missing = [k for k in _SHARD_REQUIRED if k not in spec]
         if missing:
             raise ValueError(f"NorMuon: {who}: shards[...] lacks {missing}")
         shape, begin = spec["global_shape"], spec["row_begin"]
-    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
-        shape, begin = spec
+        col, heads = spec.get("col_begin"), spec.get("num_heads", 0)
+    elif isinstance(spec, (tuple, list)) and len(spec) in (2, 3):
+        shape, begin = spec[0], spec[1]
+        col, heads = (spec[2] if len(spec) == 3 else None), 0
     else:
         raise TypeError(f"NorMuon: {who}: shards[...] = {spec!r}; expected (global_shape, "
-                        f"row_begin) or {{'global_shape': ..., 'row_begin': ...}}")
+                        f"row_begin), (global_shape, row_begin, col_begin) or "
+                        f"{{'global_shape': ..., 'row_begin': ..., 'col_begin': ..., "
+                        f"'num_heads': ...}}")
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
     if (not isinstance(shape, (tuple, list)) or not shape
@@ -310,7 +354,15 @@ def _row_shard(spec, world, who):
     if not isinstance(begin, int) or isinstance(begin, bool) or begin < 0:
         raise ValueError(f"NorMuon: {who}: shards[...].row_begin = {begin!r}; expected an int "
                          f">= 0")
-    return RowShard(tuple(shape), begin, world)
+    if col is not None and (not isinstance(col, int) or isinstance(col, bool) or col < 0):
+        raise ValueError(f"NorMuon: {who}: shards[...].col_begin = {col!r}; expected an int "
+                         f">= 0")
+    if heads is None:
+        heads = 0
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
+        raise ValueError(f"NorMuon: {who}: shards[...].num_heads = {heads!r}; expected an int "
+                         f">= 0 (0 = none)")
+    return RowShard(tuple(shape), begin, world, col, heads)
 
 
 def _checked_grad(p, lay, who):
@@ -350,6 +402,8 @@ def _state_numel(layout, kind, variant):
     desc.name = b"state"
     desc.rows, desc.cols = layout.rows, layout.cols
     desc.row_begin, desc.row_count = layout.row_begin, layout.row_count
+    if layout.col_count != layout.cols:
+        desc.col_begin, desc.col_count = layout.col_begin, layout.col_count
     nbytes = ctypes.c_uint64()
     _capi.check(lib.normuon_param_state_size(ctypes.byref(cfg), ctypes.byref(desc),
                                              1 if layout.matrix else 0, int(kind),
@@ -444,8 +498,9 @@ class NorMuon(torch.optim.Optimizer):
         backward pass"). Bitwise the same result. With gradient accumulation, run all but the
         last backward inside `with opt.no_overlap():`; gradients must not change between
         backward and step (no clipping).
-      shards: manual row sharding without DTensor: {param or name: (global_shape,
-        row_begin)} for every parameter (module docstring, "Manual row shards").
+      shards: manual sharding without DTensor: {param or name: (global_shape, row_begin),
+        (global_shape, row_begin, col_begin) or a dict with those keys and "num_heads"} for
+        every parameter (module docstring, "Manual row shards").
       process_group: the torch.distributed group whose ranks hold `shards` (default: the
         default group); only with shards.
 
@@ -867,6 +922,10 @@ class NorMuon(torch.optim.Optimizer):
                 d.name = name_bytes
                 d.rows, d.cols, d.row_begin, d.row_count = (
                     lay.rows, lay.cols, lay.row_begin, lay.row_count)
+                if lay.col_count != lay.cols:  # a rectangle; contiguous, so ld = col_count
+                    d.col_begin, d.col_count = lay.col_begin, lay.col_count
+                    d.ld = lay.col_count
+                d.num_heads = lay.num_heads
                 d.param = lp.data_ptr() if lay.row_count else None
                 d.grad = lg.data_ptr() if (lg is not None and lay.row_count) else None
                 d.param_dtype = d.grad_dtype = _DTYPES[lay.dtype]

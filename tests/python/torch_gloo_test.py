@@ -541,12 +541,12 @@ class ShardsArgumentTest(unittest.TestCase):
             return s
         self.assert_refused(shards, "'nope'", "not parameters")
 
-    def test_column_pieces_are_refused(self):
+    def test_unknown_keys_are_refused(self):
         def shards(p):
             s = self.good(p)
-            s[p["w1"]] = {"global_shape": SHAPES["w1"], "row_begin": 0, "col_begin": 0}
+            s[p["w1"]] = {"global_shape": SHAPES["w1"], "row_begin": 0, "col_start": 0}
             return s
-        self.assert_refused(shards, "col_begin", "unknown keys")
+        self.assert_refused(shards, "col_start", "unknown keys")
 
     def test_bad_fields(self):
         for bad, fragment in ((((16, 8), -1), "row_begin"), (((16, 0), 0), "global_shape"),
