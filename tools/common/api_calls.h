@@ -37,34 +37,10 @@ class RuntimeGuard {
   normuon_runtime_t rt_;
 };
 
-// Registers the rows `rows` of one entry, held in param and grad (fp32), in the default group of
-// its kind: normuon_register_matrix for a matrix, normuon_register_adamw for AdamW. On failure
-// the message names the call and the entry (ApiError).
-inline absl::Status RegisterEntry(normuon_runtime_t rt, const ModelShape& entry,
-                                  const normuon::sharding::RowShard& rows, void* param,
-                                  const void* grad, normuon_param_t* handle) {
-  normuon_param_desc_t desc;
-  normuon_param_desc_init(&desc);
-  desc.name = entry.name.c_str();
-  desc.rows = entry.rows;
-  desc.cols = entry.cols;
-  desc.row_begin = rows.row_begin;
-  desc.row_count = rows.row_count;
-  desc.param = param;
-  desc.grad = grad;
-  desc.param_dtype = desc.grad_dtype = NORMUON_DTYPE_FP32;
-  const bool matrix = entry.kind == normuon::ParamKind::kMatrix;
-  desc.group = matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
-  const normuon_status_t st = matrix ? normuon_register_matrix(rt, &desc, handle)
-                                     : normuon_register_adamw(rt, &desc, handle);
-  if (st == NORMUON_SUCCESS) return absl::OkStatus();
-  return ApiError(rt,
-                  absl::StrCat(matrix ? "normuon_register_matrix" : "normuon_register_adamw",
-                               " of '", entry.name, "'"),
-                  st);
-}
-
-// The same for a two-dimensional piece (normuon_param_desc_t's col_begin / col_count), packed.
+// Registers a piece of one entry (normuon_param_desc_t's rows and, when piece.col_count > 0,
+// col_begin / col_count; packed), held in param and grad (fp32), in the default group of its
+// kind: normuon_register_matrix for a matrix, normuon_register_adamw for AdamW. On failure the
+// message names the call and the entry (ApiError).
 inline absl::Status RegisterPiece(normuon_runtime_t rt, const ModelShape& entry,
                                   const normuon::sharding::PieceRect& piece, void* param,
                                   const void* grad, normuon_param_t* handle) {
@@ -89,6 +65,13 @@ inline absl::Status RegisterPiece(normuon_runtime_t rt, const ModelShape& entry,
                   absl::StrCat(matrix ? "normuon_register_matrix" : "normuon_register_adamw",
                                " of '", entry.name, "'"),
                   st);
+}
+
+// The same for whole rows `rows` of the entry (every column).
+inline absl::Status RegisterEntry(normuon_runtime_t rt, const ModelShape& entry,
+                                  const normuon::sharding::RowShard& rows, void* param,
+                                  const void* grad, normuon_param_t* handle) {
+  return RegisterPiece(rt, entry, {rows.row_begin, rows.row_count, 0, 0}, param, grad, handle);
 }
 
 }  // namespace normuon_tools
