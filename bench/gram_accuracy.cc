@@ -36,12 +36,7 @@ namespace {
 using normuon_tools::Matrix;
 
 std::vector<std::array<float, 3>> Coefficients(bool polar) {
-  if (!polar) return std::vector<std::array<float, 3>>(5, {3.4445f, -4.7750f, 2.0315f});
-  return {{8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
-          {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
-          {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
-          {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
-          {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f}};
+  return polar ? normuon::PolarExpressCoefficients(5) : normuon::QuinticCoefficients(5);
 }
 
 struct Worst {

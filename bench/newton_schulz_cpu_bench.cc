@@ -18,7 +18,7 @@
 
 namespace {
 
-const std::vector<std::array<float, 3>> kQuintic5(5, {3.4445f, -4.7750f, 2.0315f});
+const std::vector<std::array<float, 3>> kQuintic5 = normuon::QuinticCoefficients(5);
 
 std::vector<float> Random(size_t n) {
   std::mt19937 gen(1);

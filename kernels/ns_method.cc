@@ -5,6 +5,31 @@
 
 namespace normuon {
 
+namespace {
+
+constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
+constexpr std::array<std::array<float, 3>, 5> kPolarExpress = {{
+    {8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
+    {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
+    {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
+    {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
+    {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f},
+}};
+
+}  // namespace
+
+std::vector<std::array<float, 3>> QuinticCoefficients(int32_t iterations) {
+  return std::vector<std::array<float, 3>>(static_cast<size_t>(std::max(0, iterations)), kQuintic);
+}
+
+std::vector<std::array<float, 3>> PolarExpressCoefficients(int32_t iterations) {
+  std::vector<std::array<float, 3>> out;
+  for (int32_t i = 0; i < iterations; ++i) {
+    out.push_back(kPolarExpress[std::min<size_t>(i, kPolarExpress.size() - 1)]);
+  }
+  return out;
+}
+
 std::vector<int32_t> DefaultGramRestarts(int32_t iterations, bool polar_express) {
   if (iterations < 3) return {};
   if (!polar_express) return {iterations - 2};

@@ -29,6 +29,12 @@ inline bool UsesGram(NsMethod method, int64_t rows, int64_t cols) {
   return method == NsMethod::kGram && rows != cols && rows > 1 && cols > 1;
 }
 
+// The built-in coefficient sets for `iterations` iterations (normuon.h, normuon_orthogonalizer_t):
+// the quintic's (3.4445, -4.7750, 2.0315) every iteration; Polar Express's five published triples
+// (as Dion's polar_express.py), iterations past the fifth repeating the fifth.
+std::vector<std::array<float, 3>> QuinticCoefficients(int32_t iterations);
+std::vector<std::array<float, 3>> PolarExpressCoefficients(int32_t iterations);
+
 // The Gram iteration's default restarts (0-based iterations preceded by a restart), chosen by
 // measurement (bench/gram_accuracy, bench/RESULTS.md "Gram Newton-Schulz"): the quintic and custom
 // coefficients restart once, before the second-to-last iteration; Polar Express, whose early

@@ -11,16 +11,6 @@
 namespace normuon {
 namespace {
 
-constexpr std::array<float, 3> kQuintic = {3.4445f, -4.7750f, 2.0315f};
-// Polar Express, as Dion's polar_express.py: one triple per iteration.
-constexpr std::array<std::array<float, 3>, 5> kPolarExpress = {{
-    {8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
-    {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
-    {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
-    {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
-    {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f},
-}};
-
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
 
 bool ValidDType(normuon_dtype_t d) { return d == NORMUON_DTYPE_FP32 || d == NORMUON_DTYPE_BF16; }
@@ -238,10 +228,8 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
   if (c.ns_dtype == NORMUON_NS_DEFAULT) {
     r.ns_dtype = c.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
   } else {
-    // fp16 computes inside Newton-Schulz only: U and O travel as bf16.
-    r.ns_dtype = c.ns_dtype == NORMUON_NS_FP32 ? DType::kF32 : DType::kBF16;
+    r.ns_dtype = c.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
   }
-  r.ns_fp16 = c.ns_dtype == NORMUON_NS_FP16;
   r.ns_method = c.ns_method == NORMUON_NS_METHOD_GRAM ? NsMethod::kGram : NsMethod::kStandard;
   if (r.ns_method == NsMethod::kGram) {
     if (c.ns_restart_count < 0) {
@@ -254,15 +242,13 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
   c.ns_restart_count = static_cast<int32_t>(r.restarts.size());
   c.ns_restarts = nullptr;  // copied into r.restarts; the caller's array may go away
   const bool polar = c.orthogonalizer == NORMUON_ORTHO_POLAR_EXPRESS;
-  for (int i = 0; i < c.ns_steps; ++i) {
-    if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+  if (c.orthogonalizer == NORMUON_ORTHO_CUSTOM) {
+    for (int i = 0; i < c.ns_steps; ++i) {
       const float* abc = c.ns_coefficients + 3 * i;
       r.coefficients.push_back({abc[0], abc[1], abc[2]});
-    } else if (polar) {
-      r.coefficients.push_back(kPolarExpress[std::min<size_t>(i, kPolarExpress.size() - 1)]);
-    } else {
-      r.coefficients.push_back(kQuintic);
     }
+  } else {
+    r.coefficients = polar ? PolarExpressCoefficients(c.ns_steps) : QuinticCoefficients(c.ns_steps);
   }
   c.ns_coefficients = nullptr;  // copied above; the caller's array may go away
   if (c.ns_eps == 0.0f) c.ns_eps = polar ? 1e-6f : 1e-7f;

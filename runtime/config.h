@@ -31,7 +31,6 @@ struct ResolvedConfig {
   normuon_group_desc_t matrix_group, adamw_group;    // groups 0 and 1, from the config's fields
   NsMethod ns_method = NsMethod::kStandard;
   std::vector<int32_t> restarts;  // Gram: resolved (ns_restart_count -1 = the default)
-  bool ns_fp16 = false;           // NORMUON_NS_FP16 (CUDA): fp16 inside Newton-Schulz
 };
 
 
