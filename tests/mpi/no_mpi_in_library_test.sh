@@ -6,7 +6,7 @@ set -euo pipefail
 lib="$1"
 needed=$(readelf -d "$lib" | grep NEEDED || true)
 echo "$needed"
-if echo "$needed" | grep -qi mpi; then
+if grep -qi mpi <<<"$needed"; then
   echo "FAIL: $lib needs an MPI library" >&2
   exit 1
 fi

@@ -40,10 +40,10 @@ for np in 1 2 3 4; do
     fail "np $np $schedule: exit $rc, $lines reports: $out $err"
     continue
   fi
-  echo "$out" | grep -q "\"ranks\": $np," || fail "np $np: no \"ranks\": $np in $out"
-  echo "$out" | grep -q '"comm": "mpi"' || fail "np $np: no \"comm\": \"mpi\" in $out"
-  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || fail "np $np $schedule differs: $out"
-  echo "$out" | grep -q '"exposed_comm_ms"' || fail "np $np: no phase profile in $out"
+  grep -q "\"ranks\": $np," <<<"$out" || fail "np $np: no \"ranks\": $np in $out"
+  grep -q '"comm": "mpi"' <<<"$out" || fail "np $np: no \"comm\": \"mpi\" in $out"
+  grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || fail "np $np $schedule differs: $out"
+  grep -q '"exposed_comm_ms"' <<<"$out" || fail "np $np: no phase profile in $out"
   echo "ok: np $np $schedule bitwise"
 done
 
@@ -55,8 +55,8 @@ launch 3 "$run_mpi" --comm=mpi --model=tiny --steps=2 --overlap_backward \
   fail "overlap at np 3: not one header: $out"
 [ "$(printf '%s\n' "$out" | grep -c '^summary: world 3 as MPI processes')" -eq 1 ] ||
   fail "overlap at np 3: not one summary with the world size: $out"
-echo "$out" | grep -q "(bitwise equal)" || fail "overlap at np 3 differs: $out"
-echo "$out" | grep -q "^overlap with a simulated backward" || fail "no overlap line: $out"
+grep -q "(bitwise equal)" <<<"$out" || fail "overlap at np 3 differs: $out"
+grep -q "^overlap with a simulated backward" <<<"$out" || fail "no overlap line: $out"
 
 # --ranks that disagrees with the processes: one message, from rank 0, and a failed job.
 launch 2 "$run_mpi" --comm=mpi --model=tiny --ranks=3
@@ -71,7 +71,7 @@ fi
 grep -q "built without MPI" "$TMPDIR/err" || fail "no 'built without MPI': $(cat "$TMPDIR/err")"
 launch 2 "$run_plain" --model=tiny
 [ "$rc" -ne 0 ] || fail "normuon_run (no MPI) ran as 2 independent processes: $out"
-echo "$err" | grep -q "started as one of 2 processes" || fail "no launcher message: $err"
+grep -q "started as one of 2 processes" <<<"$err" || fail "no launcher message: $err"
 
 # Nothing of the runs may outlive mpirun.
 sleep 0.5

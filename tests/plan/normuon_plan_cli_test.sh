@@ -11,14 +11,14 @@ fail() { echo "FAIL: $*"; exit 1; }
 # Text: one line per schedule and the per-rank table.
 out=$("$plan" --model=gpt2-124m --world=16 --max_rank_lines=4)
 for s in sequential per_matrix bucketed "world 16 on 2 nodes of 8 GPUs" "12 more ranks" "rank 0 phases"; do
-  echo "$out" | grep -q -- "$s" || fail "text report lacks '$s': $out"
+  grep -q -- "$s" <<<"$out" || fail "text report lacks '$s': $out"
 done
 
 # JSON: well-formed (python3's parser when there is one) with the fields the README cites.
 out=$("$plan" --model=llama-70b --world=64 --schedule=bucketed --backward_ms_per_layer=5 --json)
 for key in '"schedules"' '"step_ms"' '"exposed_after_last_grad_ms"' '"bytes_sent"' \
            '"state_bytes"' '"ns5_flops"' '"phases_rank0"'; do
-  echo "$out" | grep -q "$key" || fail "JSON lacks $key"
+  grep -q "$key" <<<"$out" || fail "JSON lacks $key"
 done
 if command -v python3 >/dev/null 2>&1; then
   echo "$out" | python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["world"] == 64' \
@@ -38,17 +38,17 @@ cat > "$tmp/rates.json" <<'RATES'
 RATES
 out=$("$plan" --shapes="$tmp/shapes.txt" --machine=cpu_inprocess --cores=2 --world=3 \
       --rates="$tmp/rates.json" --verbose --json)
-echo "$out" | grep -q '"kind": "cpu_inprocess"' || fail "machine not in JSON: $out"
-echo "$out" | grep -q '"blend": 2.5' || fail "blend rate not read: $out"
-echo "$out" | grep -q '"owned_names": \["h.0.w"\]\|"owned_names": \["h.1.w"\]' || fail "no owned names: $out"
-echo "$out" | grep -q '"ns_dtype": "fp32"' || fail "cpu_inprocess should default to fp32: $out"
+grep -q '"kind": "cpu_inprocess"' <<<"$out" || fail "machine not in JSON: $out"
+grep -q '"blend": 2.5' <<<"$out" || fail "blend rate not read: $out"
+grep -q '"owned_names": \["h.0.w"\]\|"owned_names": \["h.1.w"\]' <<<"$out" || fail "no owned names: $out"
+grep -q '"ns_dtype": "fp32"' <<<"$out" || fail "cpu_inprocess should default to fp32: $out"
 
 # Bad flags: non-zero exit, and the message names the flag.
 expect_error() {
   local flag="$1"; shift
   local err
   if err=$("$plan" "$@" 2>&1 >/dev/null); then fail "accepted: $*"; fi
-  echo "$err" | grep -q -- "$flag" || fail "error for '$*' does not name $flag: $err"
+  grep -q -- "$flag" <<<"$err" || fail "error for '$*' does not name $flag: $err"
 }
 expect_error --world --world=0
 expect_error --schedule --schedule=eventually
@@ -90,14 +90,14 @@ expect_error --split_k --tp=2 --world=8 --split_k=16
 std_flops=$("$plan" --shapes="$tmp/shapes.txt" --world=1 --json | grep -o '"ns5_flops": [0-9.e+]*' | head -1)
 gram_out=$("$plan" --shapes="$tmp/shapes.txt" --world=1 --json --ns_method=gram)
 gram_flops=$(echo "$gram_out" | grep -o '"ns5_flops": [0-9.e+]*' | head -1)
-echo "$gram_out" | grep -q '"ns_method": "gram"' || fail "ns_method not in JSON: $gram_out"
+grep -q '"ns_method": "gram"' <<<"$gram_out" || fail "ns_method not in JSON: $gram_out"
 [ "$std_flops" != "$gram_flops" ] || fail "gram did not change the FLOPs: $std_flops"
 
 # The TP x DP mesh comparison: four strategies per world, text and JSON.
 out=$("$plan" --model=llama-8b-layer --tp=8 --world=64 --mesh_worlds=128)
 for s in gather_to_owner duplicated_tp gram_allreduce_tp split_gram "world 64 = tp 8 x dp 8" \
          "world 128 = tp 8 x dp 16"; do
-  echo "$out" | grep -q -- "$s" || fail "mesh report lacks '$s': $out"
+  grep -q -- "$s" <<<"$out" || fail "mesh report lacks '$s': $out"
 done
 if command -v python3 >/dev/null 2>&1; then
   "$plan" --model=llama-8b-layer --tp=8 --world=64 --mesh_worlds=128,256 --json | python3 -c '

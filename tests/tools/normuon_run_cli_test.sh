@@ -5,22 +5,22 @@
 set -euo pipefail
 run="$1"
 out=$("$run" --model=tiny --steps=2 --json)
-echo "$out" | grep -q '"ranks": 1' || { echo "single-rank JSON missing ranks: $out"; exit 1; }
-echo "$out" | grep -q '"newton_schulz_ms"' || { echo "no phase times: $out"; exit 1; }
+grep -q '"ranks": 1' <<<"$out" || { echo "single-rank JSON missing ranks: $out"; exit 1; }
+grep -q '"newton_schulz_ms"' <<<"$out" || { echo "no phase times: $out"; exit 1; }
 for policy in round_robin cost_balanced; do
   out=$("$run" --model=tiny --steps=2 --ranks=3 --owner_policy=$policy --check --json)
-  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "sharded run differs ($policy): $out"; exit 1; }
+  grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || { echo "sharded run differs ($policy): $out"; exit 1; }
 done
 for schedule in per_matrix bucketed; do
   out=$("$run" --model=tiny --steps=2 --ranks=4 --schedule=$schedule --bucket_mb=0.05 --check --json)
-  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "schedule $schedule differs: $out"; exit 1; }
+  grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || { echo "schedule $schedule differs: $out"; exit 1; }
 done
 # Tensor parallel x FSDP (Megatron layout, column pieces for c_proj): bitwise equal to one rank.
 for mesh in "2 4" "4 4" "2 6" "4 8"; do
   set -- $mesh
   out=$("$run" --model=tiny --steps=2 --tp=$1 --ranks=$2 --schedule=bucketed --bucket_mb=0.05 \
         --check --json)
-  echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "TP$1 on $2 ranks differs: $out"; exit 1; }
+  grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || { echo "TP$1 on $2 ranks differs: $out"; exit 1; }
 done
 if "$run" --model=tiny --steps=1 --tp=3 --ranks=4 2>"${TEST_TMPDIR:-/tmp}/tp_err.txt"; then
   echo "--tp not dividing --ranks accepted"; exit 1
@@ -32,8 +32,8 @@ grep -q -- "--tp = 3 must be >= 1 and divide --ranks = 4" "${TEST_TMPDIR:-/tmp}/
 trace="${TEST_TMPDIR:-/tmp}/trace.json"
 out=$("$run" --model=tiny --steps=2 --ranks=3 --schedule=per_matrix --overlap_backward \
       --backward_ms_per_layer=2 --trace="$trace" --check --json)
-echo "$out" | grep -q '"check_max_abs_diff": 0[,}]' || { echo "overlap run differs: $out"; exit 1; }
-echo "$out" | grep -q '"hidden_fraction"' || { echo "no overlap figures: $out"; exit 1; }
+grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || { echo "overlap run differs: $out"; exit 1; }
+grep -q '"hidden_fraction"' <<<"$out" || { echo "no overlap figures: $out"; exit 1; }
 for name in '"backward layer"' '"newton_schulz"' '"gather"' '"traceEvents"'; do
   grep -q "$name" "$trace" || { echo "trace lacks $name"; exit 1; }
 done
@@ -44,8 +44,8 @@ err="${TEST_TMPDIR:-/tmp}/overlap_err.txt"
 fail() { echo "$1"; exit 1; }
 out=$("$run" --model=tiny --steps=2 --ranks=2 --overlap_backward --backward_ms_per_layer=1 \
       --json 2>"$err")
-echo "$out" | grep -q '"schedule": "bucketed"' || fail "overlap did not pick bucketed: $out"
-echo "$out" | grep -q '"hidden_fraction"' || fail "no overlap figures: $out"
+grep -q '"schedule": "bucketed"' <<<"$out" || fail "overlap did not pick bucketed: $out"
+grep -q '"hidden_fraction"' <<<"$out" || fail "no overlap figures: $out"
 grep -q "using the bucketed schedule" "$err" || fail "no note on the schedule: $(cat "$err")"
 if "$run" --model=tiny --steps=1 --overlap_backward --schedule=sequential 2>"$err" >/dev/null; then
   fail "--overlap_backward with --schedule=sequential accepted"
@@ -53,7 +53,7 @@ fi
 grep -q -- "--overlap_backward needs a pipelined schedule" "$err" ||
   fail "unclear refusal: $(cat "$err")"
 out=$("$run" --model=tiny --steps=1 --schedule=sequential --json)
-echo "$out" | grep -q '"schedule": "sequential"' || fail "explicit sequential not kept: $out"
+grep -q '"schedule": "sequential"' <<<"$out" || fail "explicit sequential not kept: $out"
 # Bad enum values are refused by the flag parser, naming the flag and what it accepts.
 if "$run" --model=tiny --schedule=eventually 2>"$err"; then fail "bad schedule accepted"; fi
 grep -q -- "--schedule must be one of sequential, per_matrix, bucketed" "$err" ||
