@@ -304,13 +304,14 @@ _CALLBACKS = (_capi.ExchangeFn(_exchange), _capi.AllReduceSumF32Fn(_all_reduce),
               _capi.LastErrorFn(_last_error))
 
 
-def create_gloo_comm(group=None, timeout=600.0):
+def create_gloo_comm(group=None, timeout=600.0, ranks=None):
     """A normuon_comm_t (int handle) over the ranks of `group` (default: the default group),
     through a private gloo group over the same ranks. Collective: every rank of the default
     group calls it, in the same order as its other new_group calls (torch's rule for
     dist.new_group). timeout: seconds that bound each collective (finite, > 0). The caller
     destroys the handle with normuon_comm_destroy (a runtime made with it keeps its own
-    reference)."""
+    reference). ranks: the global ranks instead of `group` (a DTensor's shard group, in the
+    runtime's rank order)."""
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("normuon: a torch.distributed communicator needs an initialized "
@@ -320,7 +321,7 @@ def create_gloo_comm(group=None, timeout=600.0):
     timeout = float(timeout)
     if not (0.0 < timeout <= 1e7):
         raise ValueError(f"normuon: timeout={timeout} must be in (0, 1e7] seconds")
-    ranks = _group_ranks(dist, group)
+    ranks = list(ranks) if ranks is not None else _group_ranks(dist, group)
     # Replica groups (HSDP) run one runtime per shard group: processes then pass different
     # groups, but torch wants every process to call new_group for every group, in one order.
     # So learn every process's group and make them all (sorted), keeping this process's one.

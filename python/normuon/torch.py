@@ -92,11 +92,17 @@ Parameters and devices
   * Parameters are registered with the runtime at the first step (or at load_state_dict), in
     group order; their shapes, dtypes and device are then fixed. Names: the names given with
     (name, tensor) pairs, else "param.{i}" with i the parameter's index in state_dict().
-  * FSDP2: parameters that are DTensors sharded on dim 0 (Shard(0) on a 1-D mesh) are
-    registered with their local rows and the global shape (FSDP2's torch.chunk layout: ceil(m/P)
-    rows per rank). World size 1 needs no communicator; larger worlds use, for CUDA tensors, an
-    NCCL communicator whose id is broadcast over the default torch.distributed group, and for
-    CPU tensors the torch.distributed communicator below.
+  * DTensors (FSDP2, tensor parallel x FSDP, HSDP): each parameter's placements give the
+    rectangle this process holds, by DTensor's rule (mesh dims in order; Shard(d) cuts the
+    range held so far along dim d into torch.chunk pieces of ceil(size/n); Replicate keeps it),
+    registered with the global shape. The mesh dims with a Shard placement make the runtime's
+    shard group; processes that differ only on Replicate dims are replicas, each running its
+    own runtime. All parameters of one NorMuon need the same shard group (else ValueError at
+    the first step naming two of them). Partial, _StridedShard and Shard(d >= 1) of a tensor
+    of more than 2 dims raise NotImplementedError. World size 1 needs no communicator; larger
+    worlds use, for CUDA tensors, an NCCL communicator whose id is broadcast over the default
+    torch.distributed group (the shard group must be the whole group), and for CPU tensors the
+    torch.distributed communicator below over the shard group.
   * Manual row shards (no DTensor, e.g. Debian's PyTorch 1.13): `shards={param or name:
     (global_shape, row_begin)}` (or {"global_shape": ..., "row_begin": ...}) says, for every
     parameter, that the local tensor is rows [row_begin, row_begin + local.shape[0]) of a
@@ -139,6 +145,7 @@ State tensors are fp32 copies on the parameter's device (DTensors for DTensor pa
 import contextlib
 import ctypes
 import math
+import sys
 import threading
 import weakref
 from collections import namedtuple
@@ -208,18 +215,100 @@ def _fsdp_rows(global_rows, world, rank):
     return begin, max(0, min(chunk, global_rows - begin))
 
 
-def _mesh_rank(mesh):
-    if hasattr(mesh, "get_local_rank"):
-        return int(mesh.get_local_rank())
+def _placement(pl):
+    """("shard", dim), ("replicate", None) or (the placement's class name, None) for Partial,
+    _StridedShard and anything else (duck-typed: DTensor's Shard has is_shard() and .dim,
+    Replicate has is_replicate(); FSDP2's _StridedShard is a Shard with a split_factor)."""
+    name = type(pl).__name__
+    if name == "_StridedShard" or hasattr(pl, "split_factor"):
+        return name, None
+    if callable(getattr(pl, "is_shard", None)) and pl.is_shard():
+        return "shard", int(pl.dim)
+    if callable(getattr(pl, "is_replicate", None)) and pl.is_replicate():
+        return "replicate", None
+    return name, None
+
+
+def _mesh_shape_and_coordinate(mesh, who):
+    """The mesh's shape (a tuple) and this process's coordinate in it (a tuple)."""
+    shape = tuple(int(s) for s in mesh.mesh.shape)
     coord = mesh.get_coordinate()
-    return int(coord[0])
+    if coord is None:
+        raise ValueError(f"NorMuon: {who} is a DTensor on a device mesh that does not include "
+                         f"this process")
+    return shape, tuple(int(c) for c in coord)
+
+
+def _dtensor_piece(global_shape, mesh_shape, coord, placements, who):
+    """The rectangle of a DTensor this process holds: (row_begin, row_count, col_begin,
+    col_count, shard_dims) of the tensor viewed as rows = shape[0] x cols = prod(shape[1:]).
+    DTensor's rule: mesh dims in order, each Shard(d) cuts the range held so far along tensor
+    dim d into mesh_shape[i] torch.chunk pieces (ceil(size / n) each, the last ones short or
+    empty) and keeps piece coord[i]; Replicate keeps the range (the ranks that differ only there
+    hold the same rectangle: replicas). shard_dims: the mesh dims with a Shard placement.
+    Raises NotImplementedError naming `who` for Partial, _StridedShard (FSDP2 over a tensor
+    already sharded on the same dim: non-contiguous rows) and Shard(d >= 1) of a tensor with
+    more than 2 dims (not a rectangle of the rows x cols view)."""
+    if len(placements) != len(mesh_shape) or len(coord) != len(mesh_shape):
+        raise ValueError(f"NorMuon: {who}: {len(placements)} placements for a "
+                         f"{len(mesh_shape)}-D mesh")
+    ndim = len(global_shape)
+    rows = int(global_shape[0]) if ndim else 1
+    cols = math.prod(global_shape[1:]) if ndim > 1 else 1
+    ranges = [[0, rows], [0, cols]]  # [begin, count] along rows and along cols
+    shard_dims = []
+    for i, pl in enumerate(placements):
+        kind, dim = _placement(pl)
+        if kind == "replicate":
+            continue
+        if kind != "shard":
+            raise NotImplementedError(
+                f"NorMuon: {who} is a DTensor placed as {pl} on mesh dim {i}; supported "
+                f"placements are Shard(0), Shard(1) of a 2-D tensor, and Replicate (a "
+                f"{kind} placement would make this process's part not one rectangle, or a "
+                f"partial sum)")
+        if dim < 0:
+            dim += ndim
+        if dim < 0 or dim >= max(ndim, 1) or (dim >= 1 and ndim != 2):
+            raise NotImplementedError(
+                f"NorMuon: {who} is a DTensor of {ndim} dims placed as {pl} on mesh dim {i}; "
+                f"only Shard(0), and Shard(1) of a 2-D tensor, map onto a rectangle")
+        r = ranges[dim]
+        chunk = -(-r[1] // mesh_shape[i])
+        offset = min(coord[i] * chunk, r[1])
+        r[0], r[1] = r[0] + offset, max(0, min(chunk, r[1] - offset))
+        shard_dims.append(i)
+    (row_begin, row_count), (col_begin, col_count) = ranges
+    return row_begin, row_count, col_begin, col_count, tuple(shard_dims)
+
+
+def _replicate_like(p):
+    """A Replicate placement for DTensor p: torch's, or (a DTensor stand-in without torch's
+    DTensor) the one of the module that defines p's class."""
+    import importlib
+    for mod in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        try:
+            return importlib.import_module(mod).Replicate()
+        except (ImportError, AttributeError):
+            pass
+    return sys.modules[type(p).__module__].Replicate()
+
+
+def _shard_group_ranks(mesh, shard_dims, coord):
+    """The global ranks of the mesh that share this process's coordinate on every mesh dim
+    outside shard_dims (its shard group: one runtime; the other dims are replicas), in
+    row-major order of their coordinates on shard_dims."""
+    ranks = mesh.mesh
+    index = tuple(slice(None) if i in shard_dims else c for i, c in enumerate(coord))
+    return [int(r) for r in ranks[index].reshape(-1).tolist()]
 
 
 class _Layout(namedtuple("_Layout", "matrix rows cols row_begin row_count local_shape dtype "
-                                     "device world col_begin col_count num_heads")):
+                                     "device world col_begin col_count num_heads mesh")):
     """How one parameter is registered: global rows x cols, this rank's rectangle (rows
     [row_begin, +row_count) x columns [col_begin, +col_count)), its local shape, dtype and
-    device, the world size of its sharding (1 for plain tensors) and num_heads (0 = none)."""
+    device, the world size of its sharding (1 for plain tensors), num_heads (0 = none) and, for
+    a DTensor, (the global ranks of its shard group, its shard mesh dims), else None."""
 
 
 def _layout(p, matrix, who, shard=None):
@@ -278,20 +367,19 @@ def _layout(p, matrix, who, shard=None):
     cols = math.prod(shape[1:]) if len(shape) > 1 else 1
     world, begin, count = 1, 0, rows
     col_begin, col_count, heads = 0, cols, 0
+    mesh_key = None
     if _is_dtensor(p):
-        mesh, placements = p.device_mesh, tuple(p.placements)
-        if mesh.ndim != 1 or len(placements) != 1:
-            raise NotImplementedError(
-                f"NorMuon: {who} is a DTensor on a {mesh.ndim}-D mesh with placements "
-                f"{placements}; only 1-D meshes (FSDP2, Shard(0)) are supported")
-        pl = placements[0]
-        is_shard0 = (pl.is_shard(0) if hasattr(pl, "is_shard") else
-                     getattr(pl, "dim", None) == 0)
-        if not is_shard0:
-            raise NotImplementedError(f"NorMuon: {who} is a DTensor placed as {pl}; only "
-                                      f"Shard(0) (FSDP2's dim-0 sharding) is supported")
-        world = int(mesh.size())
-        begin, count = _fsdp_rows(rows, world, _mesh_rank(mesh))
+        mesh = p.device_mesh
+        mesh_shape, coord = _mesh_shape_and_coordinate(mesh, who)
+        begin, count, col_begin, col_count, shard_dims = _dtensor_piece(
+            shape, mesh_shape, coord, tuple(p.placements), who)
+        if not matrix and col_count != cols:
+            raise ValueError(f"NorMuon: {who} is an AdamW parameter (use_muon=False) placed as "
+                             f"{tuple(p.placements)}: AdamW parameters are held as whole rows "
+                             f"(Shard(0) or Replicate on every mesh dim)")
+        group = _shard_group_ranks(mesh, shard_dims, coord)
+        world = len(group)
+        mesh_key = (tuple(group), shard_dims)
     elif shard is not None:
         world, begin, count = shard.world, shard.row_begin, int(p.shape[0])
         heads = shard.num_heads
@@ -302,12 +390,16 @@ def _layout(p, matrix, who, shard=None):
     if col_count == cols and tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
                          f"FSDP2's dim-0 chunk ({count} of {rows} rows from row {begin})")
+    if col_count != cols and tuple(local.shape) != (count, col_count):
+        raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not the "
+                         f"rectangle its placements {tuple(p.placements)} give this process "
+                         f"(rows [{begin}, +{count}) x columns [{col_begin}, +{col_count}))")
     if not local.is_contiguous():
         raise ValueError(f"NorMuon: {who} is not contiguous (strides {list(local.stride())} "
                          f"for shape {list(local.shape)}); the runtime reads row-major memory: "
                          f"make the parameter contiguous before creating the optimizer")
     return _Layout(matrix, rows, cols, begin, count, tuple(local.shape), p.dtype,
-                   local.device, world, col_begin, col_count, heads)
+                   local.device, world, col_begin, col_count, heads, mesh_key)
 
 
 class RowShard(namedtuple("RowShard", "global_shape row_begin world col_begin num_heads")):
@@ -793,6 +885,20 @@ class NorMuon(torch.optim.Optimizer):
                 len(worlds) > 1 or (worlds != {1} and any(not _is_dtensor(p) for p, *_ in out))):
             raise ValueError("NorMuon: parameters mix sharded DTensors and plain tensors (or "
                              "DTensors of different meshes); use one kind for all")
+        meshes = {lay.mesh for _, lay, _, _ in out if lay.mesh is not None and lay.world > 1}
+        if len(meshes) > 1:
+            first = {}
+            for i, (p, lay, _, _) in enumerate(out):
+                if lay.mesh is not None and lay.world > 1:
+                    first.setdefault(lay.mesh, self._name(i, p))
+            (ka, a), (kb, b) = list(first.items())[:2]
+            raise ValueError(
+                f"NorMuon: DTensor parameters '{a}' and '{b}' are sharded over different "
+                f"ranks or mesh dims (shard groups {list(ka[0])} over mesh dims {ka[1]} and "
+                f"{list(kb[0])} over {kb[1]}); one NorMuon runs one shard group: give "
+                f"parameters replicated over a mesh dim that shards the others (e.g. norm "
+                f"weights Replicate on the tensor-parallel dim) their own NorMuon")
+        self._dtensor_ranks = list(next(iter(meshes))[0]) if meshes else None
         return out
 
     def _registered_layout(self, i, p, matrix, who):
@@ -822,13 +928,23 @@ class NorMuon(torch.optim.Optimizer):
             raise RuntimeError("NorMuon: sharded parameters need an initialized "
                                "torch.distributed default group")
         group = self._process_group if self._shards_given is not None else None
-        if dist.get_world_size(group) != world:
-            raise NotImplementedError(f"NorMuon: the parameters' mesh has {world} ranks but the "
-                                      f"default group {dist.get_world_size()}; only 1-D meshes "
-                                      f"over the whole world are supported")
+        ranks = getattr(self, "_dtensor_ranks", None) if self._shards_given is None else None
+        if ranks is not None and len(ranks) != world:
+            raise RuntimeError(f"NorMuon: the DTensors' shard group has {len(ranks)} ranks, "
+                               f"the parameters' layout {world}")
         if device.type != "cuda":
             from . import _dist_comm
-            return _dist_comm.create_gloo_comm(group, self._switches["comm_timeout"])
+            return _dist_comm.create_gloo_comm(group, self._switches["comm_timeout"],
+                                               ranks=ranks)
+        if ranks is not None and ranks != list(range(dist.get_world_size())):
+            raise NotImplementedError(
+                f"NorMuon: CUDA DTensors whose shard group {ranks} is not the whole default "
+                f"group (replicated mesh dims, HSDP) are supported on CPU (gloo) only in this "
+                f"version; NCCL communicators span the default group")
+        if dist.get_world_size(group) != world:
+            raise NotImplementedError(f"NorMuon: the parameters' shard group has {world} ranks "
+                                      f"but the default group {dist.get_world_size()}; on CUDA "
+                                      f"the shard group must be the whole default group")
         if group is not None and group is not dist.group.WORLD:
             raise NotImplementedError("NorMuon: sharded CUDA parameters use an NCCL "
                                       "communicator over the default group; process_group "
@@ -1254,14 +1370,18 @@ class NorMuon(torch.optim.Optimizer):
         p = reg.param
         if not _is_dtensor(p):
             return t
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # torch < 2.4
-            from torch.distributed._tensor import DTensor
-        gshape = ((reg.layout.rows, 1) if kind == _capi.StateKind.SECOND_MOMENT
-                  else tuple(p.shape))
+        placements = tuple(p.placements)
+        if kind == _capi.StateKind.SECOND_MOMENT:
+            # v has one value per row (rows x 1): the holders of a row's column pieces all
+            # keep the same v, so a column split (Shard(1)) becomes Replicate.
+            gshape = (reg.layout.rows, 1)
+            placements = tuple(_replicate_like(p) if _placement(pl) == ("shard", 1) else pl
+                               for pl in placements)
+        else:
+            gshape = tuple(p.shape)
         stride = torch.empty(gshape, device="meta").stride()
-        return DTensor.from_local(t, p.device_mesh, p.placements, run_check=False,
+        # DTensor's own class (torch.distributed.tensor's, or a stand-in with the same API)
+        return type(p).from_local(t, p.device_mesh, placements, run_check=False,
                                   shape=torch.Size(gshape), stride=stride)
 
     def _write_state(self, rt, registered, state):
