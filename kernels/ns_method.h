@@ -8,26 +8,13 @@
 #include <cstdint>
 #include <vector>
 
-namespace normuon {
+#include "base/ns_method.h"  // NsMethod, UsesGram
 
-// kStandard iterates on X (s x l, s <= l): A = X X^T, X = a X + (b A + c A A) X.
-// kGram iterates on the s x s Gram matrix R = X X^T and a polynomial Q of it:
-//   Z' = b R + c R R;  Q = Q Z' + a Q;  R = Z' (R Z' + a R) + a (R Z' + a R);
-// output Q X0. A restart before iteration i sets X = Q X, R = X X^T, Q = I. Same map as kStandard
-// in exact arithmetic.
-enum class NsMethod : int32_t { kStandard = 0, kGram = 1 };
+namespace normuon {
 
 // Why a Gram orthogonalization was redone with the standard iteration (normuon.h,
 // normuon_step_info_t.ns_fallback_reason).
 enum class NsFallback : int32_t { kNone = 0, kNonFinite = 1, kNormBound = 2 };
-
-// Whether a rows x cols matrix runs the Gram iteration under `method`: square matrices gain
-// nothing from it (R is as large as X), nor does a single row or column (the standard iteration
-// is O(l) there; measured, Gram's fp32 error on it was up to 10x the standard's): they run the
-// standard one.
-inline bool UsesGram(NsMethod method, int64_t rows, int64_t cols) {
-  return method == NsMethod::kGram && rows != cols && rows > 1 && cols > 1;
-}
 
 // The built-in coefficient sets for `iterations` iterations (normuon.h, normuon_orthogonalizer_t):
 // the quintic's (3.4445, -4.7750, 2.0315) every iteration; Polar Express's five published triples

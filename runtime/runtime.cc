@@ -175,7 +175,7 @@ absl::StatusOr<StepLayout> Runtime::Layout(std::vector<char> column_split) const
   o.groups = static_cast<int32_t>(groups_.size());
   o.column_split = std::move(column_split);
   if (ns_method_ == NsMethod::kGram) {  // the owners' weights: Gram's FLOPs (sharding/ns_cost.h)
-    o.ns_cost.method = sharding::NsMethod::kGram;
+    o.ns_cost.method = ns_method_;
     o.ns_cost.restarts.assign(ns_restarts_.begin(), ns_restarts_.end());
     o.ns_cost.symmetric = config_.backend == NORMUON_BACKEND_CPU;  // CUDA: dense products
   }

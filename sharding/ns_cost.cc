@@ -80,9 +80,8 @@ absl::uint128 NsFlopsExact(int64_t rows, int64_t cols, const NsCost& cost) {
   // Products of a symmetric result cost `sym` per unit of n^2 m or n^3 (2 dense, 1 triangle);
   // the others always cost 2.
   const absl::uint128 sym = cost.symmetric ? 1 : 2;
-  // Square matrices and single rows or columns run the standard iteration (kernels/ns_method.h,
-  // UsesGram).
-  if (cost.method == NsMethod::kStandard || n == m || n == 1) {
+  // Square matrices and single rows or columns run the standard iteration.
+  if (!UsesGram(cost.method, rows, cols)) {
     // Per iteration: X X^T and A A symmetric, B X not.
     return t * (sym * nnm + sym * nnn + 2 * nnm);
   }

@@ -44,13 +44,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/ns_method.h"
 
 namespace normuon::sharding {
 
-enum class NsMethod {
-  kStandard,  // the rectangular quintic iteration (the runtime's default)
-  kGram,      // Gram Newton-Schulz with restarts (square matrices: standard)
-};
+// The iteration (base/ns_method.h): kStandard, the runtime's default, or kGram (Gram
+// Newton-Schulz with restarts; the matrices UsesGram excludes run the standard one).
+using ::normuon::NsMethod;
 
 // "standard" / "gram", and the inverse.
 absl::string_view NsMethodName(NsMethod method);
