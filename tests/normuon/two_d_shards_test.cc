@@ -128,8 +128,10 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     res.param.push_back(std::vector<float>(m.rows * m.cols, 0.0f));
     res.momentum.push_back(std::vector<float>(m.rows * m.cols, 0.0f));
     const int64_t blocks = m.num_heads > 0 ? m.num_heads : std::max<int64_t>(1, m.splits.size());
-    res.v.push_back(std::vector<float>(
-        o.axis == NORMUON_NEURON_COLUMNS ? blocks * m.cols : m.rows, 0.0f));
+    res.v.push_back(std::vector<float>(o.variant == NORMUON_VARIANT_ADAMUON ? m.rows * m.cols
+                                       : o.axis == NORMUON_NEURON_COLUMNS   ? blocks * m.cols
+                                                                            : m.rows,
+                                       0.0f));
   }
   std::mutex mu;
   auto rank_main = [&](int rank) {
@@ -279,7 +281,12 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           // Padding past the piece is never written.
           for (int64_t b = r.col_count; b < lds[i]; ++b) EXPECT_EQ(params[i][a * lds[i] + b], -7.0f);
         }
-        if (o.axis == NORMUON_NEURON_COLUMNS) {
+        if (o.variant == NORMUON_VARIANT_ADAMUON) {  // one v per element of the piece
+          EXPECT_EQ(vb, mb) << m.name;
+          for (int64_t a = 0; a < r.row_count; ++a)
+            for (int64_t b = 0; b < r.col_count; ++b)
+              res.v[i][(r.row_begin + a) * m.cols + r.col_begin + b] = v[a * r.col_count + b];
+        } else if (o.axis == NORMUON_NEURON_COLUMNS) {
           if (vb > 0) std::copy(v.begin(), v.begin() + vb / 4, res.v[i].begin());
         } else {
           for (int64_t a = 0; a < static_cast<int64_t>(vb / 4); ++a) res.v[i][r.row_begin + a] = v[a];
@@ -384,6 +391,96 @@ TEST(TwoDShards, NeuronAxisColumnsAndMuonMatchOneRank) {
   }
 }
 
+// AdaMuon (one v per element) on column pieces: the owner gathers every piece's v with U and
+// makes the row sums of the whole O' in one rank's order; each piece holder updates its own v.
+// Every mesh and schedule (grad_ready with the overlapping ones) gives one rank's bits.
+TEST(TwoDShards, AdaMuonMeshesMatchOneRankBitwiseForEverySchedule) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  // The run does something: v is not all zero and the parameters moved.
+  EXPECT_FALSE(SameBits(base.v[3], std::vector<float>(base.v[3].size(), 0.0f)));
+  const int meshes[4][2] = {{1, 4}, {2, 2}, {4, 1}, {2, 4}};
+  for (const auto& mesh : meshes) {
+    for (normuon_schedule_t schedule : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX,
+                                        NORMUON_SCHEDULE_BUCKETED}) {
+      Options o = one;
+      o.tp = mesh[0];
+      o.dp = mesh[1];
+      o.schedule = schedule;
+      o.grad_ready = schedule != NORMUON_SCHEDULE_SEQUENTIAL;
+      ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
+    }
+  }
+}
+
+TEST(TwoDShards, AdaMuonRaggedSplitsStridedBuffersAndAnEmptyRankMatchOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  for (const auto& mesh : {std::pair{4, 2}, std::pair{3, 2}, std::pair{2, 3}}) {
+    Options o = one;
+    o.tp = mesh.first;
+    o.dp = mesh.second;
+    o.ragged = true;
+    o.ld_pad = 3;
+    o.empty_rank = true;
+    o.schedule = mesh.first == 3 ? NORMUON_SCHEDULE_PER_MATRIX : NORMUON_SCHEDULE_BUCKETED;
+    o.grad_ready = true;
+    ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
+  }
+}
+
+// AdaMuon on a column-split layout with row splits against the float64 model, over two steps
+// (the bias correction of v changes with t): each row block is its own matrix.
+TEST(TwoDShards, AdaMuonColumnSplitMatchesTheFloat64Model) {
+  const std::vector<Matrix> ms = {{"blocks", 24, 12, Tp::kRowParallel, {8, 16}}};
+  Options o;
+  o.tp = 2;
+  o.dp = 2;
+  o.steps = 2;
+  o.variant = NORMUON_VARIANT_ADAMUON;
+  const Result got = RunMesh(ms, o);
+  for (const std::string& e : got.errors) ASSERT_EQ(e, "");
+  const std::vector<float> init = Full(ms[0], 100, 0.05f);
+  normuon::testing::RefHyper h;
+  h.wd = 0.01;
+  h.variant = normuon::testing::RefVariant::kAdaMuon;
+  const int cols = 12;
+  std::vector<double> ours, want;
+  int first = 0;
+  for (int rows : {8, 16}) {
+    normuon::testing::RefMatrixState st;
+    st.rows = rows;
+    st.cols = cols;
+    st.momentum.assign(rows * cols, 0.0);
+    st.v.assign(rows * cols, 0.0);
+    for (int i = 0; i < rows * cols; ++i) st.param.push_back(init[first * cols + i]);
+    const std::vector<double> before = st.param;
+    for (int s = 0; s < 2; ++s) {
+      const std::vector<float> g = Full(ms[0], 1000 + 97 * s, 1.0f);
+      normuon::testing::Mat gd(g.begin() + first * cols, g.begin() + (first + rows) * cols);
+      normuon::testing::RefStep(st, &gd, h);
+    }
+    for (int i = 0; i < rows * cols; ++i) {
+      want.push_back(st.param[i] - before[i]);
+      ours.push_back(static_cast<double>(got.param[0][first * cols + i]) - before[i]);
+    }
+    first += rows;
+  }
+  // DESIGN section 6: fp32 CPU within 1e-5 of the update (plus the parameter's fp32 floor).
+  double num = 0, den = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (ours[i] - want[i]) * (ours[i] - want[i]);
+    den += want[i] * want[i];
+    norm += static_cast<double>(got.param[0][i]) * got.param[0][i];
+  }
+  EXPECT_LE(std::sqrt(num), 1e-5 * std::sqrt(den) + 2.4e-7 * std::sqrt(norm));
+  EXPECT_GT(den, 0.0);
+}
+
 // Per-head NorMuon on a column-split layout against the float64 model: each head (row block)
 // is its own matrix.
 TEST(TwoDShards, PerHeadColumnSplitMatchesTheFloat64Model) {
@@ -434,12 +531,21 @@ TEST(TwoDShards, PerHeadColumnSplitMatchesTheFloat64Model) {
 // bits of four uninterrupted single-rank steps (state and parameters).
 TEST(TwoDShards, CheckpointsReshardBetweenMeshesBitwise) {
   const std::vector<Matrix> ms = Block();
-  for (normuon_neuron_axis_t axis : {NORMUON_NEURON_ROWS, NORMUON_NEURON_COLUMNS}) {
+  const struct {
+    normuon_neuron_axis_t axis;
+    normuon_variant_t variant;
+  } cases[] = {{NORMUON_NEURON_ROWS, NORMUON_VARIANT_NORMUON},
+               {NORMUON_NEURON_COLUMNS, NORMUON_VARIANT_NORMUON},
+               {NORMUON_NEURON_ROWS, NORMUON_VARIANT_ADAMUON}};
+  for (const auto& c : cases) {
+    const normuon_neuron_axis_t axis = c.axis;
     Options straight;
     straight.axis = axis;
+    straight.variant = c.variant;
     straight.steps = 4;
     const Result want = RunMesh(ms, straight);
-    const std::string dir = ::testing::TempDir() + "/two_d_ck_" + std::to_string(axis);
+    const std::string dir = ::testing::TempDir() + "/two_d_ck_" + std::to_string(axis) + "_" +
+                            std::to_string(c.variant);
     ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
     Options save = straight;
     save.tp = 2;
