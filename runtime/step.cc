@@ -198,7 +198,7 @@ absl::Status Runtime::RowStatsBucket(int b) {
   StepTiming::StageTimer timer(&timing_, kStageRowStats, b);
   for (int32_t k : buckets_[b].matrices) {
     // Column-axis statistics, and those of rows split across column pieces, were made by the
-    // owner (NewtonSchulzBucket).
+    // owner (NewtonSchulzBucket); an AdaMuon piece still makes its own elements' v_new.
     if (!matrices_[k].column_axis && !layout_.matrices[k].column_split) {
       NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
     } else if (layout_.matrices[k].element_v_split && matrices_[k].row_count > 0) {

@@ -4,9 +4,11 @@
 // splits columns; FSDP2 then splits each TP piece's rows over the data-parallel ranks), and the
 // run must end bitwise equal to the single-rank run: parameters, momentum and v, for every mesh,
 // schedule, arrival order, neuron axis, ragged splits (ranks with no piece), row splits and
-// per-head blocks. Also: the tiling check's failures on every rank, the descriptor checks, and
-// a float64 model of per-head NorMuon on a column-split layout.
+// per-head blocks, NorMuon and AdaMuon (whose per-element v travels to the owner). Also: the
+// tiling check's failures on every rank, the descriptor checks, and float64 models of per-head
+// NorMuon and of row-split AdaMuon on column-split layouts.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -68,6 +70,7 @@ struct Options {
   int first_step = 0;
   const Result* init = nullptr;
   std::string load_dir, save_dir;
+  int nonfinite_step = -1;  // the gradient of element (0, 0) of the first matrix is NaN then
   int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
   int64_t fault_call = 0;
 };
@@ -147,6 +150,7 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     c.neuron_axis = o.axis;
     c.variant = o.variant;
     c.weight_decay = 0.01f;
+    c.check_finite = o.nonfinite_step >= 0 ? 1 : 0;
     normuon_runtime_t rt = 0;
     if (normuon_create(&c, comms[rank], &rt) != NORMUON_SUCCESS) {
       return fail(normuon_last_error(0));
@@ -233,6 +237,10 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           for (int64_t b = 0; b < r.col_count; ++b)
             grads[i][a * lds[i] + b] = g[(r.row_begin + a) * m.cols + r.col_begin + b];
       }
+      const bool nonfinite = s == o.nonfinite_step;
+      if (nonfinite && mine[0].row_begin == 0 && mine[0].col_begin == 0 && mine[0].row_count > 0) {
+        grads[0][0] = std::nanf("");
+      }
       const std::vector<float> bg = Random(10, 55 + s, 1.0f);
       std::copy(bg.begin(), bg.end(), bias_grad.begin());
       if (o.grad_ready) {
@@ -244,7 +252,18 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           }
         }
       }
-      if (normuon_step(rt, 0.02f, -1.0f, nullptr) != NORMUON_SUCCESS) {
+      const normuon_status_t stepped = normuon_step(rt, 0.02f, -1.0f, nullptr);
+      if (nonfinite) {  // skipped on every rank, nothing updated; the run goes on
+        normuon_step_info_t info;
+        normuon_step_info_init(&info);
+        const std::string why = normuon_last_error(rt);
+        if (stepped == NORMUON_SUCCESS ||
+            normuon_step_result(rt, &info) != NORMUON_SUCCESS || info.last_skipped != 1) {
+          fail("the step with a NaN gradient was not skipped: " + std::to_string(stepped) + " " +
+               why + " / " + normuon_last_error(rt));
+          break;
+        }
+      } else if (stepped != NORMUON_SUCCESS) {
         fail(normuon_last_error(rt));
         break;
       }
@@ -413,6 +432,23 @@ TEST(TwoDShards, AdaMuonMeshesMatchOneRankBitwiseForEverySchedule) {
       ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
     }
   }
+}
+
+// A skipped step (a NaN gradient) leaves v as it was while the owner's whole v has moved on:
+// the next step must still start from the committed v of every piece.
+TEST(TwoDShards, AdaMuonAfterASkippedStepMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  one.steps = 4;
+  one.nonfinite_step = 1;
+  const Result base = RunMesh(ms, one);
+  Options o = one;
+  o.tp = 2;
+  o.dp = 2;
+  o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  o.grad_ready = true;
+  ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " with a skipped step");
 }
 
 TEST(TwoDShards, AdaMuonRaggedSplitsStridedBuffersAndAnEmptyRankMatchOneRank) {
