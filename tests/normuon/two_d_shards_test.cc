@@ -70,6 +70,7 @@ struct Options {
   int first_step = 0;
   const Result* init = nullptr;
   std::string load_dir, save_dir;
+  normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
   int nonfinite_step = -1;  // the gradient of element (0, 0) of the first matrix is NaN then
   int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
   int64_t fault_call = 0;
@@ -144,7 +145,7 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     };
     normuon_config_t c;
     normuon_config_init(&c);
-    c.ns_dtype = NORMUON_NS_FP32;
+    c.ns_dtype = o.ns_dtype;
     c.schedule = o.schedule;
     c.bucket_bytes = 3000;
     c.neuron_axis = o.axis;
@@ -451,6 +452,22 @@ TEST(TwoDShards, AdaMuonAfterASkippedStepMatchesOneRank) {
   ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " with a skipped step");
 }
 
+// bf16 Newton-Schulz: O travels and is read as bf16 on the owner and on every piece alike.
+TEST(TwoDShards, AdaMuonWithBf16NewtonSchulzMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  one.ns_dtype = NORMUON_NS_BF16;
+  const Result base = RunMesh(ms, one);
+  Options o = one;
+  o.tp = 4;
+  o.dp = 2;
+  o.ragged = true;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " bf16");
+}
+
 TEST(TwoDShards, AdaMuonRaggedSplitsStridedBuffersAndAnEmptyRankMatchOneRank) {
   const std::vector<Matrix> ms = Block();
   Options one;
@@ -616,6 +633,30 @@ TEST(TwoDShards, AFailedVAllReduceFailsTheStepOnEveryRankAndChangesNothing) {
   o.steps = 1;
   o.fault_rank = 3;
   o.fault_call = 2;  // #0 and #1 are finalize's all-gathers; #2 the step's v all-reduce
+  const Result r = RunMesh(ms, o);
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_NE(r.errors[k].find("step skipped"), std::string::npos) << "rank " << k << ": " << r.errors[k];
+  }
+  for (size_t i = 0; i < ms.size(); ++i) {
+    EXPECT_TRUE(SameBits(r.param[i], untouched.param[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.momentum[i], untouched.momentum[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.v[i], untouched.v[i])) << ms[i].name;
+  }
+}
+
+// AdaMuon: the v message of a column-split bucket is an exchange like the gather: when it fails
+// on one rank, the step fails on every rank and changes nothing.
+TEST(TwoDShards, AFailedVMessageFailsTheAdaMuonStepOnEveryRankAndChangesNothing) {
+  const std::vector<Matrix> ms = Block();
+  Options o;
+  o.variant = NORMUON_VARIANT_ADAMUON;
+  o.tp = 2;
+  o.dp = 2;
+  o.steps = 0;
+  const Result untouched = RunMesh(ms, o);
+  o.steps = 1;
+  o.fault_rank = 1;
+  o.fault_call = 3;  // #0, #1 finalize's all-gathers; one bucket: #2 its gather, #3 the v message
   const Result r = RunMesh(ms, o);
   for (int k = 0; k < 4; ++k) {
     EXPECT_NE(r.errors[k].find("step skipped"), std::string::npos) << "rank " << k << ": " << r.errors[k];
