@@ -71,6 +71,7 @@ struct Options {
   const Result* init = nullptr;
   std::string load_dir, save_dir;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  bool cancel_first = false;  // the first step is begun by grad_ready (two matrices), cancelled
   int nonfinite_step = -1;  // the gradient of element (0, 0) of the first matrix is NaN then
   int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
   int64_t fault_call = 0;
@@ -241,6 +242,14 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
       const bool nonfinite = s == o.nonfinite_step;
       if (nonfinite && mine[0].row_begin == 0 && mine[0].col_begin == 0 && mine[0].row_count > 0) {
         grads[0][0] = std::nanf("");
+      }
+      if (o.cancel_first && s == o.first_step) {
+        const normuon_param_t ready[2] = {3, 2};
+        if (normuon_grad_ready(rt, ready, 2, nullptr) != NORMUON_SUCCESS ||
+            normuon_step_cancel(rt) != NORMUON_SUCCESS) {
+          fail(std::string("grad_ready + step_cancel: ") + normuon_last_error(rt));
+          break;
+        }
       }
       const std::vector<float> bg = Random(10, 55 + s, 1.0f);
       std::copy(bg.begin(), bg.end(), bias_grad.begin());
@@ -450,6 +459,24 @@ TEST(TwoDShards, AdaMuonAfterASkippedStepMatchesOneRank) {
   o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
   o.grad_ready = true;
   ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " with a skipped step");
+}
+
+// A step begun by grad_ready and cancelled (its exchanges drained, the v messages included)
+// leaves nothing behind: the run is one rank's.
+TEST(TwoDShards, AdaMuonAfterACancelledStepMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  for (normuon_schedule_t schedule : {NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    Options o = one;
+    o.tp = 2;
+    o.dp = 2;
+    o.schedule = schedule;
+    o.grad_ready = true;
+    o.cancel_first = true;
+    ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " after a cancelled step");
+  }
 }
 
 // bf16 Newton-Schulz: O travels and is read as bf16 on the owner and on every piece alike.
