@@ -247,6 +247,10 @@ absl::Status Runtime::RunBuckets() {
       timing_.AddBytes(static_cast<uint64_t>(b.plan.gather_send_bytes[p] + b.plan.scatter_send_bytes[p]),
                        static_cast<uint64_t>(b.plan.gather_recv_bytes[p] + b.plan.scatter_recv_bytes[p]));
     }
+    for (size_t p = 0; p < b.vplan.gather_send_bytes.size(); ++p) {  // AdaMuon's v messages
+      timing_.AddBytes(static_cast<uint64_t>(b.vplan.gather_send_bytes[p]),
+                       static_cast<uint64_t>(b.vplan.gather_recv_bytes[p]));
+    }
   }
   if (pipeline_ != nullptr) {
     double exposed_comm_ms = 0.0;
