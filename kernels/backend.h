@@ -297,7 +297,17 @@ class Backend {
   // element: v_new_ij = v_ij + (1-b2)*(O_ij^2 - v_ij); Muon: none), and the row slots of this
   // rank's rows: sum_j O_ij^2 and sum_j (O_ij * f_ij)^2 with f the normalization factor:
   // 1/(sqrt(v_new_i) + eps); AdaMuon 1/(sqrt(v_new_ij / (1 - b2^t)) + eps); Muon 1.
+  // For per-element v, v and v_new may be the same buffer (each element is read before it is
+  // written): the owner of an AdaMuon column-split block runs it over the whole O that way.
   virtual absl::Status RowStats(const MatrixWork& w) = 0;
+  // AdaMuon on a column piece (the owner made the row slots from the whole O): this rank's
+  // v_new_ij = v_ij + (1-b2)*(O_ij^2 - v_ij) over its piece (o_rows with row stride u_ld, v and
+  // v_new packed), with RowStats's arithmetic, so the bits are the owner's. Writes no slots.
+  // Backends without column pieces need not implement it.
+  virtual absl::Status ElementSecondMoment(const MatrixWork& w) {
+    return absl::UnimplementedError(absl::StrCat("backend '", name(),
+                                                 "' runs no AdaMuon column pieces"));
+  }
   // Neuron axis = columns, on the matrix's owner, from the full O (rows x cols, ns dtype):
   // column means c_j = mean_i O_ij^2, v_new_j = v_j + (1-b2)*(c_j - v_j), and for every row r
   // the slots sum_j O_rj^2 and sum_j (O_rj / (sqrt(v_new_j) + eps))^2; the column means go to

@@ -260,6 +260,18 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status ElementSecondMoment(const MatrixWork& w) override {
+    const float b2 = w.scalars->beta2;
+    const int64_t pc = PieceCols(w), ul = URowsLd(w);
+    for (int64_t r = 0; r < w.row_count; ++r) {
+      for (int64_t j = 0; j < pc; ++j) {
+        const float o = Load(w.o_rows, w.ns_dtype, r * ul + j);
+        w.v_new[r * pc + j] = Ema(w.v[r * pc + j], o * o, b2);
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
     const float b2 = w.scalars->beta2;
     const float eps = w.scalars->eps;

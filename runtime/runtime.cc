@@ -292,11 +292,11 @@ absl::Status Runtime::Wire() {
         "finalize: a matrix is split into column pieces (col_count < cols on some rank); this "
         "version runs column pieces on the CPU backend only (the CUDA kernels take whole rows)");
   }
-  if (any_split && PerElementV(static_cast<Variant>(config_.variant))) {
+  if (any_split && PerElementV(static_cast<Variant>(config_.variant)) &&
+      config_.backend != NORMUON_BACKEND_CPU) {
     return absl::UnimplementedError(
-        "finalize: a matrix is split into column pieces, but config.variant = ADAMUON keeps one v "
-        "per element, which the owner would need whole; column pieces run the NorMuon and Muon "
-        "variants in this version");
+        "finalize: a matrix is split into column pieces and config.variant = ADAMUON; AdaMuon's "
+        "column pieces (ElementSecondMoment) run on the CPU backend only in this version");
   }
   NORMUON_ASSIGN_OR_RETURN(layout_, Layout(column_split));
   if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {
@@ -318,6 +318,7 @@ absl::Status Runtime::Wire() {
     vsync_local_ = buffers.Take<float>(BufferRole::kVSyncLocal);
     vsync_total_ = buffers.Take<float>(BufferRole::kVSyncTotal);
   }
+  NORMUON_RETURN_IF_ERROR(WireElementV(pieces, buffers));
   if (!buffers.Done()) {
     return absl::InternalError("finalize: the wiring does not follow the step layout's buffers");
   }
@@ -355,6 +356,8 @@ void Runtime::Unwire() {
   batches_.clear();
   owner_u_.clear();
   owner_o_.clear();
+  owner_v_.clear();
+  v_out_.clear();
   for (Param& p : params_) {
     p.momentum = p.second = p.v_new = nullptr;
     p.work = -1;
@@ -513,6 +516,79 @@ void Runtime::WireMatrices(BufferCursor& buffers) {
     w.control = control_;
     matrices_.push_back(w);
   }
+}
+
+// AdaMuon's column-split blocks: per bucket that has any, a plan over them alone with fp32
+// elements (the v pieces travel as the U pieces do, to the same owners), its message buffers and
+// exchange lists; then each owned block's whole v, and where each piece of v goes.
+absl::Status Runtime::WireElementV(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                                   BufferCursor& buffers) {
+  const size_t nmat = layout_.matrices.size();
+  owner_v_.assign(nmat, nullptr);
+  v_out_.assign(nmat, nullptr);
+  sharding::PlanInputs in;
+  in.shapes = layout_.shapes;
+  in.pieces = pieces;
+  in.world = world_;
+  in.rank = rank_;
+  in.wire_bytes_per_element = 4;
+  for (const MatrixUnit& u : layout_.matrices) in.owners.push_back(u.owner);
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    Bucket& b = buckets_[bi];
+    std::vector<int> split;
+    for (int32_t k : b.matrices) {
+      if (layout_.matrices[k].element_v_split) split.push_back(k);
+    }
+    if (split.empty()) continue;
+    NORMUON_ASSIGN_OR_RETURN(b.vplan, sharding::MakeRankPlanForMatrices(in, split));
+    b.vsend_offset.assign(world_, 0);
+    b.vrecv_offset.assign(world_, 0);
+    int64_t send_total = 0, recv_total = 0;
+    for (int p = 0; p < world_; ++p) {
+      b.vsend_offset[p] = send_total;
+      b.vrecv_offset[p] = recv_total;
+      send_total += b.vplan.gather_send_bytes[p];
+      recv_total += b.vplan.gather_recv_bytes[p];
+    }
+    const BucketLayout& bl = layout_.buckets[bi];
+    if (send_total != bl.v_send_bytes || recv_total != bl.v_recv_bytes) {
+      return absl::InternalError(absl::StrCat(
+          "finalize: the step layout and the plan disagree on a bucket's v message (send ",
+          bl.v_send_bytes, " vs ", send_total, " bytes, receive ", bl.v_recv_bytes, " vs ",
+          recv_total, ")"));
+    }
+    b.vsend_buf = buffers.Take<char>(BufferRole::kVSend);
+    b.vrecv_buf = buffers.Take<char>(BufferRole::kVRecv);
+    for (int p = 0; p < world_; ++p) {
+      const uint64_t out = static_cast<uint64_t>(b.vplan.gather_send_bytes[p]);
+      const uint64_t in_bytes = static_cast<uint64_t>(b.vplan.gather_recv_bytes[p]);
+      if (out > 0) b.vgather_sends.push_back({p, b.vsend_buf + b.vsend_offset[p], out});
+      if (in_bytes > 0) b.vgather_recvs.push_back({p, b.vrecv_buf + b.vrecv_offset[p], in_bytes});
+    }
+  }
+  for (size_t k = 0; k < nmat; ++k) {
+    const MatrixUnit& u = layout_.matrices[k];
+    if (u.element_v_split && u.owner == rank_) owner_v_[k] = buffers.Take<float>(BufferRole::kVFull);
+  }
+  for (size_t k = 0; k < nmat; ++k) {
+    const MatrixUnit& u = layout_.matrices[k];
+    const MatrixWork& w = matrices_[k];
+    if (!u.element_v_split || w.row_count == 0) continue;
+    if (u.owner == rank_) {
+      v_out_[k] = owner_v_[k] + w.row_begin * w.cols + w.col_begin;
+      continue;
+    }
+    const Bucket& b = buckets_[u.bucket];
+    for (const sharding::Segment& seg : b.vplan.gather_sends[u.owner]) {
+      if (seg.matrix == static_cast<int>(k)) {
+        v_out_[k] = reinterpret_cast<float*>(b.vsend_buf + b.vsend_offset[u.owner] + seg.offset);
+      }
+    }
+    if (v_out_[k] == nullptr) {
+      return absl::InternalError(absl::StrCat("finalize: no v message segment for '", u.name, "'"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Runtime::WireAdamW(BufferCursor& buffers) {

@@ -94,6 +94,13 @@ class Runtime {
     char* recv_buf = nullptr;  // gather: other ranks' rows of owned matrices; scatter: outgoing
     std::vector<P2p> gather_sends, gather_recvs, scatter_sends, scatter_recvs;  // built once
     std::vector<int32_t> batches;  // indices into batches_ of this bucket's owned matrices
+    // AdaMuon's v of column-split blocks (StepLayout's element_v_split): its own plan over those
+    // blocks (fp32 elements), buffers and exchange, run with the gather.
+    sharding::RankPlan vplan;
+    std::vector<int64_t> vsend_offset, vrecv_offset;
+    char* vsend_buf = nullptr;
+    char* vrecv_buf = nullptr;
+    std::vector<P2p> vgather_sends, vgather_recvs;
   };
 
   Runtime(ResolvedConfig resolved, std::unique_ptr<Backend> backend,
@@ -145,6 +152,10 @@ class Runtime {
                            BufferCursor& buffers);
   void WireMatrices(BufferCursor& buffers);
   void WireAdamW(BufferCursor& buffers);
+  // The v messages and the owners' whole v of AdaMuon's column-split blocks (after the v
+  // all-reduce's buffers).
+  absl::Status WireElementV(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                            BufferCursor& buffers);
   absl::Status MakePipeline();
   // Floats of param's second state buffer as the state API and checkpoints see it.
   uint64_t SecondStateCount(const Param& p) const;
@@ -177,6 +188,10 @@ class Runtime {
   // after the slot all-reduce each piece's v_new from the owner's.
   absl::Status SyncSplitV();
   absl::Status TakeSplitVNew();
+  // AdaMuon's column-split blocks: this rank's v pieces of bucket b to where they travel from
+  // (the v message, or the owner's whole v), and on the owner the received pieces into it.
+  absl::Status PackElementV(int b);
+  absl::Status UnpackElementV(int b);
   // Moves one segment between a message and the owner's full buffer (row by row for a column
   // piece); to_owner: message -> full buffer.
   absl::Status CopySegment(const sharding::Segment& seg, char* message, void* full, bool to_owner);
@@ -234,6 +249,9 @@ class Runtime {
   std::vector<AdamWWork> adamw_;
   std::vector<NsBatch> batches_;
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
+  // Per matrix k with element_v_split: the owner's whole v (else null), and where this rank's v
+  // piece goes (the v message, or its place in the owner's whole v; null when no piece).
+  std::vector<float*> owner_v_, v_out_;
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_
   float* vsync_local_ = nullptr;  // column-split blocks' v rows (layout_.vsync_floats), or null

@@ -398,11 +398,13 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
   }
   NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size() * 8));
   const bool row_v = SecondMomentLayout(config_) == ck::kSecondMomentPerRow;
+  const bool element_v = SecondMomentLayout(config_) == ck::kSecondMomentPerElement;
   for (int32_t i : split) {
     const Param& p = params_[i];
     auto at = [&](int r, int field) { return all[(static_cast<size_t>(r) * np + i) * 4 + field]; };
     auto floats = [&](int r) {  // what rank r sends: its momentum rectangle, then its rows' v
-      return at(r, 1) * at(r, 3) + (row_v && at(r, 2) == 0 ? at(r, 1) : 0);
+      // (or, AdaMuon, its rectangle of v)
+      return at(r, 1) * at(r, 3) * (element_v ? 2 : 1) + (row_v && at(r, 2) == 0 ? at(r, 1) : 0);
     };
     WholeState w;
     w.param = i;
@@ -434,8 +436,11 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
     if (rank_ == w.holder) {
       parts[rank_] = part;
       w.first.assign(static_cast<size_t>(p.rows * p.cols), 0.0f);
-      w.second.assign(static_cast<size_t>(row_v ? p.rows : SecondStateCount(p)), 0.0f);
-      if (!row_v) {  // replicated (column axis) or none (Muon): this rank's copy
+      w.second.assign(static_cast<size_t>(row_v       ? p.rows
+                                          : element_v ? p.rows * p.cols
+                                                      : SecondStateCount(p)),
+                      0.0f);
+      if (!row_v && !element_v) {  // replicated (column axis) or none (Muon): this rank's copy
         if (!w.second.empty()) {
           NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(w.second.data(), p.second, w.second.size() * 4));
         }
@@ -447,6 +452,10 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
         }
         if (row_v && cb == 0 && rc > 0) {
           std::copy_n(parts[r].begin() + rc * cc, rc, w.second.begin() + rb);
+        }
+        for (int64_t a = 0; element_v && a < rc; ++a) {
+          std::copy_n(parts[r].begin() + rc * cc + a * cc, cc,
+                      w.second.begin() + (rb + a) * p.cols + cb);
         }
       }
     }
@@ -559,7 +568,11 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
       const Param& p = params_[i];
       // Whole rows, also for a column piece (its columns are taken when written below).
       first[i].resize(static_cast<size_t>(p.row_count * p.cols));
-      second[i].resize(static_cast<size_t>(SecondStateCount(p)));
+      // AdaMuon's v, like the momentum, staged as whole rows.
+      second[i].resize(static_cast<size_t>(
+          p.kind == Kind::kMatrix && second_kind == ck::kSecondMomentPerElement
+              ? p.row_count * p.cols
+              : SecondStateCount(p)));
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
       if (per_column && p.kind == Kind::kMatrix) {
         // The lowest saved rank that held rows of it (the index's ranges cover every row).
@@ -657,13 +670,17 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
       if (!first[i].empty() && p.col_count < p.cols) {
-        // A column piece: its columns of the staged whole rows.
-        std::vector<float> piece(static_cast<size_t>(p.row_count * p.col_count));
-        for (int64_t r = 0; r < p.row_count; ++r) {
-          std::copy_n(first[i].begin() + r * p.cols + p.col_begin, p.col_count,
-                      piece.begin() + r * p.col_count);
-        }
-        first[i] = std::move(piece);
+        // A column piece: its columns of the staged whole rows (and of AdaMuon's v).
+        auto columns = [&p](std::vector<float>& rows) {
+          std::vector<float> piece(static_cast<size_t>(p.row_count * p.col_count));
+          for (int64_t r = 0; r < p.row_count; ++r) {
+            std::copy_n(rows.begin() + r * p.cols + p.col_begin, p.col_count,
+                        piece.begin() + r * p.col_count);
+          }
+          rows = std::move(piece);
+        };
+        columns(first[i]);
+        if (second_kind == ck::kSecondMomentPerElement) columns(second[i]);
       }
       if (!first[i].empty()) {
         NORMUON_RETURN_IF_ERROR(backend_->CopyFromHost(p.momentum, first[i].data(), first[i].size() * 4));

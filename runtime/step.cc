@@ -38,14 +38,55 @@ absl::Status Runtime::MomentumBucket(int b) {
   // of the step is kept, so their rows of U are not computed.
   if (skip_momentum_[b]) return absl::OkStatus();
   for (int32_t k : buckets_[b].matrices) NORMUON_RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
-  return absl::OkStatus();
+  return PackElementV(b);
 }
 
 absl::Status Runtime::GatherBucket(int b) {
   const Bucket& bucket = buckets_[b];
   if (world_ == 1) return absl::OkStatus();  // a single rank's rows are written in place
   StepTiming::StageTimer timer(&timing_, kStageGather, b);
-  return comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, CollectiveStream());
+  NORMUON_RETURN_IF_ERROR(
+      comm_->Exchange(bucket.gather_sends, bucket.gather_recvs, CollectiveStream()));
+  // AdaMuon's v of column-split blocks: on every rank when the bucket has such blocks (the same
+  // verdict everywhere), so that every rank issues the same exchanges.
+  if (bucket.vsend_offset.empty()) return absl::OkStatus();
+  return comm_->Exchange(bucket.vgather_sends, bucket.vgather_recvs, CollectiveStream());
+}
+
+absl::Status Runtime::PackElementV(int b) {
+  // v is only written at the commit: the value every piece holder and the owner read this step.
+  for (int32_t k : buckets_[b].matrices) {
+    const MatrixWork& w = matrices_[k];
+    if (!layout_.matrices[k].element_v_split || v_out_[k] == nullptr) continue;
+    const int64_t pc = PieceCols(w);
+    const int64_t ld = layout_.matrices[k].owner == rank_ ? w.cols : pc;
+    for (int64_t r = 0; r < w.row_count; ++r) {
+      NORMUON_RETURN_IF_ERROR(
+          backend_->CopyAsync(v_out_[k] + r * ld, w.v + r * pc, static_cast<size_t>(pc) * 4));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::UnpackElementV(int b) {
+  const Bucket& bucket = buckets_[b];
+  if (bucket.vsend_offset.empty()) return absl::OkStatus();
+  for (int p = 0; p < world_; ++p) {
+    for (const sharding::Segment& seg : bucket.vplan.gather_recvs[p]) {
+      const int64_t cols = matrices_[seg.matrix].cols;
+      const char* message = bucket.vrecv_buf + bucket.vrecv_offset[p] + seg.offset;
+      float* at = owner_v_[seg.matrix] + seg.row_begin * cols + seg.col_begin;
+      if (seg.col_count == 0) {  // whole rows
+        NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes)));
+        continue;
+      }
+      for (int64_t r = 0; r < seg.row_count; ++r) {
+        NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(at + r * cols, message + r * seg.col_count * 4,
+                                                    static_cast<size_t>(seg.col_count) * 4));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Runtime::CopySegment(const sharding::Segment& seg, char* message, void* full,
@@ -78,6 +119,7 @@ absl::Status Runtime::NewtonSchulzBucket(int b) {
                                           owner_u_[seg.matrix], /*to_owner=*/true));
     }
   }
+  NORMUON_RETURN_IF_ERROR(UnpackElementV(b));
   for (int32_t i : bucket.batches) NORMUON_RETURN_IF_ERROR(backend_->NewtonSchulz(batches_[i]));
   for (int32_t k : bucket.matrices) {
     if (owner_o_[k] == nullptr) continue;
@@ -98,6 +140,10 @@ absl::Status Runtime::NewtonSchulzBucket(int b) {
       if (u.vsync_offset >= 0) {
         ow.v = vsync_total_ + u.vsync_offset;
         ow.v_new = slots_local_ + u.vnew_slot;
+      } else if (u.element_v_split) {
+        // AdaMuon: the whole v, gathered with U; v_new overwrites it element by element (each
+        // read before its write), and each piece holder makes its own v_new (RowStatsBucket).
+        ow.v = ow.v_new = owner_v_[k];
       }
       NORMUON_RETURN_IF_ERROR(backend_->RowStats(ow));
     }
@@ -152,9 +198,12 @@ absl::Status Runtime::RowStatsBucket(int b) {
   StepTiming::StageTimer timer(&timing_, kStageRowStats, b);
   for (int32_t k : buckets_[b].matrices) {
     // Column-axis statistics, and those of rows split across column pieces, were made by the
-    // owner (NewtonSchulzBucket).
+    // owner (NewtonSchulzBucket); an AdaMuon piece still makes its own elements' v_new.
     if (!matrices_[k].column_axis && !layout_.matrices[k].column_split) {
       NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+    } else if (layout_.matrices[k].element_v_split && matrices_[k].row_count > 0) {
+      // AdaMuon: this piece's v_new from its O, with the owner's arithmetic (the same bits).
+      NORMUON_RETURN_IF_ERROR(backend_->ElementSecondMoment(matrices_[k]));
     }
   }
   return absl::OkStatus();
@@ -197,6 +246,10 @@ absl::Status Runtime::RunBuckets() {
     for (int p = 0; p < world_; ++p) {
       timing_.AddBytes(static_cast<uint64_t>(b.plan.gather_send_bytes[p] + b.plan.scatter_send_bytes[p]),
                        static_cast<uint64_t>(b.plan.gather_recv_bytes[p] + b.plan.scatter_recv_bytes[p]));
+    }
+    for (size_t p = 0; p < b.vplan.gather_send_bytes.size(); ++p) {  // AdaMuon's v messages
+      timing_.AddBytes(static_cast<uint64_t>(b.vplan.gather_send_bytes[p]),
+                       static_cast<uint64_t>(b.vplan.gather_recv_bytes[p]));
     }
   }
   if (pipeline_ != nullptr) {

@@ -70,6 +70,9 @@ const char* BufferRoleName(BufferRole role) {
     case BufferRole::kAdamWSteps: return "AdamW steps";
     case BufferRole::kVSyncLocal: return "v of column-split blocks";
     case BufferRole::kVSyncTotal: return "v of column-split blocks (all-reduced)";
+    case BufferRole::kVSend: return "v gather send";
+    case BufferRole::kVRecv: return "v gather receive";
+    case BufferRole::kVFull: return "owner's whole v";
   }
   return "unknown";
 }
@@ -185,6 +188,7 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
       u.vsync_offset = L.vsync_floats;
       L.vsync_floats += u.rows;
     }
+    u.element_v_split = u.column_split && per_element_v;
   }
   L.flag_base = slots;
   L.slot_floats = slots + kStepFlagsPerRank * static_cast<int64_t>(o.world);
@@ -199,11 +203,14 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
       b.matrices.push_back(k);
       // This rank's piece of the block travels to the owner, the rest of the block to it.
       const int64_t mine = u.mine.row_count * u.col_count * ns;
+      const int64_t mine_v = u.element_v_split ? u.mine.row_count * u.col_count * 4 : 0;
       if (u.owner == o.rank) {
         owned.push_back(k);
         b.recv_bytes += u.rows * u.cols * ns - mine;
+        if (u.element_v_split) b.v_recv_bytes += u.rows * u.cols * 4 - mine_v;
       } else {
         b.send_bytes += mine;
+        b.v_send_bytes += mine_v;
       }
     }
     for (sharding::ShapeBatch& sb : sharding::BatchByShape(L.shapes, owned)) {
@@ -253,6 +260,21 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   if (L.vsync_floats > 0) {
     add(BufferRole::kVSyncLocal, -1, static_cast<uint64_t>(L.vsync_floats) * 4);
     add(BufferRole::kVSyncTotal, -1, static_cast<uint64_t>(L.vsync_floats) * 4);
+  }
+  // AdaMuon's v of column-split blocks: the v messages of each bucket that has such blocks, then
+  // the owner's whole v of each it owns.
+  for (int32_t b = 0; b < static_cast<int32_t>(L.buckets.size()); ++b) {
+    bool any = false;
+    for (int32_t k : L.buckets[b].matrices) any = any || L.matrices[k].element_v_split;
+    if (!any) continue;
+    add(BufferRole::kVSend, b, static_cast<uint64_t>(L.buckets[b].v_send_bytes));
+    add(BufferRole::kVRecv, b, static_cast<uint64_t>(L.buckets[b].v_recv_bytes));
+  }
+  for (int32_t k = 0; k < static_cast<int32_t>(L.matrices.size()); ++k) {
+    const MatrixUnit& u = L.matrices[k];
+    if (u.element_v_split && u.owner == o.rank) {
+      add(BufferRole::kVFull, k, static_cast<uint64_t>(u.rows * u.cols) * 4);
+    }
   }
   return L;
 }

@@ -103,12 +103,19 @@ struct MatrixUnit {
   bool column_split = false;
   int64_t vsync_offset = -1;
   int64_t vnew_slot = -1;
+  // AdaMuon (one v per element) on a column-split block: every piece's v travels to the owner
+  // with the gather, in a message of its own (BucketLayout::v_send_bytes, v_recv_bytes); the owner
+  // makes the row slots from the whole O and the whole v, and each piece holder its own v_new.
+  bool element_v_split = false;
 };
 
 struct BucketLayout {
   std::vector<int32_t> matrices;  // matrix indices k, in work order
   int64_t send_bytes = 0;         // this rank's rows of the bucket's matrices others own
   int64_t recv_bytes = 0;         // the other ranks' rows of the bucket's matrices it owns
+  // The v message of element_v_split blocks (fp32): this rank's pieces' v for other owners, the
+  // other pieces' v of the blocks it owns.
+  int64_t v_send_bytes = 0, v_recv_bytes = 0;
   std::vector<int32_t> batches;   // indices into StepLayout::batches
 };
 
@@ -136,6 +143,9 @@ enum class BufferRole : int32_t {
   kAdamWSteps,  // one int64 per AdamW parameter (at least one)
   kVSyncLocal,  // column-split blocks' v rows, as this rank holds them (only when there are any)
   kVSyncTotal,  // their all-reduce
+  kVSend,       // per bucket with element_v_split blocks: v gather send
+  kVRecv,       // per such bucket: v gather receive
+  kVFull,       // per owned element_v_split block: the whole v (rows x cols floats)
 };
 const char* BufferRoleName(BufferRole role);
 

@@ -138,6 +138,73 @@ TEST_P(NoAllocationTest, AStepOnInProcessRanksAllocatesNothing) {
   for (normuon_comm_t cm : comms) normuon_comm_destroy(cm);
 }
 
+// AdaMuon on column pieces (two TP ranks, each holding half the columns of two matrices): the v
+// messages, the owner's whole v and the pieces' own v_new were all sized at finalize.
+TEST_P(NoAllocationTest, AnAdaMuonStepOnColumnPiecesAllocatesNothing) {
+  constexpr int kWorld = 2;
+  normuon_config_t c;
+  normuon_config_init(&c);
+  c.schedule = std::get<0>(GetParam());
+  c.ns_method = std::get<1>(GetParam());
+  c.variant = NORMUON_VARIANT_ADAMUON;
+  c.bucket_bytes = 256;
+  std::vector<normuon_comm_t> comms(kWorld);
+  ASSERT_EQ(normuon_comm_create_inprocess_group(kWorld, 20.0, comms.data()), NORMUON_SUCCESS);
+  std::vector<Rank> ranks(kWorld);
+  std::atomic<int> failures{0};
+  std::atomic<bool> go{false};
+  std::atomic<int> warmed{0};
+  std::vector<std::thread> threads;
+  for (int k = 0; k < kWorld; ++k) {
+    threads.emplace_back([&, k] {
+      Rank& r = ranks[k];
+      if (normuon_create(&c, comms[k], &r.rt) != NORMUON_SUCCESS) {
+        ++failures;
+        ++warmed;
+        return;
+      }
+      const char* names[2] = {"w0", "w1"};
+      r.params.assign(2, std::vector<float>(12 * 5, 0.01f));
+      r.grads.assign(2, std::vector<float>(12 * 5, 0.5f));
+      for (int i = 0; i < 2; ++i) {
+        for (size_t e = 0; e < r.grads[i].size(); ++e) r.grads[i][e] = 0.01f * ((e * 7 + k) % 13);
+        normuon_param_desc_t d;
+        normuon_param_desc_init(&d);
+        d.name = names[i];
+        d.rows = 12;
+        d.cols = 10;
+        d.row_count = 12;
+        d.col_begin = 5 * k;
+        d.col_count = 5;
+        d.param = r.params[i].data();
+        d.grad = r.grads[i].data();
+        normuon_param_t id;
+        if (normuon_register_matrix(r.rt, &d, &id) != NORMUON_SUCCESS) ++failures;
+      }
+      if (normuon_finalize(r.rt) != NORMUON_SUCCESS ||
+          normuon_step(r.rt, 0.02f, 0.01f, nullptr) != NORMUON_SUCCESS) {
+        ++failures;
+      }
+      ++warmed;
+      while (!go.load()) std::this_thread::yield();
+      for (int s = 0; s < 3; ++s) {
+        if (normuon_step(r.rt, 0.02f, 0.01f, nullptr) != NORMUON_SUCCESS) ++failures;
+      }
+    });
+  }
+  // Counting starts once both ranks took their first step (and wait).
+  while (warmed.load() < kWorld) std::this_thread::yield();
+  g_allocations = 0;
+  g_counting = true;
+  go = true;
+  for (auto& t : threads) t.join();
+  g_counting = false;
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(g_allocations.load(), 0);
+  for (Rank& r : ranks) normuon_destroy(r.rt);
+  for (normuon_comm_t cm : comms) normuon_comm_destroy(cm);
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryScheduleAndNsMethod, NoAllocationTest,
                          ::testing::Combine(::testing::Values(NORMUON_SCHEDULE_SEQUENTIAL,
                                                               NORMUON_SCHEDULE_PER_MATRIX,

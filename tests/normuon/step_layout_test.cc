@@ -171,6 +171,63 @@ TEST(StepLayoutTest, SchedulesChangeBucketsNotTheWorkOrAnyStateSize) {
   EXPECT_LT(bucket_counts[2], 6u);
 }
 
+TEST(StepLayoutTest, AdaMuonColumnPiecesSendTheirVToTheOwner) {
+  // An 8 x 6 matrix in two column pieces (cols [0, 4) and [4, 6), all rows): under AdaMuon each
+  // piece's v travels to the owner, which holds the whole v; NorMuon's per-row v needs none of it.
+  const int64_t widths[2] = {4, 2};
+  for (int rank = 0; rank < 2; ++rank) {
+    LayoutParam p = Matrix("w", 8, 6, 0, 8);
+    p.col_begin = rank == 0 ? 0 : 4;
+    p.col_count = widths[rank];
+    p.columns_given = true;
+    LayoutOptions o;
+    o.world = 2;
+    o.rank = rank;
+    o.variant = NORMUON_VARIANT_ADAMUON;
+    o.column_split = {1};
+    absl::StatusOr<StepLayout> l = MakeStepLayout({p}, o);
+    ASSERT_TRUE(l.ok()) << l.status();
+    const MatrixUnit& u = l->matrices[0];
+    EXPECT_TRUE(u.element_v_split);
+    EXPECT_EQ(u.vsync_offset, -1);
+    EXPECT_EQ(l->vsync_floats, 0);
+    const bool owner = u.owner == rank;
+    const BucketLayout& b = l->buckets[0];
+    EXPECT_EQ(b.v_send_bytes, owner ? 0 : 8 * widths[rank] * 4);
+    EXPECT_EQ(b.v_recv_bytes, owner ? 8 * widths[1 - rank] * 4 : 0);
+    // The plan over both pieces with fp32 elements moves as much.
+    sharding::PlanInputs in;
+    in.shapes = l->shapes;
+    in.pieces = {{{0, 8, 0, 4}, {0, 8, 4, 2}}};
+    in.world = 2;
+    in.rank = rank;
+    in.owners = {u.owner};
+    in.wire_bytes_per_element = 4;
+    absl::StatusOr<sharding::RankPlan> plan = sharding::MakeRankPlanForMatrices(in, {0});
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->gather_send_bytes[1 - rank], b.v_send_bytes);
+    EXPECT_EQ(plan->gather_recv_bytes[1 - rank], b.v_recv_bytes);
+    uint64_t full = 0, messages = 0;
+    for (const BufferLayout& buf : l->buffers) {
+      if (buf.role == BufferRole::kVFull) full += buf.bytes;
+      if (buf.role == BufferRole::kVSend || buf.role == BufferRole::kVRecv) messages += buf.bytes;
+    }
+    EXPECT_EQ(full, owner ? 8u * 6 * 4 : 0u);
+    EXPECT_EQ(messages, static_cast<uint64_t>(b.v_send_bytes + b.v_recv_bytes));
+    EXPECT_EQ(l->total_bytes, Sum(*l));
+    // NorMuon: the per-row v all-reduce instead, no v messages.
+    o.variant = NORMUON_VARIANT_NORMUON;
+    l = MakeStepLayout({p}, o);
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_FALSE(l->matrices[0].element_v_split);
+    EXPECT_EQ(l->vsync_floats, 8);
+    for (const BufferLayout& buf : l->buffers) {
+      EXPECT_NE(buf.role, BufferRole::kVFull);
+      EXPECT_NE(buf.role, BufferRole::kVSend);
+    }
+  }
+}
+
 TEST(StepLayoutTest, ABadRankIsRefused) {
   LayoutOptions o;
   o.world = 2;

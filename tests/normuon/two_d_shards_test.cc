@@ -4,9 +4,11 @@
 // splits columns; FSDP2 then splits each TP piece's rows over the data-parallel ranks), and the
 // run must end bitwise equal to the single-rank run: parameters, momentum and v, for every mesh,
 // schedule, arrival order, neuron axis, ragged splits (ranks with no piece), row splits and
-// per-head blocks. Also: the tiling check's failures on every rank, the descriptor checks, and
-// a float64 model of per-head NorMuon on a column-split layout.
+// per-head blocks, NorMuon and AdaMuon (whose per-element v travels to the owner). Also: the
+// tiling check's failures on every rank, the descriptor checks, and float64 models of per-head
+// NorMuon and of row-split AdaMuon on column-split layouts.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -68,6 +70,9 @@ struct Options {
   int first_step = 0;
   const Result* init = nullptr;
   std::string load_dir, save_dir;
+  normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  bool cancel_first = false;  // the first step is begun by grad_ready (two matrices), cancelled
+  int nonfinite_step = -1;  // the gradient of element (0, 0) of the first matrix is NaN then
   int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
   int64_t fault_call = 0;
 };
@@ -128,8 +133,10 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     res.param.push_back(std::vector<float>(m.rows * m.cols, 0.0f));
     res.momentum.push_back(std::vector<float>(m.rows * m.cols, 0.0f));
     const int64_t blocks = m.num_heads > 0 ? m.num_heads : std::max<int64_t>(1, m.splits.size());
-    res.v.push_back(std::vector<float>(
-        o.axis == NORMUON_NEURON_COLUMNS ? blocks * m.cols : m.rows, 0.0f));
+    res.v.push_back(std::vector<float>(o.variant == NORMUON_VARIANT_ADAMUON ? m.rows * m.cols
+                                       : o.axis == NORMUON_NEURON_COLUMNS   ? blocks * m.cols
+                                                                            : m.rows,
+                                       0.0f));
   }
   std::mutex mu;
   auto rank_main = [&](int rank) {
@@ -139,12 +146,13 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     };
     normuon_config_t c;
     normuon_config_init(&c);
-    c.ns_dtype = NORMUON_NS_FP32;
+    c.ns_dtype = o.ns_dtype;
     c.schedule = o.schedule;
     c.bucket_bytes = 3000;
     c.neuron_axis = o.axis;
     c.variant = o.variant;
     c.weight_decay = 0.01f;
+    c.check_finite = o.nonfinite_step >= 0 ? 1 : 0;
     normuon_runtime_t rt = 0;
     if (normuon_create(&c, comms[rank], &rt) != NORMUON_SUCCESS) {
       return fail(normuon_last_error(0));
@@ -231,6 +239,18 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           for (int64_t b = 0; b < r.col_count; ++b)
             grads[i][a * lds[i] + b] = g[(r.row_begin + a) * m.cols + r.col_begin + b];
       }
+      const bool nonfinite = s == o.nonfinite_step;
+      if (nonfinite && mine[0].row_begin == 0 && mine[0].col_begin == 0 && mine[0].row_count > 0) {
+        grads[0][0] = std::nanf("");
+      }
+      if (o.cancel_first && s == o.first_step) {
+        const normuon_param_t ready[2] = {3, 2};
+        if (normuon_grad_ready(rt, ready, 2, nullptr) != NORMUON_SUCCESS ||
+            normuon_step_cancel(rt) != NORMUON_SUCCESS) {
+          fail(std::string("grad_ready + step_cancel: ") + normuon_last_error(rt));
+          break;
+        }
+      }
       const std::vector<float> bg = Random(10, 55 + s, 1.0f);
       std::copy(bg.begin(), bg.end(), bias_grad.begin());
       if (o.grad_ready) {
@@ -242,7 +262,18 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           }
         }
       }
-      if (normuon_step(rt, 0.02f, -1.0f, nullptr) != NORMUON_SUCCESS) {
+      const normuon_status_t stepped = normuon_step(rt, 0.02f, -1.0f, nullptr);
+      if (nonfinite) {  // skipped on every rank, nothing updated; the run goes on
+        normuon_step_info_t info;
+        normuon_step_info_init(&info);
+        const std::string why = normuon_last_error(rt);
+        if (stepped == NORMUON_SUCCESS ||
+            normuon_step_result(rt, &info) != NORMUON_SUCCESS || info.last_skipped != 1) {
+          fail("the step with a NaN gradient was not skipped: " + std::to_string(stepped) + " " +
+               why + " / " + normuon_last_error(rt));
+          break;
+        }
+      } else if (stepped != NORMUON_SUCCESS) {
         fail(normuon_last_error(rt));
         break;
       }
@@ -279,7 +310,12 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
           // Padding past the piece is never written.
           for (int64_t b = r.col_count; b < lds[i]; ++b) EXPECT_EQ(params[i][a * lds[i] + b], -7.0f);
         }
-        if (o.axis == NORMUON_NEURON_COLUMNS) {
+        if (o.variant == NORMUON_VARIANT_ADAMUON) {  // one v per element of the piece
+          EXPECT_EQ(vb, mb) << m.name;
+          for (int64_t a = 0; a < r.row_count; ++a)
+            for (int64_t b = 0; b < r.col_count; ++b)
+              res.v[i][(r.row_begin + a) * m.cols + r.col_begin + b] = v[a * r.col_count + b];
+        } else if (o.axis == NORMUON_NEURON_COLUMNS) {
           if (vb > 0) std::copy(v.begin(), v.begin() + vb / 4, res.v[i].begin());
         } else {
           for (int64_t a = 0; a < static_cast<int64_t>(vb / 4); ++a) res.v[i][r.row_begin + a] = v[a];
@@ -384,6 +420,150 @@ TEST(TwoDShards, NeuronAxisColumnsAndMuonMatchOneRank) {
   }
 }
 
+// AdaMuon (one v per element) on column pieces: the owner gathers every piece's v with U and
+// makes the row sums of the whole O' in one rank's order; each piece holder updates its own v.
+// Every mesh and schedule (grad_ready with the overlapping ones) gives one rank's bits.
+TEST(TwoDShards, AdaMuonMeshesMatchOneRankBitwiseForEverySchedule) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  // The run does something: v is not all zero and the parameters moved.
+  EXPECT_FALSE(SameBits(base.v[3], std::vector<float>(base.v[3].size(), 0.0f)));
+  // Every mesh, and every schedule on two of them (half the product: CI time, sanitizers).
+  const struct {
+    int tp, dp;
+    normuon_schedule_t schedule;
+  } cases[] = {{1, 4, NORMUON_SCHEDULE_SEQUENTIAL}, {2, 2, NORMUON_SCHEDULE_SEQUENTIAL},
+               {2, 2, NORMUON_SCHEDULE_PER_MATRIX}, {4, 1, NORMUON_SCHEDULE_BUCKETED},
+               {2, 4, NORMUON_SCHEDULE_PER_MATRIX}, {2, 4, NORMUON_SCHEDULE_BUCKETED}};
+  for (const auto& c : cases) {
+    Options o = one;
+    o.tp = c.tp;
+    o.dp = c.dp;
+    o.schedule = c.schedule;
+    o.grad_ready = c.schedule != NORMUON_SCHEDULE_SEQUENTIAL;
+    ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
+  }
+}
+
+// A skipped step (a NaN gradient) leaves v as it was while the owner's whole v has moved on:
+// the next step must still start from the committed v of every piece.
+TEST(TwoDShards, AdaMuonAfterASkippedStepMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  one.steps = 4;
+  one.nonfinite_step = 1;
+  const Result base = RunMesh(ms, one);
+  Options o = one;
+  o.tp = 2;
+  o.dp = 2;
+  o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+  o.grad_ready = true;
+  ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " with a skipped step");
+}
+
+// A step begun by grad_ready and cancelled (its exchanges drained, the v messages included)
+// leaves nothing behind: the run is one rank's.
+TEST(TwoDShards, AdaMuonAfterACancelledStepMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  for (normuon_schedule_t schedule : {NORMUON_SCHEDULE_PER_MATRIX, NORMUON_SCHEDULE_BUCKETED}) {
+    Options o = one;
+    o.tp = 2;
+    o.dp = 2;
+    o.schedule = schedule;
+    o.grad_ready = true;
+    o.cancel_first = true;
+    ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " after a cancelled step");
+  }
+}
+
+// bf16 Newton-Schulz: O travels and is read as bf16 on the owner and on every piece alike.
+TEST(TwoDShards, AdaMuonWithBf16NewtonSchulzMatchesOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  one.ns_dtype = NORMUON_NS_BF16;
+  const Result base = RunMesh(ms, one);
+  Options o = one;
+  o.tp = 4;
+  o.dp = 2;
+  o.ragged = true;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  ExpectBitwise(ms, base, RunMesh(ms, o), Name(o) + " bf16");
+}
+
+TEST(TwoDShards, AdaMuonRaggedSplitsStridedBuffersAndAnEmptyRankMatchOneRank) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunMesh(ms, one);
+  for (const auto& mesh : {std::pair{4, 2}, std::pair{3, 2}, std::pair{2, 3}}) {
+    Options o = one;
+    o.tp = mesh.first;
+    o.dp = mesh.second;
+    o.ragged = true;
+    o.ld_pad = 3;
+    o.empty_rank = true;
+    o.schedule = mesh.first == 3 ? NORMUON_SCHEDULE_PER_MATRIX : NORMUON_SCHEDULE_BUCKETED;
+    o.grad_ready = true;
+    ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
+  }
+}
+
+// AdaMuon on a column-split layout with row splits against the float64 model, over two steps
+// (the bias correction of v changes with t): each row block is its own matrix.
+TEST(TwoDShards, AdaMuonColumnSplitMatchesTheFloat64Model) {
+  const std::vector<Matrix> ms = {{"blocks", 24, 12, Tp::kRowParallel, {8, 16}}};
+  Options o;
+  o.tp = 2;
+  o.dp = 2;
+  o.steps = 2;
+  o.variant = NORMUON_VARIANT_ADAMUON;
+  const Result got = RunMesh(ms, o);
+  for (const std::string& e : got.errors) ASSERT_EQ(e, "");
+  const std::vector<float> init = Full(ms[0], 100, 0.05f);
+  normuon::testing::RefHyper h;
+  h.wd = 0.01;
+  h.variant = normuon::testing::RefVariant::kAdaMuon;
+  const int cols = 12;
+  std::vector<double> ours, want;
+  int first = 0;
+  for (int rows : {8, 16}) {
+    normuon::testing::RefMatrixState st;
+    st.rows = rows;
+    st.cols = cols;
+    st.momentum.assign(rows * cols, 0.0);
+    st.v.assign(rows * cols, 0.0);
+    for (int i = 0; i < rows * cols; ++i) st.param.push_back(init[first * cols + i]);
+    const std::vector<double> before = st.param;
+    for (int s = 0; s < 2; ++s) {
+      const std::vector<float> g = Full(ms[0], 1000 + 97 * s, 1.0f);
+      normuon::testing::Mat gd(g.begin() + first * cols, g.begin() + (first + rows) * cols);
+      normuon::testing::RefStep(st, &gd, h);
+    }
+    for (int i = 0; i < rows * cols; ++i) {
+      want.push_back(st.param[i] - before[i]);
+      ours.push_back(static_cast<double>(got.param[0][first * cols + i]) - before[i]);
+    }
+    first += rows;
+  }
+  // DESIGN section 6: fp32 CPU within 1e-5 of the update (plus the parameter's fp32 floor).
+  double num = 0, den = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (ours[i] - want[i]) * (ours[i] - want[i]);
+    den += want[i] * want[i];
+    norm += static_cast<double>(got.param[0][i]) * got.param[0][i];
+  }
+  EXPECT_LE(std::sqrt(num), 1e-5 * std::sqrt(den) + 2.4e-7 * std::sqrt(norm));
+  EXPECT_GT(den, 0.0);
+}
+
 // Per-head NorMuon on a column-split layout against the float64 model: each head (row block)
 // is its own matrix.
 TEST(TwoDShards, PerHeadColumnSplitMatchesTheFloat64Model) {
@@ -434,12 +614,21 @@ TEST(TwoDShards, PerHeadColumnSplitMatchesTheFloat64Model) {
 // bits of four uninterrupted single-rank steps (state and parameters).
 TEST(TwoDShards, CheckpointsReshardBetweenMeshesBitwise) {
   const std::vector<Matrix> ms = Block();
-  for (normuon_neuron_axis_t axis : {NORMUON_NEURON_ROWS, NORMUON_NEURON_COLUMNS}) {
+  const struct {
+    normuon_neuron_axis_t axis;
+    normuon_variant_t variant;
+  } cases[] = {{NORMUON_NEURON_ROWS, NORMUON_VARIANT_NORMUON},
+               {NORMUON_NEURON_COLUMNS, NORMUON_VARIANT_NORMUON},
+               {NORMUON_NEURON_ROWS, NORMUON_VARIANT_ADAMUON}};
+  for (const auto& c : cases) {
+    const normuon_neuron_axis_t axis = c.axis;
     Options straight;
     straight.axis = axis;
+    straight.variant = c.variant;
     straight.steps = 4;
     const Result want = RunMesh(ms, straight);
-    const std::string dir = ::testing::TempDir() + "/two_d_ck_" + std::to_string(axis);
+    const std::string dir = ::testing::TempDir() + "/two_d_ck_" + std::to_string(axis) + "_" +
+                            std::to_string(c.variant);
     ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
     Options save = straight;
     save.tp = 2;
@@ -474,6 +663,30 @@ TEST(TwoDShards, AFailedVAllReduceFailsTheStepOnEveryRankAndChangesNothing) {
   o.steps = 1;
   o.fault_rank = 3;
   o.fault_call = 2;  // #0 and #1 are finalize's all-gathers; #2 the step's v all-reduce
+  const Result r = RunMesh(ms, o);
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_NE(r.errors[k].find("step skipped"), std::string::npos) << "rank " << k << ": " << r.errors[k];
+  }
+  for (size_t i = 0; i < ms.size(); ++i) {
+    EXPECT_TRUE(SameBits(r.param[i], untouched.param[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.momentum[i], untouched.momentum[i])) << ms[i].name;
+    EXPECT_TRUE(SameBits(r.v[i], untouched.v[i])) << ms[i].name;
+  }
+}
+
+// AdaMuon: the v message of a column-split bucket is an exchange like the gather: when it fails
+// on one rank, the step fails on every rank and changes nothing.
+TEST(TwoDShards, AFailedVMessageFailsTheAdaMuonStepOnEveryRankAndChangesNothing) {
+  const std::vector<Matrix> ms = Block();
+  Options o;
+  o.variant = NORMUON_VARIANT_ADAMUON;
+  o.tp = 2;
+  o.dp = 2;
+  o.steps = 0;
+  const Result untouched = RunMesh(ms, o);
+  o.steps = 1;
+  o.fault_rank = 1;
+  o.fault_call = 3;  // #0, #1 finalize's all-gathers; one bucket: #2 its gather, #3 the v message
   const Result r = RunMesh(ms, o);
   for (int k = 0; k < 4; ++k) {
     EXPECT_NE(r.errors[k].find("step skipped"), std::string::npos) << "rank " << k << ": " << r.errors[k];

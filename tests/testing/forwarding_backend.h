@@ -53,6 +53,9 @@ class ForwardingBackend : public Backend {
   }
   absl::Status NewtonSchulz(const NsBatch& b) override { return inner_->NewtonSchulz(b); }
   absl::Status RowStats(const MatrixWork& w) override { return inner_->RowStats(w); }
+  absl::Status ElementSecondMoment(const MatrixWork& w) override {
+    return inner_->ElementSecondMoment(w);
+  }
   absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
     return inner_->ColumnStats(w, o_full);
   }
