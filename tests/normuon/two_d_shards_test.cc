@@ -71,6 +71,7 @@ struct Options {
   const Result* init = nullptr;
   std::string load_dir, save_dir;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_FP32;
+  normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD;
   bool cancel_first = false;  // the first step is begun by grad_ready (two matrices), cancelled
   int nonfinite_step = -1;  // the gradient of element (0, 0) of the first matrix is NaN then
   int fault_rank = -1;  // this rank's collective #fault_call fails (NORMUON_FAULT_ERROR)
@@ -147,6 +148,7 @@ Result RunMesh(const std::vector<Matrix>& ms, const Options& o) {
     normuon_config_t c;
     normuon_config_init(&c);
     c.ns_dtype = o.ns_dtype;
+    c.ns_method = o.ns_method;
     c.schedule = o.schedule;
     c.bucket_bytes = 3000;
     c.neuron_axis = o.axis;
@@ -390,6 +392,35 @@ TEST(TwoDShards, RaggedSplitsStridedBuffersAndAnEmptyRankMatchOneRank) {
     o.schedule = NORMUON_SCHEDULE_BUCKETED;
     o.grad_ready = true;
     ExpectBitwise(ms, base, RunMesh(ms, o), Name(o));
+  }
+}
+
+// Gram Newton-Schulz on column pieces: the owner runs the same iteration on the gathered matrix,
+// so the Gram step is bitwise the single-rank Gram step (and not the standard one: the test
+// would pass vacuously if ns_method were ignored).
+TEST(TwoDShards, GramNewtonSchulzMeshesMatchOneRankGram) {
+  const std::vector<Matrix> ms = Block();
+  Options one;
+  one.ns_method = NORMUON_NS_METHOD_GRAM;
+  const Result base = RunMesh(ms, one);
+  const Result standard = RunMesh(ms, Options{});
+  ASSERT_EQ(standard.errors[0], "");
+  EXPECT_FALSE(SameBits(base.param[2], standard.param[2])) << "mlp.up (24 x 16) ran Gram";
+  for (const auto& mesh : {std::pair{2, 2}, std::pair{4, 2}}) {
+    for (normuon_variant_t variant : {NORMUON_VARIANT_NORMUON, NORMUON_VARIANT_ADAMUON}) {
+      Options o = one;
+      o.tp = mesh.first;
+      o.dp = mesh.second;
+      o.ragged = mesh.first == 4;
+      o.empty_rank = mesh.first == 4;
+      o.schedule = NORMUON_SCHEDULE_BUCKETED;
+      o.grad_ready = true;
+      o.variant = variant;
+      Options single = one;
+      single.variant = variant;
+      ExpectBitwise(ms, variant == NORMUON_VARIANT_NORMUON ? base : RunMesh(ms, single),
+                    RunMesh(ms, o), Name(o) + " gram");
+    }
   }
 }
 
