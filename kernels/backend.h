@@ -32,7 +32,7 @@
 
 namespace normuon {
 
-enum class DType : int32_t { kF32 = 0, kBF16 = 1 };
+enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };  // kF16: CUDA Newton-Schulz only
 
 inline size_t SizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 

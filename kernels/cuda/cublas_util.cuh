@@ -31,7 +31,13 @@ inline absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
   NORMUON_RETURN_IF_ERROR(::normuon::gpu::CublasStatus((call), #call))
 
 // The cuBLAS element type of a Newton-Schulz dtype.
-inline cudaDataType CudaType(DType d) { return d == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF; }
+inline cudaDataType CudaType(DType d) {
+  switch (d) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kF16: return CUDA_R_16F;
+    default: return CUDA_R_16BF;
+  }
+}
 
 // C = alpha op(A) op(B) + beta C for `batch` column-major matrices of `type`, fp32 compute (no
 // TF32: the handle's math mode), host alpha/beta.
