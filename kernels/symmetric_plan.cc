@@ -61,6 +61,27 @@ SymmetricPlan PlanLowerTriangle(const SymmetricProduct& p, int64_t tile) {
   return plan;
 }
 
+GramProductPlans PlanGramProducts(int64_t rows, int64_t cols, int64_t count, int64_t tile) {
+  const bool tall = rows > cols;
+  const int64_t s = std::min(rows, cols), l = std::max(rows, cols);
+  SymmetricProduct g;
+  g.n = s;
+  g.k = l;
+  g.trans_a = !tall;
+  g.trans_b = tall;
+  g.lda = g.ldb = tall ? s : l;
+  g.ldc = s;
+  g.stride_a = g.stride_b = rows * cols;
+  g.stride_c = s * s;
+  g.count = count;
+  SymmetricProduct q;
+  q.n = q.k = s;
+  q.lda = q.ldb = q.ldc = s;
+  q.stride_a = q.stride_b = q.stride_c = s * s;
+  q.count = count;
+  return GramProductPlans{PlanLowerTriangle(g, tile), PlanLowerTriangle(q, tile)};
+}
+
 void MirrorLowerToUpper(float* c, int64_t n, int64_t ld, int64_t stride, int64_t count) {
   for (int64_t k = 0; k < count; ++k) {
     float* m = c + k * stride;

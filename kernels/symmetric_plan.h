@@ -11,11 +11,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace normuon {
+#include "kernels/ns_method.h"
 
-// How the config's ns_symmetric_products applies (normuon.h): kDense computes every product in
-// full; kTiles computes the lower-triangle tile pairs of the symmetric ones and mirrors.
-enum class SymmetricProducts : int32_t { kDense = 0, kTiles = 1 };
+namespace normuon {
 
 // A batch of `count` products C = op(A) op(B), each C n x n and known to be symmetric, op(A)
 // n x k, op(B) k x n; column-major (BLAS) layout with leading dimensions lda, ldb, ldc and
@@ -54,6 +52,17 @@ int64_t SymmetricTile(int64_t n);
 // The plan of `p` with tiles of side `tile` (> 0): tile (i, j) for i >= j covers C rows
 // [i T, i T + m) and columns [j T, j T + n'); the diagonal tiles are computed in full.
 SymmetricPlan PlanLowerTriangle(const SymmetricProduct& p, int64_t tile);
+
+// The two plans of the Gram iteration on a batch of `count` row-major rows x cols matrices, in the
+// CUDA backend's layout (cuda_backend.cu, "Newton-Schulz without transposes": with s the short
+// side and l the long one, X is s x l column-major with ld s when tall, its transpose l x s with
+// ld l when wide; every s x s matrix has ld s and stride s*s):
+//   gram:   R = X X^T, k = l (op N, T when tall; op T, N when wide), X stride rows*cols;
+//   square: C = A B of two s x s matrices, k = s (op N, N).
+struct GramProductPlans {
+  SymmetricPlan gram, square;
+};
+GramProductPlans PlanGramProducts(int64_t rows, int64_t cols, int64_t count, int64_t tile);
 
 // Copies the strict lower triangle of each of `count` column-major n x n matrices (leading
 // dimension ld, element stride `stride`) to the upper one: the CPU reference of the CUDA mirror.

@@ -114,6 +114,10 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
                                 " is unknown (NORMUON_NS_METHOD_STANDARD or NORMUON_NS_METHOD_GRAM)"));
   }
   NORMUON_RETURN_IF_ERROR(ValidateRestarts(c));
+  if (c.ns_symmetric_products != 0 && c.ns_symmetric_products != 1) {
+    return Invalid(absl::StrCat("config.ns_symmetric_products = ", c.ns_symmetric_products,
+                                " must be 0 (dense products) or 1 (lower-triangle tiles)"));
+  }
   if (c.nesterov != 0 && c.nesterov != 1) {
     return Invalid(absl::StrCat("config.nesterov = ", c.nesterov, " must be 0 or 1"));
   }
@@ -228,6 +232,8 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
                                                  : DType::kF32;
   }
   r.ns_method = c.ns_method == NORMUON_NS_METHOD_GRAM ? NsMethod::kGram : NsMethod::kStandard;
+  r.symmetric =
+      c.ns_symmetric_products == 1 ? SymmetricProducts::kTiles : SymmetricProducts::kDense;
   if (r.ns_method == NsMethod::kGram) {
     if (c.ns_restart_count < 0) {
       r.restarts =

@@ -275,6 +275,7 @@ class CudaBackend final : public Backend {
       gram_params_ = static_cast<int32_t*>(dev);
       NORMUON_RETURN_IF_ERROR(CopyFromHost(gram_params_, params.data(),
                                            params.size() * sizeof(int32_t)));
+      NORMUON_RETURN_IF_ERROR(PrepareGramTiles(batches));
     }
     capacity_ = need;
     return BindStream(stream_);
@@ -323,7 +324,8 @@ class CudaBackend final : public Backend {
     const int64_t count = w.row_count * w.cols;
     if (count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows, w.ns_dtype,
+    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows,
+                                          NsInputDType(w.ns_dtype),
                                           count, w.scalars, w.nesterov, stream_));
     return absl::OkStatus();
   }
@@ -341,7 +343,9 @@ class CudaBackend final : public Backend {
     const NsNeeds need = NeedsOf(b);
     if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
         need.partials > capacity_.partials || need.gram_square > capacity_.gram_square ||
-        (need.gram_square > 0 && gram_params_at_.count(b.u) == 0)) {
+        (need.gram_square > 0 && gram_params_at_.count(b.u) == 0) ||
+        (need.gram_square > 0 && b.symmetric == SymmetricProducts::kTiles &&
+         gram_tiles_.count(b.u) == 0)) {
       return absl::FailedPreconditionError(
           absl::StrCat("NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
                        " was not passed to Prepare (its workspace is not allocated)"));
@@ -411,7 +415,51 @@ class CudaBackend final : public Backend {
     w.rz = ns_rz_;
     w.partials = ns_partials_;
     w.params = gram_params_ + gram_params_at_.at(b.u);
+    if (b.symmetric == SymmetricProducts::kTiles) {
+      const auto& plans = gram_tiles_.at(b.u);
+      w.gram_tiles = &plans.first;
+      w.square_tiles = &plans.second;
+      w.pointers = gram_tile_pointers_;
+    }
     return gpu::GramNewtonSchulz(b, w);
+  }
+
+  // Symmetric products: every tiled Gram batch's two plans (kernels/symmetric_plan.h), their
+  // offsets uploaded into one device buffer, and the pointer arrays the grouped GEMMs read.
+  absl::Status PrepareGramTiles(const std::vector<NsBatch>& batches) {
+    std::vector<int64_t> offsets;
+    std::vector<std::pair<const void*, std::pair<SymmetricPlan, SymmetricPlan>>> plans;
+    int64_t most = 0;
+    for (const NsBatch& b : batches) {
+      if (!UsesGram(b.method, b.rows, b.cols) || b.symmetric != SymmetricProducts::kTiles) continue;
+      const int64_t tile = SymmetricTile(std::min(b.rows, b.cols));
+      GramProductPlans p = PlanGramProducts(b.rows, b.cols, b.count, tile);
+      most = std::max({most, p.gram.gemms(), p.square.gemms()});
+      plans.push_back({b.u, {std::move(p.gram), std::move(p.square)}});
+    }
+    if (plans.empty()) return absl::OkStatus();
+    std::vector<std::pair<size_t, size_t>> at;  // each plan pair's offsets start in `offsets`
+    for (const auto& [u, pair] : plans) {
+      const size_t first = offsets.size();
+      std::vector<int64_t> o = gpu::OffsetsOf(pair.first);
+      offsets.insert(offsets.end(), o.begin(), o.end());
+      const size_t second = offsets.size();
+      o = gpu::OffsetsOf(pair.second);
+      offsets.insert(offsets.end(), o.begin(), o.end());
+      at.push_back({first, second});
+    }
+    NORMUON_ASSIGN_OR_RETURN(void* dev, Alloc(offsets.size() * sizeof(int64_t)));
+    gram_tile_offsets_ = static_cast<int64_t*>(dev);
+    NORMUON_RETURN_IF_ERROR(
+        CopyFromHost(gram_tile_offsets_, offsets.data(), offsets.size() * sizeof(int64_t)));
+    NORMUON_ASSIGN_OR_RETURN(void* ptrs, Alloc(static_cast<size_t>(3 * most) * sizeof(void*)));
+    gram_tile_pointers_ = static_cast<void**>(ptrs);
+    for (size_t i = 0; i < plans.size(); ++i) {
+      gram_tiles_[plans[i].first] = {
+          gpu::DescribePlan(plans[i].second.first, gram_tile_offsets_ + at[i].first),
+          gpu::DescribePlan(plans[i].second.second, gram_tile_offsets_ + at[i].second)};
+    }
+    return absl::OkStatus();
   }
 
   absl::Status RowStats(const MatrixWork& w) override {
@@ -776,9 +824,14 @@ class CudaBackend final : public Backend {
     cudaFree(ns_qn_);
     cudaFree(ns_rz_);
     cudaFree(gram_params_);
+    cudaFree(gram_tile_offsets_);
+    cudaFree(gram_tile_pointers_);
     ns_q_ = ns_qn_ = ns_rz_ = nullptr;
     gram_params_ = nullptr;
     gram_params_at_.clear();
+    gram_tile_offsets_ = nullptr;
+    gram_tile_pointers_ = nullptr;
+    gram_tiles_.clear();
     ns_x_ = ns_a_ = ns_b_ = nullptr;
     ns_partials_ = nullptr;
     capacity_ = NsNeeds();
@@ -804,6 +857,11 @@ class CudaBackend final : public Backend {
   void* ns_rz_ = nullptr;
   int32_t* gram_params_ = nullptr;
   std::map<const void*, int64_t> gram_params_at_;
+  // Gram with symmetric products: each tiled batch's plans (by its u), their device offsets, and
+  // the grouped GEMMs' pointer arrays.
+  std::map<const void*, std::pair<gpu::DevicePlan, gpu::DevicePlan>> gram_tiles_;
+  int64_t* gram_tile_offsets_ = nullptr;
+  void** gram_tile_pointers_ = nullptr;
   NsNeeds capacity_;
   // Graph mode: the open capture, the executable graph, and the scalar staging ring.
   bool capturing_ = false;

@@ -9,13 +9,34 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "kernels/backend.h"
+#include "kernels/symmetric_plan.h"
 
 namespace normuon {
 namespace gpu {
+
+// A symmetric-product plan (kernels/symmetric_plan.h) ready to run as one
+// cublasGemmGroupedBatchedEx call: the tile offsets on the device, the per-group arguments on the
+// host. Built by the backend's Prepare (DescribePlan), so a step allocates nothing.
+struct DevicePlan {
+  int64_t total = 0;                 // GEMMs over all groups
+  const int64_t* offsets = nullptr;  // device: a[total], b[total], c[total] (elements), in group order
+  int groups = 0;
+  std::array<cublasOperation_t, 3> op_a{}, op_b{};
+  std::array<int, 3> m{}, n{}, k{}, lda{}, ldb{}, ldc{}, size{};
+  int64_t side = 0, count = 0;  // C: `count` side x side matrices, ld side, stride side*side
+};
+
+// The host half of `plan`, pointing at its offsets already on the device (3 * plan.gemms()
+// int64 values laid out as OffsetsOf gives them).
+DevicePlan DescribePlan(const SymmetricPlan& plan, const int64_t* device_offsets);
+// The offsets of `plan` in DevicePlan's layout, to upload.
+std::vector<int64_t> OffsetsOf(const SymmetricPlan& plan);
 
 // What one Gram batch runs on. The workspaces are sized by the backend's Prepare: x holds one
 // copy of the batch's X; r, z, q, qn and rz one s x s matrix per batch matrix each (r and z are
@@ -31,6 +52,11 @@ struct GramWorkspace {
   void* rz = nullptr;
   double* partials = nullptr;
   const int32_t* params = nullptr;  // the batch's parameter indices on the device (b.count)
+  // b.symmetric = kTiles: the batch's plans for R = X X^T and for the s x s products, and a
+  // device array of 3 * max(total) pointers (filled before each grouped GEMM, in stream order).
+  const DevicePlan* gram_tiles = nullptr;
+  const DevicePlan* square_tiles = nullptr;
+  void** pointers = nullptr;
 };
 
 // Orthogonalizes b.u into b.o with the Gram iteration (b.method = kGram, UsesGram true). A

@@ -87,8 +87,8 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
 // Stage two: every block first completes its matrix's norm from the partials (warp 0: lane l
 // sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
 // x = u * NsInputScale (kernels/elementwise_math.h), the CPU backend's formula.
-template <typename T>
-__global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count, int num_partials,
+template <typename T, typename TX>
+__global__ void ScaleKernel(const T* u, TX* x, int64_t per_matrix, int64_t count, int num_partials,
                             float eps, float norm_scale, const double* partials) {
   __shared__ float inv_norm;
   for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
@@ -105,7 +105,7 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
     __syncthreads();
     const float inv = inv_norm;
     const T* src = u + k * per_matrix;
-    T* dst = x + k * per_matrix;
+    TX* dst = x + k * per_matrix;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < per_matrix;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       StoreFloat(dst + i, ToFloat(src[i]) * inv);
@@ -114,7 +114,8 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
   }
 }
 
-template <typename T>
+// U in T, X in TX (kernels/backend.h NsInputDType: bf16 U for fp16 X).
+template <typename T, typename TX>
 cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count, float eps,
                       float norm_scale, double* partials, cudaStream_t stream) {
   const int num_partials = NormPartialBlocks(per_matrix);
@@ -125,8 +126,8 @@ cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count,
   if (e != cudaSuccess) return e;
   const unsigned gx =
       static_cast<unsigned>(std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
-  ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(
-      static_cast<const T*>(u), static_cast<T*>(x), per_matrix, count, num_partials, eps,
+  ScaleKernel<T, TX><<<dim3(gx, gy), kThreads, 0, stream>>>(
+      static_cast<const T*>(u), static_cast<TX*>(x), per_matrix, count, num_partials, eps,
       norm_scale, partials);
   return cudaGetLastError();
 }
@@ -195,9 +196,13 @@ int NormPartialBlocks(int64_t per_matrix) {
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
                             float eps, float norm_scale, double* partials, cudaStream_t stream) {
   if (per_matrix <= 0 || count <= 0) return cudaSuccess;
+  if (dtype == DType::kF16) {  // U is bf16 (NsInputDType)
+    return Normalize<__nv_bfloat16, __half>(u, x, per_matrix, count, eps, norm_scale, partials,
+                                            stream);
+  }
   return WithNsType(dtype, [&](auto* t) {
-    return Normalize<std::remove_pointer_t<decltype(t)>>(u, x, per_matrix, count, eps, norm_scale,
-                                                         partials, stream);
+    using T = std::remove_pointer_t<decltype(t)>;
+    return Normalize<T, T>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
   });
 }
 

@@ -144,6 +144,16 @@ TEST(SymmetricPlanTest, GramProductOfTallAndWideMatrices) {
       const std::vector<float> c0(static_cast<size_t>(count * s * s), 0.0f);
       for (int64_t tile : {SymmetricTile(s), int64_t{64}, int64_t{96}}) {
         ExpectMatchesDense(p, tile, x, x, 1.0f, 0.0f, c0);
+        // The CUDA backend's planner gives this very layout (rows x cols row-major).
+        const GramProductPlans plans =
+            PlanGramProducts(tall ? l : s, tall ? s : l, count, tile);
+        std::vector<float> via(c0.size(), 0.0f), dense(c0.size(), 0.0f);
+        RunPlan(plans.gram, 1.0f, x.data(), x.data(), 0.0f, via.data());
+        RunDense(p, 1.0f, x.data(), x.data(), 0.0f, dense.data());
+        for (size_t i = 0; i < via.size(); ++i) ASSERT_NEAR(via[i], dense[i], 1e-3) << i;
+        EXPECT_EQ(plans.square.product.n, s);
+        EXPECT_EQ(plans.square.product.k, s);
+        EXPECT_EQ(plans.square.gemms(), plans.gram.gemms());
       }
     }
   }
