@@ -299,6 +299,9 @@ else
     check "compute-sanitizer memcheck normuon_run --backend=cuda --ranks=2 --schedule=bucketed (two streams)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/normuon_run" \
       --backend=cuda --model=tiny --ranks=2 --steps=2 --schedule=bucketed --bucket_mb=0.01
+    [ -x "$B/gram_cuda_test" ] && check "compute-sanitizer memcheck gram_cuda_test (tile products)" \
+      "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/gram_cuda_test" \
+      --gtest_brief=1 --gtest_filter='*TileProductsMatchDense*'
     [ -x "$B/graph_test" ] && check "compute-sanitizer memcheck graph_test (equivalence)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/graph_test" \
       --gtest_brief=1 --gtest_filter='NsDtypes/GraphEquivalenceTest.*'

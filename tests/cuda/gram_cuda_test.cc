@@ -84,11 +84,26 @@ class GramCudaTest : public ::testing::Test {
   // One matrix through the CUDA backend's NewtonSchulz with method m (quintic, 5 iterations, the
   // default restarts); the output in double. *fallback: the divergence check flagged it.
   absl::StatusOr<std::vector<double>> Run(const Method& m, const Matrix& in, bool* fallback) {
-    const int64_t n = in.rows * in.cols;
+    return RunBatch(m, in.rows, in.cols, 1, in.v, fallback);
+  }
+
+  // `count` rows x cols matrices back to back in `v`, as one batch.
+  absl::StatusOr<std::vector<double>> RunBatch(const Method& m, int64_t rows, int64_t cols,
+                                               int64_t count, const std::vector<double>& v,
+                                               bool* fallback) {
+    const int64_t n = rows * cols * count;
     const DType u_dtype = NsInputDType(m.dtype);  // bf16 U for fp16
-    std::vector<uint16_t> u(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) u[i] = ToBits(static_cast<float>(in.v[i]), u_dtype);
-    const size_t bytes16 = static_cast<size_t>(n) * 2;
+    std::vector<uint16_t> u(m.dtype == DType::kF32 ? 0 : static_cast<size_t>(n));
+    const size_t elem = SizeOf(m.dtype);
+    std::vector<float> u32(m.dtype == DType::kF32 ? static_cast<size_t>(n) : 0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (m.dtype == DType::kF32) {
+        u32[i] = static_cast<float>(v[i]);
+      } else {
+        u[i] = ToBits(static_cast<float>(v[i]), u_dtype);
+      }
+    }
+    const size_t bytes16 = static_cast<size_t>(n) * elem;
     void* du = nullptr;
     void* dout = nullptr;
     void* dctl = nullptr;
@@ -103,12 +118,13 @@ class GramCudaTest : public ::testing::Test {
       if (!a.ok()) return a.status();
       *p = *a;
     }
-    absl::Status st = gpu_->CopyFromHost(du, u.data(), bytes16);
+    absl::Status st = gpu_->CopyFromHost(
+        du, m.dtype == DType::kF32 ? static_cast<const void*>(u32.data()) : u.data(), bytes16);
     if (!st.ok()) return st;
     NsBatch b;
-    b.rows = in.rows;
-    b.cols = in.cols;
-    b.count = 1;
+    b.rows = rows;
+    b.cols = cols;
+    b.count = count;
     b.u = du;
     b.o = dout;
     b.dtype = m.dtype;
@@ -117,22 +133,26 @@ class GramCudaTest : public ::testing::Test {
     b.symmetric = m.symmetric;
     if (m.method == NsMethod::kGram) {
       b.restarts = DefaultGramRestarts(5, false);
-      b.params = {7};
+      for (int64_t k = 0; k < count; ++k) b.params.push_back(static_cast<int32_t>(7 + k));
       b.control = static_cast<StepControl*>(dctl);
     }
     st = gpu_->Prepare({b});
     if (!st.ok()) return st;
     st = gpu_->NewtonSchulz(b);
     if (!st.ok()) return st;
-    std::vector<uint16_t> o(static_cast<size_t>(n));
-    st = gpu_->CopyToHost(o.data(), dout, bytes16);
+    std::vector<uint16_t> o(m.dtype == DType::kF32 ? 0 : static_cast<size_t>(n));
+    std::vector<float> o32(m.dtype == DType::kF32 ? static_cast<size_t>(n) : 0);
+    st = gpu_->CopyToHost(m.dtype == DType::kF32 ? static_cast<void*>(o32.data()) : o.data(),
+                          dout, bytes16);
     if (!st.ok()) return st;
     StepControl control{};
     st = gpu_->CopyToHost(&control, dctl, sizeof(control));
     if (!st.ok()) return st;
     *fallback = control.ns_fallbacks != 0;
     std::vector<double> out(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) out[i] = FromBits(o[i], m.dtype);
+    for (int64_t i = 0; i < n; ++i) {
+      out[i] = m.dtype == DType::kF32 ? o32[i] : FromBits(o[i], m.dtype);
+    }
     return out;
   }
 
@@ -165,18 +185,30 @@ class GramCudaTest : public ::testing::Test {
                 e_std, e16, fb16 ? " FALLBACK" : "", e16 / std::max(e_std, 1e-300), e16t,
                 fb16t ? " FALLBACK" : "", e16t / std::max(e_std, 1e-300), e_bt,
                 fb_bt ? " FALLBACK" : "", e_s16);
-    // A matrix the check flagged is skipped (never committed): nothing to compare, but it must
-    // not be a Gaussian input.
+    // X = U / (||U|| + ns_eps) entirely below fp16's smallest normal (6.1e-5; an input whose
+    // norm is far below ns_eps, "norm 1e-30"): fp16 cannot hold it, its update is zero or
+    // noise-sized, a known limit of the fp16 dtype; only finiteness is required there.
+    double umax = 0.0;
+    for (double x : in.v) umax = std::max(umax, std::fabs(x));
+    const bool below_fp16 = umax / (normuon_tools::FrobeniusNorm(in.v) + 1e-7) < 6.1e-5;
+    if (below_fp16) {
+      std::printf("  %s: X is below fp16's normal range: fp16 rows checked for finiteness only\n",
+                  name.c_str());
+    }
+    // A matrix the check flagged is skipped (never committed): nothing to compare.
     const double bar = e_std * gram_allowance + 1e-6;
     if (!fb16) {
-      EXPECT_LE(e16, bar) << name << ": gram/fp16/dense worse than standard/bf16";
+      EXPECT_TRUE(below_fp16 ? std::isfinite(e16) : e16 <= bar)
+          << name << ": gram/fp16/dense " << e16 << " vs standard/bf16 " << e_std;
     }
     if (!fb16t) {
-      EXPECT_LE(e16t, bar) << name << ": gram/fp16/tiles worse than standard/bf16";
+      EXPECT_TRUE(below_fp16 ? std::isfinite(e16t) : e16t <= bar)
+          << name << ": gram/fp16/tiles " << e16t << " vs standard/bf16 " << e_std;
     }
     EXPECT_TRUE(std::isfinite(e_bt) || fb_bt) << name << ": gram/bf16/tiles not finite, unflagged";
     // fp16's 10-bit mantissa: the standard iteration in fp16 is no worse than in bf16 either.
-    EXPECT_LE(e_s16, bar) << name << ": standard/fp16 worse than standard/bf16";
+    EXPECT_TRUE(below_fp16 ? std::isfinite(e_s16) : e_s16 <= bar)
+        << name << ": standard/fp16 " << e_s16 << " vs standard/bf16 " << e_std;
   }
 
   std::unique_ptr<Backend> gpu_;
@@ -197,6 +229,37 @@ TEST_F(GramCudaTest, Fp16NoWorseThanStandardBf16OnAdversarialInputs) {
     for (const normuon_tools::NamedMatrix& m : normuon_tools::AdversarialMatrices(r, c)) {
       Compare(m.name, m.m, 1.0);
     }
+  }
+}
+
+// The tile plan on the GPU (cublasGemmGroupedBatchedEx, pointer fill, mirror) against dense
+// GEMMs, in fp32 where only the summation order differs: ragged tilings (s = 300: tiles 128,
+// 128, 44; s = 520: four of 128 and one of 8), wide and tall, batches of 3. Small enough for
+// compute-sanitizer (tools/device_check.sh runs it under memcheck).
+TEST_F(GramCudaTest, TileProductsMatchDenseInFp32) {
+  const Method dense = {"gram/fp32/dense", DType::kF32, NsMethod::kGram, SymmetricProducts::kDense};
+  const Method tiles = {"gram/fp32/tiles", DType::kF32, NsMethod::kGram, SymmetricProducts::kTiles};
+  for (const auto& [r, c] : std::vector<std::pair<int64_t, int64_t>>{
+           {300, 700}, {700, 300}, {520, 1100}}) {
+    const int64_t count = 3;
+    std::vector<double> v;
+    for (int64_t k = 0; k < count; ++k) {
+      const Matrix m = normuon_tools::GaussianMatrix(r, c, static_cast<uint32_t>(20 + k));
+      v.insert(v.end(), m.v.begin(), m.v.end());
+    }
+    bool fb_d = false, fb_t = false;
+    absl::StatusOr<std::vector<double>> od = RunBatch(dense, r, c, count, v, &fb_d);
+    absl::StatusOr<std::vector<double>> ot = RunBatch(tiles, r, c, count, v, &fb_t);
+    ASSERT_TRUE(od.ok()) << od.status();
+    ASSERT_TRUE(ot.ok()) << ot.status();
+    EXPECT_FALSE(fb_d);
+    EXPECT_FALSE(fb_t);
+    const double rel = normuon_tools::RelativeError(*ot, *od);
+    std::printf("tiles vs dense, fp32, %lldx%lld x%lld: relative difference %.3e\n",
+                static_cast<long long>(r), static_cast<long long>(c),
+                static_cast<long long>(count), rel);
+    EXPECT_LT(rel, 1e-4) << r << "x" << c;
+    EXPECT_GT(normuon_tools::FrobeniusNorm(*ot), 1.0) << "the tiled result is (near) zero";
   }
 }
 
