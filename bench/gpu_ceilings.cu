@@ -3,6 +3,7 @@
 #include "bench/gpu_ceilings.h"
 
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -135,10 +136,18 @@ absl::Status FillRandom(void* dev, normuon::DType dtype, int64_t n, float mean, 
   }
   const size_t elem = normuon::SizeOf(dtype);
   const int64_t tile = std::max<int64_t>(1, pool_n / 2);
-  std::vector<uint16_t> bf16(dtype == normuon::DType::kBF16 ? static_cast<size_t>(pool_n) : 0);
-  for (size_t i = 0; i < bf16.size(); ++i) bf16[i] = normuon::FloatToBf16(pool[i]).bits;
-  const void* host = dtype == normuon::DType::kBF16 ? static_cast<const void*>(bf16.data())
-                                                    : static_cast<const void*>(pool.data());
+  // bf16 or fp16 (the Newton-Schulz dtypes) as 16-bit patterns.
+  std::vector<uint16_t> bits(dtype != normuon::DType::kF32 ? static_cast<size_t>(pool_n) : 0);
+  for (size_t i = 0; i < bits.size(); ++i) {
+    if (dtype == normuon::DType::kBF16) {
+      bits[i] = normuon::FloatToBf16(pool[i]).bits;
+    } else {
+      const __half_raw h = __float2half_rn(pool[i]);
+      bits[i] = h.x;
+    }
+  }
+  const void* host = dtype != normuon::DType::kF32 ? static_cast<const void*>(bits.data())
+                                                   : static_cast<const void*>(pool.data());
   char* out = static_cast<char*>(dev);
   int64_t done = 0;
   for (int64_t k = 0; done < n; ++k) {

@@ -84,6 +84,9 @@
 ABSL_FLAG(double, bucket_mb, 32.0, "bucketed schedule: MiB of wire data per bucket (> 0)");
 ABSL_FLAG(normuon_ns_method_t, ns_method, NORMUON_NS_METHOD_STANDARD,
           "orthogonalization of every case: standard or gram (Gram Newton-Schulz)");
+ABSL_FLAG(bool, ns_symmetric_products, false,
+          "with --ns_method=gram on CUDA: the symmetric products over their lower-triangle tiles "
+          "(config.ns_symmetric_products = 1); no effect on CPU");
 ABSL_FLAG(int, tp, 1,
           "CPU step cases: tensor-parallel size, the Megatron layout of normuon_run --tp (column- "
           "and row-parallel pieces, FSDP2 rows inside each TP piece); a case whose rank count it "
@@ -280,6 +283,7 @@ class CpuStepRig {
     normuon_config_init(&config);
     config.backend = NORMUON_BACKEND_CPU;
     config.ns_method = absl::GetFlag(FLAGS_ns_method);
+    config.ns_symmetric_products = absl::GetFlag(FLAGS_ns_symmetric_products) ? 1 : 0;
     config.schedule = schedule_;
     config.bucket_bytes = g_bucket_bytes;
     config.weight_decay = 0.01f;
@@ -482,6 +486,7 @@ class CudaStepRig {
     config.device = 0;
     config.ns_dtype = ns;
     config.ns_method = absl::GetFlag(FLAGS_ns_method);
+    config.ns_symmetric_products = absl::GetFlag(FLAGS_ns_symmetric_products) ? 1 : 0;
     config.weight_decay = 0.01f;
     config.cuda_graph = graph ? 1 : 0;
     normuon_status_t created = normuon_create(&config, 0, &rt_);
@@ -667,6 +672,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("bucket_bytes", absl::StrCat(g_bucket_bytes));
   benchmark::AddCustomContext(
       "ns_method", std::string(normuon_tools::NsMethodName(absl::GetFlag(FLAGS_ns_method))));
+  benchmark::AddCustomContext("ns_symmetric_products",
+                              absl::GetFlag(FLAGS_ns_symmetric_products) ? "1" : "0");
   benchmark::AddCustomContext(
       "floor", "NS5 FLOPs / same-run sgemm rate (min(ranks, cores) concurrent one-thread sgemms)");
 

@@ -20,7 +20,7 @@ namespace normuon {
 
 // normuon_config_t. First version: through adamw_weight_decay (80 bytes); owner_policy, schedule
 // and bucket_bytes, then lr_adjust to cautious_weight_decay, neuron_axis, cuda_graph, and
-// ns_method to ns_restarts came later.
+// ns_method to ns_restarts, then ns_symmetric_products came later.
 inline constexpr StructField kConfigFields[] = {
     NORMUON_F_(normuon_config_t, struct_size),
     NORMUON_F_(normuon_config_t, api_version),
@@ -55,6 +55,7 @@ inline constexpr StructField kConfigFields[] = {
     NORMUON_F_(normuon_config_t, ns_method),
     NORMUON_F_(normuon_config_t, ns_restart_count),
     NORMUON_F_(normuon_config_t, ns_restarts),
+    NORMUON_F_(normuon_config_t, ns_symmetric_products),
 };
 inline constexpr StructLayout kConfigLayout = {
     "config", "normuon_config_t", "normuon_config_init",

@@ -32,9 +32,16 @@
 
 namespace normuon {
 
-enum class DType : int32_t { kF32 = 0, kBF16 = 1 };
+enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };  // kF16: CUDA Newton-Schulz only
 
 inline size_t SizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
+
+// The dtype of U (the momentum-blended update Newton-Schulz reads) for Newton-Schulz dtype `ns`:
+// the same, except fp16, whose range cannot hold U (gradient-sized elements of 1e-6 are
+// subnormal there, large ones overflow): U is then bf16 (same size, so the buffers and the
+// exchanges are unchanged), and the normalization writes X = U / ||U|| in fp16, where every
+// element is at most 1 in magnitude. O and the iteration are fp16.
+inline DType NsInputDType(DType ns) { return ns == DType::kF16 ? DType::kBF16 : ns; }
 
 enum class Variant : int32_t { kNorMuon = 0, kNorMuonPaper = 1, kMuon = 2, kAdaMuon = 3 };
 
@@ -165,8 +172,9 @@ struct MatrixWork {
   float* v = nullptr;                // second moment: row_count values, or row_count x cols for
                                      // AdaMuon (PerElementV)
   float* v_new = nullptr;            // same size: scratch, copied to v at commit
-  void* u_rows = nullptr;            // row_count x cols, ns_dtype: where Blend writes this rank's
-                                     // rows of U (single rank: inside the owner's full U)
+  void* u_rows = nullptr;            // row_count x cols, NsInputDType(ns_dtype): where Blend
+                                     // writes this rank's rows of U (single rank: inside the
+                                     // owner's full U)
   const void* o_rows = nullptr;      // row_count x cols, ns_dtype: this rank's rows of O
   float* row_slots = nullptr;        // 2 * rows: [r] = sum_j O_rj^2, [rows + r] = sum_j O'_rj^2
                                      // for global row r; this rank writes only its own rows
@@ -206,8 +214,8 @@ inline bool WholePackedRows(const MatrixWork& w) {
 }
 
 // A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
-// rows x cols (ns dtype) back to back. Newton-Schulz reads u, writes o; works on X^T when
-// rows > cols, so the short side is the one squared.
+// rows x cols back to back (u in NsInputDType(dtype), o in dtype). Newton-Schulz reads u, writes
+// o; works on X^T when rows > cols, so the short side is the one squared.
 struct NsBatch {
   int64_t rows = 0, cols = 0;
   int64_t count = 0;
@@ -219,6 +227,7 @@ struct NsBatch {
   std::vector<std::array<float, 3>> coefficients;  // (a, b, c) per iteration
   NsMethod method = NsMethod::kStandard;
   std::vector<int32_t> restarts;  // Gram: iterations (0-based, ascending) preceded by a restart
+  SymmetricProducts symmetric = SymmetricProducts::kDense;  // Gram on CUDA (ns_method.h)
   std::vector<int32_t> params;    // the parameter index of each matrix (fallback reports)
   StepControl* control = nullptr; // where Gram fallbacks are recorded
 };

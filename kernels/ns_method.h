@@ -12,6 +12,13 @@
 
 namespace normuon {
 
+// How the CUDA backend computes the Gram iteration's products that are symmetric in exact
+// arithmetic (X X^T, R R, Q Z', R Z', Z' (R Z')): kDense in full (batched GEMMs); kTiles only the
+// lower-triangle tile pairs (kernels/symmetric_plan.h, cublasGemmGroupedBatchedEx), mirrored to
+// the upper triangle. config.ns_symmetric_products (normuon.h). The CPU backend ignores it: it
+// always forms one triangle where that measured faster (ssyrk, newton_schulz_cpu.h).
+enum class SymmetricProducts : int32_t { kDense = 0, kTiles = 1 };
+
 // Why a Gram orthogonalization was redone with the standard iteration (normuon.h,
 // normuon_step_info_t.ns_fallback_reason).
 enum class NsFallback : int32_t { kNone = 0, kNonFinite = 1, kNormBound = 2 };

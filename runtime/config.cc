@@ -114,10 +114,9 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
                                 " is unknown (NORMUON_NS_METHOD_STANDARD or NORMUON_NS_METHOD_GRAM)"));
   }
   NORMUON_RETURN_IF_ERROR(ValidateRestarts(c));
-  if (c.ns_dtype == NORMUON_NS_FP16) {
-    return absl::UnimplementedError(
-        "config.ns_dtype = NORMUON_NS_FP16 is not built yet on the CUDA backend (Gram Newton-Schulz "
-        "runs in bf16 or fp32 there)");
+  if (c.ns_symmetric_products != 0 && c.ns_symmetric_products != 1) {
+    return Invalid(absl::StrCat("config.ns_symmetric_products = ", c.ns_symmetric_products,
+                                " must be 0 (dense products) or 1 (lower-triangle tiles)"));
   }
   if (c.nesterov != 0 && c.nesterov != 1) {
     return Invalid(absl::StrCat("config.nesterov = ", c.nesterov, " must be 0 or 1"));
@@ -228,9 +227,13 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
   if (c.ns_dtype == NORMUON_NS_DEFAULT) {
     r.ns_dtype = c.backend == NORMUON_BACKEND_CUDA ? DType::kBF16 : DType::kF32;
   } else {
-    r.ns_dtype = c.ns_dtype == NORMUON_NS_BF16 ? DType::kBF16 : DType::kF32;
+    r.ns_dtype = c.ns_dtype == NORMUON_NS_BF16   ? DType::kBF16
+                 : c.ns_dtype == NORMUON_NS_FP16 ? DType::kF16
+                                                 : DType::kF32;
   }
   r.ns_method = c.ns_method == NORMUON_NS_METHOD_GRAM ? NsMethod::kGram : NsMethod::kStandard;
+  r.symmetric =
+      c.ns_symmetric_products == 1 ? SymmetricProducts::kTiles : SymmetricProducts::kDense;
   if (r.ns_method == NsMethod::kGram) {
     if (c.ns_restart_count < 0) {
       r.restarts =

@@ -31,6 +31,7 @@ struct ResolvedConfig {
   normuon_group_desc_t matrix_group, adamw_group;    // groups 0 and 1, from the config's fields
   NsMethod ns_method = NsMethod::kStandard;
   std::vector<int32_t> restarts;  // Gram: resolved (ns_restart_count -1 = the default)
+  SymmetricProducts symmetric = SymmetricProducts::kDense;  // config.ns_symmetric_products
 };
 
 

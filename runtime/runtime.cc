@@ -55,7 +55,8 @@ Runtime::Runtime(ResolvedConfig resolved, std::unique_ptr<Backend> backend,
       ns_dtype_(resolved.ns_dtype),
       coefficients_(std::move(resolved.coefficients)),
       ns_method_(resolved.ns_method),
-      ns_restarts_(std::move(resolved.restarts)) {
+      ns_restarts_(std::move(resolved.restarts)),
+      ns_symmetric_(resolved.symmetric) {
   groups_.push_back(Group{resolved.matrix_group});
   groups_.push_back(Group{resolved.adamw_group});
 }
@@ -177,7 +178,9 @@ absl::StatusOr<StepLayout> Runtime::Layout(std::vector<char> column_split) const
   if (ns_method_ == NsMethod::kGram) {  // the owners' weights: Gram's FLOPs (sharding/ns_cost.h)
     o.ns_cost.method = ns_method_;
     o.ns_cost.restarts.assign(ns_restarts_.begin(), ns_restarts_.end());
-    o.ns_cost.symmetric = config_.backend == NORMUON_BACKEND_CPU;  // CUDA: dense products
+    // CPU: its triangle products; CUDA: as config.ns_symmetric_products says.
+    o.ns_cost.symmetric =
+        config_.backend == NORMUON_BACKEND_CPU || ns_symmetric_ == SymmetricProducts::kTiles;
   }
   o.ns_cost.steps = config_.ns_steps;
   return MakeStepLayout(params, o);
@@ -196,6 +199,7 @@ uint64_t Runtime::MemoryRequired() const {
     b.count = static_cast<int64_t>(bl.matrices.size());
     b.dtype = ns_dtype_;
     b.method = ns_method_;
+    b.symmetric = ns_symmetric_;
     batches.push_back(b);
   }
   return layout->total_bytes + backend_->NsWorkspaceBytes(batches);
@@ -443,6 +447,7 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceR
     b.coefficients = coefficients_;
     b.method = ns_method_;
     b.restarts = ns_restarts_;
+    b.symmetric = ns_symmetric_;
     b.control = control_;
     for (size_t j = 0; j < bl.matrices.size(); ++j) {
       b.params.push_back(layout_.matrices[bl.matrices[j]].param);

@@ -238,6 +238,7 @@ class Runtime {
   std::vector<std::array<float, 3>> coefficients_;
   NsMethod ns_method_ = NsMethod::kStandard;
   std::vector<int32_t> ns_restarts_;
+  SymmetricProducts ns_symmetric_ = SymmetricProducts::kDense;
   std::vector<Group> groups_;
   std::vector<Param> params_;
   bool finalized_ = false;

@@ -18,7 +18,9 @@
 #     CPU backend, op by op); the GPU tests sharded_cuda_test (the CUDA sharded step on 1-8 ranks
 #     sharing the GPU vs the CPU backend), inprocess_device_test (the device-memory in-process
 #     group), nccl_real_test (the NCCL communicator at world size 1 on the real libnccl, found in
-#     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY), graph_test (CUDA graph replay vs
+#     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY), gram_cuda_test (Gram NS in fp16 and
+#     bf16, dense and tile products, vs float64 standard NS: fp16 Gram no worse than standard
+#     bf16, issue 14), graph_test (CUDA graph replay vs
 #     eager) and pointer_check_test (host, pinned, managed, other-device pointers); tests/python/torch_cuda_test.py (the PyTorch front end on CUDA tensors against CPU
 #     tensors, with the machine's PyTorch and the packed libnormuon.so); golden_check --backend=cuda on tests/data/normuon_reference.txt in bf16 (tolerance
 #     7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
@@ -26,17 +28,22 @@
 #     identical parameter checksums); normuon_run --backend=cuda --ranks=N --check against the
 #     single-rank CUDA step and against the CPU backend; compute-sanitizer memcheck on
 #     cuda_backend_test, sharded_cuda_test and graph_test (racecheck too with RACECHECK=1).
-#   3 benchmarks (240), most important first: newton_schulz_gpu_bench and elementwise_gpu_bench
-#     (Google Benchmark JSON), normuon_run --backend=cuda gpt2-124m (--json), step_bench's CUDA
+#   3 benchmarks (240), most important first: newton_schulz_gpu_bench (with NsPhase: each model's
+#     whole Newton-Schulz phase, standard bf16 vs Gram bf16/fp16 dense/tiles, with both floors)
+#     and elementwise_gpu_bench (Google Benchmark JSON), normuon_run --backend=cuda gpt2-124m
+#     (--json; also with Gram fp16, dense and tile products), step_bench's CUDA
 #     step cases, the anchors (python3 .anchors/anchors/anchor_bench.py --model gpt2-124m with
-#     ANCHOR_IMPLS, default official,dion,adamw-fused), normuon_run --backend=cuda llama-1b.
+#     ANCHOR_IMPLS, default official,dion,adamw-fused), normuon_run --backend=cuda llama-1b, then
+#     DeepSpeed's Gram NS (anchor_bench.py --ns-only, gpt2-124m and llama-1b; SKIP_ANCHOR_NS=1
+#     skips it) into ns-anchors.json.
 # A check that runs past what is left of its tier's budget is stopped (TIMEOUT); checks after it
 # in that tier are SKIPPED. Later tiers still run.
 #
 # Files under $OUT (the device tool returns at most 8): summary.txt (one line per check, then
 # compact tables of the benchmark results: read this first), checks.log (tiers 1 and 2),
 # bench.log (tier 3's output), ns_gpu.json, elementwise_gpu.json, step_gpu.json,
-# normuon_run.jsonl (one JSON object per normuon_run benchmark run), anchors-gpt2.json.
+# normuon_run.jsonl (one JSON object per normuon_run benchmark run), anchors-gpt2.json,
+# ns-anchors.json.
 #
 # Without a GPU (or run here with OUT=/tmp/out) every tier reports "no GPU: skipped"; the packed
 # binaries are still started once each (they skip their GPU work) so a broken pack shows here.
@@ -188,6 +195,8 @@ elif (( ! gpu )); then
     "$B/cuda_backend_test" --gtest_brief=1
   check "packed newton_schulz_gpu_bench starts (no device: skips)" "$CHECKS_LOG" \
     "$B/newton_schulz_gpu_bench"
+  [ -x "$B/gram_cuda_test" ] && check "packed gram_cuda_test starts (no device: skips)" \
+    "$CHECKS_LOG" "$B/gram_cuda_test" --gtest_brief=1
   check "packed elementwise_gpu_bench starts (no device: skips)" "$CHECKS_LOG" \
     "$B/elementwise_gpu_bench"
   check "packed golden_check --backend=cpu (CPU path)" "$CHECKS_LOG" \
@@ -197,7 +206,8 @@ elif (( ! gpu )); then
 else
   nvidia-smi >>"$CHECKS_LOG" 2>&1
   check "cuda_backend_test" "$CHECKS_LOG" "$B/cuda_backend_test"
-  for t in sharded_cuda_test inprocess_device_test nccl_real_test graph_test pointer_check_test; do
+  for t in gram_cuda_test sharded_cuda_test inprocess_device_test nccl_real_test graph_test \
+           pointer_check_test; do
     if [ -x "$B/$t" ]; then
       check "$t" "$CHECKS_LOG" "$B/$t"
     else
@@ -255,6 +265,10 @@ else
   check "normuon_run --backend=cuda --ranks=3 --overlap_backward --check gpt2-124m" "$CHECKS_LOG" \
     "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=3 --steps=2 --overlap_backward \
     --check --check_tol=1e-6
+  # Gram NS in fp16 with symmetric (tile) products, sharded vs single rank (issue 14).
+  check "normuon_run --backend=cuda --ns_method=gram --ns_dtype=fp16 --ns_symmetric_products --ranks=4 --check gpt2-124m" \
+    "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --steps=2 \
+    --ns_method=gram --ns_dtype=fp16 --ns_symmetric_products --check --check_tol=1e-6
   check "normuon_run --backend=cuda --ns_dtype=fp32 --ranks=3 --check --check_against=cpu tiny" \
     "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --ns_dtype=fp32 --model=tiny --ranks=3 \
     --steps=3 --check --check_against=cpu --check_tol=1e-4
@@ -285,6 +299,9 @@ else
     check "compute-sanitizer memcheck normuon_run --backend=cuda --ranks=2 --schedule=bucketed (two streams)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/normuon_run" \
       --backend=cuda --model=tiny --ranks=2 --steps=2 --schedule=bucketed --bucket_mb=0.01
+    [ -x "$B/gram_cuda_test" ] && check "compute-sanitizer memcheck gram_cuda_test (tile products)" \
+      "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/gram_cuda_test" \
+      --gtest_brief=1 --gtest_filter='*TileProductsMatchDense*'
     [ -x "$B/graph_test" ] && check "compute-sanitizer memcheck graph_test (equivalence)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/graph_test" \
       --gtest_brief=1 --gtest_filter='NsDtypes/GraphEquivalenceTest.*'
@@ -315,6 +332,12 @@ else
   fi
   check "normuon_run --backend=cuda --model=gpt2-124m -> normuon_run.jsonl" "$BENCH_LOG" \
     bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=20 --json >>'$OUT/normuon_run.jsonl'"
+  # The whole step with Gram NS (issue 14): fp16, dense and tile products, same model.
+  for sym in "" --ns_symmetric_products; do
+    check "normuon_run --backend=cuda --ns_method=gram --ns_dtype=fp16 $sym gpt2-124m -> normuon_run.jsonl" \
+      "$BENCH_LOG" bash -c "'$B/normuon_run' --backend=cuda --model=gpt2-124m --steps=20 \
+        --ns_method=gram --ns_dtype=fp16 $sym --json >>'$OUT/normuon_run.jsonl'"
+  done
   # The sharded CUDA step on 4 ranks sharing the GPU: one stream (sequential) vs two streams.
   for sched in sequential bucketed; do
     check "normuon_run --backend=cuda --ranks=4 --schedule=$sched gpt2-124m -> normuon_run.jsonl" \
@@ -334,6 +357,28 @@ else
       --json "$OUT/anchors-gpt2.json"
   else
     skip "anchors" ".anchors/anchors/anchor_bench.py not carried"
+  fi
+  # DeepSpeed's PyTorch Gram NS (fp16, restart at iteration 2) and its standard NS5 on the same
+  # models as NsPhase in ns_gpu.json (the README's --ns-only mode); merged into ns-anchors.json.
+  if [ -f .anchors/anchors/anchor_bench.py ] && [ -z "${SKIP_ANCHOR_NS:-}" ]; then
+    for m in gpt2-124m llama-1b; do
+      check "anchors --ns-only deepspeed-gram,deepspeed-standard --model $m" "$BENCH_LOG" \
+        env PYTHONUNBUFFERED=1 python3 .anchors/anchors/anchor_bench.py --model "$m" --ns-only \
+        --impl deepspeed-gram,deepspeed-standard --ns-check 0 --json "$OUT/ns-anchors-$m.json"
+    done
+    python3 - "$OUT" <<'PY' >>"$BENCH_LOG" 2>&1
+import glob, json, os, sys
+out = sys.argv[1]
+parts = {}
+for p in sorted(glob.glob(os.path.join(out, "ns-anchors-*.json"))):
+    try:
+        parts[os.path.basename(p)[len("ns-anchors-"):-len(".json")]] = json.load(open(p))
+    except ValueError as e:
+        parts[p] = {"error": str(e)}
+    os.remove(p)
+if parts:
+    json.dump(parts, open(os.path.join(out, "ns-anchors.json"), "w"), indent=1)
+PY
   fi
 fi
 
@@ -363,6 +408,10 @@ for line in open(sys.argv[1]):
         r.get("steady_step_ms", -1), r.get("min_step_ms", -1), ph.get("gather_ms", -1),
         ph.get("newton_schulz_ms", -1), ph.get("scatter_ms", -1), ph.get("exposed_comm_ms", -1)))
 PY
+fi
+if [ -s "$OUT/ns-anchors.json" ]; then
+  say ""
+  say "anchors --ns-only (DeepSpeed Gram/standard NS): $OUT/ns-anchors.json; compare with NsPhase in ns_gpu.json"
 fi
 if [ -s "$OUT/anchors-gpt2.json" ]; then
   say ""

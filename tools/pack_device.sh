@@ -29,6 +29,7 @@ targets=(
   //tests/cuda:sharded_cuda_test
   //tests/cuda:graph_test
   //tests/cuda:pointer_check_test
+  //tests/cuda:gram_cuda_test
   //tests/comm:inprocess_device_test
   //tests/comm:nccl_real_test
   //tools:golden_check

@@ -232,7 +232,8 @@ typedef enum normuon_ns_method {
 #define NORMUON_MAX_NS_RESTARTS 8
 
 /* Versions: the first ended after adamw_weight_decay (80 bytes on 64-bit platforms);
- * owner_policy through cuda_graph, then ns_method to ns_restarts came later. */
+ * owner_policy through cuda_graph, then ns_method to ns_restarts, then ns_symmetric_products
+ * came later. */
 typedef struct normuon_config {
   uint32_t struct_size; /* sizeof(normuon_config_t) as the caller compiled it */
   uint32_t api_version; /* NORMUON_API_VERSION */
@@ -290,6 +291,15 @@ typedef struct normuon_config {
                                           ascending, each in [1, ns_steps - 1]: restart before
                                           them. Copied by normuon_create; NULL when the count
                                           is 0 or -1 */
+  int32_t ns_symmetric_products;       /* NORMUON_NS_METHOD_GRAM on CUDA: 0 (default) = every
+                                          product as a dense batched GEMM; 1 = the products
+                                          known to be symmetric (X X^T, R R, Q Z', R Z',
+                                          Z' (R Z')) as GEMMs over their lower-triangle tile
+                                          pairs only (cublasGemmGroupedBatchedEx), mirrored to
+                                          the upper triangle: fewer FLOPs, not yet measured
+                                          (README, "Gram Newton-Schulz"). The CPU backend
+                                          accepts 0 and 1 alike: it always forms one triangle
+                                          where that measured faster */
 } normuon_config_t;
 
 /* [out] config: filled with the reference defaults listed above and struct_size = this

@@ -2,8 +2,8 @@
 // queued on the step's stream (the one given to BeginStep) and returns without waiting; nothing
 // between BeginStep and EndStep allocates or synchronizes with the host (docs/ARCHITECTURE.md section 5), so
 // a step can be captured in a CUDA graph. The kernels live in elementwise.cu and
-// newton_schulz.cu; this file holds the memory entry points, the cuBLAS Newton-Schulz driver and
-// the error handling.
+// newton_schulz.cu, the Gram iteration in gram_newton_schulz.cu; this file holds the memory entry
+// points, the standard cuBLAS Newton-Schulz driver and the error handling.
 //
 // Newton-Schulz without transposes: a row-major m x n matrix is, byte for byte, a column-major
 // n x m matrix. With s = min(m, n), l = max(m, n) and X the s x l (short, wide) matrix the
@@ -50,11 +50,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/cublas_util.cuh"
+#include "kernels/cuda/gram_newton_schulz.cuh"
 #include "kernels/cuda/kernels.cuh"
 #include "base/status_macros.h"
 
 namespace normuon {
 namespace {
+
+using gpu::CudaStatus;
+using gpu::CudaType;
 
 // An NVTX range for the lifetime of the object, so Nsight Systems shows each stage the backend
 // issues (host side; Nsight maps it to the kernels it launched). Header-only NVTX 3.
@@ -72,28 +77,12 @@ namespace {
 // cuBLAS workspace: the size NVIDIA recommends for Hopper (smaller GPUs use part of it).
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
-absl::Status CudaStatus(cudaError_t e, absl::string_view call) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(
-      absl::StrCat(call, " failed: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e)));
-}
-
-absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
-  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(call, " failed: ", cublasGetStatusString(s)));
-}
-
-#define RETURN_IF_CUDA_ERROR(call) NORMUON_RETURN_IF_ERROR(CudaStatus((call), #call))
-#define RETURN_IF_CUBLAS_ERROR(call) NORMUON_RETURN_IF_ERROR(CublasStatus((call), #call))
-
 // As CudaStatus, for a call whose failure must not linger as the runtime's "last error" (the next
 // launch check, cudaGetLastError, would report it again).
 absl::Status CudaStatusCleared(cudaError_t e, absl::string_view call) {
   if (e != cudaSuccess) cudaGetLastError();
   return CudaStatus(e, call);
 }
-
-cudaDataType CudaType(DType d) { return d == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF; }
 
 // Workspace needs of one Newton-Schulz batch, in bytes.
 struct NsNeeds {
@@ -286,6 +275,7 @@ class CudaBackend final : public Backend {
       gram_params_ = static_cast<int32_t*>(dev);
       NORMUON_RETURN_IF_ERROR(CopyFromHost(gram_params_, params.data(),
                                            params.size() * sizeof(int32_t)));
+      NORMUON_RETURN_IF_ERROR(PrepareGramTiles(batches));
     }
     capacity_ = need;
     return BindStream(stream_);
@@ -334,7 +324,8 @@ class CudaBackend final : public Backend {
     const int64_t count = w.row_count * w.cols;
     if (count <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows, w.ns_dtype,
+    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows,
+                                          NsInputDType(w.ns_dtype),
                                           count, w.scalars, w.nesterov, stream_));
     return absl::OkStatus();
   }
@@ -352,7 +343,9 @@ class CudaBackend final : public Backend {
     const NsNeeds need = NeedsOf(b);
     if (cublas_ == nullptr || need.x > capacity_.x || need.square > capacity_.square ||
         need.partials > capacity_.partials || need.gram_square > capacity_.gram_square ||
-        (need.gram_square > 0 && gram_params_at_.count(b.u) == 0)) {
+        (need.gram_square > 0 && gram_params_at_.count(b.u) == 0) ||
+        (need.gram_square > 0 && b.symmetric == SymmetricProducts::kTiles &&
+         gram_tiles_.count(b.u) == 0)) {
       return absl::FailedPreconditionError(
           absl::StrCat("NewtonSchulz: batch of ", b.count, " x ", b.rows, " x ", b.cols,
                        " was not passed to Prepare (its workspace is not allocated)"));
@@ -409,90 +402,62 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  // The Gram iteration (kernels/ns_method.h; the CPU's GramIterations, here on batched dense
-  // cuBLAS GEMMs in the batch's dtype), then the divergence check: a diverged matrix skips the
-  // step on every rank (its parameter goes to nonfinite_param, folded across ranks by the step's
-  // all-reduce) and is reported in the ns_fallback fields. A device-side redo with the standard
-  // iteration would need a host sync or running both; the CPU backend redoes it instead.
+  // The Gram iteration (gram_newton_schulz.cuh) on this backend's workspaces.
   absl::Status GramNewtonSchulz(const NsBatch& b) {
-    const bool tall = b.rows > b.cols;
-    const int s = static_cast<int>(std::min(b.rows, b.cols));
-    const int l = static_cast<int>(std::max(b.rows, b.cols));
-    const int count = static_cast<int>(b.count);
-    const long long xs = static_cast<long long>(b.rows) * b.cols;  // X stride
-    const long long ss = static_cast<long long>(s) * s;            // square stride
-    const size_t elem = SizeOf(b.dtype);
-    const size_t x_bytes = static_cast<size_t>(count) * xs * elem;
-    const size_t sq_bytes = static_cast<size_t>(count) * ss * elem;
-    const cudaDataType type = CudaType(b.dtype);
-    // X is s x l (column-major view of the row-major matrix: tall stores X with ld s, wide X^T
-    // with ld l); every s x s matrix is symmetric, so its layout is the same either way.
-    auto gram_of = [&](const void* x, void* r) {  // R = X X^T
-      return tall ? Gemm(CUBLAS_OP_N, CUBLAS_OP_T, s, s, l, 1.0f, x, s, xs, x, s, xs, 0.0f, r, s,
-                         ss, count, type)
-                  : Gemm(CUBLAS_OP_T, CUBLAS_OP_N, s, s, l, 1.0f, x, l, xs, x, l, xs, 0.0f, r, s,
-                         ss, count, type);
-    };
-    auto apply_q = [&](const void* q, const void* x, void* out) {  // out = Q X
-      return tall ? Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, l, s, 1.0f, q, s, ss, x, s, xs, 0.0f, out,
-                         s, xs, count, type)
-                  : Gemm(CUBLAS_OP_N, CUBLAS_OP_N, l, s, s, 1.0f, x, l, xs, q, s, ss, 0.0f, out,
-                         l, xs, count, type);
-    };
-    // c = a_ * b_ + beta * c0 for s x s batches (c0 copied into c first).
-    auto square = [&](const void* a_, const void* b_, float alpha, float beta, const void* c0,
-                      void* c) -> absl::Status {
-      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(c, c0, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
-      return Gemm(CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, alpha, a_, s, ss, b_, s, ss, beta, c, s, ss,
-                  count, type);
-    };
-    void* x = ns_x_;  // X0 here; restarts ping-pong it with b.o
-    void* x_next = b.o;
-    void *r = ns_a_, *z = ns_b_, *q = ns_q_, *qn = ns_qn_, *rz = ns_rz_;
-    RETURN_IF_CUDA_ERROR(gpu::LaunchNormalize(b.u, x, b.dtype, xs, b.count, b.ns_eps,
-                                              b.ns_norm_scale, ns_partials_, stream_));
-    NORMUON_RETURN_IF_ERROR(gram_of(x, r));
-    const size_t iterations = b.coefficients.size();
-    size_t next_restart = 0;
-    auto restarts_before = [&](size_t i) {
-      return next_restart < b.restarts.size() && static_cast<size_t>(b.restarts[next_restart]) == i;
-    };
-    bool q_identity = true;
-    for (size_t i = 0; i < iterations; ++i) {
-      if (restarts_before(i)) {
-        ++next_restart;
-        if (!q_identity) {
-          NORMUON_RETURN_IF_ERROR(apply_q(q, x, x_next));
-          std::swap(x, x_next);
-          NORMUON_RETURN_IF_ERROR(gram_of(x, r));
-          q_identity = true;
-        }
-      }
-      const float ca = b.coefficients[i][0], cb = b.coefficients[i][1], cc = b.coefficients[i][2];
-      NORMUON_RETURN_IF_ERROR(square(r, r, cc, cb, r, z));  // Z' = c R R + b R
-      if (q_identity) {                                     // Q = Z' + a I
-        RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(q, z, sq_bytes, cudaMemcpyDeviceToDevice, stream_));
-        RETURN_IF_CUDA_ERROR(gpu::LaunchAddDiagonal(q, b.dtype, s, b.count, ca, stream_));
-        q_identity = false;
-      } else {  // Q = Q Z' + a Q
-        NORMUON_RETURN_IF_ERROR(square(q, z, 1.0f, ca, q, qn));
-        std::swap(q, qn);
-      }
-      if (i + 1 < iterations && !restarts_before(i + 1)) {
-        NORMUON_RETURN_IF_ERROR(square(r, z, 1.0f, ca, r, rz));   // R Z' + a R
-        NORMUON_RETURN_IF_ERROR(square(z, rz, 1.0f, ca, rz, r));  // Z' (R Z') + a (R Z')
-      }
+    gpu::GramWorkspace w;
+    w.cublas = cublas_;
+    w.stream = stream_;
+    w.x = ns_x_;
+    w.r = ns_a_;
+    w.z = ns_b_;
+    w.q = ns_q_;
+    w.qn = ns_qn_;
+    w.rz = ns_rz_;
+    w.partials = ns_partials_;
+    w.params = gram_params_ + gram_params_at_.at(b.u);
+    if (b.symmetric == SymmetricProducts::kTiles) {
+      const auto& plans = gram_tiles_.at(b.u);
+      w.gram_tiles = &plans.first;
+      w.square_tiles = &plans.second;
+      w.pointers = gram_tile_pointers_;
     }
-    if (x == b.o) {  // the output goes to b.o: move X out of the way first
-      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(ns_x_, x, x_bytes, cudaMemcpyDeviceToDevice, stream_));
-      x = ns_x_;
+    return gpu::GramNewtonSchulz(b, w);
+  }
+
+  // Symmetric products: every tiled Gram batch's two plans (kernels/symmetric_plan.h), their
+  // offsets uploaded into one device buffer, and the pointer arrays the grouped GEMMs read.
+  absl::Status PrepareGramTiles(const std::vector<NsBatch>& batches) {
+    std::vector<int64_t> offsets;
+    std::vector<std::pair<const void*, std::pair<SymmetricPlan, SymmetricPlan>>> plans;
+    int64_t most = 0;
+    for (const NsBatch& b : batches) {
+      if (!UsesGram(b.method, b.rows, b.cols) || b.symmetric != SymmetricProducts::kTiles) continue;
+      const int64_t tile = SymmetricTile(std::min(b.rows, b.cols));
+      GramProductPlans p = PlanGramProducts(b.rows, b.cols, b.count, tile);
+      most = std::max({most, p.gram.gemms(), p.square.gemms()});
+      plans.push_back({b.u, {std::move(p.gram), std::move(p.square)}});
     }
-    NORMUON_RETURN_IF_ERROR(apply_q(q, x, b.o));
-    if (b.control != nullptr) {
-      const double bound = NsOutputNormBound(b.coefficients, b.ns_norm_scale, s);
-      RETURN_IF_CUDA_ERROR(gpu::LaunchGramCheck(b.o, b.dtype, xs, b.count, bound * bound,
-                                                gram_params_ + gram_params_at_.at(b.u), b.control,
-                                                stream_));
+    if (plans.empty()) return absl::OkStatus();
+    std::vector<std::pair<size_t, size_t>> at;  // each plan pair's offsets start in `offsets`
+    for (const auto& [u, pair] : plans) {
+      const size_t first = offsets.size();
+      std::vector<int64_t> o = gpu::OffsetsOf(pair.first);
+      offsets.insert(offsets.end(), o.begin(), o.end());
+      const size_t second = offsets.size();
+      o = gpu::OffsetsOf(pair.second);
+      offsets.insert(offsets.end(), o.begin(), o.end());
+      at.push_back({first, second});
+    }
+    NORMUON_ASSIGN_OR_RETURN(void* dev, Alloc(offsets.size() * sizeof(int64_t)));
+    gram_tile_offsets_ = static_cast<int64_t*>(dev);
+    NORMUON_RETURN_IF_ERROR(
+        CopyFromHost(gram_tile_offsets_, offsets.data(), offsets.size() * sizeof(int64_t)));
+    NORMUON_ASSIGN_OR_RETURN(void* ptrs, Alloc(static_cast<size_t>(3 * most) * sizeof(void*)));
+    gram_tile_pointers_ = static_cast<void**>(ptrs);
+    for (size_t i = 0; i < plans.size(); ++i) {
+      gram_tiles_[plans[i].first] = {
+          gpu::DescribePlan(plans[i].second.first, gram_tile_offsets_ + at[i].first),
+          gpu::DescribePlan(plans[i].second.second, gram_tile_offsets_ + at[i].second)};
     }
     return absl::OkStatus();
   }
@@ -832,10 +797,8 @@ class CudaBackend final : public Backend {
                     float alpha, const void* a, int lda, long long stride_a, const void* b, int ldb,
                     long long stride_b, float beta, void* c, int ldc, long long stride_c, int batch,
                     cudaDataType type) {
-    RETURN_IF_CUBLAS_ERROR(cublasGemmStridedBatchedEx(
-        cublas_, op_a, op_b, m, n, k, &alpha, a, type, lda, stride_a, b, type, ldb, stride_b, &beta,
-        c, type, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return absl::OkStatus();
+    return gpu::BatchedGemm(cublas_, op_a, op_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                            stride_b, beta, c, ldc, stride_c, batch, type);
   }
 
   // Graph mode's pinned scalar staging (waits for each slot's last copy first).
@@ -861,9 +824,14 @@ class CudaBackend final : public Backend {
     cudaFree(ns_qn_);
     cudaFree(ns_rz_);
     cudaFree(gram_params_);
+    cudaFree(gram_tile_offsets_);
+    cudaFree(gram_tile_pointers_);
     ns_q_ = ns_qn_ = ns_rz_ = nullptr;
     gram_params_ = nullptr;
     gram_params_at_.clear();
+    gram_tile_offsets_ = nullptr;
+    gram_tile_pointers_ = nullptr;
+    gram_tiles_.clear();
     ns_x_ = ns_a_ = ns_b_ = nullptr;
     ns_partials_ = nullptr;
     capacity_ = NsNeeds();
@@ -889,6 +857,11 @@ class CudaBackend final : public Backend {
   void* ns_rz_ = nullptr;
   int32_t* gram_params_ = nullptr;
   std::map<const void*, int64_t> gram_params_at_;
+  // Gram with symmetric products: each tiled batch's plans (by its u), their device offsets, and
+  // the grouped GEMMs' pointer arrays.
+  std::map<const void*, std::pair<gpu::DevicePlan, gpu::DevicePlan>> gram_tiles_;
+  int64_t* gram_tile_offsets_ = nullptr;
+  void** gram_tile_pointers_ = nullptr;
   NsNeeds capacity_;
   // Graph mode: the open capture, the executable graph, and the scalar staging ring.
   bool capturing_ = false;

@@ -8,11 +8,13 @@
 // only reductions (row sums, norm sums) run in an order that depends on the shape alone. The one
 // atomic is an integer atomicMin, which is order independent.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/kernels.cuh"
@@ -40,6 +42,9 @@ __device__ __forceinline__ void StoreFloat(float* p, float x) { *p = x; }
 __device__ __forceinline__ void StoreFloat(__nv_bfloat16* p, float x) {
   *p = __float2bfloat16_rn(x);
 }
+// fp16: only the Newton-Schulz dtype (U, O) can be fp16 (WithNsType).
+__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+__device__ __forceinline__ void StoreFloat(__half* p, float x) { *p = __float2half_rn(x); }
 
 // The gradient element, or 0 when the parameter has no gradient this step.
 template <typename G>
@@ -357,6 +362,13 @@ cudaError_t WithType(DType d, Fn&& fn) {
   return fn(static_cast<__nv_bfloat16*>(nullptr));
 }
 
+// As WithType, for the Newton-Schulz dtype (U and O), which may also be fp16.
+template <typename Fn>
+cudaError_t WithNsType(DType d, Fn&& fn) {
+  if (d == DType::kF16) return fn(static_cast<__half*>(nullptr));
+  return WithType(d, std::forward<Fn>(fn));
+}
+
 template <typename T>
 const T* As(const void* p) {
   return static_cast<const T*>(p);
@@ -390,7 +402,7 @@ cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentu
   if (count <= 0) return cudaSuccess;
   return WithType(grad_dtype, [&](auto* gtag) {
     using G = std::remove_pointer_t<decltype(gtag)>;
-    return WithType(u_dtype, [&](auto* utag) {
+    return WithNsType(u_dtype, [&](auto* utag) {
       using U = std::remove_pointer_t<decltype(utag)>;
       BlendKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(
           As<G>(grad), momentum, AsMutable<U>(u), count, scalars, nesterov);
@@ -407,7 +419,7 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
   constexpr int64_t kWarpsPerBlock = kThreads / kWarp;
   const int blocks =
       static_cast<int>(std::min(kMaxBlocks, (row_count + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  return WithType(o_dtype, [&](auto* tag) {
+  return WithNsType(o_dtype, [&](auto* tag) {
     using O = std::remove_pointer_t<decltype(tag)>;
     RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count, v,
                                                     v_new, row_slots, scalars, variant, control);
@@ -437,7 +449,7 @@ cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
     using W = std::remove_pointer_t<decltype(wtag)>;
     return WithType(a.grad_dtype, [&](auto* gtag) {
       using G = std::remove_pointer_t<decltype(gtag)>;
-      return WithType(a.o_dtype, [&](auto* otag) {
+      return WithNsType(a.o_dtype, [&](auto* otag) {
         using O = std::remove_pointer_t<decltype(otag)>;
         CommitMatrixKernel<<<grid, block, 0, stream>>>(
             AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o), a.row_count,
@@ -469,7 +481,7 @@ cudaError_t LaunchColumnStats(const void* o, DType o_dtype, int64_t rows, int64_
                               const float* v, float* row_slots, const GroupScalars* scalars,
                               cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  return WithType(o_dtype, [&](auto* tag) {
+  return WithNsType(o_dtype, [&](auto* tag) {
     using O = std::remove_pointer_t<decltype(tag)>;
     ColumnMeansKernel<<<FlatBlocks(cols), kThreads, 0, stream>>>(As<O>(o), rows, cols,
                                                                  row_slots + 2 * rows);

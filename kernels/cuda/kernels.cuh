@@ -108,7 +108,8 @@ cudaError_t LaunchEndStep(int64_t* adamw_steps, int64_t n, StepControl* control,
 // Newton-Schulz pre-scaling. The Frobenius norm of each of `count` matrices of `per_matrix`
 // elements is reduced in two fixed stages: NormPartialBlocks(per_matrix) partial sums per matrix
 // (double) into `partials`, then each block of the scaling pass sums those partials in a fixed
-// order. x = u * (float)(1 / (||u||_F * norm_scale + eps)), stored in `dtype`. x may alias u.
+// order. x = u * (float)(1 / (||u||_F * norm_scale + eps)), stored in `dtype`; u is in
+// NsInputDType(dtype) (bf16 for fp16). x may alias u.
 int NormPartialBlocks(int64_t per_matrix);
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
                             float eps, float norm_scale, double* partials, cudaStream_t stream);

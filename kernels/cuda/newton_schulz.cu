@@ -8,10 +8,12 @@
 // the CPU backend does, so the scale is reproducible bit for bit and matches the CPU's to the
 // last float bit in almost every case.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/backend.h"
 #include "kernels/cuda/kernels.cuh"
@@ -36,6 +38,16 @@ __device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162fl
 __device__ __forceinline__ void StoreFloat(float* p, float x) { *p = x; }
 __device__ __forceinline__ void StoreFloat(__nv_bfloat16* p, float x) {
   *p = __float2bfloat16_rn(x);
+}
+__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+__device__ __forceinline__ void StoreFloat(__half* p, float x) { *p = __float2half_rn(x); }
+
+// Calls fn with a typed null pointer of the Newton-Schulz dtype d (fp32, bf16 or fp16).
+template <typename Fn>
+cudaError_t WithNsType(DType d, Fn&& fn) {
+  if (d == DType::kF32) return fn(static_cast<float*>(nullptr));
+  if (d == DType::kF16) return fn(static_cast<__half*>(nullptr));
+  return fn(static_cast<__nv_bfloat16*>(nullptr));
 }
 
 // The block's sum of squares of m[first + j * stride] (j = 0, 1, ... below n), in double: each
@@ -75,8 +87,8 @@ __global__ void NormPartialsKernel(const T* u, int64_t per_matrix, int64_t count
 // Stage two: every block first completes its matrix's norm from the partials (warp 0: lane l
 // sums partials l, l+32, ..., then a fixed shuffle tree), then scales its share of the elements:
 // x = u * NsInputScale (kernels/elementwise_math.h), the CPU backend's formula.
-template <typename T>
-__global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count, int num_partials,
+template <typename T, typename TX>
+__global__ void ScaleKernel(const T* u, TX* x, int64_t per_matrix, int64_t count, int num_partials,
                             float eps, float norm_scale, const double* partials) {
   __shared__ float inv_norm;
   for (int64_t k = blockIdx.y; k < count; k += gridDim.y) {
@@ -93,7 +105,7 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
     __syncthreads();
     const float inv = inv_norm;
     const T* src = u + k * per_matrix;
-    T* dst = x + k * per_matrix;
+    TX* dst = x + k * per_matrix;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < per_matrix;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       StoreFloat(dst + i, ToFloat(src[i]) * inv);
@@ -102,7 +114,8 @@ __global__ void ScaleKernel(const T* u, T* x, int64_t per_matrix, int64_t count,
   }
 }
 
-template <typename T>
+// U in T, X in TX (kernels/backend.h NsInputDType: bf16 U for fp16 X).
+template <typename T, typename TX>
 cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count, float eps,
                       float norm_scale, double* partials, cudaStream_t stream) {
   const int num_partials = NormPartialBlocks(per_matrix);
@@ -113,8 +126,8 @@ cudaError_t Normalize(const void* u, void* x, int64_t per_matrix, int64_t count,
   if (e != cudaSuccess) return e;
   const unsigned gx =
       static_cast<unsigned>(std::min(kMaxScaleBlocks, (per_matrix + kThreads - 1) / kThreads));
-  ScaleKernel<T><<<dim3(gx, gy), kThreads, 0, stream>>>(
-      static_cast<const T*>(u), static_cast<T*>(x), per_matrix, count, num_partials, eps,
+  ScaleKernel<T, TX><<<dim3(gx, gy), kThreads, 0, stream>>>(
+      static_cast<const T*>(u), static_cast<TX*>(x), per_matrix, count, num_partials, eps,
       norm_scale, partials);
   return cudaGetLastError();
 }
@@ -155,13 +168,11 @@ cudaError_t LaunchAddDiagonal(void* q, DType dtype, int64_t s, int64_t count, fl
   if (s <= 0 || count <= 0) return cudaSuccess;
   const unsigned blocks =
       static_cast<unsigned>(std::min<int64_t>(kMaxScaleBlocks, (s * count + kThreads - 1) / kThreads));
-  if (dtype == DType::kF32) {
-    AddDiagonalKernel<float><<<blocks, kThreads, 0, stream>>>(static_cast<float*>(q), s, count, a);
-  } else {
-    AddDiagonalKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
-        static_cast<__nv_bfloat16*>(q), s, count, a);
-  }
-  return cudaGetLastError();
+  return WithNsType(dtype, [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    AddDiagonalKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<T*>(q), s, count, a);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t LaunchGramCheck(const void* o, DType dtype, int64_t per_matrix, int64_t count,
@@ -169,14 +180,12 @@ cudaError_t LaunchGramCheck(const void* o, DType dtype, int64_t per_matrix, int6
                             cudaStream_t stream) {
   if (per_matrix <= 0 || count <= 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(count, kMaxGridY));
-  if (dtype == DType::kF32) {
-    GramCheckKernel<float><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const float*>(o), per_matrix, count, bound_sq, params, control);
-  } else {
-    GramCheckKernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(o), per_matrix, count, bound_sq, params, control);
-  }
-  return cudaGetLastError();
+  return WithNsType(dtype, [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    GramCheckKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(o), per_matrix,
+                                                         count, bound_sq, params, control);
+    return cudaGetLastError();
+  });
 }
 
 int NormPartialBlocks(int64_t per_matrix) {
@@ -187,10 +196,14 @@ int NormPartialBlocks(int64_t per_matrix) {
 cudaError_t LaunchNormalize(const void* u, void* x, DType dtype, int64_t per_matrix, int64_t count,
                             float eps, float norm_scale, double* partials, cudaStream_t stream) {
   if (per_matrix <= 0 || count <= 0) return cudaSuccess;
-  if (dtype == DType::kF32) {
-    return Normalize<float>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
+  if (dtype == DType::kF16) {  // U is bf16 (NsInputDType)
+    return Normalize<__nv_bfloat16, __half>(u, x, per_matrix, count, eps, norm_scale, partials,
+                                            stream);
   }
-  return Normalize<__nv_bfloat16>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
+  return WithNsType(dtype, [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    return Normalize<T, T>(u, x, per_matrix, count, eps, norm_scale, partials, stream);
+  });
 }
 
 }  // namespace gpu

@@ -179,6 +179,7 @@ class Config(ctypes.Structure):
         ("ns_method", _enum),
         ("ns_restart_count", ctypes.c_int32),
         ("ns_restarts", ctypes.POINTER(ctypes.c_int32)),
+        ("ns_symmetric_products", ctypes.c_int32),
     ]
 
     @classmethod

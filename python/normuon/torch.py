@@ -578,6 +578,10 @@ class NorMuon(torch.optim.Optimizer):
         with fewer FLOPs on rectangular matrices; README, "Gram Newton-Schulz").
       ns_restarts: with "gram", the 0-based iterations to restart before (a list), or None for
         the library's measured default.
+      ns_symmetric_products: with "gram" on CUDA, compute the products known to be symmetric
+        over their lower-triangle tiles only (config.ns_symmetric_products; not yet measured on
+        a GPU). False (default): dense products. The CPU backend ignores it (it always forms
+        one triangle where that measured faster).
       owner_policy: "round_robin" or "cost_balanced" (which rank orthogonalizes each matrix).
       schedule: "sequential", "per_matrix" or "bucketed" (how a step pipelines its buckets;
         same result); None (default): "bucketed" with overlap_backward, else "sequential".
@@ -605,7 +609,7 @@ class NorMuon(torch.optim.Optimizer):
     def __init__(self, params, lr=0.02, momentum=0.95, beta2=0.95, weight_decay=0.0, *,
                  adamw_lr=3e-4, adamw_betas=(0.9, 0.95), adamw_eps=1e-10,
                  adamw_weight_decay=0.0, variant="normuon", ns_dtype="default", ns_steps=5,
-                 ns_method="standard", ns_restarts=None, nesterov=True, owner_policy="round_robin", schedule=None,
+                 ns_method="standard", ns_restarts=None, ns_symmetric_products=False, nesterov=True, owner_policy="round_robin", schedule=None,
                  bucket_bytes=None, check_finite=False, comm_timeout=600.0,
                  overlap_backward=False, shards=None, process_group=None):
         if variant not in _VARIANTS:
@@ -622,6 +626,9 @@ class NorMuon(torch.optim.Optimizer):
                 raise TypeError(f"NorMuon: ns_restarts={ns_restarts!r}; expected a list of ints "
                                 f"or None")
             ns_restarts = [int(i) for i in ns_restarts]
+        if not isinstance(ns_symmetric_products, bool):
+            raise TypeError(f"NorMuon: ns_symmetric_products={ns_symmetric_products!r}; expected "
+                            f"True or False")
         if owner_policy not in _OWNER_POLICIES:
             raise ValueError(f"NorMuon: owner_policy={owner_policy!r}; expected one of "
                              f"{list(_OWNER_POLICIES)}")
@@ -640,6 +647,7 @@ class NorMuon(torch.optim.Optimizer):
                             f"False")
         self._switches = dict(variant=variant, ns_dtype=ns_dtype, ns_steps=int(ns_steps),
                               ns_method=ns_method, ns_restarts=ns_restarts,
+                              ns_symmetric_products=ns_symmetric_products,
                               nesterov=bool(nesterov), owner_policy=owner_policy,
                               schedule=schedule, bucket_bytes=bucket_bytes,
                               check_finite=bool(check_finite),
@@ -998,6 +1006,7 @@ class NorMuon(torch.optim.Optimizer):
                 *sw["ns_restarts"])
             cfg.ns_restart_count = len(sw["ns_restarts"])
             cfg.ns_restarts = ctypes.cast(self._ns_restarts_buf, ctypes.POINTER(ctypes.c_int32))
+        cfg.ns_symmetric_products = int(sw["ns_symmetric_products"])
         cfg.nesterov = int(sw["nesterov"])
         cfg.check_finite = int(sw["check_finite"])
         cfg.owner_policy = _OWNER_POLICIES[sw["owner_policy"]]

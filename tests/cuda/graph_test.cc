@@ -130,6 +130,10 @@ class Model {
     c.backend = NORMUON_BACKEND_CUDA;
     c.device = 0;
     c.ns_dtype = ns;
+    if (ns == NORMUON_NS_FP16) {  // fp16 here means Gram NS in fp16 with the tile products
+      c.ns_method = NORMUON_NS_METHOD_GRAM;
+      c.ns_symmetric_products = 1;
+    }
     c.check_finite = 1;
     c.weight_decay = 0.01f;
     c.adamw_weight_decay = 0.01f;
@@ -379,10 +383,11 @@ TEST_P(GraphEquivalenceTest, ReplayIsBitwiseTheEagerStep) {
 }
 
 INSTANTIATE_TEST_SUITE_P(NsDtypes, GraphEquivalenceTest,
-                         ::testing::Values(NORMUON_NS_BF16, NORMUON_NS_FP32),
+                         ::testing::Values(NORMUON_NS_BF16, NORMUON_NS_FP32, NORMUON_NS_FP16),
                          [](const ::testing::TestParamInfo<normuon_ns_dtype_t>& info) {
-                           return info.param == NORMUON_NS_BF16 ? std::string("bf16")
-                                                                : std::string("fp32");
+                           return info.param == NORMUON_NS_BF16   ? std::string("bf16")
+                                  : info.param == NORMUON_NS_FP32 ? std::string("fp32")
+                                                                  : std::string("gram_fp16_tiles");
                          });
 
 TEST(GraphTest, NullStreamIsRefused) {

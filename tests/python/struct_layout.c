@@ -50,6 +50,7 @@ int main(void) {
   FIELD(normuon_config_t, ns_method);
   FIELD(normuon_config_t, ns_restart_count);
   FIELD(normuon_config_t, ns_restarts);
+  FIELD(normuon_config_t, ns_symmetric_products);
 
   STRUCT(normuon_group_desc_t);
   FIELD(normuon_group_desc_t, struct_size);

@@ -660,11 +660,21 @@ class GramNewtonSchulzTest(unittest.TestCase):
         _, _, explicit = self.train(steps=3, ns_method="gram", ns_restarts=[1, 3])
         self.assertEqual(len(explicit), 3)
 
+    def test_symmetric_products_change_nothing_on_cpu(self):
+        # config.ns_symmetric_products selects the CUDA tile products; the CPU backend always
+        # uses its own triangle products, so the flag must leave its bits alone.
+        plain, _, _ = self.train(steps=4, ns_method="gram")
+        tiled, _, _ = self.train(steps=4, ns_method="gram", ns_symmetric_products=True)
+        for a, b in zip(plain.parameters(), tiled.parameters()):
+            self.assertTrue(torch.equal(a, b))
+
     def test_bad_settings_are_refused_naming_the_field(self):
         with self.assertRaisesRegex(ValueError, "ns_method='newton'"):
             NorMuon(groups_of(make_mlp()), ns_method="newton")
         with self.assertRaisesRegex(TypeError, "ns_restarts"):
             NorMuon(groups_of(make_mlp()), ns_method="gram", ns_restarts="2")
+        with self.assertRaisesRegex(TypeError, "ns_symmetric_products"):
+            NorMuon(groups_of(make_mlp()), ns_method="gram", ns_symmetric_products=1)
         with self.assertRaisesRegex(normuon.InvalidArgumentError, r"config\.ns_restarts\[0\] = 5"):
             self.train(steps=1, ns_method="gram", ns_restarts=[5])
         with self.assertRaisesRegex(normuon.InvalidArgumentError, "NORMUON_NS_FP16"):

@@ -87,6 +87,23 @@ TEST(ConfigVersionTest, OlderVersionsKeepTheDefaultsOfTheLaterFields) {
   EXPECT_EQ(Create(&c), NORMUON_ERROR_INVALID_ARGUMENT);
 }
 
+// ns_symmetric_products, the last field: a config of the version before it (ending after
+// ns_restarts) never reads it, so a bad value there is ignored; the whole struct reads and checks
+// it, naming it.
+TEST(ConfigVersionTest, TheVersionBeforeNsSymmetricProductsDoesNotReadIt) {
+  normuon_config_t c;
+  normuon_config_init(&c);
+  EXPECT_EQ(c.ns_symmetric_products, 0);
+  c.ns_symmetric_products = 5;
+  c.struct_size = static_cast<uint32_t>(offsetof(normuon_config_t, ns_restarts) + sizeof(void*));
+  EXPECT_EQ(Create(&c), NORMUON_SUCCESS) << LastError(0);
+  c.struct_size = sizeof(c);
+  EXPECT_EQ(Create(&c), NORMUON_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(Contains(LastError(0), "config.ns_symmetric_products = 5"));
+  c.ns_symmetric_products = 1;  // accepted on CPU, where it changes nothing
+  EXPECT_EQ(Create(&c), NORMUON_SUCCESS) << LastError(0);
+}
+
 TEST(ConfigVersionTest, ANewerConfigIsAcceptedOnlyWithItsNewFieldsZero) {
   struct Newer {
     normuon_config_t c;

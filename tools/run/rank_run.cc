@@ -69,6 +69,7 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   config.device = cfg.device;
   config.ns_dtype = cfg.ns_dtype;
   config.ns_method = cfg.ns_method;
+  config.ns_symmetric_products = cfg.ns_symmetric_products;
   config.owner_policy = cfg.policy;
   config.schedule = cfg.schedule;
   config.bucket_bytes = cfg.bucket_bytes;

@@ -24,6 +24,9 @@ ABSL_FLAG(normuon_ns_dtype_t, ns_dtype, NORMUON_NS_DEFAULT,
 ABSL_FLAG(normuon_ns_method_t, ns_method, NORMUON_NS_METHOD_STANDARD,
           "orthogonalization: standard, or gram (Gram Newton-Schulz with the library's default "
           "restarts)");
+ABSL_FLAG(bool, ns_symmetric_products, false,
+          "gram on cuda: compute the symmetric products over their lower-triangle tiles "
+          "(config.ns_symmetric_products = 1); the cpu backend always uses its triangle products");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the parameters and gradients");
 ABSL_FLAG(double, lr, 0.02, "NorMuon learning rate");
 ABSL_FLAG(double, weight_decay, 0.01, "NorMuon weight decay");
@@ -110,6 +113,7 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
   rc.device = absl::GetFlag(FLAGS_device);
   rc.ns_dtype = absl::GetFlag(FLAGS_ns_dtype);
   rc.ns_method = absl::GetFlag(FLAGS_ns_method);
+  rc.ns_symmetric_products = absl::GetFlag(FLAGS_ns_symmetric_products) ? 1 : 0;
   rc.steps = absl::GetFlag(FLAGS_steps);
   if (rc.steps < 1) return absl::InvalidArgumentError("--steps must be at least 1");
   setup->ranks = absl::GetFlag(FLAGS_ranks);

@@ -41,6 +41,7 @@ struct RankConfig {
   int device = 0;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_DEFAULT;
   normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD;
+  int32_t ns_symmetric_products = 0;  // config.ns_symmetric_products
   normuon_owner_policy_t policy = NORMUON_OWNER_ROUND_ROBIN;
   normuon_schedule_t schedule = NORMUON_SCHEDULE_SEQUENTIAL;
   uint64_t bucket_bytes = uint64_t{32} << 20;
