@@ -114,11 +114,6 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
   std::vector<normuon_group_kind_t> group_kinds;
   for (const Group& g : groups_) group_kinds.push_back(g.desc.kind);
   NORMUON_ASSIGN_OR_RETURN(ParamSpec spec, ValidateParamDesc(kind, d, group_kinds));
-  if (config_.backend != NORMUON_BACKEND_CPU && spec.ld != spec.col_count) {
-    return absl::UnimplementedError(absl::StrCat(
-        "parameter '", spec.name, "': desc.ld = ", spec.ld, " differs from the piece's ",
-        spec.col_count, " columns; the CUDA backend takes packed pieces only in this version"));
-  }
   for (const Param& p : params_) {
     if (p.name == spec.name) {
       return Invalid(absl::StrCat("desc.name: parameter '", spec.name, "' is already registered"));
@@ -286,11 +281,6 @@ absl::Status Runtime::Wire() {
         any_split = true;
       }
     }
-  }
-  if (any_split && config_.backend != NORMUON_BACKEND_CPU) {
-    return absl::UnimplementedError(
-        "finalize: a matrix is split into column pieces (col_count < cols on some rank); this "
-        "version runs column pieces on the CPU backend only (the CUDA kernels take whole rows)");
   }
   if (any_split && PerElementV(static_cast<Variant>(config_.variant))) {
     return absl::UnimplementedError(
