@@ -329,8 +329,11 @@ Result RunMesh(const Options& o) {
       d.cols = m.cols;
       d.row_begin = r.row_begin;
       d.row_count = r.row_count;
-      d.col_begin = r.col_begin;
-      d.col_count = r.col_count;  // 0 for a rank without a piece: every column, no rows
+      // A piece of every column is passed as whole rows (col_count 0), so the DP-only mesh is
+      // the row-only layout; so is a rank without a piece (no rows).
+      const bool whole_rows = r.col_count == m.cols || r.row_count == 0;
+      d.col_begin = whole_rows ? 0 : r.col_begin;
+      d.col_count = whole_rows ? 0 : r.col_count;
       d.ld = r.row_count > 0 ? ld[i] : 0;
       d.param = param[i];
       d.grad = grad[i];
