@@ -18,16 +18,16 @@
 #     CPU backend, op by op, and 2-D piece calls vs packed calls); the GPU tests sharded_cuda_test
 #     (the CUDA sharded step on 1-8 ranks sharing the GPU vs the CPU backend),
 #     two_d_shards_cuda_test (column pieces: TP2 x DP2 and TP4 meshes bitwise vs the row-only
-#     layout and the single rank, strided parameters, graph mode with them), inprocess_device_test (the device-memory in-process
-#     group), nccl_real_test (the NCCL communicator at world size 1 on the real libnccl, found in
+#     layout and the single rank, strided parameters, graph mode with them),
+#     inprocess_device_test (the device-memory in-process group), nccl_real_test (the NCCL communicator at world size 1 on the real libnccl, found in
 #     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY), graph_test (CUDA graph replay vs
 #     eager) and pointer_check_test (host, pinned, managed, other-device pointers); tests/python/torch_cuda_test.py (the PyTorch front end on CUDA tensors against CPU
 #     tensors, with the machine's PyTorch and the packed libnormuon.so); golden_check --backend=cuda on tests/data/normuon_reference.txt in bf16 (tolerance
 #     7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
 #   2 equivalence (180): run-to-run determinism of the CUDA step (normuon_run gpt2-124m twice,
 #     identical parameter checksums); normuon_run --backend=cuda --ranks=N --check against the
-#     single-rank CUDA step and against the CPU backend (also --tp=2: column pieces, bitwise); compute-sanitizer memcheck on
-#     cuda_backend_test, sharded_cuda_test, two_d_shards_cuda_test (one case) and graph_test
+#     single-rank CUDA step and against the CPU backend (also --tp=2: column pieces, bitwise);
+#     compute-sanitizer memcheck on cuda_backend_test, sharded_cuda_test, two_d_shards_cuda_test (one case) and graph_test
 #     (racecheck too with RACECHECK=1).
 #   3 benchmarks (240), most important first: newton_schulz_gpu_bench and elementwise_gpu_bench
 #     (Google Benchmark JSON), normuon_run --backend=cuda gpt2-124m (--json), step_bench's CUDA
