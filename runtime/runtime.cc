@@ -212,6 +212,38 @@ absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes
   return s;
 }
 
+absl::Status Runtime::ExchangeHostBytes(const std::vector<P2p>& sends,
+                                        const std::vector<P2p>& recvs) {
+  if (!comm_->UsesDeviceMemory()) return comm_->Exchange(sends, recvs, nullptr);
+  // Sends, then receives, back to back in one scratch buffer, freed here (never in a step).
+  size_t total = 0;
+  for (const P2p& p : sends) total += static_cast<size_t>(p.bytes);
+  for (const P2p& p : recvs) total += static_cast<size_t>(p.bytes);
+  NORMUON_ASSIGN_OR_RETURN(void* scratch, backend_->Alloc(total));
+  char* at = static_cast<char*>(scratch);
+  std::vector<P2p> dev_sends, dev_recvs;
+  absl::Status s;
+  for (const P2p& p : sends) {
+    if (s.ok() && p.bytes > 0) s = backend_->CopyFromHost(at, p.buf, static_cast<size_t>(p.bytes));
+    dev_sends.push_back({p.peer, at, p.bytes});
+    at += p.bytes;
+  }
+  for (const P2p& p : recvs) {
+    dev_recvs.push_back({p.peer, at, p.bytes});
+    at += p.bytes;
+  }
+  // The exchange happens even after a failed copy, so that no peer waits for this rank.
+  const absl::Status exchanged = comm_->Exchange(dev_sends, dev_recvs, nullptr);
+  if (s.ok()) s = exchanged;
+  for (size_t i = 0; s.ok() && i < recvs.size(); ++i) {
+    if (recvs[i].bytes > 0) {
+      s = backend_->CopyToHost(recvs[i].buf, dev_recvs[i].buf, static_cast<size_t>(recvs[i].bytes));
+    }
+  }
+  backend_->Free(scratch);
+  return s;
+}
+
 absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> Runtime::AgreeOnRegistrations(
     const StepLayout& layout) {
   const std::string mine = sharding::EncodeRegistration(layout.records);

@@ -19,7 +19,9 @@
 //    bench/RESULTS.md), and in fp32 wherever this run's row-only layout is (printed either way);
 //  - Muon and neuron axis = columns with column pieces (fp32): bitwise the row-only layout;
 //  - config.check_finite with a strided gradient: a NaN in the padding past a piece is not read
-//    (the step is taken); a NaN inside a piece skips the step on every rank and writes nothing.
+//    (the step is taken); a NaN inside a piece skips the step on every rank and writes nothing;
+//  - checkpoints: TP2 x DP2 saved (the column-split state gathered to one rank through the device
+//    communicator), loaded as TP2 x DP2 and DP4, continue bitwise.
 // Without a CUDA device, and in the CPU-only build, the GPU cases skip (saying so); the layout's
 // own check (the rectangles tile every matrix) runs everywhere.
 #include <gtest/gtest.h>
@@ -31,12 +33,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <limits>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "normuon/comm.h"
@@ -170,6 +174,13 @@ int DeviceCount() {
   return n;
 }
 
+struct Result {
+  std::vector<std::vector<float>> param, momentum, v;  // whole matrices; v per row or column
+  std::vector<float> bias;
+  std::vector<std::vector<normuon_step_info_t>> info;  // [rank][step]
+  std::vector<std::string> errors;                     // per rank: "" or the first failure
+};
+
 struct Options {
   int tp = 1, dp = 1;
   bool ragged = false;
@@ -186,6 +197,12 @@ struct Options {
   // padding element (nan_in_padding) or the first element of its piece.
   int nan_rank = -1, nan_step = -1, nan_param = -1;
   bool nan_in_padding = false;
+  // Checkpoints: the steps use the gradients of steps first_step..; parameters start from
+  // `init` (a Result's whole matrices) when given; load_dir is loaded after finalize, save_dir
+  // saved after the last step.
+  int first_step = 0;
+  const Result* init = nullptr;
+  std::string load_dir, save_dir;
 };
 
 std::string Describe(const Options& o) {
@@ -201,12 +218,6 @@ std::string Describe(const Options& o) {
   return s;
 }
 
-struct Result {
-  std::vector<std::vector<float>> param, momentum, v;  // whole matrices; v per row or column
-  std::vector<float> bias;
-  std::vector<std::vector<normuon_step_info_t>> info;  // [rank][step]
-  std::vector<std::string> errors;                     // per rank: "" or the first failure
-};
 
 Result RunMesh(const Options& o) {
   const std::vector<Matrix>& ms = Model();
@@ -277,7 +288,9 @@ Result RunMesh(const Options& o) {
       host_grad[i].assign(elems, kPad);
       for (int64_t a = 0; a < r.row_count; ++a) {
         for (int64_t b = 0; b < r.col_count; ++b) {
-          host_param[i][a * ld[i] + b] = Init(i, r.row_begin + a, r.col_begin + b);
+          const int64_t row = r.row_begin + a, col = r.col_begin + b;
+          host_param[i][a * ld[i] + b] =
+              o.init != nullptr ? o.init->param[i][row * ms[i].cols + col] : Init(i, row, col);
         }
       }
       if (elems == 0) continue;
@@ -294,7 +307,9 @@ Result RunMesh(const Options& o) {
     const int64_t bb = std::min<int64_t>(kBiasRows, rank * bchunk);
     const int64_t bc = std::min<int64_t>(bchunk, kBiasRows - bb);
     std::vector<float> host_bias(static_cast<size_t>(bc)), host_bias_grad(static_cast<size_t>(bc));
-    for (int64_t a = 0; a < bc; ++a) host_bias[a] = Init(n, bb + a, 0);
+    for (int64_t a = 0; a < bc; ++a) {
+      host_bias[a] = o.init != nullptr ? o.init->bias[bb + a] : Init(n, bb + a, 0);
+    }
     float* bias = alloc(static_cast<size_t>(bc) * 4);
     float* bias_grad = alloc(static_cast<size_t>(bc) * 4);
     if (bc > 0 && (bias == nullptr || bias_grad == nullptr ||
@@ -363,8 +378,13 @@ Result RunMesh(const Options& o) {
       fail(std::string("finalize: ") + normuon_last_error(rt));
       return finish();
     }
+    if (!o.load_dir.empty() && normuon_load_checkpoint(rt, o.load_dir.c_str()) != NORMUON_SUCCESS) {
+      fail(std::string("load_checkpoint: ") + normuon_last_error(rt));
+      return finish();
+    }
 
-    for (int s = 0; s < o.steps; ++s) {
+    for (int k = 0; k < o.steps; ++k) {
+      const int s = o.first_step + k;  // the step whose gradients are used
       for (size_t i = 0; i < n; ++i) {
         const Rect& r = mine[i];
         if (r.row_count == 0) continue;
@@ -409,12 +429,16 @@ Result RunMesh(const Options& o) {
         fail(std::string("step ") + std::to_string(s) + ": " + normuon_last_error(rt));
         return finish();
       }
-      if (normuon_step_result(rt, &res.info[rank][s]) != NORMUON_SUCCESS) {
+      if (normuon_step_result(rt, &res.info[rank][k]) != NORMUON_SUCCESS) {
         fail(std::string("step_result: ") + normuon_last_error(rt));
         return finish();
       }
     }
     if (!cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize")) return finish();
+    if (!o.save_dir.empty() && normuon_save_checkpoint(rt, o.save_dir.c_str()) != NORMUON_SUCCESS) {
+      fail(std::string("save_checkpoint: ") + normuon_last_error(rt));
+      return finish();
+    }
 
     // Read back: parameters (the padding must still be the marker), momentum and v.
     std::vector<std::vector<float>> mom(n), v(n);
@@ -640,6 +664,43 @@ TEST_F(TwoDShardsCudaTest, MuonAndTheColumnNeuronAxisWithColumnPiecesAreBitwiseT
     ExpectOk(got, Describe(mesh));
     if (HasFatalFailure()) return;
     ExpectBitwise(row_layout, got, Describe(mesh) + " vs " + Describe(rows));
+  }
+}
+
+// A column-split parameter is saved whole by one rank (its pieces' momentum and rows' v travel
+// to it through the device communicator, staged in device memory). TP2 x DP2 saved after two
+// steps, loaded as TP2 x DP2 and as DP4: one more step gives the bits of three uninterrupted
+// steps of that layout.
+TEST_F(TwoDShardsCudaTest, CheckpointsOfColumnPiecesReshardBitwise) {
+  const std::string dir = ::testing::TempDir() + "/two_d_cuda_ck";
+  ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  Options save;
+  save.ns_dtype = NORMUON_NS_FP32;
+  save.tp = 2;
+  save.dp = 2;
+  save.ld_pad = 2;
+  save.steps = 2;
+  save.save_dir = dir;
+  const Result saved = RunMesh(save);
+  ExpectOk(saved, Describe(save) + " save");
+  if (HasFatalFailure()) return;
+  for (const auto& mesh : {std::pair{2, 2}, std::pair{1, 4}}) {
+    Options straight;
+    straight.ns_dtype = NORMUON_NS_FP32;
+    straight.tp = mesh.first;
+    straight.dp = mesh.second;
+    straight.steps = 3;
+    const Result want = RunMesh(straight);
+    ExpectOk(want, Describe(straight));
+    Options load = straight;
+    load.steps = 1;
+    load.first_step = 2;
+    load.init = &saved;
+    load.load_dir = dir;
+    const Result got = RunMesh(load);
+    ExpectOk(got, Describe(load) + " load");
+    if (HasFatalFailure()) return;
+    ExpectBitwise(want, got, "checkpoint TP2 x DP2 -> " + Describe(load));
   }
 }
 
