@@ -197,9 +197,8 @@ struct MatrixWork {
   // [col_begin, col_begin + col_count) of its rows (col_count 0: every column). param and grad
   // step ld elements from row to row, u_rows and o_rows u_ld (0: the piece's columns, packed);
   // momentum and per-element v are packed (row_count x the piece's columns). Blend and
-  // CommitMatrix honour these; RowStats needs whole rows (the runtime gives the owner's full O
-  // for column pieces). Only the CPU backend implements pieces narrower than cols, or strides
-  // other than the piece's width; the runtime refuses them on CUDA at finalize.
+  // CommitMatrix honour these (both backends); RowStats needs whole rows of O (the runtime gives
+  // the owner's full O for column-split blocks) and refuses a narrower piece on CUDA.
   int64_t col_begin = 0, col_count = 0, ld = 0, u_ld = 0;
 };
 
@@ -211,6 +210,10 @@ inline int64_t URowsLd(const MatrixWork& w) { return w.u_ld > 0 ? w.u_ld : Piece
 inline bool WholePackedRows(const MatrixWork& w) {
   return w.col_begin == 0 && PieceCols(w) == w.cols && ParamLd(w) == w.cols &&
          URowsLd(w) == w.cols;
+}
+// True when o_rows holds whole rows, packed (row stride cols): what RowStats reads.
+inline bool WholeORows(const MatrixWork& w) {
+  return w.col_begin == 0 && PieceCols(w) == w.cols && URowsLd(w) == w.cols;
 }
 
 // A batch of same-shape matrices orthogonalized together. u and o hold `count` matrices of
@@ -293,6 +296,21 @@ class Backend {
   // Records `index` in control->nonfinite_param (minimum over calls) if grad holds NaN/Inf.
   virtual absl::Status CheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                                    StepControl* control) = 0;
+  // CheckFinite over `rows` rows of `cols` elements whose starts are `ld` elements apart (a 2-D
+  // piece's gradient; ld == cols: one packed run). The default checks row by row through
+  // CheckFinite; the CUDA backend checks the rectangle in one launch.
+  virtual absl::Status CheckFiniteRows(int32_t index, const void* grad, DType dtype, int64_t rows,
+                                       int64_t cols, int64_t ld, StepControl* control) {
+    if (grad == nullptr || rows <= 0 || cols <= 0) return absl::OkStatus();
+    if (ld == cols) return CheckFinite(index, grad, dtype, rows * cols, control);
+    for (int64_t r = 0; r < rows; ++r) {
+      const absl::Status s = CheckFinite(
+          index, static_cast<const char*>(grad) + r * ld * static_cast<int64_t>(SizeOf(dtype)),
+          dtype, cols, control);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   // u_rows = nesterov ? lerp(G, M', b1) : M', with M' = M + (1-b1)*(G - M); M is not written.
   // lerp is evaluated from the nearer end, as torch's lerp_ (for b1 >= 0.5:
   // M' - (M' - G)*(1 - b1)).
@@ -300,6 +318,20 @@ class Backend {
   // dst = src, bytes of backend memory, on the step's stream: packs and unpacks the messages of
   // the gather and the scatter.
   virtual absl::Status CopyAsync(void* dst, const void* src, size_t bytes) = 0;
+  // A rectangle of backend memory on the step's stream: `rows` rows of row_bytes bytes, row r
+  // from src + r * src_pitch to dst + r * dst_pitch (both pitches >= row_bytes): packs and
+  // unpacks the 2-D pieces' rectangles of the gather and the scatter. The default copies row by
+  // row through CopyAsync; the CUDA backend makes one cudaMemcpy2DAsync.
+  virtual absl::Status CopyRectAsync(void* dst, size_t dst_pitch, const void* src,
+                                     size_t src_pitch, size_t row_bytes, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const absl::Status s =
+          CopyAsync(static_cast<char*>(dst) + static_cast<size_t>(r) * dst_pitch,
+                    static_cast<const char*>(src) + static_cast<size_t>(r) * src_pitch, row_bytes);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   // o = NS(u) for every matrix of the batch.
   virtual absl::Status NewtonSchulz(const NsBatch& b) = 0;
   // From o_rows: v_new_i = v_i + (1-b2)*(mean_j O_ij^2 - v_i) (NorMuon variants; AdaMuon per

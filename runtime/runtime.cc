@@ -115,11 +115,6 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
   std::vector<normuon_group_kind_t> group_kinds;
   for (const Group& g : groups_) group_kinds.push_back(g.desc.kind);
   NORMUON_ASSIGN_OR_RETURN(ParamSpec spec, ValidateParamDesc(kind, d, group_kinds));
-  if (config_.backend != NORMUON_BACKEND_CPU && spec.ld != spec.col_count) {
-    return absl::UnimplementedError(absl::StrCat(
-        "parameter '", spec.name, "': desc.ld = ", spec.ld, " differs from the piece's ",
-        spec.col_count, " columns; the CUDA backend takes packed pieces only in this version"));
-  }
   for (const Param& p : params_) {
     if (p.name == spec.name) {
       return Invalid(absl::StrCat("desc.name: parameter '", spec.name, "' is already registered"));
@@ -221,6 +216,38 @@ absl::Status Runtime::AllGatherHostBytes(const void* in, void* out, size_t bytes
   return s;
 }
 
+absl::Status Runtime::ExchangeHostBytes(const std::vector<P2p>& sends,
+                                        const std::vector<P2p>& recvs) {
+  if (!comm_->UsesDeviceMemory()) return comm_->Exchange(sends, recvs, nullptr);
+  // Sends, then receives, back to back in one scratch buffer, freed here (never in a step).
+  size_t total = 0;
+  for (const P2p& p : sends) total += static_cast<size_t>(p.bytes);
+  for (const P2p& p : recvs) total += static_cast<size_t>(p.bytes);
+  NORMUON_ASSIGN_OR_RETURN(void* scratch, backend_->Alloc(total));
+  char* at = static_cast<char*>(scratch);
+  std::vector<P2p> dev_sends, dev_recvs;
+  absl::Status s;
+  for (const P2p& p : sends) {
+    if (s.ok() && p.bytes > 0) s = backend_->CopyFromHost(at, p.buf, static_cast<size_t>(p.bytes));
+    dev_sends.push_back({p.peer, at, p.bytes});
+    at += p.bytes;
+  }
+  for (const P2p& p : recvs) {
+    dev_recvs.push_back({p.peer, at, p.bytes});
+    at += p.bytes;
+  }
+  // The exchange happens even after a failed copy, so that no peer waits for this rank.
+  const absl::Status exchanged = comm_->Exchange(dev_sends, dev_recvs, nullptr);
+  if (s.ok()) s = exchanged;
+  for (size_t i = 0; s.ok() && i < recvs.size(); ++i) {
+    if (recvs[i].bytes > 0) {
+      s = backend_->CopyToHost(recvs[i].buf, dev_recvs[i].buf, static_cast<size_t>(recvs[i].bytes));
+    }
+  }
+  backend_->Free(scratch);
+  return s;
+}
+
 absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> Runtime::AgreeOnRegistrations(
     const StepLayout& layout) {
   const std::string mine = sharding::EncodeRegistration(layout.records);
@@ -290,11 +317,6 @@ absl::Status Runtime::Wire() {
         any_split = true;
       }
     }
-  }
-  if (any_split && config_.backend != NORMUON_BACKEND_CPU) {
-    return absl::UnimplementedError(
-        "finalize: a matrix is split into column pieces (col_count < cols on some rank); this "
-        "version runs column pieces on the CPU backend only (the CUDA kernels take whole rows)");
   }
   if (any_split && PerElementV(static_cast<Variant>(config_.variant)) &&
       config_.backend != NORMUON_BACKEND_CPU) {

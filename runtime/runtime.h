@@ -115,6 +115,9 @@ class Runtime {
   // comm_->AllGather of host bytes at set-up; a device communicator's goes through scratch
   // device memory.
   absl::Status AllGatherHostBytes(const void* in, void* out, size_t bytes);
+  // comm_->Exchange of host buffers (checkpoints); a device communicator's goes through one
+  // scratch buffer of device memory, as AllGatherHostBytes.
+  absl::Status ExchangeHostBytes(const std::vector<P2p>& sends, const std::vector<P2p>& recvs);
   // Finalize's collective part: checks every rank's registrations agree (same message on every
   // rank otherwise) and returns every rank's piece of each matrix block: pieces[k][r].
   absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> AgreeOnRegistrations(

@@ -432,7 +432,7 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
         if (!parts[r].empty()) recvs.push_back({r, parts[r].data(), parts[r].size() * 4});
       }
     }
-    NORMUON_RETURN_IF_ERROR(comm_->Exchange(sends, recvs, nullptr));
+    NORMUON_RETURN_IF_ERROR(ExchangeHostBytes(sends, recvs));  // host bytes on any communicator
     if (rank_ == w.holder) {
       parts[rank_] = part;
       w.first.assign(static_cast<size_t>(p.rows * p.cols), 0.0f);

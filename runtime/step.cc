@@ -96,17 +96,16 @@ absl::Status Runtime::CopySegment(const sharding::Segment& seg, char* message, v
     return to_owner ? backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes))
                     : backend_->CopyAsync(message, at, static_cast<size_t>(seg.bytes));
   }
-  // A column piece: packed in the message, row by row in the full buffer.
+  // A column piece: packed in the message (pitch = the piece's row), its rows cols apart in the
+  // full buffer; one rectangle copy.
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
-  const int64_t row_bytes = matrices_[seg.matrix].cols * ns;
+  const size_t full_pitch = static_cast<size_t>(matrices_[seg.matrix].cols * ns);
   const size_t piece_row = static_cast<size_t>(seg.col_count * ns);
-  for (int64_t r = 0; r < seg.row_count; ++r) {
-    char* full_row = at + r * row_bytes + seg.col_begin * ns;
-    char* packed_row = message + r * static_cast<int64_t>(piece_row);
-    NORMUON_RETURN_IF_ERROR(to_owner ? backend_->CopyAsync(full_row, packed_row, piece_row)
-                                     : backend_->CopyAsync(packed_row, full_row, piece_row));
-  }
-  return absl::OkStatus();
+  char* full_at = at + seg.col_begin * ns;
+  return to_owner ? backend_->CopyRectAsync(full_at, full_pitch, message, piece_row, piece_row,
+                                            seg.row_count)
+                  : backend_->CopyRectAsync(message, piece_row, full_at, full_pitch, piece_row,
+                                            seg.row_count);
 }
 
 absl::Status Runtime::NewtonSchulzBucket(int b) {
@@ -537,18 +536,9 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   if (begun_by_grad_ready) timing_.Lap(-1);
   NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the finite check's start
   if (config_.check_finite) {
-    for (const MatrixWork& w : matrices_) {
-      const int64_t pc = PieceCols(w), ld = ParamLd(w);
-      if (ld == pc) {
-        NORMUON_RETURN_IF_ERROR(
-            backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * pc, control_));
-      } else if (w.grad != nullptr) {  // a strided piece: row by row
-        for (int64_t r = 0; r < w.row_count; ++r) {
-          NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(
-              w.index, static_cast<const char*>(w.grad) + r * ld * SizeOf(w.grad_dtype),
-              w.grad_dtype, pc, control_));
-        }
-      }
+    for (const MatrixWork& w : matrices_) {  // a piece's rows, ld elements apart
+      NORMUON_RETURN_IF_ERROR(backend_->CheckFiniteRows(w.index, w.grad, w.grad_dtype, w.row_count,
+                                                        PieceCols(w), ParamLd(w), control_));
     }
     for (const AdamWWork& w : adamw_) {
       NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));

@@ -15,19 +15,23 @@
 #
 # Tiers and budgets (seconds; override with SMOKE_S, EQUIV_S, BENCH_S):
 #   1 smoke (120): GPU inventory (nvidia-smi); tests/cuda/cuda_backend_test (CUDA backend vs the
-#     CPU backend, op by op); the GPU tests sharded_cuda_test (the CUDA sharded step on 1-8 ranks
-#     sharing the GPU vs the CPU backend), inprocess_device_test (the device-memory in-process
-#     group), nccl_real_test (the NCCL communicator at world size 1 on the real libnccl, found in
-#     the toolkit or PyTorch's wheel: NORMUON_NCCL_LIBRARY), gram_cuda_test (Gram NS in fp16 and
-#     bf16, dense and tile products, vs float64 standard NS: fp16 Gram no worse than standard
-#     bf16, issue 14), graph_test (CUDA graph replay vs
+#     CPU backend, op by op, and 2-D piece calls vs packed calls); the GPU tests sharded_cuda_test
+#     (the CUDA sharded step on 1-8 ranks sharing the GPU vs the CPU backend),
+#     two_d_shards_cuda_test (column pieces: TP2 x DP2 and TP4 meshes bitwise vs the row-only
+#     layout and the single rank, strided parameters, graph mode with them),
+#     inprocess_device_test (the device-memory in-process group), nccl_real_test (the NCCL
+#     communicator at world size 1 on the real libnccl, found in the toolkit or PyTorch's wheel:
+#     NORMUON_NCCL_LIBRARY), gram_cuda_test (Gram NS in fp16 and bf16, dense and tile products,
+#     vs float64 standard NS: fp16 Gram no worse than standard bf16, issue 14), graph_test (CUDA
+#     graph replay vs
 #     eager) and pointer_check_test (host, pinned, managed, other-device pointers); tests/python/torch_cuda_test.py (the PyTorch front end on CUDA tensors against CPU
 #     tensors, with the machine's PyTorch and the packed libnormuon.so); golden_check --backend=cuda on tests/data/normuon_reference.txt in bf16 (tolerance
 #     7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
 #   2 equivalence (180): run-to-run determinism of the CUDA step (normuon_run gpt2-124m twice,
 #     identical parameter checksums); normuon_run --backend=cuda --ranks=N --check against the
-#     single-rank CUDA step and against the CPU backend; compute-sanitizer memcheck on
-#     cuda_backend_test, sharded_cuda_test and graph_test (racecheck too with RACECHECK=1).
+#     single-rank CUDA step and against the CPU backend (also --tp=2: column pieces, bitwise);
+#     compute-sanitizer memcheck on cuda_backend_test, sharded_cuda_test, two_d_shards_cuda_test
+#     (one case) and graph_test (racecheck too with RACECHECK=1).
 #   3 benchmarks (240), most important first: newton_schulz_gpu_bench (with NsPhase: each model's
 #     whole Newton-Schulz phase, standard bf16 vs Gram bf16/fp16 dense/tiles, with both floors)
 #     and elementwise_gpu_bench (Google Benchmark JSON), normuon_run --backend=cuda gpt2-124m
@@ -206,7 +210,8 @@ elif (( ! gpu )); then
 else
   nvidia-smi >>"$CHECKS_LOG" 2>&1
   check "cuda_backend_test" "$CHECKS_LOG" "$B/cuda_backend_test"
-  for t in gram_cuda_test sharded_cuda_test inprocess_device_test nccl_real_test graph_test \
+  for t in gram_cuda_test sharded_cuda_test two_d_shards_cuda_test inprocess_device_test \
+           nccl_real_test graph_test \
            pointer_check_test; do
     if [ -x "$B/$t" ]; then
       check "$t" "$CHECKS_LOG" "$B/$t"
@@ -255,6 +260,11 @@ else
   check "normuon_run --backend=cuda --ranks=4 --check gpt2-124m (vs CUDA single rank)" \
     "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --steps=2 \
     --check --check_tol=1e-2
+  # Column pieces: the Megatron TP2 x DP2 layout (row-parallel projections split by columns,
+  # strided pieces of rows split across ranks) against the single-rank CUDA step, bf16: bitwise.
+  check "normuon_run --backend=cuda --ranks=4 --tp=2 --check gpt2-124m (bitwise vs CUDA single rank)" \
+    "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --tp=2 --steps=2 \
+    --check --check_tol=0
   # The pipelined schedules on two streams (exchanges on a second stream), and grad_ready's early
   # start on CUDA, against the single-rank CUDA step.
   for sched in per_matrix bucketed; do
@@ -296,6 +306,10 @@ else
     [ -x "$B/sharded_cuda_test" ] && check "compute-sanitizer memcheck sharded_cuda_test (subset)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/sharded_cuda_test" \
       --gtest_brief=1 --gtest_filter='*BothOwnerPolicies*:*NonFinite*:*FailedCollective*'
+    # Column pieces: strided parameters, rectangle copies, the strided finite check (TP2 x DP2).
+    [ -x "$B/two_d_shards_cuda_test" ] && check "compute-sanitizer memcheck two_d_shards_cuda_test (subset)" \
+      "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/two_d_shards_cuda_test" \
+      --gtest_brief=1 --gtest_filter='*TheFiniteCheckReadsThePiece*'
     check "compute-sanitizer memcheck normuon_run --backend=cuda --ranks=2 --schedule=bucketed (two streams)" \
       "$CHECKS_LOG" "$sanitizer" --tool memcheck --error-exitcode 1 "$B/normuon_run" \
       --backend=cuda --model=tiny --ranks=2 --steps=2 --schedule=bucketed --bucket_mb=0.01

@@ -27,6 +27,7 @@ dest=.device
 targets=(
   //tests/cuda:cuda_backend_test
   //tests/cuda:sharded_cuda_test
+  //tests/cuda:two_d_shards_cuda_test
   //tests/cuda:graph_test
   //tests/cuda:pointer_check_test
   //tests/cuda:gram_cuda_test

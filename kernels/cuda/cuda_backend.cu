@@ -319,20 +319,41 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CheckFiniteRows(int32_t index, const void* grad, DType dtype, int64_t rows,
+                               int64_t cols, int64_t ld, StepControl* control) override {
+    NvtxRange nvtx("normuon/finite_check");
+    if (grad == nullptr || rows <= 0 || cols <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(
+        gpu::LaunchCheckFiniteRows(index, grad, dtype, rows, cols, ld, control, stream_));
+    return absl::OkStatus();
+  }
+
+  // A piece of PieceCols(w) columns: grad rows ParamLd(w) apart, U rows URowsLd(w) apart,
+  // momentum packed (backend.h MatrixWork).
   absl::Status Blend(const MatrixWork& w) override {
     NvtxRange nvtx("normuon/momentum");
-    const int64_t count = w.row_count * w.cols;
-    if (count <= 0) return absl::OkStatus();
+    const int64_t pc = PieceCols(w);
+    if (w.row_count <= 0 || pc <= 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, w.momentum, w.u_rows,
-                                          NsInputDType(w.ns_dtype),
-                                          count, w.scalars, w.nesterov, stream_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchBlend(w.grad, w.grad_dtype, ParamLd(w), w.momentum, w.u_rows,
+                                          NsInputDType(w.ns_dtype), URowsLd(w), w.row_count, pc,
+                                          w.scalars, w.nesterov, stream_));
     return absl::OkStatus();
   }
 
   absl::Status CopyAsync(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyRectAsync(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                             size_t row_bytes, int64_t rows) override {
+    if (rows <= 0 || row_bytes == 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes,
+                                           static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+                                           stream_));
     return absl::OkStatus();
   }
 
@@ -465,6 +486,12 @@ class CudaBackend final : public Backend {
   absl::Status RowStats(const MatrixWork& w) override {
     NvtxRange nvtx("normuon/row_stats");
     if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
+    if (!WholeORows(w)) {
+      // The runtime gives the owner's whole O for rows split across column pieces.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "RowStats of param ", w.index, ": needs whole rows of O, got col_begin = ", w.col_begin,
+          ", col_count = ", w.col_count, ", u_ld = ", w.u_ld, " of ", w.cols, " columns"));
+    }
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     RETURN_IF_CUDA_ERROR(gpu::LaunchRowStats(w.o_rows, w.ns_dtype, w.rows, w.cols, w.row_begin,
                                              w.row_count, w.v, w.v_new, w.row_slots, w.scalars,
@@ -503,7 +530,8 @@ class CudaBackend final : public Backend {
       // The replicated column v changes on every rank, rows or not.
       RETURN_IF_CUDA_ERROR(gpu::LaunchCopyUnlessSkipped(w.v, w.v_new, w.cols, control, stream_));
     }
-    if (w.row_count <= 0 || w.cols <= 0) return absl::OkStatus();
+    const int64_t pc = PieceCols(w);
+    if (w.row_count <= 0 || pc <= 0) return absl::OkStatus();
     gpu::CommitMatrixArgs a;
     a.param = w.param;
     a.param_dtype = w.param_dtype;
@@ -515,7 +543,10 @@ class CudaBackend final : public Backend {
     a.o = w.o_rows;
     a.o_dtype = w.ns_dtype;
     a.row_count = w.row_count;
-    a.cols = w.cols;
+    a.cols = pc;  // the piece's columns (backend.h MatrixWork)
+    a.ld = ParamLd(w);
+    a.o_ld = URowsLd(w);
+    a.col_begin = w.col_begin;
     a.scalars = w.scalars;
     a.scale = w.scale;
     a.control = control;

@@ -35,6 +35,21 @@ int FlatBlocks(int64_t count) {
   return static_cast<int>(std::max<int64_t>(1, blocks));
 }
 
+// The launch shape of the row-by-column kernels (x: columns, y: rows): blocks of kThreads
+// threads, x the smallest power of two >= cols (32..kThreads) so narrow rows do not leave most
+// threads idle, y the rest; the kernels grid-stride in both.
+struct RowsByCols {
+  dim3 grid, block;
+};
+RowsByCols RowsByColsOf(int64_t rows, int64_t cols) {
+  int bx = kWarp;
+  while (bx < kThreads && bx < cols) bx *= 2;
+  const int by = kThreads / bx;
+  const int64_t gx = std::max<int64_t>(1, std::min<int64_t>(kMaxBlocks, (cols + bx - 1) / bx));
+  const int64_t gy = std::max<int64_t>(1, std::min<int64_t>(65535, (rows + by - 1) / by));
+  return {dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(bx, by)};
+}
+
 __device__ __forceinline__ float ToFloat(float x) { return x; }
 __device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
 
@@ -114,18 +129,41 @@ __global__ void CheckFiniteKernel(int32_t index, const T* grad, int64_t count,
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(&control->nonfinite_param, index);
 }
 
+// A rectangle (2-D piece): rows of `cols` elements, ld apart; every thread reaches the barrier.
+template <typename T>
+__global__ void CheckFiniteRowsKernel(int32_t index, const T* grad, int64_t rows, int64_t cols,
+                                      int64_t ld, StepControl* control) {
+  bool bad = false;
+  for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      bad |= !isfinite(ToFloat(grad[r * ld + j]));
+    }
+  }
+  if (__syncthreads_or(bad) && threadIdx.x == 0 && threadIdx.y == 0) {
+    atomicMin(&control->nonfinite_param, index);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Blend: U = nesterov ? lerp(G, M', b1) : M', M' = M + (1-b1)*(G - M). M is not written.
+// Rows (y) by columns (x): G with row stride grad_ld, M packed (cols), U with row stride u_ld
+// (the CPU backend's Blend loop); packed rows launch as one row of every element.
 
 template <typename G, typename U>
-__global__ void BlendKernel(const G* grad, const float* momentum, U* u, int64_t count,
-                            const GroupScalars* scalars, bool nesterov) {
+__global__ void BlendKernel(const G* grad, int64_t grad_ld, const float* momentum, U* u,
+                            int64_t u_ld, int64_t rows, int64_t cols, const GroupScalars* scalars,
+                            bool nesterov) {
   const float b1 = scalars->beta1;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = GradAt(grad, i);
-    const float m = Ema(momentum[i], g, b1);
-    StoreFloat(u + i, BlendedUpdate(g, m, b1, nesterov));
+  for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const float g = GradAt(grad, r * grad_ld + j);
+      const float m = Ema(momentum[r * cols + j], g, b1);
+      StoreFloat(u + r * u_ld + j, BlendedUpdate(g, m, b1, nesterov));
+    }
   }
 }
 
@@ -285,12 +323,14 @@ __global__ void FinishNormsKernel(const float* row_slots, int64_t rows, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------
-// CommitMatrix: blocks of kThreads threads laid out as x (columns) by y (rows), x a power of two
-// that fits the row, so narrow matrices do not leave most threads idle. Grid-stride in both.
+// CommitMatrix: rows (y) by columns (x) of the piece (RowsByColsOf). Element (r, j): momentum
+// and per-element v at r * cols + j (packed), param and grad at r * ld + j, O at r * o_ld + j,
+// the column factor from v_new[col_begin + j] (the CPU backend's CommitMatrix loop).
 
 template <typename W, typename G, typename O>
 __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, float* v,
                                    const float* v_new, const O* o, int64_t row_count, int64_t cols,
+                                   int64_t ld, int64_t o_ld, int64_t col_begin,
                                    const GroupScalars* scalars, const float* scale,
                                    const StepControl* control, Variant variant, bool cautious,
                                    bool column_axis) {
@@ -312,16 +352,17 @@ __global__ void CommitMatrixKernel(W* param, const G* grad, float* momentum, flo
     if (!muon && !per_element && !column_axis && blockIdx.x == 0 && threadIdx.x == 0) v[r] = vn;
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-      const int64_t i = r * cols + j;
-      const float g = GradAt(grad, i);
+      const int64_t i = r * cols + j;  // packed state
+      const int64_t gi = r * ld + j;   // param and grad
+      const float g = GradAt(grad, gi);
       momentum[i] = Ema(momentum[i], g, b1);
       const float f = per_element   ? NormFactor(variant, v_new[i], eps, bc2)
-                      : column_axis ? InverseRootPlusEps(v_new[j], eps)
+                      : column_axis ? InverseRootPlusEps(v_new[col_begin + j], eps)
                                     : row_f;
       if (per_element) v[i] = v_new[i];
-      const float d = MatrixDelta(step, ToFloat(o[i]), f);
-      const float p = ToFloat(param[i]);
-      StoreFloat(param + i, DecayedStep(p, decay, cautious, d));
+      const float d = MatrixDelta(step, ToFloat(o[r * o_ld + j]), f);
+      const float p = ToFloat(param[gi]);
+      StoreFloat(param + gi, DecayedStep(p, decay, cautious, d));
     }
   }
 }
@@ -396,16 +437,37 @@ cudaError_t LaunchCheckFinite(int32_t index, const void* grad, DType dtype, int6
   });
 }
 
-cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentum, void* u,
-                        DType u_dtype, int64_t count, const GroupScalars* scalars, bool nesterov,
-                        cudaStream_t stream) {
-  if (count <= 0) return cudaSuccess;
+cudaError_t LaunchCheckFiniteRows(int32_t index, const void* grad, DType dtype, int64_t rows,
+                                  int64_t cols, int64_t ld, StepControl* control,
+                                  cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (ld == cols) return LaunchCheckFinite(index, grad, dtype, rows * cols, control, stream);
+  const RowsByCols shape = RowsByColsOf(rows, cols);
+  return WithType(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CheckFiniteRowsKernel<<<shape.grid, shape.block, 0, stream>>>(index, As<T>(grad), rows, cols,
+                                                                  ld, control);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchBlend(const void* grad, DType grad_dtype, int64_t grad_ld, const float* momentum,
+                        void* u, DType u_dtype, int64_t u_ld, int64_t rows, int64_t cols,
+                        const GroupScalars* scalars, bool nesterov, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (grad_ld == cols && u_ld == cols) {  // packed: one run of every element
+    cols *= rows;
+    rows = 1;
+    grad_ld = u_ld = cols;
+  }
+  const RowsByCols shape = RowsByColsOf(rows, cols);
   return WithType(grad_dtype, [&](auto* gtag) {
     using G = std::remove_pointer_t<decltype(gtag)>;
     return WithNsType(u_dtype, [&](auto* utag) {
       using U = std::remove_pointer_t<decltype(utag)>;
-      BlendKernel<<<FlatBlocks(count), kThreads, 0, stream>>>(
-          As<G>(grad), momentum, AsMutable<U>(u), count, scalars, nesterov);
+      BlendKernel<<<shape.grid, shape.block, 0, stream>>>(As<G>(grad), grad_ld, momentum,
+                                                          AsMutable<U>(u), u_ld, rows, cols,
+                                                          scalars, nesterov);
       return cudaGetLastError();
     });
   });
@@ -437,23 +499,19 @@ cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols
 
 cudaError_t LaunchCommitMatrix(const CommitMatrixArgs& a, cudaStream_t stream) {
   if (a.row_count <= 0 || a.cols <= 0) return cudaSuccess;
-  // Block: x = the smallest power of two >= cols (32..kThreads), y = the rest of kThreads.
-  int bx = kWarp;
-  while (bx < kThreads && bx < a.cols) bx *= 2;
-  const int by = kThreads / bx;
-  const dim3 block(bx, by);
-  const int64_t gx = std::min<int64_t>(kMaxBlocks, (a.cols + bx - 1) / bx);
-  const int64_t gy = std::min<int64_t>(65535, (a.row_count + by - 1) / by);
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  const RowsByCols shape = RowsByColsOf(a.row_count, a.cols);
+  const int64_t ld = a.ld > 0 ? a.ld : a.cols;      // 0: packed
+  const int64_t o_ld = a.o_ld > 0 ? a.o_ld : a.cols;
   return WithType(a.param_dtype, [&](auto* wtag) {
     using W = std::remove_pointer_t<decltype(wtag)>;
     return WithType(a.grad_dtype, [&](auto* gtag) {
       using G = std::remove_pointer_t<decltype(gtag)>;
       return WithNsType(a.o_dtype, [&](auto* otag) {
         using O = std::remove_pointer_t<decltype(otag)>;
-        CommitMatrixKernel<<<grid, block, 0, stream>>>(
+        CommitMatrixKernel<<<shape.grid, shape.block, 0, stream>>>(
             AsMutable<W>(a.param), As<G>(a.grad), a.momentum, a.v, a.v_new, As<O>(a.o), a.row_count,
-            a.cols, a.scalars, a.scale, a.control, a.variant, a.cautious_wd, a.column_axis);
+            a.cols, ld, o_ld, a.col_begin, a.scalars, a.scale, a.control, a.variant, a.cautious_wd,
+            a.column_axis);
         return cudaGetLastError();
       });
     });

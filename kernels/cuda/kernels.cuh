@@ -27,12 +27,19 @@ cudaError_t LaunchResetControl(StepControl* control, cudaStream_t stream);
 // Inf. grad must not be null.
 cudaError_t LaunchCheckFinite(int32_t index, const void* grad, DType dtype, int64_t count,
                               StepControl* control, cudaStream_t stream);
+// The same over a rectangle: `rows` rows of `cols` elements, row r starting at grad + r * ld
+// (a 2-D piece's gradient; ld >= cols).
+cudaError_t LaunchCheckFiniteRows(int32_t index, const void* grad, DType dtype, int64_t rows,
+                                  int64_t cols, int64_t ld, StepControl* control,
+                                  cudaStream_t stream);
 
-// u = nesterov ? g + b1*(m' - g) : m', m' = m + (1-b1)*(g - m), over `count` elements; g null
-// means zero. momentum is read, not written. b1 is scalars->beta1 (device memory).
-cudaError_t LaunchBlend(const void* grad, DType grad_dtype, const float* momentum, void* u,
-                        DType u_dtype, int64_t count, const GroupScalars* scalars, bool nesterov,
-                        cudaStream_t stream);
+// u = nesterov ? g + b1*(m' - g) : m', m' = m + (1-b1)*(g - m), over `rows` rows of `cols`
+// elements: element (r, j) of g at r * grad_ld + j, of m at r * cols + j (packed), of u at
+// r * u_ld + j (a 2-D piece: the strides of backend.h's MatrixWork); g null means zero.
+// momentum is read, not written. b1 is scalars->beta1 (device memory).
+cudaError_t LaunchBlend(const void* grad, DType grad_dtype, int64_t grad_ld, const float* momentum,
+                        void* u, DType u_dtype, int64_t u_ld, int64_t rows, int64_t cols,
+                        const GroupScalars* scalars, bool nesterov, cudaStream_t stream);
 
 // One warp per row of o (row_count x cols, o_dtype): r = sum_j O_ij^2; unless muon,
 // v_new_i = v_i + (1-b2)*(r/cols - v_i) and f_i = 1/(sqrt(v_new_i) + eps), else f_i = 1;
@@ -59,13 +66,18 @@ struct CommitMatrixArgs {
   const float* v_new = nullptr;
   const void* o = nullptr;
   DType o_dtype = DType::kF32;
+  // A piece of row_count rows x `cols` columns (the piece's; the matrix's for whole rows),
+  // starting at global column col_begin: param and grad rows ld elements apart, o's o_ld,
+  // momentum and per-element v packed (cols).
   int64_t row_count = 0, cols = 0;
+  int64_t ld = 0, o_ld = 0, col_begin = 0;
   const GroupScalars* scalars = nullptr;
   const float* scale = nullptr;
   const StepControl* control = nullptr;  // the skip test, and AdaMuon's step count
   Variant variant = Variant::kNorMuon;
   bool cautious_wd = false;
-  bool column_axis = false;  // f_j from v_new per column; v copied by LaunchCopyUnlessSkipped
+  bool column_axis = false;  // f_j from v_new[col_begin + j] (per global column); v copied by
+                             // LaunchCopyUnlessSkipped
 };
 
 // Neuron axis = columns on the owner (backend.h ColumnStats): column means into

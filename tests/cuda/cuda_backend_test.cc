@@ -1,7 +1,8 @@
 // Tests of the CUDA backend (kernels/cuda) against the CPU backend, the readable reference of
 // the same contract (kernels/backend.h): every call of a step op by op on random data, for a
 // wide (48x64), a tall (64x48) and a one-row (1x64) matrix, then whole matrix steps, the skip
-// rule and run-to-run determinism.
+// rule and run-to-run determinism; and the calls on two-dimensional pieces against the same
+// backend's calls on the packed rectangle (PieceOpsTest, on the CPU backend everywhere).
 //
 // Without a CUDA device (CI, CPU-only builds) every comparison skips; only the factory test
 // runs. Tolerances follow docs/ARCHITECTURE.md section 6: elementwise stages agree to a few fp32 roundings
@@ -339,6 +340,218 @@ std::vector<NsBatch> AllBatches() {
 }
 
 std::string Describe(Shape s) { return std::to_string(s.rows) + "x" + std::to_string(s.cols); }
+
+// ---- Two-dimensional pieces (backend.h MatrixWork: col_begin, col_count, ld, u_ld) ----
+//
+// On one backend, a piece (6 rows, columns [8, 28) of 40; param and grad rows 27 apart, the
+// padding NaN in the gradient and a marker in the parameter; U and O rows 40 apart, inside a full
+// buffer) must give the bits of the same backend's packed call on the rectangle cut out of it:
+// Blend, CommitMatrix (NorMuon per row, Muon, AdaMuon per element, the column neuron axis with
+// v per global column), and write nothing outside the piece; CheckFiniteRows reads the piece and
+// not the padding; CopyRectAsync packs and unpacks a rectangle exactly. Runs on the CPU backend
+// everywhere (the defaults of CheckFiniteRows and CopyRectAsync) and on the CUDA backend with a
+// device.
+constexpr int64_t kPieceRows = 6, kPieceCols = 20, kFullCols = 40, kColBegin = 8, kLd = 27;
+constexpr float kMarker = -7.0f;
+
+// The rectangle [0, rows) x [col_begin, col_begin + count) of a row-major buffer with pitch ld.
+std::vector<float> Cut(const std::vector<float>& x, int64_t ld, int64_t col_begin, int64_t count,
+                       int64_t rows) {
+  std::vector<float> out;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < count; ++j) out.push_back(x[r * ld + col_begin + j]);
+  }
+  return out;
+}
+
+void CheckPieceOps(Backend* backend, void* stream) {
+  Side side(backend, stream);
+  ASSERT_OK(side.Init());
+  const std::string who = backend->name();
+  const float nan = std::nanf("");
+  // Strided param (marker padding) and grad (NaN padding): the piece's elements at [r * kLd + j].
+  std::vector<float> param(kPieceRows * kLd, kMarker), grad(kPieceRows * kLd, nan);
+  const std::vector<float> p0 = Randn(kPieceRows * kPieceCols, 81, 0.1f);
+  const std::vector<float> g0 = Randn(kPieceRows * kPieceCols, 82, 1.0f);
+  for (int64_t r = 0; r < kPieceRows; ++r) {
+    for (int64_t j = 0; j < kPieceCols; ++j) {
+      param[r * kLd + j] = p0[r * kPieceCols + j];
+      grad[r * kLd + j] = g0[r * kPieceCols + j];
+    }
+  }
+  const std::vector<float> momentum = Randn(kPieceRows * kPieceCols, 83, 0.1f);
+  const std::vector<float> o_full = Randn(kPieceRows * kFullCols, 84, 0.125f);
+
+  // CheckFiniteRows: the NaN padding is not part of the piece; a NaN inside is.
+  {
+    std::vector<float> bad = grad;
+    bad[(kPieceRows - 1) * kLd + kPieceCols - 1] = nan;
+    ASSERT_OK_AND_ASSIGN(void* g_dev, side.Upload(grad, DType::kF32));
+    ASSERT_OK_AND_ASSIGN(void* bad_dev, side.Upload(bad, DType::kBF16));
+    ASSERT_OK(side.Begin());
+    ASSERT_OK(backend->CheckFiniteRows(4, g_dev, DType::kF32, kPieceRows, kPieceCols, kLd,
+                                       side.control()));
+    ASSERT_OK(backend->CheckFiniteRows(2, nullptr, DType::kF32, kPieceRows, kPieceCols, kLd,
+                                       side.control()));
+    ASSERT_OK(side.End());
+    ASSERT_OK_AND_ASSIGN(StepControl c, side.Control());
+    EXPECT_EQ(c.nonfinite_param, kNoParam) << who << ": the padding was read";
+    ASSERT_OK(side.Begin());
+    ASSERT_OK(backend->CheckFiniteRows(6, bad_dev, DType::kBF16, kPieceRows, kPieceCols, kLd,
+                                       side.control()));
+    ASSERT_OK(side.End());
+    ASSERT_OK_AND_ASSIGN(c, side.Control());
+    EXPECT_EQ(c.nonfinite_param, 6) << who << ": the last element of the piece was not checked";
+  }
+
+  // CopyRectAsync: pack the piece's columns of o_full, then unpack them at column 3 of a zeroed
+  // buffer of pitch 31.
+  {
+    ASSERT_OK_AND_ASSIGN(void* full, side.Upload(o_full, DType::kF32));
+    ASSERT_OK_AND_ASSIGN(void* packed, side.Alloc(kPieceRows * kPieceCols * 4));
+    ASSERT_OK_AND_ASSIGN(void* back, side.Alloc(kPieceRows * 31 * 4));
+    ASSERT_OK(side.Begin());
+    ASSERT_OK(backend->CopyRectAsync(packed, kPieceCols * 4,
+                                     static_cast<float*>(full) + kColBegin, kFullCols * 4,
+                                     kPieceCols * 4, kPieceRows));
+    ASSERT_OK(backend->CopyRectAsync(static_cast<float*>(back) + 3, 31 * 4, packed, kPieceCols * 4,
+                                     kPieceCols * 4, kPieceRows));
+    ASSERT_OK(side.End());
+    const std::vector<float> want = Cut(o_full, kFullCols, kColBegin, kPieceCols, kPieceRows);
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, side.Download(packed, want.size()));
+    EXPECT_TRUE(BitwiseEqual(got, want)) << who << ": CopyRectAsync packing";
+    ASSERT_OK_AND_ASSIGN(std::vector<float> unpacked, side.Download(back, kPieceRows * 31));
+    std::vector<float> want_back(kPieceRows * 31, 0.0f);
+    for (int64_t r = 0; r < kPieceRows; ++r) {
+      for (int64_t j = 0; j < kPieceCols; ++j) want_back[r * 31 + 3 + j] = want[r * kPieceCols + j];
+    }
+    EXPECT_TRUE(BitwiseEqual(unpacked, want_back)) << who << ": CopyRectAsync unpacking";
+  }
+
+  for (DType ns : {DType::kF32, DType::kBF16}) {
+    for (Variant variant : {Variant::kNorMuon, Variant::kMuon, Variant::kAdaMuon}) {
+      for (bool column_axis : {false, true}) {
+        if (column_axis && variant != Variant::kNorMuon) continue;
+        const std::string what = who + " ns " + std::to_string(static_cast<int>(ns)) +
+                                 " variant " + std::to_string(static_cast<int>(variant)) +
+                                 (column_axis ? " column axis" : "");
+        const bool per_element = PerElementV(variant);
+        // v (and v_new): per element of the piece, per global column, or per row.
+        const int64_t v_len = per_element   ? kPieceRows * kPieceCols
+                              : column_axis ? kFullCols
+                                            : kPieceRows;
+        const std::vector<float> v = Uniform(v_len, 85, 0.005f, 0.03f);
+        const std::vector<float> v_new = Uniform(v_len, 86, 0.005f, 0.03f);
+        // piece = 0: the strided piece; 1: the packed rectangle as whole rows.
+        std::vector<float> u_out[2], p_out[2], m_out[2], v_out[2];
+        for (int piece = 0; piece < 2; ++piece) {
+          MatrixWork w;
+          w.index = 1;
+          w.rows = kPieceRows;
+          w.row_begin = 0;
+          w.row_count = kPieceRows;
+          w.variant = variant;
+          w.nesterov = true;
+          w.ns_dtype = ns;
+          w.column_axis = column_axis;
+          w.scalars = side.matrix_group();
+          w.control = side.control();
+          void* u_buf = nullptr;
+          void* o_buf = nullptr;
+          if (piece == 0) {
+            w.cols = kFullCols;
+            w.col_begin = kColBegin;
+            w.col_count = kPieceCols;
+            w.ld = kLd;
+            w.u_ld = kFullCols;
+            ASSERT_OK_AND_ASSIGN(w.param, side.Upload(param, DType::kF32));
+            ASSERT_OK_AND_ASSIGN(void* g, side.Upload(grad, DType::kF32));
+            w.grad = g;
+            ASSERT_OK_AND_ASSIGN(u_buf, side.Alloc(kPieceRows * kFullCols * SizeOf(ns)));
+            ASSERT_OK_AND_ASSIGN(o_buf, side.Upload(o_full, ns));
+            w.u_rows = static_cast<char*>(u_buf) + kColBegin * SizeOf(ns);
+            w.o_rows = static_cast<char*>(o_buf) + kColBegin * SizeOf(ns);
+          } else {
+            w.cols = kPieceCols;
+            ASSERT_OK_AND_ASSIGN(w.param, side.Upload(p0, DType::kF32));
+            ASSERT_OK_AND_ASSIGN(void* g, side.Upload(g0, DType::kF32));
+            w.grad = g;
+            ASSERT_OK_AND_ASSIGN(u_buf, side.Alloc(kPieceRows * kPieceCols * SizeOf(ns)));
+            ASSERT_OK_AND_ASSIGN(
+                o_buf, side.Upload(Cut(o_full, kFullCols, kColBegin, kPieceCols, kPieceRows), ns));
+            w.u_rows = u_buf;
+            w.o_rows = o_buf;
+          }
+          ASSERT_OK_AND_ASSIGN(w.momentum, side.UploadF32(momentum));
+          // The column axis's packed equivalent sees the piece's columns of v and v_new.
+          const bool slice = column_axis && piece == 1;
+          ASSERT_OK_AND_ASSIGN(
+              w.v, side.UploadF32(slice ? Cut(v, kFullCols, kColBegin, kPieceCols, 1) : v));
+          ASSERT_OK_AND_ASSIGN(
+              w.v_new,
+              side.UploadF32(slice ? Cut(v_new, kFullCols, kColBegin, kPieceCols, 1) : v_new));
+          ASSERT_OK_AND_ASSIGN(w.scale, side.UploadF32({0.7f}));
+          ASSERT_OK(side.Begin());
+          ASSERT_OK(backend->Blend(w));
+          ASSERT_OK(backend->CommitMatrix(w, side.control()));
+          // No EndStep: both calls see the same steps_taken (AdaMuon's bias correction).
+          ASSERT_OK(backend->WaitStep());
+          const int64_t u_cols = piece == 0 ? kFullCols : kPieceCols;
+          ASSERT_OK_AND_ASSIGN(u_out[piece], side.Download(u_buf, kPieceRows * u_cols, ns));
+          ASSERT_OK_AND_ASSIGN(p_out[piece],
+                               side.Download(w.param, piece == 0 ? param.size() : p0.size()));
+          ASSERT_OK_AND_ASSIGN(m_out[piece], side.Download(w.momentum, momentum.size()));
+          ASSERT_OK_AND_ASSIGN(v_out[piece],
+                               side.Download(w.v, slice ? kPieceCols : static_cast<size_t>(v_len)));
+        }
+        // U: the piece's columns are the packed call's; the rest of the full buffer stays 0.
+        EXPECT_TRUE(BitwiseEqual(Cut(u_out[0], kFullCols, kColBegin, kPieceCols, kPieceRows),
+                                 u_out[1]))
+            << what << ": Blend";
+        std::vector<float> outside = u_out[0];
+        for (int64_t r = 0; r < kPieceRows; ++r) {
+          for (int64_t j = 0; j < kPieceCols; ++j) outside[r * kFullCols + kColBegin + j] = 0.0f;
+        }
+        EXPECT_TRUE(BitwiseEqual(outside, std::vector<float>(outside.size(), 0.0f)))
+            << what << ": Blend wrote outside the piece";
+        // W: the piece's elements are the packed call's; the padding keeps the marker.
+        EXPECT_TRUE(BitwiseEqual(Cut(p_out[0], kLd, 0, kPieceCols, kPieceRows), p_out[1]))
+            << what << ": CommitMatrix parameter";
+        EXPECT_FALSE(BitwiseEqual(p_out[1], p0)) << what << ": the commit changed nothing";
+        for (int64_t r = 0; r < kPieceRows; ++r) {
+          for (int64_t j = kPieceCols; j < kLd; ++j) {
+            EXPECT_EQ(p_out[0][r * kLd + j], kMarker) << what << ": padding written";
+          }
+        }
+        EXPECT_TRUE(BitwiseEqual(m_out[0], m_out[1])) << what << ": CommitMatrix momentum";
+        if (variant != Variant::kMuon) {
+          const std::vector<float> v_piece =
+              column_axis ? Cut(v_out[0], kFullCols, kColBegin, kPieceCols, 1) : v_out[0];
+          EXPECT_TRUE(BitwiseEqual(v_piece, v_out[1])) << what << ": CommitMatrix v";
+        }
+      }
+    }
+  }
+}
+
+TEST(PieceOpsTest, CpuBackendPieceCallsAreThePackedCallsOnTheRectangle) {
+  std::unique_ptr<Backend> cpu = MakeCpuBackend();
+  ASSERT_OK(cpu->Prepare({}));
+  CheckPieceOps(cpu.get(), nullptr);
+}
+
+TEST(PieceOpsTest, CudaBackendPieceCallsAreThePackedCallsOnTheRectangle) {
+  absl::StatusOr<std::unique_ptr<Backend>> cuda = MakeCudaBackend(0);
+  if (!cuda.ok()) GTEST_SKIP() << "no CUDA device: " << cuda.status().message();
+#ifdef NORMUON_WITH_CUDA
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_OK((*cuda)->Prepare({}));
+  CheckPieceOps(cuda->get(), stream);
+  cuda->reset();
+  cudaStreamDestroy(stream);
+#endif
+}
 
 TEST(CudaBackendFactoryTest, RejectsDevicesThatDoNotExist) {
   for (int device : {-1, 1 << 20}) {

@@ -51,6 +51,14 @@ class ForwardingBackend : public Backend {
   absl::Status CopyAsync(void* dst, const void* src, size_t bytes) override {
     return inner_->CopyAsync(dst, src, bytes);
   }
+  absl::Status CopyRectAsync(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                             size_t row_bytes, int64_t rows) override {
+    return inner_->CopyRectAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows);
+  }
+  absl::Status CheckFiniteRows(int32_t index, const void* grad, DType dtype, int64_t rows,
+                               int64_t cols, int64_t ld, StepControl* control) override {
+    return inner_->CheckFiniteRows(index, grad, dtype, rows, cols, ld, control);
+  }
   absl::Status NewtonSchulz(const NsBatch& b) override { return inner_->NewtonSchulz(b); }
   absl::Status RowStats(const MatrixWork& w) override { return inner_->RowStats(w); }
   absl::Status ElementSecondMoment(const MatrixWork& w) override {

@@ -39,7 +39,8 @@ ABSL_FLAG(int, tp, 1,
           "divide --ranks): attention QKV, MLP up/gate, embeddings and head split by rows over "
           "the TP ranks (column-parallel), attention output and MLP down projections by columns "
           "(row-parallel); FSDP2 rows inside each TP piece over the --ranks / --tp data-parallel "
-          "ranks; AdamW entries FSDP2 rows over all ranks. CPU backend only for --tp > 1");
+          "ranks; AdamW entries FSDP2 rows over all ranks. Both backends (CUDA column pieces: not yet "
+          "run on a GPU)");
 ABSL_FLAG(normuon_tools::run::CommKind, comm, normuon_tools::run::CommKind::kInProcess,
           "how the ranks are joined: inprocess (--ranks threads of this process) or mpi (one "
           "rank per process, started by mpirun; needs the MPI build: "
