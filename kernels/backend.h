@@ -277,8 +277,9 @@ class Backend {
 
   // The bytes of Newton-Schulz workspace Prepare(batches) holds outside Alloc (the CPU backend's
   // matrices X, A, B and, for Gram, Q, Q', R Z, and its conversion buffers), a pure function of
-  // the batches' shapes, dtypes and methods; 0 when a backend has none it counts (the CUDA
-  // backend's cuBLAS workspace is not counted). normuon_memory_required adds it.
+  // the batches' shapes, dtypes and methods (CUDA: X, A, B, the norm partials, Gram's Q, Q', R Z,
+  // its parameter indices and tile plans, and the fixed cuBLAS workspace); 0 when a backend has
+  // none. normuon_memory_required adds it.
   virtual uint64_t NsWorkspaceBytes(const std::vector<NsBatch>& batches) const { return 0; }
   // What the backend holds of that workspace now (tests compare it with the above).
   virtual uint64_t NsWorkspaceHeld() const { return 0; }

@@ -225,6 +225,44 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // What Prepare(batches) allocates for Newton-Schulz, buffer by buffer as Prepare and
+  // PrepareGramTiles do (each at least 1 byte, as Alloc), plus the fixed cuBLAS workspace.
+  uint64_t NsWorkspaceBytes(const std::vector<NsBatch>& batches) const override {
+    NsNeeds need;
+    uint64_t gram_params = 0, offsets = 0;
+    int64_t most = 0;
+    for (const NsBatch& b : batches) {
+      const NsNeeds n = NeedsOf(b);
+      need.x = std::max(need.x, n.x);
+      need.square = std::max(need.square, n.square);
+      need.partials = std::max(need.partials, n.partials);
+      need.gram_square = std::max(need.gram_square, n.gram_square);
+      if (!UsesGram(b.method, b.rows, b.cols)) continue;
+      gram_params += static_cast<uint64_t>(std::max<int64_t>(b.count, 0));
+      if (b.symmetric != SymmetricProducts::kTiles) continue;
+      const GramProductPlans p = PlanGramProducts(b.rows, b.cols, b.count,
+                                                  SymmetricTile(std::min(b.rows, b.cols)));
+      most = std::max({most, p.gram.gemms(), p.square.gemms()});
+      offsets += 3 * static_cast<uint64_t>(p.gram.gemms() + p.square.gemms());
+    }
+    auto alloc = [](uint64_t bytes) { return std::max<uint64_t>(bytes, 1); };
+    uint64_t total = kCublasWorkspaceBytes;
+    if (need.x > 0) {
+      total += alloc(need.x) + 2 * alloc(need.square) + alloc(need.partials);
+    }
+    if (need.gram_square > 0) {
+      total += 3 * alloc(need.gram_square) + alloc(gram_params * sizeof(int32_t));
+      if (offsets > 0) {
+        total += alloc(offsets * sizeof(int64_t)) +
+                 alloc(static_cast<uint64_t>(3 * most) * sizeof(void*));
+      }
+    }
+    return total;
+  }
+  uint64_t NsWorkspaceHeld() const override {
+    return ns_held_ + (cublas_workspace_ != nullptr ? kCublasWorkspaceBytes : 0);
+  }
+
   absl::Status Prepare(const std::vector<NsBatch>& batches) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     NORMUON_RETURN_IF_ERROR(WaitStep());  // the old workspaces may be in use by the last step
@@ -253,16 +291,16 @@ class CudaBackend final : public Backend {
     }
     FreeWorkspaces();
     if (need.x > 0) {
-      NORMUON_ASSIGN_OR_RETURN(ns_x_, Alloc(need.x));
-      NORMUON_ASSIGN_OR_RETURN(ns_a_, Alloc(need.square));
-      NORMUON_ASSIGN_OR_RETURN(ns_b_, Alloc(need.square));
-      NORMUON_ASSIGN_OR_RETURN(void* partials, Alloc(need.partials));
+      NORMUON_ASSIGN_OR_RETURN(ns_x_, AllocNs(need.x));
+      NORMUON_ASSIGN_OR_RETURN(ns_a_, AllocNs(need.square));
+      NORMUON_ASSIGN_OR_RETURN(ns_b_, AllocNs(need.square));
+      NORMUON_ASSIGN_OR_RETURN(void* partials, AllocNs(need.partials));
       ns_partials_ = static_cast<double*>(partials);
     }
     if (need.gram_square > 0) {
-      NORMUON_ASSIGN_OR_RETURN(ns_q_, Alloc(need.gram_square));
-      NORMUON_ASSIGN_OR_RETURN(ns_qn_, Alloc(need.gram_square));
-      NORMUON_ASSIGN_OR_RETURN(ns_rz_, Alloc(need.gram_square));
+      NORMUON_ASSIGN_OR_RETURN(ns_q_, AllocNs(need.gram_square));
+      NORMUON_ASSIGN_OR_RETURN(ns_qn_, AllocNs(need.gram_square));
+      NORMUON_ASSIGN_OR_RETURN(ns_rz_, AllocNs(need.gram_square));
       // Every Gram batch's parameter indices on the device, for the divergence check.
       std::vector<int32_t> params;
       for (const NsBatch& b : batches) {
@@ -271,7 +309,7 @@ class CudaBackend final : public Backend {
         params.insert(params.end(), b.params.begin(), b.params.end());
         params.resize(gram_params_at_[b.u] + b.count, kNoParam);
       }
-      NORMUON_ASSIGN_OR_RETURN(void* dev, Alloc(params.size() * sizeof(int32_t)));
+      NORMUON_ASSIGN_OR_RETURN(void* dev, AllocNs(params.size() * sizeof(int32_t)));
       gram_params_ = static_cast<int32_t*>(dev);
       NORMUON_RETURN_IF_ERROR(CopyFromHost(gram_params_, params.data(),
                                            params.size() * sizeof(int32_t)));
@@ -469,11 +507,11 @@ class CudaBackend final : public Backend {
       offsets.insert(offsets.end(), o.begin(), o.end());
       at.push_back({first, second});
     }
-    NORMUON_ASSIGN_OR_RETURN(void* dev, Alloc(offsets.size() * sizeof(int64_t)));
+    NORMUON_ASSIGN_OR_RETURN(void* dev, AllocNs(offsets.size() * sizeof(int64_t)));
     gram_tile_offsets_ = static_cast<int64_t*>(dev);
     NORMUON_RETURN_IF_ERROR(
         CopyFromHost(gram_tile_offsets_, offsets.data(), offsets.size() * sizeof(int64_t)));
-    NORMUON_ASSIGN_OR_RETURN(void* ptrs, Alloc(static_cast<size_t>(3 * most) * sizeof(void*)));
+    NORMUON_ASSIGN_OR_RETURN(void* ptrs, AllocNs(static_cast<size_t>(3 * most) * sizeof(void*)));
     gram_tile_pointers_ = static_cast<void**>(ptrs);
     for (size_t i = 0; i < plans.size(); ++i) {
       gram_tiles_[plans[i].first] = {
@@ -846,7 +884,15 @@ class CudaBackend final : public Backend {
     staging_bytes_ = 0;
   }
 
+  // Alloc for a Newton-Schulz workspace buffer, counted in ns_held_ (freed by FreeWorkspaces).
+  absl::StatusOr<void*> AllocNs(size_t bytes) {
+    absl::StatusOr<void*> p = Alloc(bytes);
+    if (p.ok()) ns_held_ += std::max<size_t>(bytes, 1);
+    return p;
+  }
+
   void FreeWorkspaces() {
+    ns_held_ = 0;
     cudaFree(ns_x_);
     cudaFree(ns_a_);
     cudaFree(ns_b_);
@@ -894,6 +940,7 @@ class CudaBackend final : public Backend {
   int64_t* gram_tile_offsets_ = nullptr;
   void** gram_tile_pointers_ = nullptr;
   NsNeeds capacity_;
+  uint64_t ns_held_ = 0;  // bytes of the buffers AllocNs made since the last FreeWorkspaces
   // Graph mode: the open capture, the executable graph, and the scalar staging ring.
   bool capturing_ = false;
   cudaStream_t capture_stream_ = nullptr;

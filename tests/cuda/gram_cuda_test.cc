@@ -138,6 +138,9 @@ class GramCudaTest : public ::testing::Test {
     }
     st = gpu_->Prepare({b});
     if (!st.ok()) return st;
+    // normuon_memory_required's share of the backend: what Prepare holds, to the byte.
+    EXPECT_EQ(gpu_->NsWorkspaceHeld(), gpu_->NsWorkspaceBytes({b})) << m.name << " " << rows << "x"
+                                                                     << cols << " x" << count;
     st = gpu_->NewtonSchulz(b);
     if (!st.ok()) return st;
     std::vector<uint16_t> o(m.dtype == DType::kF32 ? 0 : static_cast<size_t>(n));
