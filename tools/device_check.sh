@@ -43,7 +43,8 @@
 # A check that runs past what is left of its tier's budget is stopped (TIMEOUT); checks after it
 # in that tier are SKIPPED. Later tiers still run.
 #
-# Files under $OUT (the device tool returns at most 8): summary.txt (one line per check, then
+# Files under $OUT (the device tool returns at most 8; past 8 the end bundles all but the six
+# read first into extra.tar.gz): summary.txt (one line per check, then
 # compact tables of the benchmark results: read this first), checks.log (tiers 1 and 2),
 # bench.log (tier 3's output), ns_gpu.json, elementwise_gpu.json, step_gpu.json,
 # normuon_run.jsonl (one JSON object per normuon_run benchmark run), anchors-gpt2.json,
@@ -431,6 +432,22 @@ if [ -s "$OUT/anchors-gpt2.json" ]; then
   say ""
   say "anchors (gpt2-124m): $OUT/anchors-gpt2.json ($(wc -c <"$OUT/anchors-gpt2.json") bytes)"
 fi
+# The device tool brings back at most 8 files from $OUT: keep the summary, the logs and the
+# benchmark JSON read first as they are, and bundle the rest into one extra.tar.gz when there
+# are more than 8.
+keep=(summary.txt checks.log bench.log ns_gpu.json normuon_run.jsonl step_gpu.json)
+mapfile -t all_files < <(cd "$OUT" && find . -maxdepth 1 -type f ! -name extra.tar.gz -printf '%f\n' | sort)
+if (( ${#all_files[@]} > 8 )); then
+  rest=()
+  for f in "${all_files[@]}"; do
+    [[ " ${keep[*]} " == *" $f "* ]] || rest+=("$f")
+  done
+  if tar -C "$OUT" -czf "$OUT/extra.tar.gz" "${rest[@]}"; then
+    (cd "$OUT" && rm -f "${rest[@]}")
+    say "bundled into extra.tar.gz (the device tool returns 8 files): ${rest[*]}"
+  fi
+fi
+
 echo ""
 echo "---- $SUMMARY"
 cat "$SUMMARY"
