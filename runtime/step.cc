@@ -37,7 +37,9 @@ absl::Status Runtime::MomentumBucket(int b) {
   // A cancelled step's buckets that never became ready: their gradients may be gone, and nothing
   // of the step is kept, so their rows of U are not computed.
   if (skip_momentum_[b]) return absl::OkStatus();
-  for (int32_t k : buckets_[b].matrices) NORMUON_RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
+  for (int32_t k : buckets_[b].matrices) {
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) { return backend_->Blend(w); }));
+  }
   return absl::OkStatus();
 }
 
@@ -114,15 +116,21 @@ absl::Status Runtime::NewtonSchulzBucket(int b) {
 }
 
 absl::Status Runtime::SyncSplitV() {
-  if (layout_.vsync_floats == 0 || world_ == 1) return absl::OkStatus();
+  if (layout_.vsync_floats == 0) return absl::OkStatus();
   // Each row's v from the piece holding its column 0 (exactly one, the pieces tiling the block);
   // the other entries stay 0 from allocation, so the sum is that value exactly.
-  for (size_t k = 0; k < matrices_.size(); ++k) {
+  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
-    const MatrixWork& w = matrices_[k];
-    if (u.vsync_offset < 0 || w.row_count == 0 || u.col_begin != 0) continue;
-    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(vsync_local_ + u.vsync_offset + w.row_begin, w.v,
-                                                static_cast<size_t>(w.row_count) * 4));
+    if (u.vsync_offset < 0) continue;
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+      if (w.row_count == 0 || w.col_begin != 0) return absl::OkStatus();
+      return backend_->CopyAsync(vsync_local_ + u.vsync_offset + w.row_begin, w.v,
+                                 static_cast<size_t>(w.row_count) * 4);
+    }));
+  }
+  if (world_ == 1) {  // one rank holding a block as several column pieces: its own sum
+    return backend_->CopyAsync(vsync_total_, vsync_local_,
+                               static_cast<size_t>(layout_.vsync_floats) * 4);
   }
   timing_.AddBytes(static_cast<uint64_t>(layout_.vsync_floats) * 4,
                    static_cast<uint64_t>(layout_.vsync_floats) * 4);
@@ -131,12 +139,14 @@ absl::Status Runtime::SyncSplitV() {
 }
 
 absl::Status Runtime::TakeSplitVNew() {
-  for (size_t k = 0; k < matrices_.size(); ++k) {
+  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
-    const MatrixWork& w = matrices_[k];
-    if (u.vnew_slot < 0 || w.row_count == 0) continue;
-    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(w.v_new, slots_total_ + u.vnew_slot + w.row_begin,
-                                                static_cast<size_t>(w.row_count) * 4));
+    if (u.vnew_slot < 0) continue;
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+      if (w.row_count == 0) return absl::OkStatus();
+      return backend_->CopyAsync(w.v_new, slots_total_ + u.vnew_slot + w.row_begin,
+                                 static_cast<size_t>(w.row_count) * 4);
+    }));
   }
   return absl::OkStatus();
 }
@@ -154,7 +164,8 @@ absl::Status Runtime::RowStatsBucket(int b) {
     // Column-axis statistics, and those of rows split across column pieces, were made by the
     // owner (NewtonSchulzBucket).
     if (!matrices_[k].column_axis && !layout_.matrices[k].column_split) {
-      NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
+      NORMUON_RETURN_IF_ERROR(
+          EachPart(k, [&](const MatrixWork& w) { return backend_->RowStats(w); }));
     }
   }
   return absl::OkStatus();
@@ -484,18 +495,21 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   if (begun_by_grad_ready) timing_.Lap(-1);
   NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the finite check's start
   if (config_.check_finite) {
-    for (const MatrixWork& w : matrices_) {
+    const auto check = [&](const MatrixWork& w) -> absl::Status {
       const int64_t pc = PieceCols(w), ld = ParamLd(w);
       if (ld == pc) {
-        NORMUON_RETURN_IF_ERROR(
-            backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * pc, control_));
-      } else if (w.grad != nullptr) {  // a strided piece: row by row
-        for (int64_t r = 0; r < w.row_count; ++r) {
-          NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(
-              w.index, static_cast<const char*>(w.grad) + r * ld * SizeOf(w.grad_dtype),
-              w.grad_dtype, pc, control_));
-        }
+        return backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.row_count * pc, control_);
       }
+      if (w.grad == nullptr) return absl::OkStatus();
+      for (int64_t r = 0; r < w.row_count; ++r) {  // a strided piece: row by row
+        NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(
+            w.index, static_cast<const char*>(w.grad) + r * ld * SizeOf(w.grad_dtype),
+            w.grad_dtype, pc, control_));
+      }
+      return absl::OkStatus();
+    };
+    for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
+      NORMUON_RETURN_IF_ERROR(EachPart(k, check));
     }
     for (const AdamWWork& w : adamw_) {
       NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
@@ -566,8 +580,9 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
       for (const MatrixWork& w : matrices_) NORMUON_RETURN_IF_ERROR(backend_->FinishNorms(w));
       timing_.Lap(kStageAllReduce);
       NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageAllReduce, -1));
-      for (const MatrixWork& w : matrices_) {
-        NORMUON_RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+      for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
+        NORMUON_RETURN_IF_ERROR(EachPart(
+            k, [&](const MatrixWork& w) { return backend_->CommitMatrix(w, control_); }));
       }
       timing_.Lap(kStageUpdate);
       NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageUpdate, -1));
