@@ -16,7 +16,8 @@
  *   (NORMUON_ERROR_INVALID_ARGUMENT naming the argument) unless the function says it may be NULL.
  * - Ownership and lifetime: the library never frees and never keeps a caller's pointer past the
  *   call, with one exception: the parameter and gradient buffers of normuon_register_matrix,
- *   normuon_register_adamw and normuon_bind, which the runtime reads and writes until they are
+ *   normuon_register_adamw, normuon_bind and normuon_bind_piece (a piece's, from
+ *   normuon_param_desc_t.pieces), which the runtime reads and writes until they are
  *   rebound or the runtime is destroyed (the caller keeps them valid that long). What it needs
  *   later (names, row splits, coefficients) it copies. Handles are the library's and freed by
  *   their destroy function; strings it returns are its own (see each function for how long
@@ -55,7 +56,7 @@
  * - Matrices are row-major, rows = output neurons. A rank holds the contiguous rows
  *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding), and of a
  *   matrix optionally only the columns [col_begin, col_begin + col_count) (tensor parallel x
- *   FSDP: see normuon_param_desc_t).
+ *   FSDP), or several such rectangles (normuon_param_desc_t.pieces).
  * - Pure C99: usable from C, C++, Python ctypes, Rust.
  */
 #ifndef NORMUON_NORMUON_H_
