@@ -81,7 +81,10 @@ Result RunRanks(const std::vector<Matrix>& ms, const Options& o) {
     res.param.emplace_back(m.rows * m.cols, 0.0f);
     res.momentum.emplace_back(m.rows * m.cols, 0.0f);
     const int64_t blocks = m.num_heads > 0 ? m.num_heads : std::max<int64_t>(1, m.splits.size());
-    res.v.emplace_back(o.axis == NORMUON_NEURON_COLUMNS ? blocks * m.cols : m.rows, 0.0f);
+    res.v.emplace_back(o.variant == NORMUON_VARIANT_ADAMUON ? m.rows * m.cols
+                       : o.axis == NORMUON_NEURON_COLUMNS   ? blocks * m.cols
+                                                            : m.rows,
+                       0.0f);
   }
   std::mutex mu;
   auto rank_main = [&](int rank) {
@@ -223,15 +226,19 @@ Result RunRanks(const std::vector<Matrix>& ms, const Options& o) {
             for (int64_t b = 0; b < h.r.col_count; ++b) {
               const size_t g = static_cast<size_t>((h.r.row_begin + a) * m.cols + h.r.col_begin + b);
               res.param[i][g] = h.param[a * h.ld + b];
+              if (o.variant == NORMUON_VARIANT_ADAMUON) res.v[i][g] = v[at];  // per element
               res.momentum[i][g] = mom[at++];
             }
             for (int64_t b = h.r.col_count; b < h.ld; ++b) EXPECT_EQ(h.param[a * h.ld + b], -7.0f);
-            if (o.axis == NORMUON_NEURON_ROWS && o.variant != NORMUON_VARIANT_MUON) {
+            if (o.axis == NORMUON_NEURON_ROWS && o.variant != NORMUON_VARIANT_MUON &&
+                o.variant != NORMUON_VARIANT_ADAMUON) {
               res.v[i][h.r.row_begin + a] = v[vat++];
             }
           }
         }
-        if (o.axis == NORMUON_NEURON_ROWS && o.variant != NORMUON_VARIANT_MUON) {
+        if (o.variant == NORMUON_VARIANT_ADAMUON) {
+          EXPECT_EQ(vb, static_cast<uint64_t>(elements) * 4) << m.name;
+        } else if (o.axis == NORMUON_NEURON_ROWS && o.variant != NORMUON_VARIANT_MUON) {
           EXPECT_EQ(vb, static_cast<uint64_t>(rows) * 4) << m.name;
         }
         if (o.axis == NORMUON_NEURON_COLUMNS && vb > 0) {
@@ -316,6 +323,22 @@ TEST(MultiPiece, GqaQkvTp2xDp2MatchesOneRankForEveryScheduleAndAxis) {
       }
     }
   }
+}
+
+// AdaMuon keeps v per element: with pieces of whole rows (no column split) each piece's v lies
+// with its momentum, in piece order. (Column pieces with AdaMuon are refused at finalize.)
+TEST(MultiPiece, AdaMuonWithRowPiecesMatchesOneRank) {
+  std::vector<Matrix> ms = GqaBlock(8);
+  ms.pop_back();  // attn.out is split into column pieces
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const Result base = RunRanks(ms, one);
+  Options o = one;
+  o.world = 4;
+  o.pieces = GqaPieces;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  ExpectBitwise(ms, base, RunRanks(ms, o), "AdaMuon, row pieces");
 }
 
 // World 3: rank 0 holds three pieces (two of them column halves of one row range), rank 1 the
