@@ -92,6 +92,11 @@ ABSL_FLAG(int, tp, 1,
           "and row-parallel pieces, FSDP2 rows inside each TP piece); a case whose rank count it "
           "does not divide is skipped with that error");
 
+ABSL_FLAG(std::string, qkv_layout, "interleaved",
+          "with --tp: interleaved (Megatron's fused QKV) or separate (q, k and v blocks one after "
+          "the other: each TP rank holds three row ranges of it, registered as a list of pieces, "
+          "as normuon_run --qkv_layout=separate)");
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -115,6 +120,7 @@ std::string g_argv0;
 int g_blas_threads = 1;           // OpenBLAS's own thread count, read at start
 uint64_t g_bucket_bytes = uint64_t{32} << 20;
 int g_tp = 1;
+bool g_separate_qkv = false;
 
 // Model shape lists, loaded once (tools/models through the runfiles or $NORMUON_MODELS_DIR).
 const ModelShapes* Model(int index, std::string* error) {
@@ -219,8 +225,8 @@ class CpuStepRig {
 
   // Creates, registers and finalizes every rank, then runs one untimed step. "" on success.
   std::string SetUp() {
-    absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> layout =
-        normuon_tools::MegatronLayout(model_, g_tp, ranks_);
+    absl::StatusOr<normuon_tools::PieceLists> layout =
+        normuon_tools::MegatronPieces(model_, g_tp, ranks_, g_separate_qkv);
     if (!layout.ok()) return std::string(layout.status().message());
     layout_ = *std::move(layout);
     if (ranks_ > 1) {
@@ -297,21 +303,29 @@ class CpuStepRig {
     s.grads.resize(entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
       const ModelShape& e = entries[i];
-      const normuon::sharding::PieceRect& rows = layout_[i][r];
-      const int64_t n = rows.row_count * rows.col_count;
+      const std::vector<normuon::sharding::PieceRect>& pieces = layout_[i][r];
+      int64_t n = 0;
+      for (const normuon::sharding::PieceRect& p : pieces) n += p.row_count * p.col_count;
       s.params[i].resize(static_cast<size_t>(n));
       s.grads[i].resize(static_cast<size_t>(n));
-      for (int64_t a = 0; a < rows.row_count; ++a) {  // row by row: a piece's columns
-        const int64_t first = (rows.row_begin + a) * e.cols + rows.col_begin;
-        normuon_tools::FillNormal(s.params[i].data() + a * rows.col_count, rows.col_count, 0.02f,
-                                  1, i, 0, first);
-        normuon_tools::FillNormal(s.grads[i].data() + a * rows.col_count, rows.col_count, 1.0f, 1,
-                                  i, 1, first);
+      int64_t at = 0;  // the pieces back to back
+      for (const normuon::sharding::PieceRect& rows : pieces) {
+        for (int64_t a = 0; a < rows.row_count; ++a) {  // row by row: a piece's columns
+          const int64_t first = (rows.row_begin + a) * e.cols + rows.col_begin;
+          normuon_tools::FillNormal(s.params[i].data() + at, rows.col_count, 0.02f, 1, i, 0,
+                                    first);
+          normuon_tools::FillNormal(s.grads[i].data() + at, rows.col_count, 1.0f, 1, i, 1, first);
+          at += rows.col_count;
+        }
       }
       normuon_param_t handle;
       const absl::Status registered =
-          normuon_tools::RegisterPiece(s.rt, e, rows, n > 0 ? s.params[i].data() : nullptr,
-                                       n > 0 ? s.grads[i].data() : nullptr, &handle);
+          pieces.size() == 1
+              ? normuon_tools::RegisterPiece(s.rt, e, pieces[0],
+                                             n > 0 ? s.params[i].data() : nullptr,
+                                             n > 0 ? s.grads[i].data() : nullptr, &handle)
+              : normuon_tools::RegisterPieces(s.rt, e, pieces, s.params[i].data(),
+                                              s.grads[i].data(), &handle);
       if (!registered.ok()) {
         s.error = RankError(r, registered);
         return;
@@ -337,7 +351,7 @@ class CpuStepRig {
   const ModelShapes& model_;
   const int ranks_;
   const normuon_schedule_t schedule_;
-  std::vector<std::vector<normuon::sharding::PieceRect>> layout_;  // [entry][rank]
+  normuon_tools::PieceLists layout_;  // [entry][rank][piece]
   RankPool pool_;
   std::vector<RankState> states_;
   std::vector<normuon_comm_t> comms_;
@@ -666,6 +680,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   benchmark::AddCustomContext("tp", absl::StrCat(g_tp));
+  const std::string qkv_layout = absl::GetFlag(FLAGS_qkv_layout);
+  if (qkv_layout != "interleaved" && qkv_layout != "separate") {
+    std::fprintf(stderr, "step_bench: --qkv_layout = '%s': expected interleaved or separate\n",
+                 qkv_layout.c_str());
+    return 1;
+  }
+  g_separate_qkv = qkv_layout == "separate";
+  benchmark::AddCustomContext("qkv_layout", qkv_layout);
 
   benchmark::AddCustomContext("cpu_cores", absl::StrCat(std::thread::hardware_concurrency()));
   benchmark::AddCustomContext("openblas_threads", absl::StrCat(g_blas_threads));

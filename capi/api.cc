@@ -208,6 +208,12 @@ normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param, void*
   return normuon::WithRuntime(rt, [&](Runtime& r) { return r.Bind(param, param_ptr, grad_ptr); });
 }
 
+normuon_status_t normuon_bind_piece(normuon_runtime_t rt, normuon_param_t param, int32_t piece,
+                                    void* param_ptr, const void* grad_ptr) {
+  return normuon::WithRuntime(
+      rt, [&](Runtime& r) { return r.BindPiece(param, piece, param_ptr, grad_ptr); });
+}
+
 normuon_status_t normuon_grad_ready(normuon_runtime_t rt, const normuon_param_t* params,
                                     int32_t count, void* stream) {
   return normuon::WithRuntime(rt,
@@ -309,8 +315,9 @@ normuon_status_t normuon_param_state_size(const normuon_config_t* config,
         kind_of, *d, {NORMUON_GROUP_NORMUON, NORMUON_GROUP_ADAMW});
     if (!spec.ok()) return spec.status();
     absl::StatusOr<uint64_t> size =
-        normuon::StateBytes(kind_of, c->variant, c->neuron_axis, spec->row_count, spec->cols,
-                            static_cast<int64_t>(spec->splits.size()), kind, spec->col_count);
+        normuon::StateBytesLocal(kind_of, c->variant, c->neuron_axis, spec->cols,
+                                 static_cast<int64_t>(spec->splits.size()),
+                                 normuon::LocalRows(*spec), normuon::LocalElements(*spec), kind);
     if (!size.ok()) return size.status();
     *bytes = *size;
     return absl::OkStatus();

@@ -103,6 +103,8 @@ inline constexpr StructField kParamDescFields[] = {
     NORMUON_F_(normuon_param_desc_t, col_begin),
     NORMUON_F_(normuon_param_desc_t, col_count),
     NORMUON_F_(normuon_param_desc_t, ld),
+    NORMUON_F_(normuon_param_desc_t, pieces),
+    NORMUON_F_(normuon_param_desc_t, num_pieces),
 };
 inline constexpr StructLayout kParamDescLayout = {
     "desc", "normuon_param_desc_t", "normuon_param_desc_init",

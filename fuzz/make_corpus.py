@@ -226,8 +226,8 @@ def shard_seeds():
 # ---------------------------------------------------------------- tilings
 
 def tiling_seeds():
-    def free(rows, cols, pieces):
-        out = u8(0) + shape_int(rows) + shape_int(cols) + u8(len(pieces))
+    def free(rows, cols, pieces, mode=0):
+        out = u8(mode) + shape_int(rows) + shape_int(cols) + u8(len(pieces))
         for rank, rb, rc, cb, cc in pieces:
             out += u8(rank) + shape_int(rb) + shape_int(rc) + shape_int(cb) + shape_int(cc)
         return out
@@ -249,6 +249,13 @@ def tiling_seeds():
     write("tiling_fuzz", "mesh_edit_col_count.bin", mesh(12, 12, 2, 2, 1, 0, 0, 4, 1, 1))
     write("tiling_fuzz", "mesh_drop_piece.bin", mesh(12, 12, 4, 1, 0, 1, 3, 5, 2, 0))
     write("tiling_fuzz", "mesh_duplicate_piece.bin", mesh(12, 12, 2, 2, 0, 0, 0, 6, 3, 0))
+    # Several pieces per rank with their indices (normuon_param_desc_t.pieces): a GQA QKV whose
+    # TP ranks hold q, k and v rows; then two pieces of one rank overlapping each other.
+    write("tiling_fuzz", "pieces_gqa_qkv.bin",
+          free(16, 4, [(0, 0, 4, 0, 4), (0, 8, 2, 0, 4), (0, 12, 2, 0, 4),
+                       (1, 4, 4, 0, 4), (1, 10, 2, 0, 4), (1, 14, 2, 0, 4)], mode=2))
+    write("tiling_fuzz", "pieces_same_rank_overlap.bin",
+          free(8, 6, [(0, 0, 8, 0, 3), (1, 0, 5, 3, 3), (1, 4, 4, 3, 3)], mode=2))
 
 
 # ---------------------------------------------------------------- C API descriptors

@@ -4,7 +4,9 @@
 //
 // Input (fuzz_input.h): u8 mode, then
 //   mode bit 0 clear: ShapeInt rows, ShapeInt cols, u8 n (value % 9) pieces, each u8 rank (value % 8) and ShapeInt row_begin,
-//     row_count, col_begin, col_count;
+//     row_count, col_begin, col_count; with mode bit 1 set each piece carries its index among its
+//     rank's pieces (a rank listing several pieces: normuon_param_desc_t.pieces), which the
+//     messages must name;
 //   mode bit 0 set: u64 rows, u64 cols, and a TP x DP mesh (Megatron, FSDP2 rows inside each TP
 //     piece) built here on rows % 64 + 1 x cols % 64 + 1: u8 tp (1 + value % 4), u8 dp (1 + value % 4), u8 axis (bit
 //     0: TP splits columns, else rows), u8 ragged (bit 0: uneven TP cuts), u8 cut seed, then u8
@@ -84,13 +86,14 @@ void Check(const MatrixShape& shape, const std::vector<RankPiece>& pieces, bool 
     const PieceRect& r = p.rect;
     const bool rows_ok = ModelAxisOk(r.row_begin, r.row_count, shape.rows);
     const bool cols_ok = ModelAxisOk(r.col_begin, r.col_count, shape.cols);
-    const absl::Status local = ValidateLocalPiece(shape, r, p.rank);
+    const absl::Status local = ValidateLocalPiece(shape, r, p.rank, p.piece);
     FUZZ_CHECK(local.ok() == (rows_ok && cols_ok));
     if (!local.ok()) {
       const std::string m(local.message());
       FUZZ_CHECK(Contains(m, "row_begin") || Contains(m, "row_count") ||
                  Contains(m, "col_begin") || Contains(m, "col_count"));
       FUZZ_CHECK(Contains(m, absl::StrCat("rank ", p.rank)));
+      if (p.piece >= 0) FUZZ_CHECK(Contains(m, absl::StrCat("piece ", p.piece)));
     }
     fields_ok = fields_ok && rows_ok && cols_ok;
   }
@@ -129,8 +132,7 @@ void Check(const MatrixShape& shape, const std::vector<RankPiece>& pieces, bool 
         // The two pieces named both hold the element.
         int named = 0;
         for (int p : holders) {
-          const std::string who = absl::StrCat("rank ", pieces[p].rank, "'s piece ",
-                                               DescribeRect(pieces[p].rect));
+          const std::string who = DescribeRankPiece(pieces[p]);
           if (Contains(m, who)) ++named;
         }
         FUZZ_CHECK(named >= 1);
@@ -191,13 +193,15 @@ void MeshMode(FuzzInput& in) {
   Check(shape, pieces, /*must_pass=*/false);
 }
 
-void FreeMode(FuzzInput& in) {
+void FreeMode(FuzzInput& in, bool indexed) {
   MatrixShape shape{"w", in.ShapeInt(), in.ShapeInt()};
   const int n = in.U8() % 9;
   std::vector<RankPiece> pieces;
+  int listed[8] = {0};  // pieces per rank so far
   for (int i = 0; i < n; ++i) {
     RankPiece p;
     p.rank = in.U8() % 8;
+    if (indexed) p.piece = listed[p.rank]++;
     p.rect.row_begin = in.ShapeInt();
     p.rect.row_count = in.ShapeInt();
     p.rect.col_begin = in.ShapeInt();
@@ -211,10 +215,11 @@ void FreeMode(FuzzInput& in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
-  if (in.U8() & 1) {
+  const uint8_t mode = in.U8();
+  if (mode & 1) {
     MeshMode(in);
   } else {
-    FreeMode(in);
+    FreeMode(in, (mode & 2) != 0);
   }
   return 0;
 }

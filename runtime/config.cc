@@ -260,6 +260,84 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const normuon_config_t& in, const C
   return r;
 }
 
+namespace {
+
+// desc.pieces (normuon.h, "Several pieces on one rank"): the desc's own piece fields left at
+// their defaults, every rectangle in range, resolved into *out (empty when num_pieces is 0).
+absl::Status ValidatePieces(ParamKind kind, const normuon_param_desc_t& d, const std::string& who,
+                            std::vector<PieceSpec>* out) {
+  if (d.num_pieces == 0) return absl::OkStatus();
+  if (d.num_pieces < 0) {
+    return Invalid(absl::StrCat(who, ": desc.num_pieces = ", d.num_pieces, " must be >= 0"));
+  }
+  if (kind != ParamKind::kMatrix) {
+    return Invalid(absl::StrCat(who, ": desc.pieces is for matrices; an AdamW parameter is held "
+                                "as whole rows (num_pieces must be 0)"));
+  }
+  if (d.pieces == nullptr) {
+    return Invalid(absl::StrCat(who, ": desc.pieces is NULL with desc.num_pieces = ",
+                                d.num_pieces));
+  }
+  // The desc's own piece must stay unset: the list is the whole truth.
+  const std::pair<const char*, bool> unset[] = {
+      {"row_begin", d.row_begin != 0}, {"row_count", d.row_count != 0},
+      {"col_begin", d.col_begin != 0}, {"col_count", d.col_count != 0},
+      {"ld", d.ld != 0},               {"param", d.param != nullptr},
+      {"grad", d.grad != nullptr}};
+  for (const auto& [field, set] : unset) {
+    if (set) {
+      return Invalid(absl::StrCat(who, ": desc.", field, " is set together with desc.pieces (",
+                                  d.num_pieces, " pieces): with pieces, give each piece's "
+                                  "rectangle and buffers in desc.pieces and leave desc.", field,
+                                  " 0"));
+    }
+  }
+  for (int32_t i = 0; i < d.num_pieces; ++i) {
+    const normuon_piece_t& q = d.pieces[i];
+    const std::string at = absl::StrCat(who, ": desc.pieces[", i, "].");
+    if (q.row_begin < 0 || q.row_begin > d.rows) {
+      return Invalid(absl::StrCat(at, "row_begin = ", q.row_begin, " is outside [0, ", d.rows,
+                                  "]"));
+    }
+    if (q.row_count < 0 || q.row_count > d.rows - q.row_begin) {
+      return Invalid(absl::StrCat(at, "row_count = ", q.row_count, " with row_begin ",
+                                  q.row_begin, " does not fit in ", d.rows, " rows"));
+    }
+    if (q.col_begin < 0 || q.col_begin > d.cols) {
+      return Invalid(absl::StrCat(at, "col_begin = ", q.col_begin, " is outside [0, ", d.cols,
+                                  "]"));
+    }
+    if (q.col_count < 0 || q.col_count > d.cols - q.col_begin) {
+      return Invalid(absl::StrCat(at, "col_count = ", q.col_count, " with col_begin ",
+                                  q.col_begin, " does not fit in ", d.cols, " cols"));
+    }
+    if (q.col_count == 0 && q.col_begin != 0) {
+      return Invalid(absl::StrCat(at, "col_begin = ", q.col_begin,
+                                  " with col_count = 0 (every column): give col_count too"));
+    }
+    PieceSpec p;
+    p.row_begin = q.row_begin;
+    p.row_count = q.row_count;
+    p.col_begin = q.col_count == 0 ? 0 : q.col_begin;
+    p.col_count = q.col_count == 0 ? d.cols : q.col_count;
+    if (q.ld < 0 || (q.ld != 0 && q.ld < p.col_count)) {
+      return Invalid(absl::StrCat(at, "ld = ", q.ld, " must be 0 (= the piece's ", p.col_count,
+                                  " columns) or >= it"));
+    }
+    p.ld = q.ld == 0 ? p.col_count : q.ld;
+    if (p.row_count > 0 && p.ld > kMaxElements / p.row_count) {
+      return Invalid(absl::StrCat(at, "ld x row_count = ", p.ld, " x ", p.row_count,
+                                  " is too large (limit 2^40 elements)"));
+    }
+    p.param = q.param;
+    p.grad = q.grad;
+    out->push_back(p);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_desc_t& d,
                                             const std::vector<normuon_group_kind_t>& group_kinds) {
   const char* what = kind == ParamKind::kMatrix ? "register_matrix" : "register_adamw";
@@ -371,6 +449,8 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
     splits.assign(static_cast<size_t>(d.num_heads), d.rows / d.num_heads);
   }
   if (splits.empty()) splits.push_back(d.rows);
+  std::vector<PieceSpec> pieces;
+  NORMUON_RETURN_IF_ERROR(ValidatePieces(kind, d, who, &pieces));
   ParamSpec p;
   p.kind = kind;
   p.name = name;
@@ -388,7 +468,26 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
   p.grad = d.grad;
   p.grad_dtype = static_cast<DType>(d.grad_dtype);
   p.group = d.group;
+  p.pieces = std::move(pieces);
+  if (!p.pieces.empty()) p.columns_given = true;  // the records carry each piece's columns
   return p;
+}
+
+std::vector<PieceSpec> PiecesOf(const ParamSpec& p) {
+  if (!p.pieces.empty()) return p.pieces;
+  return {PieceSpec{p.row_begin, p.row_count, p.col_begin, p.col_count, p.ld, p.param, p.grad}};
+}
+
+int64_t LocalRows(const ParamSpec& p) {
+  int64_t rows = 0;
+  for (const PieceSpec& q : PiecesOf(p)) rows += q.row_count;
+  return rows;
+}
+
+int64_t LocalElements(const ParamSpec& p) {
+  int64_t elements = 0;
+  for (const PieceSpec& q : PiecesOf(p)) elements += q.row_count * q.col_count;
+  return elements;
 }
 
 double ShapeFactor(normuon_variant_t variant, normuon_lr_adjust_t adjust, int64_t rows,

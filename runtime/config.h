@@ -48,6 +48,14 @@ absl::Status ValidateGroup(const normuon_group_desc_t& group, absl::string_view 
 absl::Status ValidateLrAndWeightDecay(float lr, float weight_decay);
 
 // A registration as the runtime keeps it, after ValidateParamDesc.
+// One rectangle of a matrix on this rank (normuon_piece_t), resolved: col_count and ld as
+// ParamSpec's (every column: col_begin 0, col_count = cols; ld >= col_count).
+struct PieceSpec {
+  int64_t row_begin = 0, row_count = 0, col_begin = 0, col_count = 0, ld = 0;
+  void* param = nullptr;
+  const void* grad = nullptr;
+};
+
 struct ParamSpec {
   ParamKind kind = ParamKind::kMatrix;
   std::string name;
@@ -64,7 +72,19 @@ struct ParamSpec {
   DType grad_dtype = DType::kF32;
   int32_t group = 0;
   std::vector<int64_t> splits;  // row blocks (matrices); one block of `rows` when not split
+  // desc.pieces (several rectangles on this rank), in the caller's order; empty: the one piece
+  // of the fields above. With pieces, the fields above describe no piece (row_count 0, every
+  // column, null pointers) and `pieces` is the whole truth.
+  std::vector<PieceSpec> pieces;
 };
+
+// The pieces of a parameter on this rank: `pieces`, or the one piece of the fields (which may
+// hold no row).
+std::vector<PieceSpec> PiecesOf(const ParamSpec& p);
+// The rows and the elements this rank holds of a parameter (summed over its pieces): what its
+// state is sized by.
+int64_t LocalRows(const ParamSpec& p);
+int64_t LocalElements(const ParamSpec& p);
 
 // Checks a descriptor on its own (shape, rows, dtypes, group and its kind, row splits):
 // `group_kinds` lists the kind of every group that exists. What needs the other registrations

@@ -87,11 +87,12 @@ absl::Status Runtime::SetGroupLr(int32_t group, float lr, float weight_decay) {
   return absl::OkStatus();
 }
 
-absl::Status Runtime::ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr) {
-  const std::string who = absl::StrCat("parameter '", p.name, "'");
-  if (p.row_count == 0) return absl::OkStatus();  // no rows here: pointers are not used
+absl::Status Runtime::ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr,
+                                       int64_t rows, const std::string& what) {
+  const std::string who = absl::StrCat("parameter '", p.name, "'", what);
+  if (rows == 0) return absl::OkStatus();  // no rows here: pointers are not used
   if (param_ptr == nullptr) {
-    return Invalid(absl::StrCat(who, ": param is null but this rank holds ", p.row_count, " rows"));
+    return Invalid(absl::StrCat(who, ": param is null but this rank holds ", rows, " rows"));
   }
   const size_t pa = SizeOf(p.param_dtype), ga = SizeOf(p.grad_dtype);
   if (reinterpret_cast<uintptr_t>(param_ptr) % pa != 0) {
@@ -120,9 +121,19 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
       return Invalid(absl::StrCat("desc.name: parameter '", spec.name, "' is already registered"));
     }
   }
+  if (config_.backend != NORMUON_BACKEND_CPU && !spec.pieces.empty()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "parameter '", spec.name, "': desc.num_pieces = ", spec.pieces.size(),
+        ": several pieces on one rank run on the CPU backend only in this version"));
+  }
   Param p;
   static_cast<ParamSpec&>(p) = std::move(spec);
   NORMUON_RETURN_IF_ERROR(ValidatePointers(p, p.param, p.grad));
+  for (size_t j = 0; j < p.pieces.size(); ++j) {
+    const PieceSpec& q = p.pieces[j];
+    NORMUON_RETURN_IF_ERROR(ValidatePointers(p, q.param, q.grad, q.row_count,
+                                             absl::StrCat(", desc.pieces[", j, "]")));
+  }
   params_.push_back(std::move(p));
   return static_cast<int32_t>(params_.size() - 1);
 }
@@ -144,8 +155,8 @@ absl::Status Runtime::CheckParam(int32_t param) const {
 }
 
 uint64_t Runtime::SecondStateCount(const Param& p) const {
-  return StateFloatsOf(p.kind, config_.variant, config_.neuron_axis, p.row_count, p.cols,
-                       static_cast<int64_t>(p.splits.size()), p.col_count)
+  return StateFloatsOfLocal(p.kind, config_.variant, config_.neuron_axis, p.cols,
+                            static_cast<int64_t>(p.splits.size()), LocalRows(p), LocalElements(p))
       .state_second;
 }
 
@@ -157,6 +168,9 @@ absl::StatusOr<StepLayout> Runtime::Layout(std::vector<char> column_split) const
     lp.col_begin = p.col_begin;
     lp.col_count = p.col_count;
     lp.columns_given = p.columns_given;
+    for (const PieceSpec& q : p.pieces) {
+      lp.pieces.push_back({q.row_begin, q.row_count, q.col_begin, q.col_count});
+    }
     params.push_back(std::move(lp));
   }
   LayoutOptions o;
@@ -249,30 +263,56 @@ absl::Status Runtime::ExchangeHostBytes(const std::vector<P2p>& sends,
 }
 
 absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> Runtime::AgreeOnRegistrations(
-    const StepLayout& layout) {
-  const std::string mine = sharding::EncodeRegistration(layout.records);
+    const StepLayout& layout, std::vector<std::vector<sharding::RankPiece>>* extra,
+    std::vector<std::vector<sharding::RankPiece>>* every) {
+  const std::string mine = sharding::EncodeRegistration(layout.records, layout.extra_records);
   // Headers first (fixed size): the record counts must agree before the records can be
-  // gathered as equal-sized blocks.
+  // gathered; the extra pieces' counts may differ, so every encoding is padded to the longest.
   const size_t hb = sharding::kRegistrationHeaderBytes;
   std::string headers(hb * world_, '\0');
   NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), headers.data(), hb));
   std::vector<std::string> per_rank(world_);
   for (int r = 0; r < world_; ++r) per_rank[r] = headers.substr(r * hb, hb);
   NORMUON_RETURN_IF_ERROR(sharding::CheckRegistrationHeadersAgree(per_rank));
-  std::string all(mine.size() * world_, '\0');
-  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size()));
-  for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * mine.size(), mine.size());
+  std::vector<size_t> lengths(world_);
+  size_t longest = 0;
+  for (int r = 0; r < world_; ++r) {
+    NORMUON_ASSIGN_OR_RETURN(const uint64_t n, sharding::EncodedRegistrationBytes(per_rank[r]));
+    lengths[r] = static_cast<size_t>(n);
+    longest = std::max(longest, lengths[r]);
+  }
+  std::string padded = mine;
+  padded.resize(longest, '\0');
+  std::string all(longest * world_, '\0');
+  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(padded.data(), all.data(), longest));
+  for (int r = 0; r < world_; ++r) per_rank[r] = all.substr(r * longest, lengths[r]);
   NORMUON_RETURN_IF_ERROR(sharding::CheckRegistrationsAgree(per_rank));
   const size_t nmat = layout.matrix_records.size();
   std::vector<std::vector<sharding::PieceRect>> pieces(
       nmat, std::vector<sharding::PieceRect>(world_));
+  extra->assign(nmat, {});
+  every->assign(nmat, {});
+  std::vector<int32_t> matrix_of(layout.records.size(), -1);  // record index -> matrix k
+  for (size_t k = 0; k < nmat; ++k) matrix_of[layout.matrix_records[k]] = static_cast<int32_t>(k);
+  bool any_extra = false;
   for (int r = 0; r < world_; ++r) {
     NORMUON_ASSIGN_OR_RETURN(std::vector<sharding::DecodedRecord> decoded,
                              sharding::DecodeRegistration(per_rank[r]));
     for (size_t k = 0; k < nmat; ++k) {
-      pieces[k][r] = sharding::RecordPiece(decoded[layout.matrix_records[k]].record);
+      const sharding::RegistrationRecord& x = decoded[layout.matrix_records[k]].record;
+      pieces[k][r] = sharding::RecordPiece(x);
+      (*every)[k].push_back(sharding::RankPiece{r, pieces[k][r], x.piece});
+    }
+    for (size_t e = layout.records.size(); e < decoded.size(); ++e) {
+      const sharding::RegistrationRecord& x = decoded[e].record;
+      const int32_t k = matrix_of[static_cast<size_t>(x.extra_of)];
+      if (k < 0) return absl::InternalError("finalize: an extra piece of an AdamW parameter");
+      (*extra)[k].push_back(sharding::RankPiece{r, sharding::RecordPiece(x), x.piece});
+      (*every)[k].push_back((*extra)[k].back());
+      any_extra = true;
     }
   }
+  if (!any_extra) extra->clear();
   return pieces;
 }
 
@@ -304,14 +344,16 @@ absl::Status Runtime::Wire() {
   NORMUON_ASSIGN_OR_RETURN(layout_, Layout());
   // Every rank must agree on what was registered (blocks included), and the rows of every unit
   // must be covered exactly; CheckRegistrationsAgree checks both.
-  NORMUON_ASSIGN_OR_RETURN(auto pieces, AgreeOnRegistrations(layout_));
+  std::vector<std::vector<sharding::RankPiece>> extra;
+  NORMUON_ASSIGN_OR_RETURN(auto pieces, AgreeOnRegistrations(layout_, &extra, &pieces_of_));
   // Two-dimensional pieces: a block is column-split when any rank holds less than all its
   // columns; every rank decides from the same records, and the layout is remade with the verdict
   // (its slot and v all-reduce lengths must be the same on every rank).
   std::vector<char> column_split(pieces.size(), 0);
   bool any_split = false;
   for (size_t k = 0; k < pieces.size(); ++k) {
-    for (const sharding::PieceRect& r : pieces[k]) {
+    for (const sharding::RankPiece& q : pieces_of_[k]) {
+      const sharding::PieceRect& r = q.rect;
       if (r.row_count > 0 && r.col_count > 0 && r.col_count < layout_.shapes[k].cols) {
         column_split[k] = 1;
         any_split = true;
@@ -337,14 +379,14 @@ absl::Status Runtime::Wire() {
   slots_local_ = buffers.Take<float>(BufferRole::kSlotsLocal);
   // One rank: its slots are the complete ones.
   slots_total_ = world_ > 1 ? buffers.Take<float>(BufferRole::kSlotsTotal) : slots_local_;
-  NORMUON_RETURN_IF_ERROR(WireBuckets(pieces, buffers));
+  NORMUON_RETURN_IF_ERROR(WireBuckets(pieces, extra, buffers));
   WireMatrices(buffers);
   WireAdamW(buffers);
   if (layout_.vsync_floats > 0) {
     vsync_local_ = buffers.Take<float>(BufferRole::kVSyncLocal);
     vsync_total_ = buffers.Take<float>(BufferRole::kVSyncTotal);
   }
-  NORMUON_RETURN_IF_ERROR(WireElementV(pieces, buffers));
+  NORMUON_RETURN_IF_ERROR(WireElementV(pieces, extra, buffers));
   if (!buffers.Done()) {
     return absl::InternalError("finalize: the wiring does not follow the step layout's buffers");
   }
@@ -378,6 +420,8 @@ void Runtime::Unwire() {
   allocated_bytes_ = 0;
   buckets_.clear();
   matrices_.clear();
+  more_parts_.clear();
+  pieces_of_.clear();
   adamw_.clear();
   batches_.clear();
   owner_u_.clear();
@@ -401,11 +445,13 @@ void Runtime::Unwire() {
 // Per bucket: its segment plan from every rank's rows, its message buffers, one region per peer
 // as the plan lays them out, and the owner's U and O per batch.
 absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                                  const std::vector<std::vector<sharding::RankPiece>>& extra,
                                   BufferCursor& buffers) {
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
   sharding::PlanInputs in;
   in.shapes = layout_.shapes;
   in.pieces = pieces;
+  in.extra_pieces = extra;
   in.world = world_;
   in.rank = rank_;
   in.wire_bytes_per_element = ns;
@@ -481,9 +527,25 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceR
   return absl::OkStatus();
 }
 
+void Runtime::PointPart(int32_t k, size_t j, MatrixWork* w) const {
+  const UnitPart& part = layout_.matrices[k].parts[j];
+  const Param& p = params_[layout_.matrices[k].param];
+  const PieceSpec q = p.pieces.empty() ? PieceSpec{p.row_begin, p.row_count, p.col_begin,
+                                                   p.col_count, p.ld, p.param, p.grad}
+                                       : p.pieces[part.piece];
+  w->ld = q.ld;
+  w->param = part.mine.row_count > 0 || p.pieces.empty()
+                 ? OffsetRows(q.param, part.piece_row, q.ld, p.param_dtype)
+                 : nullptr;
+  w->grad = part.mine.row_count > 0 || p.pieces.empty()
+                ? OffsetRows(q.grad, part.piece_row, q.ld, p.grad_dtype)
+                : nullptr;
+}
+
 void Runtime::WireMatrices(BufferCursor& buffers) {
   const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
   const bool column_axis = config_.neuron_axis == NORMUON_NEURON_COLUMNS;
+  more_parts_.assign(layout_.matrices.size(), {});
   for (int32_t k = 0; k < static_cast<int32_t>(layout_.matrices.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
     Param& p = params_[u.param];
@@ -494,54 +556,65 @@ void Runtime::WireMatrices(BufferCursor& buffers) {
       p.work = k;
     }
     p.blocks.push_back(k);
-    MatrixWork w;
-    w.index = u.param;
-    w.rows = u.rows;
-    w.cols = u.cols;
-    w.row_begin = u.mine.row_begin;
-    w.row_count = u.mine.row_count;
-    // The piece's columns; param and grad step p.ld elements per row (p.cols for whole rows).
-    w.col_begin = p.col_begin;
-    w.col_count = p.col_count;
-    w.ld = p.ld;
-    w.param = OffsetRows(p.param, u.local_row, p.ld, p.param_dtype);
-    w.param_dtype = p.param_dtype;
-    w.grad = OffsetRows(p.grad, u.local_row, p.ld, p.grad_dtype);
-    w.grad_dtype = p.grad_dtype;
-    w.momentum = p.momentum + u.local_row * p.col_count;
-    w.v = p.second + u.v_offset;
-    w.v_new = p.v_new + u.v_offset;
-    // This rank's rows of U are written where they travel from: inside the owner's full buffer
-    // when this rank owns the matrix, else into the message to the owner. O comes back to the
-    // same place.
-    // A column piece owned here is written into the full U at its place (rows of p.cols).
-    char* rows_at = nullptr;
-    if (u.owner == rank_) {
-      const int64_t at = (w.row_begin * p.cols + p.col_begin) * ns;
-      rows_at = owner_u_[k] + at;
-      w.o_rows = owner_o_[k] + at;
-      w.u_ld = p.cols;
-    } else {
-      const Bucket& bucket = buckets_[u.bucket];
-      for (const sharding::Segment& seg : bucket.plan.gather_sends[u.owner]) {
-        if (seg.matrix == k) rows_at = bucket.send_buf + bucket.send_offset[u.owner] + seg.offset;
+    float* scale = buffers.Take<float>(BufferRole::kScale);
+    for (size_t j = 0; j < u.parts.size(); ++j) {
+      const UnitPart& part = u.parts[j];
+      MatrixWork w;
+      w.index = u.param;
+      w.rows = u.rows;
+      w.cols = u.cols;
+      w.row_begin = part.mine.row_begin;
+      w.row_count = part.mine.row_count;
+      // The part's columns; param and grad step its piece's ld elements per row (p.cols for
+      // whole rows).
+      w.col_begin = part.col_begin;
+      w.col_count = part.col_count;
+      PointPart(k, j, &w);
+      w.param_dtype = p.param_dtype;
+      w.grad_dtype = p.grad_dtype;
+      w.momentum = p.momentum + part.state_offset;
+      w.v = p.second + part.v_offset;
+      w.v_new = p.v_new + part.v_offset;
+      // This rank's rows of U are written where they travel from: inside the owner's full
+      // buffer when this rank owns the matrix, else into the message to the owner. O comes back
+      // to the same place. A column piece owned here is written into the full U at its place
+      // (rows of p.cols).
+      char* rows_at = nullptr;
+      if (u.owner == rank_) {
+        const int64_t at = (w.row_begin * p.cols + part.col_begin) * ns;
+        rows_at = owner_u_[k] + at;
+        w.o_rows = owner_o_[k] + at;
+        w.u_ld = p.cols;
+      } else if (part.mine.row_count > 0) {
+        const bool whole = part.col_begin == 0 && part.col_count == u.cols;
+        const Bucket& bucket = buckets_[u.bucket];
+        for (const sharding::Segment& seg : bucket.plan.gather_sends[u.owner]) {
+          if (seg.matrix == k && seg.row_begin == part.mine.row_begin &&
+              (whole ? seg.col_count == 0 : seg.col_begin == part.col_begin)) {
+            rows_at = bucket.send_buf + bucket.send_offset[u.owner] + seg.offset;
+          }
+        }
+        w.o_rows = rows_at;
       }
-      w.o_rows = rows_at;
+      w.u_rows = rows_at;
+      w.row_slots = slots_local_ + u.slot_offset;
+      w.row_slots_total = slots_total_ + u.slot_offset;
+      w.column_axis = column_axis;
+      w.scale = scale;
+      w.scalars = dev_scalars_ + p.group;
+      w.variant = static_cast<Variant>(config_.variant);
+      w.nesterov = config_.nesterov != 0;
+      w.ns_dtype = ns_dtype_;
+      w.shape_factor =
+          static_cast<float>(ShapeFactor(config_.variant, config_.lr_adjust, w.rows, w.cols));
+      w.cautious_wd = config_.cautious_weight_decay != 0;
+      w.control = control_;
+      if (j == 0) {
+        matrices_.push_back(w);
+      } else {
+        more_parts_[k].push_back(w);
+      }
     }
-    w.u_rows = rows_at;
-    w.row_slots = slots_local_ + u.slot_offset;
-    w.row_slots_total = slots_total_ + u.slot_offset;
-    w.column_axis = column_axis;
-    w.scale = buffers.Take<float>(BufferRole::kScale);
-    w.scalars = dev_scalars_ + p.group;
-    w.variant = static_cast<Variant>(config_.variant);
-    w.nesterov = config_.nesterov != 0;
-    w.ns_dtype = ns_dtype_;
-    w.shape_factor =
-        static_cast<float>(ShapeFactor(config_.variant, config_.lr_adjust, w.rows, w.cols));
-    w.cautious_wd = config_.cautious_weight_decay != 0;
-    w.control = control_;
-    matrices_.push_back(w);
   }
 }
 
@@ -549,13 +622,15 @@ void Runtime::WireMatrices(BufferCursor& buffers) {
 // elements (the v pieces travel as the U pieces do, to the same owners), its message buffers and
 // exchange lists; then each owned block's whole v, and where each piece of v goes.
 absl::Status Runtime::WireElementV(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                                   const std::vector<std::vector<sharding::RankPiece>>& extra,
                                    BufferCursor& buffers) {
   const size_t nmat = layout_.matrices.size();
   owner_v_.assign(nmat, nullptr);
-  v_out_.assign(nmat, nullptr);
+  v_out_.assign(nmat, {});
   sharding::PlanInputs in;
   in.shapes = layout_.shapes;
   in.pieces = pieces;
+  in.extra_pieces = extra;
   in.world = world_;
   in.rank = rank_;
   in.wire_bytes_per_element = 4;
@@ -599,20 +674,29 @@ absl::Status Runtime::WireElementV(const std::vector<std::vector<sharding::Piece
   }
   for (size_t k = 0; k < nmat; ++k) {
     const MatrixUnit& u = layout_.matrices[k];
-    const MatrixWork& w = matrices_[k];
-    if (!u.element_v_split || w.row_count == 0) continue;
-    if (u.owner == rank_) {
-      v_out_[k] = owner_v_[k] + w.row_begin * w.cols + w.col_begin;
-      continue;
-    }
-    const Bucket& b = buckets_[u.bucket];
-    for (const sharding::Segment& seg : b.vplan.gather_sends[u.owner]) {
-      if (seg.matrix == static_cast<int>(k)) {
-        v_out_[k] = reinterpret_cast<float*>(b.vsend_buf + b.vsend_offset[u.owner] + seg.offset);
+    if (!u.element_v_split) continue;
+    v_out_[k].assign(u.parts.size(), nullptr);
+    for (size_t j = 0; j < u.parts.size(); ++j) {
+      const UnitPart& part = u.parts[j];
+      if (part.mine.row_count == 0) continue;
+      if (u.owner == rank_) {
+        v_out_[k][j] = owner_v_[k] + part.mine.row_begin * u.cols + part.col_begin;
+        continue;
       }
-    }
-    if (v_out_[k] == nullptr) {
-      return absl::InternalError(absl::StrCat("finalize: no v message segment for '", u.name, "'"));
+      // The part's segment of the v message, found as WireMatrices finds its U segment.
+      const bool whole = part.col_begin == 0 && part.col_count == u.cols;
+      const Bucket& b = buckets_[u.bucket];
+      for (const sharding::Segment& seg : b.vplan.gather_sends[u.owner]) {
+        if (seg.matrix == static_cast<int>(k) && seg.row_begin == part.mine.row_begin &&
+            (whole ? seg.col_count == 0 : seg.col_begin == part.col_begin)) {
+          v_out_[k][j] =
+              reinterpret_cast<float*>(b.vsend_buf + b.vsend_offset[u.owner] + seg.offset);
+        }
+      }
+      if (v_out_[k][j] == nullptr) {
+        return absl::InternalError(
+            absl::StrCat("finalize: no v message segment for '", u.name, "' part ", j));
+      }
     }
   }
   return absl::OkStatus();
@@ -672,25 +756,57 @@ absl::Status Runtime::MakePipeline() {
 
 absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr) {
   NORMUON_RETURN_IF_ERROR(CheckParam(param));
+  if (!params_[param].pieces.empty()) {
+    return Invalid(absl::StrCat("param = ", param, " ('", params_[param].name, "') was registered "
+                                "with ", params_[param].pieces.size(), " pieces "
+                                "(desc.pieces): bind each with normuon_bind_piece"));
+  }
+  return BindBuffers(param, -1, param_ptr, grad_ptr);
+}
+
+absl::Status Runtime::BindPiece(int32_t param, int32_t piece, void* param_ptr,
+                                const void* grad_ptr) {
+  NORMUON_RETURN_IF_ERROR(CheckParam(param));
+  const Param& p = params_[param];
+  if (p.pieces.empty()) {
+    return Invalid(absl::StrCat("param = ", param, " ('", p.name, "') was registered without "
+                                "desc.pieces: bind it with normuon_bind"));
+  }
+  if (piece < 0 || piece >= static_cast<int32_t>(p.pieces.size())) {
+    return Invalid(absl::StrCat("piece = ", piece, " is not a piece of '", p.name, "' (",
+                                p.pieces.size(), " registered)"));
+  }
+  return BindBuffers(param, piece, param_ptr, grad_ptr);
+}
+
+absl::Status Runtime::BindBuffers(int32_t param, int32_t piece, void* param_ptr,
+                                  const void* grad_ptr) {
+  Param& p = params_[param];
   // Inside a step begun by grad_ready, a matrix already marked may be in flight on the
   // pipeline's threads; the others (and AdamW parameters) are read only at step.
-  if (step_begun_ && params_[param].kind == Kind::kMatrix && grad_ready_[param]) {
+  if (step_begun_ && p.kind == Kind::kMatrix && grad_ready_[param]) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "bind of '", params_[param].name,
+        "bind of '", p.name,
         "' after its normuon_grad_ready in this step: its buffers are in use until step"));
   }
-  Param& p = params_[param];
-  NORMUON_RETURN_IF_ERROR(ValidatePointers(p, param_ptr, grad_ptr));
+  void** param_at = piece < 0 ? &p.param : &p.pieces[piece].param;
+  const void** grad_at = piece < 0 ? &p.grad : &p.pieces[piece].grad;
+  NORMUON_RETURN_IF_ERROR(
+      piece < 0 ? ValidatePointers(p, param_ptr, grad_ptr)
+                : ValidatePointers(p, param_ptr, grad_ptr, p.pieces[piece].row_count,
+                                   absl::StrCat(", piece ", piece)));
   // Graph mode: the captured graph holds the old pointers; the next step captures again.
-  if (finalized_ && (p.param != param_ptr || p.grad != grad_ptr)) backend_->DropGraph();
-  p.param = param_ptr;
-  p.grad = grad_ptr;
+  if (finalized_ && (*param_at != param_ptr || *grad_at != grad_ptr)) backend_->DropGraph();
+  *param_at = param_ptr;
+  *grad_at = grad_ptr;
   if (finalized_) {
     if (p.kind == Kind::kMatrix) {
       for (int32_t k : p.blocks) {
-        const int64_t row = layout_.matrices[k].local_row;
-        matrices_[k].param = OffsetRows(param_ptr, row, p.ld, p.param_dtype);
-        matrices_[k].grad = OffsetRows(grad_ptr, row, p.ld, p.grad_dtype);
+        const std::vector<UnitPart>& parts = layout_.matrices[k].parts;
+        for (size_t j = 0; j < parts.size(); ++j) {
+          if (piece >= 0 && parts[j].piece != piece) continue;
+          PointPart(k, j, j == 0 ? &matrices_[k] : &more_parts_[k][j - 1]);
+        }
       }
     } else {
       adamw_[p.work].param = param_ptr;
@@ -703,8 +819,9 @@ absl::Status Runtime::Bind(int32_t param, void* param_ptr, const void* grad_ptr)
 absl::StatusOr<uint64_t> Runtime::StateSize(int32_t param, normuon_state_kind_t kind) const {
   NORMUON_RETURN_IF_ERROR(CheckParam(param));
   const Param& p = params_[param];
-  return StateBytes(p.kind, config_.variant, config_.neuron_axis, p.row_count, p.cols,
-                    static_cast<int64_t>(p.splits.size()), kind, p.col_count);
+  return StateBytesLocal(p.kind, config_.variant, config_.neuron_axis, p.cols,
+                         static_cast<int64_t>(p.splits.size()), LocalRows(p), LocalElements(p),
+                         kind);
 }
 
 absl::StatusOr<void*> Runtime::StateBuffer(int32_t param, normuon_state_kind_t kind,

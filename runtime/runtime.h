@@ -50,6 +50,8 @@ class Runtime {
   // finalize will allocate for what is registered so far (0 if the layout cannot be made).
   uint64_t MemoryRequired() const;
   absl::Status Bind(int32_t param, void* param_ptr, const void* grad_ptr);
+  // normuon_bind_piece: one piece of a parameter registered with pieces.
+  absl::Status BindPiece(int32_t param, int32_t piece, void* param_ptr, const void* grad_ptr);
   absl::Status GradReady(const int32_t* params, int32_t count, void* stream);
   absl::Status Step(float lr, float weight_decay, void* stream);
   // Abandons a step that GradReady began, collectively: every rank runs the exchanges its peers
@@ -109,7 +111,16 @@ class Runtime {
   // ---- runtime.cc: registration, wiring, state ----
   absl::StatusOr<int32_t> Register(Kind kind, const normuon_param_desc_t& desc);
   absl::Status CheckParam(int32_t param) const;
-  absl::Status ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr);
+  // Checks one piece's buffers (`rows` rows held; `what` names the piece in messages).
+  absl::Status ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr,
+                                int64_t rows, const std::string& what);
+  absl::Status ValidatePointers(const Param& p, void* param_ptr, const void* grad_ptr) {
+    return ValidatePointers(p, param_ptr, grad_ptr, p.row_count, "");
+  }
+  // Bind and BindPiece after their checks: piece -1 = the parameter's own buffers.
+  absl::Status BindBuffers(int32_t param, int32_t piece, void* param_ptr, const void* grad_ptr);
+  // The parameter and gradient pointers of part j of matrix k (its piece's, at its first row).
+  void PointPart(int32_t k, size_t j, MatrixWork* w) const;
   // column_split: finalize's per-block verdict (MakeStepLayout's LayoutOptions::column_split).
   absl::StatusOr<StepLayout> Layout(std::vector<char> column_split = {}) const;
   // comm_->AllGather of host bytes at set-up; a device communicator's goes through scratch
@@ -120,8 +131,12 @@ class Runtime {
   absl::Status ExchangeHostBytes(const std::vector<P2p>& sends, const std::vector<P2p>& recvs);
   // Finalize's collective part: checks every rank's registrations agree (same message on every
   // rank otherwise) and returns every rank's piece of each matrix block: pieces[k][r].
+  // With several pieces on some rank, *extra gets every rank's further pieces of each block
+  // (PlanInputs::extra_pieces), and *every each block's pieces of all ranks, rank by rank in
+  // each rank's parts' order, with their piece indices (pieces_of_).
   absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> AgreeOnRegistrations(
-      const StepLayout& layout);
+      const StepLayout& layout, std::vector<std::vector<sharding::RankPiece>>* extra,
+      std::vector<std::vector<sharding::RankPiece>>* every);
   // Finalize's work; Unwire undoes a partial Wire (frees, forgets), so that a failed finalize
   // changes nothing but the failure.
   absl::Status Wire();
@@ -152,12 +167,14 @@ class Runtime {
   // Allocates layout_.buffers in order.
   absl::StatusOr<BufferCursor> AllocateBuffers();
   absl::Status WireBuckets(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                           const std::vector<std::vector<sharding::RankPiece>>& extra,
                            BufferCursor& buffers);
   void WireMatrices(BufferCursor& buffers);
   void WireAdamW(BufferCursor& buffers);
   // The v messages and the owners' whole v of AdaMuon's column-split blocks (after the v
   // all-reduce's buffers).
   absl::Status WireElementV(const std::vector<std::vector<sharding::PieceRect>>& pieces,
+                            const std::vector<std::vector<sharding::RankPiece>>& extra,
                             BufferCursor& buffers);
   absl::Status MakePipeline();
   // Floats of param's second state buffer as the state API and checkpoints see it.
@@ -249,13 +266,29 @@ class Runtime {
   // Built at finalize.
   StepLayout layout_;
   std::vector<Bucket> buckets_;
-  std::vector<MatrixWork> matrices_;  // one per matrix row block ("matrix k")
+  std::vector<MatrixWork> matrices_;  // one per matrix row block ("matrix k"): its first part
+  // Per matrix k: this rank's further parts (several pieces: layout_.matrices[k].parts[1...]),
+  // which share the first part's scale; usually empty.
+  std::vector<std::vector<MatrixWork>> more_parts_;
+  // Runs fn on every part of matrix k, the first one first.
+  template <typename Fn>
+  absl::Status EachPart(int32_t k, Fn fn) const {
+    absl::Status s = fn(matrices_[k]);
+    for (size_t j = 0; s.ok() && j < more_parts_[k].size(); ++j) s = fn(more_parts_[k][j]);
+    return s;
+  }
+  // Every rank's pieces of each block, as finalize agreed on them (checkpoints of parameters
+  // saved whole): pieces_of_[k] = (rank, rectangle relative to the block), each rank's in its
+  // parts' order.
+  std::vector<std::vector<sharding::RankPiece>> pieces_of_;
   std::vector<AdamWWork> adamw_;
   std::vector<NsBatch> batches_;
   std::vector<char*> owner_u_, owner_o_;  // per matrix k: full U / O on its owner, else null
-  // Per matrix k with element_v_split: the owner's whole v (else null), and where this rank's v
-  // piece goes (the v message, or its place in the owner's whole v; null when no piece).
-  std::vector<float*> owner_v_, v_out_;
+  // Per matrix k with element_v_split: the owner's whole v (else null), and, per part of this
+  // rank (EachPart's order), where its v piece goes (the v message, or its place in the owner's
+  // whole v; null for a part with no rows).
+  std::vector<float*> owner_v_;
+  std::vector<std::vector<float*>> v_out_;
   float* slots_local_ = nullptr;  // per global row of every matrix (2 floats), + world flags
   float* slots_total_ = nullptr;  // the all-reduce of slots_local_
   float* vsync_local_ = nullptr;  // column-split blocks' v rows (layout_.vsync_floats), or null

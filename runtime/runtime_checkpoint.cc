@@ -381,44 +381,70 @@ absl::Status Runtime::SaveCheckpoint(const std::string& dir) {
 absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
   out->clear();
   const int32_t np = static_cast<int32_t>(params_.size());
-  std::vector<int32_t> split;  // the same list on every rank (finalize's verdict)
+  // The same list on every rank (finalize's verdict and agreed pieces): parameters with a block
+  // split into column pieces, or held as several pieces by some rank (desc.pieces).
+  std::vector<int32_t> split;
   for (int32_t i = 0; i < np; ++i) {
     bool any = false;
-    for (int32_t k : params_[i].blocks) any = any || layout_.matrices[k].column_split;
+    for (int32_t k : params_[i].blocks) {
+      any = any || layout_.matrices[k].column_split;
+      for (const sharding::RankPiece& q : pieces_of_[k]) any = any || q.piece >= 0;
+    }
     if (any) split.push_back(i);
   }
   if (split.empty()) return absl::OkStatus();
-  // Every rank's piece of every parameter: row_begin, row_count, col_begin, col_count.
-  std::vector<int64_t> mine(4 * static_cast<size_t>(np)), all(mine.size() * world_);
-  for (int32_t i = 0; i < np; ++i) {
-    mine[4 * i] = params_[i].row_begin;
-    mine[4 * i + 1] = params_[i].row_count;
-    mine[4 * i + 2] = params_[i].col_begin;
-    mine[4 * i + 3] = params_[i].col_count;
-  }
-  NORMUON_RETURN_IF_ERROR(AllGatherHostBytes(mine.data(), all.data(), mine.size() * 8));
   const bool row_v = SecondMomentLayout(config_) == ck::kSecondMomentPerRow;
   const bool element_v = SecondMomentLayout(config_) == ck::kSecondMomentPerElement;
+  auto empty = [](const sharding::PieceRect& r) { return r.row_count == 0 || r.col_count == 0; };
   for (int32_t i : split) {
     const Param& p = params_[i];
-    auto at = [&](int r, int field) { return all[(static_cast<size_t>(r) * np + i) * 4 + field]; };
-    auto floats = [&](int r) {  // what rank r sends: its momentum rectangle, then its rows' v
-      // (or, AdaMuon, its rectangle of v)
-      return at(r, 1) * at(r, 3) * (element_v ? 2 : 1) + (row_v && at(r, 2) == 0 ? at(r, 1) : 0);
+    // What rank r sends: for each block, each of its pieces' momentum rectangle, then (AdaMuon)
+    // its rectangle of v, or (per-row v) the rows' v of a piece holding column 0.
+    auto floats = [&](int r) {
+      int64_t n = 0;
+      for (int32_t k : p.blocks) {
+        for (const sharding::RankPiece& q : pieces_of_[k]) {
+          if (q.rank != r || empty(q.rect)) continue;
+          n += q.rect.row_count * q.rect.col_count * (element_v ? 2 : 1) +
+               (row_v && q.rect.col_begin == 0 ? q.rect.row_count : 0);
+        }
+      }
+      return n;
     };
     WholeState w;
     w.param = i;
     w.holder = -1;
-    for (int r = 0; r < world_ && w.holder < 0; ++r) {
-      if (at(r, 0) == 0 && at(r, 1) > 0 && at(r, 2) == 0 && at(r, 3) > 0) w.holder = r;
+    for (const sharding::RankPiece& q : pieces_of_[p.blocks[0]]) {
+      if (w.holder < 0 && !empty(q.rect) && q.rect.row_begin == 0 && q.rect.col_begin == 0) {
+        w.holder = q.rank;
+      }
     }
     if (w.holder < 0) return absl::InternalError("no rank holds element (0, 0) of '" + p.name + "'");
-    // This rank's part, from the backend.
+    // This rank's parts, from the backend, in the order the holder reads them.
     std::vector<float> part(static_cast<size_t>(floats(rank_)));
-    const size_t rect = static_cast<size_t>(p.row_count * p.col_count);
-    if (rect > 0) NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(part.data(), p.momentum, rect * 4));
-    if (part.size() > rect) {
-      NORMUON_RETURN_IF_ERROR(backend_->CopyToHost(part.data() + rect, p.second, (part.size() - rect) * 4));
+    size_t at = 0;
+    for (int32_t k : p.blocks) {
+      for (const UnitPart& u : layout_.matrices[k].parts) {
+        const size_t rect = static_cast<size_t>(u.mine.row_count * u.col_count);
+        if (rect == 0) continue;
+        NORMUON_RETURN_IF_ERROR(
+            backend_->CopyToHost(part.data() + at, p.momentum + u.state_offset, rect * 4));
+        at += rect;
+        if (element_v) {  // AdaMuon's v: the same rectangle, at the same offset
+          NORMUON_RETURN_IF_ERROR(
+              backend_->CopyToHost(part.data() + at, p.second + u.state_offset, rect * 4));
+          at += rect;
+        }
+        if (row_v && u.col_begin == 0) {
+          const size_t rows = static_cast<size_t>(u.mine.row_count);
+          NORMUON_RETURN_IF_ERROR(
+              backend_->CopyToHost(part.data() + at, p.second + u.v_offset, rows * 4));
+          at += rows;
+        }
+      }
+    }
+    if (at != part.size()) {
+      return absl::InternalError("checkpoint: the parts of '" + p.name + "' disagree with finalize");
     }
     std::vector<std::vector<float>> parts(world_);
     std::vector<P2p> sends, recvs;
@@ -446,16 +472,30 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
         }
       }
       for (int r = 0; r < world_; ++r) {
-        const int64_t rb = at(r, 0), rc = at(r, 1), cb = at(r, 2), cc = at(r, 3);
-        for (int64_t a = 0; a < rc; ++a) {
-          std::copy_n(parts[r].begin() + a * cc, cc, w.first.begin() + (rb + a) * p.cols + cb);
-        }
-        if (row_v && cb == 0 && rc > 0) {
-          std::copy_n(parts[r].begin() + rc * cc, rc, w.second.begin() + rb);
-        }
-        for (int64_t a = 0; element_v && a < rc; ++a) {
-          std::copy_n(parts[r].begin() + rc * cc + a * cc, cc,
-                      w.second.begin() + (rb + a) * p.cols + cb);
+        size_t read = 0;
+        for (int32_t k : p.blocks) {
+          const int64_t first_row = layout_.matrices[k].first_row;
+          for (const sharding::RankPiece& q : pieces_of_[k]) {
+            if (q.rank != r || empty(q.rect)) continue;
+            const int64_t rb = first_row + q.rect.row_begin, rc = q.rect.row_count;
+            const int64_t cb = q.rect.col_begin, cc = q.rect.col_count;
+            for (int64_t a = 0; a < rc; ++a) {
+              std::copy_n(parts[r].begin() + read + a * cc, cc,
+                          w.first.begin() + (rb + a) * p.cols + cb);
+            }
+            read += static_cast<size_t>(rc * cc);
+            if (element_v) {
+              for (int64_t a = 0; a < rc; ++a) {
+                std::copy_n(parts[r].begin() + read + a * cc, cc,
+                            w.second.begin() + (rb + a) * p.cols + cb);
+              }
+              read += static_cast<size_t>(rc * cc);
+            }
+            if (row_v && cb == 0) {
+              std::copy_n(parts[r].begin() + read, rc, w.second.begin() + rb);
+              read += static_cast<size_t>(rc);
+            }
+          }
         }
       }
     }
@@ -566,12 +606,12 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
     std::vector<char> v_loaded(np, 0);       // column axis: v staged
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
-      // Whole rows, also for a column piece (its columns are taken when written below).
-      first[i].resize(static_cast<size_t>(p.row_count * p.cols));
-      // AdaMuon's v, like the momentum, staged as whole rows.
+      // Whole rows, also for a column piece (its columns are taken when written below); with
+      // several pieces, each piece's rows in piece order. AdaMuon's v, like the momentum.
+      first[i].resize(static_cast<size_t>(LocalRows(p) * p.cols));
       second[i].resize(static_cast<size_t>(
           p.kind == Kind::kMatrix && second_kind == ck::kSecondMomentPerElement
-              ? p.row_count * p.cols
+              ? LocalRows(p) * p.cols
               : SecondStateCount(p)));
       step[i] = x.params[i].adamw_step;  // kept for a parameter with no rows here
       if (per_column && p.kind == Kind::kMatrix) {
@@ -581,15 +621,22 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
         }
       }
     }
-    auto overlap = [&](const ck::RowRange& saved, const Param& p) {
-      const int64_t b = std::max(saved.begin, p.row_begin);
-      const int64_t e = std::min(saved.begin + saved.count, p.row_begin + p.row_count);
+    auto overlap = [&](const ck::RowRange& saved, const Rows& held) {
+      const int64_t b = std::max(saved.begin, held.begin);
+      const int64_t e = std::min(saved.begin + saved.count, held.begin + held.count);
       return Rows{b, std::max<int64_t>(e - b, 0)};
     };
+    // The row ranges this rank holds of each parameter (one, or one per piece), each staged at
+    // the running sum of the ranges before it.
+    std::vector<std::vector<Rows>> held(np);
+    for (int32_t i = 0; i < np; ++i) {
+      for (const PieceSpec& q : PiecesOf(params_[i])) held[i].push_back({q.row_begin, q.row_count});
+    }
     for (uint32_t s = 0; s < x.world_size; ++s) {
       bool needed = false;
       for (int32_t i = 0; i < np && !needed; ++i) {
-        needed = overlap(x.ranges[s][i], params_[i]).count > 0 || v_from[i] == s;
+        needed = v_from[i] == s;
+        for (const Rows& h : held[i]) needed = needed || overlap(x.ranges[s][i], h).count > 0;
       }
       if (!needed) continue;
       const std::string path = ck::JoinPath(dir, ck::RankFileName(s, x.world_size));
@@ -619,37 +666,41 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
           std::copy(sh.second.begin(), sh.second.end(), second[i].begin());
           v_loaded[i] = 1;
         }
-        const Rows o = overlap({sh.row_begin, sh.row_count}, p);
-        if (o.count == 0) continue;
-        const int64_t src = o.begin - sh.row_begin, dst = o.begin - p.row_begin;
-        std::copy_n(sh.first.begin() + src * p.cols, o.count * p.cols,
-                    first[i].begin() + dst * p.cols);
-        if (p.kind == Kind::kAdamW) {
-          std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
-                      second[i].begin() + dst * p.cols);
-          if (step_from[i] >= 0 && sh.step != step[i]) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "checkpoint files '", ck::RankFileName(step_from[i], x.world_size), "' and '",
-                ck::RankFileName(s, x.world_size), "' in '", dir,
-                "' hold different AdamW step counts for parameter ", i, " '", p.name, "' (",
-                step[i], " and ", sh.step, "): the checkpoint is inconsistent"));
-          }
-          step[i] = sh.step;
-          step_from[i] = s;
-        } else if (second_kind == ck::kSecondMomentPerElement) {
-          std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
-                      second[i].begin() + dst * p.cols);
-        } else if (second_kind == ck::kSecondMomentPerRow) {
-          std::copy_n(sh.second.begin() + src, o.count, second[i].begin() + dst);
-        }  // per column: copied whole from v_from above
-        filled[i] += o.count;
+        int64_t staged_at = 0;  // the staging row of the current range
+        for (const Rows& h : held[i]) {
+          const Rows o = overlap({sh.row_begin, sh.row_count}, h);
+          const int64_t src = o.begin - sh.row_begin, dst = staged_at + o.begin - h.begin;
+          staged_at += h.count;
+          if (o.count == 0) continue;
+          std::copy_n(sh.first.begin() + src * p.cols, o.count * p.cols,
+                      first[i].begin() + dst * p.cols);
+          if (p.kind == Kind::kAdamW) {
+            std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
+                        second[i].begin() + dst * p.cols);
+            if (step_from[i] >= 0 && sh.step != step[i]) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  "checkpoint files '", ck::RankFileName(step_from[i], x.world_size), "' and '",
+                  ck::RankFileName(s, x.world_size), "' in '", dir,
+                  "' hold different AdamW step counts for parameter ", i, " '", p.name, "' (",
+                  step[i], " and ", sh.step, "): the checkpoint is inconsistent"));
+            }
+            step[i] = sh.step;
+            step_from[i] = s;
+          } else if (second_kind == ck::kSecondMomentPerElement) {
+            std::copy_n(sh.second.begin() + src * p.cols, o.count * p.cols,
+                        second[i].begin() + dst * p.cols);
+          } else if (second_kind == ck::kSecondMomentPerRow) {
+            std::copy_n(sh.second.begin() + src, o.count, second[i].begin() + dst);
+          }  // per column: copied whole from v_from above
+          filled[i] += o.count;
+        }
       }
     }
     for (int32_t i = 0; i < np; ++i) {
-      if (filled[i] != params_[i].row_count) {
+      if (filled[i] != LocalRows(params_[i])) {
         return absl::InternalError(absl::StrCat(
             "checkpoint load: parameter '", params_[i].name, "': ", filled[i], " of ",
-            params_[i].row_count, " rows found in the rank files"));
+            LocalRows(params_[i]), " rows found in the rank files"));
       }
       if (per_column && params_[i].kind == Kind::kMatrix && !v_loaded[i]) {
         return absl::InternalError(absl::StrCat("checkpoint load: parameter '", params_[i].name,
@@ -669,15 +720,21 @@ absl::Status Runtime::LoadCheckpoint(const std::string& dir) {
   const absl::Status written = [&]() -> absl::Status {
     for (int32_t i = 0; i < np; ++i) {
       const Param& p = params_[i];
-      if (!first[i].empty() && p.col_count < p.cols) {
-        // A column piece: its columns of the staged whole rows (and of AdaMuon's v).
+      if (!first[i].empty() && LocalElements(p) < LocalRows(p) * p.cols) {
+        // Column pieces: each piece's columns of its staged whole rows, in piece order (the
+        // momentum, and AdaMuon's v).
         auto columns = [&p](std::vector<float>& rows) {
-          std::vector<float> piece(static_cast<size_t>(p.row_count * p.col_count));
-          for (int64_t r = 0; r < p.row_count; ++r) {
-            std::copy_n(rows.begin() + r * p.cols + p.col_begin, p.col_count,
-                        piece.begin() + r * p.col_count);
+          std::vector<float> pieces(static_cast<size_t>(LocalElements(p)));
+          int64_t staged = 0, at = 0;
+          for (const PieceSpec& q : PiecesOf(p)) {
+            for (int64_t r = 0; r < q.row_count; ++r) {
+              std::copy_n(rows.begin() + (staged + r) * p.cols + q.col_begin, q.col_count,
+                          pieces.begin() + at);
+              at += q.col_count;
+            }
+            staged += q.row_count;
           }
-          rows = std::move(piece);
+          rows = std::move(pieces);
         };
         columns(first[i]);
         if (second_kind == ck::kSecondMomentPerElement) columns(second[i]);

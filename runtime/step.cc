@@ -37,7 +37,9 @@ absl::Status Runtime::MomentumBucket(int b) {
   // A cancelled step's buckets that never became ready: their gradients may be gone, and nothing
   // of the step is kept, so their rows of U are not computed.
   if (skip_momentum_[b]) return absl::OkStatus();
-  for (int32_t k : buckets_[b].matrices) NORMUON_RETURN_IF_ERROR(backend_->Blend(matrices_[k]));
+  for (int32_t k : buckets_[b].matrices) {
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) { return backend_->Blend(w); }));
+  }
   return PackElementV(b);
 }
 
@@ -56,14 +58,20 @@ absl::Status Runtime::GatherBucket(int b) {
 absl::Status Runtime::PackElementV(int b) {
   // v is only written at the commit: the value every piece holder and the owner read this step.
   for (int32_t k : buckets_[b].matrices) {
-    const MatrixWork& w = matrices_[k];
-    if (!layout_.matrices[k].element_v_split || v_out_[k] == nullptr) continue;
-    const int64_t pc = PieceCols(w);
-    const int64_t ld = layout_.matrices[k].owner == rank_ ? w.cols : pc;
-    for (int64_t r = 0; r < w.row_count; ++r) {
-      NORMUON_RETURN_IF_ERROR(
-          backend_->CopyAsync(v_out_[k] + r * ld, w.v + r * pc, static_cast<size_t>(pc) * 4));
-    }
+    if (!layout_.matrices[k].element_v_split) continue;
+    const int64_t owner_ld = layout_.matrices[k].owner == rank_ ? matrices_[k].cols : -1;
+    size_t j = 0;
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) -> absl::Status {
+      float* out = v_out_[k][j++];
+      if (out == nullptr) return absl::OkStatus();
+      const int64_t pc = PieceCols(w);
+      const int64_t ld = owner_ld > 0 ? owner_ld : pc;
+      for (int64_t r = 0; r < w.row_count; ++r) {
+        NORMUON_RETURN_IF_ERROR(
+            backend_->CopyAsync(out + r * ld, w.v + r * pc, static_cast<size_t>(pc) * 4));
+      }
+      return absl::OkStatus();
+    }));
   }
   return absl::OkStatus();
 }
@@ -159,15 +167,21 @@ absl::Status Runtime::NewtonSchulzBucket(int b) {
 }
 
 absl::Status Runtime::SyncSplitV() {
-  if (layout_.vsync_floats == 0 || world_ == 1) return absl::OkStatus();
+  if (layout_.vsync_floats == 0) return absl::OkStatus();
   // Each row's v from the piece holding its column 0 (exactly one, the pieces tiling the block);
   // the other entries stay 0 from allocation, so the sum is that value exactly.
-  for (size_t k = 0; k < matrices_.size(); ++k) {
+  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
-    const MatrixWork& w = matrices_[k];
-    if (u.vsync_offset < 0 || w.row_count == 0 || u.col_begin != 0) continue;
-    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(vsync_local_ + u.vsync_offset + w.row_begin, w.v,
-                                                static_cast<size_t>(w.row_count) * 4));
+    if (u.vsync_offset < 0) continue;
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+      if (w.row_count == 0 || w.col_begin != 0) return absl::OkStatus();
+      return backend_->CopyAsync(vsync_local_ + u.vsync_offset + w.row_begin, w.v,
+                                 static_cast<size_t>(w.row_count) * 4);
+    }));
+  }
+  if (world_ == 1) {  // one rank holding a block as several column pieces: its own sum
+    return backend_->CopyAsync(vsync_total_, vsync_local_,
+                               static_cast<size_t>(layout_.vsync_floats) * 4);
   }
   timing_.AddBytes(static_cast<uint64_t>(layout_.vsync_floats) * 4,
                    static_cast<uint64_t>(layout_.vsync_floats) * 4);
@@ -176,12 +190,14 @@ absl::Status Runtime::SyncSplitV() {
 }
 
 absl::Status Runtime::TakeSplitVNew() {
-  for (size_t k = 0; k < matrices_.size(); ++k) {
+  for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
     const MatrixUnit& u = layout_.matrices[k];
-    const MatrixWork& w = matrices_[k];
-    if (u.vnew_slot < 0 || w.row_count == 0) continue;
-    NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(w.v_new, slots_total_ + u.vnew_slot + w.row_begin,
-                                                static_cast<size_t>(w.row_count) * 4));
+    if (u.vnew_slot < 0) continue;
+    NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+      if (w.row_count == 0) return absl::OkStatus();
+      return backend_->CopyAsync(w.v_new, slots_total_ + u.vnew_slot + w.row_begin,
+                                 static_cast<size_t>(w.row_count) * 4);
+    }));
   }
   return absl::OkStatus();
 }
@@ -199,10 +215,13 @@ absl::Status Runtime::RowStatsBucket(int b) {
     // Column-axis statistics, and those of rows split across column pieces, were made by the
     // owner (NewtonSchulzBucket); an AdaMuon piece still makes its own elements' v_new.
     if (!matrices_[k].column_axis && !layout_.matrices[k].column_split) {
-      NORMUON_RETURN_IF_ERROR(backend_->RowStats(matrices_[k]));
-    } else if (layout_.matrices[k].element_v_split && matrices_[k].row_count > 0) {
-      // AdaMuon: this piece's v_new from its O, with the owner's arithmetic (the same bits).
-      NORMUON_RETURN_IF_ERROR(backend_->ElementSecondMoment(matrices_[k]));
+      NORMUON_RETURN_IF_ERROR(
+          EachPart(k, [&](const MatrixWork& w) { return backend_->RowStats(w); }));
+    } else if (layout_.matrices[k].element_v_split) {
+      // AdaMuon: each part's v_new from its O, with the owner's arithmetic (the same bits).
+      NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+        return w.row_count > 0 ? backend_->ElementSecondMoment(w) : absl::OkStatus();
+      }));
     }
   }
   return absl::OkStatus();
@@ -536,9 +555,12 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
   if (begun_by_grad_ready) timing_.Lap(-1);
   NORMUON_RETURN_IF_ERROR(timing_.Mark(-1, -1));  // the finite check's start
   if (config_.check_finite) {
-    for (const MatrixWork& w : matrices_) {  // a piece's rows, ld elements apart
-      NORMUON_RETURN_IF_ERROR(backend_->CheckFiniteRows(w.index, w.grad, w.grad_dtype, w.row_count,
-                                                        PieceCols(w), ParamLd(w), control_));
+    for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
+      // a piece's rows, ld elements apart
+      NORMUON_RETURN_IF_ERROR(EachPart(k, [&](const MatrixWork& w) {
+        return backend_->CheckFiniteRows(w.index, w.grad, w.grad_dtype, w.row_count, PieceCols(w),
+                                         ParamLd(w), control_);
+      }));
     }
     for (const AdamWWork& w : adamw_) {
       NORMUON_RETURN_IF_ERROR(backend_->CheckFinite(w.index, w.grad, w.grad_dtype, w.count, control_));
@@ -609,8 +631,9 @@ absl::Status Runtime::StepWork(bool begun_by_grad_ready, uint32_t ready_hash) {
       for (const MatrixWork& w : matrices_) NORMUON_RETURN_IF_ERROR(backend_->FinishNorms(w));
       timing_.Lap(kStageAllReduce);
       NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageAllReduce, -1));
-      for (const MatrixWork& w : matrices_) {
-        NORMUON_RETURN_IF_ERROR(backend_->CommitMatrix(w, control_));
+      for (int32_t k = 0; k < static_cast<int32_t>(matrices_.size()); ++k) {
+        NORMUON_RETURN_IF_ERROR(EachPart(
+            k, [&](const MatrixWork& w) { return backend_->CommitMatrix(w, control_); }));
       }
       timing_.Lap(kStageUpdate);
       NORMUON_RETURN_IF_ERROR(timing_.Mark(kStageUpdate, -1));

@@ -13,7 +13,14 @@ namespace normuon {
 StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
                           normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
                           int64_t row_blocks, int64_t local_cols) {
-  const uint64_t local = static_cast<uint64_t>(row_count * (local_cols < 0 ? cols : local_cols));
+  return StateFloatsOfLocal(kind, variant, neuron_axis, cols, row_blocks, row_count,
+                            row_count * (local_cols < 0 ? cols : local_cols));
+}
+
+StateFloats StateFloatsOfLocal(ParamKind kind, normuon_variant_t variant,
+                               normuon_neuron_axis_t neuron_axis, int64_t cols, int64_t row_blocks,
+                               int64_t row_count, int64_t local_elements) {
+  const uint64_t local = static_cast<uint64_t>(local_elements);
   StateFloats s;
   s.momentum = local;
   if (kind == ParamKind::kAdamW) {
@@ -36,8 +43,16 @@ absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
                                     normuon_neuron_axis_t neuron_axis, int64_t row_count,
                                     int64_t cols, int64_t row_blocks, normuon_state_kind_t state,
                                     int64_t local_cols) {
-  const StateFloats f =
-      StateFloatsOf(kind, variant, neuron_axis, row_count, cols, row_blocks, local_cols);
+  return StateBytesLocal(kind, variant, neuron_axis, cols, row_blocks, row_count,
+                         row_count * (local_cols < 0 ? cols : local_cols), state);
+}
+
+absl::StatusOr<uint64_t> StateBytesLocal(ParamKind kind, normuon_variant_t variant,
+                                         normuon_neuron_axis_t neuron_axis, int64_t cols,
+                                         int64_t row_blocks, int64_t local_rows,
+                                         int64_t local_elements, normuon_state_kind_t state) {
+  const StateFloats f = StateFloatsOfLocal(kind, variant, neuron_axis, cols, row_blocks,
+                                           local_rows, local_elements);
   const bool matrix = kind == ParamKind::kMatrix;
   switch (state) {
     case NORMUON_STATE_MOMENTUM: return matrix ? f.momentum * 4 : 0;
@@ -105,8 +120,22 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   for (int32_t i = 0; i < static_cast<int32_t>(params.size()); ++i) {
     const LayoutParam& p = params[i];
     const int64_t piece_cols = p.col_count > 0 ? p.col_count : p.cols;  // 0: whole rows
-    L.state.push_back(StateFloatsOf(p.kind, o.variant, o.neuron_axis, p.row_count, p.cols,
-                                    static_cast<int64_t>(p.splits.size()), piece_cols));
+    // This rank's pieces (one, possibly empty, without a list) and where each one's state begins.
+    const bool listed = !p.pieces.empty();
+    const std::vector<sharding::PieceRect> pieces =
+        listed ? p.pieces
+               : std::vector<sharding::PieceRect>{{p.row_begin, p.row_count, p.col_begin, piece_cols}};
+    std::vector<int64_t> elem_at, row_at;
+    int64_t local_rows = 0, local_elements = 0;
+    for (const sharding::PieceRect& q : pieces) {
+      elem_at.push_back(local_elements);
+      row_at.push_back(local_rows);
+      local_rows += q.row_count;
+      local_elements += q.row_count * q.col_count;
+    }
+    L.state.push_back(StateFloatsOfLocal(p.kind, o.variant, o.neuron_axis, p.cols,
+                                         static_cast<int64_t>(p.splits.size()), local_rows,
+                                         local_elements));
     if (p.kind != ParamKind::kMatrix) {
       L.adamw_params.push_back(i);
       L.records.push_back({p.name, p.rows, p.cols, p.row_begin, p.row_count, ParamKind::kAdamW});
@@ -115,32 +144,68 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
     int64_t first = 0;
     for (size_t b = 0; b < p.splits.size(); ++b) {
       const int64_t rows = p.splits[b];
-      // This rank's rows of the block, relative to the block (an empty part starts at the
-      // nearest block edge, so every rank's parts form a cover of the block).
-      const int64_t lo = std::max(p.row_begin, first);
-      const int64_t hi = std::min(p.row_begin + p.row_count, first + rows);
-      const int64_t empty_at = std::min(std::max(p.row_begin - first, int64_t{0}), rows);
       MatrixUnit u;
       u.param = i;
       u.name = p.splits.size() == 1 ? p.name : absl::StrCat(p.name, "[rows ", first, "+", rows, "]");
       u.first_row = first;
       u.rows = rows;
       u.cols = p.cols;
-      u.mine = sharding::RowShard{hi > lo ? lo - first : empty_at, std::max<int64_t>(hi - lo, 0)};
-      u.local_row = u.mine.row_count > 0 ? first + u.mine.row_begin - p.row_begin : 0;
-      u.col_begin = p.col_begin;
-      u.col_count = piece_cols;
-      u.v_offset = per_element_v ? u.local_row * piece_cols
-                   : column_axis ? static_cast<int64_t>(b) * p.cols
-                                 : u.local_row;
-      L.matrix_records.push_back(static_cast<int32_t>(L.records.size()));
-      sharding::RegistrationRecord record{u.name, rows, p.cols, u.mine.row_begin,
-                                          u.mine.row_count, ParamKind::kMatrix};
-      if (p.columns_given) {
-        record.col_begin = p.col_begin;
-        record.col_count = p.col_count;
+      // Each piece's rows of the block, relative to the block.
+      for (size_t j = 0; j < pieces.size(); ++j) {
+        const sharding::PieceRect& q = pieces[j];
+        const int64_t lo = std::max(q.row_begin, first);
+        const int64_t hi = std::min(q.row_begin + q.row_count, first + rows);
+        UnitPart part;
+        part.piece = static_cast<int32_t>(j);
+        part.col_begin = q.col_begin;
+        part.col_count = q.col_count;
+        if (hi > lo) {
+          part.mine = sharding::RowShard{lo - first, hi - lo};
+          part.piece_row = lo - q.row_begin;
+        } else if (listed) {
+          continue;  // a listed piece outside the block is no part of it
+        } else {
+          // No rows of the block: an empty part at the nearest block edge, so that every rank's
+          // parts form a cover of the block.
+          part.mine = sharding::RowShard{std::min(std::max(q.row_begin - first, int64_t{0}), rows), 0};
+        }
+        part.state_offset = elem_at[j] + part.piece_row * q.col_count;
+        const int64_t row = row_at[j] + part.piece_row;
+        part.v_offset = per_element_v ? part.state_offset
+                        : column_axis ? static_cast<int64_t>(b) * p.cols
+                                      : row;
+        u.parts.push_back(part);
       }
-      L.records.push_back(record);
+      if (u.parts.empty()) {  // several pieces, none in this block: one empty part
+        UnitPart part;
+        part.col_count = p.cols;
+        part.v_offset = column_axis ? static_cast<int64_t>(b) * p.cols : 0;
+        u.parts.push_back(part);
+      }
+      const UnitPart& head = u.parts[0];
+      u.mine = head.mine;
+      u.local_row = head.mine.row_count > 0 ? row_at[head.piece] + head.piece_row : 0;
+      u.col_begin = head.col_begin;
+      u.col_count = head.col_count;
+      u.v_offset = head.v_offset;
+      const int32_t record = static_cast<int32_t>(L.records.size());
+      L.matrix_records.push_back(record);
+      for (size_t j = 0; j < u.parts.size(); ++j) {
+        const UnitPart& part = u.parts[j];
+        sharding::RegistrationRecord r{u.name, rows, p.cols, part.mine.row_begin,
+                                       part.mine.row_count, ParamKind::kMatrix};
+        if (p.columns_given) {
+          r.col_begin = part.col_begin;
+          r.col_count = part.col_count;
+        }
+        if (listed) r.piece = part.mine.row_count > 0 ? part.piece : -1;
+        if (j == 0) {
+          L.records.push_back(r);
+        } else {
+          r.extra_of = record;
+          L.extra_records.push_back(r);
+        }
+      }
       L.shapes.push_back({u.name, rows, p.cols});
       L.matrices.push_back(std::move(u));
       first += rows;
@@ -177,9 +242,11 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
   int64_t slots = 0;
   for (size_t k = 0; k < L.matrices.size(); ++k) {
     MatrixUnit& u = L.matrices[k];
-    u.column_split = o.column_split.empty()
-                         ? (u.mine.row_count > 0 && u.col_count < u.cols)
-                         : o.column_split[k] != 0;
+    bool narrow = false;  // before finalize: judged from this rank's own parts
+    for (const UnitPart& part : u.parts) {
+      narrow = narrow || (part.mine.row_count > 0 && part.col_count < u.cols);
+    }
+    u.column_split = o.column_split.empty() ? narrow : o.column_split[k] != 0;
     u.slot_offset = slots;
     slots += 2 * u.rows + (column_axis ? u.cols : 0);
     if (u.column_split && row_v) {
@@ -201,9 +268,13 @@ absl::StatusOr<StepLayout> MakeStepLayout(const std::vector<LayoutParam>& params
       MatrixUnit& u = L.matrices[k];
       u.bucket = index;
       b.matrices.push_back(k);
-      // This rank's piece of the block travels to the owner, the rest of the block to it.
-      const int64_t mine = u.mine.row_count * u.col_count * ns;
-      const int64_t mine_v = u.element_v_split ? u.mine.row_count * u.col_count * 4 : 0;
+      // This rank's parts of the block travel to the owner, the rest of the block to it (and
+      // AdaMuon's v of a column-split block, in fp32, the same way).
+      int64_t mine = 0, mine_v = 0;
+      for (const UnitPart& part : u.parts) {
+        mine += part.mine.row_count * part.col_count * ns;
+        if (u.element_v_split) mine_v += part.mine.row_count * part.col_count * 4;
+      }
       if (u.owner == o.rank) {
         owned.push_back(k);
         b.recv_bytes += u.rows * u.cols * ns - mine;

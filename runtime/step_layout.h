@@ -37,6 +37,9 @@ struct LayoutParam {
   // the descriptor gave them (the registration record then carries them).
   int64_t col_begin = 0, col_count = 0;
   bool columns_given = false;
+  // Several pieces on this rank (normuon_param_desc_t.pieces), in the caller's order, columns
+  // resolved; empty: the one piece of the fields above.
+  std::vector<sharding::PieceRect> pieces;
 };
 
 // What the layout depends on besides the parameters.
@@ -72,6 +75,11 @@ struct StateFloats {
 StateFloats StateFloatsOf(ParamKind kind, normuon_variant_t variant,
                           normuon_neuron_axis_t neuron_axis, int64_t row_count, int64_t cols,
                           int64_t row_blocks, int64_t local_cols = -1);
+// The same rule for a rank holding `local_rows` rows and `local_elements` elements in all (several
+// pieces: their sums; the state of the pieces lies back to back in piece order).
+StateFloats StateFloatsOfLocal(ParamKind kind, normuon_variant_t variant,
+                               normuon_neuron_axis_t neuron_axis, int64_t cols, int64_t row_blocks,
+                               int64_t local_rows, int64_t local_elements);
 
 // Bytes of one state buffer as normuon_state_size and checkpoints see it (0: the kind does not
 // apply to this parameter); InvalidArgument naming `kind` for an unknown state kind.
@@ -79,6 +87,23 @@ absl::StatusOr<uint64_t> StateBytes(ParamKind kind, normuon_variant_t variant,
                                     normuon_neuron_axis_t neuron_axis, int64_t row_count,
                                     int64_t cols, int64_t row_blocks, normuon_state_kind_t state,
                                     int64_t local_cols = -1);
+absl::StatusOr<uint64_t> StateBytesLocal(ParamKind kind, normuon_variant_t variant,
+                                         normuon_neuron_axis_t neuron_axis, int64_t cols,
+                                         int64_t row_blocks, int64_t local_rows,
+                                         int64_t local_elements, normuon_state_kind_t state);
+
+// This rank's part of a matrix unit: one of its pieces of the parameter cut to the block's rows.
+// A rank holding one piece has one part per block (an empty one when it holds none of the block's
+// rows); with several pieces (normuon_param_desc_t.pieces) one per piece that meets the block, or
+// one empty part when none does.
+struct UnitPart {
+  int32_t piece = 0;           // index into the parameter's pieces (PiecesOf order; 0: the one)
+  sharding::RowShard mine;     // the part's rows, relative to the block
+  int64_t col_begin = 0, col_count = 0;  // its columns (resolved: every column is 0, cols)
+  int64_t piece_row = 0;       // its first row within its piece (param/grad: + piece_row * ld)
+  int64_t state_offset = 0;    // floats into the parameter's momentum (and per-element v)
+  int64_t v_offset = 0;        // floats into the parameter's v and v_new
+};
 
 // "Matrix k": one row block of a matrix parameter, the unit of gather, Newton-Schulz and scatter.
 struct MatrixUnit {
@@ -107,6 +132,9 @@ struct MatrixUnit {
   // with the gather, in a message of its own (BucketLayout::v_send_bytes, v_recv_bytes); the owner
   // makes the row slots from the whole O and the whole v, and each piece holder its own v_new.
   bool element_v_split = false;
+  // Every part of this rank (at least one); parts[0] is what mine, local_row, col_begin,
+  // col_count and v_offset above describe.
+  std::vector<UnitPart> parts;
 };
 
 struct BucketLayout {
@@ -165,6 +193,8 @@ struct StepLayout {
   // registration order; matrix_records[k] is matrix k's index among them.
   std::vector<sharding::RegistrationRecord> records;
   std::vector<int32_t> matrix_records;
+  // The records of the parts after the first of each block (several pieces), extra_of set.
+  std::vector<sharding::RegistrationRecord> extra_records;
   std::vector<sharding::MatrixShape> shapes;  // per matrix k
   int64_t slot_floats = 0;   // the slot vectors' length: row (and column) slots, then flags
   int64_t flag_base = 0;     // index of the step flags (kStepFlagsPerRank * world floats)

@@ -40,6 +40,17 @@ PieceRect PieceOf(const PlanInputs& in, int k, int p) {
 
 bool EmptyPiece(const PieceRect& r) { return r.row_count == 0 || r.col_count == 0; }
 
+// Every piece of rank p of matrix k, in message order: PieceOf, then its extra pieces.
+std::vector<PieceRect> PiecesOf(const PlanInputs& in, int k, int p) {
+  std::vector<PieceRect> out = {PieceOf(in, k, p)};
+  if (!in.extra_pieces.empty()) {
+    for (const RankPiece& x : in.extra_pieces[k]) {
+      if (x.rank == p) out.push_back(x.rect);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::Status ValidatePlanInputs(const PlanInputs& in) {
@@ -56,6 +67,11 @@ absl::Status ValidatePlanInputs(const PlanInputs& in) {
                      ", must be in [1, ", kMaxElementBytes, "]"));
   }
   const size_t n = in.shapes.size();
+  if (!in.extra_pieces.empty() && (in.pieces.empty() || in.extra_pieces.size() != n)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "plan: extra piece lists for ", in.extra_pieces.size(), " matrices, but ", n,
+        " shapes", in.pieces.empty() ? " and no piece lists" : ""));
+  }
   if (!in.pieces.empty()) {
     if (in.pieces.size() != n) {
       return absl::InvalidArgumentError(absl::StrCat("plan: piece lists for ", in.pieces.size(),
@@ -79,6 +95,17 @@ absl::Status ValidatePlanInputs(const PlanInputs& in) {
       }
       std::vector<RankPiece> pieces;
       for (int r = 0; r < in.world; ++r) pieces.push_back(RankPiece{r, in.pieces[k][r]});
+      if (!in.extra_pieces.empty()) {
+        for (const RankPiece& x : in.extra_pieces[k]) {
+          if (x.rank < 0 || x.rank >= in.world) {
+            return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, " ('", shape.name,
+                                                           "') has an extra piece of rank ",
+                                                           x.rank, ", outside [0, ", in.world,
+                                                           ")"));
+          }
+          pieces.push_back(x);
+        }
+      }
       absl::Status s = ValidateTiling(shape, pieces);
       if (!s.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("plan: matrix ", k, ": ", s.message()));
@@ -147,23 +174,25 @@ absl::StatusOr<RankPlan> MakeRankPlanForMatrices(const PlanInputs& in,
       plan.owned.push_back(k);
       // Receive every other rank's rows; this rank's own rows are the local copy.
       for (int p = 0; p < in.world; ++p) {
-        const PieceRect shard = PieceOf(in, k, p);
-        if (EmptyPiece(shard)) continue;
-        if (p == me) {
-          if (!Append(k, shape, shard, wire, &plan.self_segments, &plan.self_bytes)) {
-            return Overflow("local copy", p);
+        for (const PieceRect& shard : PiecesOf(in, k, p)) {
+          if (EmptyPiece(shard)) continue;
+          if (p == me) {
+            if (!Append(k, shape, shard, wire, &plan.self_segments, &plan.self_bytes)) {
+              return Overflow("local copy", p);
+            }
+          } else if (!Append(k, shape, shard, wire, &plan.gather_recvs[p],
+                             &plan.gather_recv_bytes[p])) {
+            return Overflow("gather receive", p);
           }
-        } else if (!Append(k, shape, shard, wire, &plan.gather_recvs[p],
-                           &plan.gather_recv_bytes[p])) {
-          return Overflow("gather receive", p);
         }
       }
     } else {
-      const PieceRect mine = PieceOf(in, k, me);
-      if (EmptyPiece(mine)) continue;
-      if (!Append(k, shape, mine, wire, &plan.gather_sends[owner],
-                  &plan.gather_send_bytes[owner])) {
-        return Overflow("gather send", owner);
+      for (const PieceRect& mine : PiecesOf(in, k, me)) {
+        if (EmptyPiece(mine)) continue;
+        if (!Append(k, shape, mine, wire, &plan.gather_sends[owner],
+                    &plan.gather_send_bytes[owner])) {
+          return Overflow("gather send", owner);
+        }
       }
     }
   }

@@ -30,6 +30,11 @@ struct PlanInputs {
   // matrix k and replaces shards[k][r] (which may then be empty); the pieces of each matrix must
   // tile it (ValidateTiling). A segment then moves the rectangle, packed row-major.
   std::vector<std::vector<PieceRect>> pieces;
+  // Optional, with `pieces`: a rank holding several pieces of a matrix. extra_pieces[k] lists the
+  // pieces of matrix k beyond pieces[k][r] (any ranks, in each rank's order); empty or one list
+  // per matrix. The tiling is checked over all of them. A rank's segments of a matrix in a
+  // message are its pieces[k][r], then its extra pieces in list order.
+  std::vector<std::vector<RankPiece>> extra_pieces;
 };
 
 // Sizes agree (one shard per rank for every matrix, one owner per matrix), world >= 1,

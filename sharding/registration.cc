@@ -38,6 +38,7 @@ uint64_t GetU64(absl::string_view b, size_t at) {
 
 struct Header {
   uint64_t count = 0;
+  uint32_t extras = 0;
 };
 
 absl::StatusOr<Header> ReadHeader(absl::string_view bytes) {
@@ -59,7 +60,7 @@ absl::StatusOr<Header> ReadHeader(absl::string_view bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the encoding has ", record_bytes, "-byte records; expected ", kRegistrationRecordBytes));
   }
-  return Header{GetU64(bytes, 16)};
+  return Header{GetU64(bytes, 16), GetU32(bytes, 12)};
 }
 
 // Names compare by stored prefix, full length and hash (see the header comment).
@@ -92,42 +93,63 @@ uint64_t NameHash(absl::string_view name) {
   return h;
 }
 
-std::string EncodeRegistration(const std::vector<RegistrationRecord>& records) {
+std::string EncodeRegistration(const std::vector<RegistrationRecord>& records,
+                               const std::vector<RegistrationRecord>& extras) {
   std::string out;
-  out.reserve(kRegistrationHeaderBytes + records.size() * kRegistrationRecordBytes);
+  out.reserve(kRegistrationHeaderBytes +
+              (records.size() + extras.size()) * kRegistrationRecordBytes);
   out.append(kMagic, 4);
   PutU32(kRegistrationVersion, &out);
   PutU32(static_cast<uint32_t>(kRegistrationRecordBytes), &out);
-  PutU32(0, &out);
+  PutU32(static_cast<uint32_t>(extras.size()), &out);
   PutU64(records.size(), &out);
-  for (const RegistrationRecord& r : records) {
-    const uint64_t length = std::min<uint64_t>(r.name.size(), std::numeric_limits<uint32_t>::max());
-    PutU32(static_cast<uint32_t>(r.kind), &out);
-    PutU32(static_cast<uint32_t>(length), &out);
-    PutU64(NameHash(r.name), &out);
-    PutU64(static_cast<uint64_t>(r.rows), &out);
-    PutU64(static_cast<uint64_t>(r.cols), &out);
-    PutU64(static_cast<uint64_t>(r.row_begin), &out);
-    PutU64(static_cast<uint64_t>(r.row_count), &out);
-    PutU64(static_cast<uint64_t>(r.col_begin), &out);
-    PutU64(static_cast<uint64_t>(r.col_count), &out);
-    const size_t prefix = std::min(r.name.size(), kRegistrationNamePrefix);
-    out.append(r.name, 0, prefix);
-    out.append(kRegistrationNamePrefix - prefix, '\0');
+  for (const std::vector<RegistrationRecord>* list : {&records, &extras}) {
+    for (const RegistrationRecord& r : *list) {
+      const uint64_t length =
+          std::min<uint64_t>(r.name.size(), std::numeric_limits<uint32_t>::max());
+      PutU32(static_cast<uint32_t>(r.kind), &out);
+      PutU32(static_cast<uint32_t>(length), &out);
+      PutU64(NameHash(r.name), &out);
+      PutU64(static_cast<uint64_t>(r.rows), &out);
+      PutU64(static_cast<uint64_t>(r.cols), &out);
+      PutU64(static_cast<uint64_t>(r.row_begin), &out);
+      PutU64(static_cast<uint64_t>(r.row_count), &out);
+      PutU64(static_cast<uint64_t>(r.col_begin), &out);
+      PutU64(static_cast<uint64_t>(r.col_count), &out);
+      PutU32(static_cast<uint32_t>(r.piece), &out);
+      PutU32(static_cast<uint32_t>(list == &extras ? r.extra_of : -1), &out);
+      const size_t prefix = std::min(r.name.size(), kRegistrationNamePrefix);
+      out.append(r.name, 0, prefix);
+      out.append(kRegistrationNamePrefix - prefix, '\0');
+    }
   }
   return out;
+}
+
+absl::StatusOr<uint64_t> EncodedRegistrationBytes(absl::string_view header) {
+  NORMUON_ASSIGN_OR_RETURN(const Header h, ReadHeader(header));
+  // Both counts are bounded so that the product cannot overflow (2^40 records is far beyond any
+  // registration).
+  if (h.count > (uint64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the encoding declares ", h.count, " records, more than any registration"));
+  }
+  return kRegistrationHeaderBytes + (h.count + h.extras) * kRegistrationRecordBytes;
 }
 
 absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view bytes) {
   NORMUON_ASSIGN_OR_RETURN(const Header header, ReadHeader(bytes));
   const uint64_t body = bytes.size() - kRegistrationHeaderBytes;
-  if (body % kRegistrationRecordBytes != 0 || body / kRegistrationRecordBytes != header.count) {
+  const uint64_t total = header.count + header.extras;
+  if (header.count > body || body % kRegistrationRecordBytes != 0 ||
+      body / kRegistrationRecordBytes != total) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the encoding declares ", header.count, " records but holds ", body, " bytes after its ",
-        "header (", kRegistrationRecordBytes, " bytes per record)"));
+        "the encoding declares ", header.count, " records and ", header.extras,
+        " extra pieces but holds ", body, " bytes after its header (", kRegistrationRecordBytes,
+        " bytes per record)"));
   }
-  std::vector<DecodedRecord> records(header.count);
-  for (uint64_t i = 0; i < header.count; ++i) {
+  std::vector<DecodedRecord> records(total);
+  for (uint64_t i = 0; i < total; ++i) {
     const size_t at = kRegistrationHeaderBytes + i * kRegistrationRecordBytes;
     DecodedRecord& d = records[i];
     const uint32_t kind = GetU32(bytes, at);
@@ -145,8 +167,18 @@ absl::StatusOr<std::vector<DecodedRecord>> DecodeRegistration(absl::string_view 
     d.record.row_count = static_cast<int64_t>(GetU64(bytes, at + 40));
     d.record.col_begin = static_cast<int64_t>(GetU64(bytes, at + 48));
     d.record.col_count = static_cast<int64_t>(GetU64(bytes, at + 56));
+    d.record.piece = static_cast<int32_t>(GetU32(bytes, at + 64));
+    d.record.extra_of = static_cast<int32_t>(GetU32(bytes, at + 68));
+    const bool extra = i >= header.count;
+    if (extra ? (d.record.extra_of < 0 || static_cast<uint64_t>(d.record.extra_of) >= header.count)
+              : d.record.extra_of != -1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "record ", i, " has extra_of = ", d.record.extra_of,
+          extra ? absl::StrCat(", not a parameter's record in [0, ", header.count, ")")
+                : ", but a parameter's record has -1"));
+    }
     const size_t prefix = std::min<size_t>(d.name_length, kRegistrationNamePrefix);
-    d.record.name = std::string(bytes.substr(at + 64, prefix));
+    d.record.name = std::string(bytes.substr(at + 72, prefix));
   }
   return records;
 }
@@ -185,7 +217,9 @@ absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_en
     }
     decoded[r] = *std::move(d);
   }
-  const size_t count = decoded[0].size();
+  // The parameters' records (the headers agree on their number); the extra pieces follow.
+  NORMUON_ASSIGN_OR_RETURN(const Header first, ReadHeader(per_rank_encodings[0]));
+  const size_t count = static_cast<size_t>(first.count);
   for (size_t i = 0; i < count; ++i) {
     const DecodedRecord& ref = decoded[0][i];
     for (size_t r = 1; r < world; ++r) {
@@ -198,17 +232,41 @@ absl::Status CheckRegistrationsAgree(const std::vector<std::string>& per_rank_en
       }
     }
   }
+  // Each rank's extra pieces, by parameter, in the rank's order; an extra piece is of a matrix
+  // and has its parameter's shape.
+  std::vector<std::vector<std::vector<const RegistrationRecord*>>> extras(
+      world, std::vector<std::vector<const RegistrationRecord*>>(count));
+  for (size_t r = 0; r < world; ++r) {
+    for (size_t e = count; e < decoded[r].size(); ++e) {
+      const RegistrationRecord& x = decoded[r][e].record;
+      const RegistrationRecord& of = decoded[r][static_cast<size_t>(x.extra_of)].record;
+      if (of.kind != ParamKind::kMatrix || x.kind != ParamKind::kMatrix || x.rows != of.rows ||
+          x.cols != of.cols) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rank ", r, " registered an extra piece of parameter ", x.extra_of, " as ",
+            Describe(decoded[r][e]), " but the parameter is ", Describe(decoded[r][x.extra_of]),
+            " (extra pieces are of matrices, with their shape)"));
+      }
+      extras[r][static_cast<size_t>(x.extra_of)].push_back(&x);
+    }
+  }
   for (size_t i = 0; i < count; ++i) {
     const DecodedRecord& ref = decoded[0][i];
     MatrixShape shape{ref.record.name, ref.record.rows, ref.record.cols};
     if (ref.name_length > kRegistrationNamePrefix) shape.name += "...";
-    // Whole rows everywhere: the row cover check and its messages. Any column piece: the tiling.
+    // One piece of whole rows everywhere: the row cover check and its messages. Any column
+    // piece, or several pieces on a rank: the tiling.
     bool whole_rows = true;
-    std::vector<RankPiece> pieces(world);
+    std::vector<RankPiece> pieces;
     for (size_t r = 0; r < world; ++r) {
       const RegistrationRecord& rec = decoded[r][i].record;
-      if (!(rec.col_begin == 0 && rec.col_count == kAllColumns)) whole_rows = false;
-      pieces[r] = RankPiece{static_cast<int>(r), RecordPiece(rec)};
+      if (!(rec.col_begin == 0 && rec.col_count == kAllColumns) || !extras[r][i].empty()) {
+        whole_rows = false;
+      }
+      pieces.push_back(RankPiece{static_cast<int>(r), RecordPiece(rec), rec.piece});
+      for (const RegistrationRecord* x : extras[r][i]) {
+        pieces.push_back(RankPiece{static_cast<int>(r), RecordPiece(*x), x->piece});
+      }
     }
     absl::Status s;
     if (whole_rows) {

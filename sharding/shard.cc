@@ -12,8 +12,9 @@
 namespace normuon::sharding {
 namespace {
 
-std::string Where(const MatrixShape& shape, int rank) {
+std::string Where(const MatrixShape& shape, int rank, int piece = -1) {
   if (rank < 0) return absl::StrCat("matrix '", shape.name, "'");
+  if (piece >= 0) return absl::StrCat("matrix '", shape.name, "', rank ", rank, ", piece ", piece);
   return absl::StrCat("matrix '", shape.name, "', rank ", rank);
 }
 
@@ -126,7 +127,13 @@ std::string DescribeRect(const PieceRect& r) {
                       r.col_begin, ", ", r.col_begin + r.col_count, ")");
 }
 
-absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank) {
+std::string DescribeRankPiece(const RankPiece& p) {
+  if (p.piece < 0) return absl::StrCat("rank ", p.rank, "'s piece ", DescribeRect(p.rect));
+  return absl::StrCat("rank ", p.rank, "'s piece ", p.piece, " (", DescribeRect(p.rect), ")");
+}
+
+absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank,
+                                int piece) {
   absl::Status s = ValidateShape(shape);
   if (!s.ok()) {
     if (rank < 0) return s;
@@ -144,14 +151,14 @@ absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect,
   };
   for (const Axis& a : axes) {
     if (a.begin < 0 || a.begin > a.extent) {
-      return absl::InvalidArgumentError(absl::StrCat(Where(shape, rank), ": ", a.begin_name,
+      return absl::InvalidArgumentError(absl::StrCat(Where(shape, rank, piece), ": ", a.begin_name,
                                                      " = ", a.begin, " is outside [0, ", a.extent,
                                                      "] (", a.extent_name, " = ", a.extent, ")"));
     }
     // begin <= extent here, so extent - begin cannot overflow.
     if (a.count < 0 || a.count > a.extent - a.begin) {
       return absl::InvalidArgumentError(absl::StrCat(
-          Where(shape, rank), ": ", a.count_name, " = ", a.count, " with ", a.begin_name, " = ",
+          Where(shape, rank, piece), ": ", a.count_name, " = ", a.count, " with ", a.begin_name, " = ",
           a.begin, " does not fit in ", a.extent_name, " = ", a.extent));
     }
   }
@@ -166,11 +173,13 @@ absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiec
   for (size_t i = 0; i < pieces.size(); ++i) checked[i] = static_cast<int>(i);
   auto fields = [&](int i) {
     const PieceRect& r = pieces[i].rect;
-    return std::make_tuple(pieces[i].rank, r.row_begin, r.row_count, r.col_begin, r.col_count);
+    return std::make_tuple(pieces[i].rank, pieces[i].piece, r.row_begin, r.row_count, r.col_begin,
+                           r.col_count);
   };
   std::sort(checked.begin(), checked.end(), [&](int a, int b) { return fields(a) < fields(b); });
   for (int i : checked) {
-    NORMUON_RETURN_IF_ERROR(ValidateLocalPiece(shape, pieces[i].rect, pieces[i].rank));
+    NORMUON_RETURN_IF_ERROR(
+        ValidateLocalPiece(shape, pieces[i].rect, pieces[i].rank, pieces[i].piece));
   }
   // The non-empty pieces, by first row (ties: rank, then position), so that everything below is
   // independent of the order the pieces came in.
@@ -182,7 +191,8 @@ absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiec
   }
   auto key = [&](int i) {
     const PieceRect& r = pieces[i].rect;
-    return std::make_tuple(r.row_begin, r.col_begin, pieces[i].rank, r.row_count, r.col_count, i);
+    return std::make_tuple(r.row_begin, r.col_begin, pieces[i].rank, pieces[i].piece, r.row_count,
+                           r.col_count, i);
   };
   std::sort(order.begin(), order.end(), [&](int a, int b) { return key(a) < key(b); });
   // Band boundaries: 0, rows, and every piece's first and past-the-end row.
@@ -223,9 +233,9 @@ absl::Status ValidateTiling(const MatrixShape& shape, const std::vector<RankPiec
       if (r.col_begin < covered) {
         const RankPiece& a = pieces[reach];
         return absl::InvalidArgumentError(absl::StrCat(
-            "matrix '", shape.name, "' (", shape.rows, "x", shape.cols, "): rank ", a.rank,
-            "'s piece ", DescribeRect(a.rect), " overlaps rank ", pieces[i].rank, "'s piece ",
-            DescribeRect(r), " (both hold element (", y, ", ", r.col_begin,
+            "matrix '", shape.name, "' (", shape.rows, "x", shape.cols, "): ",
+            DescribeRankPiece(a), " overlaps ", DescribeRankPiece(pieces[i]),
+            " (both hold element (", y, ", ", r.col_begin,
             ")): the pieces must tile the matrix exactly"));
       }
       covered = r.col_begin + r.col_count;

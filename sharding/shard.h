@@ -84,27 +84,36 @@ inline bool operator==(const PieceRect& a, const PieceRect& b) {
 }
 inline bool operator!=(const PieceRect& a, const PieceRect& b) { return !(a == b); }
 
-// One piece and the rank that holds it (a rank may hold several pieces, or none).
+// One piece and the rank that holds it (a rank may hold several pieces, or none). `piece` is
+// the rank's own index of the piece (normuon_param_desc_t.pieces), named in messages; -1 when the
+// rank registered one piece without a list.
 struct RankPiece {
   int rank = 0;
   PieceRect rect;
+  int piece = -1;
 };
 
 // "rows [0, 4) x cols [2, 6)"
 std::string DescribeRect(const PieceRect& rect);
+// "rank 1's piece rows [0, 4) x cols [2, 6)", or with a piece index "rank 1's piece 2 (rows
+// [0, 4) x cols [2, 6))".
+std::string DescribeRankPiece(const RankPiece& piece);
 
 // ValidateShape, then every field in range: row_begin in [0, rows], row_count >= 0 and
 // row_begin + row_count <= rows, the same for the columns against cols. The message names the
 // field (row_begin, row_count, col_begin, col_count), the matrix and the rank (rank >= 0; -1 when
 // unknown). Never overflows, whatever the values.
-absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank = -1);
+// `piece` >= 0 is named too ("rank 1, piece 2").
+absl::Status ValidateLocalPiece(const MatrixShape& shape, const PieceRect& rect, int rank = -1,
+                                int piece = -1);
 
 // The tiling check of finalize: every piece passes ValidateLocalPiece, and the non-empty pieces
 // tile the matrix exactly, with no element held twice and none held by nobody. Pure, the same
 // verdict and message on every rank for the same pieces (in any order). Scans the matrix in
 // row-major order (in bands between the pieces' row boundaries) and reports the first problem:
 //   "matrix 'w': rank 1's piece rows [0, 4) x cols [2, 6) overlaps rank 3's piece rows [2, 8) x
-//    cols [0, 4) (both hold element (2, 2))", or
+//    cols [0, 4) (both hold element (2, 2))" (with piece indices: "rank 1's piece 0 (rows ...)
+//    overlaps rank 1's piece 2 (rows ...)", also for two pieces of one rank), or
 //   "matrix 'w': element (4, 2) (row 4, column 2) is held by no piece (a gap ...)".
 // An empty `pieces` (or only empty pieces) reports element (0, 0). O(n log n + bands * a log a)
 // for n pieces, a of them in one band.

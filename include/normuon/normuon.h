@@ -16,7 +16,8 @@
  *   (NORMUON_ERROR_INVALID_ARGUMENT naming the argument) unless the function says it may be NULL.
  * - Ownership and lifetime: the library never frees and never keeps a caller's pointer past the
  *   call, with one exception: the parameter and gradient buffers of normuon_register_matrix,
- *   normuon_register_adamw and normuon_bind, which the runtime reads and writes until they are
+ *   normuon_register_adamw, normuon_bind and normuon_bind_piece (a piece's, from
+ *   normuon_param_desc_t.pieces), which the runtime reads and writes until they are
  *   rebound or the runtime is destroyed (the caller keeps them valid that long). What it needs
  *   later (names, row splits, coefficients) it copies. Handles are the library's and freed by
  *   their destroy function; strings it returns are its own (see each function for how long
@@ -55,7 +56,7 @@
  * - Matrices are row-major, rows = output neurons. A rank holds the contiguous rows
  *   [row_begin, row_begin + row_count) of each parameter (FSDP's dim-0 sharding), and of a
  *   matrix optionally only the columns [col_begin, col_begin + col_count) (tensor parallel x
- *   FSDP: see normuon_param_desc_t).
+ *   FSDP), or several such rectangles (normuon_param_desc_t.pieces).
  * - Pure C99: usable from C, C++, Python ctypes, Rust.
  */
 #ifndef NORMUON_NORMUON_H_
@@ -338,7 +339,8 @@ NORMUON_API void normuon_group_desc_init(normuon_group_desc_t* desc, normuon_gro
  * same descriptor (a 1-D parameter of N elements is rows = N, cols = 1). A rank with no rows of
  * the parameter passes row_count = 0 and may pass NULL pointers.
  * Versions: the first ended after group (80 bytes on 64-bit platforms); row_splits and
- * num_row_splits, then num_heads, col_begin, col_count and ld came later. */
+ * num_row_splits, then num_heads, col_begin, col_count and ld, then pieces and num_pieces came
+ * later. */
 typedef struct normuon_param_desc {
   uint32_t struct_size;
   const char* name;          /* unique, non-empty; copied */
@@ -373,18 +375,45 @@ typedef struct normuon_param_desc {
    * and grad hold it row-major with ld elements from one row to the next (ld >= col_count).
    * Defaults (0): col_begin 0, col_count 0 = every column (col_begin must then be 0), ld 0 =
    * col_count: the row-only layout. The pieces of all ranks must tile the matrix exactly
-   * (finalize checks it and names the two ranks whose pieces overlap, or the first element no
-   * rank holds). One piece per rank and parameter; a rank with no piece passes row_count = 0.
-   * A rank that holds two separate rectangles of one weight registers a piece per rectangle
-   * only when they form one rectangle; otherwise lay the weight out so that each rank's part is
-   * one rectangle (Megatron interleaves fused QKV so that each TP rank's heads are contiguous
-   * rows). Matrices only: an AdamW parameter is held as whole rows. The CUDA backend runs
-   * pieces of all columns only (ld = cols); column pieces are NORMUON_ERROR_UNSUPPORTED there at
-   * finalize. See README, "Two-dimensional shards". */
+   * (finalize checks it and names the two ranks, and piece indices, whose pieces overlap, or the
+   * first element no rank holds). A rank with no piece passes row_count = 0; a rank with several
+   * rectangles lists them in `pieces` below. Matrices only: an AdamW parameter is held as whole
+   * rows. The CUDA backend runs pieces of all columns only (ld = cols); column pieces are
+   * NORMUON_ERROR_UNSUPPORTED there at finalize. See README, "Two-dimensional shards". */
   int64_t col_begin;
   int64_t col_count;
   int64_t ld;
+  /* Several pieces on one rank, optional (matrices only): num_pieces rectangles of this
+   * parameter, each with its own buffers (a TP rank's q, k and v heads of a fused QKV that is not
+   * interleaved; FSDP2's strided sharding). The pieces are copied at registration (their param
+   * and grad pointers are kept, as desc.param and desc.grad are). num_pieces 0 (default) = the
+   * one piece of the fields above; num_pieces > 0 requires row_begin, row_count, col_begin,
+   * col_count, ld, param and grad above to stay 0 / NULL (each is refused by name otherwise).
+   * Pieces may be empty (row_count or col_count 0); the non-empty ones of all ranks tile the
+   * matrix. Order matters: the state of the parameter on this rank (normuon_get_state and
+   * checkpoints of this rank's view) is its pieces' states concatenated in piece order
+   * (momentum: each piece's row_count x col_count, packed; per-row v: each piece's row_count).
+   * normuon_bind_piece re-binds one piece; normuon_grad_ready(param) covers every piece.
+   * CPU backend only in this version (NORMUON_ERROR_UNSUPPORTED at registration on CUDA). */
+  const struct normuon_piece* pieces;
+  int32_t num_pieces;
 } normuon_param_desc_t;
+
+/* One rectangle of a matrix held by this rank (normuon_param_desc_t.pieces): rows [row_begin,
+ * row_begin + row_count) x columns [col_begin, col_begin + col_count) (col_count 0 = every column,
+ * col_begin then 0), param and grad row-major with ld elements per row (0 = the piece's columns).
+ * grad may be NULL (zero gradient, no weight decay for this piece); param may be NULL only for
+ * an empty piece. Not a versioned struct: its layout is fixed (a later change would add a new
+ * type). */
+typedef struct normuon_piece {
+  int64_t row_begin;
+  int64_t row_count;
+  int64_t col_begin;
+  int64_t col_count;
+  int64_t ld;
+  void* param;
+  const void* grad;
+} normuon_piece_t;
 
 /* [out] desc: zeroes it and sets struct_size, param_dtype = grad_dtype = NORMUON_DTYPE_FP32 and
  * group = -1 (the default group of the parameter's kind); name, shape, rows and pointers are
@@ -479,6 +508,15 @@ NORMUON_API normuon_status_t normuon_memory_required(normuon_runtime_t rt, uint6
  * the old pointers); the next step captures again. Binding the same pointers keeps it. */
 NORMUON_API normuon_status_t normuon_bind(normuon_runtime_t rt, normuon_param_t param,
                                           void* param_ptr, const void* grad_ptr);
+
+/* normuon_bind for one piece of a parameter registered with pieces (normuon_param_desc_t.pieces):
+ * points piece `piece` (0-based, in registration order) at new buffers, with the rules of
+ * normuon_bind (param_ptr may be NULL only for an empty piece; grad_ptr NULL = zero gradient for
+ * that piece). normuon_bind itself is refused for such a parameter (it would not say which
+ * piece), and normuon_bind_piece for a parameter without pieces. Never blocks; not collective. */
+NORMUON_API normuon_status_t normuon_bind_piece(normuon_runtime_t rt, normuon_param_t param,
+                                                int32_t piece, void* param_ptr,
+                                                const void* grad_ptr);
 
 /* One optimizer step over every registered parameter. Collective: every rank calls it for
  * every step.

@@ -231,6 +231,8 @@ class ParamDesc(ctypes.Structure):
         ("col_begin", ctypes.c_int64),
         ("col_count", ctypes.c_int64),
         ("ld", ctypes.c_int64),
+        ("pieces", ctypes.c_void_p),  # const normuon_piece_t* (Piece array)
+        ("num_pieces", ctypes.c_int32),
     ]
 
     @classmethod
@@ -238,6 +240,19 @@ class ParamDesc(ctypes.Structure):
         d = cls()
         lib().normuon_param_desc_init(ctypes.byref(d))
         return d
+
+
+class Piece(ctypes.Structure):
+    """normuon_piece_t: one rectangle of a matrix on this rank (ParamDesc.pieces)."""
+    _fields_ = [
+        ("row_begin", ctypes.c_int64),
+        ("row_count", ctypes.c_int64),
+        ("col_begin", ctypes.c_int64),
+        ("col_count", ctypes.c_int64),
+        ("ld", ctypes.c_int64),
+        ("param", ctypes.c_void_p),
+        ("grad", ctypes.c_void_p),
+    ]
 
 
 class StepInfo(ctypes.Structure):
@@ -445,6 +460,7 @@ _SIGNATURES = {
     "normuon_finalize": (_enum, [_u64]),
     "normuon_memory_required": (_enum, [_u64, _P(_u64)]),
     "normuon_bind": (_enum, [_u64, _i32, ctypes.c_void_p, ctypes.c_void_p]),
+    "normuon_bind_piece": (_enum, [_u64, _i32, _i32, ctypes.c_void_p, ctypes.c_void_p]),
     "normuon_step": (_enum, [_u64, ctypes.c_float, ctypes.c_float, ctypes.c_void_p]),
     "normuon_grad_ready": (_enum, [_u64, _P(_i32), _i32, ctypes.c_void_p]),
     "normuon_step_cancel": (_enum, [_u64]),

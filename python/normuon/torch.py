@@ -117,7 +117,12 @@ Parameters and devices
     columns [col_begin, +shape[1]) of a 2-D global_shape (ld = its column count); the ranks'
     rectangles must tile the matrix (checked at the first step). AdamW parameters are held as
     whole rows. The dict key "num_heads" asks for per-head orthogonalization (num_heads equal
-    row blocks, the C API's desc.num_heads). Replicas (HSDP): ranks holding the same pieces
+    row blocks, the C API's desc.num_heads). Several rectangles of one matrix on this rank
+    (a TP rank's q, k and v rows of a fused QKV that is not interleaved; FSDP2's strided rows):
+    {"global_shape": (m, n), "pieces": [(row_begin, row_count, col_begin), ...]} says that the
+    contiguous 2-D local tensor is those rectangles stacked along dim 0, in list order, each
+    row_count rows x the local tensor's columns from col_begin (the C API's desc.pieces; the
+    optimizer state follows the same order). Replicas (HSDP): ranks holding the same pieces
     each run their own NorMuon over the process_group of their shard group and compute the
     same bits, given the same (replica-averaged) gradients.
   * torch.distributed communicator (CPU, sharded): normuon._dist_comm, the C API's custom ops
@@ -304,11 +309,28 @@ def _shard_group_ranks(mesh, shard_dims, coord):
 
 
 class _Layout(namedtuple("_Layout", "matrix rows cols row_begin row_count local_shape dtype "
-                                     "device world col_begin col_count num_heads mesh")):
+                                     "device world col_begin col_count num_heads pieces mesh")):
     """How one parameter is registered: global rows x cols, this rank's rectangle (rows
     [row_begin, +row_count) x columns [col_begin, +col_count)), its local shape, dtype and
-    device, the world size of its sharding (1 for plain tensors), num_heads (0 = none) and, for
-    a DTensor, (the global ranks of its shard group, its shard mesh dims), else None."""
+    device, the world size of its sharding (1 for plain tensors) and num_heads (0 = none).
+    pieces: () or ((row_begin, row_count, col_begin, col_count), ...), several rectangles
+    stacked along dim 0 of the local tensor (row_count is then their rows in all). mesh: for a
+    DTensor, (the global ranks of its shard group, its shard mesh dims), else None."""
+
+
+def _piece_array(layout, param_ptr=None, grad_ptr=None):
+    """The C API's normuon_piece_t list of a layout with pieces, pointing into the local
+    tensors' memory (stacked along dim 0) when given."""
+    arr = (_capi.Piece * len(layout.pieces))()
+    size = torch.empty((), dtype=layout.dtype).element_size()
+    at = 0
+    for j, (rb, rc, cb, cc) in enumerate(layout.pieces):
+        arr[j].row_begin, arr[j].row_count, arr[j].col_begin, arr[j].col_count = rb, rc, cb, cc
+        arr[j].ld = cc
+        arr[j].param = param_ptr + at * size if (param_ptr and rc) else None
+        arr[j].grad = grad_ptr + at * size if (grad_ptr and rc) else None
+        at += rc * cc
+    return arr
 
 
 def _layout(p, matrix, who, shard=None):
@@ -322,7 +344,25 @@ def _layout(p, matrix, who, shard=None):
         raise TypeError(f"NorMuon: {who} has layout {p.layout}; only dense (strided) tensors "
                         f"are supported")
     shape = tuple(p.shape) if shard is None else shard.global_shape
-    if shard is not None:
+    if shard is not None and shard.pieces is not None:
+        if not matrix:
+            raise ValueError(f"NorMuon: {who}: shards[...].pieces is for matrices "
+                             f"(use_muon=True); an AdamW parameter is held as whole rows")
+        if len(shape) != 2 or p.dim() != 2:
+            raise ValueError(f"NorMuon: {who}: shards[...].pieces needs a 2-D global_shape and "
+                             f"a 2-D local tensor; got global_shape {list(shape)}, local shape "
+                             f"{list(p.shape)}")
+        width = int(p.shape[1])
+        for j, (rb, rc, cb) in enumerate(shard.pieces):
+            if rb + rc > shape[0] or cb + width > shape[1]:
+                raise ValueError(f"NorMuon: {who}: shards[...].pieces[{j}] rows [{rb}, "
+                                 f"{rb + rc}) x columns [{cb}, {cb + width}) exceed "
+                                 f"global_shape {list(shape)}")
+        if sum(q[1] for q in shard.pieces) != p.shape[0]:
+            raise ValueError(f"NorMuon: {who}: shards[...].pieces hold "
+                             f"{sum(q[1] for q in shard.pieces)} rows in all, but the local "
+                             f"tensor has {p.shape[0]} (the pieces are stacked along dim 0)")
+    elif shard is not None:
         if _is_dtensor(p):
             raise ValueError(f"NorMuon: {who} is a DTensor and has an entry in shards; a "
                              f"DTensor says its own sharding: leave it out of shards")
@@ -366,7 +406,7 @@ def _layout(p, matrix, who, shard=None):
     rows = shape[0] if shape else 1
     cols = math.prod(shape[1:]) if len(shape) > 1 else 1
     world, begin, count = 1, 0, rows
-    col_begin, col_count, heads = 0, cols, 0
+    col_begin, col_count, heads, pieces = 0, cols, 0, ()
     mesh_key = None
     if _is_dtensor(p):
         mesh = p.device_mesh
@@ -385,12 +425,16 @@ def _layout(p, matrix, who, shard=None):
         heads = shard.num_heads
         if shard.col_begin is not None:
             col_begin, col_count = shard.col_begin, int(p.shape[1])
+        if shard.pieces is not None:
+            col_count = int(p.shape[1])
+            pieces = tuple((rb, rc, cb, col_count) for rb, rc, cb in shard.pieces)
     local = _local(p)
     # (a rectangle's local shape was checked against global_shape above)
-    if col_count == cols and tuple(local.shape) != ((count,) + shape[1:] if shape else ()):
+    if (not pieces and col_count == cols
+            and tuple(local.shape) != ((count,) + shape[1:] if shape else ())):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
                          f"FSDP2's dim-0 chunk ({count} of {rows} rows from row {begin})")
-    if col_count != cols and tuple(local.shape) != (count, col_count):
+    if mesh_key is not None and col_count != cols and tuple(local.shape) != (count, col_count):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not the "
                          f"rectangle its placements {tuple(p.placements)} give this process "
                          f"(rows [{begin}, +{count}) x columns [{col_begin}, +{col_count}))")
@@ -399,18 +443,21 @@ def _layout(p, matrix, who, shard=None):
                          f"for shape {list(local.shape)}); the runtime reads row-major memory: "
                          f"make the parameter contiguous before creating the optimizer")
     return _Layout(matrix, rows, cols, begin, count, tuple(local.shape), p.dtype,
-                   local.device, world, col_begin, col_count, heads, mesh_key)
+                   local.device, world, col_begin, col_count, heads, pieces, mesh_key)
 
 
-class RowShard(namedtuple("RowShard", "global_shape row_begin world col_begin num_heads")):
+class RowShard(namedtuple("RowShard", "global_shape row_begin world col_begin num_heads pieces",
+                          defaults=(None,))):
     """Which piece of which global tensor a local tensor holds (an entry of NorMuon's
     `shards`, normalized): rows [row_begin, row_begin + local.shape[0]) of a tensor of
     global_shape, on a process group of `world` ranks; with col_begin (not None) the local
     tensor is the rectangle of those rows x columns [col_begin, col_begin + local.shape[1]) of
-    a 2-D global_shape. num_heads: per-head orthogonalization (0 = none)."""
+    a 2-D global_shape. num_heads: per-head orthogonalization (0 = none). pieces: None, or
+    ((row_begin, row_count, col_begin), ...) for several rectangles stacked along dim 0 of the
+    local tensor (row_begin is then 0 and unused)."""
 
 
-_SHARD_FIELDS = ("global_shape", "row_begin", "col_begin", "num_heads")
+_SHARD_FIELDS = ("global_shape", "row_begin", "col_begin", "num_heads", "pieces")
 _SHARD_REQUIRED = ("global_shape", "row_begin")
 
 
@@ -422,6 +469,8 @@ def _row_shard(spec, world, who):
         if unknown:
             raise ValueError(f"NorMuon: {who}: shards[...] has unknown keys {unknown}; expected "
                              f"{list(_SHARD_FIELDS)}")
+        if "pieces" in spec:
+            return _pieces_shard(spec, world, who)
         missing = [k for k in _SHARD_REQUIRED if k not in spec]
         if missing:
             raise ValueError(f"NorMuon: {who}: shards[...] lacks {missing}")
@@ -455,6 +504,30 @@ def _row_shard(spec, world, who):
         raise ValueError(f"NorMuon: {who}: shards[...].num_heads = {heads!r}; expected an int "
                          f">= 0 (0 = none)")
     return RowShard(tuple(shape), begin, world, col, heads)
+
+
+def _pieces_shard(spec, world, who):
+    """A `shards` entry with "pieces" (several rectangles stacked along dim 0) as a RowShard.
+    Raises ValueError naming `who` and the field."""
+    other = sorted(set(spec) - {"global_shape", "pieces", "num_heads"})
+    if other:
+        raise ValueError(f"NorMuon: {who}: shards[...] has {other} together with 'pieces'; "
+                         f"each piece gives its own rows and columns")
+    base = _row_shard({"global_shape": spec.get("global_shape"), "row_begin": 0,
+                       "col_begin": 0, "num_heads": spec.get("num_heads", 0)}, world, who)
+    pieces = spec["pieces"]
+    if not isinstance(pieces, (list, tuple)) or not pieces:
+        raise ValueError(f"NorMuon: {who}: shards[...].pieces = {pieces!r}; expected a "
+                         f"non-empty list of (row_begin, row_count, col_begin)")
+    out = []
+    for j, q in enumerate(pieces):
+        if (not isinstance(q, (list, tuple)) or len(q) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                           for v in q)):
+            raise ValueError(f"NorMuon: {who}: shards[...].pieces[{j}] = {q!r}; expected "
+                             f"(row_begin, row_count, col_begin), ints >= 0")
+        out.append(tuple(q))
+    return base._replace(pieces=tuple(out))
 
 
 def _checked_grad(p, lay, who):
@@ -493,9 +566,15 @@ def _state_numel(layout, kind, variant):
     desc = _capi.ParamDesc.defaults()
     desc.name = b"state"
     desc.rows, desc.cols = layout.rows, layout.cols
-    desc.row_begin, desc.row_count = layout.row_begin, layout.row_count
-    if layout.col_count != layout.cols:
-        desc.col_begin, desc.col_count = layout.col_begin, layout.col_count
+    pieces = None
+    if layout.pieces:
+        pieces = _piece_array(layout)
+        desc.pieces = ctypes.cast(pieces, ctypes.c_void_p)
+        desc.num_pieces = len(layout.pieces)
+    else:
+        desc.row_begin, desc.row_count = layout.row_begin, layout.row_count
+        if layout.col_count != layout.cols:
+            desc.col_begin, desc.col_count = layout.col_begin, layout.col_count
     nbytes = ctypes.c_uint64()
     _capi.check(lib.normuon_param_state_size(ctypes.byref(cfg), ctypes.byref(desc),
                                              1 if layout.matrix else 0, int(kind),
@@ -1045,14 +1124,21 @@ class NorMuon(torch.optim.Optimizer):
                 d = _capi.ParamDesc.defaults()
                 name_bytes = name.encode("utf-8")
                 d.name = name_bytes
-                d.rows, d.cols, d.row_begin, d.row_count = (
-                    lay.rows, lay.cols, lay.row_begin, lay.row_count)
-                if lay.col_count != lay.cols:  # a rectangle; contiguous, so ld = col_count
-                    d.col_begin, d.col_count = lay.col_begin, lay.col_count
-                    d.ld = lay.col_count
+                d.rows, d.cols = lay.rows, lay.cols
                 d.num_heads = lay.num_heads
-                d.param = lp.data_ptr() if lay.row_count else None
-                d.grad = lg.data_ptr() if (lg is not None and lay.row_count) else None
+                pieces = None
+                if lay.pieces:  # several rectangles stacked along dim 0 (desc.pieces, copied)
+                    pieces = _piece_array(lay, lp.data_ptr(),
+                                          lg.data_ptr() if lg is not None else None)
+                    d.pieces = ctypes.cast(pieces, ctypes.c_void_p)
+                    d.num_pieces = len(lay.pieces)
+                else:
+                    d.row_begin, d.row_count = lay.row_begin, lay.row_count
+                    if lay.col_count != lay.cols:  # a rectangle; contiguous: ld = col_count
+                        d.col_begin, d.col_count = lay.col_begin, lay.col_count
+                        d.ld = lay.col_count
+                    d.param = lp.data_ptr() if lay.row_count else None
+                    d.grad = lg.data_ptr() if (lg is not None and lay.row_count) else None
                 d.param_dtype = d.grad_dtype = _DTYPES[lay.dtype]
                 d.group = groups[gi]
                 idx = ctypes.c_int32()
@@ -1133,6 +1219,12 @@ class NorMuon(torch.optim.Optimizer):
         """Points runtime parameter i at the tensors' current memory."""
         p_ptr = local_param.data_ptr() if lay.row_count else None
         g_ptr = local_grad.data_ptr() if (local_grad is not None and lay.row_count) else None
+        if lay.pieces:  # each piece at its place in the stacked local tensors
+            for j, q in enumerate(_piece_array(lay, p_ptr, g_ptr)):
+                _capi.check(_capi.lib().normuon_bind_piece(self._runtime, i, j, q.param, q.grad),
+                            self._runtime,
+                            f"normuon_bind_piece ({self._registered[i].name}, piece {j})")
+            return
         _capi.check(_capi.lib().normuon_bind(self._runtime, i, p_ptr, g_ptr), self._runtime,
                     f"normuon_bind ({self._registered[i].name})")
 

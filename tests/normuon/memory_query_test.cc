@@ -2,6 +2,7 @@
 // before finalize must equal the bytes finalize then holds, at world sizes 1-4, on every
 // schedule, for even and ragged rows, row blocks, AdamW parameters and every variant's state; and
 // the step allocates nothing more.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -70,7 +71,8 @@ struct Outcome {
 
 std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_variant_t variant,
                          normuon_neuron_axis_t axis, const testing::Split& split,
-                         normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD) {
+                         normuon_ns_method_t ns_method = NORMUON_NS_METHOD_STANDARD,
+                         bool strided_pieces = false) {
   absl::StatusOr<std::vector<std::shared_ptr<InProcessRank>>> group =
       CreateInProcessGroup(world, 30.0);
   EXPECT_TRUE(group.ok());
@@ -92,8 +94,45 @@ std::vector<Outcome> RunRanks(int world, normuon_schedule_t schedule, normuon_va
       return;
     }
     std::vector<std::vector<float>> p(Model().size()), g(Model().size());
+    std::vector<std::vector<normuon_piece_t>> lists(Model().size());
     for (size_t i = 0; i < Model().size(); ++i) {
       const Spec& s = Model()[i];
+      if (strided_pieces && s.matrix) {
+        // Several pieces (normuon_param_desc_t.pieces): FSDP2's strided rows, pairs of rows
+        // dealt to the ranks in turn; "wide" also in column halves (column-split).
+        const int64_t halves = s.cols == 40 ? 2 : 1, width = s.cols / halves;
+        int64_t elements = 0;
+        for (int64_t pair = rank; 2 * pair < s.rows; pair += world) {
+          elements += std::min<int64_t>(2, s.rows - 2 * pair) * s.cols;
+        }
+        p[i] = testing::Random(static_cast<size_t>(std::max<int64_t>(1, elements)), 11 + i, 0.1f);
+        g[i] = testing::Random(p[i].size(), 23 + i, 1.0f);
+        int64_t at = 0;
+        for (int64_t pair = rank; 2 * pair < s.rows; pair += world) {
+          const int64_t rows = std::min<int64_t>(2, s.rows - 2 * pair);
+          for (int64_t h = 0; h < halves; ++h) {
+            lists[i].push_back({2 * pair, rows, h * width, halves > 1 ? width : 0, 0,
+                                p[i].data() + at, g[i].data() + at});
+            at += rows * width;
+          }
+        }
+        normuon_param_desc_t d;
+        normuon_param_desc_init(&d);
+        d.name = s.name;
+        d.rows = s.rows;
+        d.cols = s.cols;
+        d.group = NORMUON_GROUP_MATRIX_DEFAULT;
+        d.row_splits = s.splits.empty() ? nullptr : s.splits.data();
+        d.num_row_splits = static_cast<int32_t>(s.splits.size());
+        d.pieces = lists[i].data();
+        d.num_pieces = static_cast<int32_t>(lists[i].size());
+        absl::StatusOr<int32_t> id = (*rt)->RegisterMatrix(d);
+        if (!id.ok()) {
+          o.error = std::string(id.status().message());
+          return;
+        }
+        continue;
+      }
       const testing::Range r = split(s.rows, world)[rank];
       p[i] = testing::Random(static_cast<size_t>(r.count * s.cols), 11 + i, 0.1f);
       g[i] = testing::Random(static_cast<size_t>(r.count * s.cols), 23 + i, 1.0f);
@@ -157,6 +196,24 @@ TEST(MemoryQueryTest, TheQueryBeforeFinalizeIsWhatFinalizeAllocatesOnEverySchedu
           EXPECT_EQ(out[r].after, out[r].held) << what;
           EXPECT_EQ(out[r].held_after_steps, out[r].held) << what;
         }
+      }
+    }
+  }
+}
+
+TEST(MemoryQueryTest, SeveralPiecesPerRankAreCountedExactly) {
+  for (int world = 1; world <= 4; ++world) {
+    for (normuon_neuron_axis_t axis : {NORMUON_NEURON_ROWS, NORMUON_NEURON_COLUMNS}) {
+      const std::vector<Outcome> out =
+          RunRanks(world, NORMUON_SCHEDULE_BUCKETED, NORMUON_VARIANT_NORMUON, axis,
+                   testing::Fsdp2, NORMUON_NS_METHOD_STANDARD, /*strided_pieces=*/true);
+      for (int r = 0; r < world; ++r) {
+        const std::string what = "world " + std::to_string(world) + " axis " +
+                                 std::to_string(axis) + " rank " + std::to_string(r);
+        ASSERT_EQ(out[r].error, "") << what;
+        EXPECT_EQ(out[r].before, out[r].held) << what;
+        EXPECT_EQ(out[r].after, out[r].held) << what;
+        EXPECT_EQ(out[r].held_after_steps, out[r].held) << what;
       }
     }
   }

@@ -62,6 +62,21 @@ void RegisterModel(Rank* r, const normuon_config_t& c, normuon_comm_t comm, int 
     d.param = r->params.back().data();
     d.grad = r->grads.back().data();
     d.group = s.matrix ? NORMUON_GROUP_MATRIX_DEFAULT : NORMUON_GROUP_ADAMW_DEFAULT;
+    // "wide" as two pieces of this rank, the column halves of its rows (desc.pieces), so that
+    // the per-part work and the column-split exchange are counted too.
+    normuon_piece_t halves[2];
+    if (std::string(s.name) == "wide") {
+      for (int h = 0; h < 2; ++h) {
+        halves[h] = {begin, count, h * s.cols / 2, s.cols / 2, s.cols,
+                     r->params.back().data() + h * s.cols / 2,
+                     r->grads.back().data() + h * s.cols / 2};
+      }
+      d.row_begin = d.row_count = 0;
+      d.param = nullptr;
+      d.grad = nullptr;
+      d.pieces = halves;
+      d.num_pieces = 2;
+    }
     normuon_param_t id;
     ASSERT_EQ(s.matrix ? normuon_register_matrix(r->rt, &d, &id)
                        : normuon_register_adamw(r->rt, &d, &id),

@@ -42,6 +42,7 @@ MIRRORS = {
     "normuon_config_t": _capi.Config,
     "normuon_group_desc_t": _capi.GroupDesc,
     "normuon_param_desc_t": _capi.ParamDesc,
+    "normuon_piece_t": _capi.Piece,
     "normuon_step_info_t": _capi.StepInfo,
     "normuon_step_profile_t": _capi.StepProfile,
     "normuon_p2p_t": _capi.P2P,

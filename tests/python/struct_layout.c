@@ -79,6 +79,17 @@ int main(void) {
   FIELD(normuon_param_desc_t, col_begin);
   FIELD(normuon_param_desc_t, col_count);
   FIELD(normuon_param_desc_t, ld);
+  FIELD(normuon_param_desc_t, pieces);
+  FIELD(normuon_param_desc_t, num_pieces);
+
+  STRUCT(normuon_piece_t);
+  FIELD(normuon_piece_t, row_begin);
+  FIELD(normuon_piece_t, row_count);
+  FIELD(normuon_piece_t, col_begin);
+  FIELD(normuon_piece_t, col_count);
+  FIELD(normuon_piece_t, ld);
+  FIELD(normuon_piece_t, param);
+  FIELD(normuon_piece_t, grad);
 
   STRUCT(normuon_step_info_t);
   FIELD(normuon_step_info_t, struct_size);

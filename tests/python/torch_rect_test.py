@@ -305,6 +305,81 @@ class RectangleArgumentTest(unittest.TestCase):
         self.assertFalse(torch.equal(before, p["w2"]))
 
 
+class SeveralPiecesTest(unittest.TestCase):
+    """Several rectangles of one matrix stacked along dim 0 of the local tensor ("pieces"), at
+    world 1: w1's two row halves in reverse order, w2's rows as two column halves each (four
+    pieces of 10 x 8, stacked). The run must equal the unsharded one bitwise, and so must the
+    state, in piece order."""
+
+    W1 = [(8, 8, 0), (0, 8, 0)]
+    W2 = [(0, 5, 0), (0, 5, 8), (5, 5, 0), (5, 5, 8)]
+
+    @staticmethod
+    def stack(t, pieces, width):
+        return torch.cat([t[rb:rb + rc, cb:cb + width] for rb, rc, cb in pieces]).clone()
+
+    def test_pieces_match_one_whole_tensor(self):
+        ref = {n: torch.nn.Parameter(t) for n, t in full_params().items()}
+        ref_opt = make_optimizer(ref, {n: ((SHAPES[n], 0, 0) if len(SHAPES[n]) == 2
+                                           else (SHAPES[n], 0)) for n in SHAPES})
+        full = full_params()
+        mine = {n: torch.nn.Parameter(t.clone()) for n, t in full.items()}
+        mine["w1"] = torch.nn.Parameter(self.stack(full["w1"], self.W1, 8))
+        mine["w2"] = torch.nn.Parameter(self.stack(full["w2"], self.W2, 8))
+        shards = {n: ((SHAPES[n], 0, 0) if len(SHAPES[n]) == 2 else (SHAPES[n], 0))
+                  for n in SHAPES}
+        shards["w1"] = {"global_shape": SHAPES["w1"], "pieces": self.W1}
+        shards["w2"] = {"global_shape": SHAPES["w2"], "pieces": self.W2}
+        opt = make_optimizer(mine, shards)
+        for step in range(3):
+            x, y = micro_batch(step, 0)
+            for params, o in ((ref, ref_opt), (mine, opt)):
+                o.zero_grad(set_to_none=True)
+                if params is mine:  # the whole tensors' gradient, restacked into the pieces
+                    whole = {n: torch.nn.Parameter(ref_before[n]) for n in SHAPES}
+                    loss_of(whole, x, y).backward()
+                    for n in SHAPES:
+                        g = whole[n].grad
+                        if n == "w1":
+                            g = self.stack(g, self.W1, 8)
+                        elif n == "w2":
+                            g = self.stack(g, self.W2, 8)
+                        params[n].grad = g
+                else:
+                    ref_before = {n: t.detach().clone() for n, t in params.items()}
+                    loss_of(params, x, y).backward()
+                o.step()
+        self.assertTrue(torch.equal(mine["w1"], self.stack(ref["w1"].detach(), self.W1, 8)))
+        self.assertTrue(torch.equal(mine["w2"], self.stack(ref["w2"].detach(), self.W2, 8)))
+        self.assertTrue(torch.equal(mine["w3"], ref["w3"]))
+        # The state in piece order: w2 (parameter 1) momentum as the stacked pieces, v one
+        # value per row of each piece.
+        got, want = opt.state_dict()["state"][1], ref_opt.state_dict()["state"][1]
+        self.assertTrue(torch.equal(got["momentum_buffer"],
+                                    self.stack(want["momentum_buffer"], self.W2, 8)))
+        v = want["second_momentum_buffer"]
+        self.assertTrue(torch.equal(got["second_momentum_buffer"],
+                                    torch.cat([v[0:5], v[0:5], v[5:10], v[5:10]])))
+
+    def test_pieces_are_checked(self):
+        p = {n: torch.nn.Parameter(t) for n, t in full_params().items()}
+        p["w1"] = torch.nn.Parameter(torch.zeros(12, 8))
+        shards = {n: shard_entry(n, 0, 1) for n in SHAPES}
+        shards["w1"] = {"global_shape": (16, 8), "pieces": [(0, 8, 0), (8, 8, 0)]}
+        with self.assertRaises(ValueError) as cm:
+            make_optimizer(p, shards)
+        self.assertIn("'w1'", str(cm.exception))
+        self.assertIn("16 rows in all, but the local tensor has 12", str(cm.exception))
+        shards["w1"] = {"global_shape": (16, 8), "pieces": [(0, 8, 0), (8, 4, 1)]}
+        with self.assertRaises(ValueError) as cm:
+            make_optimizer(p, shards)
+        self.assertIn("pieces[1]", str(cm.exception))
+        shards["w1"] = {"global_shape": (16, 8), "pieces": [(0, 8, 0)], "row_begin": 0}
+        with self.assertRaises(ValueError) as cm:
+            make_optimizer(p, shards)
+        self.assertIn("together with 'pieces'", str(cm.exception))
+
+
 def _main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true")

@@ -69,7 +69,59 @@ TEST(EncodeRegistrationTest, WritesIntegersLittleEndian) {
   EXPECT_EQ(bytes[record + 17], 0x01);
   EXPECT_EQ(bytes[record + 48], 0);     // col_begin
   EXPECT_EQ(static_cast<uint8_t>(bytes[record + 56]), 0xff);  // col_count: kAllColumns (-1)
-  EXPECT_EQ(bytes[record + 64], 'w');
+  EXPECT_EQ(static_cast<uint8_t>(bytes[record + 64]), 0xff);  // piece: -1
+  EXPECT_EQ(static_cast<uint8_t>(bytes[record + 68]), 0xff);  // extra_of: -1
+  EXPECT_EQ(bytes[record + 72], 'w');
+}
+
+// Several pieces on one rank (normuon_param_desc_t.pieces): extra records after the parameters',
+// counted in the header, pointing at their parameter's record.
+RegistrationRecord Piece(int64_t row_begin, int64_t row_count, int64_t col_begin,
+                         int64_t col_count, int32_t piece, int32_t extra_of = -1) {
+  RegistrationRecord r{"w", 8, 6, row_begin, row_count, ParamKind::kMatrix};
+  r.col_begin = col_begin;
+  r.col_count = col_count;
+  r.piece = piece;
+  r.extra_of = extra_of;
+  return r;
+}
+
+TEST(ExtraPiecesTest, RoundTripAndCountInTheHeader) {
+  const std::string bytes =
+      EncodeRegistration({Piece(0, 4, 0, 6, 0)}, {Piece(4, 4, 0, 3, 2, 0), Piece(4, 4, 3, 3, 1, 0)});
+  EXPECT_EQ(bytes[12], 2);  // extra count
+  auto length = EncodedRegistrationBytes(bytes.substr(0, kRegistrationHeaderBytes));
+  ASSERT_TRUE(length.ok()) << length.status();
+  EXPECT_EQ(*length, bytes.size());
+  auto decoded = DecodeRegistration(bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->size(), 3u);
+  EXPECT_EQ((*decoded)[0].record.extra_of, -1);
+  EXPECT_EQ((*decoded)[1].record.extra_of, 0);
+  EXPECT_EQ((*decoded)[1].record.piece, 2);
+  EXPECT_EQ((*decoded)[2].record.col_begin, 3);
+  // An extra piece pointing past the parameters is refused.
+  EXPECT_TRUE(IsInvalidWith(
+      DecodeRegistration(EncodeRegistration({Piece(0, 8, 0, 6, 0)}, {Piece(0, 0, 0, 6, 1, 1)}))
+          .status(),
+      {"extra_of = 1"}));
+}
+
+TEST(ExtraPiecesTest, TilesWithOtherRanksAndNamesPieceIndicesOnOverlap) {
+  // Rank 0: rows 0..3 and the left half of rows 4..7; rank 1: the right half of rows 4..7.
+  const std::string r0 = EncodeRegistration({Piece(0, 4, 0, 6, 0)}, {Piece(4, 4, 0, 3, 1, 0)});
+  const std::string r1 = EncodeRegistration({Piece(4, 4, 3, 3, 0)});
+  EXPECT_TRUE(CheckRegistrationsAgree({r0, r1}).ok());
+  // Rank 1's second piece overlaps its first.
+  const std::string bad = EncodeRegistration({Piece(4, 4, 3, 3, 0)}, {Piece(5, 1, 4, 2, 1, 0)});
+  EXPECT_TRUE(IsInvalidWith(CheckRegistrationsAgree({r0, bad}),
+                            {"parameter 0", "rank 1's piece 0 (rows [4, 8) x cols [3, 6))",
+                             "overlaps rank 1's piece 1 (rows [5, 6) x cols [4, 6))"}));
+  // An extra piece of an AdamW parameter is refused naming the rank.
+  RegistrationRecord adamw{"b", 8, 6, 0, 8, ParamKind::kAdamW};
+  const std::string ra = EncodeRegistration({adamw}, {Piece(0, 0, 0, 6, 1, 0)});
+  const std::string rb = EncodeRegistration({{"b", 8, 6, 0, 0, ParamKind::kAdamW}});
+  EXPECT_TRUE(IsInvalidWith(CheckRegistrationsAgree({ra, rb}), {"rank 0", "extra piece"}));
 }
 
 TEST(DecodeRegistrationTest, ReadsBackWhatWasEncoded) {

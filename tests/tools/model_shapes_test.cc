@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "sharding/shard.h"
+#include "tools/common/model_layout.h"
 
 namespace normuon_tools {
 namespace {
@@ -138,6 +140,41 @@ TEST(ModelShapesTest, EnvironmentDirectoryComesFirst) {
   ASSERT_EQ(shapes->entries.size(), 1u);
   EXPECT_EQ(shapes->entries[0].name, "only");
   EXPECT_NE(ModelSearchDirs("")[0], dir) << "the variable is searched only while set";
+}
+
+// --qkv_layout=separate (tools/common/model_layout.h, MegatronPieces): a fused QKV's q, k and v
+// blocks each split over the TP ranks, then over the DP ranks: three row ranges per rank, which
+// together with the other ranks' tile the matrix; other matrices keep MegatronLayout's piece.
+TEST(ModelLayoutTest, SeparateQkvGivesEachRankThreeRowRanges) {
+  absl::StatusOr<ModelShapes> shapes =
+      ParseModelShapes("h.0.attn.c_attn.weight 48x8 matrix\nh.0.attn.c_proj.weight 8x16 matrix\n",
+                       "m.txt");
+  ASSERT_TRUE(shapes.ok()) << shapes.status();
+  absl::StatusOr<PieceLists> lists = MegatronPieces(*shapes, 2, 4, /*separate_qkv=*/true);
+  ASSERT_TRUE(lists.ok()) << lists.status();
+  // q rows 0..15, k 16..31, v 32..47; TP rank 1 holds rows 8..15 of each block, DP rank 0 of it
+  // (rank 2) the first 4 of those.
+  const auto& rank2 = (*lists)[0][2];
+  ASSERT_EQ(rank2.size(), 3u);
+  EXPECT_EQ(rank2[0].row_begin, 8);
+  EXPECT_EQ(rank2[1].row_begin, 24);
+  EXPECT_EQ(rank2[2].row_begin, 40);
+  for (const auto& p : rank2) {
+    EXPECT_EQ(p.row_count, 4);
+    EXPECT_EQ(p.col_count, 8);
+  }
+  std::vector<normuon::sharding::RankPiece> all;
+  for (int r = 0; r < 4; ++r) {
+    for (const auto& p : (*lists)[0][r]) all.push_back({r, p});
+  }
+  EXPECT_TRUE(normuon::sharding::ValidateTiling({"qkv", 48, 8}, all).ok());
+  EXPECT_EQ((*lists)[1][2].size(), 1u);  // c_proj: one column piece per rank
+  // Interleaved (the default): one piece per rank, MegatronLayout's.
+  absl::StatusOr<PieceLists> one = MegatronPieces(*shapes, 2, 4, /*separate_qkv=*/false);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ((*one)[0][2].size(), 1u);
+  EXPECT_TRUE(FusedQkv("h.0.attn.c_attn.weight"));
+  EXPECT_FALSE(FusedQkv("h.0.attn.c_proj.weight"));
 }
 
 }  // namespace

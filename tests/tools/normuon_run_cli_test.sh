@@ -22,6 +22,21 @@ for mesh in "2 4" "4 4" "2 6" "4 8"; do
         --check --json)
   grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" || { echo "TP$1 on $2 ranks differs: $out"; exit 1; }
 done
+# A fused QKV split without interleaving: each TP rank holds its rows of q, k and v, registered
+# as three pieces (normuon_param_desc_t.pieces); bitwise equal to one rank.
+for mesh in "2 4" "4 4"; do
+  set -- $mesh
+  out=$("$run" --model=tiny --steps=2 --tp=$1 --ranks=$2 --qkv_layout=separate \
+        --schedule=bucketed --bucket_mb=0.05 --check --json)
+  grep -q '"check_max_abs_diff": 0[,}]' <<<"$out" ||
+    { echo "separate QKV, TP$1 on $2 ranks differs: $out"; exit 1; }
+done
+if "$run" --model=tiny --steps=1 --qkv_layout=fused 2>"${TEST_TMPDIR:-/tmp}/qkv_err.txt"; then
+  echo "--qkv_layout=fused accepted"; exit 1
+fi
+grep -q -- "--qkv_layout = 'fused': expected interleaved or separate" \
+  "${TEST_TMPDIR:-/tmp}/qkv_err.txt" ||
+  { echo "unclear --qkv_layout refusal: $(cat "${TEST_TMPDIR:-/tmp}/qkv_err.txt")"; exit 1; }
 if "$run" --model=tiny --steps=1 --tp=3 --ranks=4 2>"${TEST_TMPDIR:-/tmp}/tp_err.txt"; then
   echo "--tp not dividing --ranks accepted"; exit 1
 fi

@@ -6,6 +6,8 @@
 #ifndef NORMUON_TOOLS_COMMON_API_CALLS_H_
 #define NORMUON_TOOLS_COMMON_API_CALLS_H_
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -64,6 +66,34 @@ inline absl::Status RegisterPiece(normuon_runtime_t rt, const ModelShape& entry,
   return ApiError(rt,
                   absl::StrCat(matrix ? "normuon_register_matrix" : "normuon_register_adamw",
                                " of '", entry.name, "'"),
+                  st);
+}
+
+// Registers several pieces of one matrix entry (normuon_param_desc_t.pieces), each packed, back
+// to back in param and grad (fp32) in list order, in the default matrix group.
+inline absl::Status RegisterPieces(normuon_runtime_t rt, const ModelShape& entry,
+                                   const std::vector<normuon::sharding::PieceRect>& pieces,
+                                   float* param, float* grad, normuon_param_t* handle) {
+  std::vector<normuon_piece_t> list;
+  int64_t at = 0;
+  for (const normuon::sharding::PieceRect& p : pieces) {
+    list.push_back(normuon_piece_t{p.row_begin, p.row_count, p.col_begin, p.col_count, 0,
+                                   param + at, grad + at});
+    at += p.row_count * p.col_count;
+  }
+  normuon_param_desc_t desc;
+  normuon_param_desc_init(&desc);
+  desc.name = entry.name.c_str();
+  desc.rows = entry.rows;
+  desc.cols = entry.cols;
+  desc.param_dtype = desc.grad_dtype = NORMUON_DTYPE_FP32;
+  desc.group = NORMUON_GROUP_MATRIX_DEFAULT;
+  desc.pieces = list.data();
+  desc.num_pieces = static_cast<int32_t>(list.size());
+  const normuon_status_t st = normuon_register_matrix(rt, &desc, handle);
+  if (st == NORMUON_SUCCESS) return absl::OkStatus();
+  return ApiError(rt, absl::StrCat("normuon_register_matrix of '", entry.name, "' (", list.size(),
+                                   " pieces)"),
                   st);
 }
 

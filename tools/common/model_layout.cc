@@ -79,6 +79,66 @@ absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> MegatronL
   return layout;
 }
 
+namespace {
+
+// True when `part` is a whole '.'-separated part of name.
+bool HasPart(absl::string_view name, absl::string_view part) {
+  size_t at = name.find(part);
+  while (at != absl::string_view::npos) {
+    const size_t end = at + part.size();
+    if ((at == 0 || name[at - 1] == '.') && (end == name.size() || name[end] == '.')) return true;
+    at = name.find(part, at + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool FusedQkv(absl::string_view name) {
+  for (absl::string_view part : {"c_attn", "qkv", "query_key_value", "Wqkv"}) {
+    if (HasPart(name, part)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<PieceLists> MegatronPieces(const ModelShapes& model, int tp, int world,
+                                          bool separate_qkv) {
+  using normuon::sharding::PieceRect;
+  using normuon::sharding::RowShard;
+  absl::StatusOr<std::vector<std::vector<PieceRect>>> one = MegatronLayout(model, tp, world);
+  if (!one.ok()) return one.status();
+  const int dp = world / tp;
+  PieceLists lists;
+  for (size_t i = 0; i < model.entries.size(); ++i) {
+    const ModelShape& e = model.entries[i];
+    std::vector<std::vector<PieceRect>> ranks(world);
+    if (!separate_qkv || e.kind != normuon::ParamKind::kMatrix || !FusedQkv(e.name) ||
+        e.rows % 3 != 0) {
+      for (int r = 0; r < world; ++r) ranks[r] = {(*one)[i][r]};
+      lists.push_back(std::move(ranks));
+      continue;
+    }
+    const int64_t block = e.rows / 3;
+    absl::StatusOr<std::vector<RowShard>> t = normuon::sharding::Fsdp2Split(block, tp);
+    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(e.name, ": ", t.status().message()));
+    for (int a = 0; a < tp; ++a) {
+      for (int64_t q = 0; q < 3; ++q) {  // q, k, v
+        const RowShard& share = (*t)[a];
+        absl::StatusOr<std::vector<RowShard>> d =
+            normuon::sharding::Fsdp2Split(share.row_count, dp);
+        if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat(e.name, ": ", d.status().message()));
+        for (int k = 0; k < dp; ++k) {
+          if ((*d)[k].row_count == 0) continue;
+          ranks[a * dp + k].push_back(PieceRect{q * block + share.row_begin + (*d)[k].row_begin,
+                                                (*d)[k].row_count, 0, e.cols});
+        }
+      }
+    }
+    lists.push_back(std::move(ranks));
+  }
+  return lists;
+}
+
 int LayerOf(absl::string_view name) {
   for (absl::string_view prefix : {absl::string_view("h."), absl::string_view("layers.")}) {
     const size_t at = name.find(prefix);

@@ -29,6 +29,22 @@ absl::StatusOr<std::vector<std::vector<normuon::sharding::RowShard>>> Fsdp2Layou
 absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> MegatronLayout(
     const ModelShapes& model, int tp, int world);
 
+// Every rank's pieces of every entry: [entry][rank][piece] (a rank may hold several rectangles of
+// one matrix: normuon_param_desc_t.pieces).
+using PieceLists = std::vector<std::vector<std::vector<normuon::sharding::PieceRect>>>;
+
+// MegatronLayout as lists (one piece per rank), or with separate_qkv a fused attention QKV
+// (FusedQkv, rows divisible by 3) laid out without interleaving: its rows are three equal blocks
+// q, k, v, TP rank t holds its torch.chunk share of each block (three row ranges), and FSDP2
+// splits each of them over the data-parallel ranks (three pieces per rank; an empty share is
+// left out).
+absl::StatusOr<PieceLists> MegatronPieces(const ModelShapes& model, int tp, int world,
+                                          bool separate_qkv);
+
+// Whether a matrix is a fused attention QKV projection, by its name: GPT-2's "c_attn", or
+// "qkv", "query_key_value", "Wqkv" as a name part.
+bool FusedQkv(absl::string_view name);
+
 // Whether a matrix is row-parallel under Megatron's layout, by its name: GPT-2's "attn.c_proj"
 // and "mlp.c_proj", Llama's "o_proj" and "down_proj" (also "out_proj", "dense_4h_to_h", "wo",
 // "w2" as the last name parts).

@@ -81,25 +81,39 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   const RuntimeGuard guard(rt);
 
   std::vector<std::unique_ptr<ParamBuffers>> buffers;
-  std::vector<normuon::sharding::PieceRect> rows(entries.size());
+  // This rank's pieces of each entry (one, or several: --qkv_layout=separate), held back to back.
+  std::vector<std::vector<normuon::sharding::PieceRect>> rows(entries.size());
+  std::vector<int64_t> held(entries.size(), 0);
   int64_t largest = 1;
   for (size_t i = 0; i < entries.size(); ++i) {
     rows[i] = (*cfg.layout)[i][rank];
-    largest = std::max(largest, rows[i].row_count * rows[i].col_count);
+    for (const normuon::sharding::PieceRect& p : rows[i]) held[i] += p.row_count * p.col_count;
+    largest = std::max(largest, held[i]);
   }
+  // Each piece's values, packed, at its place in the entry's buffer.
+  const auto fill = [&](float* out, size_t i, float sigma, uint64_t sub) {
+    for (const normuon::sharding::PieceRect& p : rows[i]) {
+      FillPiece(out, p, entries[i].cols, sigma, cfg.seed, i, sub);
+      out += p.row_count * p.col_count;
+    }
+  };
   std::vector<float> staging(static_cast<size_t>(largest));
   std::vector<normuon_param_t> handles(entries.size(), -1);
   for (size_t i = 0; i < entries.size(); ++i) {
     const ModelShape& e = entries[i];
-    const int64_t n = rows[i].row_count * rows[i].col_count;
-    FillPiece(staging.data(), rows[i], e.cols, 0.02f, cfg.seed, i, 0);
+    const int64_t n = held[i];
+    fill(staging.data(), i, 0.02f, 0);
     absl::StatusOr<std::unique_ptr<ParamBuffers>> b =
         ParamBuffers::Make(cfg.backend, cfg.device, n);
     if (!b.ok()) return fail(b.status());
     buffers.push_back(*std::move(b));
     absl::Status ready = buffers[i]->SetParam(staging.data(), n);
     if (ready.ok()) {
-      ready = RegisterPiece(rt, e, rows[i], buffers[i]->param(), buffers[i]->grad(), &handles[i]);
+      ready = rows[i].size() == 1
+                  ? RegisterPiece(rt, e, rows[i][0], buffers[i]->param(), buffers[i]->grad(),
+                                  &handles[i])
+                  : RegisterPieces(rt, e, rows[i], buffers[i]->param(),
+                                   buffers[i]->grad(), &handles[i]);
     }
     if (!ready.ok()) return fail(ready);
   }
@@ -117,11 +131,11 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   for (int s = 0; s < total_steps; ++s) {
     const Clock::time_point gen_start = Clock::now();
     for (size_t i = 0; i < entries.size(); ++i) {
-      const int64_t n = rows[i].row_count * rows[i].col_count;
+      const int64_t n = held[i];
       if (n == 0) continue;
       // On the CPU the values go straight into the gradient (SetGrad is then a no-op).
       float* dst = buffers[i]->on_device() ? staging.data() : buffers[i]->grad();
-      FillPiece(dst, rows[i], entries[i].cols, 1.0f, cfg.seed, i, static_cast<uint64_t>(s) + 1);
+      fill(dst, i, 1.0f, static_cast<uint64_t>(s) + 1);
       const absl::Status copied = buffers[i]->SetGrad(dst, n);
       if (!copied.ok()) return fail(copied);
     }
@@ -206,7 +220,7 @@ RankOutcome RunRank(const RankConfig& cfg, normuon_comm_t comm, int rank, int wo
   }
 
   for (size_t i = 0; i < entries.size(); ++i) {
-    const int64_t n = rows[i].row_count * rows[i].col_count;
+    const int64_t n = held[i];
     std::vector<float> values(static_cast<size_t>(n));
     const absl::Status copied = buffers[i]->GetParam(values.data(), n);
     if (!copied.ok()) return fail(copied);
@@ -246,8 +260,7 @@ absl::StatusOr<std::vector<RankOutcome>> RunRanks(const RankConfig& cfg, int wor
 
 absl::StatusOr<double> MaxDifferenceFromOneRank(const RunSetup& setup,
                                                 const std::vector<RankOutcome>& outcomes) {
-  absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> whole =
-      MegatronLayout(setup.shapes, 1, 1);
+  absl::StatusOr<PieceLists> whole = MegatronPieces(setup.shapes, 1, 1, false);
   if (!whole.ok()) return whole.status();
   RankConfig single = setup.rank;
   single.layout = &*whole;
@@ -267,14 +280,17 @@ absl::StatusOr<double> MaxDifferenceFromOneRank(const RunSetup& setup,
   for (int r = 0; r < setup.ranks; ++r) {
     for (size_t i = 0; i < setup.shapes.entries.size(); ++i) {
       const std::vector<float>& mine = outcomes[r].params[i];
-      const normuon::sharding::PieceRect& p = setup.layout[i][r];
       const int64_t cols = setup.shapes.entries[i].cols;
-      for (int64_t a = 0; a < p.row_count; ++a) {
-        for (int64_t b = 0; b < p.col_count; ++b) {
-          const float want = ref.params[i][(p.row_begin + a) * cols + p.col_begin + b];
-          const float got = mine[a * p.col_count + b];
-          max_diff = std::max(max_diff, static_cast<double>(std::fabs(got - want)));
+      int64_t at = 0;  // the pieces lie back to back
+      for (const normuon::sharding::PieceRect& p : setup.layout[i][r]) {
+        for (int64_t a = 0; a < p.row_count; ++a) {
+          for (int64_t b = 0; b < p.col_count; ++b) {
+            const float want = ref.params[i][(p.row_begin + a) * cols + p.col_begin + b];
+            const float got = mine[at + a * p.col_count + b];
+            max_diff = std::max(max_diff, static_cast<double>(std::fabs(got - want)));
+          }
         }
+        at += p.row_count * p.col_count;
       }
     }
   }

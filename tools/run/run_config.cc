@@ -41,6 +41,12 @@ ABSL_FLAG(int, tp, 1,
           "(row-parallel); FSDP2 rows inside each TP piece over the --ranks / --tp data-parallel "
           "ranks; AdamW entries FSDP2 rows over all ranks. Both backends (CUDA column pieces: not yet "
           "run on a GPU)");
+ABSL_FLAG(std::string, qkv_layout, "interleaved",
+          "with --tp: how a fused attention QKV (GPT-2's c_attn) is split over the TP ranks: "
+          "interleaved (Megatron's: each TP rank's q, k and v rows are one range) or separate "
+          "(q, k and v blocks one after the other, each TP rank holding its rows of each: three "
+          "pieces per rank, registered as a list of rectangles, normuon_param_desc_t.pieces; "
+          "CPU backend only)");
 ABSL_FLAG(normuon_tools::run::CommKind, comm, normuon_tools::run::CommKind::kInProcess,
           "how the ranks are joined: inprocess (--ranks threads of this process) or mpi (one "
           "rank per process, started by mpirun; needs the MPI build: "
@@ -193,8 +199,14 @@ absl::StatusOr<std::unique_ptr<RunSetup>> SetupFromFlags(absl::string_view argv0
                                                    " must be >= 1 and divide --ranks = ",
                                                    setup->ranks));
   }
-  absl::StatusOr<std::vector<std::vector<normuon::sharding::PieceRect>>> layout =
-      MegatronLayout(setup->shapes, setup->tp, setup->ranks);
+  const std::string qkv_layout = absl::GetFlag(FLAGS_qkv_layout);
+  if (qkv_layout != "interleaved" && qkv_layout != "separate") {
+    return absl::InvalidArgumentError(absl::StrCat("--qkv_layout = '", qkv_layout,
+                                                   "': expected interleaved or separate"));
+  }
+  setup->separate_qkv = qkv_layout == "separate";
+  absl::StatusOr<PieceLists> layout =
+      MegatronPieces(setup->shapes, setup->tp, setup->ranks, setup->separate_qkv);
   if (!layout.ok()) return absl::InvalidArgumentError(absl::StrCat("--tp: ", layout.status().message()));
   setup->layout = *std::move(layout);
 

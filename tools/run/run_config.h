@@ -34,9 +34,9 @@ std::string AbslUnparseFlag(CommKind value);
 // What every rank of a run does (RunRank, rank_run.h).
 struct RankConfig {
   const ModelShapes* model = nullptr;
-  // Every rank's piece of every entry: [entry][rank] (MegatronLayout: FSDP2 rows, inside the TP
-  // pieces with --tp).
-  const std::vector<std::vector<normuon::sharding::PieceRect>>* layout = nullptr;
+  // Every rank's pieces of every entry: [entry][rank][piece] (MegatronPieces: FSDP2 rows, inside
+  // the TP pieces with --tp; with --qkv_layout=separate three pieces of a fused QKV per rank).
+  const std::vector<std::vector<std::vector<normuon::sharding::PieceRect>>>* layout = nullptr;
   normuon_backend_t backend = NORMUON_BACKEND_CPU;
   int device = 0;
   normuon_ns_dtype_t ns_dtype = NORMUON_NS_DEFAULT;
@@ -64,10 +64,11 @@ struct RunSetup {
   RunSetup& operator=(const RunSetup&) = delete;
 
   ModelShapes shapes;
-  std::vector<std::vector<normuon::sharding::PieceRect>> layout;  // on `ranks` ranks
+  std::vector<std::vector<std::vector<normuon::sharding::PieceRect>>> layout;  // on `ranks` ranks
   std::string model;  // the --model name, or the --shapes path
   int ranks = 1;
   int tp = 1;  // --tp: tensor-parallel ranks per group (divides ranks)
+  bool separate_qkv = false;  // --qkv_layout=separate
   CommKind comm = CommKind::kInProcess;
   double timeout_s = 600.0;  // --timeout: the MPI communicator's bound on every collective
   RankConfig rank;
