@@ -326,7 +326,7 @@ TEST(MultiPiece, GqaQkvTp2xDp2MatchesOneRankForEveryScheduleAndAxis) {
 }
 
 // AdaMuon keeps v per element: with pieces of whole rows (no column split) each piece's v lies
-// with its momentum, in piece order. (Column pieces with AdaMuon are refused at finalize.)
+// with its momentum, in piece order.
 TEST(MultiPiece, AdaMuonWithRowPiecesMatchesOneRank) {
   std::vector<Matrix> ms = GqaBlock(8);
   ms.pop_back();  // attn.out is split into column pieces
@@ -387,6 +387,33 @@ TEST(MultiPiece, ThreePiecesNextToAnEmptyRankWithColumnAndRowSplitsMatchOneRank)
 }
 
 // A one-rank list of pieces (no peers) is the single-rank step too.
+// AdaMuon on several pieces that include column pieces (its per-element v travels to the owner
+// part by part): the GQA layout with the column-split attention output, and the ragged layout
+// (a rank with three pieces, two of them column halves, next to an empty rank).
+TEST(MultiPiece, AdaMuonWithColumnPiecesAmongSeveralMatchesOneRank) {
+  Options one;
+  one.variant = NORMUON_VARIANT_ADAMUON;
+  const std::vector<Matrix> gqa = GqaBlock(8);
+  const Result gqa_base = RunRanks(gqa, one);
+  Options o = one;
+  o.world = 4;
+  o.pieces = GqaPieces;
+  o.schedule = NORMUON_SCHEDULE_BUCKETED;
+  o.grad_ready = true;
+  ExpectBitwise(gqa, gqa_base, RunRanks(gqa, o), "AdaMuon, GQA pieces with column pieces");
+  const std::vector<Matrix> ragged = Ragged();
+  const Result ragged_base = RunRanks(ragged, one);
+  for (normuon_schedule_t schedule : {NORMUON_SCHEDULE_SEQUENTIAL, NORMUON_SCHEDULE_PER_MATRIX}) {
+    Options r = one;
+    r.world = 3;
+    r.pieces = RaggedPieces;
+    r.schedule = schedule;
+    r.ld_pad = 3;
+    ExpectBitwise(ragged, ragged_base, RunRanks(ragged, r),
+                  "AdaMuon, ragged pieces, schedule " + std::to_string(schedule));
+  }
+}
+
 TEST(MultiPiece, OneRankWithSeveralPiecesMatchesOnePiece) {
   const std::vector<Matrix> ms = Ragged();
   const Result base = RunRanks(ms, Options{});
@@ -407,9 +434,14 @@ TEST(MultiPiece, OneRankWithSeveralPiecesMatchesOnePiece) {
 // layout (and back), continuing bitwise.
 TEST(MultiPiece, CheckpointsReshardBetweenMultiPieceAndOnePieceLayouts) {
   const std::vector<Matrix> ms = GqaBlock(8);
-  for (normuon_neuron_axis_t axis : {NORMUON_NEURON_ROWS, NORMUON_NEURON_COLUMNS}) {
+  // NorMuon on both neuron axes, and AdaMuon (per-element v, also of the column pieces).
+  for (const auto& [axis, variant] : std::vector<std::pair<normuon_neuron_axis_t, normuon_variant_t>>{
+           {NORMUON_NEURON_ROWS, NORMUON_VARIANT_NORMUON},
+           {NORMUON_NEURON_COLUMNS, NORMUON_VARIANT_NORMUON},
+           {NORMUON_NEURON_ROWS, NORMUON_VARIANT_ADAMUON}}) {
     Options straight;
     straight.axis = axis;
+    straight.variant = variant;
     straight.steps = 4;
     const Result want = RunRanks(ms, straight);
     const PieceLayout rows_only = [&](size_t i, int rank, int world) {
@@ -432,7 +464,8 @@ TEST(MultiPiece, CheckpointsReshardBetweenMultiPieceAndOnePieceLayouts) {
       const Way& from = ways[w].first;
       const Way& to = ways[w].second;
       const std::string dir =
-          ::testing::TempDir() + "/multi_piece_ck_" + std::to_string(axis) + "_" + std::to_string(w);
+          ::testing::TempDir() + "/multi_piece_ck_" + std::to_string(axis) + "_" +
+          std::to_string(variant) + "_" + std::to_string(w);
       ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
       Options save = straight;
       save.world = from.world;
@@ -448,7 +481,9 @@ TEST(MultiPiece, CheckpointsReshardBetweenMultiPieceAndOnePieceLayouts) {
       load.first_step = 2;
       load.init = &saved;
       load.load_dir = dir;
-      ExpectBitwise(ms, want, RunRanks(ms, load), "checkpoint " + from.name + " -> " + to.name);
+      ExpectBitwise(ms, want, RunRanks(ms, load),
+                    "checkpoint " + from.name + " -> " + to.name + " variant " +
+                        std::to_string(variant));
     }
   }
 }
