@@ -31,6 +31,16 @@ void Symmetrize(std::vector<float>* m, int64_t n, int64_t count) {
   MirrorLowerToUpper(m->data(), n, n, n * n, count);
 }
 
+// One OpenBLAS thread for the whole test: what it checks is the plan, and ThreadSanitizer cannot
+// see OpenBLAS's own thread-pool hand-offs (uninstrumented), which it reported as races between
+// a worker's sgemm and the mirror that reads the result after the call returned.
+class OneBlasThread : public ::testing::Environment {
+ public:
+  void SetUp() override { openblas_set_num_threads(1); }
+};
+::testing::Environment* const kOneBlasThread =
+    ::testing::AddGlobalTestEnvironment(new OneBlasThread);
+
 // C = alpha op(A) op(B) + beta C, tile GEMM by tile GEMM as the plan says, then the mirror.
 void RunPlan(const SymmetricPlan& plan, float alpha, const float* a, const float* b, float beta,
              float* c) {
