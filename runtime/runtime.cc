@@ -27,6 +27,22 @@ T* OffsetRows(T* p, int64_t rows, int64_t cols, DType d) {
   return reinterpret_cast<Byte*>(p) + rows * cols * static_cast<int64_t>(SizeOf(d));
 }
 
+// Each peer's region in a bucket's send and receive messages, back to back in peer order as
+// `plan` sizes them; returns the two totals (send, receive) in bytes.
+std::pair<int64_t, int64_t> PeerOffsets(const sharding::RankPlan& plan, int world,
+                                        std::vector<int64_t>* send, std::vector<int64_t>* recv) {
+  send->assign(world, 0);
+  recv->assign(world, 0);
+  int64_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < world; ++p) {
+    (*send)[p] = send_total;
+    (*recv)[p] = recv_total;
+    send_total += plan.gather_send_bytes[p];
+    recv_total += plan.gather_recv_bytes[p];
+  }
+  return {send_total, recv_total};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const normuon_config_t& config,
@@ -464,15 +480,8 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceR
     b.matrices = bl.matrices;
     NORMUON_ASSIGN_OR_RETURN(b.plan, sharding::MakeRankPlanForMatrices(
                                          in, std::vector<int>(bl.matrices.begin(), bl.matrices.end())));
-    b.send_offset.assign(world_, 0);
-    b.recv_offset.assign(world_, 0);
-    int64_t send_total = 0, recv_total = 0;
-    for (int p = 0; p < world_; ++p) {
-      b.send_offset[p] = send_total;
-      b.recv_offset[p] = recv_total;
-      send_total += b.plan.gather_send_bytes[p];
-      recv_total += b.plan.gather_recv_bytes[p];
-    }
+    const auto [send_total, recv_total] =
+        PeerOffsets(b.plan, world_, &b.send_offset, &b.recv_offset);
     // The layout sized these from this rank's rows alone; the plan from every rank's.
     if (send_total != bl.send_bytes || recv_total != bl.recv_bytes ||
         b.plan.batches.size() != bl.batches.size()) {
@@ -643,15 +652,8 @@ absl::Status Runtime::WireElementV(const std::vector<std::vector<sharding::Piece
     }
     if (split.empty()) continue;
     NORMUON_ASSIGN_OR_RETURN(b.vplan, sharding::MakeRankPlanForMatrices(in, split));
-    b.vsend_offset.assign(world_, 0);
-    b.vrecv_offset.assign(world_, 0);
-    int64_t send_total = 0, recv_total = 0;
-    for (int p = 0; p < world_; ++p) {
-      b.vsend_offset[p] = send_total;
-      b.vrecv_offset[p] = recv_total;
-      send_total += b.vplan.gather_send_bytes[p];
-      recv_total += b.vplan.gather_recv_bytes[p];
-    }
+    const auto [send_total, recv_total] =
+        PeerOffsets(b.vplan, world_, &b.vsend_offset, &b.vrecv_offset);
     const BucketLayout& bl = layout_.buckets[bi];
     if (send_total != bl.v_send_bytes || recv_total != bl.v_recv_bytes) {
       return absl::InternalError(absl::StrCat(

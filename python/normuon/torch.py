@@ -97,9 +97,11 @@ Parameters and devices
     range held so far along dim d into torch.chunk pieces of ceil(size/n); Replicate keeps it),
     registered with the global shape. The mesh dims with a Shard placement make the runtime's
     shard group; processes that differ only on Replicate dims are replicas, each running its
-    own runtime. All parameters of one NorMuon need the same shard group (else ValueError at
-    the first step naming two of them). Partial, _StridedShard and Shard(d >= 1) of a tensor
-    of more than 2 dims raise NotImplementedError. World size 1 needs no communicator; larger
+    own runtime. FSDP2's _StridedShard (a dim tensor parallelism shards first) is mapped by
+    torch's rule; several row ranges on one process become several pieces (desc.pieces). All
+    parameters of one NorMuon need the same shard group (else ValueError at the first step
+    naming two of them). Partial, an uneven _StridedShard and Shard(d >= 1) of a tensor of more
+    than 2 dims raise NotImplementedError. World size 1 needs no communicator; larger
     worlds use, for CUDA tensors, an NCCL communicator whose id is broadcast over the default
     torch.distributed group (the shard group must be the whole group), and for CPU tensors the
     torch.distributed communicator below over the shard group.
@@ -221,17 +223,18 @@ def _fsdp_rows(global_rows, world, rank):
 
 
 def _placement(pl):
-    """("shard", dim), ("replicate", None) or (the placement's class name, None) for Partial,
-    _StridedShard and anything else (duck-typed: DTensor's Shard has is_shard() and .dim,
-    Replicate has is_replicate(); FSDP2's _StridedShard is a Shard with a split_factor)."""
+    """("shard", dim, None), ("strided", dim, split_factor), ("replicate", None, None) or (the
+    placement's class name, None, None) for Partial and anything else (duck-typed: DTensor's
+    Shard has is_shard() and .dim, Replicate has is_replicate(); FSDP2's _StridedShard is a Shard
+    with a split_factor)."""
     name = type(pl).__name__
     if name == "_StridedShard" or hasattr(pl, "split_factor"):
-        return name, None
+        return "strided", int(pl.dim), int(pl.split_factor)
     if callable(getattr(pl, "is_shard", None)) and pl.is_shard():
-        return "shard", int(pl.dim)
+        return "shard", int(pl.dim), None
     if callable(getattr(pl, "is_replicate", None)) and pl.is_replicate():
-        return "replicate", None
-    return name, None
+        return "replicate", None, None
+    return name, None, None
 
 
 def _mesh_shape_and_coordinate(mesh, who):
@@ -244,47 +247,75 @@ def _mesh_shape_and_coordinate(mesh, who):
     return shape, tuple(int(c) for c in coord)
 
 
+def _runs(indices):
+    """[(first, count), ...]: the runs of consecutive integers in `indices`, in their order."""
+    out = []
+    for i in indices:
+        if out and out[-1][0] + out[-1][1] == i:
+            out[-1][1] += 1
+        else:
+            out.append([i, 1])
+    return [tuple(r) for r in out]
+
+
 def _dtensor_piece(global_shape, mesh_shape, coord, placements, who):
-    """The rectangle of a DTensor this process holds: (row_begin, row_count, col_begin,
-    col_count, shard_dims) of the tensor viewed as rows = shape[0] x cols = prod(shape[1:]).
-    DTensor's rule: mesh dims in order, each Shard(d) cuts the range held so far along tensor
-    dim d into mesh_shape[i] torch.chunk pieces (ceil(size / n) each, the last ones short or
-    empty) and keeps piece coord[i]; Replicate keeps the range (the ranks that differ only there
-    hold the same rectangle: replicas). shard_dims: the mesh dims with a Shard placement.
-    Raises NotImplementedError naming `who` for Partial, _StridedShard (FSDP2 over a tensor
-    already sharded on the same dim: non-contiguous rows) and Shard(d >= 1) of a tensor with
-    more than 2 dims (not a rectangle of the rows x cols view)."""
+    """What a DTensor's local tensor holds of the tensor viewed as rows = shape[0] x cols =
+    prod(shape[1:]): (row_runs, (col_begin, col_count), shard_dims), row_runs the runs of
+    consecutive global rows in local order ([(row_begin, row_count), ...]; several when the
+    local rows are not one range, e.g. under _StridedShard).
+    DTensor's rule, mesh dims in order, on the indices held so far along tensor dim d:
+    Shard(d) cuts them into mesh_shape[i] torch.chunk pieces (ceil(size / n) each, the last ones
+    short or empty) and keeps piece coord[i]; _StridedShard(d, split_factor=f) (FSDP2 over a dim
+    tensor parallelism already shards) cuts them into n * f equal chunks and keeps chunks
+    coord[i] + j * n for j < f, concatenated; Replicate keeps them (the ranks that differ only
+    there hold the same part: replicas). shard_dims: the mesh dims with a Shard placement.
+    Raises NotImplementedError naming `who` for Partial (or any other placement), an uneven
+    _StridedShard (which torch refuses too), Shard(d >= 1) of a tensor with more than 2 dims, and
+    columns that are not one range."""
     if len(placements) != len(mesh_shape) or len(coord) != len(mesh_shape):
         raise ValueError(f"NorMuon: {who}: {len(placements)} placements for a "
                          f"{len(mesh_shape)}-D mesh")
     ndim = len(global_shape)
     rows = int(global_shape[0]) if ndim else 1
     cols = math.prod(global_shape[1:]) if ndim > 1 else 1
-    ranges = [[0, rows], [0, cols]]  # [begin, count] along rows and along cols
+    held = [list(range(rows)), list(range(cols))]  # global indices along rows and along cols
     shard_dims = []
     for i, pl in enumerate(placements):
-        kind, dim = _placement(pl)
+        kind, dim, factor = _placement(pl)
         if kind == "replicate":
             continue
-        if kind != "shard":
+        if kind not in ("shard", "strided"):
             raise NotImplementedError(
                 f"NorMuon: {who} is a DTensor placed as {pl} on mesh dim {i}; supported "
-                f"placements are Shard(0), Shard(1) of a 2-D tensor, and Replicate (a "
-                f"{kind} placement would make this process's part not one rectangle, or a "
-                f"partial sum)")
+                f"placements are Shard(0), Shard(1) of a 2-D tensor, FSDP2's _StridedShard on "
+                f"those, and Replicate (a {kind} placement is a partial value, not a part)")
         if dim < 0:
             dim += ndim
         if dim < 0 or dim >= max(ndim, 1) or (dim >= 1 and ndim != 2):
             raise NotImplementedError(
                 f"NorMuon: {who} is a DTensor of {ndim} dims placed as {pl} on mesh dim {i}; "
-                f"only Shard(0), and Shard(1) of a 2-D tensor, map onto a rectangle")
-        r = ranges[dim]
-        chunk = -(-r[1] // mesh_shape[i])
-        offset = min(coord[i] * chunk, r[1])
-        r[0], r[1] = r[0] + offset, max(0, min(chunk, r[1] - offset))
+                f"only Shard(0), and Shard(1) of a 2-D tensor, map onto rectangles")
+        n, c, idx = mesh_shape[i], coord[i], held[dim]
+        if kind == "shard":
+            chunk = -(-len(idx) // n)
+            held[dim] = idx[min(c * chunk, len(idx)):min((c + 1) * chunk, len(idx))]
+        else:
+            total = n * factor
+            if len(idx) % total:
+                raise NotImplementedError(
+                    f"NorMuon: {who} is a DTensor placed as {pl} on mesh dim {i} over "
+                    f"{len(idx)} indices, not a multiple of {n} x split_factor {factor} (uneven "
+                    f"strided sharding, which torch does not support either)")
+            size = len(idx) // total
+            held[dim] = [x for j in range(factor)
+                         for x in idx[(c + j * n) * size:(c + j * n + 1) * size]]
         shard_dims.append(i)
-    (row_begin, row_count), (col_begin, col_count) = ranges
-    return row_begin, row_count, col_begin, col_count, tuple(shard_dims)
+    col_runs = _runs(held[1])
+    if len(col_runs) > 1:
+        raise NotImplementedError(f"NorMuon: {who}: the placements {tuple(placements)} give this "
+                                  f"process columns that are not one range")
+    col_begin, col_count = col_runs[0] if col_runs else (0, 0)
+    return _runs(held[0]), (col_begin, col_count), tuple(shard_dims)
 
 
 def _replicate_like(p):
@@ -411,12 +442,18 @@ def _layout(p, matrix, who, shard=None):
     if _is_dtensor(p):
         mesh = p.device_mesh
         mesh_shape, coord = _mesh_shape_and_coordinate(mesh, who)
-        begin, count, col_begin, col_count, shard_dims = _dtensor_piece(
+        row_runs, (col_begin, col_count), shard_dims = _dtensor_piece(
             shape, mesh_shape, coord, tuple(p.placements), who)
-        if not matrix and col_count != cols:
+        count = sum(rc for _, rc in row_runs)
+        begin = row_runs[0][0] if len(row_runs) == 1 else 0
+        if count == 0 or col_count == 0:  # nothing here: an empty piece of every column
+            begin, count, col_begin, col_count = min(begin, rows), 0, 0, cols
+        if not matrix and (col_count != cols or len(row_runs) > 1):
             raise ValueError(f"NorMuon: {who} is an AdamW parameter (use_muon=False) placed as "
-                             f"{tuple(p.placements)}: AdamW parameters are held as whole rows "
-                             f"(Shard(0) or Replicate on every mesh dim)")
+                             f"{tuple(p.placements)}: AdamW parameters are held as one range of "
+                             f"whole rows (Shard(0) or Replicate on every mesh dim)")
+        if len(row_runs) > 1:  # several row ranges, stacked along dim 0: desc.pieces
+            pieces = tuple((rb, rc, col_begin, col_count) for rb, rc in row_runs)
         group = _shard_group_ranks(mesh, shard_dims, coord)
         world = len(group)
         mesh_key = (tuple(group), shard_dims)
@@ -430,14 +467,20 @@ def _layout(p, matrix, who, shard=None):
             pieces = tuple((rb, rc, cb, col_count) for rb, rc, cb in shard.pieces)
     local = _local(p)
     # (a rectangle's local shape was checked against global_shape above)
-    if (not pieces and col_count == cols
+    if (not pieces and col_count == cols and not (mesh_key is not None and count == 0
+                                                  and local.numel() == 0)
             and tuple(local.shape) != ((count,) + shape[1:] if shape else ())):
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not "
                          f"FSDP2's dim-0 chunk ({count} of {rows} rows from row {begin})")
-    if mesh_key is not None and col_count != cols and tuple(local.shape) != (count, col_count):
+    if mesh_key is not None and (col_count != cols or pieces) and not (
+            local.numel() == 0 and count == 0) and (
+            tuple(local.shape) != ((count, col_count) if len(shape) == 2
+                                   else (count,) + shape[1:])):
+        where = (f"rows [{begin}, +{count})" if not pieces else
+                 "rows " + ", ".join(f"[{rb}, +{rc})" for rb, rc, _, _ in pieces))
         raise ValueError(f"NorMuon: {who}: local shard shape {list(local.shape)} is not the "
-                         f"rectangle its placements {tuple(p.placements)} give this process "
-                         f"(rows [{begin}, +{count}) x columns [{col_begin}, +{col_count}))")
+                         f"part its placements {tuple(p.placements)} give this process "
+                         f"({where} x columns [{col_begin}, +{col_count}))")
     if not local.is_contiguous():
         raise ValueError(f"NorMuon: {who} is not contiguous (strides {list(local.stride())} "
                          f"for shape {list(local.shape)}); the runtime reads row-major memory: "
@@ -1476,8 +1519,9 @@ class NorMuon(torch.optim.Optimizer):
             # v has one value per row (rows x 1): the holders of a row's column pieces all
             # keep the same v, so a column split (Shard(1)) becomes Replicate.
             gshape = (reg.layout.rows, 1)
-            placements = tuple(_replicate_like(p) if _placement(pl) == ("shard", 1) else pl
-                               for pl in placements)
+            placements = tuple(
+                _replicate_like(p) if _placement(pl)[0] in ("shard", "strided")
+                and _placement(pl)[1] == 1 else pl for pl in placements)
         else:
             gshape = tuple(p.shape)
         stride = torch.empty(gshape, device="meta").stride()

@@ -9,6 +9,9 @@ independently, with torch.chunk per mesh dim.
   * TP x FSDP, mesh 2 x 2 (dp, tp), every dim sharding: matrices placed (Shard(0), Shard(0)),
     (Shard(0), Shard(1)) and (Shard(1), Shard(0)), ragged chunks, two processes holding no
     piece of w4. After 6 steps every piece equals one process running the model unsharded.
+  * FSDP2 with torch's _StridedShard: a matrix whose strided placement leaves each process two
+    row ranges (registered as several pieces), and a vector laid out as FSDP2 over tensor
+    parallelism; bitwise equal to one process.
   * HSDP, mesh 2 x 2 (replicate, shard): two replica groups of two shard ranks, Shard(0) and
     Shard(1). Replicas end with the same bits, equal to one process.
   * state_dict of DTensor state (the second moment's column split becomes Replicate), loaded
@@ -19,13 +22,13 @@ independently, with torch.chunk per mesh dim.
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 import tempfile
 import unittest
 
 import torch
 
+import gloo_workers
 from normuon.torch import NorMuon
 
 torch.set_num_threads(1)
@@ -52,6 +55,19 @@ class Shard:
 
     def __repr__(self):
         return f"Shard({self.dim})"
+
+
+class _StridedShard(Shard):
+    """FSDP2's placement over a dim tensor parallelism shards first (torch's semantics: the
+    indices held so far cut into n * split_factor equal chunks; coordinate c keeps chunks
+    c, c + n, c + 2n, ...)."""
+
+    def __init__(self, dim, split_factor):
+        super().__init__(dim)
+        self.split_factor = split_factor
+
+    def __repr__(self):
+        return f"_StridedShard({self.dim}, {self.split_factor})"
 
 
 class Replicate:
@@ -119,7 +135,10 @@ def held(shape, mesh_shape, coord, placements):
     """The (rows, cols) index ranges this coordinate holds, by torch.chunk per mesh dim."""
     idx = [torch.arange(shape[0]), torch.arange(shape[1] if len(shape) > 1 else 1)]
     for n, c, pl in zip(mesh_shape, coord, placements):
-        if isinstance(pl, Shard):
+        if isinstance(pl, _StridedShard):
+            chunks = torch.chunk(idx[pl.dim], n * pl.split_factor)
+            idx[pl.dim] = torch.cat([chunks[c + j * n] for j in range(pl.split_factor)])
+        elif isinstance(pl, Shard):
             chunks = torch.chunk(idx[pl.dim], n)
             idx[pl.dim] = chunks[c] if c < len(chunks) else idx[pl.dim][:0]
     return idx
@@ -137,6 +156,12 @@ LAYOUTS = {
     "tp_fsdp": {"w1": (Shard(0), Shard(0)), "b1": (Shard(0), Shard(0)),
                 "w2": (Shard(0), Shard(1)), "b2": (Shard(0), Shard(0)),
                 "w3": (Shard(1), Shard(0)), "w4": (Shard(0), Shard(0))},
+    # torch's _StridedShard: b1 as FSDP2 lays out a tensor-parallel-sharded tensor (one range
+    # per process); w1 with the strided placement on the tp dim, so each process holds two row
+    # ranges of its columns (several pieces, stacked along dim 0)
+    "fsdp2_strided": {"w1": (Shard(1), _StridedShard(0, 2)), "b1": (_StridedShard(0, 2), Shard(0)),
+                      "w2": (Shard(0), Shard(1)), "b2": (Shard(0), Shard(0)),
+                      "w3": (Shard(1), Shard(0)), "w4": (Shard(0), Shard(0))},
     # mesh dims (replica, shard): HSDP
     "hsdp": {"w1": (Replicate(), Shard(0)), "b1": (Replicate(), Shard(0)),
              "w2": (Replicate(), Shard(1)), "b2": (Replicate(), Shard(0)),
@@ -269,28 +294,7 @@ def worker(args):
 
 
 def launch(world, steps, out):
-    store = os.path.join(out, "store")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = []
-    for r in range(world):
-        cmd = [sys.executable, "-B", os.path.abspath(__file__), "--worker", f"--rank={r}",
-               f"--world={world}", f"--steps={steps}", f"--store={store}", f"--out={out}"]
-        log = open(os.path.join(out, f"rank{r}.log"), "w")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        log.close()
-    try:
-        for p in procs:
-            p.wait(timeout=240)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
-    logs = []
-    for r in range(world):
-        with open(os.path.join(out, f"rank{r}.log")) as f:
-            logs.append(f.read()[-4000:])
-    return [p.returncode for p in procs], logs
+    return gloo_workers.run_workers(__file__, world, [f"--steps={steps}"], out)
 
 
 class DTensorMeshTest(unittest.TestCase):
@@ -330,6 +334,12 @@ class DTensorMeshTest(unittest.TestCase):
         self.assertEqual(info["v_shape"], (9, 1))
         self.assertEqual(info["v_local"], (5, 1))
 
+    def test_fsdp2_strided_shards(self):
+        self.check_layout("fsdp2_strided")
+        # w1 (16 x 8) under (Shard(1), _StridedShard(0, 2)): 8 rows in two ranges per process
+        for r in range(4):
+            self.assertEqual(tuple(self.saved[r]["fsdp2_strided"]["params"]["w1"].shape), (8, 4))
+
     def test_hsdp_replicas(self):
         self.check_layout("hsdp")
         for r in (0, 1):
@@ -342,21 +352,35 @@ class DTensorMeshTest(unittest.TestCase):
 class PlacementTest(unittest.TestCase):
     def test_rule_matches_torch_chunk(self):
         from normuon.torch import _dtensor_piece
-        for shape in ((7, 5), (2, 9), (16, 3), (1, 1)):
-            for pls in ((Shard(0), Shard(1)), (Shard(1), Shard(0)), (Shard(0), Shard(0)),
-                        (Shard(1), Shard(1)), (Replicate(), Shard(1)), (Shard(0), Replicate())):
-                for mesh_shape in ((2, 2), (3, 2), (4, 1)):
-                    for i in range(mesh_shape[0]):
-                        for j in range(mesh_shape[1]):
-                            r, c = held(shape, mesh_shape, (i, j), pls)
-                            rb, rc, cb, cc, dims = _dtensor_piece(shape, mesh_shape, (i, j),
-                                                                  pls, "t")
-                            self.assertEqual(rc, len(r))
-                            self.assertEqual(cc, len(c))
-                            if rc and cc:
-                                self.assertEqual((rb, cb), (int(r[0]), int(c[0])))
-                            self.assertEqual(dims, tuple(k for k, p in enumerate(pls)
-                                                         if isinstance(p, Shard)))
+        cases = [(shape, pls, mesh_shape)
+                 for shape in ((7, 5), (2, 9), (16, 3), (1, 1))
+                 for pls in ((Shard(0), Shard(1)), (Shard(1), Shard(0)), (Shard(0), Shard(0)),
+                             (Shard(1), Shard(1)), (Replicate(), Shard(1)),
+                             (Shard(0), Replicate()))
+                 for mesh_shape in ((2, 2), (3, 2), (4, 1))]
+        # _StridedShard needs even chunks (as in torch)
+        cases += [((16, 12), pls, (2, 2))
+                  for pls in ((_StridedShard(0, 2), Shard(0)), (Shard(1), _StridedShard(0, 2)),
+                              (_StridedShard(1, 2), Shard(1)), (Shard(0), _StridedShard(0, 2)))]
+        for shape, pls, mesh_shape in cases:
+            for i in range(mesh_shape[0]):
+                for j in range(mesh_shape[1]):
+                    r, c = held(shape, mesh_shape, (i, j), pls)
+                    runs, (cb, cc), dims = _dtensor_piece(shape, mesh_shape, (i, j), pls, "t")
+                    got_rows = [x for rb, rc in runs for x in range(rb, rb + rc)]
+                    self.assertEqual(got_rows, [int(x) for x in r], (shape, pls, i, j))
+                    self.assertEqual(list(range(cb, cb + cc)), [int(x) for x in c])
+                    self.assertEqual(dims, tuple(k for k, p in enumerate(pls)
+                                                 if isinstance(p, Shard)))
+        # (Shard(1), _StridedShard(0, 2)) on (2, 2): two row ranges per process
+        runs, _, _ = _dtensor_piece((16, 12), (2, 2), (0, 1), (Shard(1), _StridedShard(0, 2)), "t")
+        self.assertEqual(runs, [(4, 4), (12, 4)])
+
+    def test_uneven_strided_refused(self):
+        from normuon.torch import _dtensor_piece
+        with self.assertRaises(NotImplementedError) as cm:
+            _dtensor_piece((9, 4), (2, 2), (0, 0), (_StridedShard(0, 2), Shard(0)), "'wq'")
+        self.assertIn("uneven", str(cm.exception))
 
     def refused(self, shape, placements, *fragments, local=None):
         mesh = Mesh([[0]], 0) if len(placements) == 2 else Mesh([0], 0)

@@ -15,13 +15,13 @@
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 import tempfile
 import unittest
 
 import torch
 
+import gloo_workers
 from normuon.torch import NorMuon
 
 torch.set_num_threads(1)
@@ -190,29 +190,9 @@ def worker(args):
 
 
 def launch(world, shards, steps, overlap, out):
-    store = os.path.join(out, "store")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = []
-    for r in range(world):
-        cmd = [sys.executable, "-B", os.path.abspath(__file__), "--worker", f"--rank={r}",
-               f"--world={world}", f"--shards={shards}", f"--steps={steps}",
-               f"--store={store}", f"--out={out}"] + (["--overlap"] if overlap else [])
-        log = open(os.path.join(out, f"rank{r}.log"), "w")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        log.close()
-    try:
-        for p in procs:
-            p.wait(timeout=240)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
-    logs = []
-    for r in range(world):
-        with open(os.path.join(out, f"rank{r}.log")) as f:
-            logs.append(f.read()[-4000:])
-    return [p.returncode for p in procs], logs
+    return gloo_workers.run_workers(
+        __file__, world, [f"--shards={shards}", f"--steps={steps}"] +
+        (["--overlap"] if overlap else []), out)
 
 
 _TMP = None
