@@ -137,11 +137,6 @@ absl::StatusOr<int32_t> Runtime::Register(Kind kind, const normuon_param_desc_t&
       return Invalid(absl::StrCat("desc.name: parameter '", spec.name, "' is already registered"));
     }
   }
-  if (config_.backend != NORMUON_BACKEND_CPU && !spec.pieces.empty()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "parameter '", spec.name, "': desc.num_pieces = ", spec.pieces.size(),
-        ": several pieces on one rank run on the CPU backend only in this version"));
-  }
   Param p;
   static_cast<ParamSpec&>(p) = std::move(spec);
   NORMUON_RETURN_IF_ERROR(ValidatePointers(p, p.param, p.grad));
@@ -366,21 +361,13 @@ absl::Status Runtime::Wire() {
   // columns; every rank decides from the same records, and the layout is remade with the verdict
   // (its slot and v all-reduce lengths must be the same on every rank).
   std::vector<char> column_split(pieces.size(), 0);
-  bool any_split = false;
   for (size_t k = 0; k < pieces.size(); ++k) {
     for (const sharding::RankPiece& q : pieces_of_[k]) {
       const sharding::PieceRect& r = q.rect;
       if (r.row_count > 0 && r.col_count > 0 && r.col_count < layout_.shapes[k].cols) {
         column_split[k] = 1;
-        any_split = true;
       }
     }
-  }
-  if (any_split && PerElementV(static_cast<Variant>(config_.variant)) &&
-      config_.backend != NORMUON_BACKEND_CPU) {
-    return absl::UnimplementedError(
-        "finalize: a matrix is split into column pieces and config.variant = ADAMUON; AdaMuon's "
-        "column pieces (ElementSecondMoment) run on the CPU backend only in this version");
   }
   NORMUON_ASSIGN_OR_RETURN(layout_, Layout(column_split));
   if (world_ > 1 && config_.backend == NORMUON_BACKEND_CPU) {

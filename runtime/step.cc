@@ -66,11 +66,10 @@ absl::Status Runtime::PackElementV(int b) {
       if (out == nullptr) return absl::OkStatus();
       const int64_t pc = PieceCols(w);
       const int64_t ld = owner_ld > 0 ? owner_ld : pc;
-      for (int64_t r = 0; r < w.row_count; ++r) {
-        NORMUON_RETURN_IF_ERROR(
-            backend_->CopyAsync(out + r * ld, w.v + r * pc, static_cast<size_t>(pc) * 4));
-      }
-      return absl::OkStatus();
+      // One rectangle (a cudaMemcpy2DAsync on CUDA): the part's packed v rows, ld apart in out.
+      const size_t row_bytes = static_cast<size_t>(pc) * 4;
+      return backend_->CopyRectAsync(out, static_cast<size_t>(ld) * 4, w.v, row_bytes, row_bytes,
+                                     w.row_count);
     }));
   }
   return absl::OkStatus();
@@ -88,10 +87,9 @@ absl::Status Runtime::UnpackElementV(int b) {
         NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes)));
         continue;
       }
-      for (int64_t r = 0; r < seg.row_count; ++r) {
-        NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(at + r * cols, message + r * seg.col_count * 4,
-                                                    static_cast<size_t>(seg.col_count) * 4));
-      }
+      const size_t row_bytes = static_cast<size_t>(seg.col_count) * 4;
+      NORMUON_RETURN_IF_ERROR(backend_->CopyRectAsync(at, static_cast<size_t>(cols) * 4, message,
+                                                      row_bytes, row_bytes, seg.row_count));
     }
   }
   return absl::OkStatus();

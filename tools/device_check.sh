@@ -18,7 +18,8 @@
 #     CPU backend, op by op, and 2-D piece calls vs packed calls); the GPU tests sharded_cuda_test
 #     (the CUDA sharded step on 1-8 ranks sharing the GPU vs the CPU backend),
 #     two_d_shards_cuda_test (column pieces: TP2 x DP2 and TP4 meshes bitwise vs the row-only
-#     layout and the single rank, strided parameters, graph mode with them),
+#     layout and the single rank, strided parameters, graph mode with them; several pieces per
+#     rank with bind_piece and checkpoints; AdaMuon with column pieces),
 #     inprocess_device_test (the device-memory in-process group), nccl_real_test (the NCCL
 #     communicator at world size 1 on the real libnccl, found in the toolkit or PyTorch's wheel:
 #     NORMUON_NCCL_LIBRARY), gram_cuda_test (Gram NS in fp16 and bf16, dense and tile products,
@@ -29,7 +30,8 @@
 #     7e-2) and fp32 (--tol=1e-5); one normuon_run --backend=cuda --model=tiny step.
 #   2 equivalence (180): run-to-run determinism of the CUDA step (normuon_run gpt2-124m twice,
 #     identical parameter checksums); normuon_run --backend=cuda --ranks=N --check against the
-#     single-rank CUDA step and against the CPU backend (also --tp=2: column pieces, bitwise);
+#     single-rank CUDA step and against the CPU backend (also --tp=2: column pieces, bitwise;
+#     and --tp=2 --qkv_layout=separate: several pieces per rank, bitwise);
 #     compute-sanitizer memcheck on cuda_backend_test, sharded_cuda_test, two_d_shards_cuda_test
 #     (one case) and graph_test (racecheck too with RACECHECK=1).
 #   3 benchmarks (240), most important first: newton_schulz_gpu_bench (with NsPhase: each model's
@@ -266,6 +268,11 @@ else
   check "normuon_run --backend=cuda --ranks=4 --tp=2 --check gpt2-124m (bitwise vs CUDA single rank)" \
     "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --tp=2 --steps=2 \
     --check --check_tol=0
+  # Several pieces per rank: --qkv_layout=separate gives each TP rank its q, k and v rows of the
+  # fused QKV as three pieces (normuon_param_desc_t.pieces), bitwise vs the single rank in bf16.
+  check "normuon_run --backend=cuda --ranks=4 --tp=2 --qkv_layout=separate --check gpt2-124m (several pieces per rank, bitwise)" \
+    "$CHECKS_LOG" "$B/normuon_run" --backend=cuda --model=gpt2-124m --ranks=4 --tp=2 \
+    --qkv_layout=separate --steps=2 --check --check_tol=0
   # The pipelined schedules on two streams (exchanges on a second stream), and grad_ready's early
   # start on CUDA, against the single-rank CUDA step.
   for sched in per_matrix bucketed; do

@@ -394,7 +394,7 @@ typedef struct normuon_param_desc {
    * checkpoints of this rank's view) is its pieces' states concatenated in piece order
    * (momentum: each piece's row_count x col_count, packed; per-row v: each piece's row_count).
    * normuon_bind_piece re-binds one piece; normuon_grad_ready(param) covers every piece.
-   * CPU backend only in this version (NORMUON_ERROR_UNSUPPORTED at registration on CUDA). */
+   * Both backends (on CUDA: compiled, not yet run on a GPU in this version). */
   const struct normuon_piece* pieces;
   int32_t num_pieces;
 } normuon_param_desc_t;

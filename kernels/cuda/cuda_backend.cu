@@ -537,6 +537,19 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // AdaMuon on a column piece: this piece's v_new from its O (row stride URowsLd(w)), with
+  // RowStats's per-element arithmetic (elementwise.cu ElementV), so the bits are the owner's.
+  absl::Status ElementSecondMoment(const MatrixWork& w) override {
+    NvtxRange nvtx("normuon/row_stats");
+    const int64_t pc = PieceCols(w);
+    if (w.row_count <= 0 || pc <= 0) return absl::OkStatus();
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    RETURN_IF_CUDA_ERROR(gpu::LaunchElementSecondMoment(w.o_rows, w.ns_dtype, URowsLd(w), w.v,
+                                                        w.v_new, w.row_count, pc, w.scalars,
+                                                        stream_));
+    return absl::OkStatus();
+  }
+
   absl::Status ColumnStats(const MatrixWork& w, const void* o_full) override {
     NvtxRange nvtx("normuon/column_stats");
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));

@@ -168,6 +168,12 @@ __global__ void BlendKernel(const G* grad, int64_t grad_ld, const float* momentu
 }
 
 // ---------------------------------------------------------------------------------------------
+// AdaMuon's per-element second moment, v_new = v + (1-b2)*(O^2 - v): one helper for RowStats
+// (the owner's whole O, and unsplit rows) and ElementSecondMoment (a column piece's O), so both
+// compile to the same arithmetic and the piece holder's v_new has the owner's bits.
+__device__ __forceinline__ float ElementV(float v, float o, float b2) { return Ema(v, o * o, b2); }
+
+// ---------------------------------------------------------------------------------------------
 // RowStats: one warp per row. Each lane sums the columns lane, lane+32, ... in double, then a
 // fixed shuffle tree completes the sum in lane 0, so the result depends on cols alone.
 
@@ -198,7 +204,8 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
       for (int64_t j = lane; j < cols; j += kWarp) {
         const int64_t i = r * cols + j;
         const float x = ToFloat(row[j]);
-        const float vn = Ema(v[i], x * x, b2);
+        // v[i] is read before v_new[i] is written, by this thread alone: v_new may be v.
+        const float vn = ElementV(v[i], x, b2);
         v_new[i] = vn;
         const double y = x * NormFactor(variant, vn, eps, bc2);
         sq_scaled += y * y;
@@ -220,6 +227,22 @@ __global__ void RowStatsKernel(const O* o, int64_t rows, int64_t cols, int64_t r
     if (lane == 0 && row_slots != nullptr) {
       row_slots[row_begin + r] = static_cast<float>(sq);
       row_slots[rows + row_begin + r] = static_cast<float>(sq_scaled);
+    }
+  }
+}
+
+// ElementSecondMoment: rows (y) by columns (x) of a column piece, O with row stride o_ld, v and
+// v_new packed (cols per row); the CPU backend's loop, element for element.
+template <typename O>
+__global__ void ElementSecondMomentKernel(const O* o, int64_t o_ld, const float* v, float* v_new,
+                                          int64_t rows, int64_t cols,
+                                          const GroupScalars* scalars) {
+  const float b2 = scalars->beta2;
+  for (int64_t r = blockIdx.y * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      v_new[r * cols + j] = ElementV(v[r * cols + j], ToFloat(o[r * o_ld + j]), b2);
     }
   }
 }
@@ -485,6 +508,19 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
     using O = std::remove_pointer_t<decltype(tag)>;
     RowStatsKernel<<<blocks, kThreads, 0, stream>>>(As<O>(o), rows, cols, row_begin, row_count, v,
                                                     v_new, row_slots, scalars, variant, control);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchElementSecondMoment(const void* o, DType o_dtype, int64_t o_ld, const float* v,
+                                      float* v_new, int64_t rows, int64_t cols,
+                                      const GroupScalars* scalars, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const RowsByCols shape = RowsByColsOf(rows, cols);
+  return WithNsType(o_dtype, [&](auto* tag) {
+    using O = std::remove_pointer_t<decltype(tag)>;
+    ElementSecondMomentKernel<<<shape.grid, shape.block, 0, stream>>>(As<O>(o), o_ld, v, v_new,
+                                                                      rows, cols, scalars);
     return cudaGetLastError();
   });
 }

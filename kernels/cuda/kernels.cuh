@@ -49,6 +49,12 @@ cudaError_t LaunchRowStats(const void* o, DType o_dtype, int64_t rows, int64_t c
                            float* row_slots, const GroupScalars* scalars, Variant variant,
                            const StepControl* control, cudaStream_t stream);
 
+// AdaMuon on a column piece: v_new_ij = v_ij + (1-b2)*(O_ij^2 - v_ij) over rows x cols, O with
+// row stride o_ld, v and v_new packed; RowStats's per-element arithmetic (the same bits).
+cudaError_t LaunchElementSecondMoment(const void* o, DType o_dtype, int64_t o_ld, const float* v,
+                                      float* v_new, int64_t rows, int64_t cols,
+                                      const GroupScalars* scalars, cudaStream_t stream);
+
 // One block: sums the 2*rows slots in global row order (tree fixed by `rows`), in double, and
 // writes the update multiplier of the variant to *scale.
 cudaError_t LaunchFinishNorms(const float* row_slots, int64_t rows, int64_t cols, Variant variant,

@@ -2,7 +2,8 @@
 // the same contract (kernels/backend.h): every call of a step op by op on random data, for a
 // wide (48x64), a tall (64x48) and a one-row (1x64) matrix, then whole matrix steps, the skip
 // rule and run-to-run determinism; and the calls on two-dimensional pieces against the same
-// backend's calls on the packed rectangle (PieceOpsTest, on the CPU backend everywhere).
+// backend's calls on the packed rectangle, and AdaMuon's ElementSecondMoment on a column piece
+// against the owner's in-place RowStats (PieceOpsTest, on the CPU backend everywhere).
 //
 // Without a CUDA device (CI, CPU-only builds) every comparison skips; only the factory test
 // runs. Tolerances follow docs/ARCHITECTURE.md section 6: elementwise stages agree to a few fp32 roundings
@@ -534,10 +535,76 @@ void CheckPieceOps(Backend* backend, void* stream) {
   }
 }
 
+// AdaMuon with column pieces (runtime/step.cc NewtonSchulzBucket, RowStatsBucket): the owner runs
+// RowStats over the whole O with v_new == v (in place), and each piece holder runs
+// ElementSecondMoment over its columns of O (rows kFullCols apart, v packed). The piece's v_new
+// must be the bits of the owner's in-place RowStats on its columns, and the in-place RowStats
+// the bits of RowStats into a separate v_new (the same row slots too).
+void CheckElementSecondMoment(Backend* backend, void* stream) {
+  Side side(backend, stream);
+  ASSERT_OK(side.Init());
+  const std::string who = backend->name();
+  const std::vector<float> o_full = Randn(kPieceRows * kFullCols, 91, 0.125f);
+  const std::vector<float> v_full = Uniform(kPieceRows * kFullCols, 92, 0.005f, 0.03f);
+  for (DType ns : {DType::kF32, DType::kBF16}) {
+    const std::string what = who + " ns " + std::to_string(static_cast<int>(ns));
+    ASSERT_OK_AND_ASSIGN(void* o_dev, side.Upload(o_full, ns));
+    MatrixWork w;  // the owner's whole matrix
+    w.index = 2;
+    w.rows = kPieceRows;
+    w.cols = kFullCols;
+    w.row_begin = 0;
+    w.row_count = kPieceRows;
+    w.variant = Variant::kAdaMuon;
+    w.ns_dtype = ns;
+    w.scalars = side.matrix_group();
+    w.control = side.control();
+    w.o_rows = o_dev;
+    std::vector<float> slots[2], v_after[2];
+    for (int in_place = 0; in_place < 2; ++in_place) {
+      ASSERT_OK_AND_ASSIGN(w.v, side.UploadF32(v_full));
+      if (in_place == 1) {
+        w.v_new = w.v;
+      } else {
+        ASSERT_OK_AND_ASSIGN(w.v_new, side.UploadF32(std::vector<float>(v_full.size(), 0.0f)));
+      }
+      ASSERT_OK_AND_ASSIGN(w.row_slots, side.UploadF32(std::vector<float>(2 * kPieceRows, 0.0f)));
+      ASSERT_OK(side.Begin());
+      ASSERT_OK(backend->RowStats(w));
+      ASSERT_OK(backend->WaitStep());
+      ASSERT_OK_AND_ASSIGN(slots[in_place], side.Download(w.row_slots, 2 * kPieceRows));
+      ASSERT_OK_AND_ASSIGN(v_after[in_place], side.Download(w.v_new, v_full.size()));
+    }
+    EXPECT_TRUE(BitwiseEqual(v_after[0], v_after[1])) << what << ": RowStats with v_new == v";
+    EXPECT_TRUE(BitwiseEqual(slots[0], slots[1])) << what << ": RowStats slots in place";
+    EXPECT_FALSE(BitwiseEqual(v_after[1], v_full)) << what << ": RowStats changed no v";
+
+    // The piece: columns [kColBegin, kColBegin + kPieceCols), O inside the full buffer.
+    MatrixWork p = w;
+    p.col_begin = kColBegin;
+    p.col_count = kPieceCols;
+    p.u_ld = kFullCols;
+    p.o_rows = static_cast<char*>(o_dev) + kColBegin * SizeOf(ns);
+    p.row_slots = nullptr;
+    const std::vector<float> v_piece = Cut(v_full, kFullCols, kColBegin, kPieceCols, kPieceRows);
+    ASSERT_OK_AND_ASSIGN(p.v, side.UploadF32(v_piece));
+    ASSERT_OK_AND_ASSIGN(p.v_new, side.UploadF32(std::vector<float>(v_piece.size(), 0.0f)));
+    ASSERT_OK(side.Begin());
+    ASSERT_OK(backend->ElementSecondMoment(p));
+    ASSERT_OK(backend->WaitStep());
+    ASSERT_OK_AND_ASSIGN(std::vector<float> got, side.Download(p.v_new, v_piece.size()));
+    EXPECT_TRUE(BitwiseEqual(got, Cut(v_after[1], kFullCols, kColBegin, kPieceCols, kPieceRows)))
+        << what << ": ElementSecondMoment vs the owner's RowStats";
+    ASSERT_OK_AND_ASSIGN(std::vector<float> v_kept, side.Download(p.v, v_piece.size()));
+    EXPECT_TRUE(BitwiseEqual(v_kept, v_piece)) << what << ": ElementSecondMoment wrote v";
+  }
+}
+
 TEST(PieceOpsTest, CpuBackendPieceCallsAreThePackedCallsOnTheRectangle) {
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
   ASSERT_OK(cpu->Prepare({}));
   CheckPieceOps(cpu.get(), nullptr);
+  CheckElementSecondMoment(cpu.get(), nullptr);
 }
 
 TEST(PieceOpsTest, CudaBackendPieceCallsAreThePackedCallsOnTheRectangle) {
@@ -548,6 +615,7 @@ TEST(PieceOpsTest, CudaBackendPieceCallsAreThePackedCallsOnTheRectangle) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   ASSERT_OK((*cuda)->Prepare({}));
   CheckPieceOps(cuda->get(), stream);
+  CheckElementSecondMoment(cuda->get(), stream);
   cuda->reset();
   cudaStreamDestroy(stream);
 #endif

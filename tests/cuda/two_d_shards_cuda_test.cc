@@ -21,7 +21,13 @@
 //  - config.check_finite with a strided gradient: a NaN in the padding past a piece is not read
 //    (the step is taken); a NaN inside a piece skips the step on every rank and writes nothing;
 //  - checkpoints: TP2 x DP2 saved (the column-split state gathered to one rank through the device
-//    communicator), loaded as TP2 x DP2 and DP4, continue bitwise.
+//    communicator), loaded as TP2 x DP2 and DP4, continue bitwise;
+//  - several pieces per rank (desc.pieces: the non-interleaved GQA QKV, three row ranges per TP
+//    rank, and two row ranges of a column half of "out"), TP2 x DP2, with grad_ready on the
+//    two-stream schedule: bitwise the row-only layout and (bf16) the single rank; at world 1 in
+//    graph mode with normuon_bind_piece between steps; their checkpoints reshard bitwise;
+//  - AdaMuon with column pieces (ElementSecondMoment on each piece, the owner's RowStats in
+//    place over the whole v), one and several pieces per rank: bitwise as above.
 // Without a CUDA device, and in the CPU-only build, the GPU cases skip (saying so); the layout's
 // own check (the rectangles tile every matrix) runs everywhere.
 #include <gtest/gtest.h>
@@ -203,6 +209,10 @@ struct Options {
   int first_step = 0;
   const Result* init = nullptr;
   std::string load_dir, save_dir;
+  // Several pieces per rank (PiecesOf), registered through desc.pieces; rebind_pieces: before
+  // the second step, every piece moves to new buffers through normuon_bind_piece.
+  bool multi_piece = false;
+  bool rebind_pieces = false;
 };
 
 std::string Describe(const Options& o) {
@@ -215,13 +225,45 @@ std::string Describe(const Options& o) {
   if (o.schedule == NORMUON_SCHEDULE_PER_MATRIX) s += " per-matrix";
   if (o.grad_ready) s += " grad_ready";
   if (o.cuda_graph) s += " cuda_graph";
+  if (o.variant == NORMUON_VARIANT_ADAMUON) s += " adamuon";
+  if (o.multi_piece) s += " multi-piece";
+  if (o.rebind_pieces) s += " bind_piece";
   return s;
 }
 
 
+// This rank's rectangles of matrix i. One piece each (the mesh, or the whole matrix at world 1)
+// unless o.multi_piece: then, through desc.pieces, "qkv" is a GQA QKV that is not interleaved
+// (q rows 0..15, k 16..23, v 24..31; TP rank t holds its share of each, split again over the DP
+// ranks: three row ranges per rank, as tests/normuon/multi_piece_test.cc's GqaPieces) and "out"
+// (TP cuts columns in halves) has two row ranges per DP rank (quarters d and d + dp); at world 1,
+// "out" is its two column halves. "up" and "down" keep their one mesh rectangle.
+std::vector<Rect> PiecesOf(const Options& o, size_t i, int rank) {
+  const Matrix& m = Model()[i];
+  const int world = o.tp * o.dp;
+  if (!o.multi_piece || i >= 2) {
+    if (world == 1) return {Rect{0, m.rows, 0, m.cols}};
+    return {MeshLayout(m, o.tp, o.dp, o.ragged)[rank]};
+  }
+  const int t = rank / o.dp, d = rank % o.dp;
+  if (i == 0) {  // q 16 rows, k 8, v 8
+    std::vector<Rect> out;
+    for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{0, 16}, {16, 8}, {24, 8}}) {
+      const int64_t share = count / (o.tp * o.dp);
+      out.push_back(Rect{begin + (t * o.dp + d) * share, share, 0, m.cols});
+    }
+    return out;
+  }
+  if (world == 1) return {Rect{0, m.rows, 0, m.cols / 2}, Rect{0, m.rows, m.cols / 2, m.cols / 2}};
+  const int64_t width = m.cols / o.tp, quarter = m.rows / (2 * o.dp);
+  return {Rect{d * quarter, quarter, t * width, width},
+          Rect{(d + o.dp) * quarter, quarter, t * width, width}};
+}
+
 Result RunMesh(const Options& o) {
   const std::vector<Matrix>& ms = Model();
   const int world = o.tp * o.dp;
+  const bool per_element = o.variant == NORMUON_VARIANT_ADAMUON;
   Result res;
   res.errors.assign(world, "");
   res.info.assign(world, std::vector<normuon_step_info_t>(o.steps));
@@ -230,8 +272,10 @@ Result RunMesh(const Options& o) {
     res.param.emplace_back(static_cast<size_t>(m.rows * m.cols), 0.0f);
     res.momentum.emplace_back(static_cast<size_t>(m.rows * m.cols), 0.0f);
     const int64_t blocks = std::max<int64_t>(1, static_cast<int64_t>(m.splits.size()));
-    res.v.emplace_back(
-        static_cast<size_t>(o.axis == NORMUON_NEURON_COLUMNS ? blocks * m.cols : m.rows), 0.0f);
+    const int64_t v_len = o.axis == NORMUON_NEURON_COLUMNS ? blocks * m.cols
+                          : per_element                     ? m.rows * m.cols
+                                                            : m.rows;
+    res.v.emplace_back(static_cast<size_t>(v_len), 0.0f);
   }
   std::vector<normuon_comm_t> comms(world, 0);
   if (world > 1 && normuon_comm_create_inprocess_group_ex(world, 60.0, NORMUON_COMM_MEMORY_DEVICE,
@@ -272,34 +316,43 @@ Result RunMesh(const Options& o) {
       cudaStreamDestroy(stream);
     };
 
-    // This rank's rectangles; host images of param and grad (row stride ld, padding kPad).
+    // This rank's rectangles; host images of param and grad per piece (row stride ld, padding
+    // kPad).
     const size_t n = ms.size();
-    std::vector<Rect> mine(n);
-    std::vector<int64_t> ld(n);
-    std::vector<std::vector<float>> host_param(n), host_grad(n);
-    std::vector<float*> param(n, nullptr), grad(n, nullptr);
+    std::vector<std::vector<Rect>> mine(n);
+    std::vector<std::vector<int64_t>> ld(n);
+    std::vector<std::vector<std::vector<float>>> host_param(n), host_grad(n);
+    std::vector<std::vector<float*>> param(n), grad(n);
     for (size_t i = 0; i < n; ++i) {
-      const Matrix& m = ms[i];
-      mine[i] = world == 1 ? Rect{0, m.rows, 0, m.cols} : MeshLayout(m, o.tp, o.dp, o.ragged)[rank];
-      const Rect& r = mine[i];
-      ld[i] = r.col_count + o.ld_pad;
-      const size_t elems = static_cast<size_t>(r.row_count * ld[i]);
-      host_param[i].assign(elems, kPad);
-      host_grad[i].assign(elems, kPad);
-      for (int64_t a = 0; a < r.row_count; ++a) {
-        for (int64_t b = 0; b < r.col_count; ++b) {
-          const int64_t row = r.row_begin + a, col = r.col_begin + b;
-          host_param[i][a * ld[i] + b] =
-              o.init != nullptr ? o.init->param[i][row * ms[i].cols + col] : Init(i, row, col);
+      mine[i] = PiecesOf(o, i, rank);
+      const size_t np = mine[i].size();
+      ld[i].assign(np, 0);
+      host_param[i].assign(np, {});
+      host_grad[i].assign(np, {});
+      param[i].assign(np, nullptr);
+      grad[i].assign(np, nullptr);
+      for (size_t q = 0; q < np; ++q) {
+        const Rect& r = mine[i][q];
+        ld[i][q] = r.col_count + o.ld_pad;
+        const size_t elems = static_cast<size_t>(r.row_count * ld[i][q]);
+        host_param[i][q].assign(elems, kPad);
+        host_grad[i][q].assign(elems, kPad);
+        for (int64_t a = 0; a < r.row_count; ++a) {
+          for (int64_t b = 0; b < r.col_count; ++b) {
+            const int64_t row = r.row_begin + a, col = r.col_begin + b;
+            host_param[i][q][a * ld[i][q] + b] =
+                o.init != nullptr ? o.init->param[i][row * ms[i].cols + col] : Init(i, row, col);
+          }
         }
-      }
-      if (elems == 0) continue;
-      param[i] = alloc(elems * 4);
-      grad[i] = alloc(elems * 4);
-      if (param[i] == nullptr || grad[i] == nullptr ||
-          !cuda_ok(cudaMemcpy(param[i], host_param[i].data(), elems * 4, cudaMemcpyHostToDevice),
-                   "upload")) {
-        return finish();
+        if (elems == 0) continue;
+        param[i][q] = alloc(elems * 4);
+        grad[i][q] = alloc(elems * 4);
+        if (param[i][q] == nullptr || grad[i][q] == nullptr ||
+            !cuda_ok(cudaMemcpy(param[i][q], host_param[i][q].data(), elems * 4,
+                                cudaMemcpyHostToDevice),
+                     "upload")) {
+          return finish();
+        }
       }
     }
     // The AdamW bias: FSDP2 rows over all ranks.
@@ -336,24 +389,41 @@ Result RunMesh(const Options& o) {
     }
     for (size_t i = 0; i < n; ++i) {
       const Matrix& m = ms[i];
-      const Rect& r = mine[i];
       normuon_param_desc_t d;
       normuon_param_desc_init(&d);
       d.name = m.name;
       d.rows = m.rows;
       d.cols = m.cols;
-      d.row_begin = r.row_begin;
-      d.row_count = r.row_count;
-      // A piece of every column is passed as whole rows (col_count 0), so the DP-only mesh is
-      // the row-only layout; so is a rank without a piece (no rows).
-      const bool whole_rows = r.col_count == m.cols || r.row_count == 0;
-      d.col_begin = whole_rows ? 0 : r.col_begin;
-      d.col_count = whole_rows ? 0 : r.col_count;
-      d.ld = r.row_count > 0 ? ld[i] : 0;
-      d.param = param[i];
-      d.grad = grad[i];
       d.row_splits = m.splits.empty() ? nullptr : m.splits.data();
       d.num_row_splits = static_cast<int32_t>(m.splits.size());
+      // A piece of every column is passed as whole rows (col_count 0), so the DP-only mesh is
+      // the row-only layout; so is a rank without a piece (no rows).
+      std::vector<normuon_piece_t> pieces;
+      for (size_t q = 0; q < mine[i].size(); ++q) {
+        const Rect& r = mine[i][q];
+        const bool whole_rows = r.col_count == m.cols || r.row_count == 0;
+        normuon_piece_t p{};
+        p.row_begin = r.row_begin;
+        p.row_count = r.row_count;
+        p.col_begin = whole_rows ? 0 : r.col_begin;
+        p.col_count = whole_rows ? 0 : r.col_count;
+        p.ld = r.row_count > 0 ? ld[i][q] : 0;
+        p.param = param[i][q];
+        p.grad = grad[i][q];
+        pieces.push_back(p);
+      }
+      if (o.multi_piece) {
+        d.pieces = pieces.data();
+        d.num_pieces = static_cast<int32_t>(pieces.size());
+      } else {
+        d.row_begin = pieces[0].row_begin;
+        d.row_count = pieces[0].row_count;
+        d.col_begin = pieces[0].col_begin;
+        d.col_count = pieces[0].col_count;
+        d.ld = pieces[0].ld;
+        d.param = pieces[0].param;
+        d.grad = pieces[0].grad;
+      }
       normuon_param_t id = -1;
       if (normuon_register_matrix(rt, &d, &id) != NORMUON_SUCCESS) {
         fail(std::string("register ") + m.name + ": " + normuon_last_error(rt));
@@ -383,31 +453,69 @@ Result RunMesh(const Options& o) {
       return finish();
     }
 
+    std::vector<std::pair<float*, size_t>> old_buffers;  // rebound away from (rebind_pieces)
     for (int k = 0; k < o.steps; ++k) {
       const int s = o.first_step + k;  // the step whose gradients are used
-      for (size_t i = 0; i < n; ++i) {
-        const Rect& r = mine[i];
-        if (r.row_count == 0) continue;
-        for (int64_t a = 0; a < r.row_count; ++a) {
-          for (int64_t b = 0; b < r.col_count; ++b) {
-            host_grad[i][a * ld[i] + b] = Grad(i, s, r.row_begin + a, r.col_begin + b);
+      if (o.rebind_pieces && k == 1) {
+        // normuon_bind_piece between steps: every piece moves to new device buffers (the
+        // parameter copied on the step's stream, after the last step's commit); graph mode
+        // captures again. A host pointer is refused first, naming the piece.
+        for (size_t i = 0; i < n && o.multi_piece; ++i) {
+          for (size_t q = 0; q < mine[i].size(); ++q) {
+            if (param[i][q] == nullptr) continue;
+            const normuon_param_t p = static_cast<normuon_param_t>(i);
+            const int32_t piece = static_cast<int32_t>(q);
+            if (normuon_bind_piece(rt, p, piece, host_param[i][q].data(), grad[i][q]) !=
+                NORMUON_ERROR_INVALID_ARGUMENT) {
+              fail(std::string(ms[i].name) + ": bind_piece took a host pointer");
+              return finish();
+            }
+            const size_t bytes = host_param[i][q].size() * 4;
+            float* np = alloc(bytes);
+            float* ng = alloc(bytes);
+            if (np == nullptr || ng == nullptr ||
+                !cuda_ok(cudaMemcpyAsync(np, param[i][q], bytes, cudaMemcpyDeviceToDevice, stream),
+                         "rebind copy")) {
+              return finish();
+            }
+            if (normuon_bind_piece(rt, p, piece, np, ng) != NORMUON_SUCCESS) {
+              fail(std::string("bind_piece: ") + normuon_last_error(rt));
+              return finish();
+            }
+            // The old buffer is zeroed: no later step may write it (checked at the end).
+            if (!cuda_ok(cudaMemsetAsync(param[i][q], 0, bytes, stream), "clear old buffer")) {
+              return finish();
+            }
+            old_buffers.push_back({param[i][q], bytes});
+            param[i][q] = np;
+            grad[i][q] = ng;
           }
         }
-        if (rank == o.nan_rank && s == o.nan_step && static_cast<int>(i) == o.nan_param) {
-          host_grad[i][o.nan_in_padding ? r.col_count : 0] =
-              std::numeric_limits<float>::quiet_NaN();
-        }
-        // Queued on the step's stream, as a backward pass writes its gradients; the pageable
-        // source is staged before the call returns.
-        if (!cuda_ok(cudaMemcpyAsync(grad[i], host_grad[i].data(), host_grad[i].size() * 4,
-                                     cudaMemcpyHostToDevice, stream),
-                     "gradient upload")) {
-          return finish();
-        }
-        // The padding goes back to the marker for the next step.
-        if (rank == o.nan_rank && s == o.nan_step && static_cast<int>(i) == o.nan_param &&
-            o.nan_in_padding) {
-          host_grad[i][r.col_count] = kPad;
+      }
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t q = 0; q < mine[i].size(); ++q) {
+          const Rect& r = mine[i][q];
+          std::vector<float>& hg = host_grad[i][q];
+          if (r.row_count == 0) continue;
+          for (int64_t a = 0; a < r.row_count; ++a) {
+            for (int64_t b = 0; b < r.col_count; ++b) {
+              hg[a * ld[i][q] + b] = Grad(i, s, r.row_begin + a, r.col_begin + b);
+            }
+          }
+          const bool nan_here = rank == o.nan_rank && s == o.nan_step &&
+                                static_cast<int>(i) == o.nan_param && q == 0;
+          if (nan_here) {
+            hg[o.nan_in_padding ? r.col_count : 0] = std::numeric_limits<float>::quiet_NaN();
+          }
+          // Queued on the step's stream, as a backward pass writes its gradients; the pageable
+          // source is staged before the call returns.
+          if (!cuda_ok(cudaMemcpyAsync(grad[i][q], hg.data(), hg.size() * 4,
+                                       cudaMemcpyHostToDevice, stream),
+                       "gradient upload")) {
+            return finish();
+          }
+          // The padding goes back to the marker for the next step.
+          if (nan_here && o.nan_in_padding) hg[r.col_count] = kPad;
         }
       }
       for (int64_t a = 0; a < bc; ++a) host_bias_grad[a] = Grad(n, s, bb + a, 0);
@@ -435,20 +543,35 @@ Result RunMesh(const Options& o) {
       }
     }
     if (!cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize")) return finish();
+    for (const auto& [old, bytes] : old_buffers) {
+      std::vector<float> h(bytes / 4, 1.0f);
+      if (!cuda_ok(cudaMemcpy(h.data(), old, bytes, cudaMemcpyDeviceToHost), "download")) {
+        return finish();
+      }
+      if (std::any_of(h.begin(), h.end(), [](float x) { return x != 0.0f; })) {
+        fail("a step wrote a piece's buffer after normuon_bind_piece moved it");
+        return finish();
+      }
+    }
     if (!o.save_dir.empty() && normuon_save_checkpoint(rt, o.save_dir.c_str()) != NORMUON_SUCCESS) {
       fail(std::string("save_checkpoint: ") + normuon_last_error(rt));
       return finish();
     }
 
-    // Read back: parameters (the padding must still be the marker), momentum and v.
+    // Read back: parameters (the padding must still be the marker), momentum and v (this
+    // rank's pieces' states concatenated in piece order).
     std::vector<std::vector<float>> mom(n), v(n);
     for (size_t i = 0; i < n; ++i) {
-      const Rect& r = mine[i];
-      if (r.row_count > 0 &&
-          !cuda_ok(cudaMemcpy(host_param[i].data(), param[i], host_param[i].size() * 4,
-                              cudaMemcpyDeviceToHost),
-                   "download")) {
-        return finish();
+      int64_t elems = 0;
+      for (size_t q = 0; q < mine[i].size(); ++q) {
+        const Rect& r = mine[i][q];
+        elems += r.row_count * r.col_count;
+        if (r.row_count > 0 &&
+            !cuda_ok(cudaMemcpy(host_param[i][q].data(), param[i][q],
+                                host_param[i][q].size() * 4, cudaMemcpyDeviceToHost),
+                     "download")) {
+          return finish();
+        }
       }
       for (auto [kind, dst] : {std::make_pair(NORMUON_STATE_MOMENTUM, &mom[i]),
                                std::make_pair(NORMUON_STATE_SECOND_MOMENT, &v[i])}) {
@@ -464,9 +587,9 @@ Result RunMesh(const Options& o) {
           return finish();
         }
       }
-      if (mom[i].size() != static_cast<size_t>(r.row_count * r.col_count)) {
+      if (mom[i].size() != static_cast<size_t>(elems)) {
         fail(std::string(ms[i].name) + ": momentum holds " + std::to_string(mom[i].size()) +
-             " floats, the piece " + std::to_string(r.row_count * r.col_count));
+             " floats, the pieces " + std::to_string(elems));
         return finish();
       }
     }
@@ -478,33 +601,44 @@ Result RunMesh(const Options& o) {
       std::lock_guard<std::mutex> lock(mu);
       for (size_t i = 0; i < n; ++i) {
         const Matrix& m = ms[i];
-        const Rect& r = mine[i];
-        for (int64_t a = 0; a < r.row_count; ++a) {
-          for (int64_t b = 0; b < r.col_count; ++b) {
-            const size_t at = static_cast<size_t>((r.row_begin + a) * m.cols + r.col_begin + b);
-            res.param[i][at] = host_param[i][a * ld[i] + b];
-            res.momentum[i][at] = mom[i][a * r.col_count + b];
-          }
-          for (int64_t b = r.col_count; b < ld[i]; ++b) {
-            if (host_param[i][a * ld[i] + b] != kPad && res.errors[rank].empty()) {
-              res.errors[rank] = std::string(m.name) + ": the padding past the piece was written";
+        size_t state_at = 0, v_at = 0;  // this piece's first float in mom[i] and v[i]
+        for (size_t q = 0; q < mine[i].size(); ++q) {
+          const Rect& r = mine[i][q];
+          const std::vector<float>& hp = host_param[i][q];
+          for (int64_t a = 0; a < r.row_count; ++a) {
+            for (int64_t b = 0; b < r.col_count; ++b) {
+              const size_t at = static_cast<size_t>((r.row_begin + a) * m.cols + r.col_begin + b);
+              const size_t packed = state_at + static_cast<size_t>(a * r.col_count + b);
+              res.param[i][at] = hp[a * ld[i][q] + b];
+              res.momentum[i][at] = mom[i][packed];
+              if (per_element && o.axis != NORMUON_NEURON_COLUMNS) res.v[i][at] = v[i][packed];
+            }
+            for (int64_t b = r.col_count; b < ld[i][q]; ++b) {
+              if (hp[a * ld[i][q] + b] != kPad && res.errors[rank].empty()) {
+                res.errors[rank] = std::string(m.name) + ": the padding past the piece was written";
+              }
             }
           }
-        }
-        if (o.axis == NORMUON_NEURON_COLUMNS) {
-          if (!v[i].empty()) std::copy(v[i].begin(), v[i].end(), res.v[i].begin());
-        } else {
-          // Ranks holding the same rows (other columns) must hold the same v.
-          for (size_t a = 0; a < v[i].size(); ++a) {
-            const size_t at = static_cast<size_t>(r.row_begin) + a;
-            if (v_seen[i][at] && std::memcmp(&res.v[i][at], &v[i][a], 4) != 0 &&
+          state_at += static_cast<size_t>(r.row_count * r.col_count);
+          if (o.axis == NORMUON_NEURON_COLUMNS || per_element) continue;
+          // Ranks (or pieces) holding the same rows (other columns) must hold the same v.
+          for (int64_t a = 0; a < r.row_count; ++a, ++v_at) {
+            const size_t at = static_cast<size_t>(r.row_begin + a);
+            if (v_at >= v[i].size()) {
+              if (res.errors[rank].empty()) res.errors[rank] = std::string(m.name) + ": short v";
+              break;
+            }
+            if (v_seen[i][at] && std::memcmp(&res.v[i][at], &v[i][v_at], 4) != 0 &&
                 res.errors[rank].empty()) {
               res.errors[rank] = std::string(m.name) + ": v of row " + std::to_string(at) +
                                  " differs between the ranks holding it";
             }
-            res.v[i][at] = v[i][a];
+            res.v[i][at] = v[i][v_at];
             v_seen[i][at] = 1;
           }
+        }
+        if (o.axis == NORMUON_NEURON_COLUMNS && !v[i].empty()) {
+          std::copy(v[i].begin(), v[i].end(), res.v[i].begin());
         }
       }
       std::copy(host_bias.begin(), host_bias.end(), res.bias.begin() + bb);
@@ -745,6 +879,172 @@ TEST_F(TwoDShardsCudaTest, TheFiniteCheckReadsThePieceNotThePadding) {
   }
   ExpectBitwise(after_one, bad, "NaN in the piece at step 1 vs one clean step");
   EXPECT_FALSE(AllSameBits(after_one, base)) << "the second clean step changed nothing";
+}
+
+// Several rectangles of one matrix per rank (desc.pieces; PiecesOf): the non-interleaved GQA QKV
+// (three row ranges per TP rank) and the row-parallel "out" (two row ranges of a column half per
+// rank) at TP2 x DP2, sequential and with the per-matrix schedule and grad_ready (two streams):
+// bitwise the row-only layout at world 4 (the same owners and batches), and the single-rank CUDA
+// step in bf16 (and in fp32 wherever the row-only layout is).
+TEST_F(TwoDShardsCudaTest, SeveralPiecesPerRankAreBitwiseTheRowLayoutAndTheSingleRank) {
+  for (normuon_ns_dtype_t dtype : {NORMUON_NS_BF16, NORMUON_NS_FP32}) {
+    Options one;
+    one.ns_dtype = dtype;
+    const Result single = RunMesh(one);
+    ExpectOk(single, "single rank");
+    Options rows = one;
+    rows.dp = 4;
+    const Result row_layout = RunMesh(rows);
+    ExpectOk(row_layout, Describe(rows));
+    if (HasFatalFailure()) return;
+    const bool rows_bitwise = AllSameBits(single, row_layout);
+    for (bool ready : {false, true}) {
+      Options mesh = one;
+      mesh.tp = 2;
+      mesh.dp = 2;
+      mesh.multi_piece = true;
+      mesh.ld_pad = ready ? 1 : 0;
+      if (ready) {
+        mesh.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+        mesh.grad_ready = true;
+      }
+      const Result got = RunMesh(mesh);
+      ExpectOk(got, Describe(mesh));
+      if (HasFatalFailure()) return;
+      ExpectBitwise(row_layout, got, Describe(mesh) + " vs " + Describe(rows));
+      std::cout << Describe(mesh) << " vs single rank: max |difference| "
+                << MaxAbsDiff(single, got) << "\n";
+      if (dtype == NORMUON_NS_BF16 || rows_bitwise) {
+        ExpectBitwise(single, got, Describe(mesh) + " vs single rank");
+      }
+    }
+  }
+}
+
+// World 1 holding "qkv" as three row pieces and "out" as two column halves: bitwise the one-piece
+// run, eagerly and in graph mode with every piece moved by normuon_bind_piece before the second
+// step (the captured graph is dropped and captured again; a host pointer is refused); NorMuon in
+// bf16 and fp32, AdaMuon (column halves at world 1) in bf16.
+TEST_F(TwoDShardsCudaTest, SeveralPiecesAtWorldOneWithGraphModeAndBindPieceAreBitwise) {
+  for (normuon_ns_dtype_t dtype : {NORMUON_NS_BF16, NORMUON_NS_FP32}) {
+    for (normuon_variant_t variant : {NORMUON_VARIANT_NORMUON, NORMUON_VARIANT_ADAMUON}) {
+      // AdaMuon in bf16 only (keeps the device check's smoke tier short).
+      if (variant == NORMUON_VARIANT_ADAMUON && dtype != NORMUON_NS_BF16) continue;
+      Options one;
+      one.ns_dtype = dtype;
+      one.variant = variant;
+      const Result base = RunMesh(one);
+      ExpectOk(base, Describe(one));
+      Options pieces = one;
+      pieces.multi_piece = true;
+      pieces.ld_pad = 2;
+      const Result eager = RunMesh(pieces);
+      ExpectOk(eager, Describe(pieces));
+      Options graph = pieces;
+      graph.cuda_graph = true;
+      graph.rebind_pieces = true;
+      const Result g = RunMesh(graph);
+      ExpectOk(g, Describe(graph));
+      if (HasFatalFailure()) return;
+      ExpectBitwise(base, eager, Describe(pieces));
+      ExpectBitwise(base, g, Describe(graph));
+    }
+  }
+}
+
+// AdaMuon with column pieces: each piece's per-element v travels to the owner with U (a second
+// exchange per bucket), the owner's RowStats writes v_new over the whole v in place, and each
+// piece holder makes its own v_new with ElementSecondMoment. TP2 x DP2 (one piece per rank) and
+// the several-pieces layout: bitwise the row-only layout at world 4, and the single-rank CUDA
+// step in bf16 (in fp32 wherever the row-only layout is).
+TEST_F(TwoDShardsCudaTest, AdaMuonWithColumnPiecesIsBitwiseTheRowLayoutAndTheSingleRank) {
+  for (normuon_ns_dtype_t dtype : {NORMUON_NS_BF16, NORMUON_NS_FP32}) {
+    Options one;
+    one.ns_dtype = dtype;
+    one.variant = NORMUON_VARIANT_ADAMUON;
+    const Result single = RunMesh(one);
+    ExpectOk(single, Describe(one));
+    Options rows = one;
+    rows.dp = 4;
+    const Result row_layout = RunMesh(rows);
+    ExpectOk(row_layout, Describe(rows));
+    if (HasFatalFailure()) return;
+    const bool rows_bitwise = AllSameBits(single, row_layout);
+    std::cout << Describe(rows) << " vs single rank: "
+              << (rows_bitwise ? "bitwise" : "not bitwise") << "\n";
+    std::vector<Options> meshes;
+    Options m = one;
+    m.tp = 2;
+    m.dp = 2;
+    m.ld_pad = 3;
+    meshes.push_back(m);
+    m.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+    m.grad_ready = true;
+    m.multi_piece = true;
+    meshes.push_back(m);
+    for (const Options& mesh : meshes) {
+      const Result got = RunMesh(mesh);
+      ExpectOk(got, Describe(mesh));
+      if (HasFatalFailure()) return;
+      ExpectBitwise(row_layout, got, Describe(mesh) + " vs " + Describe(rows));
+      std::cout << Describe(mesh) << " vs single rank: max |difference| "
+                << MaxAbsDiff(single, got) << "\n";
+      if (dtype == NORMUON_NS_BF16 || rows_bitwise) {
+        ExpectBitwise(single, got, Describe(mesh) + " vs single rank");
+      }
+    }
+  }
+}
+
+// Checkpoints of several pieces per rank (their momentum and v rectangles gathered to the saving
+// rank through the device communicator, host bytes staged in device memory): the multi-piece
+// TP2 x DP2 layout saved after two steps (NorMuon and AdaMuon), loaded as itself, as DP4 and
+// (NorMuon) as one rank: one more step gives the bits of three uninterrupted steps of that
+// layout.
+TEST_F(TwoDShardsCudaTest, CheckpointsOfSeveralPiecesPerRankReshardBitwise) {
+  for (normuon_variant_t variant : {NORMUON_VARIANT_NORMUON, NORMUON_VARIANT_ADAMUON}) {
+    const std::string dir = ::testing::TempDir() + "/two_d_cuda_multi_ck" +
+                            std::to_string(static_cast<int>(variant));
+    ASSERT_EQ(system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+    Options save;
+    save.ns_dtype = NORMUON_NS_FP32;
+    save.variant = variant;
+    save.tp = 2;
+    save.dp = 2;
+    save.multi_piece = true;
+    save.ld_pad = 2;
+    save.steps = 2;
+    save.save_dir = dir;
+    const Result saved = RunMesh(save);
+    ExpectOk(saved, Describe(save) + " save");
+    if (HasFatalFailure()) return;
+    for (int layout = 0; layout < 3; ++layout) {
+      // AdaMuon: into itself and DP4 (the one-rank load is the CPU tests' too).
+      if (variant == NORMUON_VARIANT_ADAMUON && layout == 2) continue;
+      Options straight;
+      straight.ns_dtype = NORMUON_NS_FP32;
+      straight.variant = variant;
+      straight.steps = 3;
+      if (layout == 0) {
+        straight.tp = 2;
+        straight.dp = 2;
+        straight.multi_piece = true;
+      } else if (layout == 1) {
+        straight.dp = 4;
+      }
+      const Result want = RunMesh(straight);
+      ExpectOk(want, Describe(straight));
+      Options load = straight;
+      load.steps = 1;
+      load.first_step = 2;
+      load.init = &saved;
+      load.load_dir = dir;
+      const Result got = RunMesh(load);
+      ExpectOk(got, Describe(load) + " load");
+      if (HasFatalFailure()) return;
+      ExpectBitwise(want, got, "checkpoint " + Describe(save) + " -> " + Describe(load));
+    }
+  }
 }
 
 #endif  // NORMUON_WITH_CUDA

@@ -414,20 +414,27 @@ TEST(MultiPiece, AdaMuonWithColumnPiecesAmongSeveralMatchesOneRank) {
   }
 }
 
+// NorMuon, and AdaMuon (one rank holding column pieces: its per-element v goes to its own
+// owner buffer, the in-place RowStats and each piece's ElementSecondMoment, with no exchange).
 TEST(MultiPiece, OneRankWithSeveralPiecesMatchesOnePiece) {
   const std::vector<Matrix> ms = Ragged();
-  const Result base = RunRanks(ms, Options{});
-  Options o;
-  o.pieces = [](size_t i, int, int) {
-    std::vector<Rect> all;
-    for (int r = 0; r < 3; ++r) {
-      for (const Rect& x : RaggedPieces(i, r, 3)) all.push_back(x);
-    }
-    return all;
-  };
-  o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
-  o.grad_ready = true;
-  ExpectBitwise(ms, base, RunRanks(ms, o), "one rank, every piece");
+  for (normuon_variant_t variant : {NORMUON_VARIANT_NORMUON, NORMUON_VARIANT_ADAMUON}) {
+    Options one;
+    one.variant = variant;
+    const Result base = RunRanks(ms, one);
+    Options o = one;
+    o.pieces = [](size_t i, int, int) {
+      std::vector<Rect> all;
+      for (int r = 0; r < 3; ++r) {
+        for (const Rect& x : RaggedPieces(i, r, 3)) all.push_back(x);
+      }
+      return all;
+    };
+    o.schedule = NORMUON_SCHEDULE_PER_MATRIX;
+    o.grad_ready = true;
+    ExpectBitwise(ms, base, RunRanks(ms, o),
+                  "one rank, every piece, variant " + std::to_string(variant));
+  }
 }
 
 // Checkpoints reshard: saved from the multi-piece layout, loaded on one rank and on a row-only

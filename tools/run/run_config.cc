@@ -46,7 +46,7 @@ ABSL_FLAG(std::string, qkv_layout, "interleaved",
           "interleaved (Megatron's: each TP rank's q, k and v rows are one range) or separate "
           "(q, k and v blocks one after the other, each TP rank holding its rows of each: three "
           "pieces per rank, registered as a list of rectangles, normuon_param_desc_t.pieces; "
-          "CPU backend only)");
+          "both backends (CUDA: compiled, not yet run on a GPU))");
 ABSL_FLAG(normuon_tools::run::CommKind, comm, normuon_tools::run::CommKind::kInProcess,
           "how the ranks are joined: inprocess (--ranks threads of this process) or mpi (one "
           "rank per process, started by mpirun; needs the MPI build: "
