@@ -473,9 +473,14 @@ absl::StatusOr<ParamSpec> ValidateParamDesc(ParamKind kind, const normuon_param_
   return p;
 }
 
+PieceSpec PieceOf(const ParamSpec& p, size_t piece) {
+  if (!p.pieces.empty()) return p.pieces[piece];
+  return PieceSpec{p.row_begin, p.row_count, p.col_begin, p.col_count, p.ld, p.param, p.grad};
+}
+
 std::vector<PieceSpec> PiecesOf(const ParamSpec& p) {
   if (!p.pieces.empty()) return p.pieces;
-  return {PieceSpec{p.row_begin, p.row_count, p.col_begin, p.col_count, p.ld, p.param, p.grad}};
+  return {PieceOf(p, 0)};
 }
 
 int64_t LocalRows(const ParamSpec& p) {

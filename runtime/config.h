@@ -79,8 +79,9 @@ struct ParamSpec {
 };
 
 // The pieces of a parameter on this rank: `pieces`, or the one piece of the fields (which may
-// hold no row).
+// hold no row). PieceOf is one of them without allocating (binds may run inside a step).
 std::vector<PieceSpec> PiecesOf(const ParamSpec& p);
+PieceSpec PieceOf(const ParamSpec& p, size_t piece);
 // The rows and the elements this rank holds of a parameter (summed over its pieces): what its
 // state is sized by.
 int64_t LocalRows(const ParamSpec& p);

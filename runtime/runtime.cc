@@ -327,11 +327,6 @@ absl::StatusOr<std::vector<std::vector<sharding::PieceRect>>> Runtime::AgreeOnRe
   return pieces;
 }
 
-char* Runtime::OwnerRows(void* base, int32_t k, int64_t row) const {
-  const MatrixWork& w = matrices_[k];
-  return static_cast<char*>(base) + row * w.cols * static_cast<int64_t>(SizeOf(ns_dtype_));
-}
-
 absl::StatusOr<Runtime::BufferCursor> Runtime::AllocateBuffers() {
   std::vector<void*> buffers;
   buffers.reserve(layout_.buffers.size());
@@ -526,9 +521,7 @@ absl::Status Runtime::WireBuckets(const std::vector<std::vector<sharding::PieceR
 void Runtime::PointPart(int32_t k, size_t j, MatrixWork* w) const {
   const UnitPart& part = layout_.matrices[k].parts[j];
   const Param& p = params_[layout_.matrices[k].param];
-  const PieceSpec q = p.pieces.empty() ? PieceSpec{p.row_begin, p.row_count, p.col_begin,
-                                                   p.col_count, p.ld, p.param, p.grad}
-                                       : p.pieces[part.piece];
+  const PieceSpec q = PieceOf(p, static_cast<size_t>(part.piece));  // no allocation: bind
   w->ld = q.ld;
   w->param = part.mine.row_count > 0 || p.pieces.empty()
                  ? OffsetRows(q.param, part.piece_row, q.ld, p.param_dtype)

@@ -183,8 +183,6 @@ class Runtime {
   // count and the caller's host pointer (named host_name in messages).
   absl::StatusOr<void*> StateBuffer(int32_t param, normuon_state_kind_t kind, uint64_t bytes,
                                     const void* host, absl::string_view host_name);
-  // The byte address of matrix k's row `row` in its owner's full buffer (U or O).
-  char* OwnerRows(void* base, int32_t k, int64_t row) const;
 
   // Checkpoints of parameters split into column pieces (runtime_checkpoint.cc): the holder of
   // element (0, 0) receives every piece's momentum and its rows' v, and saves the parameter as a
@@ -212,9 +210,11 @@ class Runtime {
   // (the v message, or the owner's whole v), and on the owner the received pieces into it.
   absl::Status PackElementV(int b);
   absl::Status UnpackElementV(int b);
-  // Moves one segment between a message and the owner's full buffer (row by row for a column
-  // piece); to_owner: message -> full buffer.
-  absl::Status CopySegment(const sharding::Segment& seg, char* message, void* full, bool to_owner);
+  // Moves one segment between a message and the owner's full buffer of matrix seg.matrix (U or
+  // O, elem_bytes = the Newton-Schulz dtype's size; AdaMuon's whole v, 4): one copy, a rectangle
+  // for a column piece; to_owner: message -> full buffer.
+  absl::Status CopySegment(const sharding::Segment& seg, char* message, void* full,
+                           int64_t elem_bytes, bool to_owner);
   // A bucket stage on the two-stream pipeline: hand-off waits, marks, hand-off records.
   absl::Status TwoStreamStage(int stage, int b);
   // Two streams: the step's stream waits for everything queued on the communication stream.

@@ -479,18 +479,15 @@ absl::Status Runtime::GatherColumnSplitState(std::vector<WholeState>* out) {
             if (q.rank != r || empty(q.rect)) continue;
             const int64_t rb = first_row + q.rect.row_begin, rc = q.rect.row_count;
             const int64_t cb = q.rect.col_begin, cc = q.rect.col_count;
-            for (int64_t a = 0; a < rc; ++a) {
-              std::copy_n(parts[r].begin() + read + a * cc, cc,
-                          w.first.begin() + (rb + a) * p.cols + cb);
-            }
-            read += static_cast<size_t>(rc * cc);
-            if (element_v) {
+            // The next rectangle of the message into its place among whole rows of `to`.
+            auto place = [&](std::vector<float>& to) {
               for (int64_t a = 0; a < rc; ++a) {
-                std::copy_n(parts[r].begin() + read + a * cc, cc,
-                            w.second.begin() + (rb + a) * p.cols + cb);
+                std::copy_n(parts[r].begin() + read + a * cc, cc, to.begin() + (rb + a) * p.cols + cb);
               }
               read += static_cast<size_t>(rc * cc);
-            }
+            };
+            place(w.first);
+            if (element_v) place(w.second);
             if (row_v && cb == 0) {
               std::copy_n(parts[r].begin() + read, rc, w.second.begin() + rb);
               read += static_cast<size_t>(rc);

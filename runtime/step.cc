@@ -80,34 +80,26 @@ absl::Status Runtime::UnpackElementV(int b) {
   if (bucket.vsend_offset.empty()) return absl::OkStatus();
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.vplan.gather_recvs[p]) {
-      const int64_t cols = matrices_[seg.matrix].cols;
-      const char* message = bucket.vrecv_buf + bucket.vrecv_offset[p] + seg.offset;
-      float* at = owner_v_[seg.matrix] + seg.row_begin * cols + seg.col_begin;
-      if (seg.col_count == 0) {  // whole rows
-        NORMUON_RETURN_IF_ERROR(backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes)));
-        continue;
-      }
-      const size_t row_bytes = static_cast<size_t>(seg.col_count) * 4;
-      NORMUON_RETURN_IF_ERROR(backend_->CopyRectAsync(at, static_cast<size_t>(cols) * 4, message,
-                                                      row_bytes, row_bytes, seg.row_count));
+      NORMUON_RETURN_IF_ERROR(CopySegment(seg, bucket.vrecv_buf + bucket.vrecv_offset[p] + seg.offset,
+                                          owner_v_[seg.matrix], /*elem_bytes=*/4,
+                                          /*to_owner=*/true));
     }
   }
   return absl::OkStatus();
 }
 
 absl::Status Runtime::CopySegment(const sharding::Segment& seg, char* message, void* full,
-                                  bool to_owner) {
-  char* at = OwnerRows(full, seg.matrix, seg.row_begin);
+                                  int64_t elem_bytes, bool to_owner) {
+  const size_t full_pitch = static_cast<size_t>(matrices_[seg.matrix].cols * elem_bytes);
+  char* at = static_cast<char*>(full) + seg.row_begin * static_cast<int64_t>(full_pitch);
   if (seg.col_count == 0) {  // whole rows: one contiguous block
     return to_owner ? backend_->CopyAsync(at, message, static_cast<size_t>(seg.bytes))
                     : backend_->CopyAsync(message, at, static_cast<size_t>(seg.bytes));
   }
   // A column piece: packed in the message (pitch = the piece's row), its rows cols apart in the
   // full buffer; one rectangle copy.
-  const int64_t ns = static_cast<int64_t>(SizeOf(ns_dtype_));
-  const size_t full_pitch = static_cast<size_t>(matrices_[seg.matrix].cols * ns);
-  const size_t piece_row = static_cast<size_t>(seg.col_count * ns);
-  char* full_at = at + seg.col_begin * ns;
+  const size_t piece_row = static_cast<size_t>(seg.col_count * elem_bytes);
+  char* full_at = at + seg.col_begin * elem_bytes;
   return to_owner ? backend_->CopyRectAsync(full_at, full_pitch, message, piece_row, piece_row,
                                             seg.row_count)
                   : backend_->CopyRectAsync(message, piece_row, full_at, full_pitch, piece_row,
@@ -117,11 +109,12 @@ absl::Status Runtime::CopySegment(const sharding::Segment& seg, char* message, v
 absl::Status Runtime::NewtonSchulzBucket(int b) {
   StepTiming::StageTimer timer(&timing_, kStageNewtonSchulz, b);
   const Bucket& bucket = buckets_[b];
+  const int64_t ns_bytes = static_cast<int64_t>(SizeOf(ns_dtype_));
   // Unpack every peer's rows (or rectangles) into the owner's full U.
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
       NORMUON_RETURN_IF_ERROR(CopySegment(seg, bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
-                                          owner_u_[seg.matrix], /*to_owner=*/true));
+                                          owner_u_[seg.matrix], ns_bytes, /*to_owner=*/true));
     }
   }
   NORMUON_RETURN_IF_ERROR(UnpackElementV(b));
@@ -158,7 +151,7 @@ absl::Status Runtime::NewtonSchulzBucket(int b) {
   for (int p = 0; p < world_; ++p) {
     for (const sharding::Segment& seg : bucket.plan.gather_recvs[p]) {
       NORMUON_RETURN_IF_ERROR(CopySegment(seg, bucket.recv_buf + bucket.recv_offset[p] + seg.offset,
-                                          owner_o_[seg.matrix], /*to_owner=*/false));
+                                          owner_o_[seg.matrix], ns_bytes, /*to_owner=*/false));
     }
   }
   return absl::OkStatus();
